@@ -1,0 +1,2 @@
+def current_team(request):
+    return {}

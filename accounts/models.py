@@ -1,0 +1,146 @@
+"""People, teams (the tenants), memberships and the team's OUTSCALE accounts."""
+
+import uuid
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from omiportal.outscale.regions import REGION_CHOICES
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def _create(self, email, password, **extra):
+        if not email:
+            raise ValueError("An email address is required.")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email, password=None, **extra):
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create(email, password, **extra)
+
+    def create_superuser(self, email, password=None, **extra):
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        return self._create(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person. Signs in with an email address."""
+
+    email = models.EmailField(unique=True)
+    full_name = models.CharField(max_length=150, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False, help_text="May sign in to the Django admin.")
+    # Site-wide, read-only: sees every team's audit trail, changes nothing.
+    is_compliance_officer = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS = []
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self):
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return self.full_name or self.email
+
+    def get_full_name(self):
+        return self.display_name
+
+    def get_short_name(self):
+        return self.display_name
+
+
+class Team(models.Model):
+    """A tenant. Everything team-owned hangs off one of these."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=80, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Role(models.TextChoices):
+    MEMBER = "member", "Member"
+    APPROVER = "approver", "Approver"
+    ADMIN = "admin", "Admin"
+    AUDITOR = "auditor", "Auditor"
+
+
+class Membership(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team__name", "user__email"]
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="membership_unique_user_team")]
+
+    def __str__(self):
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+bucket_name_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+    "Use 3 to 63 lowercase letters, digits and hyphens, starting and ending with a letter or digit.",
+)
+
+
+class CloudAccount(models.Model):
+    """One OUTSCALE account in one Region, with its keys sealed by the vault."""
+
+    class Validation(models.TextChoices):
+        PENDING = "pending", "Not checked yet"
+        VALID = "valid", "Valid"
+        INVALID = "invalid", "Invalid"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="cloud_accounts")
+    label = models.CharField(max_length=80)
+    region = models.CharField(max_length=32, choices=REGION_CHOICES)
+    # Sealed by accounts.vault; bound to (team, public_id, field) so a copied
+    # ciphertext does not open anywhere else.
+    access_key_sealed = models.TextField()
+    secret_key_sealed = models.TextField()
+    access_key_hint = models.CharField(max_length=32, help_text="Masked access key id, safe to display.")
+    account_id = models.CharField(max_length=32, blank=True, help_text="Learned from the cloud (ReadAccounts).")
+    export_bucket = models.CharField(max_length=63, validators=[bucket_name_validator])
+    accepts_incoming_shares = models.BooleanField(default=False)
+    validation_status = models.CharField(max_length=16, choices=Validation.choices, default=Validation.PENDING)
+    validation_message = models.CharField(max_length=500, blank=True)
+    validated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team__name", "label"]
+        constraints = [models.UniqueConstraint(fields=["team", "label"], name="cloudaccount_unique_team_label")]
+
+    def __str__(self):
+        return f"{self.label} ({self.region})"
+
+    @property
+    def is_valid(self) -> bool:
+        return self.validation_status == self.Validation.VALID
