@@ -1,0 +1,31 @@
+# OMI Portal. Two commands: `make run` (demo on embedded defaults) and `make test`.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+.PHONY: run test lint check-deploy clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+.env:
+	$(PYTHON) -c "import base64, os, secrets; print('DJANGO_DEBUG=true'); print('DJANGO_SECRET_KEY=' + secrets.token_urlsafe(50)); print('OMIPORTAL_CREDENTIAL_KEYS=k1:' + base64.b64encode(os.urandom(32)).decode())" > .env
+	@echo "Wrote a development .env (DEBUG on, fresh random keys)."
+
+## Set everything up and start the portal, the sandbox and a worker on http://127.0.0.1:8000
+run: $(STAMP) .env
+	$(PY) -m omiportal.run_local
+
+## Run the whole test suite (SQLite + embedded Redis unless DATABASE_URL / REDIS_URL are set)
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf var staticfiles .pytest_cache

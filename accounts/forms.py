@@ -1,0 +1,85 @@
+"""Forms parse and validate input; services apply the rules and write."""
+
+import re
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+
+from accounts.models import CloudAccount, Role, bucket_name_validator
+from omiportal.outscale.regions import REGION_CHOICES
+
+ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{20}$")
+SECRET_KEY_RE = re.compile(r"^[A-Z0-9]{40}$")
+ACCESS_KEY_MESSAGE = "An OUTSCALE access key id is 20 uppercase letters and digits."
+SECRET_KEY_MESSAGE = "An OUTSCALE secret key is 40 uppercase letters and digits."
+KEYS_TOGETHER_MESSAGE = "To replace the keys, give both the access key id and the secret key."
+
+
+class LoginForm(AuthenticationForm):
+    username = forms.EmailField(label="Email", widget=forms.EmailInput(attrs={"autofocus": True,
+                                                                           "autocomplete": "email"}))
+
+
+class TeamCreateForm(forms.Form):
+    name = forms.CharField(max_length=80, strip=True)
+
+
+class MemberAddForm(forms.Form):
+    email = forms.EmailField(help_text="Someone new gets an email to choose a password.")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class CloudAccountForm(forms.Form):
+    """Add or edit an OUTSCALE account. Keys are write-only: never rendered back."""
+
+    label = forms.CharField(max_length=80, strip=True, help_text="How your team calls this account.")
+    region = forms.ChoiceField(choices=REGION_CHOICES)
+    access_key = forms.CharField(
+        label="Access key id", max_length=20, required=True, strip=True,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    secret_key = forms.CharField(
+        label="Secret key", max_length=40, required=True, strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+    export_bucket = forms.CharField(
+        label="Export bucket", max_length=63, validators=[bucket_name_validator],
+        help_text="The OOS bucket in this Region where exports of this account's images are written.",
+    )
+    accepts_incoming_shares = forms.BooleanField(
+        required=False, label="Accept images shared by other teams",
+        help_text="Lists this account in the directory other teams pick recipients from.",
+    )
+
+    def __init__(self, *args, editing: CloudAccount | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.editing = editing
+        if editing is not None:
+            for name in ("access_key", "secret_key"):
+                self.fields[name].required = False
+            self.fields["access_key"].help_text = f"Current: {editing.access_key_hint}. Leave blank to keep."
+            self.fields["secret_key"].help_text = "Leave blank to keep the stored secret key."
+
+    def clean_access_key(self):
+        value = self.cleaned_data["access_key"]
+        if value and not ACCESS_KEY_RE.match(value):
+            raise forms.ValidationError(ACCESS_KEY_MESSAGE)
+        return value
+
+    def clean_secret_key(self):
+        value = self.cleaned_data["secret_key"]
+        if value and not SECRET_KEY_RE.match(value):
+            raise forms.ValidationError(SECRET_KEY_MESSAGE)
+        return value
+
+    def clean(self):
+        data = super().clean()
+        one_key_only = bool(data.get("access_key")) != bool(data.get("secret_key"))
+        key_errors = self.errors.get("access_key") or self.errors.get("secret_key")
+        if self.editing is not None and one_key_only and not key_errors:
+            raise forms.ValidationError(KEYS_TOGETHER_MESSAGE)
+        return data

@@ -1,0 +1,76 @@
+"""Demo teams and people in every role; with --sandbox, the sandbox's accounts too.
+
+Idempotent: running it again changes nothing and prints the same logins.
+"""
+
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from accounts.models import CloudAccount, Membership, Role, Team, User
+from accounts.selectors import TeamAccess
+from omiportal.audit.context import job_context
+
+DEMO_PASSWORD = "omiportal-demo"
+TEAMS = {
+    "Platform": ["admin", "approver", "member", "auditor"],
+    "Research": ["admin", "approver", "member"],
+}
+COMPLIANCE_EMAIL = "compliance@demo.test"
+
+
+def demo_email(team: str, role: str) -> str:
+    return f"{role}@{team.lower()}.demo.test"
+
+
+class Command(BaseCommand):
+    help = "Create demo teams and users (password: omiportal-demo); optionally register sandbox accounts."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--sandbox", type=Path, help="The sandbox's --describe JSON file.")
+
+    def handle(self, *args, sandbox=None, **options):
+        with job_context(job_id="cmd-seed-demo"), transaction.atomic():
+            teams = {name: self._team(name, roles) for name, roles in TEAMS.items()}
+            if not User.objects.filter(email=COMPLIANCE_EMAIL).exists():
+                User.objects.create_user(email=COMPLIANCE_EMAIL, password=DEMO_PASSWORD,
+                                         full_name="Casey Compliance", is_compliance_officer=True)
+        if sandbox:
+            self._register_sandbox_accounts(teams, json.loads(sandbox.read_text()))
+        self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
+        for name, roles in TEAMS.items():
+            for role in roles:
+                self.stdout.write(f"  {demo_email(name, role):34} {role} of {name}")
+        self.stdout.write(f"  {COMPLIANCE_EMAIL:34} compliance officer (every team, read-only)")
+
+    def _team(self, name: str, roles: list[str]) -> Team:
+        team, _ = Team.objects.get_or_create(name=name)
+        for role in roles:
+            email = demo_email(name, role)
+            user = User.objects.filter(email=email).first() or User.objects.create_user(
+                email=email, password=DEMO_PASSWORD, full_name=f"{role.title()} of {name}")
+            Membership.objects.get_or_create(team=team, user=user, defaults={"role": role})
+        return team
+
+    def _register_sandbox_accounts(self, teams: dict, describe: dict) -> None:
+        """Give each demo team sandbox accounts, and validate them against the sandbox."""
+        from accounts import services
+
+        seeded = [a for a in describe["accounts"] if a.get("images") is not None and a.get("demo_team")]
+        for item in seeded:
+            team = teams.get(item["demo_team"])
+            if team is None or CloudAccount.objects.filter(team=team, label=item["name"]).exists():
+                continue
+            admin = Membership.objects.get(team=team, role=Role.ADMIN, user__email=demo_email(team.name, "admin"))
+            access = TeamAccess(user=admin.user, team=team, membership=admin)
+            with job_context(job_id="cmd-seed-demo", actor=admin.user):
+                account = services.cloud_account_create(
+                    access=access, label=item["name"], region=item["region"], access_key=item["access_key"],
+                    secret_key=item["secret_key"], export_bucket=item["bucket"], accepts_incoming_shares=True,
+                )
+            validate = getattr(services, "cloud_account_validate", None)
+            if validate is not None:
+                with job_context(job_id="cmd-seed-demo", actor=admin.user):
+                    validate(access=access, account=account)

@@ -1,0 +1,136 @@
+"""Reads of team-owned data. Every query starts from what the user may see.
+
+An object outside the user's teams is a 404 (its existence is not leaked); a
+missing role is a 403. Both are recorded as denied attempts.
+"""
+
+from dataclasses import dataclass
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404
+
+from accounts.models import CloudAccount, Membership, Role, Team, User
+from accounts.roles import COMPLIANCE_CAPABILITIES, ROLE_CAPABILITIES, Capability
+from omiportal.audit.recorder import AuditTarget, record
+
+
+@dataclass(frozen=True)
+class TeamAccess:
+    """A user's standing in one team, re-read from the database on every request."""
+
+    user: User
+    team: Team
+    membership: Membership | None  # None: site-wide compliance access only
+
+    @property
+    def role(self) -> str | None:
+        return self.membership.role if self.membership else None
+
+    @property
+    def capabilities(self) -> frozenset:
+        caps = ROLE_CAPABILITIES[Role(self.role)] if self.membership else frozenset()
+        if self.user.is_compliance_officer:
+            caps = caps | COMPLIANCE_CAPABILITIES
+        return caps
+
+    def can(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    # For templates, which cannot call can() with an argument.
+    @property
+    def can_manage(self) -> bool:
+        return self.can(Capability.MANAGE_TEAM)
+
+    @property
+    def can_approve(self) -> bool:
+        return self.can(Capability.APPROVE)
+
+    @property
+    def can_request(self) -> bool:
+        return self.can(Capability.REQUEST_SHARE)
+
+    @property
+    def can_view_audit(self) -> bool:
+        return self.can(Capability.VIEW_AUDIT)
+
+
+def _deny(*, user, team, reason: str, target=None, details=None):
+    record(
+        action="access.denied",
+        outcome="denied",
+        actor=user,
+        team=team,
+        target=target,
+        details={"reason": reason, **(details or {})},
+    )
+
+
+def team_access_for_user(*, user: User, team_public_id) -> TeamAccess:
+    team = Team.objects.filter(public_id=team_public_id).first()
+    membership = None
+    if team is not None:
+        membership = Membership.objects.filter(team=team, user=user).select_related("team").first()
+    if team is None or (membership is None and not user.is_compliance_officer):
+        _deny(user=user, team=None, reason="not_a_member",
+              target=AuditTarget("accounts.team", str(team_public_id), ""))
+        raise Http404("No such team.")
+    return TeamAccess(user=user, team=team, membership=membership)
+
+
+def require(access: TeamAccess, capability: Capability, *, target=None) -> None:
+    if not access.can(capability):
+        _deny(user=access.user, team=access.team, reason="missing_role", target=target,
+              details={"needs": str(capability), "role": access.role or "compliance"})
+        raise PermissionDenied(f"Your role in {access.team.name} does not allow this.")
+
+
+def memberships_for_user(*, user: User) -> QuerySet:
+    return Membership.objects.filter(user=user).select_related("team").order_by("team__name")
+
+
+def team_list_for_user(*, user: User) -> QuerySet:
+    if user.is_compliance_officer:
+        return Team.objects.all()
+    return Team.objects.filter(memberships__user=user)
+
+
+def membership_list_for_team(*, team: Team) -> QuerySet:
+    return Membership.objects.filter(team=team).select_related("user").order_by("user__email")
+
+
+def membership_get_for_team(*, access: TeamAccess, public_id) -> Membership:
+    membership = Membership.objects.filter(team=access.team, public_id=public_id).select_related("user").first()
+    if membership is None:
+        _deny(user=access.user, team=access.team, reason="not_found_in_team",
+              target=AuditTarget("accounts.membership", str(public_id), ""))
+        raise Http404("No such member in this team.")
+    return membership
+
+
+def team_role_counts(*, team: Team) -> dict:
+    rows = Membership.objects.filter(team=team).values("role").annotate(n=Count("id"))
+    return {row["role"]: row["n"] for row in rows}
+
+
+def cloud_account_list_for_team(*, team: Team) -> QuerySet:
+    return CloudAccount.objects.filter(team=team).order_by("label")
+
+
+def cloud_account_get_for_team(*, access: TeamAccess, public_id) -> CloudAccount:
+    account = CloudAccount.objects.filter(team=access.team, public_id=public_id).first()
+    if account is None:
+        _deny(user=access.user, team=access.team, reason="not_found_in_team",
+              target=AuditTarget("accounts.cloudaccount", str(public_id), ""))
+        raise Http404("No such cloud account in this team.")
+    return account
+
+
+def cloud_account_directory(*, exclude_team: Team | None = None) -> QuerySet:
+    """Validated accounts of every team that accept incoming shares (the recipients' directory)."""
+    qs = CloudAccount.objects.filter(
+        accepts_incoming_shares=True, validation_status=CloudAccount.Validation.VALID
+    ).select_related("team")
+    if exclude_team is not None:
+        qs = qs.filter(~Q(team=exclude_team))
+    return qs.order_by("team__name", "label")

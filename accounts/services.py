@@ -1,0 +1,207 @@
+"""Writes for teams, memberships and cloud accounts.
+
+Each service checks the rule it owns, writes, and records its audit event in
+the same transaction: if the audit write fails, nothing changes.
+"""
+
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+
+from accounts import vault
+from accounts.models import CloudAccount, Membership, Role, Team, User
+from accounts.roles import Capability
+from accounts.selectors import TeamAccess, require
+from omiportal.audit.recorder import record
+
+LAST_ADMIN_MESSAGE = "A team needs at least one admin: make someone else admin first."
+DUPLICATE_MEMBER_MESSAGE = "{email} is already a member of {team}."
+DUPLICATE_TEAM_MESSAGE = "A team with this name already exists."
+DUPLICATE_LABEL_MESSAGE = "This team already has a cloud account called {label}: choose another label."
+
+
+class TeamError(ValidationError):
+    """A team or membership rule was broken; the message is shown on the form."""
+
+
+# --- Teams ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def team_create(*, creator: User, name: str) -> Team:
+    if Team.objects.filter(name__iexact=name).exists():
+        raise TeamError(DUPLICATE_TEAM_MESSAGE)
+    team = Team.objects.create(name=name)
+    Membership.objects.create(team=team, user=creator, role=Role.ADMIN)
+    record(action="team.created", actor=creator, team=team, target=team, details={"name": name})
+    return team
+
+
+# --- Memberships -------------------------------------------------------------------
+
+
+def _invite(*, user: User, team: Team, site_url: str) -> None:
+    """Mail a new user a link to choose a password (Django's reset token)."""
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    token = default_token_generator.make_token(user)
+    link = site_url.rstrip("/") + reverse("password_reset_confirm", kwargs={"uidb64": uid, "token": token})
+    send_mail(
+        subject=f"You were added to {team.name} on OMI Portal",
+        message=f"You were added to the team {team.name}.\n\nChoose your password here:\n{link}\n",
+        from_email=None,
+        recipient_list=[user.email],
+    )
+
+
+@transaction.atomic
+def membership_add(*, access: TeamAccess, email: str, role: str, site_url: str = "http://127.0.0.1:8000") -> Membership:
+    require(access, Capability.MANAGE_TEAM)
+    email = User.objects.normalize_email(email).lower()
+    user = User.objects.filter(email__iexact=email).first()
+    invited = user is None
+    if invited:
+        user = User.objects.create_user(email=email, password=None)
+    elif Membership.objects.filter(team=access.team, user=user).exists():
+        raise TeamError(DUPLICATE_MEMBER_MESSAGE.format(email=email, team=access.team.name))
+    membership = Membership.objects.create(team=access.team, user=user, role=role)
+    record(action="membership.added", actor=access.user, team=access.team, target=membership,
+           details={"email": email, "role": role, "invited": invited})
+    if invited:
+        transaction.on_commit(lambda: _invite(user=user, team=access.team, site_url=site_url))
+    return membership
+
+
+def _lock_admins(team: Team) -> list[int]:
+    # Locking the team's admin rows makes two concurrent demotions queue up,
+    # so they cannot both see "another admin remains".
+    return list(
+        Membership.objects.select_for_update().filter(team=team, role=Role.ADMIN).values_list("id", flat=True)
+    )
+
+
+@transaction.atomic
+def membership_change_role(*, access: TeamAccess, membership: Membership, role: str) -> Membership:
+    require(access, Capability.MANAGE_TEAM, target=membership)
+    admins = _lock_admins(access.team)
+    before = Membership.objects.select_for_update().get(pk=membership.pk).role
+    if before == role:
+        return membership
+    if before == Role.ADMIN and admins == [membership.pk]:
+        raise TeamError(LAST_ADMIN_MESSAGE)
+    Membership.objects.filter(pk=membership.pk).update(role=role)
+    membership.role = role
+    record(action="membership.role_changed", actor=access.user, team=access.team, target=membership,
+           details={"email": membership.user.email, "before": before, "after": role})
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, access: TeamAccess, membership: Membership) -> None:
+    require(access, Capability.MANAGE_TEAM, target=membership)
+    admins = _lock_admins(access.team)
+    if admins == [membership.pk]:
+        raise TeamError(LAST_ADMIN_MESSAGE)
+    record(action="membership.removed", actor=access.user, team=access.team, target=membership,
+           details={"email": membership.user.email, "role": membership.role})
+    membership.delete()
+
+
+# --- Cloud accounts --------------------------------------------------------------------
+
+
+def _seal_keys(account: CloudAccount, *, access_key: str, secret_key: str) -> None:
+    ids = {"team_id": account.team.public_id, "object_id": account.public_id}
+    account.access_key_sealed = vault.seal(access_key, field="access_key", **ids)
+    account.secret_key_sealed = vault.seal(secret_key, field="secret_key", **ids)
+    account.access_key_hint = vault.mask_access_key(access_key)
+
+
+@transaction.atomic
+def cloud_account_create(
+    *,
+    access: TeamAccess,
+    label: str,
+    region: str,
+    access_key: str,
+    secret_key: str,
+    export_bucket: str,
+    accepts_incoming_shares: bool = False,
+) -> CloudAccount:
+    require(access, Capability.MANAGE_TEAM)
+    if CloudAccount.objects.filter(team=access.team, label=label).exists():
+        raise TeamError(DUPLICATE_LABEL_MESSAGE.format(label=label))
+    account = CloudAccount(
+        team=access.team,
+        label=label,
+        region=region,
+        export_bucket=export_bucket,
+        accepts_incoming_shares=accepts_incoming_shares,
+    )
+    _seal_keys(account, access_key=access_key, secret_key=secret_key)
+    account.full_clean()
+    try:
+        with transaction.atomic():
+            account.save()
+    except IntegrityError:
+        raise TeamError(DUPLICATE_LABEL_MESSAGE.format(label=label)) from None
+    record(action="cloud_account.created", actor=access.user, team=access.team, target=account,
+           details={"label": label, "region": region, "export_bucket": export_bucket,
+                    "accepts_incoming_shares": accepts_incoming_shares, "access_key": account.access_key_hint})
+    return account
+
+
+EDITABLE_FIELDS = ("label", "region", "export_bucket", "accepts_incoming_shares")
+
+
+@transaction.atomic
+def cloud_account_update(
+    *,
+    access: TeamAccess,
+    account: CloudAccount,
+    access_key: str = "",
+    secret_key: str = "",
+    **changes,
+) -> CloudAccount:
+    """Change an account. Keys are replaced only when both are given."""
+    require(access, Capability.MANAGE_TEAM, target=account)
+    account = CloudAccount.objects.select_for_update().get(pk=account.pk, team=access.team)
+    diff = {}
+    for field in EDITABLE_FIELDS:
+        if field in changes and changes[field] != getattr(account, field):
+            diff[field] = {"before": getattr(account, field), "after": changes[field]}
+            setattr(account, field, changes[field])
+    if "label" in diff and CloudAccount.objects.filter(team=access.team, label=account.label).exclude(
+        pk=account.pk
+    ).exists():
+        raise TeamError(DUPLICATE_LABEL_MESSAGE.format(label=account.label))
+    keys_replaced = bool(access_key and secret_key)
+    if keys_replaced:
+        _seal_keys(account, access_key=access_key, secret_key=secret_key)
+    if keys_replaced or "region" in diff:
+        # New keys or another Region: what we knew about the account no longer holds.
+        account.validation_status = CloudAccount.Validation.PENDING
+        account.validation_message = ""
+        account.account_id = ""
+        account.validated_at = None
+    if not diff and not keys_replaced:
+        return account
+    account.updated_at = timezone.now()
+    account.full_clean()
+    account.save()
+    record(action="cloud_account.changed", actor=access.user, team=access.team, target=account,
+           details={"changes": diff, "keys_replaced": keys_replaced,
+                    "access_key": account.access_key_hint if keys_replaced else None})
+    return account
+
+
+@transaction.atomic
+def cloud_account_delete(*, access: TeamAccess, account: CloudAccount) -> None:
+    require(access, Capability.MANAGE_TEAM, target=account)
+    record(action="cloud_account.deleted", actor=access.user, team=access.team, target=account,
+           details={"label": account.label, "region": account.region, "account_id": account.account_id})
+    account.delete()

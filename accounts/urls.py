@@ -1,0 +1,18 @@
+from django.urls import path
+
+from accounts import views
+
+app_name = "accounts"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("teams/", views.team_list, name="team-list"),
+    path("t/<uuid:team_id>/", views.dashboard, name="dashboard"),
+    path("t/<uuid:team_id>/members/", views.member_list, name="member-list"),
+    path("t/<uuid:team_id>/members/<uuid:membership_id>/role/", views.member_role, name="member-role"),
+    path("t/<uuid:team_id>/members/<uuid:membership_id>/remove/", views.member_remove, name="member-remove"),
+    path("t/<uuid:team_id>/accounts/", views.account_list, name="account-list"),
+    path("t/<uuid:team_id>/accounts/new/", views.account_create, name="account-create"),
+    path("t/<uuid:team_id>/accounts/<uuid:account_id>/edit/", views.account_edit, name="account-edit"),
+    path("t/<uuid:team_id>/accounts/<uuid:account_id>/delete/", views.account_delete, name="account-delete"),
+]

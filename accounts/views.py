@@ -1,0 +1,213 @@
+"""Team, member and cloud account pages. Thin: parse, call one service, render."""
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts import selectors, services
+from accounts.decorators import team_view
+from accounts.forms import CloudAccountForm, LoginForm, MemberAddForm, MemberRoleForm, TeamCreateForm
+from accounts.models import Role
+from accounts.roles import ROLE_DESCRIPTIONS, Capability
+from omiportal.audit.recorder import record
+
+
+def _form_error(form, exc: ValidationError) -> None:
+    for message in exc.messages:
+        form.add_error(None, message)
+
+
+# --- Sign-in ---------------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    form_class = LoginForm
+    redirect_authenticated_user = True
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    success_url = reverse_lazy("password_change_done")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        record(action="user.password_changed", actor=self.request.user, target=self.request.user)
+        return response
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    success_url = reverse_lazy("password_reset_complete")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        record(action="user.password_reset", actor=form.user, target=form.user)
+        return response
+
+
+# --- Teams -------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def home(request):
+    """Send the user to the team they last worked in, or to the team list."""
+    teams = selectors.team_list_for_user(user=request.user)
+    remembered = request.session.get("team")
+    team = teams.filter(public_id=remembered).first() if remembered else None
+    team = team or teams.first()
+    if team is None:
+        return redirect("accounts:team-list")
+    return redirect("accounts:dashboard", team_id=team.public_id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def team_list(request):
+    form = TeamCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            team = services.team_create(creator=request.user, name=form.cleaned_data["name"])
+        except ValidationError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Team {team.name} created. Add its cloud accounts next.")
+            return redirect("accounts:account-list", team_id=team.public_id)
+    return render(request, "accounts/team_list.html", {
+        "memberships": selectors.memberships_for_user(user=request.user),
+        "compliance_teams": selectors.team_list_for_user(user=request.user)
+        if request.user.is_compliance_officer else None,
+        "form": form,
+    })
+
+
+@team_view()
+@require_GET
+def dashboard(request, access):
+    accounts = list(selectors.cloud_account_list_for_team(team=access.team))
+    return render(request, "accounts/dashboard.html", {
+        "accounts": accounts,
+        "valid_accounts": [a for a in accounts if a.is_valid],
+        "role_counts": selectors.team_role_counts(team=access.team),
+    })
+
+
+# --- Members -------------------------------------------------------------------------------
+
+
+@team_view()
+@require_http_methods(["GET", "POST"])
+def member_list(request, access):
+    form = MemberAddForm(request.POST or None)
+    if request.method == "POST":
+        selectors.require(access, Capability.MANAGE_TEAM)
+        if form.is_valid():
+            try:
+                membership = services.membership_add(
+                    access=access, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
+                    site_url=request.build_absolute_uri("/"),
+                )
+            except ValidationError as exc:
+                _form_error(form, exc)
+            else:
+                messages.success(request, f"{membership.user.email} added as {membership.get_role_display()}.")
+                return redirect("accounts:member-list", team_id=access.team.public_id)
+    return render(request, "accounts/member_list.html", {
+        "memberships": selectors.membership_list_for_team(team=access.team),
+        "form": form,
+        "roles": Role.choices,
+        "role_descriptions": {str(k): v for k, v in ROLE_DESCRIPTIONS.items()},
+    }, status=400 if form.errors else 200)
+
+
+@team_view(Capability.MANAGE_TEAM)
+@require_POST
+def member_role(request, access, membership_id):
+    membership = selectors.membership_get_for_team(access=access, public_id=membership_id)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the listed roles.")
+    else:
+        try:
+            services.membership_change_role(access=access, membership=membership, role=form.cleaned_data["role"])
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, f"{membership.user.email} is now {membership.get_role_display()}.")
+    return redirect("accounts:member-list", team_id=access.team.public_id)
+
+
+@team_view(Capability.MANAGE_TEAM)
+@require_POST
+def member_remove(request, access, membership_id):
+    membership = selectors.membership_get_for_team(access=access, public_id=membership_id)
+    try:
+        services.membership_remove(access=access, membership=membership)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{membership.user.email} was removed from {access.team.name}.")
+    return redirect("accounts:member-list", team_id=access.team.public_id)
+
+
+# --- Cloud accounts ----------------------------------------------------------------------------
+
+
+@team_view()
+@require_GET
+def account_list(request, access):
+    return render(request, "accounts/account_list.html", {
+        "accounts": selectors.cloud_account_list_for_team(team=access.team),
+    })
+
+
+@sensitive_post_parameters("access_key", "secret_key")
+@team_view(Capability.MANAGE_TEAM)
+@require_http_methods(["GET", "POST"])
+def account_create(request, access):
+    form = CloudAccountForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            account = services.cloud_account_create(access=access, **form.cleaned_data)
+        except ValidationError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Cloud account {account.label} saved.")
+            return redirect("accounts:account-list", team_id=access.team.public_id)
+    return render(request, "accounts/account_form.html", {"form": form, "account": None},
+                  status=400 if form.errors else 200)
+
+
+@sensitive_post_parameters("access_key", "secret_key")
+@team_view(Capability.MANAGE_TEAM)
+@require_http_methods(["GET", "POST"])
+def account_edit(request, access, account_id):
+    account = selectors.cloud_account_get_for_team(access=access, public_id=account_id)
+    initial = {field: getattr(account, field) for field in services.EDITABLE_FIELDS}
+    form = CloudAccountForm(request.POST or None, initial=initial, editing=account)
+    if request.method == "POST" and form.is_valid():
+        try:
+            account = services.cloud_account_update(access=access, account=account, **form.cleaned_data)
+        except ValidationError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Cloud account {account.label} updated.")
+            return redirect("accounts:account-list", team_id=access.team.public_id)
+    return render(request, "accounts/account_form.html", {"form": form, "account": account},
+                  status=400 if form.errors else 200)
+
+
+@team_view(Capability.MANAGE_TEAM)
+@require_http_methods(["GET", "POST"])
+def account_delete(request, access, account_id):
+    account = selectors.cloud_account_get_for_team(access=access, public_id=account_id)
+    if request.method == "POST":
+        services.cloud_account_delete(access=access, account=account)
+        messages.success(request, f"Cloud account {account.label} deleted. Its keys are gone from the portal.")
+        return redirect("accounts:account-list", team_id=access.team.public_id)
+    return render(request, "accounts/account_confirm_delete.html", {"account": account})
+
+

@@ -1,0 +1,197 @@
+"""``record()``: the one way events enter the audit trail.
+
+Call it from a service, inside the service's transaction, after the business
+writes (the chain head lock is then held only briefly, and lock order stays
+"business rows, then audit head" everywhere, which avoids deadlocks)::
+
+    record(action="share.approved", team=share.team, target=share,
+           details={"image_id": share.image_id}, cloud_request_ids=[request_id])
+
+It joins the caller's transaction: if the event cannot be written, the caller's
+change rolls back with it (fail closed).
+"""
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from omiportal.audit import guard, hashing
+from omiportal.audit.context import AuditContext, current
+from omiportal.audit.errors import AuditError
+from omiportal.audit.models import ACTION_INVALID, ACTION_RE, AuditChainHead, AuditEvent
+
+OUTCOME_INVALID = "Audit outcome {outcome!r} is not one of: success, denied, failed."
+DETAILS_INVALID = "Audit details must be a mapping (a dict), not a {type}."
+TARGET_INVALID = "An audit target must be a model instance, an AuditTarget or None, not a {type}."
+TOO_LONG = "Audit field {field} is longer than {limit} characters."
+CLOUD_IDS_INVALID = "cloud_request_ids must be an iterable of non-empty strings of at most 128 characters."
+DETAILS_TOO_BIG = "Audit details are {size} bytes once serialised; the limit is {limit}."
+HEAD_MISSING = "The audit chain head is missing although events exist; refusing to start a new chain."
+HEAD_MOVED = "The audit chain head moved while this event was being appended; nothing was recorded."
+
+DETAILS_MAX_BYTES = 64 * 1024
+
+
+class AuditTarget(NamedTuple):
+    """What an event is about, when it is not (or no longer) a model instance."""
+
+    type: str
+    id: str
+    label: str = ""
+
+
+class _CurrentActor:
+    def __repr__(self) -> str:
+        return "CURRENT_ACTOR"
+
+
+# Default for ``actor``: the signed-in user of the current request, or the job's
+# actor. Pass ``actor=None`` to record the system as the actor.
+CURRENT_ACTOR: Any = _CurrentActor()
+
+
+def _field_limit(name: str) -> int:
+    return AuditEvent._meta.get_field(name).max_length
+
+
+def _clip(value: str, *, field: str) -> str:
+    """Copies of names and labels are informational: shorten rather than fail the business action."""
+    text = str(value).replace("\x00", "\ufffd")
+    limit = _field_limit(field)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _exact(value: str, *, field: str) -> str:
+    """Identifiers must be stored whole or not at all: a cut id points at something else."""
+    text = str(value)
+    if len(text) > _field_limit(field):
+        raise AuditError(TOO_LONG.format(field=field, limit=_field_limit(field)))
+    return hashing.check_text(text, path=field)
+
+
+def _resolve_actor(actor: Any, context: AuditContext | None) -> Any:
+    if actor is CURRENT_ACTOR:
+        if context is None:
+            return None
+        actor = getattr(context.request, "user", None) if context.request is not None else context.actor
+    if actor is None or not getattr(actor, "is_authenticated", False) or actor.pk is None:
+        return None
+    return actor
+
+
+def _actor_name(actor: Any) -> str:
+    return str(getattr(actor, "display_name", None) or actor)
+
+
+def _target_fields(target: Any) -> dict[str, str]:
+    if target is None:
+        return {"target_type": "", "target_id": "", "target_label": ""}
+    if isinstance(target, AuditTarget):
+        kind, ident, label = target
+    elif isinstance(target, models.Model):
+        kind = target._meta.label_lower
+        ident = getattr(target, "public_id", None) or target.pk
+        label = str(target)
+    else:
+        raise AuditError(TARGET_INVALID.format(type=type(target).__name__))
+    return {
+        "target_type": _exact(kind, field="target_type"),
+        "target_id": _exact("" if ident is None else str(ident), field="target_id"),
+        "target_label": _clip(label, field="target_label"),
+    }
+
+
+def _cloud_ids(values: Iterable[str]) -> list[str]:
+    if isinstance(values, str):
+        raise AuditError(CLOUD_IDS_INVALID)  # a lone string would be split into characters
+    ids = list(values)
+    if not all(isinstance(value, str) and 0 < len(value) <= 128 for value in ids):
+        raise AuditError(CLOUD_IDS_INVALID)
+    return [hashing.check_text(value, path="cloud_request_ids") for value in ids]
+
+
+def _details(details: Mapping[str, Any] | None) -> dict[str, Any]:
+    if details is None:
+        return {}
+    if not isinstance(details, Mapping):
+        raise AuditError(DETAILS_INVALID.format(type=type(details).__name__))
+    normalised = hashing.normalise_json(details)
+    guard.check_details(normalised)
+    size = len(hashing.dumps(normalised).encode("utf-8"))
+    if size > DETAILS_MAX_BYTES:
+        raise AuditError(DETAILS_TOO_BIG.format(size=size, limit=DETAILS_MAX_BYTES))
+    return normalised
+
+
+def _lock_head() -> AuditChainHead:
+    """Lock the chain head for this transaction, creating it on a fresh database."""
+    head = AuditChainHead.objects.select_for_update().filter(pk=AuditChainHead.SINGLETON_ID).first()
+    if head is not None:
+        return head
+    if AuditEvent.objects.exists():
+        raise AuditError(HEAD_MISSING)
+    # Two first writers may race here: ignore_conflicts lets both insert-or-skip,
+    # then both queue on the row lock like any other append.
+    AuditChainHead.objects.bulk_create([AuditChainHead()], ignore_conflicts=True)
+    return AuditChainHead.objects.select_for_update().get(pk=AuditChainHead.SINGLETON_ID)
+
+
+def record(
+    *,
+    action: str,
+    outcome: str = AuditEvent.Outcome.SUCCESS,
+    actor: Any = CURRENT_ACTOR,
+    team: Any = None,
+    target: Any = None,
+    details: Mapping[str, Any] | None = None,
+    cloud_request_ids: Iterable[str] = (),
+    request_id: str | None = None,
+) -> AuditEvent:
+    """Append one event to the audit trail and return it.
+
+    ``actor`` defaults to the current request's signed-in user (or the job
+    context's actor); ``None`` means the system. ``team`` is a Team or None for
+    site-wide events. ``target`` is a model instance, an ``AuditTarget`` or None.
+    ``details`` is JSON data without floats or secrets. Raises ``AuditError`` on
+    any invalid input, before writing anything.
+    """
+    if not isinstance(action, str) or len(action) > 64 or not ACTION_RE.match(action):
+        raise AuditError(ACTION_INVALID.format(action=action))
+    if outcome not in AuditEvent.Outcome.values:
+        raise AuditError(OUTCOME_INVALID.format(outcome=outcome))
+    context = current()
+    actor = _resolve_actor(actor, context)
+    fields: dict[str, Any] = {
+        "public_id": uuid.uuid4(),
+        "actor_id": actor.pk if actor is not None else None,
+        "actor_name": _clip(_actor_name(actor), field="actor_name") if actor is not None else "",
+        "team_id": team.pk if team is not None else None,
+        "team_name": _clip(team.name, field="team_name") if team is not None else "",
+        "action": action,
+        "outcome": str(outcome),
+        **_target_fields(target),
+        "details": _details(details),
+        "request_id": _exact(request_id or (context.request_id if context else ""), field="request_id"),
+        "ip": context.ip if context else None,
+        "user_agent": context.user_agent if context else "",
+        "cloud_request_ids": _cloud_ids(cloud_request_ids),
+    }
+    guard.check_strings(
+        (name, fields[name]) for name in ("actor_name", "team_name", "target_label", "target_id", "user_agent")
+    )
+
+    with transaction.atomic():
+        head = _lock_head()
+        # Taken under the lock, so time never runs backwards along the chain
+        # (as far as this server's clock goes).
+        fields["seq"] = head.seq + 1
+        fields["occurred_at"] = timezone.now()
+        digest = hashing.event_hash(prev_hash=head.hash, fields=fields)
+        event = AuditEvent.objects.create(prev_hash=head.hash, hash=digest, **fields)
+        moved = AuditChainHead.objects.filter(pk=head.pk, seq=head.seq).update(seq=fields["seq"], hash=digest)
+        if moved != 1:
+            raise AuditError(HEAD_MOVED)
+    return event

@@ -1,0 +1,49 @@
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from accounts.models import Role
+from tests import factories
+
+pytest_plugins = ["tests.fixtures_audit", "tests.fixtures_sandbox"]
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's deliberate slowness costs seconds per test user; no test needs it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def world(db):
+    """Two teams and a person in every role, plus an outsider and a compliance officer.
+
+    alpha: admin, approver, member, auditor; beta: admin (the "other team").
+    """
+    alpha, beta = factories.make_team("Alpha"), factories.make_team("Beta")
+    people = {}
+    for role in Role:
+        people[role.value] = factories.add_member(alpha, factories.make_user(f"{role.value}@alpha.test"), role).user
+    people["outsider"] = factories.add_member(beta, factories.make_user("admin@beta.test"), Role.ADMIN).user
+    people["compliance"] = factories.make_user("officer@compliance.test", is_compliance_officer=True)
+    return SimpleNamespace(alpha=alpha, beta=beta, **people)
+
+
+@pytest.fixture
+def login(client):
+    def _login(user):
+        client.force_login(user)
+        return client
+
+    return _login
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI a skipped test is a failure: everything must run against the real services."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if os.environ.get("CI") and skipped:
+        if reporter:
+            reporter.write_line(f"CI: {skipped} test(s) were skipped; failing the run.", red=True)
+        session.exitstatus = 1

@@ -1,0 +1,182 @@
+"""Canonical form (AUD-08), the secret guard (AUD-15) and safe display of stored text (AUD-16)."""
+
+import datetime
+import decimal
+import hashlib
+import uuid
+
+import pytest
+from django.template import Context, Template
+from hypothesis import given
+from hypothesis import strategies as st
+
+from omiportal.audit import guard, hashing
+from omiportal.audit.errors import AuditError
+from omiportal.audit.text import safe_text
+
+WHEN = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.UTC)
+
+
+def _fields(**overrides):
+    fields = {
+        "seq": 1, "public_id": uuid.UUID(int=1), "occurred_at": WHEN, "actor_id": 7, "actor_name": "Ada",
+        "team_id": 3, "team_name": "Alpha", "action": "share.approved", "target_type": "transfers.share",
+        "target_id": "abc", "target_label": "Share", "outcome": "success", "details": {"a": 1, "b": [1, "x"]},
+        "request_id": "r1", "ip": "10.0.0.1", "user_agent": "ua", "cloud_request_ids": ["req-1"],
+    }
+    return fields | overrides
+
+
+def _hash(**overrides):
+    return hashing.event_hash(prev_hash=hashing.GENESIS_HASH, fields=_fields(**overrides))
+
+
+def test_it_hashes_the_previous_hash_followed_by_the_canonical_bytes():
+    canonical = hashing.canonical_bytes(_fields())
+    expected = hashlib.sha256(hashing.GENESIS_HASH.encode() + canonical).hexdigest()
+    assert _hash() == expected
+    assert canonical.startswith(b'{"action":"share.approved","actor_id":7,')
+    assert b" " not in canonical.replace(b"Share", b"")
+
+
+def test_it_ignores_dict_key_order():
+    assert _hash(details={"a": 1, "b": {"x": 1, "y": 2}}) == _hash(details={"b": {"y": 2, "x": 1}, "a": 1})
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        ({"details": {"n": 1}}, {"details": {"n": "1"}}),
+        ({"details": {"n": None}}, {"details": {"n": "None"}}),
+        ({"details": {"n": True}}, {"details": {"n": 1}}),
+        ({"details": {"n": []}}, {"details": {"n": {}}}),
+        ({"details": {"n": ""}}, {"details": {"n": None}}),
+        ({"details": {"l": ["a|b", "c"]}}, {"details": {"l": ["a", "b|c"]}}),
+        ({"target_type": "a|b", "target_id": "c"}, {"target_type": "a", "target_id": "b|c"}),
+        ({"actor_id": None}, {"actor_id": 0}),
+        ({"actor_name": "é"}, {"actor_name": "e\u0301"}),  # no Unicode normalisation
+        ({"occurred_at": WHEN}, {"occurred_at": WHEN + datetime.timedelta(microseconds=1)}),
+        ({"seq": 1}, {"seq": 2}),
+        ({"ip": None}, {"ip": ""}),
+    ],
+)
+def test_it_hashes_different_values_differently(left, right):
+    assert _hash(**left) != _hash(**right)
+
+
+def test_it_treats_tuples_as_lists():
+    assert _hash(details={"l": (1, 2)}) == _hash(details={"l": [1, 2]})
+
+
+def test_it_formats_times_in_utc_with_microseconds():
+    paris = datetime.timezone(datetime.timedelta(hours=1))
+    assert hashing.format_timestamp(WHEN.astimezone(paris)) == "2026-01-02T03:04:05.678901Z"
+    assert hashing.format_timestamp(WHEN.replace(microsecond=0)) == "2026-01-02T03:04:05.000000Z"
+    with pytest.raises(AuditError):
+        hashing.format_timestamp(WHEN.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1.0, float("nan"), decimal.Decimal("1"), WHEN, uuid.UUID(int=1), b"bytes", {1, 2}, object(), 2**63, -(2**63) - 1],
+    ids=lambda value: type(value).__name__,
+)
+def test_it_refuses_values_json_cannot_hold_exactly(value):
+    with pytest.raises(AuditError):
+        hashing.normalise_json({"nested": [{"value": value}]})
+
+
+@pytest.mark.parametrize("value", [{1: "int key"}, {"nul": "a\x00b"}, {"a\x00": 1}, {"s": "\ud800"}])
+def test_it_refuses_keys_and_strings_databases_would_alter(value):
+    with pytest.raises(AuditError):
+        hashing.normalise_json(value)
+
+
+def test_it_names_where_a_float_was_found():
+    with pytest.raises(AuditError, match=r"floats \(at details\['size'\]\[1\]\)"):
+        hashing.normalise_json({"size": [1, 2.5]})
+
+
+@given(st.dictionaries(st.text(), st.integers(-(2**63), 2**63 - 1) | st.text() | st.none(), max_size=6))
+def test_it_serialises_any_key_order_to_the_same_bytes(mapping):
+    mapping = {key.replace("\x00", ""): value for key, value in mapping.items()}
+    mapping = {k: (v.replace("\x00", "") if isinstance(v, str) else v) for k, v in mapping.items()}
+    try:
+        forward = hashing.dumps(hashing.normalise_json(mapping))
+    except AuditError:
+        return  # lone surrogates: refused in both orders alike
+    backward = hashing.dumps(hashing.normalise_json(dict(reversed(list(mapping.items())))))
+    assert forward == backward
+
+
+# --- AUD-15: the secret guard --------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "key",
+    ["password", "Password", "new_password", "secret", "secret_key", "SecretKey", "secretAccessKey",
+     "aws-secret-access-key", "SECRET_ACCESS_KEY", "presigned_url", "preSignedUrl", "signed_url", "api_key",
+     "apiKey", "session_key", "sessionid", "csrftoken", "token", "refresh_token", "Authorization", "cookie",
+     "private_key", "otp_code", "signature", "passphrase"],
+)
+def test_the_guard_refuses_keys_that_name_a_secret(key):
+    assert guard.is_secret_key(key)
+    with pytest.raises(AuditError, match="must not hold secrets"):
+        guard.check_details({"outer": [{key: "x"}]})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://oos.eu-west-2.outscale.com/b/o?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F2026"
+        "&X-Amz-Signature=abcdef",
+        "see x-amz-signature=00ff in the link",
+        "https://b.s3.example/o?AWSAccessKeyId=AK&Expires=1&Signature=abc",
+        "AWS4-HMAC-SHA256 Credential=AK/20260101/eu-west-2/s3/aws4_request, Signature=ab",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+        "?X-Amz-Security-Token=FwoG",
+    ],
+)
+def test_the_guard_refuses_values_carrying_a_signature(value):
+    with pytest.raises(AuditError, match="signed URL"):
+        guard.check_details({"link": {"urls": ["fine", value]}})
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"access_key": "AKIA****0001"},
+        {"username": "bob@example.com", "role": "approver", "keys_replaced": True},
+        {"url": "https://oos.eu-west-2.outscale.com/bucket/manifest.xml"},
+        {"reason": "not_a_member", "before": "member", "after": "admin"},
+    ],
+)
+def test_the_guard_lets_ordinary_details_through(details):
+    guard.check_details(details)
+
+
+def test_the_guard_reads_words_not_substrings():
+    assert guard.is_secret_key("my_token") and guard.is_secret_key("tokenValue")
+    assert not guard.is_secret_key("tokenised") and not guard.is_secret_key("secretary_count")
+    assert not guard.is_secret_key("keys_replaced") and not guard.is_secret_key("access_key")
+
+
+# --- AUD-16: showing stored text ------------------------------------------------------
+
+INJECTION = "line one\nFAKE 2026-01-01 INFO admin logged in\r\x1b[31mred\x1b[0m\u202eevil<script>alert(1)</script>"
+
+
+def test_safe_text_makes_control_and_direction_characters_visible():
+    shown = safe_text(INJECTION)
+    assert "\n" not in shown and "\r" not in shown and "\x1b" not in shown and "\u202e" not in shown
+    assert shown == (
+        "line one\\nFAKE 2026-01-01 INFO admin logged in\\r\\x1b[31mred\\x1b[0m\\u202eevil<script>alert(1)</script>"
+    )
+    assert safe_text(None) == ""
+    assert safe_text("abcdef", max_length=4) == "abc…"
+
+
+def test_the_safe_text_filter_still_html_escapes():
+    rendered = Template("{% load audit_text %}{{ value|safe_text }}").render(Context({"value": INJECTION}))
+    assert "<script>" not in rendered
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered
+    assert "\n" not in rendered and "\x1b" not in rendered

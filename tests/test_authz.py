@@ -1,0 +1,150 @@
+"""Who may reach what: every team URL × owner, wrong role, other team, anonymous; CSRF; methods."""
+
+import uuid
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from accounts.models import CloudAccount, Membership
+from omiportal.audit.models import AuditEvent
+from tests import factories
+
+# name -> (methods, who may: "view" = any role, "admin" = admins only)
+MATRIX = {
+    "accounts:dashboard": (["GET"], "view"),
+    "accounts:member-list": (["GET"], "view"),
+    "accounts:account-list": (["GET"], "view"),
+    "accounts:account-create": (["GET", "POST"], "admin"),
+    "accounts:account-edit": (["GET", "POST"], "admin"),
+    "accounts:account-delete": (["GET", "POST"], "admin"),
+    "accounts:member-role": (["POST"], "admin"),
+    "accounts:member-remove": (["POST"], "admin"),
+}
+# URLs without a team in them: reachable by any signed-in user, or public.
+UNSCOPED = {"accounts:home", "accounts:team-list", "login", "logout", "password_change", "password_change_done",
+            "password_reset", "password_reset_done", "password_reset_confirm", "password_reset_complete"}
+POST_ONLY = {name for name, (methods, _) in MATRIX.items() if methods == ["POST"]}
+
+
+def _url_names(resolver=None, namespace=""):
+    for pattern in (resolver or get_resolver()).url_patterns:
+        if isinstance(pattern, URLResolver):
+            if str(pattern.pattern).startswith("admin/"):
+                continue
+            ns = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from _url_names(pattern, ns)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            yield namespace + pattern.name
+
+
+def test_every_url_is_in_the_authorization_matrix():
+    missing = set(_url_names()) - set(MATRIX) - UNSCOPED
+    assert not missing, f"Add these URLs to the authorization matrix: {sorted(missing)}"
+
+
+@pytest.fixture
+def targets(world):
+    alpha_account = factories.make_cloud_account(world.alpha, label="alpha-prod")
+    beta_account = factories.make_cloud_account(world.beta, label="beta-prod")
+    alpha_membership = Membership.objects.get(team=world.alpha, user=world.member)
+    beta_membership = Membership.objects.get(team=world.beta, user=world.outsider)
+    return {"alpha": (alpha_account, alpha_membership), "beta": (beta_account, beta_membership)}
+
+
+def _url(name, team, account, membership):
+    kwargs = {"team_id": team.public_id}
+    if "account-" in name and name != "accounts:account-create" and name != "accounts:account-list":
+        kwargs["account_id"] = account.public_id
+    if "member-" in name and name != "accounts:member-list":
+        kwargs["membership_id"] = membership.public_id
+    return reverse(name, kwargs=kwargs)
+
+
+def _snapshot():
+    return (list(CloudAccount.objects.order_by("pk").values()), list(Membership.objects.order_by("pk").values()))
+
+
+CASES = [(name, method) for name, (methods, _) in MATRIX.items() for method in methods]
+
+
+@pytest.mark.parametrize(("name", "method"), CASES)
+def test_another_team_gets_404_and_nothing_changes(name, method, world, targets, client):
+    client.force_login(world.outsider)  # admin of Beta
+    before = _snapshot()
+    response = getattr(client, method.lower())(_url(name, world.alpha, *targets["alpha"]))
+    assert response.status_code == 404
+    assert _snapshot() == before
+    assert AuditEvent.objects.filter(action="access.denied", outcome="denied", actor_id=world.outsider.pk).exists()
+
+
+@pytest.mark.parametrize(("name", "method"), [c for c in CASES if c[0] not in {
+    "accounts:dashboard", "accounts:member-list", "accounts:account-list", "accounts:account-create"}])
+def test_an_object_of_another_team_is_404_even_for_an_admin(name, method, world, targets, client):
+    client.force_login(world.admin)
+    before = _snapshot()
+    beta_account, beta_membership = targets["beta"]
+    response = getattr(client, method.lower())(_url(name, world.alpha, beta_account, beta_membership))
+    assert response.status_code == 404
+    assert _snapshot() == before
+
+
+@pytest.mark.parametrize(("name", "method"), [c for c in CASES if MATRIX[c[0]][1] == "admin"])
+@pytest.mark.parametrize("role", ["member", "approver", "auditor", "compliance"])
+def test_a_missing_role_gets_403_and_nothing_changes(name, method, role, world, targets, client):
+    client.force_login(getattr(world, role))
+    before = _snapshot()
+    response = getattr(client, method.lower())(_url(name, world.alpha, *targets["alpha"]), {"role": "admin"})
+    assert response.status_code == 403
+    assert _snapshot() == before
+    assert AuditEvent.objects.filter(action="access.denied", details__reason="missing_role").exists()
+
+
+ALLOWED_GETS = [
+    (name, role)
+    for name, (methods, who) in MATRIX.items() if "GET" in methods
+    for role in (["admin"] if who == "admin" else ["member", "approver", "admin", "auditor", "compliance"])
+]
+
+
+@pytest.mark.parametrize(("name", "role"), ALLOWED_GETS)
+def test_allowed_roles_get_the_page(name, role, world, targets, client):
+    client.force_login(getattr(world, role))
+    response = client.get(_url(name, world.alpha, *targets["alpha"]))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("name", "method"), CASES)
+def test_anonymous_users_are_sent_to_sign_in(name, method, world, targets):
+    response = getattr(Client(), method.lower())(_url(name, world.alpha, *targets["alpha"]))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize(("name", "method"), [c for c in CASES if c[1] == "POST"])
+def test_every_post_needs_a_csrf_token(name, method, world, targets):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world.admin)
+    before = _snapshot()
+    response = client.post(_url(name, world.alpha, *targets["alpha"]), {"role": "member"})
+    assert response.status_code == 403
+    assert _snapshot() == before
+
+
+@pytest.mark.parametrize("name", sorted(POST_ONLY))
+def test_actions_refuse_get(name, world, targets, client):
+    client.force_login(world.admin)
+    assert client.get(_url(name, world.alpha, *targets["alpha"])).status_code == 405
+
+
+def test_an_unknown_team_id_is_404(world, client):
+    client.force_login(world.admin)
+    assert client.get(reverse("accounts:dashboard", kwargs={"team_id": uuid.uuid4()})).status_code == 404
+
+
+def test_role_changes_apply_on_the_next_request(world, targets, client):
+    client.force_login(world.admin)
+    url = reverse("accounts:account-create", kwargs={"team_id": world.alpha.public_id})
+    assert client.get(url).status_code == 200
+    Membership.objects.filter(team=world.alpha, user=world.admin).update(role="member")
+    assert client.get(url).status_code == 403

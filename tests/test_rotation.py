@@ -1,0 +1,104 @@
+import base64
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from accounts import checks, vault
+from accounts.models import CloudAccount
+from omiportal.audit.models import AuditEvent
+from omiportal.outscale.account_credentials import credentials_for
+from tests import factories
+
+K1 = "test1:dGVzdHMtb25seS1jcmVkZW50aWFsLWtleS0zMmJ5dGU="
+K2 = f"k2:{base64.b64encode(b'2' * 32).decode()}"
+
+
+@pytest.fixture
+def accounts_on_k1(world, settings):
+    settings.OMIPORTAL_CREDENTIAL_KEYS = K1
+    made = [
+        factories.make_cloud_account(world.alpha, access_key=f"AK{i:018d}", secret_key=f"SK{i:038d}")
+        for i in range(5)
+    ]
+    settings.OMIPORTAL_CREDENTIAL_KEYS = f"{K2},{K1}"
+    return made
+
+
+def _kids():
+    return {vault.key_id_of(s) for pair in CloudAccount.objects.values_list("access_key_sealed", "secret_key_sealed")
+            for s in pair}
+
+
+def test_it_reseals_every_credential_under_the_active_key(accounts_on_k1):
+    before = {a.pk: CloudAccount.objects.get(pk=a.pk).secret_key_sealed for a in accounts_on_k1}
+    call_command("rotate_credential_keys", stdout=StringIO())
+    assert _kids() == {"k2"}
+    for i, account in enumerate(accounts_on_k1):
+        fresh = CloudAccount.objects.select_related("team").get(pk=account.pk)
+        assert fresh.secret_key_sealed != before[account.pk]
+        creds = credentials_for(fresh)
+        assert (creds.access_key, creds.secret_key) == (f"AK{i:018d}", f"SK{i:038d}")
+    assert AuditEvent.objects.filter(action="credential.rotated").count() == 5
+
+
+def test_check_fails_until_rotation_is_done(accounts_on_k1):
+    with pytest.raises(CommandError, match="5 cloud account"):
+        call_command("rotate_credential_keys", "--check", stdout=StringIO())
+    call_command("rotate_credential_keys", stdout=StringIO())
+    call_command("rotate_credential_keys", "--check", stdout=StringIO())
+
+
+def test_a_second_run_changes_nothing(accounts_on_k1):
+    call_command("rotate_credential_keys", stdout=StringIO())
+    sealed = list(CloudAccount.objects.order_by("pk").values_list("secret_key_sealed", flat=True))
+    out = StringIO()
+    call_command("rotate_credential_keys", stdout=out)
+    assert "Done: 0 account(s)" in out.getvalue()
+    assert list(CloudAccount.objects.order_by("pk").values_list("secret_key_sealed", flat=True)) == sealed
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(accounts_on_k1, monkeypatch):
+    real_reseal, calls = vault.reseal, {"n": 0}
+
+    def crash_after_first_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 4:  # two batches of one account, two fields each
+            raise KeyboardInterrupt
+        return real_reseal(*args, **kwargs)
+
+    monkeypatch.setattr(vault, "reseal", crash_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        call_command("rotate_credential_keys", "--batch-size", "1", stdout=StringIO())
+    assert CloudAccount.objects.filter(secret_key_sealed__startswith="v1$k2$").count() == 2
+    monkeypatch.setattr(vault, "reseal", real_reseal)
+    call_command("rotate_credential_keys", "--batch-size", "1", stdout=StringIO())
+    assert _kids() == {"k2"}
+
+
+def test_the_old_key_can_go_once_rotation_is_done(accounts_on_k1, settings):
+    call_command("rotate_credential_keys", stdout=StringIO())
+    settings.OMIPORTAL_CREDENTIAL_KEYS = K2
+    assert checks.credential_key_ring_check() == []
+    account = CloudAccount.objects.select_related("team").first()
+    assert credentials_for(account).secret_key.startswith("SK")
+
+
+def test_the_system_check_names_key_ids_missing_from_the_ring(accounts_on_k1, settings):
+    settings.OMIPORTAL_CREDENTIAL_KEYS = K2
+    errors = checks.credential_key_ring_check()
+    assert [e.id for e in errors] == ["omiportal.E002"]
+    assert "test1" in errors[0].msg
+
+
+def test_the_system_check_refuses_a_malformed_ring(settings, db):
+    settings.OMIPORTAL_CREDENTIAL_KEYS = "k1:short"
+    errors = checks.credential_key_ring_check()
+    assert [e.id for e in errors] == ["omiportal.E001"]
+
+
+def test_rotating_the_django_secret_key_does_not_touch_credentials(accounts_on_k1, settings):
+    settings.SECRET_KEY = "a-completely-different-secret-key-for-this-test-0123456789"
+    account = CloudAccount.objects.select_related("team").first()
+    assert credentials_for(account).access_key.startswith("AK")

@@ -1,0 +1,69 @@
+"""Start-up behaviour with production settings, checked in fresh interpreters."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION = {
+    "DJANGO_DEBUG": "false",
+    "DJANGO_SECRET_KEY": "production-like-secret-" + "x" * 50,
+    "DJANGO_ALLOWED_HOSTS": "portal.example.com",
+    "OMIPORTAL_CREDENTIAL_KEYS": "k1:dGVzdHMtb25seS1jcmVkZW50aWFsLWtleS0zMmJ5dGU=",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "OMIPORTAL_STATIC_MANIFEST": "true",
+}
+
+
+def _manage(*args, env_overrides, drop=()):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OMIPORTAL_"))}
+    env.update({"OMIPORTAL_ENV_FILE": "", **env_overrides})
+    for name in drop:
+        env.pop(name, None)
+    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+
+
+@pytest.mark.parametrize(("missing", "hint"), [
+    ("DJANGO_SECRET_KEY", "DJANGO_SECRET_KEY is not set"),
+    ("OMIPORTAL_CREDENTIAL_KEYS", "OMIPORTAL_CREDENTIAL_KEYS is not set"),
+])
+def test_production_refuses_to_start_without_its_secrets(missing, hint, tmp_path):
+    result = _manage("check", env_overrides={**PRODUCTION, "OMIPORTAL_VAR_DIR": str(tmp_path)}, drop=[missing])
+    assert result.returncode != 0
+    assert hint in result.stderr
+
+
+def test_a_malformed_key_ring_stops_start_up(tmp_path):
+    result = _manage("check", env_overrides={**PRODUCTION, "OMIPORTAL_CREDENTIAL_KEYS": "k1:too-short"})
+    assert result.returncode != 0
+    assert "omiportal.E001" in result.stderr
+
+
+def test_check_deploy_passes_with_production_settings():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env_overrides=PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_jobs_use_the_json_serializer_and_wait_for_commit():
+    for queue in settings.RQ_QUEUES.values():
+        assert queue["SERIALIZER"] == "rq.serializers.JSONSerializer"
+    assert settings.RQ["COMMIT_MODE"] == "on_db_commit"
+
+
+def test_ci_runs_on_postgresql_and_a_redis_server():
+    """CI must exercise the real services; locally the embedded defaults are fine."""
+    if os.environ.get("CI"):
+        assert connection.vendor == "postgresql"
+        assert settings.REDIS_URL.startswith("redis://")
+    else:
+        assert connection.vendor in {"sqlite", "postgresql"}
+    import django_rq
+
+    assert django_rq.get_connection("default").ping()
