@@ -205,3 +205,44 @@ def cloud_account_delete(*, access: TeamAccess, account: CloudAccount) -> None:
     record(action="cloud_account.deleted", actor=access.user, team=access.team, target=account,
            details={"label": account.label, "region": account.region, "account_id": account.account_id})
     account.delete()
+
+
+VALIDATION_OK_MESSAGE = "OUTSCALE accepted these keys."
+
+
+def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> CloudAccount:
+    """Ask OUTSCALE who these keys belong to (one ReadAccounts call, never retried on bad keys).
+
+    The cloud call happens outside any transaction; the outcome is then written
+    with its audit event. A failure keeps the account invalid with the cloud's
+    reason in words.
+    """
+    from omiportal import outscale
+    from omiportal.outscale.account_credentials import credentials_for
+
+    require(access, Capability.MANAGE_TEAM, target=account)
+    account = CloudAccount.objects.select_related("team").get(pk=account.pk, team=access.team)
+    with outscale.record_request_ids() as request_ids:
+        identity, retryable = None, False
+        try:
+            identity = outscale.identify_account(creds=credentials_for(account))
+        except outscale.CloudError as exc:
+            problem, code, retryable = exc.user_message, exc.code, exc.retryable
+        except vault.VaultError as exc:
+            problem, code = str(exc), "vault"
+    with transaction.atomic():
+        now = timezone.now()
+        if identity is not None:
+            fields = {"validation_status": CloudAccount.Validation.VALID, "account_id": identity.account_id,
+                      "validation_message": "", "validated_at": now, "updated_at": now}
+        else:
+            # A throttled or unreachable cloud says nothing about the keys: keep them pending.
+            status = CloudAccount.Validation.PENDING if retryable else CloudAccount.Validation.INVALID
+            fields = {"validation_status": status, "validation_message": problem[:500], "updated_at": now}
+        CloudAccount.objects.filter(pk=account.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(account, name, value)
+        record(action="cloud_account.validated", outcome="success" if identity else "failed", actor=access.user,
+               team=access.team, target=account, cloud_request_ids=list(request_ids),
+               details={"account_id": account.account_id} if identity else {"reason": problem, "code": code})
+    return account

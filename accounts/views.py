@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import selectors, services
 from accounts.decorators import team_view
 from accounts.forms import CloudAccountForm, LoginForm, MemberAddForm, MemberRoleForm, TeamCreateForm
-from accounts.models import Role
+from accounts.models import CloudAccount, Role
 from accounts.roles import ROLE_DESCRIPTIONS, Capability
 from omiportal.audit.recorder import record
 
@@ -175,10 +175,27 @@ def account_create(request, access):
         except ValidationError as exc:
             _form_error(form, exc)
         else:
-            messages.success(request, f"Cloud account {account.label} saved.")
-            return redirect("accounts:account-list", team_id=access.team.public_id)
+            return _after_save(request, access, account, created=True)
     return render(request, "accounts/account_form.html", {"form": form, "account": None},
                   status=400 if form.errors else 200)
+
+
+def _after_save(request, access, account, *, created: bool):
+    """Saving keys validates them at once; a refusal is shown on the account's form."""
+    verb = "saved" if created else "updated"
+    if account.validation_status == CloudAccount.Validation.PENDING:
+        account = services.cloud_account_validate(access=access, account=account)
+    if account.validation_status == CloudAccount.Validation.INVALID:
+        messages.error(request, f"Cloud account {account.label} {verb}, but OUTSCALE refused its keys: "
+                                f"{account.validation_message}")
+        return redirect("accounts:account-edit", team_id=access.team.public_id, account_id=account.public_id)
+    if not account.is_valid:
+        messages.warning(request, f"Cloud account {account.label} {verb}, but its keys could not be checked yet: "
+                                  f"{account.validation_message} Use “Check keys” to try again.")
+        return redirect("accounts:account-list", team_id=access.team.public_id)
+    messages.success(request, f"Cloud account {account.label} {verb} and validated: OUTSCALE account "
+                              f"{account.account_id}.")
+    return redirect("accounts:account-list", team_id=access.team.public_id)
 
 
 @sensitive_post_parameters("access_key", "secret_key")
@@ -194,10 +211,24 @@ def account_edit(request, access, account_id):
         except ValidationError as exc:
             _form_error(form, exc)
         else:
-            messages.success(request, f"Cloud account {account.label} updated.")
-            return redirect("accounts:account-list", team_id=access.team.public_id)
+            return _after_save(request, access, account, created=False)
     return render(request, "accounts/account_form.html", {"form": form, "account": account},
                   status=400 if form.errors else 200)
+
+
+@team_view(Capability.MANAGE_TEAM)
+@require_POST
+def account_validate(request, access, account_id):
+    account = selectors.cloud_account_get_for_team(access=access, public_id=account_id)
+    account = services.cloud_account_validate(access=access, account=account)
+    if account.is_valid:
+        messages.success(request, f"{account.label}: {services.VALIDATION_OK_MESSAGE} "
+                                  f"OUTSCALE account {account.account_id}.")
+    elif account.validation_status == CloudAccount.Validation.INVALID:
+        messages.error(request, f"{account.label}: OUTSCALE refused the keys: {account.validation_message}")
+    else:
+        messages.warning(request, f"{account.label}: the keys could not be checked yet: {account.validation_message}")
+    return redirect("accounts:account-list", team_id=access.team.public_id)
 
 
 @team_view(Capability.MANAGE_TEAM)

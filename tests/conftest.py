@@ -4,6 +4,8 @@ from types import SimpleNamespace
 import pytest
 
 from accounts.models import Role
+from omiportal import outscale
+from omiportal.outscale.regions import REGIONS
 from tests import factories
 
 pytest_plugins = ["tests.fixtures_audit", "tests.fixtures_sandbox"]
@@ -13,6 +15,30 @@ pytest_plugins = ["tests.fixtures_audit", "tests.fixtures_sandbox"]
 def _fast_password_hashing(settings):
     # PBKDF2's deliberate slowness costs seconds per test user; no test needs it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _no_real_cloud(settings):
+    """Every Region points at a closed loopback port unless a test asks for the sandbox,
+    so a forgotten fixture fails fast instead of calling the real OUTSCALE."""
+    closed = "http://127.0.0.1:9"
+    settings.OMIPORTAL_OUTSCALE_ENDPOINTS = {r: {"api": f"{closed}/api/v1", "oos": closed} for r in REGIONS}
+
+
+@pytest.fixture
+def cloud(sandbox_world, settings):
+    """The portal's cloud layer pointed at the sandbox, reset to its seeded world."""
+    outscale.warm_up()  # the OAPI spec parse, paid once per process
+    settings.OMIPORTAL_OUTSCALE_ENDPOINTS = sandbox_world.endpoints()
+    settings.OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT = 2.0
+    settings.OMIPORTAL_OUTSCALE_READ_TIMEOUT = 5.0
+    settings.OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS = 3
+    settings.OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY = 0.01
+    settings.OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY = 0.05
+    settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND = 100  # the tests poll a fast sandbox
+    outscale.clear_clients()
+    yield sandbox_world
+    outscale.clear_clients()
 
 
 @pytest.fixture

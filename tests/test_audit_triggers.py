@@ -134,3 +134,12 @@ def test_no_code_outside_the_trigger_module_writes_raw_sql_against_the_audit_tab
         offenders += [f"{relative}: {match.group(0)!r}" for match in FORBIDDEN.finditer(text)]
     assert offenders == []
     assert any(relative == "omiportal/audit/recorder.py" for relative, _ in _project_files())  # it did look
+
+
+def test_migrate_puts_back_triggers_a_table_rebuild_would_drop(events):
+    from omiportal.audit.apps import _ensure_triggers
+
+    with transaction.atomic():
+        triggers.remove(connection)  # what SQLite's table rebuild does to them
+        _ensure_triggers(sender=None, using=connection.alias)
+        assert triggers.installed(connection) == triggers.names(connection)

@@ -18,6 +18,7 @@ MATRIX = {
     "accounts:account-create": (["GET", "POST"], "admin"),
     "accounts:account-edit": (["GET", "POST"], "admin"),
     "accounts:account-delete": (["GET", "POST"], "admin"),
+    "accounts:account-validate": (["POST"], "admin"),
     "accounts:member-role": (["POST"], "admin"),
     "accounts:member-remove": (["POST"], "admin"),
 }

@@ -1,6 +1,7 @@
 import pytest
 from django.contrib.admin.sites import site
 from django.urls import reverse
+from django.utils.html import escape
 from django.views.debug import ExceptionReporter
 
 from accounts import forms, services
@@ -25,18 +26,67 @@ def _edit_url(account):
                                                      "account_id": account.public_id})
 
 
-def test_an_admin_adds_an_account_with_sealed_keys(world, client):
+def _sandbox_form(cloud, name="alpha", **overrides):
+    entry = cloud.account(name)
+    return {**VALID, "region": entry["region"], "access_key": entry["access_key"],
+            "secret_key": entry["secret_key"], "export_bucket": entry["bucket"], **overrides}
+
+
+def test_an_admin_adds_an_account_and_outscale_validates_it(world, client, cloud):
     client.force_login(world.admin)
-    response = client.post(_create_url(world.alpha), VALID)
-    assert response.status_code == 302
+    response = client.post(_create_url(world.alpha), _sandbox_form(cloud), follow=True)
+    account = CloudAccount.objects.get(label="prod")
+    assert account.validation_status == "valid" and account.account_id == "111122223333"
+    assert account.validated_at is not None
+    assert "validated: OUTSCALE account 111122223333" in response.content.decode()
+    event = AuditEvent.objects.get(action="cloud_account.validated")
+    assert event.outcome == "success" and len(event.cloud_request_ids) == 1
+    assert cloud.counters("111122223333").get("ReadAccounts") == 1
+
+
+def test_a_wrong_secret_is_shown_on_the_form_and_never_retried(world, client, cloud):
+    client.force_login(world.admin)
+    response = client.post(_create_url(world.alpha), _sandbox_form(cloud, secret_key="W" * 40), follow=True)
+    account = CloudAccount.objects.get(label="prod")
+    assert account.validation_status == "invalid" and account.account_id == ""
+    page = response.content.decode()
+    assert response.redirect_chain[-1][0] == _edit_url(account)
+    assert "OUTSCALE refused these keys" in page and escape(account.validation_message) in page
+    assert "W" * 40 not in page
+    event = AuditEvent.objects.get(action="cloud_account.validated")
+    assert event.outcome == "failed" and "W" * 40 not in str(event.details)
+    assert cloud.world.auth_failures[cloud.account("alpha")["access_key"]] == 1
+
+
+def test_an_unreachable_cloud_leaves_the_keys_pending(world, client):
+    client.force_login(world.admin)
+    response = client.post(_create_url(world.alpha), VALID, follow=True)
+    account = CloudAccount.objects.get(label="prod")
+    assert account.validation_status == "pending" and account.validation_message
+    assert "could not be checked yet" in response.content.decode()
+
+
+def test_keys_can_be_checked_again(world, client, cloud):
+    entry = cloud.account("alpha")
+    account = factories.make_cloud_account(world.alpha, access_key=entry["access_key"],
+                                           secret_key=entry["secret_key"], validation_status="invalid")
+    client.force_login(world.admin)
+    client.post(reverse("accounts:account-validate", kwargs={"team_id": world.alpha.public_id,
+                                                             "account_id": account.public_id}))
+    account.refresh_from_db()
+    assert account.validation_status == "valid"
+
+
+def test_the_keys_are_sealed_at_rest(world, client):
+    client.force_login(world.admin)
+    client.post(_create_url(world.alpha), VALID)
     account = CloudAccount.objects.select_related("team").get(label="prod")
     assert AK not in account.access_key_sealed and SK not in account.secret_key_sealed
     assert account.access_key_hint == "••••••••0042"
-    assert account.validation_status == CloudAccount.Validation.PENDING
     creds = credentials_for(account)
     assert (creds.access_key, creds.secret_key, creds.region) == (AK, SK, "eu-west-2")
-    event = AuditEvent.objects.get(action="cloud_account.created")
-    assert SK not in str(event.details) and AK not in str(event.details)
+    for event in AuditEvent.objects.all():
+        assert SK not in str(event.details) and AK not in str(event.details)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
@@ -91,7 +141,7 @@ def test_no_page_shows_a_stored_secret(world, client, admin_user):
     assert "••••••••0042" in pages[0].content.decode()
 
 
-def test_editing_without_keys_keeps_them(world, client):
+def test_editing_without_keys_keeps_them(world, client, cloud):
     account = factories.make_cloud_account(world.alpha, access_key=AK, secret_key=SK, label="prod")
     sealed = account.secret_key_sealed
     client.force_login(world.admin)
@@ -104,18 +154,19 @@ def test_editing_without_keys_keeps_them(world, client):
     assert event.details["keys_replaced"] is False
 
 
-def test_replacing_keys_needs_both_and_resets_validation(world, client):
+def test_replacing_keys_needs_both_and_resets_validation(world, client, cloud):
     account = factories.make_cloud_account(world.alpha, access_key=AK, secret_key=SK,
                                            validation_status="valid", account_id="123456789012")
     client.force_login(world.admin)
     response = client.post(_edit_url(account), {**VALID, "secret_key": ""})
     assert forms.KEYS_TOGETHER_MESSAGE in response.content.decode()
-    new_sk = "N" * 40
-    client.post(_edit_url(account), {**VALID, "access_key": "AKNEWKEY000000000099", "secret_key": new_sk})
+    beta = cloud.account("beta")
+    client.post(_edit_url(account), {**VALID, "access_key": beta["access_key"], "secret_key": beta["secret_key"]})
     account = CloudAccount.objects.select_related("team").get(pk=account.pk)
-    assert credentials_for(account).secret_key == new_sk
-    assert account.validation_status == "pending" and account.account_id == ""
-    assert new_sk not in str(AuditEvent.objects.get(action="cloud_account.changed").details)
+    assert credentials_for(account).secret_key == beta["secret_key"]
+    assert account.validation_status == "valid" and account.account_id == "222233334444"
+    changed = AuditEvent.objects.get(action="cloud_account.changed")
+    assert changed.details["keys_replaced"] is True and beta["secret_key"] not in str(changed.details)
 
 
 def test_an_admin_deletes_an_account(world, client):

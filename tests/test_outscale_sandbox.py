@@ -17,25 +17,6 @@ from omiportal.outscale.results import Relation
 WEEK = timedelta(seconds=604_800)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def parsed_once():
-    outscale.warm_up()  # the OAPI spec parse, paid once per process
-
-
-@pytest.fixture
-def cloud(sandbox_world, settings):
-    settings.OMIPORTAL_OUTSCALE_ENDPOINTS = sandbox_world.endpoints()
-    settings.OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT = 2.0
-    settings.OMIPORTAL_OUTSCALE_READ_TIMEOUT = 5.0
-    settings.OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS = 3
-    settings.OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY = 0.01
-    settings.OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY = 0.05
-    settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND = 100  # the tests poll a fast sandbox
-    outscale.clear_clients()
-    yield sandbox_world
-    outscale.clear_clients()
-
-
 def account(sandbox, name, **override):
     entry = sandbox.account(name)
     creds = outscale.Credentials(access_key=override.get("access_key", entry["access_key"]),

@@ -1,6 +1,8 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
+TRIGGER_MIGRATION = ("audit", "0002_append_only")
+
 
 class AuditConfig(AppConfig):
     name = "omiportal.audit"
@@ -11,15 +13,17 @@ class AuditConfig(AppConfig):
         post_migrate.connect(_ensure_triggers, sender=self, dispatch_uid="omiportal.audit.ensure_triggers")
 
 
-def _ensure_triggers(sender, using, plan=None, **kwargs):
+def _ensure_triggers(sender, using, **kwargs):
     # A later migration that makes SQLite rebuild the audit table drops its
     # triggers with the old table; putting back whatever is missing after every
-    # migrate keeps the table append-only without anyone having to remember.
+    # migrate (and test flush) keeps the table append-only without anyone having
+    # to remember. Only once the trigger migration is applied, so unapplying it
+    # really removes them.
     from django.db import connections
+    from django.db.migrations.recorder import MigrationRecorder
 
     from omiportal.audit import triggers
-    from omiportal.audit.models import AuditEvent
 
     connection = connections[using]
-    if AuditEvent._meta.db_table in connection.introspection.table_names():
+    if TRIGGER_MIGRATION in MigrationRecorder(connection).applied_migrations():
         triggers.install(connection)

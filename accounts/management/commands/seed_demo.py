@@ -19,6 +19,8 @@ TEAMS = {
     "Research": ["admin", "approver", "member"],
 }
 COMPLIANCE_EMAIL = "compliance@demo.test"
+# Which of the sandbox's seeded accounts each demo team registers.
+SANDBOX_ACCOUNTS = {"Platform": ["alpha", "delta"], "Research": ["beta", "gamma", "epsilon"]}
 
 
 def demo_email(team: str, role: str) -> str:
@@ -56,21 +58,22 @@ class Command(BaseCommand):
 
     def _register_sandbox_accounts(self, teams: dict, describe: dict) -> None:
         """Give each demo team sandbox accounts, and validate them against the sandbox."""
+        by_name = {item["name"]: item for item in describe["accounts"]}
+        for team_name, names in SANDBOX_ACCOUNTS.items():
+            for name in names:
+                self._register(teams[team_name], by_name[name])
+
+    def _register(self, team: Team, item: dict) -> None:
         from accounts import services
 
-        seeded = [a for a in describe["accounts"] if a.get("images") is not None and a.get("demo_team")]
-        for item in seeded:
-            team = teams.get(item["demo_team"])
-            if team is None or CloudAccount.objects.filter(team=team, label=item["name"]).exists():
-                continue
-            admin = Membership.objects.get(team=team, role=Role.ADMIN, user__email=demo_email(team.name, "admin"))
-            access = TeamAccess(user=admin.user, team=team, membership=admin)
-            with job_context(job_id="cmd-seed-demo", actor=admin.user):
-                account = services.cloud_account_create(
-                    access=access, label=item["name"], region=item["region"], access_key=item["access_key"],
-                    secret_key=item["secret_key"], export_bucket=item["bucket"], accepts_incoming_shares=True,
-                )
-            validate = getattr(services, "cloud_account_validate", None)
-            if validate is not None:
-                with job_context(job_id="cmd-seed-demo", actor=admin.user):
-                    validate(access=access, account=account)
+        label = f"{item['name']}-{item['region']}"
+        if CloudAccount.objects.filter(team=team, label=label).exists():
+            return
+        admin = Membership.objects.get(team=team, role=Role.ADMIN, user__email=demo_email(team.name, "admin"))
+        access = TeamAccess(user=admin.user, team=team, membership=admin)
+        with job_context(job_id="cmd-seed-demo", actor=admin.user):
+            account = services.cloud_account_create(
+                access=access, label=label, region=item["region"], access_key=item["access_key"],
+                secret_key=item["secret_key"], export_bucket=item["bucket"], accepts_incoming_shares=True,
+            )
+            services.cloud_account_validate(access=access, account=account)
