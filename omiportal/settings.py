@@ -212,6 +212,12 @@ CONTENT_SECURITY_POLICY = {
 OMIPORTAL_OUTSCALE_ENDPOINTS = env.json("OMIPORTAL_OUTSCALE_ENDPOINTS", default={})
 OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT = env.float("OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT", default=5.0)
 OMIPORTAL_OUTSCALE_READ_TIMEOUT = env.float("OMIPORTAL_OUTSCALE_READ_TIMEOUT", default=30.0)
+# Throttled or never-sent calls are retried in-process this many times, with jittered backoff.
+OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS = env.int("OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS", default=3)
+OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY = env.float("OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY", default=0.5)
+OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY = env.float("OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY", default=4.0)
+# Client-side pace per account and process (the SDK's own limiter).
+OMIPORTAL_OUTSCALE_CALLS_PER_SECOND = env.int("OMIPORTAL_OUTSCALE_CALLS_PER_SECOND", default=5)
 
 # --- Logging ----------------------------------------------------------------------
 LOGGING = {
