@@ -72,6 +72,15 @@ class Team(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=80, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Team settings (admins change them on the team settings page).
+    require_approval_for_own_accounts = models.BooleanField(
+        default=False, help_text="Also require an approver when copying between this team's own accounts.")
+    request_expiry_days = models.PositiveSmallIntegerField(
+        default=7, help_text="Share requests nobody decided on expire after this many days.")
+    auto_accept_incoming = models.BooleanField(
+        default=False, help_text="Import images shared with this team as soon as they are ready.")
+    cleanup_exports = models.BooleanField(
+        default=True, help_text="Delete export files from the bucket once every import from them has ended.")
 
     class Meta:
         ordering = ["name"]

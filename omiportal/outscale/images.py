@@ -194,3 +194,19 @@ def tag_resources(*, creds: Credentials, resource_ids: Iterable[str], tags: Mapp
     response = oapi.call(creds, "CreateTags", ResourceIds=ids,
                          Tags=[{"Key": key, "Value": value} for key, value in tags.items()])
     return CallResult(response.request_ids)
+
+
+def find_export_task(*, creds: Credentials, bucket: str, prefix: str) -> ExportTask | None:
+    """The export task writing under ``bucket``/``prefix`` (our deterministic prefix), if any.
+
+    ReadImageExportTasks cannot filter by bucket or prefix, so this reads the
+    account's tasks and matches them here. Callers use it before creating an
+    export again after an ambiguous failure, so a lost answer never becomes a
+    second export.
+    """
+    raws, request_ids = _read_pages(creds, "ReadImageExportTasks", "ImageExportTasks")
+    for raw in raws:
+        task = _export_task(raw, request_ids)
+        if task.bucket == bucket and task.prefix.startswith(prefix) and task.state != "cancelled":
+            return task
+    return None

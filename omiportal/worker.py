@@ -1,0 +1,36 @@
+"""The portal's RQ worker: parses the OAPI spec once before forking, and runs the
+reconciler on every maintenance tick, so a flushed Redis never strands a transfer."""
+
+import contextlib
+import logging
+
+import django_rq
+from django.conf import settings
+from rq import Worker
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_reconcile_enqueued() -> None:
+    """Enqueue the reconciler unless one is already waiting (harmless if it runs twice)."""
+    from rq.exceptions import DuplicateJobError
+
+    with contextlib.suppress(DuplicateJobError):
+        django_rq.get_queue("poll").enqueue("transfers.jobs.reconcile_job", job_id="reconcile", unique=True,
+                                            result_ttl=0, failure_ttl=300)
+
+
+class PortalWorker(Worker):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("maintenance_interval", int(settings.OMIPORTAL_RECONCILE_EVERY_SECONDS))
+        super().__init__(*args, **kwargs)
+        from omiportal import outscale
+
+        outscale.warm_up()  # forked job processes inherit the parsed spec
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        try:
+            ensure_reconcile_enqueued()
+        except Exception:  # noqa: BLE001 - a broken tick must not stop the worker; the next one retries
+            logger.exception("Could not enqueue the reconciler")

@@ -1,0 +1,54 @@
+"""Two teams with sandbox accounts, for workflow tests (real sandbox, real RQ, real database)."""
+
+from types import SimpleNamespace
+
+from accounts.models import Role
+from accounts.selectors import TeamAccess
+from tests import factories
+from transfers.models import Share
+from transfers.services import requests as share_requests
+
+
+def access(user, team) -> TeamAccess:
+    from accounts.models import Membership
+
+    return TeamAccess(user=user, team=team, membership=Membership.objects.get(user=user, team=team))
+
+
+def sandbox_account(cloud, team, name, *, incoming=True):
+    entry = cloud.account(name)
+    return factories.make_cloud_account(
+        team, label=name, region=entry["region"], access_key=entry["access_key"], secret_key=entry["secret_key"],
+        bucket=entry["bucket"], validation_status="valid", account_id=entry["account_id"],
+        accepts_incoming_shares=incoming)
+
+
+def image_id(cloud, account_name, image_name):
+    return next(i["image_id"] for i in cloud.account(account_name)["images"] if i["name"] == image_name)
+
+
+def make_transfer_world(cloud):
+    source, dest = factories.make_team("Platform"), factories.make_team("Research")
+    w = SimpleNamespace(source=source, dest=dest)
+    for team, prefix in ((source, "src"), (dest, "dst")):
+        for role in (Role.ADMIN, Role.APPROVER, Role.MEMBER):
+            user = factories.add_member(team, factories.make_user(f"{role.value}@{prefix}.test"), role).user
+            setattr(w, f"{prefix}_{role.value}", user)
+    w.alpha = sandbox_account(cloud, source, "alpha", incoming=False)      # eu-west-2, source
+    w.delta = sandbox_account(cloud, dest, "delta")                         # us-east-2
+    w.gamma = sandbox_account(cloud, dest, "gamma")                         # eu-west-2
+    return w
+
+
+def request_share(w, cloud, *, image="alpha-web-2025.01", accounts=None, externals=(), copy_name="web-copy",
+                  requester=None) -> Share:
+    return share_requests.share_request(
+        access=access(requester or w.src_member, w.source), source_account=w.alpha,
+        image_id=image_id(cloud, "alpha", image), accounts=accounts if accounts is not None else [w.delta],
+        externals=list(externals), copy_name=copy_name, description="for tests", reason="release 1.2",
+        licence_confirmed=True)
+
+
+def approve(w, share, approver=None) -> Share:
+    return share_requests.share_approve(access=access(approver or w.src_approver, w.source), share=share,
+                                        digest=share.digest, comment="ok")

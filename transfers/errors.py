@@ -1,0 +1,32 @@
+"""What transfer services refuse, in words shown to users (tests assert on these)."""
+
+from django.core.exceptions import ValidationError
+
+
+class ShareError(ValidationError):
+    """Bad input or a rule broken: shown on the form, nothing changed."""
+
+
+class ShareConflict(ShareError):
+    """The share moved on before this decision (another approver, expiry, cancellation)."""
+
+
+ACCOUNT_NOT_VALID = "The account {label} has no validated keys: check its keys on the Cloud accounts page first."
+IMAGE_GONE = "The image {image_id} is no longer available in {label}; refresh the list and pick another."
+SOURCE_AS_RECIPIENT = "The source account cannot also be a recipient."
+RECIPIENT_CLOSED = "{label} does not accept images from other teams."
+RECIPIENT_INVALID = "{label} has no validated keys, so nothing can be imported into it."
+NO_RECIPIENT = "Choose at least one recipient account."
+DUPLICATE_RECIPIENT = "The same account is listed twice."
+EXTERNAL_ID = "An OUTSCALE account id is 12 digits."
+LICENCE_REQUIRED = "Confirm that the image's third-party licences allow this export."
+NAME_TAKEN = "An image named {name} already exists in {label}; choose another copy name."
+SELF_APPROVAL = "You asked for this copy, so someone else must approve it."
+MOVED_ON = "This share is no longer waiting for a decision (it is now {state})."
+STALE_DIGEST = "This request changed after you opened it; review it again before deciding."
+REQUEST_EXPIRED = "This request expired on {when}: ask for a new one."
+NOT_CANCELLABLE = "Only a share that has not started exporting can be cancelled (it is {state})."
+NOT_OFFERED = "This image is not waiting for your team's answer (it is {state})."
+NOT_RETRYABLE = "Only a failed step can be retried (it is {state})."
+NOT_REEXPORTABLE = "Only an expired or failed share can be exported again (it is {state})."
+LINK_EXPIRED = "The link expired on {when}. Ask the source team to export the image again."

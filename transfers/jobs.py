@@ -1,0 +1,42 @@
+"""Background jobs: thin, like views. Each takes ids only, re-reads the database and calls one
+service; each is safe to run twice."""
+
+from omiportal.audit.context import job_context
+from transfers.services import cleanup, exports, imports, reconcile
+
+
+def _job_id(kind: str, object_id: str) -> str:
+    from rq import get_current_job
+
+    job = get_current_job()
+    return job.id if job else f"{kind}-{object_id}"
+
+
+def export_start_job(export_id: str) -> None:
+    with job_context(job_id=_job_id("export-start", export_id)):
+        exports.export_start(export_id=export_id)
+
+
+def export_sweep_job(account_id: str) -> None:
+    with job_context(job_id=_job_id("export-sweep", account_id)):
+        exports.export_sweep(account_id=account_id)
+
+
+def import_start_job(recipient_id: str) -> None:
+    with job_context(job_id=_job_id("import-start", recipient_id)):
+        imports.import_start(recipient_id=recipient_id)
+
+
+def import_sweep_job(account_id: str) -> None:
+    with job_context(job_id=_job_id("import-sweep", account_id)):
+        imports.import_sweep(account_id=account_id)
+
+
+def export_cleanup_job(export_id: str) -> None:
+    with job_context(job_id=_job_id("export-cleanup", export_id)):
+        cleanup.export_cleanup(export_id=export_id)
+
+
+def reconcile_job() -> None:
+    with job_context(job_id=_job_id("reconcile", "all")):
+        reconcile.reconcile()

@@ -1,0 +1,189 @@
+"""Shares (what was asked and decided), exports (the cloud work on the source side) and
+recipients (one import target each). The database is the truth about every transfer:
+jobs re-read these rows, and a reconciler restarts any step whose next look is overdue.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.models import CloudAccount, Team
+from omiportal.outscale.regions import REGION_CHOICES
+
+
+class Share(models.Model):
+    """A request to copy one source OMI to one or more recipient accounts."""
+
+    class State(models.TextChoices):
+        REQUESTED = "requested", "Waiting for approval"
+        APPROVED = "approved", "Approved"
+        EXPORTING = "exporting", "Exporting"
+        READY = "ready", "Ready for recipients"
+        IMPORTING = "importing", "Importing"
+        COMPLETED = "completed", "Completed"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+
+    ACTIVE_STATES = (State.APPROVED, State.EXPORTING, State.READY, State.IMPORTING)
+    FINAL_STATES = (State.COMPLETED, State.REJECTED, State.CANCELLED, State.FAILED, State.EXPIRED)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="shares")
+    source_account = models.ForeignKey(CloudAccount, on_delete=models.PROTECT, related_name="shares")
+    source_image_id = models.CharField(max_length=32)
+    source_image_name = models.CharField(max_length=255)
+    source_image_relation = models.CharField(max_length=16)  # owned | shared | public
+    copy_name = models.CharField(max_length=128)
+    description = models.CharField(max_length=255, blank=True)
+    reason = models.TextField(max_length=2000)
+    licence_confirmed_at = models.DateTimeField()
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(default=timezone.now)
+    approval_required = models.BooleanField()
+    approval_deadline = models.DateTimeField(null=True, blank=True)
+    # What the approver saw: a digest of source, image, names and recipients.
+    digest = models.CharField(max_length=64)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(max_length=2000, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.REQUESTED)
+    state_message = models.CharField(max_length=500, blank=True)
+    export = models.ForeignKey("Export", null=True, blank=True, on_delete=models.PROTECT, related_name="shares")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        indexes = [models.Index(fields=["team", "state"]), models.Index(fields=["state", "approval_deadline"])]
+        constraints = [
+            # Four eyes: whoever decides is never whoever asked.
+            models.CheckConstraint(condition=Q(decided_by__isnull=True) | ~Q(decided_by=F("requested_by")),
+                                   name="share_decider_is_not_requester"),
+        ]
+
+    def __str__(self):
+        return f"{self.source_image_name} → {self.copy_name}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL_STATES
+
+
+class Export(models.Model):
+    """One export of one OMI from one account. Several shares may use it."""
+
+    class State(models.TextChoices):
+        COPYING = "copying", "Copying into the account"
+        STARTING = "starting", "Starting"
+        RUNNING = "running", "Exporting"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    IN_FLIGHT = (State.COPYING, State.STARTING, State.RUNNING)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    account = models.ForeignKey(CloudAccount, on_delete=models.PROTECT, related_name="exports")
+    source_image_id = models.CharField(max_length=32)
+    copy_image_id = models.CharField(max_length=32, blank=True)  # set when copy-first was needed
+    task_id = models.CharField(max_length=64, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices)
+    progress = models.PositiveSmallIntegerField(default=0)
+    state_message = models.CharField(max_length=500, blank=True)
+    bucket = models.CharField(max_length=63)
+    prefix = models.CharField(max_length=255)
+    manifest_key = models.CharField(max_length=1024, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    manifest_deadline = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    poll_interval = models.FloatField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    cleaned_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "state"]), models.Index(fields=["state", "next_poll_at"])]
+
+    def __str__(self):
+        return f"export of {self.source_image_id} ({self.state})"
+
+    @property
+    def exported_image_id(self) -> str:
+        return self.copy_image_id or self.source_image_id
+
+
+class Recipient(models.Model):
+    """One import target: an account of a team in the portal, or an external account that only
+    receives the link. A pasted-link import is a Recipient without a share."""
+
+    class Kind(models.TextChoices):
+        TEAM = "team", "Portal account"
+        EXTERNAL = "external", "External account (link only)"
+        LINK = "link", "Import from a pasted link"
+
+    class State(models.TextChoices):
+        WAITING = "waiting", "Waiting for the export"
+        OFFERED = "offered", "Offered"
+        IMPORTING = "importing", "Importing"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        DECLINED = "declined", "Declined"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled"
+
+    OPEN_STATES = (State.WAITING, State.OFFERED, State.IMPORTING)
+    FINAL_STATES = (State.COMPLETED, State.FAILED, State.DECLINED, State.EXPIRED, State.CANCELLED)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    share = models.ForeignKey(Share, null=True, blank=True, on_delete=models.CASCADE, related_name="recipients")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT, related_name="incoming")
+    target_account = models.ForeignKey(CloudAccount, null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="incoming")
+    external_account_id = models.CharField(max_length=12, blank=True)
+    external_region = models.CharField(max_length=32, blank=True, choices=REGION_CHOICES)
+    # A pasted link (kind=link) is a bearer secret: sealed by the vault, wiped once the import is created.
+    link_sealed = models.TextField(blank=True)
+    link_fingerprint = models.CharField(max_length=64, blank=True)
+    link_expires_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
+    state_message = models.CharField(max_length=500, blank=True)
+    image_name = models.CharField(max_length=128, blank=True)
+    image_id = models.CharField(max_length=32, blank=True)
+    attempt = models.PositiveSmallIntegerField(default=0)  # imports tried, retries included
+    start_tries = models.PositiveSmallIntegerField(default=0)  # CreateImage calls put off by throttling
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decline_reason = models.CharField(max_length=500, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    poll_interval = models.FloatField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["team", "state"]), models.Index(fields=["state", "next_poll_at"]),
+                   models.Index(fields=["target_account", "state"])]
+
+    def __str__(self):
+        return self.label
+
+    @property
+    def label(self) -> str:
+        if self.kind == self.Kind.EXTERNAL:
+            return f"external account {self.external_account_id} ({self.external_region})"
+        if self.target_account_id:
+            return f"{self.target_account.label} ({self.target_account.region}) of {self.team.name}"
+        return "recipient"
+
+    @property
+    def region(self) -> str:
+        return self.external_region if self.kind == self.Kind.EXTERNAL else self.target_account.region

@@ -1,0 +1,272 @@
+"""The source side: copy-first when needed, export, watch it, hand the result to the shares."""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Min, Q
+from django.utils import timezone
+
+from accounts.models import CloudAccount
+from omiportal import outscale
+from omiportal.audit.recorder import AuditTarget, record
+from omiportal.outscale.account_credentials import credentials_for
+from transfers import scheduling
+from transfers.models import Export, Recipient, Share
+
+logger = logging.getLogger(__name__)
+MAX_START_ATTEMPTS = 8
+
+
+def _export_target(export: Export) -> AuditTarget:
+    return AuditTarget("transfers.export", str(export.public_id), f"export of {export.source_image_id}")
+
+
+def export_begin(*, share: Share) -> None:
+    """Give an approved share an export: a reusable one, or a new one. Runs in the caller's transaction."""
+    now = timezone.now()
+    margin = timedelta(hours=settings.OMIPORTAL_EXPORT_REUSE_MIN_HOURS)
+    export = (
+        Export.objects.select_for_update()
+        .filter(account=share.source_account, source_image_id=share.source_image_id)
+        .filter(Q(state__in=Export.IN_FLIGHT)
+                | Q(state=Export.State.COMPLETED, manifest_deadline__gt=now + margin, cleaned_at__isnull=True))
+        .order_by("-created_at").first()
+    )
+    reused = export is not None
+    if export is None:
+        needs_copy = share.source_image_relation != "owned"
+        export = Export(account=share.source_account, source_image_id=share.source_image_id,
+                        state=Export.State.COPYING if needs_copy else Export.State.STARTING,
+                        bucket=share.source_account.export_bucket,
+                        next_poll_at=now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
+        export.prefix = f"omiportal/{export.public_id}/"
+        export.save()
+        scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
+                           job_id=f"export-start-{export.public_id}-0")
+    Share.objects.filter(pk=share.pk).update(export=export, state=Share.State.EXPORTING, updated_at=now)
+    share.export, share.state = export, Share.State.EXPORTING
+    record(action="export.reused" if reused else "export.requested", actor=None, team=share.team, target=share,
+           details={"export": str(export.public_id), "image_id": share.source_image_id,
+                    "copy_first": export.state == Export.State.COPYING and not reused})
+    if export.state == Export.State.COMPLETED:
+        share_ready(share=share, export=export)
+
+
+def _fail(export: Export, message: str, request_ids=()) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        if not Export.objects.filter(pk=export.pk, state__in=Export.IN_FLIGHT).update(
+                state=Export.State.FAILED, state_message=message[:500], next_poll_at=None, updated_at=now):
+            return
+        record(action="export.failed", outcome="failed", actor=None, team=export.account.team,
+               target=_export_target(export), cloud_request_ids=list(request_ids), details={"reason": message})
+        for share in Share.objects.filter(export=export, state=Share.State.EXPORTING).select_related("team"):
+            Share.objects.filter(pk=share.pk).update(state=Share.State.FAILED, state_message=message[:500],
+                                                    updated_at=now)
+            share.recipients.filter(state=Recipient.State.WAITING).update(state=Recipient.State.CANCELLED)
+            from transfers import notifications
+
+            transaction.on_commit(lambda pk=share.pk: notifications.share_failed(share_id=pk))
+
+
+def _retry_start_later(export: Export, exc: outscale.CloudError) -> None:
+    attempts = export.attempts + 1
+    if attempts >= MAX_START_ATTEMPTS:
+        _fail(export, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
+        return
+    delay = min(scheduling.sweep_max(), scheduling.sweep_min() * 2 ** attempts)
+    with transaction.atomic():
+        Export.objects.filter(pk=export.pk).update(
+            attempts=attempts, state_message=f"Waiting for OUTSCALE: {exc.user_message}",
+            next_poll_at=timezone.now() + timedelta(seconds=delay + settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
+        scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
+                           job_id=f"export-start-{export.public_id}-{attempts}", delay=delay)
+
+
+def export_start(*, export_id) -> None:
+    """Create the copy (for a shared or public OMI) or the export task. Safe to run twice:
+    the deterministic copy name and export prefix are looked up before creating anything."""
+    export = Export.objects.select_related("account__team").filter(public_id=export_id).first()
+    if export is None or export.state not in (Export.State.COPYING, Export.State.STARTING):
+        return
+    if export.state == Export.State.COPYING and export.copy_image_id:
+        return  # the sweep watches the copy
+    account = export.account
+    with outscale.record_request_ids() as request_ids:
+        try:
+            creds = credentials_for(account)
+            if export.state == Export.State.COPYING:
+                name = f"omiportal-copy-{export.public_id}"
+                image = outscale.find_image_by_name(creds=creds, account_id=account.account_id, name=name) or \
+                    outscale.copy_image(creds=creds, source_image_id=export.source_image_id, name=name,
+                                        description="Copy made by OMI Portal to export it")
+                changes = {"copy_image_id": image.image_id}
+                action = "export.copy_started"
+            else:
+                task = outscale.find_export_task(creds=creds, bucket=export.bucket, prefix=export.prefix) or \
+                    outscale.start_export(creds=creds, image_id=export.exported_image_id, bucket=export.bucket,
+                                          prefix=export.prefix)
+                changes = {"task_id": task.task_id, "state": Export.State.RUNNING, "progress": task.progress}
+                action = "export.started"
+        except outscale.CloudError as exc:
+            if exc.retryable:
+                _retry_start_later(export, exc)
+            else:
+                _fail(export, exc.user_message, exc.request_ids)
+            return
+    now = timezone.now()
+    with transaction.atomic():
+        interval = scheduling.sweep_min()
+        if not Export.objects.filter(pk=export.pk, state=export.state).update(
+                **changes, state_message="", next_poll_at=now + timedelta(seconds=interval),
+                poll_interval=interval, updated_at=now):
+            return
+        record(action=action, actor=None, team=account.team, target=_export_target(export),
+               cloud_request_ids=list(request_ids), details={k: str(v) for k, v in changes.items()})
+        scheduling.schedule_sweep("export", account.public_id, now + timedelta(seconds=interval))
+
+
+def _claim(model, *, account: CloudAccount, states, extra: Q, now) -> list:
+    """Take the due rows of one account for this sweep. A second sweep running at the same
+    time finds nothing due and makes no cloud call."""
+    lease = now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
+    due = model.objects.filter(extra, state__in=states, next_poll_at__lte=now)
+    field = "account" if model is Export else "target_account"
+    due = due.filter(**{field: account})
+    with transaction.atomic():
+        ids = list(due.select_for_update(skip_locked=True).values_list("pk", flat=True))
+        model.objects.filter(pk__in=ids).update(next_poll_at=lease)
+    return list(model.objects.filter(pk__in=ids))
+
+
+def _schedule_next(model, account: CloudAccount, kind: str, states, extra: Q) -> None:
+    field = "account" if model is Export else "target_account"
+    nxt = model.objects.filter(extra, state__in=states, **{field: account}).aggregate(n=Min("next_poll_at"))["n"]
+    if nxt is not None:
+        with transaction.atomic():
+            scheduling.schedule_sweep(kind, account.public_id, max(nxt, timezone.now()))
+
+
+WATCHED = (Export.State.COPYING, Export.State.RUNNING)
+WATCHABLE = Q(copy_image_id__gt="") | Q(task_id__gt="")
+
+
+def export_sweep(*, account_id) -> None:
+    """One look at every in-flight export and copy of one account: at most two cloud calls."""
+    account = CloudAccount.objects.select_related("team").filter(public_id=account_id).first()
+    if account is None:
+        return
+    now = timezone.now()
+    rows = _claim(Export, account=account, states=WATCHED, extra=WATCHABLE, now=now)
+    if rows:
+        _observe(account, rows)
+    _schedule_next(Export, account, "export", WATCHED, WATCHABLE)
+
+
+def _observe(account: CloudAccount, rows: list[Export]) -> None:
+    running = [e for e in rows if e.state == Export.State.RUNNING]
+    copying = [e for e in rows if e.state == Export.State.COPYING]
+    try:
+        creds = credentials_for(account)
+        tasks = outscale.read_export_tasks(creds=creds, task_ids=[e.task_id for e in running])
+        images = outscale.read_images(creds=creds, account_id=account.account_id,
+                                      image_ids=[e.copy_image_id for e in copying])
+    except outscale.CloudError as exc:
+        if not exc.retryable:
+            for export in rows:
+                _fail(export, exc.user_message, exc.request_ids)
+            return
+        _postpone(rows, exc.user_message)
+        return
+    for export in running:
+        task = tasks.get(export.task_id)
+        if task is None:
+            _fail(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
+        elif task.state == "completed":
+            export_complete(export=export, task=task, creds=creds)
+        elif task.state in ("failed", "cancelled"):
+            _fail(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
+        else:
+            _progress(export, progress=task.progress, message=task.comment)
+    for export in copying:
+        image = images.get(export.copy_image_id)
+        if image is not None and image.state == "available":
+            with transaction.atomic():
+                Export.objects.filter(pk=export.pk, state=Export.State.COPYING).update(
+                    state=Export.State.STARTING, attempts=0, updated_at=timezone.now(),
+                    next_poll_at=timezone.now() + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
+                record(action="export.copy_completed", actor=None, team=account.team,
+                       target=_export_target(export), cloud_request_ids=list(images.request_ids),
+                       details={"copy_image_id": export.copy_image_id})
+                scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
+                                   job_id=f"export-start-{export.public_id}-copied")
+        elif image is None or image.state in ("failed", "deleted"):
+            reason = (image.state_message if image else "") or "OUTSCALE could not copy the image into the account."
+            _fail(export, reason, images.request_ids)
+        else:
+            _progress(export, progress=0, message="")
+
+
+def _progress(export: Export, *, progress: int, message: str) -> None:
+    changed = progress != export.progress
+    interval = scheduling.next_interval(export.poll_interval, changed=changed)
+    Export.objects.filter(pk=export.pk, state=export.state).update(
+        progress=progress, state_message=message[:500], poll_interval=interval,
+        next_poll_at=timezone.now() + timedelta(seconds=interval), updated_at=timezone.now())
+
+
+def _postpone(rows, message: str) -> None:
+    for row in rows:
+        interval = min(scheduling.sweep_max(), max(row.poll_interval, scheduling.sweep_min()) * 2)
+        type(row).objects.filter(pk=row.pk).update(
+            poll_interval=interval, next_poll_at=timezone.now() + timedelta(seconds=interval),
+            state_message=f"Waiting for OUTSCALE: {message}"[:500])
+
+
+def export_complete(*, export: Export, task, creds) -> None:
+    account = export.account
+    with outscale.record_request_ids() as request_ids:
+        try:
+            key = task.manifest_key or outscale.find_manifest_key(
+                creds=creds, bucket=export.bucket, prefix=task.prefix or export.prefix).key
+            if not key:
+                raise outscale.NotFound("The export finished but its manifest is missing from the bucket.")
+            deadline = outscale.manifest_deadline(creds=creds, bucket=export.bucket, key=key).deadline
+        except outscale.CloudError as exc:
+            if exc.retryable:
+                _postpone([export], exc.user_message)
+            else:
+                _fail(export, exc.user_message, exc.request_ids)
+            return
+    now = timezone.now()
+    with transaction.atomic():
+        if not Export.objects.filter(pk=export.pk, state=Export.State.RUNNING).update(
+                state=Export.State.COMPLETED, progress=100, manifest_key=key, completed_at=now,
+                manifest_deadline=deadline, next_poll_at=None, state_message="", updated_at=now):
+            return
+        export.refresh_from_db()
+        record(action="export.completed", actor=None, team=account.team, target=_export_target(export),
+               cloud_request_ids=list(request_ids), details={"task_id": export.task_id,
+                                                            "manifest_deadline": deadline.isoformat()})
+        for share in Share.objects.filter(export=export, state=Share.State.EXPORTING).select_related("team"):
+            share_ready(share=share, export=export)
+
+
+def share_ready(*, share: Share, export: Export) -> None:
+    """The manifest exists: offer it to every recipient (in the caller's transaction)."""
+    from transfers.services import imports
+
+    now = timezone.now()
+    Share.objects.filter(pk=share.pk).update(state=Share.State.READY, state_message="", updated_at=now)
+    share.state = Share.State.READY
+    share.recipients.filter(state=Recipient.State.WAITING).update(state=Recipient.State.OFFERED, updated_at=now)
+    record(action="share.offered", actor=None, team=share.team, target=share,
+           details={"export": str(export.public_id), "link_valid_until": export.manifest_deadline.isoformat()})
+    for recipient in share.recipients.filter(state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM,
+                                             team__auto_accept_incoming=True).select_related("team"):
+        imports.import_begin(recipient=recipient, actor=None, auto=True)
+    from transfers import notifications
+
+    transaction.on_commit(lambda: notifications.share_ready(share_id=share.pk))

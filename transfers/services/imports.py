@@ -1,0 +1,275 @@
+"""The recipient side: accept or decline, import with the recipient's keys, watch it."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import CloudAccount
+from accounts.roles import Capability
+from accounts.selectors import TeamAccess, require
+from omiportal import outscale
+from omiportal.audit.recorder import record
+from omiportal.outscale.account_credentials import credentials_for, open_pasted_link
+from transfers import errors, scheduling
+from transfers.models import Recipient, Share
+from transfers.services.exports import _claim, _postpone, _schedule_next
+
+MAX_START_ATTEMPTS = 8
+
+
+def _share_target(recipient: Recipient):
+    return recipient.share if recipient.share_id else recipient
+
+
+def _image_name(recipient: Recipient) -> str:
+    base = recipient.share.copy_name if recipient.share_id else recipient.image_name
+    if recipient.attempt <= 1:
+        return base
+    suffix = f" (retry {recipient.attempt})"
+    return base[: 128 - len(suffix)] + suffix
+
+
+def import_begin(*, recipient: Recipient, actor, auto: bool = False) -> None:
+    """OFFERED (or FAILED, for a retry) → IMPORTING, in the caller's transaction; the job follows."""
+    now = timezone.now()
+    attempt = recipient.attempt + 1
+    recipient.attempt = attempt
+    moved = Recipient.objects.filter(pk=recipient.pk, state__in=[Recipient.State.OFFERED, Recipient.State.FAILED]) \
+        .update(state=Recipient.State.IMPORTING, attempt=attempt, image_name=_image_name(recipient), image_id="",
+                state_message="", started_at=now, completed_at=None, poll_interval=0, start_tries=0, updated_at=now,
+                next_poll_at=now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS),
+                **({"decided_by": actor, "decided_at": now} if attempt == 1 else {}))
+    if not moved:
+        recipient.refresh_from_db()
+        raise errors.ShareConflict(errors.NOT_OFFERED.format(state=recipient.get_state_display().lower()))
+    recipient.refresh_from_db()
+    if recipient.share_id:
+        Share.objects.filter(pk=recipient.share_id, state=Share.State.READY).update(
+            state=Share.State.IMPORTING, updated_at=now)
+    action = "import.retried" if attempt > 1 else ("import.auto_accepted" if auto else "import.accepted")
+    record(action=action, actor=actor, team=recipient.team, target=_share_target(recipient),
+           details={"recipient": str(recipient.public_id), "account": recipient.target_account.label,
+                    "image_name": recipient.image_name, "attempt": attempt})
+    scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
+                       job_id=f"import-start-{recipient.public_id}-{attempt}")
+
+
+def _recipient_access(access: TeamAccess, recipient: Recipient) -> None:
+    require(access, Capability.ACCEPT_SHARE, target=_share_target(recipient))
+
+
+@transaction.atomic
+def recipient_accept(*, access: TeamAccess, recipient: Recipient) -> Recipient:
+    _recipient_access(access, recipient)
+    import_begin(recipient=recipient, actor=access.user)
+    return recipient
+
+
+@transaction.atomic
+def recipient_retry(*, access: TeamAccess, recipient: Recipient) -> Recipient:
+    _recipient_access(access, recipient)
+    if recipient.state != Recipient.State.FAILED:
+        raise errors.ShareConflict(errors.NOT_RETRYABLE.format(state=recipient.get_state_display().lower()))
+    if recipient.share_id and recipient.share.export.manifest_deadline <= timezone.now():
+        raise errors.ShareError(errors.LINK_EXPIRED.format(
+            when=f"{recipient.share.export.manifest_deadline:%Y-%m-%d %H:%M} UTC"))
+    import_begin(recipient=recipient, actor=access.user)
+    return recipient
+
+
+@transaction.atomic
+def recipient_decline(*, access: TeamAccess, recipient: Recipient, reason: str) -> Recipient:
+    _recipient_access(access, recipient)
+    now = timezone.now()
+    if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.OFFERED).update(
+            state=Recipient.State.DECLINED, decline_reason=reason[:500], decided_by=access.user, decided_at=now,
+            updated_at=now):
+        recipient.refresh_from_db()
+        raise errors.ShareConflict(errors.NOT_OFFERED.format(state=recipient.get_state_display().lower()))
+    recipient.refresh_from_db()
+    record(action="import.declined", actor=access.user, team=access.team, target=_share_target(recipient),
+           details={"recipient": str(recipient.public_id), "reason": reason})
+    share_refresh(share_id=recipient.share_id)
+    return recipient
+
+
+def _fail(recipient: Recipient, message: str, request_ids=()) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
+                state=Recipient.State.FAILED, state_message=message[:500], next_poll_at=None, link_sealed="",
+                completed_at=now, updated_at=now):
+            return
+        record(action="import.failed", outcome="failed", actor=None, team=recipient.team,
+               target=_share_target(recipient), cloud_request_ids=list(request_ids),
+               details={"recipient": str(recipient.public_id), "reason": message})
+        share_refresh(share_id=recipient.share_id)
+        from transfers import notifications
+
+        transaction.on_commit(lambda: notifications.import_ended(recipient_id=recipient.pk))
+
+
+def _file_location(recipient: Recipient) -> str:
+    """The manifest URL for this import, made now: pre-signed with the source account's keys
+    (never past the manifest's own deadline), or the pasted link opened from the vault."""
+    if recipient.share_id:
+        export = recipient.share.export
+        link = outscale.presign_manifest(creds=credentials_for(export.account), bucket=export.bucket,
+                                         key=export.manifest_key, not_after=export.manifest_deadline)
+        return link.url
+    return open_pasted_link(recipient)
+
+
+def import_start(*, recipient_id) -> None:
+    """CreateImage with FileLocation. Safe to run twice: the image name is looked up first."""
+    recipient = Recipient.objects.select_related(
+        "team", "target_account__team", "share__export__account__team").filter(public_id=recipient_id).first()
+    if recipient is None or recipient.state != Recipient.State.IMPORTING or recipient.image_id:
+        return
+    account = recipient.target_account
+    description = (f"Copied by OMI Portal from {recipient.share.source_image_id}, share {recipient.share.public_id}"
+                   if recipient.share_id else "Imported by OMI Portal from a link")
+    with outscale.record_request_ids() as request_ids:
+        try:
+            creds = credentials_for(account)
+            image = outscale.find_image_by_name(creds=creds, account_id=account.account_id,
+                                                name=recipient.image_name) or \
+                outscale.import_image(creds=creds, file_location=_file_location(recipient),
+                                      name=recipient.image_name, description=description)
+        except outscale.CloudError as exc:
+            if exc.retryable:
+                _retry_later(recipient, exc)
+            else:
+                _fail(recipient, exc.user_message, exc.request_ids)
+            return
+    now = timezone.now()
+    interval = scheduling.sweep_min()
+    with transaction.atomic():
+        if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING, image_id="").update(
+                image_id=image.image_id, link_sealed="", poll_interval=interval,
+                next_poll_at=now + timedelta(seconds=interval), updated_at=now):
+            return
+        record(action="import.started", actor=None, team=recipient.team, target=_share_target(recipient),
+               cloud_request_ids=list(request_ids),
+               details={"recipient": str(recipient.public_id), "image_id": image.image_id,
+                        "image_name": recipient.image_name, "account": account.label})
+        scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=interval))
+
+
+def _retry_later(recipient: Recipient, exc: outscale.CloudError) -> None:
+    tries = recipient.start_tries + 1
+    if tries >= MAX_START_ATTEMPTS:
+        _fail(recipient, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
+        return
+    delay = min(scheduling.sweep_max(), scheduling.sweep_min() * 2 ** tries)
+    with transaction.atomic():
+        Recipient.objects.filter(pk=recipient.pk).update(
+            start_tries=tries, state_message=f"Waiting for OUTSCALE: {exc.user_message}"[:500],
+            next_poll_at=timezone.now() + timedelta(seconds=delay + settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
+        scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
+                           job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{tries}", delay=delay)
+
+
+WATCHED = (Recipient.State.IMPORTING,)
+WATCHABLE = Q(image_id__gt="")
+
+
+def import_sweep(*, account_id) -> None:
+    """One ReadImages call for every in-flight import into one account."""
+    account = CloudAccount.objects.select_related("team").filter(public_id=account_id).first()
+    if account is None:
+        return
+    rows = _claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
+    if rows:
+        _observe(account, rows)
+    _schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
+
+
+def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
+    try:
+        creds = credentials_for(account)
+        images = outscale.read_images(creds=creds, account_id=account.account_id, image_ids=[r.image_id for r in rows])
+    except outscale.CloudError as exc:
+        if not exc.retryable:
+            for recipient in rows:
+                _fail(recipient, exc.user_message, exc.request_ids)
+        else:
+            _postpone(rows, exc.user_message)
+        return
+    for recipient in rows:
+        image = images.get(recipient.image_id)
+        if image is None or image.state in ("failed", "deleted"):
+            reason = (image.state_message if image else "") or "OUTSCALE could not import the image."
+            _fail(recipient, reason, images.request_ids)
+        elif image.state == "available":
+            _complete(recipient, creds, images.request_ids)
+        else:
+            interval = scheduling.next_interval(recipient.poll_interval, changed=False)
+            Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
+                poll_interval=interval, next_poll_at=timezone.now() + timedelta(seconds=interval),
+                state_message="", updated_at=timezone.now())
+
+
+def _complete(recipient: Recipient, creds, read_ids) -> None:
+    recipient = Recipient.objects.select_related("share__source_account", "team").get(pk=recipient.pk)
+    tags = {"omiportal:recipient": str(recipient.public_id)}
+    if recipient.share_id:
+        share = recipient.share
+        tags.update({"omiportal:share": str(share.public_id),
+                     "omiportal:source-account": share.source_account.account_id,
+                     "omiportal:source-image": share.source_image_id})
+    with outscale.record_request_ids() as request_ids:
+        try:
+            outscale.tag_resources(creds=creds, resource_ids=[recipient.image_id], tags=tags)
+        except outscale.CloudError as exc:
+            if exc.retryable:
+                _postpone([recipient], exc.user_message)
+                return
+            # The copy exists and works; a missing tag is worth a note, not a failure.
+            tags = {"note": f"tagging failed: {exc.user_message}"}
+    now = timezone.now()
+    with transaction.atomic():
+        if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
+                state=Recipient.State.COMPLETED, completed_at=now, next_poll_at=None, state_message="",
+                updated_at=now):
+            return
+        record(action="import.completed", actor=None, team=recipient.team, target=_share_target(recipient),
+               cloud_request_ids=list(read_ids) + list(request_ids),
+               details={"recipient": str(recipient.public_id), "image_id": recipient.image_id, "tags": tags})
+        share_refresh(share_id=recipient.share_id)
+        from transfers import notifications
+
+        transaction.on_commit(lambda: notifications.import_ended(recipient_id=recipient.pk))
+
+
+def share_refresh(*, share_id) -> None:
+    """Derive a ready/importing share's state from its recipients (in the caller's transaction)."""
+    if share_id is None:
+        return
+    share = Share.objects.select_for_update().select_related("team", "export").get(pk=share_id)
+    if share.state not in (Share.State.READY, Share.State.IMPORTING):
+        return
+    states = set(share.recipients.values_list("state", flat=True))
+    if Recipient.State.IMPORTING in states:
+        new, message = Share.State.IMPORTING, ""
+    elif states & {Recipient.State.OFFERED, Recipient.State.WAITING}:
+        new, message = Share.State.READY, ""
+    elif Recipient.State.COMPLETED in states:
+        new = Share.State.COMPLETED
+        message = "" if Recipient.State.FAILED not in states else "Some recipients failed to import."
+    elif Recipient.State.FAILED in states:
+        new, message = Share.State.FAILED, "Every import failed."
+    else:
+        new, message = Share.State.COMPLETED, "No recipient imported the image."
+    if new != share.state:
+        Share.objects.filter(pk=share.pk).update(state=new, state_message=message, updated_at=timezone.now())
+        if new in Share.FINAL_STATES:
+            record(action=f"share.{new}", actor=None, team=share.team, target=share,
+                   details={"recipients": sorted(states)})
+    if new in Share.FINAL_STATES and share.export_id:
+        from transfers.services.cleanup import export_cleanup_if_done
+
+        export_cleanup_if_done(export_id=share.export_id)

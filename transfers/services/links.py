@@ -1,0 +1,88 @@
+"""Manifest links: revealing one to the source team (for external recipients), and
+importing from a link that reached a team outside the portal."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts import vault
+from accounts.models import CloudAccount
+from accounts.roles import Capability
+from accounts.selectors import TeamAccess, require
+from omiportal import outscale
+from omiportal.audit.recorder import record
+from omiportal.outscale.account_credentials import credentials_for
+from transfers import errors
+from transfers.links import link_fingerprint, validate_manifest_url
+from transfers.models import Recipient, Share
+from transfers.services.imports import import_begin, share_refresh
+
+
+@dataclass(frozen=True)
+class RevealedLink:
+    url: str
+    expires_at: datetime
+
+    def __repr__(self):
+        return f"RevealedLink(expires_at={self.expires_at.isoformat()})"
+
+
+def link_reveal(*, access: TeamAccess, share: Share, recipient: Recipient) -> RevealedLink:
+    """Pre-sign the manifest now, for the source team to hand to an external account. Audited."""
+    require(access, Capability.REQUEST_SHARE, target=share)
+    if share.team_id != access.team.pk or recipient.share_id != share.pk or \
+            recipient.kind != Recipient.Kind.EXTERNAL:
+        raise errors.ShareError("Only the source team can reveal the link of an external recipient.")
+    export = share.export
+    if share.state not in (Share.State.READY, Share.State.IMPORTING, Share.State.COMPLETED) or export is None or \
+            export.manifest_deadline is None:
+        raise errors.ShareError("The link exists once the export has completed.")
+    if export.manifest_deadline <= timezone.now() or export.cleaned_at:
+        raise errors.ShareError(errors.LINK_EXPIRED.format(when=f"{export.manifest_deadline:%Y-%m-%d %H:%M} UTC"))
+    with outscale.record_request_ids() as request_ids:
+        link = outscale.presign_manifest(creds=credentials_for(export.account), bucket=export.bucket,
+                                         key=export.manifest_key, not_after=export.manifest_deadline)
+    with transaction.atomic():
+        # Handing the link over is all the portal can do for an external account.
+        Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.OFFERED).update(
+            state=Recipient.State.COMPLETED, completed_at=timezone.now(), decided_by=access.user,
+            decided_at=timezone.now())
+        record(action="link.revealed", actor=access.user, team=access.team, target=share,
+               cloud_request_ids=list(request_ids),
+               details={"recipient": str(recipient.public_id), "fingerprint": link_fingerprint(link.url),
+                        "expires_at": link.expires_at.isoformat()})
+        share_refresh(share_id=share.pk)
+    return RevealedLink(url=link.url, expires_at=link.expires_at)
+
+
+def link_import_create(*, access: TeamAccess, account: CloudAccount, url: str, image_name: str,
+                       description: str = "") -> Recipient:
+    """Import an image into one of the team's accounts from a pasted manifest link."""
+    require(access, Capability.ACCEPT_SHARE)
+    if account.team_id != access.team.pk or not account.is_valid:
+        raise errors.ShareError(errors.RECIPIENT_INVALID.format(label=account.label))
+    link = validate_manifest_url(url)
+    try:
+        outscale.validate_image_name(image_name)
+    except ValueError as exc:
+        raise errors.ShareError(str(exc)) from None
+    if outscale.find_image_by_name(creds=credentials_for(account), account_id=account.account_id, name=image_name):
+        raise errors.ShareError(errors.NAME_TAKEN.format(name=image_name, label=account.label))
+    with transaction.atomic():
+        recipient = Recipient(kind=Recipient.Kind.LINK, team=access.team, target_account=account,
+                              state=Recipient.State.OFFERED, image_name=image_name,
+                              link_fingerprint=link.fingerprint, link_expires_at=link.expires_at)
+        recipient.link_sealed = vault.seal(link.url, team_id=access.team.public_id, object_id=recipient.public_id,
+                                           field="link")
+        recipient.save()
+        record(action="link.import_requested", actor=access.user, team=access.team, target=recipient,
+               details={"account": account.label, "image_name": image_name, "link_region": link.region,
+                        "fingerprint": link.fingerprint, "link_expires_at": link.expires_at.isoformat(),
+                        "description": description})
+        import_begin(recipient=recipient, actor=access.user)
+    return recipient
+
+
+__all__ = ["RevealedLink", "link_import_create", "link_reveal", "share_refresh"]

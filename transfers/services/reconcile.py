@@ -1,0 +1,105 @@
+"""The safety net: whatever Redis lost, the database still knows, and this puts it back.
+
+Runs periodically (every worker's maintenance tick, see omiportal/worker.py) and
+is safe to run any number of times, anywhere.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from omiportal.audit.recorder import record
+from transfers import scheduling
+from transfers.models import Export, Recipient, Share
+from transfers.services import exports, imports
+from transfers.services.cleanup import export_cleanup_if_done
+from transfers.services.requests import share_expire_stale
+
+logger = logging.getLogger(__name__)
+
+
+def reconcile(*, now=None) -> dict:
+    now = now or timezone.now()
+    overdue = now - timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
+    counts = {"expired_requests": share_expire_stale(now=now), "expired_links": _expire_links(now)}
+
+    with transaction.atomic():
+        stalled = Export.objects.filter(state__in=Export.IN_FLIGHT, next_poll_at__lt=overdue).select_related("account")
+        counts["exports"] = 0
+        for export in stalled:
+            counts["exports"] += 1
+            if export.state == Export.State.STARTING or (export.state == Export.State.COPYING
+                                                         and not export.copy_image_id):
+                scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
+                                   job_id=f"export-start-{export.public_id}-r{int(now.timestamp())}")
+            else:
+                Export.objects.filter(pk=export.pk).update(next_poll_at=now)
+                scheduling.schedule_sweep("export", export.account.public_id, now)
+        counts["imports"] = 0
+        for recipient in Recipient.objects.filter(state=Recipient.State.IMPORTING, next_poll_at__lt=overdue) \
+                .select_related("target_account"):
+            counts["imports"] += 1
+            if not recipient.image_id:
+                scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
+                                   job_id=f"import-start-{recipient.public_id}-r{int(now.timestamp())}")
+            else:
+                Recipient.objects.filter(pk=recipient.pk).update(next_poll_at=now)
+                scheduling.schedule_sweep("import", recipient.target_account.public_id, now)
+    for export_id in Export.objects.filter(state=Export.State.COMPLETED, cleaned_at__isnull=True,
+                                           account__team__cleanup_exports=True).values_list("pk", flat=True):
+        with transaction.atomic():
+            export_cleanup_if_done(export_id=export_id)
+    if any(counts.values()):
+        logger.info("Reconciled: %s", counts)
+    return counts
+
+
+def _expire_links(now) -> int:
+    """Shares whose manifest deadline passed before some recipients imported."""
+    expired = 0
+    for share in Share.objects.filter(state__in=[Share.State.READY, Share.State.EXPORTING],
+                                      export__manifest_deadline__lte=now).select_related("team", "export"):
+        with transaction.atomic():
+            n = share.recipients.filter(state__in=[Recipient.State.OFFERED, Recipient.State.WAITING]).update(
+                state=Recipient.State.EXPIRED, state_message="The link expired before the import started.",
+                updated_at=now)
+            if not share.recipients.exclude(state__in=[Recipient.State.EXPIRED, Recipient.State.DECLINED,
+                                                       Recipient.State.CANCELLED]).exists():
+                Share.objects.filter(pk=share.pk).update(
+                    state=Share.State.EXPIRED, state_message="The manifest's 7-day deadline passed; export again.",
+                    updated_at=now)
+                record(action="share.expired", actor=None, team=share.team, target=share,
+                       details={"reason": "manifest_deadline", "recipients_expired": n})
+            else:
+                imports.share_refresh(share_id=share.pk)
+            expired += 1
+    return expired
+
+
+def share_reexport(*, access, share: Share) -> Share:
+    """One click from the source team: a fresh export for an expired or failed share."""
+    from accounts.roles import Capability
+    from accounts.selectors import require
+    from transfers import errors
+
+    require(access, Capability.REQUEST_SHARE, target=share)
+    now = timezone.now()
+    with transaction.atomic():
+        if not Share.objects.filter(pk=share.pk, team=access.team,
+                                    state__in=[Share.State.EXPIRED, Share.State.FAILED],
+                                    decided_at__isnull=False).update(state=Share.State.APPROVED, updated_at=now) \
+                and not Share.objects.filter(pk=share.pk, team=access.team, approval_required=False,
+                                             state__in=[Share.State.EXPIRED, Share.State.FAILED],
+                                             export__isnull=False).update(state=Share.State.APPROVED,
+                                                                          updated_at=now):
+            share.refresh_from_db()
+            raise errors.ShareConflict(errors.NOT_REEXPORTABLE.format(state=share.get_state_display().lower()))
+        share.refresh_from_db()
+        share.recipients.filter(state__in=[Recipient.State.EXPIRED, Recipient.State.CANCELLED]).update(
+            state=Recipient.State.WAITING, state_message="", updated_at=now)
+        record(action="share.reexport_requested", actor=access.user, team=access.team, target=share)
+        exports.export_begin(share=share)
+    return share

@@ -1,0 +1,214 @@
+"""Asking for a copy, and the four-eyes decision on it."""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import CloudAccount
+from accounts.roles import Capability
+from accounts.selectors import TeamAccess, require
+from omiportal import outscale
+from omiportal.audit.recorder import record
+from omiportal.outscale.account_credentials import credentials_for
+from transfers import errors
+from transfers.models import Recipient, Share
+from transfers.services import exports
+
+EXTERNAL_ID_RE = re.compile(r"^\d{12}$")
+
+
+@dataclass(frozen=True)
+class ExternalRecipient:
+    account_id: str
+    region: str
+
+
+def request_digest(share: Share, recipients: list[Recipient]) -> str:
+    """A fingerprint of exactly what an approver is shown; approving needs the same one."""
+    content = {
+        "source": [str(share.source_account.public_id), share.source_image_id],
+        "copy": [share.copy_name, share.description],
+        "recipients": sorted(
+            [r.kind, str(r.target_account.public_id) if r.target_account_id else "", r.external_account_id,
+             r.external_region] for r in recipients
+        ),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _check_recipients(access: TeamAccess, source: CloudAccount, accounts: list[CloudAccount],
+                      externals: list[ExternalRecipient]) -> None:
+    if not accounts and not externals:
+        raise errors.ShareError(errors.NO_RECIPIENT)
+    keys = [a.pk for a in accounts] + [(e.account_id, e.region) for e in externals]
+    if len(keys) != len(set(keys)):
+        raise errors.ShareError(errors.DUPLICATE_RECIPIENT)
+    for account in accounts:
+        if account.pk == source.pk:
+            raise errors.ShareError(errors.SOURCE_AS_RECIPIENT)
+        if account.team_id != access.team.pk and not account.accepts_incoming_shares:
+            raise errors.ShareError(errors.RECIPIENT_CLOSED.format(label=account.label))
+        if not account.is_valid:
+            raise errors.ShareError(errors.RECIPIENT_INVALID.format(label=account.label))
+    for external in externals:
+        if not EXTERNAL_ID_RE.match(external.account_id):
+            raise errors.ShareError(errors.EXTERNAL_ID)
+        if external.account_id == source.account_id and external.region == source.region:
+            raise errors.ShareError(errors.SOURCE_AS_RECIPIENT)
+
+
+def _check_name_free(name: str, accounts: list[CloudAccount]) -> None:
+    """ImageName is unique per account: refuse now rather than fail at import time."""
+    for account in accounts:
+        if outscale.find_image_by_name(creds=credentials_for(account), account_id=account.account_id, name=name):
+            raise errors.ShareError(errors.NAME_TAKEN.format(name=name, label=account.label))
+
+
+def share_request(
+    *,
+    access: TeamAccess,
+    source_account: CloudAccount,
+    image_id: str,
+    accounts: list[CloudAccount],
+    externals: list[ExternalRecipient],
+    copy_name: str,
+    description: str,
+    reason: str,
+    licence_confirmed: bool,
+) -> Share:
+    require(access, Capability.REQUEST_SHARE)
+    if source_account.team_id != access.team.pk:
+        raise errors.ShareError(errors.ACCOUNT_NOT_VALID.format(label=source_account.label))
+    if not source_account.is_valid:
+        raise errors.ShareError(errors.ACCOUNT_NOT_VALID.format(label=source_account.label))
+    if not licence_confirmed:
+        raise errors.ShareError(errors.LICENCE_REQUIRED)
+    try:
+        outscale.validate_image_name(copy_name)
+    except ValueError as exc:
+        raise errors.ShareError(str(exc)) from None
+    _check_recipients(access, source_account, accounts, externals)
+    # The live list, not what the form was rendered with: the image may be gone by now.
+    images = outscale.list_shareable_images(creds=credentials_for(source_account),
+                                            account_id=source_account.account_id, include_public=True)
+    image = next((i for i in images if i.image_id == image_id), None)
+    if image is None:
+        raise errors.ShareError(errors.IMAGE_GONE.format(image_id=image_id, label=source_account.label))
+    _check_name_free(copy_name, accounts)
+
+    now = timezone.now()
+    team = access.team
+    needs_approval = bool(externals) or any(a.team_id != team.pk for a in accounts) or \
+        team.require_approval_for_own_accounts
+    with transaction.atomic():
+        share = Share(
+            team=team, source_account=source_account, source_image_id=image.image_id,
+            source_image_name=image.name, source_image_relation=str(image.relation),
+            copy_name=copy_name, description=description, reason=reason, licence_confirmed_at=now,
+            requested_by=access.user, requested_at=now, approval_required=needs_approval,
+            approval_deadline=now + timedelta(days=team.request_expiry_days) if needs_approval else None,
+            state=Share.State.REQUESTED if needs_approval else Share.State.APPROVED,
+        )
+        recipients = [
+            Recipient(kind=Recipient.Kind.TEAM, team=a.team, target_account=a, image_name=copy_name) for a in accounts
+        ] + [
+            Recipient(kind=Recipient.Kind.EXTERNAL, external_account_id=e.account_id, external_region=e.region)
+            for e in externals
+        ]
+        share.digest = request_digest(share, recipients)
+        share.save()
+        for recipient in recipients:
+            recipient.share = share
+        Recipient.objects.bulk_create(recipients)
+        record(action="share.requested", actor=access.user, team=team, target=share, details={
+            "source_account": source_account.label, "image_id": image.image_id, "image_name": image.name,
+            "relation": str(image.relation), "copy_name": copy_name, "licence_confirmed": True,
+            "approval_required": needs_approval, "recipients": [r.label for r in recipients],
+        })
+        if not needs_approval:
+            exports.export_begin(share=share)
+    if needs_approval:
+        from transfers import notifications
+
+        transaction.on_commit(lambda: notifications.approval_needed(share_id=share.pk))
+    return share
+
+
+def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, approve: bool) -> Share:
+    require(access, Capability.APPROVE, target=share)
+    if share.requested_by_id == access.user.pk:
+        record(action="share.approved" if approve else "share.rejected", outcome="denied", actor=access.user,
+               team=access.team, target=share, details={"reason": "self_approval"})
+        raise errors.ShareError(errors.SELF_APPROVAL)
+    now = timezone.now()
+    new_state = Share.State.APPROVED if approve else Share.State.REJECTED
+    with transaction.atomic():
+        moved = Share.objects.filter(
+            pk=share.pk, team=access.team, state=Share.State.REQUESTED, digest=digest, approval_deadline__gt=now,
+        ).update(state=new_state, decided_by=access.user, decided_at=now, decision_comment=comment, updated_at=now)
+        if not moved:
+            current = Share.objects.get(pk=share.pk)
+            if current.state != Share.State.REQUESTED:
+                raise errors.ShareConflict(errors.MOVED_ON.format(state=current.get_state_display().lower()))
+            if current.digest != digest:
+                raise errors.ShareConflict(errors.STALE_DIGEST)
+            when = f"{current.approval_deadline:%Y-%m-%d %H:%M} UTC"
+            raise errors.ShareConflict(errors.REQUEST_EXPIRED.format(when=when))
+        share.refresh_from_db()
+        record(action="share.approved" if approve else "share.rejected", actor=access.user, team=access.team,
+               target=share, details={"comment": comment})
+        if approve:
+            exports.export_begin(share=share)
+        else:
+            share.recipients.update(state=Recipient.State.CANCELLED, updated_at=now)
+    from transfers import notifications
+
+    transaction.on_commit(lambda: notifications.decision_made(share_id=share.pk))
+    return share
+
+
+def share_approve(*, access: TeamAccess, share: Share, digest: str, comment: str = "") -> Share:
+    return _decide(access=access, share=share, digest=digest, comment=comment, approve=True)
+
+
+def share_reject(*, access: TeamAccess, share: Share, digest: str, comment: str = "") -> Share:
+    return _decide(access=access, share=share, digest=digest, comment=comment, approve=False)
+
+
+@transaction.atomic
+def share_cancel(*, access: TeamAccess, share: Share) -> Share:
+    """The requester (or an admin) withdraws a share before its export starts."""
+    if share.requested_by_id != access.user.pk:
+        require(access, Capability.MANAGE_TEAM, target=share)
+    else:
+        require(access, Capability.REQUEST_SHARE, target=share)
+    now = timezone.now()
+    moved = Share.objects.filter(pk=share.pk, state__in=[Share.State.REQUESTED, Share.State.APPROVED],
+                                 export__isnull=True).update(state=Share.State.CANCELLED, updated_at=now)
+    if not moved:
+        share.refresh_from_db()
+        raise errors.ShareConflict(errors.NOT_CANCELLABLE.format(state=share.get_state_display().lower()))
+    share.recipients.update(state=Recipient.State.CANCELLED, updated_at=now)
+    share.refresh_from_db()
+    record(action="share.cancelled", actor=access.user, team=access.team, target=share)
+    return share
+
+
+def share_expire_stale(*, now=None) -> int:
+    """Requests nobody decided on in time expire (run by the reconciler)."""
+    now = now or timezone.now()
+    expired = 0
+    for share in Share.objects.filter(state=Share.State.REQUESTED, approval_deadline__lte=now).select_related("team"):
+        with transaction.atomic():
+            if Share.objects.filter(pk=share.pk, state=Share.State.REQUESTED).update(
+                    state=Share.State.EXPIRED, state_message="Nobody approved the request in time.", updated_at=now):
+                share.recipients.update(state=Recipient.State.EXPIRED, updated_at=now)
+                record(action="share.expired", actor=None, team=share.team, target=share,
+                       details={"reason": "approval_deadline"})
+                expired += 1
+    return expired
