@@ -87,11 +87,14 @@ def team_list(request):
 @team_view()
 @require_GET
 def dashboard(request, access):
+    from transfers.selectors import dashboard_for_team
+
     accounts = list(selectors.cloud_account_list_for_team(team=access.team))
     return render(request, "accounts/dashboard.html", {
         "accounts": accounts,
         "valid_accounts": [a for a in accounts if a.is_valid],
         "role_counts": selectors.team_role_counts(team=access.team),
+        **dashboard_for_team(access=access),
     })
 
 

@@ -17,4 +17,5 @@ urlpatterns = [
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
+    path("", include("transfers.urls")),
 ]

@@ -6,7 +6,7 @@ from omiportal.audit.models import AuditEvent
 from omiportal.audit.verify import verify_chain
 from tests import workers
 from tests.transfer_world import access, approve, make_transfer_world, request_share
-from transfers.models import Recipient, Share
+from transfers.models import Export, Recipient, Share
 from transfers.services import imports
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,3 +52,140 @@ def test_a_cross_region_copy_completes_with_one_export_and_one_import_per_recipi
     for expected in ("share.requested", "share.approved", "export.requested", "export.started", "export.completed",
                      "share.offered", "import.accepted", "import.started", "import.completed", "share.completed"):
         assert expected in actions
+
+
+def _ready(share):
+    return lambda: _state(share) == Share.State.READY
+
+
+def _accept_all(flow, share):
+    for recipient in Recipient.objects.filter(share=share, kind="team", state="offered"):
+        imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+
+
+def test_a_public_image_is_copied_into_the_account_before_its_export(flow, cloud):
+    share = request_share(flow, cloud, image="Ubuntu-24.04-2025.01.15-0", copy_name="ubuntu-copy")
+    approve(flow, share)
+    workers.run_jobs(until=_ready(share))
+    export = Export.objects.get(shares=share)
+    assert export.copy_image_id and export.copy_image_id != export.source_image_id
+    assert cloud.world.images[export.copy_image_id].account_id == "111122223333"
+    counters = cloud.counters("111122223333")
+    assert counters.get("CreateImage") == 1 and counters.get("CreateImageExportTask") == 1
+
+
+def test_a_later_share_of_the_same_image_reuses_the_export(flow, cloud):
+    first = request_share(flow, cloud)
+    approve(flow, first)
+    workers.run_jobs(until=_ready(first))
+    second = request_share(flow, cloud, accounts=[flow.gamma], copy_name="web-copy-2")
+    approve(flow, second)
+    assert _state(second) == Share.State.READY
+    assert Share.objects.get(pk=second.pk).export_id == Share.objects.get(pk=first.pk).export_id
+    assert cloud.counters("111122223333").get("CreateImageExportTask") == 1
+
+
+def test_a_failed_export_fails_the_share_with_the_clouds_reason(flow, cloud):
+    share = request_share(flow, cloud, image="alpha-legacy-broken", copy_name="broken-copy")
+    approve(flow, share)
+    workers.run_jobs(until=lambda: _state(share) == Share.State.FAILED)
+    share.refresh_from_db()
+    assert share.state_message
+    assert AuditEvent.objects.filter(action="export.failed", outcome="failed").exists()
+    assert set(share.recipients.values_list("state", flat=True)) == {"cancelled"}
+
+
+def test_an_expired_manifest_expires_the_share_and_one_click_exports_again(flow, cloud, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.services import reconcile
+
+    share = request_share(flow, cloud)
+    approve(flow, share)
+    workers.run_jobs(until=_ready(share))
+    Export.objects.filter(shares=share).update(manifest_deadline=timezone.now() - timedelta(seconds=1))
+    reconcile.reconcile()
+    share.refresh_from_db()
+    assert share.state == Share.State.EXPIRED
+    assert set(share.recipients.values_list("state", flat=True)) == {"expired"}
+    reconcile.share_reexport(access=access(flow.src_member, flow.source), share=share)
+    workers.run_jobs(until=_ready(share))
+    assert Export.objects.filter(account=flow.alpha).count() == 2
+    _accept_all(flow, share)
+    workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
+
+
+def test_a_failed_import_can_be_retried(flow, cloud):
+    share = request_share(flow, cloud)
+    approve(flow, share)
+    workers.run_jobs(until=_ready(share))
+    cloud.faults.fail_import("web-copy", comment="disk image is corrupt")
+    _accept_all(flow, share)
+    recipient = Recipient.objects.get(share=share)
+    workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == "failed")
+    recipient.refresh_from_db()
+    assert "corrupt" in recipient.state_message
+    assert _state(share) == Share.State.FAILED or _state(share) == Share.State.IMPORTING
+    imports.recipient_retry(access=access(flow.dst_member, flow.dest), recipient=recipient)
+    workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == "completed")
+    assert Recipient.objects.get(pk=recipient.pk).image_name == "web-copy (retry 2)"
+
+
+def test_an_external_recipient_gets_a_link_another_team_can_import_from(flow, cloud):
+    from transfers.services import links
+    from transfers.services.requests import ExternalRecipient
+
+    share = request_share(flow, cloud, accounts=[], externals=[ExternalRecipient("444455556666", "us-east-2")])
+    approve(flow, share)
+    workers.run_jobs(until=_ready(share))
+    external = Recipient.objects.get(share=share)
+    revealed = links.link_reveal(access=access(flow.src_member, flow.source), share=share, recipient=external)
+    assert revealed.url not in str(AuditEvent.objects.filter(action="link.revealed").values_list("details"))
+    assert _state(share) == Share.State.COMPLETED
+    pasted = links.link_import_create(access=access(flow.dst_member, flow.dest), account=flow.delta,
+                                      url=revealed.url, image_name="from-a-link")
+    workers.run_jobs(until=lambda: Recipient.objects.get(pk=pasted.pk).state == "completed")
+    pasted.refresh_from_db()
+    assert pasted.link_sealed == ""  # the bearer link is gone once the import exists
+    assert cloud.world.images[pasted.image_id].account_id == "444455556666"
+
+
+def test_throttling_errors_and_lost_responses_never_duplicate_a_create(flow, cloud, settings):
+    settings.OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS = 2
+    cloud.faults.configure(throttle_rate=0.3, error_rate=0.05, lost_response_rate=0.3)
+    share = request_share(flow, cloud, accounts=[flow.delta, flow.gamma]) if _requested(flow, cloud) else None
+    cloud.faults.configure(throttle_rate=0.3, error_rate=0.05, lost_response_rate=0.3)
+    approve(flow, share)
+    workers.run_jobs(until=_ready(share), timeout=60)
+    _accept_all(flow, share)
+    workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED, timeout=60)
+    cloud.faults.reset()
+    assert cloud.counters("111122223333").get("CreateImageExportTask") == 1
+    assert cloud.counters("444455556666").get("CreateImage") == 1
+    assert cloud.counters("333344445555").get("CreateImage") == 1
+    assert verify_chain().ok
+
+
+def _requested(flow, cloud):
+    cloud.faults.reset()  # the request itself is made with a calm cloud: it is a user's click
+    return True
+
+
+def test_a_flushed_redis_delays_transfers_but_loses_none(flow, cloud, settings):
+    from transfers.services import reconcile
+
+    settings.OMIPORTAL_RECONCILE_GRACE_SECONDS = 0
+    share = request_share(flow, cloud)
+    approve(flow, share)
+    workers.flush()  # the export job is gone
+    assert workers.pending_jobs() == 0
+    reconcile.reconcile()
+    workers.run_jobs(until=_ready(share))
+    _accept_all(flow, share)
+    workers.flush()
+    reconcile.reconcile()
+    workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
+    assert cloud.counters("111122223333").get("CreateImageExportTask") == 1
+    assert cloud.counters("444455556666").get("CreateImage") == 1

@@ -1,6 +1,7 @@
 """Deleting an export's objects from the bucket once nobody can still import from them."""
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from omiportal import outscale
@@ -18,6 +19,11 @@ def export_cleanup_if_done(*, export_id) -> None:
     if Share.objects.filter(export=export).exclude(state__in=Share.FINAL_STATES).exists():
         return
     if Recipient.objects.filter(share__export=export, state__in=Recipient.OPEN_STATES).exists():
+        return
+    if export.manifest_deadline > timezone.now() and Recipient.objects.filter(share__export=export).filter(
+            Q(state=Recipient.State.FAILED) | Q(kind=Recipient.Kind.EXTERNAL)).exists():
+        # Until the manifest's deadline a failed import may be retried, and an external
+        # account may still be importing from the link it was given.
         return
     scheduling.enqueue("transfers.jobs.export_cleanup_job", str(export.public_id),
                        job_id=f"export-cleanup-{export.public_id}")

@@ -47,8 +47,9 @@ def import_begin(*, recipient: Recipient, actor, auto: bool = False) -> None:
         raise errors.ShareConflict(errors.NOT_OFFERED.format(state=recipient.get_state_display().lower()))
     recipient.refresh_from_db()
     if recipient.share_id:
-        Share.objects.filter(pk=recipient.share_id, state=Share.State.READY).update(
-            state=Share.State.IMPORTING, updated_at=now)
+        # A retry re-opens a share that failed because its only imports failed.
+        Share.objects.filter(pk=recipient.share_id, state__in=[Share.State.READY, Share.State.FAILED],
+                             export__state="completed").update(state=Share.State.IMPORTING, updated_at=now)
     action = "import.retried" if attempt > 1 else ("import.auto_accepted" if auto else "import.accepted")
     record(action=action, actor=actor, team=recipient.team, target=_share_target(recipient),
            details={"recipient": str(recipient.public_id), "account": recipient.target_account.label,
@@ -73,9 +74,9 @@ def recipient_retry(*, access: TeamAccess, recipient: Recipient) -> Recipient:
     _recipient_access(access, recipient)
     if recipient.state != Recipient.State.FAILED:
         raise errors.ShareConflict(errors.NOT_RETRYABLE.format(state=recipient.get_state_display().lower()))
-    if recipient.share_id and recipient.share.export.manifest_deadline <= timezone.now():
-        raise errors.ShareError(errors.LINK_EXPIRED.format(
-            when=f"{recipient.share.export.manifest_deadline:%Y-%m-%d %H:%M} UTC"))
+    export = recipient.share.export if recipient.share_id else None
+    if export is not None and (export.manifest_deadline <= timezone.now() or export.cleaned_at):
+        raise errors.ShareError(errors.LINK_EXPIRED.format(when=f"{export.manifest_deadline:%Y-%m-%d %H:%M} UTC"))
     import_begin(recipient=recipient, actor=access.user)
     return recipient
 

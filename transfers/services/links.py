@@ -32,6 +32,7 @@ class RevealedLink:
 def link_reveal(*, access: TeamAccess, share: Share, recipient: Recipient) -> RevealedLink:
     """Pre-sign the manifest now, for the source team to hand to an external account. Audited."""
     require(access, Capability.REQUEST_SHARE, target=share)
+    share = Share.objects.select_related("export__account__team").get(pk=share.pk)
     if share.team_id != access.team.pk or recipient.share_id != share.pk or \
             recipient.kind != Recipient.Kind.EXTERNAL:
         raise errors.ShareError("Only the source team can reveal the link of an external recipient.")

@@ -1,0 +1,87 @@
+"""The source team's decisions: approve or reject (four eyes), cancel, export again."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.decorators import team_view
+from accounts.roles import Capability
+from transfers import selectors
+from transfers.forms import DecisionForm
+from transfers.services import reconcile
+from transfers.services import requests as share_requests
+
+APPROVED = "Approved: the export of {image} starts now."
+REJECTED = "Rejected: {image} will not be copied."
+CANCELLED = "Cancelled: {image} will not be copied."
+REEXPORTING = "{image} is being exported again; recipients get a fresh link when it is ready."
+FORM_STALE = "The decision form was incomplete; reload the page and try again."
+
+
+def _back(access, share):
+    return redirect("transfers:share-detail", team_id=access.team.public_id, share_id=share.public_id)
+
+
+def _error(request, exc: ValidationError) -> None:
+    messages.error(request, " ".join(exc.messages))
+
+
+@team_view(Capability.APPROVE)
+@require_GET
+def approval_list(request, access):
+    return render(request, "transfers/approval_list.html", {
+        "shares": selectors.approvals_for_team(team=access.team)})
+
+
+def _decide(request, access, share_id, *, service, done: str):
+    share = selectors.share_get_for_source_team(access=access, public_id=share_id)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, FORM_STALE)
+        return _back(access, share)
+    try:
+        service(access=access, share=share, digest=form.cleaned_data["digest"], comment=form.cleaned_data["comment"])
+    except ValidationError as exc:
+        _error(request, exc)
+    else:
+        messages.success(request, done.format(image=share.source_image_name))
+    return _back(access, share)
+
+
+@team_view(Capability.APPROVE)
+@require_POST
+def share_approve(request, access, share_id):
+    return _decide(request, access, share_id, service=share_requests.share_approve, done=APPROVED)
+
+
+@team_view(Capability.APPROVE)
+@require_POST
+def share_reject(request, access, share_id):
+    return _decide(request, access, share_id, service=share_requests.share_reject, done=REJECTED)
+
+
+@team_view(Capability.REQUEST_SHARE)
+@require_POST
+def share_cancel(request, access, share_id):
+    share = selectors.share_get_for_source_team(access=access, public_id=share_id)
+    try:
+        share_requests.share_cancel(access=access, share=share)
+    except ValidationError as exc:
+        _error(request, exc)
+    else:
+        messages.success(request, CANCELLED.format(image=share.source_image_name))
+    return _back(access, share)
+
+
+@team_view(Capability.REQUEST_SHARE)
+@require_POST
+def share_reexport(request, access, share_id):
+    share = selectors.share_get_for_source_team(access=access, public_id=share_id)
+    try:
+        reconcile.share_reexport(access=access, share=share)
+    except ValidationError as exc:
+        _error(request, exc)
+    else:
+        messages.success(request, REEXPORTING.format(image=share.source_image_name))
+    return _back(access, share)

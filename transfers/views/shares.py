@@ -1,0 +1,137 @@
+"""Asking for a copy, the team's outgoing shares, and one share's page with its live progress."""
+
+import uuid
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from accounts.decorators import team_view
+from accounts.roles import Capability
+from omiportal import outscale
+from transfers import selectors
+from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
+from transfers.models import Recipient, Share
+from transfers.services import requests as share_requests
+
+SHARES_PER_PAGE = 25
+SHARE_REQUESTED = "Your request to copy {image} was sent to the team's approvers."
+SHARE_STARTED = "Copy of {image} started: no approval is needed between your own accounts."
+REVEALABLE_STATES = (Share.State.READY, Share.State.IMPORTING, Share.State.COMPLETED)
+
+
+def _source_account(access, raw):
+    try:
+        public_id = uuid.UUID(raw)
+    except ValueError:
+        raise Http404("No such account.") from None
+    return selectors.source_account_get_for_team(access=access, public_id=public_id)
+
+
+@team_view(Capability.REQUEST_SHARE)
+@require_http_methods(["GET", "POST"])
+def share_new(request, access):
+    raw_account = request.GET.get("account", "")
+    if not raw_account:
+        return render(request, "transfers/share_form.html", {
+            "source": None, "accounts": selectors.source_accounts_for_team(team=access.team)})
+    source = _source_account(access, raw_account)
+    images = selectors.shareable_images_for_account(account=source)
+    candidates = selectors.recipient_choices_for_share(team=access.team, source=source)
+    form = ShareRequestForm(request.POST or None, images=images.images, source=source,
+                            recipient_accounts=candidates)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            share = share_requests.share_request(
+                access=access, source_account=source, image_id=data["image_id"], accounts=data["accounts"],
+                externals=data["externals"], copy_name=data["copy_name"], description=data["description"],
+                reason=data["reason"], licence_confirmed=data["licence_confirmed"])
+        except ValidationError as exc:
+            for message in exc.messages:
+                form.add_error(None, message)
+        except outscale.CloudError as exc:
+            form.add_error(None, exc.user_message)
+        else:
+            text = SHARE_REQUESTED if share.state == Share.State.REQUESTED else SHARE_STARTED
+            messages.success(request, text.format(image=share.source_image_name))
+            return redirect("transfers:share-detail", team_id=access.team.public_id, share_id=share.public_id)
+    chosen = set(form["recipients"].value() or [])
+    own = [a for a in candidates if a.team_id == access.team.pk]
+    directory = [a for a in candidates if a.team_id != access.team.pk]
+    return render(request, "transfers/share_form.html", {
+        "source": source, "form": form, "images": images.images, "images_error": images.error,
+        "chosen_image": form["image_id"].value(),
+        "own_accounts": [(a, str(a.public_id) in chosen) for a in own],
+        "directory": [(a, str(a.public_id) in chosen) for a in directory],
+    }, status=400 if form.errors else 200)
+
+
+@team_view()
+@require_GET
+def share_list(request, access):
+    state = request.GET.get("state", "")
+    if state not in Share.State.values:
+        state = ""
+    page = Paginator(selectors.share_list_for_team(team=access.team, state=state), SHARES_PER_PAGE) \
+        .get_page(request.GET.get("page"))
+    return render(request, "transfers/share_list.html", {
+        "page": page, "state": state, "states": Share.State.choices})
+
+
+def _detail_context(access, share) -> dict:
+    is_source = share.team_id == access.team.pk
+    is_requester = share.requested_by_id == access.user.pk
+    waiting = share.state == Share.State.REQUESTED
+    export = share.export
+    now = timezone.now()
+    link_open = bool(export and export.manifest_deadline and export.manifest_deadline > now and not export.cleaned_at)
+    can_accept = access.can(Capability.ACCEPT_SHARE)
+    progress = selectors.share_progress(access=access, share=share)
+    live = {row["id"]: row for row in progress["recipients"]}
+    rows = []
+    for r in selectors.share_recipients_for_user(access=access, share=share):
+        ours = r.team_id == access.team.pk and r.kind == Recipient.Kind.TEAM
+        rows.append({
+            "recipient": r,
+            "live": live.get(str(r.public_id), {}),
+            "can_answer": ours and can_accept and r.state == Recipient.State.OFFERED,
+            "can_retry": ours and can_accept and r.state == Recipient.State.FAILED,
+            "can_reveal": is_source and access.can_request and r.kind == Recipient.Kind.EXTERNAL and link_open
+            and share.state in REVEALABLE_STATES,
+        })
+    return {
+        "share": share,
+        "is_source": is_source,
+        "is_requester": is_requester,
+        "can_decide": is_source and waiting and access.can_approve and not is_requester,
+        "requester_waits": is_source and waiting and is_requester,
+        "decision_form": DecisionForm(initial={"digest": share.digest}),
+        "can_cancel": is_source and share.state in (Share.State.REQUESTED, Share.State.APPROVED)
+        and share.export_id is None and (access.can_manage or (is_requester and access.can_request)),
+        "can_reexport": is_source and access.can_request and share.state in (Share.State.EXPIRED, Share.State.FAILED),
+        "rows": rows,
+        "decline_form": DeclineForm(),
+        "progress": progress,
+        "timeline": selectors.share_timeline(access=access, share=share),
+    }
+
+
+@team_view()
+@require_GET
+def share_detail(request, access, share_id):
+    share = selectors.share_get_for_user(access=access, public_id=share_id)
+    return render(request, "transfers/share_detail.html", _detail_context(access, share))
+
+
+@never_cache
+@team_view()
+@require_GET
+def share_progress(request, access, share_id):
+    share = selectors.share_get_for_user(access=access, public_id=share_id)
+    return JsonResponse(selectors.share_progress(access=access, share=share))
