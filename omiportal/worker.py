@@ -7,6 +7,7 @@ import logging
 import django_rq
 from django.conf import settings
 from rq import Worker
+from rq.serializers import JSONSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ def ensure_reconcile_enqueued() -> None:
 class PortalWorker(Worker):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", int(settings.OMIPORTAL_RECONCILE_EVERY_SECONDS))
+        # Jobs carry ids only, as JSON; rqworker's default (pickle) would also run whatever
+        # a pickled payload placed in Redis asks for.
+        kwargs["serializer"] = JSONSerializer
         super().__init__(*args, **kwargs)
         from omiportal import outscale
 
