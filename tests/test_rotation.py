@@ -102,3 +102,14 @@ def test_rotating_the_django_secret_key_does_not_touch_credentials(accounts_on_k
     settings.SECRET_KEY = "a-completely-different-secret-key-for-this-test-0123456789"
     account = CloudAccount.objects.select_related("team").first()
     assert credentials_for(account).access_key.startswith("AK")
+
+
+def test_sealed_keys_swapped_between_rows_or_teams_fail_closed(world):
+    mine = factories.make_cloud_account(world.alpha, secret_key="A" * 40)
+    theirs = factories.make_cloud_account(world.beta, secret_key="B" * 40)
+    sibling = factories.make_cloud_account(world.alpha, secret_key="C" * 40)
+    for victim, donor in ((mine, theirs), (mine, sibling)):
+        CloudAccount.objects.filter(pk=victim.pk).update(secret_key_sealed=donor.secret_key_sealed)
+        with pytest.raises(vault.VaultError) as info:
+            credentials_for(CloudAccount.objects.select_related("team").get(pk=victim.pk))
+        assert "B" * 40 not in str(info.value) and "C" * 40 not in str(info.value)
