@@ -21,7 +21,8 @@ def team_view(capability: Capability = Capability.VIEW):
             access = team_access_for_user(user=request.user, team_public_id=team_id)
             require(access, capability)
             request.team_access = access
-            request.session["team"] = str(access.team.public_id)
+            if request.session.get("team") != str(access.team.public_id):
+                request.session["team"] = str(access.team.public_id)  # remembered for the home page
             return view(request, access, *args, **kwargs)
 
         return wrapped

@@ -55,7 +55,7 @@ class TeamAccess:
         return self.can(Capability.VIEW_AUDIT)
 
 
-def _deny(*, user, team, reason: str, target=None, details=None):
+def deny_access(*, user, team, reason: str, target=None, details=None):
     record(
         action="access.denied",
         outcome="denied",
@@ -72,7 +72,7 @@ def team_access_for_user(*, user: User, team_public_id) -> TeamAccess:
     if team is not None:
         membership = Membership.objects.filter(team=team, user=user).select_related("team").first()
     if team is None or (membership is None and not user.is_compliance_officer):
-        _deny(user=user, team=None, reason="not_a_member",
+        deny_access(user=user, team=None, reason="not_a_member",
               target=AuditTarget("accounts.team", str(team_public_id), ""))
         raise Http404("No such team.")
     return TeamAccess(user=user, team=team, membership=membership)
@@ -80,7 +80,7 @@ def team_access_for_user(*, user: User, team_public_id) -> TeamAccess:
 
 def require(access: TeamAccess, capability: Capability, *, target=None) -> None:
     if not access.can(capability):
-        _deny(user=access.user, team=access.team, reason="missing_role", target=target,
+        deny_access(user=access.user, team=access.team, reason="missing_role", target=target,
               details={"needs": str(capability), "role": access.role or "compliance"})
         raise PermissionDenied(f"Your role in {access.team.name} does not allow this.")
 
@@ -102,7 +102,7 @@ def membership_list_for_team(*, team: Team) -> QuerySet:
 def membership_get_for_team(*, access: TeamAccess, public_id) -> Membership:
     membership = Membership.objects.filter(team=access.team, public_id=public_id).select_related("user").first()
     if membership is None:
-        _deny(user=access.user, team=access.team, reason="not_found_in_team",
+        deny_access(user=access.user, team=access.team, reason="not_found_in_team",
               target=AuditTarget("accounts.membership", str(public_id), ""))
         raise Http404("No such member in this team.")
     return membership
@@ -120,7 +120,7 @@ def cloud_account_list_for_team(*, team: Team) -> QuerySet:
 def cloud_account_get_for_team(*, access: TeamAccess, public_id) -> CloudAccount:
     account = CloudAccount.objects.filter(team=access.team, public_id=public_id).first()
     if account is None:
-        _deny(user=access.user, team=access.team, reason="not_found_in_team",
+        deny_access(user=access.user, team=access.team, reason="not_found_in_team",
               target=AuditTarget("accounts.cloudaccount", str(public_id), ""))
         raise Http404("No such cloud account in this team.")
     return account

@@ -1,16 +1,20 @@
 """Who may reach what: every team URL × owner, wrong role, other team, anonymous; CSRF; methods."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from accounts.models import CloudAccount, Membership
 from omiportal.audit.models import AuditEvent
 from tests import factories
+from transfers.models import Recipient, Share
 
-# name -> (methods, who may: "view" = any role, "admin" = admins only)
+# name -> (methods, who may: "view" = any role, "act" = members, approvers and admins,
+#         "approve" = approvers and admins, "admin" = admins only)
 MATRIX = {
     "accounts:dashboard": (["GET"], "view"),
     "accounts:member-list": (["GET"], "view"),
@@ -21,7 +25,32 @@ MATRIX = {
     "accounts:account-validate": (["POST"], "admin"),
     "accounts:member-role": (["POST"], "admin"),
     "accounts:member-remove": (["POST"], "admin"),
+    "transfers:share-list": (["GET"], "view"),
+    "transfers:share-new": (["GET", "POST"], "act"),
+    "transfers:approval-list": (["GET"], "approve"),
+    "transfers:inbox": (["GET"], "view"),
+    "transfers:link-import": (["GET", "POST"], "act"),
+    "transfers:share-detail": (["GET"], "view"),
+    "transfers:share-progress": (["GET"], "view"),
+    "transfers:share-approve": (["POST"], "approve"),
+    "transfers:share-reject": (["POST"], "approve"),
+    "transfers:share-cancel": (["POST"], "act"),
+    "transfers:share-reexport": (["POST"], "act"),
+    "transfers:share-reveal-link": (["POST"], "act"),
+    "transfers:recipient-accept": (["POST"], "act"),
+    "transfers:recipient-decline": (["POST"], "act"),
+    "transfers:recipient-retry": (["POST"], "act"),
 }
+ALLOWED_ROLES = {
+    "view": {"member", "approver", "admin", "auditor", "compliance"},
+    "act": {"member", "approver", "admin"},
+    "approve": {"approver", "admin"},
+    "admin": {"admin"},
+}
+# Pages that name no object besides the team.
+TEAM_PAGES = {"accounts:dashboard", "accounts:member-list", "accounts:account-list", "accounts:account-create",
+              "transfers:share-list", "transfers:share-new", "transfers:approval-list", "transfers:inbox",
+              "transfers:link-import"}
 # URLs without a team in them: reachable by any signed-in user, or public.
 UNSCOPED = {"accounts:home", "accounts:team-list", "login", "logout", "password_change", "password_change_done",
             "password_reset", "password_reset_done", "password_reset_confirm", "password_reset_complete"}
@@ -44,26 +73,54 @@ def test_every_url_is_in_the_authorization_matrix():
     assert not missing, f"Add these URLs to the authorization matrix: {sorted(missing)}"
 
 
+def _share(team, account, user):
+    share = Share.objects.create(
+        team=team, source_account=account, source_image_id="ami-00000001", source_image_name="web",
+        source_image_relation="owned", copy_name="web-copy", reason="tests", licence_confirmed_at=timezone.now(),
+        requested_by=user, approval_required=True, approval_deadline=timezone.now() + timedelta(days=1),
+        digest="0" * 64)
+    Recipient.objects.create(share=share, kind=Recipient.Kind.EXTERNAL, external_account_id="123456789012",
+                             external_region="eu-west-2")
+    return share
+
+
 @pytest.fixture
 def targets(world):
     alpha_account = factories.make_cloud_account(world.alpha, label="alpha-prod")
     beta_account = factories.make_cloud_account(world.beta, label="beta-prod")
     alpha_membership = Membership.objects.get(team=world.alpha, user=world.member)
     beta_membership = Membership.objects.get(team=world.beta, user=world.outsider)
-    return {"alpha": (alpha_account, alpha_membership), "beta": (beta_account, beta_membership)}
+    objects = {}
+    for key, team, account, membership in (("alpha", world.alpha, alpha_account, alpha_membership),
+                                           ("beta", world.beta, beta_account, beta_membership)):
+        share = _share(team, account, membership.user)
+        # A copy the team receives from a pasted link: the object of the recipient-* URLs.
+        incoming = Recipient.objects.create(kind=Recipient.Kind.LINK, team=team, target_account=account,
+                                            state=Recipient.State.OFFERED, image_name="pasted")
+        objects[key] = (account, membership, {"share": share, "recipient": incoming,
+                                              "share_recipient": share.recipients.get()})
+    return objects
 
 
-def _url(name, team, account, membership):
+def _url(name, team, account, membership, objects):
     kwargs = {"team_id": team.public_id}
-    if "account-" in name and name != "accounts:account-create" and name != "accounts:account-list":
+    if name in TEAM_PAGES:
+        return reverse(name, kwargs=kwargs)
+    if name.startswith("transfers:share-"):
+        kwargs["share_id"] = objects["share"].public_id
+        if name == "transfers:share-reveal-link":
+            kwargs["recipient_id"] = objects["share_recipient"].public_id
+    elif name.startswith("transfers:recipient-"):
+        kwargs["recipient_id"] = objects["recipient"].public_id
+    if "account-" in name:
         kwargs["account_id"] = account.public_id
-    if "member-" in name and name != "accounts:member-list":
+    if "member-" in name:
         kwargs["membership_id"] = membership.public_id
     return reverse(name, kwargs=kwargs)
 
 
 def _snapshot():
-    return (list(CloudAccount.objects.order_by("pk").values()), list(Membership.objects.order_by("pk").values()))
+    return tuple(list(model.objects.order_by("pk").values()) for model in (CloudAccount, Membership, Share, Recipient))
 
 
 CASES = [(name, method) for name, (methods, _) in MATRIX.items() for method in methods]
@@ -79,19 +136,20 @@ def test_another_team_gets_404_and_nothing_changes(name, method, world, targets,
     assert AuditEvent.objects.filter(action="access.denied", outcome="denied", actor_id=world.outsider.pk).exists()
 
 
-@pytest.mark.parametrize(("name", "method"), [c for c in CASES if c[0] not in {
-    "accounts:dashboard", "accounts:member-list", "accounts:account-list", "accounts:account-create"}])
+@pytest.mark.parametrize(("name", "method"), [c for c in CASES if c[0] not in TEAM_PAGES])
 def test_an_object_of_another_team_is_404_even_for_an_admin(name, method, world, targets, client):
     client.force_login(world.admin)
     before = _snapshot()
-    beta_account, beta_membership = targets["beta"]
-    response = getattr(client, method.lower())(_url(name, world.alpha, beta_account, beta_membership))
+    response = getattr(client, method.lower())(_url(name, world.alpha, *targets["beta"]))
     assert response.status_code == 404
     assert _snapshot() == before
 
 
-@pytest.mark.parametrize(("name", "method"), [c for c in CASES if MATRIX[c[0]][1] == "admin"])
-@pytest.mark.parametrize("role", ["member", "approver", "auditor", "compliance"])
+MISSING_ROLES = [(name, method, role) for name, method in CASES
+                 for role in sorted(ALLOWED_ROLES["view"] - ALLOWED_ROLES[MATRIX[name][1]])]
+
+
+@pytest.mark.parametrize(("name", "method", "role"), MISSING_ROLES)
 def test_a_missing_role_gets_403_and_nothing_changes(name, method, role, world, targets, client):
     client.force_login(getattr(world, role))
     before = _snapshot()
@@ -104,7 +162,7 @@ def test_a_missing_role_gets_403_and_nothing_changes(name, method, role, world, 
 ALLOWED_GETS = [
     (name, role)
     for name, (methods, who) in MATRIX.items() if "GET" in methods
-    for role in (["admin"] if who == "admin" else ["member", "approver", "admin", "auditor", "compliance"])
+    for role in sorted(ALLOWED_ROLES[who])
 ]
 
 

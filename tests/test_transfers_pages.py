@@ -9,7 +9,7 @@ from django.utils.html import escape
 from accounts.models import Role
 from omiportal.audit.models import AuditEvent
 from tests import factories, workers
-from tests.transfer_world import access, approve, image_id, make_transfer_world, request_share, sandbox_account
+from tests.transfer_world import approve, image_id, make_transfer_world, request_share, sandbox_account
 from transfers import errors, links
 from transfers.forms import RECIPIENT_NOT_LISTED
 from transfers.models import Recipient, Share
@@ -367,3 +367,20 @@ def test_a_failed_export_can_be_exported_again_from_the_share_page(flow, cloud, 
     response = client.post(_share_url("share-reexport", share))
     assert response.status_code == 302
     assert _state(share) == Share.State.EXPORTING
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_share_page_follows_the_export_live_in_a_browser(flow, cloud, page, live_server, sign_in):
+    from playwright.sync_api import expect
+
+    share = approve(flow, request_share(flow, cloud))
+    sign_in(page, live_server, flow.src_member.email, factories.PASSWORD)
+    page.goto(live_server.url + _share_url("share-detail", share))
+    expect(page.locator("[data-share-state]")).to_have_text("Exporting")
+    workers.run_jobs(until=lambda: _state(share) == Share.State.READY)
+    # No reload: share-progress.js polls and updates the page (any CSP violation fails the test).
+    expect(page.locator("[data-share-state]")).to_have_text("Ready for recipients", timeout=10_000)
+    expect(page.locator('[data-field="state"]').first).to_have_text("Offered")
+    expect(page.locator("[data-countdown]")).to_contain_text("left")
+    expect(page.locator("[data-reload-hint]")).to_be_visible()

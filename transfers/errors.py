@@ -30,3 +30,5 @@ NOT_OFFERED = "This image is not waiting for your team's answer (it is {state}).
 NOT_RETRYABLE = "Only a failed step can be retried (it is {state})."
 NOT_REEXPORTABLE = "Only an expired or failed share can be exported again (it is {state})."
 LINK_EXPIRED = "The link expired on {when}. Ask the source team to export the image again."
+LINK_SOURCE_ONLY = "Only the source team can reveal the link of an external recipient."
+LINK_NOT_YET = "The link exists once the export has completed."

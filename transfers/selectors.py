@@ -12,7 +12,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import CloudAccount
-from accounts.selectors import TeamAccess, _deny, cloud_account_directory
+from accounts.selectors import TeamAccess, cloud_account_directory, deny_access
 from omiportal import outscale
 from omiportal.audit.models import AuditEvent
 from omiportal.audit.recorder import AuditTarget
@@ -45,7 +45,7 @@ def share_list_for_team(*, team, state: str = "") -> QuerySet:
 
 
 def _not_found(access: TeamAccess, public_id, kind: str):
-    _deny(user=access.user, team=access.team, reason="not_found_in_team",
+    deny_access(user=access.user, team=access.team, reason="not_found_in_team",
           target=AuditTarget(kind, str(public_id), ""))
     return Http404("Not found in this team.")
 
@@ -282,7 +282,7 @@ def weekly_chart(weeks: list[dict], *, width: int = 320, height: int = 120) -> d
 def dashboard_for_team(*, access: TeamAccess) -> dict:
     team = access.team
     approvals = approvals_for_team(team=team) if access.can_approve else Share.objects.none()
-    offers = Recipient.objects.filter(team=team, state=Recipient.State.OFFERED) \
+    offers = Recipient.objects.filter(team=team, state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM) \
         .select_related("share__team", "share__export", "target_account").order_by("created_at")
     in_flight = _with_recipients(_shares().filter(team=team, state__in=Share.ACTIVE_STATES)).order_by("-requested_at")
     importing = Recipient.objects.filter(team=team, state=Recipient.State.IMPORTING).exclude(share__team=team) \

@@ -31,6 +31,7 @@
   }
 
   var initialState = root.dataset.state;
+  var countdown = document.querySelector("[data-countdown]") || document.createElement("span");
   var hint = document.querySelector("[data-reload-hint]");
 
   function update(data) {
@@ -38,6 +39,9 @@
     setText("[data-share-message]", data.message || "");
     var moved = data.state !== initialState;
     if (data.export) {
+      var block = document.querySelector("[data-export-block]"), none = document.querySelector("[data-export-none]");
+      if (block) { block.hidden = false; }
+      if (none) { none.hidden = true; }
       var bar = document.querySelector("[data-export-bar]");
       if (bar) { bar.value = data.export.progress; bar.textContent = data.export.progress + "%"; }
       setText("[data-export-state]", data.export.state_label);
@@ -55,7 +59,12 @@
       setText('[data-field="image"]', r.image_id || "", row);
     });
     if (moved && hint) { hint.hidden = false; }
-    if (data.deadline) { countdown.dataset.deadline = data.deadline; }
+    if (data.deadline) {
+      countdown.dataset.deadline = data.deadline;
+      var line = document.querySelector("[data-deadline-line]");
+      if (line) { line.hidden = false; }
+      tick();
+    }
   }
 
   function poll() {
@@ -69,7 +78,6 @@
       .catch(function () { window.setTimeout(poll, POLL_MS * 4); });
   }
 
-  var countdown = document.querySelector("[data-countdown]") || document.createElement("span");
   function tick() {
     if (!countdown.dataset.deadline) { return; }
     var left = (Date.parse(countdown.dataset.deadline) - Date.now()) / 1000;

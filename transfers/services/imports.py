@@ -75,8 +75,12 @@ def recipient_retry(*, access: TeamAccess, recipient: Recipient) -> Recipient:
     if recipient.state != Recipient.State.FAILED:
         raise errors.ShareConflict(errors.NOT_RETRYABLE.format(state=recipient.get_state_display().lower()))
     export = recipient.share.export if recipient.share_id else None
-    if export is not None and (export.manifest_deadline <= timezone.now() or export.cleaned_at):
-        raise errors.ShareError(errors.LINK_EXPIRED.format(when=f"{export.manifest_deadline:%Y-%m-%d %H:%M} UTC"))
+    deadline = export.manifest_deadline if export is not None else recipient.link_expires_at
+    if deadline is None or deadline <= timezone.now() or (export is not None and export.cleaned_at) or \
+            (export is None and not recipient.link_sealed):
+        # Past the deadline, or the files (or the pasted link) are gone: only a new export helps.
+        when = f"{deadline:%Y-%m-%d %H:%M} UTC" if deadline else "an unknown date"
+        raise errors.ShareError(errors.LINK_EXPIRED.format(when=when))
     import_begin(recipient=recipient, actor=access.user)
     return recipient
 

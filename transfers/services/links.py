@@ -35,11 +35,11 @@ def link_reveal(*, access: TeamAccess, share: Share, recipient: Recipient) -> Re
     share = Share.objects.select_related("export__account__team").get(pk=share.pk)
     if share.team_id != access.team.pk or recipient.share_id != share.pk or \
             recipient.kind != Recipient.Kind.EXTERNAL:
-        raise errors.ShareError("Only the source team can reveal the link of an external recipient.")
+        raise errors.ShareError(errors.LINK_SOURCE_ONLY)
     export = share.export
     if share.state not in (Share.State.READY, Share.State.IMPORTING, Share.State.COMPLETED) or export is None or \
             export.manifest_deadline is None:
-        raise errors.ShareError("The link exists once the export has completed.")
+        raise errors.ShareError(errors.LINK_NOT_YET)
     if export.manifest_deadline <= timezone.now() or export.cleaned_at:
         raise errors.ShareError(errors.LINK_EXPIRED.format(when=f"{export.manifest_deadline:%Y-%m-%d %H:%M} UTC"))
     with outscale.record_request_ids() as request_ids:
