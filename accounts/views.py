@@ -190,7 +190,7 @@ def _after_save(request, access, account, *, created: bool):
         account = services.cloud_account_validate(access=access, account=account)
     if account.validation_status == CloudAccount.Validation.INVALID:
         messages.error(request, f"Cloud account {account.label} {verb}, but OUTSCALE refused its keys: "
-                                f"{account.validation_message}")
+                                "see below.")
         return redirect("accounts:account-edit", team_id=access.team.public_id, account_id=account.public_id)
     if not account.is_valid:
         messages.warning(request, f"Cloud account {account.label} {verb}, but its keys could not be checked yet: "
