@@ -19,3 +19,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("transfers.urls")),
 ]
+
+handler500 = "omiportal.views.server_error"

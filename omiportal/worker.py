@@ -32,6 +32,12 @@ class PortalWorker(Worker):
 
         outscale.warm_up()  # forked job processes inherit the parsed spec
 
+    @property
+    def dequeue_timeout(self) -> int:
+        # An idle worker wakes at least once a maintenance interval, so the reconciler
+        # keeps running even when no job arrives (rq would otherwise block ~7 minutes).
+        return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
+
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
         try:

@@ -63,7 +63,7 @@ def test_an_admin_adds_an_account_sees_it_validated_then_sees_a_wrong_secret_ref
 
     account = CloudAccount.objects.get(label="prod")
     expect(page).to_have_url(re.compile(rf"/accounts/{account.public_id}/edit/$"))
-    refusal = page.get_by_role("alert")
+    refusal = page.get_by_role("alert").filter(has_text="OUTSCALE refused these keys")
     expect(refusal).to_contain_text("OUTSCALE refused these keys")
     account.refresh_from_db()
     assert account.validation_status == CloudAccount.Validation.INVALID and account.validation_message

@@ -254,7 +254,7 @@ def share_refresh(*, share_id) -> None:
     """Derive a ready/importing share's state from its recipients (in the caller's transaction)."""
     if share_id is None:
         return
-    share = Share.objects.select_for_update().select_related("team", "export").get(pk=share_id)
+    share = Share.objects.select_for_update(of=("self",)).select_related("team", "export").get(pk=share_id)
     if share.state not in (Share.State.READY, Share.State.IMPORTING):
         return
     states = set(share.recipients.values_list("state", flat=True))
