@@ -189,3 +189,30 @@ def test_a_flushed_redis_delays_transfers_but_loses_none(flow, cloud, settings):
     workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
     assert cloud.counters("111122223333").get("CreateImageExportTask") == 1
     assert cloud.counters("444455556666").get("CreateImage") == 1
+
+
+def test_a_team_with_auto_accept_imports_without_anyone_clicking(flow, cloud):
+    flow.dest.auto_accept_incoming = True
+    flow.dest.save()
+    share = request_share(flow, cloud)
+    approve(flow, share)
+    workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
+    assert AuditEvent.objects.filter(action="import.auto_accepted", actor_id=None).count() == 1
+
+
+def test_the_people_concerned_are_emailed_at_each_step(flow, cloud, mailoutbox):
+    share = request_share(flow, cloud)
+    subjects = [m.subject for m in mailoutbox]
+    assert any("Approval needed" in s for s in subjects)
+    approval_mail = next(m for m in mailoutbox if "Approval needed" in m.subject)
+    assert "member@src.test" not in approval_mail.to  # never the requester
+    approve(flow, share)
+    workers.run_jobs(until=_ready(share))
+    _accept_all(flow, share)
+    workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
+    by_subject = {m.subject: m.to for m in mailoutbox}
+    assert any("was approved" in s and to == ["member@src.test"] for s, to in by_subject.items())
+    assert any("ready for your team" in s and "member@dst.test" in to for s, to in by_subject.items())
+    assert any("Import completed" in s for s in by_subject)
+    for message in mailoutbox:
+        assert "X-Amz-Signature" not in message.body
