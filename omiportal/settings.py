@@ -245,3 +245,20 @@ OMIPORTAL_RECONCILE_GRACE_SECONDS = env.float("OMIPORTAL_RECONCILE_GRACE_SECONDS
 OMIPORTAL_RECONCILE_EVERY_SECONDS = env.float("OMIPORTAL_RECONCILE_EVERY_SECONDS", default=30.0)
 # Later shares of the same image reuse an export whose manifest stays valid at least this long.
 OMIPORTAL_EXPORT_REUSE_MIN_HOURS = env.float("OMIPORTAL_EXPORT_REUSE_MIN_HOURS", default=24.0)
+
+# --- Audit checkpoints ---
+# Signed checkpoints of the audit chain head, stored outside the database (README: "Checkpoints
+# and verification"). Without a signing key they are off (a system check warns when not DEBUG).
+OMIPORTAL_AUDIT_SIGNING_KEY = env.str("OMIPORTAL_AUDIT_SIGNING_KEY", default="")
+OMIPORTAL_AUDIT_VERIFY_KEYS = env.list("OMIPORTAL_AUDIT_VERIFY_KEYS", default=[])
+OMIPORTAL_AUDIT_CHECKPOINT_DIR = env.str("OMIPORTAL_AUDIT_CHECKPOINT_DIR", default=str(VAR_DIR / "audit-checkpoints"))
+OMIPORTAL_AUDIT_CHECKPOINT_BUCKET = env.str("OMIPORTAL_AUDIT_CHECKPOINT_BUCKET", default="")
+OMIPORTAL_AUDIT_CHECKPOINT_REGION = env.str("OMIPORTAL_AUDIT_CHECKPOINT_REGION", default="")
+OMIPORTAL_AUDIT_CHECKPOINT_ACCESS_KEY = env.str("OMIPORTAL_AUDIT_CHECKPOINT_ACCESS_KEY", default="")
+OMIPORTAL_AUDIT_CHECKPOINT_SECRET_KEY = env.str("OMIPORTAL_AUDIT_CHECKPOINT_SECRET_KEY", default="")
+OMIPORTAL_AUDIT_CHECKPOINT_PREFIX = env.str("OMIPORTAL_AUDIT_CHECKPOINT_PREFIX", default="audit-checkpoints/")
+OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS = env.int("OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS", default=3600)
+OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS = env.int("OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS", default=21600)
+# Events up to this seq were archived (exported, then removed by the documented maintenance
+# procedure); verification then starts from the signed checkpoint at exactly this seq. 0: none.
+OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ = env.int("OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ", default=0)

@@ -44,3 +44,9 @@ class PortalWorker(Worker):
             ensure_reconcile_enqueued()
         except Exception:  # noqa: BLE001 - a broken tick must not stop the worker; the next one retries
             logger.exception("Could not enqueue the reconciler")
+        try:  # audit checkpoint and verification jobs, each at most once per its interval
+            from omiportal.audit.jobs import ensure_audit_jobs_enqueued
+
+            ensure_audit_jobs_enqueued()
+        except Exception:  # noqa: BLE001 - as above: the next tick retries
+            logger.exception("Could not enqueue the audit jobs")

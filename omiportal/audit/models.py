@@ -130,3 +130,7 @@ class AuditChainHead(models.Model):
 
     def __str__(self):
         return f"audit chain head at #{self.seq}"
+
+
+# Operational data beside the chain (verification runs) and the checkpoint system check.
+from omiportal.audit.integrity import AuditVerification  # noqa: E402, F401, I001
