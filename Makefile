@@ -13,7 +13,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 .env:
-	$(PYTHON) -c "import base64, os, secrets; print('DJANGO_DEBUG=true'); print('DJANGO_SECRET_KEY=' + secrets.token_urlsafe(50)); print('OMIPORTAL_CREDENTIAL_KEYS=k1:' + base64.b64encode(os.urandom(32)).decode())" > .env
+	$(PYTHON) -c "import base64, os, secrets; print('DJANGO_DEBUG=true'); print('DJANGO_SECRET_KEY=' + secrets.token_urlsafe(50)); print('OMIPORTAL_CREDENTIAL_KEYS=k1:' + base64.b64encode(os.urandom(32)).decode()); print('OMIPORTAL_AUDIT_SIGNING_KEY=' + base64.b64encode(os.urandom(32)).decode())" > .env
 	@echo "Wrote a development .env (DEBUG on, fresh random keys)."
 
 ## Set everything up and start the portal, the sandbox and a worker on http://127.0.0.1:8000

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import CloudAccount, Membership
 from omiportal.audit.models import AuditEvent
+from omiportal.audit.recorder import record
 from tests import factories
 from transfers.models import Recipient, Share
 
@@ -40,20 +41,26 @@ MATRIX = {
     "transfers:recipient-accept": (["POST"], "act"),
     "transfers:recipient-decline": (["POST"], "act"),
     "transfers:recipient-retry": (["POST"], "act"),
+    "audit:event-list": (["GET"], "audit"),
+    "audit:event-detail": (["GET"], "audit"),
+    "audit:event-export": (["GET"], "audit"),
 }
 ALLOWED_ROLES = {
     "view": {"member", "approver", "admin", "auditor", "compliance"},
     "act": {"member", "approver", "admin"},
     "approve": {"approver", "admin"},
     "admin": {"admin"},
+    "audit": {"admin", "auditor", "compliance"},
 }
 # Pages that name no object besides the team.
 TEAM_PAGES = {"accounts:dashboard", "accounts:member-list", "accounts:account-list", "accounts:account-create",
               "transfers:share-list", "transfers:share-new", "transfers:approval-list", "transfers:inbox",
-              "transfers:link-import"}
+              "transfers:link-import", "audit:event-list", "audit:event-export"}
 # URLs without a team in them: reachable by any signed-in user, or public.
 UNSCOPED = {"accounts:home", "accounts:team-list", "login", "logout", "password_change", "password_change_done",
             "password_reset", "password_reset_done", "password_reset_confirm", "password_reset_complete"}
+# Site-wide pages for compliance officers only: everyone else gets a 403 (see the tests at the end).
+COMPLIANCE_ONLY = {"audit:site-event-list", "audit:site-event-detail", "audit:site-event-export"}
 POST_ONLY = {name for name, (methods, _) in MATRIX.items() if methods == ["POST"]}
 
 
@@ -69,7 +76,7 @@ def _url_names(resolver=None, namespace=""):
 
 
 def test_every_url_is_in_the_authorization_matrix():
-    missing = set(_url_names()) - set(MATRIX) - UNSCOPED
+    missing = set(_url_names()) - set(MATRIX) - UNSCOPED - COMPLIANCE_ONLY
     assert not missing, f"Add these URLs to the authorization matrix: {sorted(missing)}"
 
 
@@ -97,8 +104,9 @@ def targets(world):
         # A copy the team receives from a pasted link: the object of the recipient-* URLs.
         incoming = Recipient.objects.create(kind=Recipient.Kind.LINK, team=team, target_account=account,
                                             state=Recipient.State.OFFERED, image_name="pasted")
+        event = record(action="share.requested", actor=membership.user, team=team, target=share)
         objects[key] = (account, membership, {"share": share, "recipient": incoming,
-                                              "share_recipient": share.recipients.get()})
+                                              "share_recipient": share.recipients.get(), "event": event})
     return objects
 
 
@@ -112,6 +120,8 @@ def _url(name, team, account, membership, objects):
             kwargs["recipient_id"] = objects["share_recipient"].public_id
     elif name.startswith("transfers:recipient-"):
         kwargs["recipient_id"] = objects["recipient"].public_id
+    elif name == "audit:event-detail":
+        kwargs["event_id"] = objects["event"].public_id
     if "account-" in name:
         kwargs["account_id"] = account.public_id
     if "member-" in name:
@@ -207,3 +217,31 @@ def test_role_changes_apply_on_the_next_request(world, targets, client):
     assert client.get(url).status_code == 200
     Membership.objects.filter(team=world.alpha, user=world.admin).update(role="member")
     assert client.get(url).status_code == 403
+
+
+def _site_url(name, targets):
+    if name == "audit:site-event-detail":
+        return reverse(name, kwargs={"event_id": targets["alpha"][2]["event"].public_id})
+    return reverse(name)
+
+
+@pytest.mark.parametrize("name", sorted(COMPLIANCE_ONLY))
+@pytest.mark.parametrize("role", ["admin", "auditor", "member", "approver", "outsider"])
+def test_site_wide_pages_refuse_everyone_but_compliance_officers(name, role, world, targets, client):
+    client.force_login(getattr(world, role))
+    assert client.get(_site_url(name, targets)).status_code == 403
+    assert AuditEvent.objects.filter(action="access.denied", details__reason="not_compliance_officer").exists()
+
+
+@pytest.mark.parametrize("name", sorted(COMPLIANCE_ONLY))
+def test_site_wide_pages_serve_compliance_officers(name, world, targets, client):
+    client.force_login(world.compliance)
+    assert client.get(_site_url(name, targets)).status_code == 200
+    assert client.post(_site_url(name, targets)).status_code == 405
+
+
+@pytest.mark.parametrize("name", sorted(COMPLIANCE_ONLY))
+def test_site_wide_pages_send_anonymous_users_to_sign_in(name, world, targets):
+    response = Client().get(_site_url(name, targets))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))

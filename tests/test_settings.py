@@ -18,6 +18,7 @@ PRODUCTION = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "OMIPORTAL_STATIC_MANIFEST": "true",
+    "OMIPORTAL_AUDIT_SIGNING_KEY": "c2lnbmluZy1rZXktZm9yLXRlc3RzLW9ubHktMzJieXQ=",
 }
 
 

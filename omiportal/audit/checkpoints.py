@@ -121,7 +121,8 @@ def parse(name: str, data: bytes) -> Checkpoint:
     if not isinstance(body["key_fingerprint"], str) or not isinstance(document.get("signature"), str):
         raise bad("key_fingerprint and signature must be strings")
     try:
-        created_at = datetime.datetime.strptime(body["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
+        created_at = datetime.datetime.strptime(body["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        created_at = created_at.replace(tzinfo=datetime.UTC)
     except (TypeError, ValueError):
         raise bad("created_at is not a UTC timestamp") from None
     checkpoint = Checkpoint(number=number, seq=seq, hash=body["hash"], created_at=created_at,
@@ -339,7 +340,8 @@ def _unchanged(head_seq: int, head_hash: str, last: Checkpoint) -> bool:
                 and event["details"].get("number") == last.number)
 
 
-def write_checkpoint(*, store: CheckpointStore | None = None, now: datetime.datetime | None = None) -> CheckpointOutcome:
+def write_checkpoint(*, store: CheckpointStore | None = None,
+                     now: datetime.datetime | None = None) -> CheckpointOutcome:
     """Sign the chain head and store it, unless nothing changed since the last checkpoint.
 
     The events since the previous checkpoint are checked first (they must link to it),
@@ -414,8 +416,9 @@ def latest_status() -> IntegrityStatus:
     if row is None:
         return IntegrityStatus(verified_at=None, ok=None, events_checked=0, last_seq=0, checkpoint_seq=None,
                                checkpoint_at=None, message=NEVER_VERIFIED)
-    return IntegrityStatus(verified_at=row.ran_at, ok=row.ok, events_checked=row.count, last_seq=row.last_seq,
-                           checkpoint_seq=row.checkpoint_seq, checkpoint_at=row.checkpoint_at, message=row.message)
+    return IntegrityStatus(verified_at=row.ran_at, ok=row.ok, events_checked=row.count,
+                           last_seq=row.last_seq, checkpoint_seq=row.checkpoint_seq,
+                           checkpoint_at=row.checkpoint_at, message=row.message)
 
 
 def run_verification(*, chunk_size: int = 2000):

@@ -25,6 +25,12 @@ class _TeamChoice(forms.ModelChoiceField):
     def label_from_instance(self, obj):
         return obj.name
 
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except forms.ValidationError:  # "not a valid UUID" would say more than needed
+            raise forms.ValidationError(UNKNOWN_TEAM, code="invalid_choice") from None
+
 
 class AuditFilterForm(forms.Form):
     team = _TeamChoice(queryset=Team.objects.order_by("name"), to_field_name="public_id", required=False,

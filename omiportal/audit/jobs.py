@@ -53,6 +53,8 @@ def ensure_audit_jobs_enqueued() -> list[str]:
         if not queue.connection.set(THROTTLE_KEY.format(job_id=job_id), "1", nx=True, ex=interval):
             continue
         with contextlib.suppress(DuplicateJobError):
-            queue.enqueue(func, job_id=job_id, unique=True, result_ttl=0, failure_ttl=86400)
+            # A failed job keeps its id for failure_ttl, which would block the next enqueue: keep
+            # it (for rq's failed registry) only half an interval.
+            queue.enqueue(func, job_id=job_id, unique=True, result_ttl=0, failure_ttl=max(1, interval // 2))
             enqueued.append(job_id)
     return enqueued

@@ -147,8 +147,11 @@ def verify_chain(*, chunk_size: int = 2000, using: str = DEFAULT_DB_ALIAS,
                  checkpoints: Sequence[checkpoints_module.Checkpoint] | None = None) -> VerificationResult:
     """Check the signed checkpoints, every event and the chain head; stop at the first problem.
 
-    ``checkpoints`` defaults to those in the configured store (none if it is empty).
+    ``checkpoints`` defaults to those in the configured store (none if it is empty). When
+    given, only those are compared, and the trail's own ``audit.checkpointed`` events are
+    not cross-checked against the store.
     """
+    from_store = checkpoints is None
     cps, load_problem = _load_checkpoints(checkpoints)
     if load_problem:
         return _fail(count=0, last_seq=0, seq=None, reason=load_problem[0], message=load_problem[1])
@@ -189,7 +192,7 @@ def verify_chain(*, chunk_size: int = 2000, using: str = DEFAULT_DB_ALIAS,
                              message=f"event #{seq} differs from signed checkpoint #{cp.number}: the trail up to "
                                      f"#{seq} was rewritten (hashes recomputed after the checkpoint)")
             next_cp += 1
-        if fields["action"] == checkpoints_module.ACTION and isinstance(fields["details"], dict):
+        if from_store and fields["action"] == checkpoints_module.ACTION and isinstance(fields["details"], dict):
             number, digest = fields["details"].get("number"), fields["details"].get("digest")
             if isinstance(number, int) and not isinstance(number, bool):
                 # Kept small: one entry per checkpoint written, and only until compared below.
@@ -225,6 +228,7 @@ def verify_chain(*, chunk_size: int = 2000, using: str = DEFAULT_DB_ALIAS,
                          checkpoint_number=number, **cp_extra,
                          message=f"checkpoint #{number}, recorded by event #{seq}, {what} the checkpoint store")
     where = f", latest checkpoint #{latest.number} at #{latest.seq}" if latest else ", no checkpoint yet"
-    return VerificationResult(ok=True, count=count, last_seq=last_seq, checkpoint_number=latest.number if latest else None,
+    return VerificationResult(ok=True, count=count, last_seq=last_seq,
+                              checkpoint_number=latest.number if latest else None,
                               message=f"audit chain intact: {count} event(s), head at #{head_seq}{where}",
                               **cp_extra)

@@ -169,7 +169,6 @@ def event_detail(request, access, event_id):
 
 @team_view(Capability.VIEW_AUDIT)
 @require_GET
-@never_cache
 def event_export(request, access):
     return _event_export(request, access)
 
@@ -193,6 +192,5 @@ def site_event_detail(request, event_id):
 
 @compliance_view
 @require_GET
-@never_cache
 def site_event_export(request):
     return _event_export(request, None)

@@ -20,7 +20,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--chunk-size", type=int, default=2000, help="Events fetched per database round trip.")
-        parser.add_argument("--export", metavar="FILE", help="Check a CSV or JSON Lines export instead of the database.")
+        parser.add_argument("--export", metavar="FILE",
+                            help="Check a CSV or JSON Lines export instead of the database.")
         parser.add_argument("--checkpoint", metavar="FILE",
                             help="With --export: a checkpoint file the export must agree with.")
 
