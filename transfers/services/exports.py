@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Min, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import CloudAccount
@@ -14,9 +14,9 @@ from omiportal.audit.recorder import AuditTarget, record
 from omiportal.outscale.account_credentials import credentials_for
 from transfers import scheduling
 from transfers.models import Export, Recipient, Share
+from transfers.services import polling
 
 logger = logging.getLogger(__name__)
-MAX_START_ATTEMPTS = 8
 
 
 def _export_target(export: Export) -> AuditTarget:
@@ -73,14 +73,14 @@ def _fail(export: Export, message: str, request_ids=()) -> None:
 
 def _retry_start_later(export: Export, exc: outscale.CloudError) -> None:
     attempts = export.attempts + 1
-    if attempts >= MAX_START_ATTEMPTS:
+    if attempts >= polling.MAX_START_ATTEMPTS:
         _fail(export, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
         return
-    delay = min(scheduling.sweep_max(), scheduling.sweep_min() * 2 ** attempts)
+    delay = polling.start_retry_delay(attempts)
     with transaction.atomic():
         Export.objects.filter(pk=export.pk).update(
-            attempts=attempts, state_message=f"Waiting for OUTSCALE: {exc.user_message}",
-            next_poll_at=timezone.now() + timedelta(seconds=delay + settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
+            attempts=attempts, state_message=f"{polling.WAITING_PREFIX}{exc.user_message}"[:500],
+            next_poll_at=polling.start_deadline(delay))
         scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
                            job_id=f"export-start-{export.public_id}-{attempts}", delay=delay)
 
@@ -128,27 +128,6 @@ def export_start(*, export_id) -> None:
         scheduling.schedule_sweep("export", account.public_id, now + timedelta(seconds=interval))
 
 
-def _claim(model, *, account: CloudAccount, states, extra: Q, now) -> list:
-    """Take the due rows of one account for this sweep. A second sweep running at the same
-    time finds nothing due and makes no cloud call."""
-    lease = now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
-    due = model.objects.filter(extra, state__in=states, next_poll_at__lte=now)
-    field = "account" if model is Export else "target_account"
-    due = due.filter(**{field: account})
-    with transaction.atomic():
-        ids = list(due.select_for_update(skip_locked=True).values_list("pk", flat=True))
-        model.objects.filter(pk__in=ids).update(next_poll_at=lease)
-    return list(model.objects.filter(pk__in=ids))
-
-
-def _schedule_next(model, account: CloudAccount, kind: str, states, extra: Q) -> None:
-    field = "account" if model is Export else "target_account"
-    nxt = model.objects.filter(extra, state__in=states, **{field: account}).aggregate(n=Min("next_poll_at"))["n"]
-    if nxt is not None:
-        with transaction.atomic():
-            scheduling.schedule_sweep(kind, account.public_id, max(nxt, timezone.now()))
-
-
 WATCHED = (Export.State.COPYING, Export.State.RUNNING)
 WATCHABLE = Q(copy_image_id__gt="") | Q(task_id__gt="")
 
@@ -159,10 +138,10 @@ def export_sweep(*, account_id) -> None:
     if account is None:
         return
     now = timezone.now()
-    rows = _claim(Export, account=account, states=WATCHED, extra=WATCHABLE, now=now)
+    rows = polling.claim(Export, account=account, states=WATCHED, extra=WATCHABLE, now=now)
     if rows:
         _observe(account, rows)
-    _schedule_next(Export, account, "export", WATCHED, WATCHABLE)
+    polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
 
 
 def _observe(account: CloudAccount, rows: list[Export]) -> None:
@@ -178,7 +157,7 @@ def _observe(account: CloudAccount, rows: list[Export]) -> None:
             for export in rows:
                 _fail(export, exc.user_message, exc.request_ids)
             return
-        _postpone(rows, exc.user_message)
+        polling.postpone(rows, exc.user_message)
         return
     for export in running:
         task = tasks.get(export.task_id)
@@ -217,14 +196,6 @@ def _progress(export: Export, *, progress: int, message: str) -> None:
         next_poll_at=timezone.now() + timedelta(seconds=interval), updated_at=timezone.now())
 
 
-def _postpone(rows, message: str) -> None:
-    for row in rows:
-        interval = min(scheduling.sweep_max(), max(row.poll_interval, scheduling.sweep_min()) * 2)
-        type(row).objects.filter(pk=row.pk).update(
-            poll_interval=interval, next_poll_at=timezone.now() + timedelta(seconds=interval),
-            state_message=f"Waiting for OUTSCALE: {message}"[:500])
-
-
 def export_complete(*, export: Export, task, creds) -> None:
     account = export.account
     with outscale.record_request_ids() as request_ids:
@@ -236,7 +207,7 @@ def export_complete(*, export: Export, task, creds) -> None:
             deadline = outscale.manifest_deadline(creds=creds, bucket=export.bucket, key=key).deadline
         except outscale.CloudError as exc:
             if exc.retryable:
-                _postpone([export], exc.user_message)
+                polling.postpone([export], exc.user_message)
             else:
                 _fail(export, exc.user_message, exc.request_ids)
             return

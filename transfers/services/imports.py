@@ -15,9 +15,7 @@ from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for, open_pasted_link
 from transfers import errors, scheduling
 from transfers.models import Recipient, Share
-from transfers.services.exports import _claim, _postpone, _schedule_next
-
-MAX_START_ATTEMPTS = 8
+from transfers.services import polling
 
 
 def _share_target(recipient: Recipient):
@@ -166,14 +164,14 @@ def import_start(*, recipient_id) -> None:
 
 def _retry_later(recipient: Recipient, exc: outscale.CloudError) -> None:
     tries = recipient.start_tries + 1
-    if tries >= MAX_START_ATTEMPTS:
+    if tries >= polling.MAX_START_ATTEMPTS:
         _fail(recipient, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
         return
-    delay = min(scheduling.sweep_max(), scheduling.sweep_min() * 2 ** tries)
+    delay = polling.start_retry_delay(tries)
     with transaction.atomic():
         Recipient.objects.filter(pk=recipient.pk).update(
-            start_tries=tries, state_message=f"Waiting for OUTSCALE: {exc.user_message}"[:500],
-            next_poll_at=timezone.now() + timedelta(seconds=delay + settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
+            start_tries=tries, state_message=f"{polling.WAITING_PREFIX}{exc.user_message}"[:500],
+            next_poll_at=polling.start_deadline(delay))
         scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
                            job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{tries}", delay=delay)
 
@@ -187,10 +185,10 @@ def import_sweep(*, account_id) -> None:
     account = CloudAccount.objects.select_related("team").filter(public_id=account_id).first()
     if account is None:
         return
-    rows = _claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
+    rows = polling.claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
     if rows:
         _observe(account, rows)
-    _schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
+    polling.schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
 
 
 def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
@@ -202,7 +200,7 @@ def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
             for recipient in rows:
                 _fail(recipient, exc.user_message, exc.request_ids)
         else:
-            _postpone(rows, exc.user_message)
+            polling.postpone(rows, exc.user_message)
         return
     for recipient in rows:
         image = images.get(recipient.image_id)
@@ -231,7 +229,7 @@ def _complete(recipient: Recipient, creds, read_ids) -> None:
             outscale.tag_resources(creds=creds, resource_ids=[recipient.image_id], tags=tags)
         except outscale.CloudError as exc:
             if exc.retryable:
-                _postpone([recipient], exc.user_message)
+                polling.postpone([recipient], exc.user_message)
                 return
             # The copy exists and works; a missing tag is worth a note, not a failure.
             tags = {"note": f"tagging failed: {exc.user_message}"}
