@@ -81,6 +81,8 @@ class Team(models.Model):
         default=False, help_text="Import images shared with this team as soon as they are ready.")
     cleanup_exports = models.BooleanField(
         default=True, help_text="Delete export files from the bucket once every import from them has ended.")
+    require_two_factor_for_privileged = models.BooleanField(
+        default=False, help_text="Approvers and admins must pass two-factor sign-in before approving or managing.")
 
     class Meta:
         ordering = ["name"]

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import vault
 from accounts.models import CloudAccount, Membership, Role, Team, User
@@ -121,6 +122,9 @@ def _seal_keys(account: CloudAccount, *, access_key: str, secret_key: str) -> No
     account.access_key_hint = vault.mask_access_key(access_key)
 
 
+# SEC-10: a crash while saving keys must not put them in Django's error report: every local is
+# masked, here, in transaction.atomic's wrapper (its **kwds) and in every frame below (vault.seal).
+@sensitive_variables()
 @transaction.atomic
 def cloud_account_create(
     *,
@@ -158,6 +162,7 @@ def cloud_account_create(
 EDITABLE_FIELDS = ("label", "region", "export_bucket", "accepts_incoming_shares")
 
 
+@sensitive_variables()  # SEC-10, as cloud_account_create
 @transaction.atomic
 def cloud_account_update(
     *,

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from accounts import views
+from accounts.twofactor import views as twofactor_views
 
 app_name = "accounts"
 
@@ -8,6 +9,11 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("teams/", views.team_list, name="team-list"),
     path("t/<uuid:team_id>/", views.dashboard, name="dashboard"),
+    path("two-factor/", twofactor_views.twofactor, name="twofactor"),
+    path("two-factor/confirm/", twofactor_views.twofactor_confirm, name="twofactor-confirm"),
+    path("two-factor/verify/", twofactor_views.twofactor_verify, name="twofactor-verify"),
+    path("two-factor/remove/", twofactor_views.twofactor_remove, name="twofactor-remove"),
+    path("t/<uuid:team_id>/settings/", views.team_settings, name="team-settings"),
     path("t/<uuid:team_id>/members/", views.member_list, name="member-list"),
     path("t/<uuid:team_id>/members/<uuid:membership_id>/role/", views.member_role, name="member-role"),
     path("t/<uuid:team_id>/members/<uuid:membership_id>/remove/", views.member_remove, name="member-remove"),

@@ -12,8 +12,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import selectors, services
 from accounts.decorators import team_view
 from accounts.forms import CloudAccountForm, LoginForm, MemberAddForm, MemberRoleForm, TeamCreateForm
-from accounts.models import CloudAccount, Role
+from accounts.models import CloudAccount, Role, Team
 from accounts.roles import ROLE_DESCRIPTIONS, Capability
+from accounts.twofactor.enforcement import step_up_url
+from accounts.twofactor.forms import TeamSettingsForm
+from accounts.twofactor.services import has_device as has_two_factor_device
+from accounts.twofactor.services import team_settings_change
 from omiportal.audit.recorder import record
 
 
@@ -28,6 +32,13 @@ def _form_error(form, exc: ValidationError) -> None:
 class LoginView(auth_views.LoginView):
     form_class = LoginForm
     redirect_authenticated_user = True
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        if has_two_factor_device(user=form.get_user()):
+            # The password was the first step; the session is not verified until a code checks out.
+            return redirect(step_up_url(enrolled=True, next_url=self.get_success_url()))
+        return response
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):
@@ -96,6 +107,22 @@ def dashboard(request, access):
         "role_counts": selectors.team_role_counts(team=access.team),
         **dashboard_for_team(access=access),
     })
+
+
+@team_view(Capability.MANAGE_TEAM)
+@require_http_methods(["GET", "POST"])
+def team_settings(request, access):
+    # A copy: validating a ModelForm writes into its instance, and access.team must stay as read.
+    form = TeamSettingsForm(request.POST or None, instance=Team.objects.get(pk=access.team.pk))
+    if request.method == "POST" and form.is_valid():
+        try:
+            team_settings_change(access=access, **form.cleaned_data)
+        except ValidationError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(request, f"Settings of {access.team.name} saved.")
+            return redirect("accounts:team-settings", team_id=access.team.public_id)
+    return render(request, "accounts/team_settings.html", {"form": form}, status=400 if form.errors else 200)
 
 
 # --- Members -------------------------------------------------------------------------------

@@ -53,13 +53,16 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhos
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.twofactor.apps.PortalAdminConfig",  # django.contrib.admin with django-otp's OTPAdminSite
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "accounts.twofactor.apps.TwoFactorConfig",
     "axes",
     "omiportal.audit",
     "omiportal.sandbox",
@@ -76,6 +79,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "accounts.twofactor.middleware.TwoFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -262,3 +267,9 @@ OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS = env.int("OMIPORTAL_AUDIT_VERIFY_EVERY_SEC
 # Events up to this seq were archived (exported, then removed by the documented maintenance
 # procedure); verification then starts from the signed checkpoint at exactly this seq. 0: none.
 OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ = env.int("OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ", default=0)
+
+# --- Two-factor ---
+# TOTP devices (django-otp). The issuer names the portal in authenticator apps. After a wrong
+# code the next attempt waits OTP_TOTP_THROTTLE_FACTOR seconds, doubling with each failure.
+OTP_TOTP_ISSUER = env.str("OMIPORTAL_TOTP_ISSUER", default="OMI Portal")
+OTP_TOTP_THROTTLE_FACTOR = env.int("OMIPORTAL_TOTP_THROTTLE_FACTOR", default=1)

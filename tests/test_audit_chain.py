@@ -24,7 +24,10 @@ DB_EXAMPLES = settings(
 )
 
 # Anything PostgreSQL can store in text: no NUL, no lone surrogates.
-text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=24)
+# Hypothesis also draws string constants from the project's code, such as the guard's own
+# "x-amz-signature" pattern: values the guard rightly refuses are left out of these histories.
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=24).filter(
+    lambda value: not guard.is_secret_value(value))
 keys = text.filter(lambda key: not guard.is_secret_key(key))
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=hashing.INT_MIN, max_value=hashing.INT_MAX) | text,

@@ -3,7 +3,7 @@
 import csv
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
@@ -299,20 +299,27 @@ def test_a_text_search_scans_a_bounded_window_and_continues_below_it(world):
     assert pages > 2
 
 
-def test_list_page_query_count_is_constant(world, login, django_assert_max_num_queries):
+def _queries(client, url, query=None) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url, query or {}).status_code == 200
+    return len(queries.captured_queries)
+
+
+@pytest.mark.parametrize("scope", ["site", "team"])
+def test_list_page_query_count_does_not_grow_with_the_page(scope, world, login):
+    # About a dozen: session, user, team and membership (team pages), the last verification, one
+    # page of events, the team choices (site-wide), the audit.read event (savepoint, head lock,
+    # insert, head update, release) and the switcher's memberships. None per row.
+    client = login(world.compliance)
+    url = _list_url(world.alpha if scope == "team" else None)
+    _event(world.alpha, "share.requested", actor=world.member)
+    client.get(url)  # the first visit to a team page also saves the session
+    few = _queries(client, url)
     for _ in range(60):
         _event(world.alpha, "share.requested", actor=world.member)
-    client = login(world.compliance)
-    client.get(_list_url())  # warm the session
-    # Session, user, (team, membership,) last verification, one page of events, the team choices
-    # (site-wide), the audit.read event (savepoint, head lock, insert, head update, release), the
-    # switcher's memberships, and on a first visit to a team the session update: none per row.
-    with django_assert_max_num_queries(12):
-        client.get(_list_url())
-    with django_assert_max_num_queries(15):
-        client.get(_list_url(world.alpha))
-    with django_assert_max_num_queries(12):
-        client.get(_list_url(world.alpha), {"before": 30})
+    assert _queries(client, url) == few
+    assert _queries(client, url, {"before": 40}) == few
+    assert few <= 16
 
 
 # --- One event -----------------------------------------------------------------------------------------------------
@@ -379,7 +386,7 @@ def test_it_renders_user_controlled_text_safely(world, login):
 # --- Exports ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "'quoted", "plain"])
+@pytest.mark.parametrize("value", ["=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "'quoted", "plain"])
 def test_escape_cell_is_undone_by_unescape_cell(value):
     escaped = exports.escape_cell(value)
     assert not escaped.startswith(exports.FORMULA_PREFIXES)
@@ -505,3 +512,25 @@ def test_the_integrity_badge_shows_the_last_verification(world, trail, login):
     run_verification()
     page = login(world.compliance).get(_list_url()).content.decode()
     assert "Chain verified" in page
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_export_passes_audit_verify_export(fmt, world, trail, login, tmp_path):
+    """The pages write what the checkpoint work's verifier reads (export_format is shared)."""
+    from omiportal.audit.export_verify import verify_export
+
+    path = tmp_path / f"audit.{fmt}"
+    path.write_bytes(_body(login(world.compliance).get(_export_url(), {"format": fmt})).encode())
+    result = verify_export(path)
+    assert result.ok, result.message
+    assert result.rows == AuditEvent.objects.filter(action="audit.exported").latest("seq").seq - 1
+
+
+@pytest.mark.xfail(strict=True, reason="audit_verify --export does not apply exports.unescape_cell to CSV cells yet")
+def test_a_csv_export_with_formula_like_cells_passes_audit_verify_export(world, login, tmp_path):
+    from omiportal.audit.export_verify import verify_export
+
+    _event(world.alpha, "share.requested", target=AuditTarget("x.y", "1", "=SUM(A1)"))
+    path = tmp_path / "audit.csv"
+    path.write_bytes(_body(login(world.compliance).get(_export_url(), {"format": "csv"})).encode())
+    assert verify_export(path).ok

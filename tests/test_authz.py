@@ -1,7 +1,9 @@
 """Who may reach what: every team URL × owner, wrong role, other team, anonymous; CSRF; methods."""
 
+import json
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -14,53 +16,19 @@ from omiportal.audit.recorder import record
 from tests import factories
 from transfers.models import Recipient, Share
 
-# name -> (methods, who may: "view" = any role, "act" = members, approvers and admins,
-#         "approve" = approvers and admins, "admin" = admins only)
-MATRIX = {
-    "accounts:dashboard": (["GET"], "view"),
-    "accounts:member-list": (["GET"], "view"),
-    "accounts:account-list": (["GET"], "view"),
-    "accounts:account-create": (["GET", "POST"], "admin"),
-    "accounts:account-edit": (["GET", "POST"], "admin"),
-    "accounts:account-delete": (["GET", "POST"], "admin"),
-    "accounts:account-validate": (["POST"], "admin"),
-    "accounts:member-role": (["POST"], "admin"),
-    "accounts:member-remove": (["POST"], "admin"),
-    "transfers:share-list": (["GET"], "view"),
-    "transfers:share-new": (["GET", "POST"], "act"),
-    "transfers:approval-list": (["GET"], "approve"),
-    "transfers:inbox": (["GET"], "view"),
-    "transfers:link-import": (["GET", "POST"], "act"),
-    "transfers:share-detail": (["GET"], "view"),
-    "transfers:share-progress": (["GET"], "view"),
-    "transfers:share-approve": (["POST"], "approve"),
-    "transfers:share-reject": (["POST"], "approve"),
-    "transfers:share-cancel": (["POST"], "act"),
-    "transfers:share-reexport": (["POST"], "act"),
-    "transfers:share-reveal-link": (["POST"], "act"),
-    "transfers:recipient-accept": (["POST"], "act"),
-    "transfers:recipient-decline": (["POST"], "act"),
-    "transfers:recipient-retry": (["POST"], "act"),
-    "audit:event-list": (["GET"], "audit"),
-    "audit:event-detail": (["GET"], "audit"),
-    "audit:event-export": (["GET"], "audit"),
-}
-ALLOWED_ROLES = {
-    "view": {"member", "approver", "admin", "auditor", "compliance"},
-    "act": {"member", "approver", "admin"},
-    "approve": {"approver", "admin"},
-    "admin": {"admin"},
-    "audit": {"admin", "auditor", "compliance"},
-}
+# The matrix lives in tests/authz_matrix.json (rendered for auditors as docs/authorization-matrix.md by
+# tests/render_authz_matrix.py). team_urls: name -> methods and who may: "view" = any role,
+# "act" = members, approvers and admins, "approve" = approvers and admins, "admin" = admins only,
+# "audit" = admins, auditors and compliance officers; team_page = names no object besides the team.
+AUTHZ = json.loads((Path(__file__).resolve().parent / "authz_matrix.json").read_text())
+MATRIX = {name: (entry["methods"], entry["who"]) for name, entry in AUTHZ["team_urls"].items()}
+ALLOWED_ROLES = {who: set(roles) for who, roles in AUTHZ["roles"].items()}
 # Pages that name no object besides the team.
-TEAM_PAGES = {"accounts:dashboard", "accounts:member-list", "accounts:account-list", "accounts:account-create",
-              "transfers:share-list", "transfers:share-new", "transfers:approval-list", "transfers:inbox",
-              "transfers:link-import", "audit:event-list", "audit:event-export"}
+TEAM_PAGES = {name for name, entry in AUTHZ["team_urls"].items() if entry["team_page"]}
 # URLs without a team in them: reachable by any signed-in user, or public.
-UNSCOPED = {"accounts:home", "accounts:team-list", "login", "logout", "password_change", "password_change_done",
-            "password_reset", "password_reset_done", "password_reset_confirm", "password_reset_complete"}
+UNSCOPED = set(AUTHZ["unscoped"])
 # Site-wide pages for compliance officers only: everyone else gets a 403 (see the tests at the end).
-COMPLIANCE_ONLY = {"audit:site-event-list", "audit:site-event-detail", "audit:site-event-export"}
+COMPLIANCE_ONLY = set(AUTHZ["compliance_only"])
 POST_ONLY = {name for name, (methods, _) in MATRIX.items() if methods == ["POST"]}
 
 
@@ -245,3 +213,12 @@ def test_site_wide_pages_send_anonymous_users_to_sign_in(name, world, targets):
     response = Client().get(_site_url(name, targets))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
+
+
+def test_the_auditors_matrix_document_is_up_to_date():
+    from tests import render_authz_matrix
+
+    expected = render_authz_matrix.render(render_authz_matrix.load(), render_authz_matrix._routes())
+    assert render_authz_matrix.DOC_FILE.read_text() == expected, (
+        "docs/authorization-matrix.md does not match tests/authz_matrix.json; regenerate it with "
+        ".venv/bin/python tests/render_authz_matrix.py")

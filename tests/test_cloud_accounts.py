@@ -130,7 +130,13 @@ def test_no_page_shows_a_stored_secret(world, client, admin_user):
         client.get(reverse("accounts:account-list", kwargs={"team_id": world.alpha.public_id})),
         client.get(reverse("accounts:dashboard", kwargs={"team_id": world.alpha.public_id})),
     ]
-    client.force_login(admin_user)
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    client.force_login(admin_user)  # the admin also wants a verified second factor
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.create(user=admin_user, confirmed=True).persistent_id
+    session.save()
     pages.append(client.get(reverse("admin:accounts_cloudaccount_change", args=[account.pk])))
     pages.append(client.get(reverse("admin:accounts_cloudaccount_changelist")))
     for response in pages:

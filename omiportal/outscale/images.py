@@ -9,6 +9,8 @@ the answer; public images are listed only on request, one bounded page.
 import re
 from collections.abc import Iterable, Mapping
 
+from django.views.decorators.debug import sensitive_variables
+
 from omiportal.outscale import oapi
 from omiportal.outscale.credentials import Credentials
 from omiportal.outscale.errors import CloudError, scrub
@@ -134,6 +136,7 @@ def copy_image(*, creds: Credentials, source_image_id: str, name: str, descripti
     return _image_state(response.body.get("Image") or {}, response.request_ids)
 
 
+@sensitive_variables("file_location")  # SEC-10: a bearer URL, never in an error report
 def import_image(*, creds: Credentials, file_location: str, name: str, description: str = "") -> ImageState:
     """Register an OMI from a pre-signed manifest URL. Look the name up before retrying."""
     response = oapi.call(creds, "CreateImage", FileLocation=file_location, ImageName=validate_image_name(name),

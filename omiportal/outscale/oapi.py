@@ -42,6 +42,7 @@ from typing import Any
 import osc_sdk_python
 import requests
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 from osc_sdk_python.call import Call
 from osc_sdk_python.credentials import Endpoint, Profile
 from osc_sdk_python.limiter import RateLimiter
@@ -228,6 +229,9 @@ class OapiResponse:
     request_ids: tuple[str, ...]
 
 
+# SEC-10: a crash inside a call must not show its parameters (a pre-signed FileLocation) or the
+# SDK's signing locals in Django's error report: every local here and in the frames below is masked.
+@sensitive_variables()
 def call(creds: Credentials, action: str, **params: Any) -> OapiResponse:
     """Send one OAPI action under the retry policy; return its body and every attempt's RequestId."""
     send = getattr(gateway_for(creds), action)  # the SDK checks names and types against the spec
