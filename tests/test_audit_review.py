@@ -526,7 +526,6 @@ def test_an_export_passes_audit_verify_export(fmt, world, trail, login, tmp_path
     assert result.rows == AuditEvent.objects.filter(action="audit.exported").latest("seq").seq - 1
 
 
-@pytest.mark.xfail(strict=True, reason="audit_verify --export does not apply exports.unescape_cell to CSV cells yet")
 def test_a_csv_export_with_formula_like_cells_passes_audit_verify_export(world, login, tmp_path):
     from omiportal.audit.export_verify import verify_export
 

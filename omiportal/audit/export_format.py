@@ -66,3 +66,19 @@ def head_line(*, seq: int, hash: str, csv: bool = False) -> str:
     """The optional first line naming the chain head at export time (without newline)."""
     text = json.dumps({HEAD_KEY: {"seq": seq, "hash": hash}}, sort_keys=True)
     return CSV_COMMENT + text if csv else text
+
+
+# Spreadsheets run a cell that starts like a formula: CSV exports defuse such cells with one
+# leading "'", and `audit_verify --export` removes exactly that before checking hashes.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPED = (*FORMULA_PREFIXES, "'")
+
+
+def escape_cell(value: str) -> str:
+    """Defuse a CSV cell a spreadsheet would run as a formula. Reversed by ``unescape_cell``."""
+    return "'" + value if value.startswith(_ESCAPED) else value
+
+
+def unescape_cell(value: str) -> str:
+    """The exact inverse of ``escape_cell``: drop one leading ``'``."""
+    return value[1:] if value.startswith("'") else value

@@ -25,6 +25,7 @@ from omiportal.audit.export_format import (
     CSV_NULLABLE_COLUMNS,
     EXPORT_COLUMNS,
     HEAD_KEY,
+    unescape_cell,
 )
 
 BAD_ROW = "bad_row"
@@ -92,7 +93,7 @@ def _csv(handle) -> Iterator[tuple[int, dict | tuple]]:
             continue
         if len(cells) != len(EXPORT_COLUMNS):
             raise _RowError(reader.line_num, f"CSV line {reader.line_num} has {len(cells)} cells")
-        row: dict[str, Any] = dict(zip(EXPORT_COLUMNS, cells, strict=True))
+        row: dict[str, Any] = dict(zip(EXPORT_COLUMNS, map(unescape_cell, cells), strict=True))
         try:
             for column in CSV_NULLABLE_COLUMNS:
                 row[column] = row[column] or None

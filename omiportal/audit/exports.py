@@ -33,27 +33,18 @@ from collections.abc import Iterable, Iterator
 
 from django.http import StreamingHttpResponse
 
+# Re-exported: the escaping lives with the export format so the verifier can undo it.
+from omiportal.audit.export_format import FORMULA_PREFIXES, escape_cell, unescape_cell  # noqa: F401
+
 CHUNK_SIZE = 2000
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-_ESCAPED = (*FORMULA_PREFIXES, "'")
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 
 
 def _format():
-    # Owned by the checkpoint work (audit_verify --export reads the same module); imported lazily.
+    # The format is shared with `audit_verify --export`, which reads the same module.
     from omiportal.audit import export_format
 
     return export_format
-
-
-def escape_cell(value: str) -> str:
-    """Defuse a CSV cell a spreadsheet would run as a formula. Reversed by ``unescape_cell``."""
-    return "'" + value if value.startswith(_ESCAPED) else value
-
-
-def unescape_cell(value: str) -> str:
-    """The exact inverse of ``escape_cell``: drop one leading ``'``."""
-    return value[1:] if value.startswith("'") else value
 
 
 class _Line:
