@@ -3,6 +3,7 @@ reconciler on every maintenance tick, so a flushed Redis never strands a transfe
 
 import contextlib
 import logging
+import time
 
 import django_rq
 from django.conf import settings
@@ -13,11 +14,17 @@ logger = logging.getLogger(__name__)
 
 
 def ensure_reconcile_enqueued() -> None:
-    """Enqueue the reconciler unless one is already waiting (harmless if it runs twice)."""
+    """Enqueue the reconciler for this tick unless another worker already did.
+
+    The job id names the tick slot: a failed or killed run only blocks its own slot (rq keeps
+    a failed job's record, and a unique enqueue with that id would be refused), so the safety
+    net is back on the next tick.
+    """
     from rq.exceptions import DuplicateJobError
 
+    slot = int(time.time() // max(1.0, settings.OMIPORTAL_RECONCILE_EVERY_SECONDS))
     with contextlib.suppress(DuplicateJobError):
-        django_rq.get_queue("poll").enqueue("transfers.jobs.reconcile_job", job_id="reconcile", unique=True,
+        django_rq.get_queue("poll").enqueue("transfers.jobs.reconcile_job", job_id=f"reconcile-{slot}", unique=True,
                                             result_ttl=0, failure_ttl=300)
 
 

@@ -25,8 +25,9 @@ def test_each_maintenance_tick_enqueues_the_reconciler_once(queues):
     worker = PortalWorker(queues, connection=queues[0].connection)
     worker.run_maintenance_tasks()
     worker.run_maintenance_tasks()
-    assert django_rq.get_queue("poll").job_ids == ["reconcile"]
-    job = Job.fetch("reconcile", connection=queues[0].connection, serializer=JSONSerializer)
+    [job_id] = django_rq.get_queue("poll").job_ids
+    assert job_id.startswith("reconcile-")
+    job = Job.fetch(job_id, connection=queues[0].connection, serializer=JSONSerializer)
     assert job.func_name == "transfers.jobs.reconcile_job" and list(job.args) == []
 
 
@@ -38,3 +39,19 @@ def test_a_pickled_payload_planted_in_redis_is_not_run(queues):
     job.save()
     with pytest.raises(DeserializationError):
         Job.fetch(job.id, connection=connection, serializer=JSONSerializer).func_name  # noqa: B018
+
+
+def test_a_failed_reconcile_does_not_switch_the_safety_net_off(queues, settings):
+    settings.OMIPORTAL_RECONCILE_EVERY_SECONDS = 1
+    worker = PortalWorker(queues, connection=queues[0].connection)
+    worker.run_maintenance_tasks()
+    [first] = django_rq.get_queue("poll").job_ids
+    job = Job.fetch(first, connection=queues[0].connection, serializer=JSONSerializer)
+    django_rq.get_queue("poll").remove(job)
+    job.set_status("failed")  # what a crashed run leaves behind for failure_ttl seconds
+    import time
+
+    time.sleep(1.1)
+    worker.run_maintenance_tasks()
+    [second] = django_rq.get_queue("poll").job_ids
+    assert second != first

@@ -176,9 +176,10 @@ class Seeded:
 def seed(sandbox, *, tag: str, users: int) -> Seeded:
     from django.contrib.auth.hashers import make_password
 
-    from accounts import vault
+    from accounts import services
     from accounts.models import CloudAccount, Membership, Role, Team
     from accounts.models import User as PortalUser
+    from accounts.selectors import TeamAccess
 
     n_teams = max(2, math.ceil(users / 5))
     password_hash = make_password(PASSWORD)  # one hash for everyone: seeding stays fast
@@ -201,14 +202,16 @@ def seed(sandbox, *, tag: str, users: int) -> Seeded:
         accounts[team.pk] = []
         for name in (SANDBOX_ACCOUNTS[k % 5], SANDBOX_ACCOUNTS[(k + 2) % 5]):
             entry = sandbox.account(name)
-            account = CloudAccount(team=team, label=name, region=entry["region"], export_bucket=entry["bucket"],
-                                   validation_status="valid", account_id=entry["account_id"],
-                                   accepts_incoming_shares=True)
-            ids = {"team_id": team.public_id, "object_id": account.public_id}
-            account.access_key_sealed = vault.seal(entry["access_key"], field="access_key", **ids)
-            account.secret_key_sealed = vault.seal(entry["secret_key"], field="secret_key", **ids)
-            account.access_key_hint = vault.mask_access_key(entry["access_key"])
-            account.save()
+            admin = Membership.objects.get(team=team, user=who["admin"])
+            # Through the service, as an admin would: keys are sealed there and the step is audited.
+            account = services.cloud_account_create(
+                access=TeamAccess(user=who["admin"], team=team, membership=admin), label=name,
+                region=entry["region"], access_key=entry["access_key"], secret_key=entry["secret_key"],
+                export_bucket=entry["bucket"], accepts_incoming_shares=True)
+            # The sandbox's keys are known good: skip one ReadAccounts per seeded account.
+            CloudAccount.objects.filter(pk=account.pk).update(validation_status="valid",
+                                                              account_id=entry["account_id"])
+            account.refresh_from_db()
             accounts[team.pk].append(account)
     for j in range(users):
         team = teams[j % n_teams]
