@@ -230,7 +230,7 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
     with outscale.record_request_ids() as request_ids:
         identity, retryable = None, False
         try:
-            identity = outscale.identify_account(creds=credentials_for(account))
+            identity = outscale.identify_account(creds=credentials_for(account, purpose="validate keys"))
         except outscale.CloudError as exc:
             problem, code, retryable = exc.user_message, exc.code, exc.retryable
         except vault.VaultError as exc:

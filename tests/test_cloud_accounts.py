@@ -83,7 +83,7 @@ def test_the_keys_are_sealed_at_rest(world, client):
     account = CloudAccount.objects.select_related("team").get(label="prod")
     assert AK not in account.access_key_sealed and SK not in account.secret_key_sealed
     assert account.access_key_hint == "••••••••0042"
-    creds = credentials_for(account)
+    creds = credentials_for(account, purpose="test")
     assert (creds.access_key, creds.secret_key, creds.region) == (AK, SK, "eu-west-2")
     for event in AuditEvent.objects.all():
         assert SK not in str(event.details) and AK not in str(event.details)
@@ -169,7 +169,7 @@ def test_replacing_keys_needs_both_and_resets_validation(world, client, cloud):
     beta = cloud.account("beta")
     client.post(_edit_url(account), {**VALID, "access_key": beta["access_key"], "secret_key": beta["secret_key"]})
     account = CloudAccount.objects.select_related("team").get(pk=account.pk)
-    assert credentials_for(account).secret_key == beta["secret_key"]
+    assert credentials_for(account, purpose="test").secret_key == beta["secret_key"]
     assert account.validation_status == "valid" and account.account_id == "222233334444"
     changed = AuditEvent.objects.get(action="cloud_account.changed")
     assert changed.details["keys_replaced"] is True and beta["secret_key"] not in str(changed.details)

@@ -38,7 +38,7 @@ def test_it_reseals_every_credential_under_the_active_key(accounts_on_k1):
     for i, account in enumerate(accounts_on_k1):
         fresh = CloudAccount.objects.select_related("team").get(pk=account.pk)
         assert fresh.secret_key_sealed != before[account.pk]
-        creds = credentials_for(fresh)
+        creds = credentials_for(fresh, purpose="test")
         assert (creds.access_key, creds.secret_key) == (f"AK{i:018d}", f"SK{i:038d}")
     assert AuditEvent.objects.filter(action="credential.rotated").count() == 5
 
@@ -82,7 +82,7 @@ def test_the_old_key_can_go_once_rotation_is_done(accounts_on_k1, settings):
     settings.OMIPORTAL_CREDENTIAL_KEYS = K2
     assert checks.credential_key_ring_check() == []
     account = CloudAccount.objects.select_related("team").first()
-    assert credentials_for(account).secret_key.startswith("SK")
+    assert credentials_for(account, purpose="test").secret_key.startswith("SK")
 
 
 def test_the_system_check_names_key_ids_missing_from_the_ring(accounts_on_k1, settings):
@@ -101,7 +101,7 @@ def test_the_system_check_refuses_a_malformed_ring(settings, db):
 def test_rotating_the_django_secret_key_does_not_touch_credentials(accounts_on_k1, settings):
     settings.SECRET_KEY = "a-completely-different-secret-key-for-this-test-0123456789"
     account = CloudAccount.objects.select_related("team").first()
-    assert credentials_for(account).access_key.startswith("AK")
+    assert credentials_for(account, purpose="test").access_key.startswith("AK")
 
 
 def test_sealed_keys_swapped_between_rows_or_teams_fail_closed(world):
@@ -111,5 +111,7 @@ def test_sealed_keys_swapped_between_rows_or_teams_fail_closed(world):
     for victim, donor in ((mine, theirs), (mine, sibling)):
         CloudAccount.objects.filter(pk=victim.pk).update(secret_key_sealed=donor.secret_key_sealed)
         with pytest.raises(vault.VaultError) as info:
-            credentials_for(CloudAccount.objects.select_related("team").get(pk=victim.pk))
+            credentials_for(CloudAccount.objects.select_related("team").get(pk=victim.pk), purpose="test")
         assert "B" * 40 not in str(info.value) and "C" * 40 not in str(info.value)
+    failed = AuditEvent.objects.filter(action="credential.used", outcome="failed")
+    assert failed.count() == 2 and "B" * 40 not in str(list(failed.values_list("details", flat=True)))

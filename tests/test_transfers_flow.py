@@ -52,6 +52,9 @@ def test_a_cross_region_copy_completes_with_one_export_and_one_import_per_recipi
     for expected in ("share.requested", "share.approved", "export.requested", "export.started", "export.completed",
                      "share.offered", "import.accepted", "import.started", "import.completed", "share.completed"):
         assert expected in actions
+    # Every job that opened stored keys said so, and why.
+    purposes = set(AuditEvent.objects.filter(action="credential.used").values_list("details__purpose", flat=True))
+    assert {"start export", "watch exports", "start import", "watch imports", "sign manifest link"} <= purposes
 
 
 def _ready(share):

@@ -137,8 +137,8 @@ class ImageChoices:
 def shareable_images_for_account(*, account: CloudAccount) -> ImageChoices:
     """The account's live OMI list (owned, shared with it, public); a cloud error becomes a sentence."""
     try:
-        images = outscale.list_shareable_images(creds=credentials_for(account), account_id=account.account_id,
-                                                include_public=True)
+        creds = credentials_for(account, purpose="list images")
+        images = outscale.list_shareable_images(creds=creds, account_id=account.account_id, include_public=True)
     except outscale.CloudError as exc:
         return ImageChoices(error=IMAGES_UNAVAILABLE.format(label=account.label, reason=exc.user_message))
     order = {"owned": 0, "shared": 1, "public": 2}

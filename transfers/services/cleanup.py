@@ -36,8 +36,8 @@ def export_cleanup(*, export_id) -> None:
     if Share.objects.filter(export=export).exclude(state__in=Share.FINAL_STATES).exists():
         return  # a later share reused it meanwhile
     try:
-        deleted = outscale.delete_export_objects(creds=credentials_for(export.account), bucket=export.bucket,
-                                                 prefix=export.prefix)
+        creds = credentials_for(export.account, purpose="delete export files")
+        deleted = outscale.delete_export_objects(creds=creds, bucket=export.bucket, prefix=export.prefix)
     except outscale.CloudError as exc:
         record(action="export.cleanup_failed", outcome="failed", actor=None, team=export.account.team,
                target=AuditTarget("transfers.export", str(export.public_id), f"export of {export.source_image_id}"),

@@ -96,7 +96,7 @@ def export_start(*, export_id) -> None:
     account = export.account
     with outscale.record_request_ids() as request_ids:
         try:
-            creds = credentials_for(account)
+            creds = credentials_for(account, purpose="start export")
             if export.state == Export.State.COPYING:
                 name = f"omiportal-copy-{export.public_id}"
                 image = outscale.find_image_by_name(creds=creds, account_id=account.account_id, name=name) or \
@@ -148,7 +148,7 @@ def _observe(account: CloudAccount, rows: list[Export]) -> None:
     running = [e for e in rows if e.state == Export.State.RUNNING]
     copying = [e for e in rows if e.state == Export.State.COPYING]
     try:
-        creds = credentials_for(account)
+        creds = credentials_for(account, purpose="watch exports")
         tasks = outscale.read_export_tasks(creds=creds, task_ids=[e.task_id for e in running])
         images = outscale.read_images(creds=creds, account_id=account.account_id,
                                       image_ids=[e.copy_image_id for e in copying])

@@ -120,8 +120,9 @@ def _file_location(recipient: Recipient) -> str:
     (never past the manifest's own deadline), or the pasted link opened from the vault."""
     if recipient.share_id:
         export = recipient.share.export
-        link = outscale.presign_manifest(creds=credentials_for(export.account), bucket=export.bucket,
-                                         key=export.manifest_key, not_after=export.manifest_deadline)
+        creds = credentials_for(export.account, purpose="sign manifest link")
+        link = outscale.presign_manifest(creds=creds, bucket=export.bucket, key=export.manifest_key,
+                                         not_after=export.manifest_deadline)
         return link.url
     return open_pasted_link(recipient)
 
@@ -137,7 +138,7 @@ def import_start(*, recipient_id) -> None:
                    if recipient.share_id else "Imported by OMI Portal from a link")
     with outscale.record_request_ids() as request_ids:
         try:
-            creds = credentials_for(account)
+            creds = credentials_for(account, purpose="start import")
             image = outscale.find_image_by_name(creds=creds, account_id=account.account_id,
                                                 name=recipient.image_name) or \
                 outscale.import_image(creds=creds, file_location=_file_location(recipient),
@@ -193,7 +194,7 @@ def import_sweep(*, account_id) -> None:
 
 def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
     try:
-        creds = credentials_for(account)
+        creds = credentials_for(account, purpose="watch imports")
         images = outscale.read_images(creds=creds, account_id=account.account_id, image_ids=[r.image_id for r in rows])
     except outscale.CloudError as exc:
         if not exc.retryable:

@@ -43,8 +43,9 @@ def link_reveal(*, access: TeamAccess, share: Share, recipient: Recipient) -> Re
     if export.manifest_deadline <= timezone.now() or export.cleaned_at:
         raise errors.ShareError(errors.LINK_EXPIRED.format(when=f"{export.manifest_deadline:%Y-%m-%d %H:%M} UTC"))
     with outscale.record_request_ids() as request_ids:
-        link = outscale.presign_manifest(creds=credentials_for(export.account), bucket=export.bucket,
-                                         key=export.manifest_key, not_after=export.manifest_deadline)
+        creds = credentials_for(export.account, purpose="reveal link")
+        link = outscale.presign_manifest(creds=creds, bucket=export.bucket, key=export.manifest_key,
+                                         not_after=export.manifest_deadline)
     with transaction.atomic():
         # Handing the link over is all the portal can do for an external account.
         Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.OFFERED).update(
@@ -69,7 +70,8 @@ def link_import_create(*, access: TeamAccess, account: CloudAccount, url: str, i
         outscale.validate_image_name(image_name)
     except ValueError as exc:
         raise errors.ShareError(str(exc)) from None
-    if outscale.find_image_by_name(creds=credentials_for(account), account_id=account.account_id, name=image_name):
+    if outscale.find_image_by_name(creds=credentials_for(account, purpose="check image name"),
+                                   account_id=account.account_id, name=image_name):
         raise errors.ShareError(errors.NAME_TAKEN.format(name=image_name, label=account.label))
     with transaction.atomic():
         recipient = Recipient(kind=Recipient.Kind.LINK, team=access.team, target_account=account,

@@ -65,7 +65,8 @@ def _check_recipients(access: TeamAccess, source: CloudAccount, accounts: list[C
 def _check_name_free(name: str, accounts: list[CloudAccount]) -> None:
     """ImageName is unique per account: refuse now rather than fail at import time."""
     for account in accounts:
-        if outscale.find_image_by_name(creds=credentials_for(account), account_id=account.account_id, name=name):
+        creds = credentials_for(account, purpose="check copy name")
+        if outscale.find_image_by_name(creds=creds, account_id=account.account_id, name=name):
             raise errors.ShareError(errors.NAME_TAKEN.format(name=name, label=account.label))
 
 
@@ -94,7 +95,7 @@ def share_request(
         raise errors.ShareError(str(exc)) from None
     _check_recipients(access, source_account, accounts, externals)
     # The live list, not what the form was rendered with: the image may be gone by now.
-    images = outscale.list_shareable_images(creds=credentials_for(source_account),
+    images = outscale.list_shareable_images(creds=credentials_for(source_account, purpose="list images"),
                                             account_id=source_account.account_id, include_public=True)
     image = next((i for i in images if i.image_id == image_id), None)
     if image is None:
