@@ -105,12 +105,16 @@ CASES = [(name, method) for name, (methods, _) in MATRIX.items() for method in m
 
 
 @pytest.mark.parametrize(("name", "method"), CASES)
-def test_another_team_gets_404_and_nothing_changes(name, method, world, targets, client):
+def test_another_team_gets_404_and_nothing_changes(name, method, world, targets, client,
+                                                   django_capture_on_commit_callbacks):
     client.force_login(world.outsider)  # admin of Beta
     before = _snapshot()
-    response = getattr(client, method.lower())(_url(name, world.alpha, *targets["alpha"]))
+    # Every job is enqueued by an on-commit callback (transfers/scheduling.py): none may be registered.
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = getattr(client, method.lower())(_url(name, world.alpha, *targets["alpha"]))
     assert response.status_code == 404
     assert _snapshot() == before
+    assert callbacks == []
     assert AuditEvent.objects.filter(action="access.denied", outcome="denied", actor_id=world.outsider.pk).exists()
 
 
