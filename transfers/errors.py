@@ -32,3 +32,4 @@ NOT_REEXPORTABLE = "Only an expired or failed share can be exported again (it is
 LINK_EXPIRED = "The link expired on {when}. Ask the source team to export the image again."
 LINK_SOURCE_ONLY = "Only the source team can reveal the link of an external recipient."
 LINK_NOT_YET = "The link exists once the export has completed."
+TEXT_NUL = "Text may not contain NUL characters."

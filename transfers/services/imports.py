@@ -86,6 +86,8 @@ def recipient_retry(*, access: TeamAccess, recipient: Recipient) -> Recipient:
 @transaction.atomic
 def recipient_decline(*, access: TeamAccess, recipient: Recipient, reason: str) -> Recipient:
     _recipient_access(access, recipient)
+    if "\x00" in reason:
+        raise errors.ShareError(errors.TEXT_NUL)
     now = timezone.now()
     if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.OFFERED).update(
             state=Recipient.State.DECLINED, decline_reason=reason[:500], decided_by=access.user, decided_at=now,

@@ -89,6 +89,8 @@ def share_request(
         raise errors.ShareError(errors.ACCOUNT_NOT_VALID.format(label=source_account.label))
     if not licence_confirmed:
         raise errors.ShareError(errors.LICENCE_REQUIRED)
+    if any("\x00" in text for text in (copy_name, description, reason)):
+        raise errors.ShareError(errors.TEXT_NUL)  # PostgreSQL cannot store it; forms refuse it too
     try:
         outscale.validate_image_name(copy_name)
     except ValueError as exc:
@@ -142,6 +144,8 @@ def share_request(
 
 def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, approve: bool) -> Share:
     require(access, Capability.APPROVE, target=share)
+    if "\x00" in comment:
+        raise errors.ShareError(errors.TEXT_NUL)
     if share.requested_by_id == access.user.pk:
         record(action="share.approved" if approve else "share.rejected", outcome="denied", actor=access.user,
                team=access.team, target=share, details={"reason": "self_approval"})
