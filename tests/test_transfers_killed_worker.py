@@ -17,7 +17,7 @@ from django.db import connection
 
 from tests import workers
 from tests.transfer_world import approve, make_transfer_world, request_share
-from transfers.models import Share
+from transfers.models import Export, Share
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,8 +72,8 @@ def test_a_worker_killed_mid_export_loses_nothing_and_duplicates_nothing(cloud, 
     approve(world, share)
     first = _start_worker(cloud)
     try:
-        # The job looks for an existing task first (ReadImageExportTasks), then creates one and hangs.
-        _wait(lambda: cloud.counters("111122223333").get("ReadImageExportTasks"), 60, "the export step to start")
+        # The step counts its attempt in the database, then calls CreateImageExportTask and hangs.
+        _wait(lambda: Export.objects.filter(shares=share, attempts__gte=1).exists(), 60, "the export step to start")
         time.sleep(1.0)
         assert not cloud.counters("111122223333").get("CreateImageExportTask")
     finally:

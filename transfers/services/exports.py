@@ -72,7 +72,7 @@ def _fail(export: Export, message: str, request_ids=()) -> None:
 
 
 def _retry_start_later(export: Export, exc: outscale.CloudError) -> None:
-    attempts = export.attempts + 1
+    attempts = export.attempts  # counted when the attempt began (see export_start)
     if attempts >= polling.MAX_START_ATTEMPTS:
         _fail(export, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
         return
@@ -86,28 +86,37 @@ def _retry_start_later(export: Export, exc: outscale.CloudError) -> None:
 
 
 def export_start(*, export_id) -> None:
-    """Create the copy (for a shared or public OMI) or the export task. Safe to run twice:
-    the deterministic copy name and export prefix are looked up before creating anything."""
+    """Create the copy (for a shared or public OMI) or the export task. Safe to run twice.
+
+    Each attempt is counted in the database before the cloud is called. Only the first attempt
+    can be sure nothing exists yet; any later one (after a lost answer, a killed worker or a
+    re-enqueued job) first looks up the deterministic copy name or export prefix.
+    """
     export = Export.objects.select_related("account__team").filter(public_id=export_id).first()
     if export is None or export.state not in (Export.State.COPYING, Export.State.STARTING):
         return
     if export.state == Export.State.COPYING and export.copy_image_id:
         return  # the sweep watches the copy
+    tried = export.attempts
+    if not Export.objects.filter(pk=export.pk, state=export.state, attempts=tried).update(attempts=tried + 1):
+        return  # another run of this step got here first
+    export.attempts = tried + 1
     account = export.account
     with outscale.record_request_ids() as request_ids:
         try:
             creds = credentials_for(account, purpose="start export")
             if export.state == Export.State.COPYING:
                 name = f"omiportal-copy-{export.public_id}"
-                image = outscale.find_image_by_name(creds=creds, account_id=account.account_id, name=name) or \
-                    outscale.copy_image(creds=creds, source_image_id=export.source_image_id, name=name,
-                                        description="Copy made by OMI Portal to export it")
+                found = tried and outscale.find_image_by_name(creds=creds, account_id=account.account_id, name=name)
+                image = found or outscale.copy_image(
+                    creds=creds, source_image_id=export.source_image_id, name=name,
+                    description="Copy made by OMI Portal to export it")
                 changes = {"copy_image_id": image.image_id}
                 action = "export.copy_started"
             else:
-                task = outscale.find_export_task(creds=creds, bucket=export.bucket, prefix=export.prefix) or \
-                    outscale.start_export(creds=creds, image_id=export.exported_image_id, bucket=export.bucket,
-                                          prefix=export.prefix)
+                found = tried and outscale.find_export_task(creds=creds, bucket=export.bucket, prefix=export.prefix)
+                task = found or outscale.start_export(
+                    creds=creds, image_id=export.exported_image_id, bucket=export.bucket, prefix=export.prefix)
                 changes = {"task_id": task.task_id, "state": Export.State.RUNNING, "progress": task.progress}
                 action = "export.started"
         except outscale.CloudError as exc:

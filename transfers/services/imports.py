@@ -130,20 +130,29 @@ def _file_location(recipient: Recipient) -> str:
 
 
 def import_start(*, recipient_id) -> None:
-    """CreateImage with FileLocation. Safe to run twice: the image name is looked up first."""
+    """CreateImage with FileLocation. Safe to run twice.
+
+    Each attempt is counted before the cloud is called; every attempt after the first looks the
+    deterministic image name up before creating (the answer to an earlier one may have been lost).
+    """
     recipient = Recipient.objects.select_related(
         "team", "target_account__team", "share__export__account__team").filter(public_id=recipient_id).first()
     if recipient is None or recipient.state != Recipient.State.IMPORTING or recipient.image_id:
         return
+    tried = recipient.start_tries
+    if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING, image_id="",
+                                    start_tries=tried).update(start_tries=tried + 1):
+        return  # another run of this step got here first
+    recipient.start_tries = tried + 1
     account = recipient.target_account
     description = (f"Copied by OMI Portal from {recipient.share.source_image_id}, share {recipient.share.public_id}"
                    if recipient.share_id else "Imported by OMI Portal from a link")
     with outscale.record_request_ids() as request_ids:
         try:
             creds = credentials_for(account, purpose="start import")
-            image = outscale.find_image_by_name(creds=creds, account_id=account.account_id,
-                                                name=recipient.image_name) or \
-                outscale.import_image(creds=creds, file_location=_file_location(recipient),
+            found = tried and outscale.find_image_by_name(creds=creds, account_id=account.account_id,
+                                                          name=recipient.image_name)
+            image = found or outscale.import_image(creds=creds, file_location=_file_location(recipient),
                                       name=recipient.image_name, description=description)
         except outscale.CloudError as exc:
             if exc.retryable:
@@ -166,14 +175,14 @@ def import_start(*, recipient_id) -> None:
 
 
 def _retry_later(recipient: Recipient, exc: outscale.CloudError) -> None:
-    tries = recipient.start_tries + 1
+    tries = recipient.start_tries  # counted when the attempt began (see import_start)
     if tries >= polling.MAX_START_ATTEMPTS:
         _fail(recipient, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
         return
     delay = polling.start_retry_delay(tries)
     with transaction.atomic():
         Recipient.objects.filter(pk=recipient.pk).update(
-            start_tries=tries, state_message=f"{polling.WAITING_PREFIX}{exc.user_message}"[:500],
+            state_message=f"{polling.WAITING_PREFIX}{exc.user_message}"[:500],
             next_poll_at=polling.start_deadline(delay))
         scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
                            job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{tries}", delay=delay)
