@@ -147,6 +147,20 @@ def test_a_hanging_request_is_cut_by_the_read_timeout(cloud, settings):
     assert caught.value.kind == outscale.RetryLater.TIMEOUT
 
 
+def test_a_held_create_whose_caller_hung_up_is_never_performed(cloud, settings):
+    """A worker killed while its create is held in front of the API leaves nothing behind."""
+    settings.OMIPORTAL_OUTSCALE_READ_TIMEOUT = 0.2
+    settings.OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS = 1
+    creds, entry = account(cloud, "alpha")
+    cloud.faults.configure(hang_seconds=0.6, actions={"CreateImageExportTask"})
+    with pytest.raises(outscale.RetryLater):
+        outscale.start_export(creds=creds, image_id=image_id(entry, "alpha-web-2025.01"), bucket=entry["bucket"],
+                              prefix="held/")
+    time.sleep(1.0)  # the hang is over: the sandbox saw the caller gone and dropped the request
+    assert not cloud.counters(entry["account_id"]).get("CreateImageExportTask")
+    assert not cloud.world.tasks
+
+
 # --- images ------------------------------------------------------------------------------------
 
 def test_it_lists_owned_shared_and_public_images(cloud):

@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import select
 import socket
 import time
 import uuid
@@ -87,11 +88,26 @@ class BaseHandler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):  # the client may be gone already
             self.connection.shutdown(socket.SHUT_RDWR)
 
-    def wait(self, decision: Decision) -> None:
+    def wait(self, decision: Decision) -> bool:
+        """Apply latency and hangs; False when the client went away during a hang.
+
+        A request whose client hung up while it was held never reaches the back end: the
+        sandbox's hangs stand for a request stuck in front of the API, and performing it
+        minutes later, after the caller has moved on, is not something OUTSCALE does.
+        """
         if decision.latency:
             time.sleep(decision.latency)
         if decision.hang:
             time.sleep(decision.hang)
+            return not self.client_gone()
+        return True
+
+    def client_gone(self) -> bool:
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
 
 class OapiHandler(BaseHandler):
@@ -112,7 +128,9 @@ class OapiHandler(BaseHandler):
             self.send(413, b"", {"Connection": "close"})
             return
         decision = ctx.faults.decide(action or "?")
-        self.wait(decision)
+        if not self.wait(decision):
+            self.close_connection = True
+            return
         status, payload = 200, {}
         try:
             if not action or "/" in action:
@@ -157,7 +175,9 @@ class OosHandler(BaseHandler):
             return
         op = operation(self.command, raw_path, raw_query)
         decision = ctx.faults.decide(op, service="oos")
-        self.wait(decision)
+        if not self.wait(decision):
+            self.close_connection = True
+            return
         request = S3Request(self.command, raw_path, raw_query, self.lower_headers(), body, self.region)
         if decision.throttle_code:
             response = error_response(S3Error(503, "SlowDown", "Please reduce your request rate."), request_id)
