@@ -9,18 +9,14 @@ export task per export and one CreateImage per copy and per import, and the audi
 """
 
 import contextlib
-import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
-from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 from accounts.models import Role
@@ -32,20 +28,12 @@ from transfers.services import imports
 from transfers.services import requests as share_requests
 
 pytestmark = [pytest.mark.fault_run, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parent.parent
 
 RUN_TIMEOUT = 150  # seconds for the whole batch to complete once approved
 SHARES = 54
 
 
 # --- processes -------------------------------------------------------------------------------------
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 # Shared by the workers and this process: approvals and acceptances made here set the first
@@ -55,13 +43,11 @@ PACE = {"OMIPORTAL_SWEEP_MIN_SECONDS": 0.3, "OMIPORTAL_SWEEP_MAX_SECONDS": 1.0,
 
 
 def _worker_env(cloud) -> dict:
-    return {**os.environ, "OMIPORTAL_ENV_FILE": "", "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL,
-            "OMIPORTAL_OUTSCALE_ENDPOINTS": json.dumps(cloud.endpoints()),
-            **{name: str(value) for name, value in PACE.items()},
-            "OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT": "2", "OMIPORTAL_OUTSCALE_READ_TIMEOUT": "10",
-            "OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY": "0.05", "OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY": "0.3",
-            "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": "100",
-            "OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS": "0", "OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS": "0"}
+    return workers.worker_env(
+        cloud, **PACE, OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT=2, OMIPORTAL_OUTSCALE_READ_TIMEOUT=10,
+        OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY=0.05, OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY=0.3,
+        OMIPORTAL_OUTSCALE_CALLS_PER_SECOND=100, OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS=0,
+        OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS=0)
 
 
 class Workers:
@@ -74,9 +60,7 @@ class Workers:
 
     def start(self) -> subprocess.Popen:
         log = open(self.log_dir / f"worker-{len(self.procs) + 1}.log", "wb")  # noqa: SIM115 - kept for the run
-        proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "rqworker", "default", "poll",
-                                 "--with-scheduler"], env=self.env, cwd=ROOT, start_new_session=True,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = workers.start_worker(self.env, stdout=log)
         log.close()
         self.procs.append(proc)
         return proc
@@ -97,20 +81,7 @@ class Workers:
         return "\n".join(out)
 
 
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL a worker, its work horse and its scheduler (each job runs in a forked child)."""
-    try:
-        tree = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        tree = []
-    for child in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.send_signal(signal.SIGKILL)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
+kill_tree = workers.kill_tree
 
 
 def _current_job(proc: subprocess.Popen) -> str | None:

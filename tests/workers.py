@@ -5,9 +5,17 @@ waiting for their time: the sweeps compare with the database's next_poll_at
 themselves, so running early only means finding nothing due yet.
 """
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import django_rq
+import psutil
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -52,3 +60,49 @@ def run_jobs(until=None, *, timeout: float = 30.0, pause: float = 0.05) -> None:
             raise AssertionError(f"jobs did not reach the expected state within {timeout}s "
                                  f"({pending_jobs()} job(s) pending)")
         time.sleep(pause)
+
+
+# --- real worker processes (`manage.py rqworker`) for the kill and fault tests -------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    """The test database, as a URL a worker subprocess can open."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def worker_env(cloud, **overrides) -> dict:
+    """The environment of a worker subprocess: this test's database, Redis and sandbox."""
+    from django.conf import settings
+
+    return {**os.environ, "OMIPORTAL_ENV_FILE": "", "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.REDIS_URL, "OMIPORTAL_OUTSCALE_ENDPOINTS": json.dumps(cloud.endpoints()),
+            **{name: str(value) for name, value in overrides.items()}}
+
+
+def start_worker(env: dict, *, stdout=subprocess.DEVNULL) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "rqworker", "default", "poll",
+                             "--with-scheduler"], env=env, cwd=ROOT, start_new_session=True,
+                            stdout=stdout, stderr=subprocess.STDOUT)
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a worker, its work horse and its scheduler (each job runs in a forked child)."""
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    for child in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(signal.SIGKILL)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)

@@ -71,20 +71,6 @@ def _fail(export: Export, message: str, request_ids=()) -> None:
             transaction.on_commit(lambda pk=share.pk: notifications.share_failed(share_id=pk))
 
 
-def _retry_start_later(export: Export, exc: outscale.CloudError) -> None:
-    attempts = export.attempts  # counted when the attempt began (see export_start)
-    if attempts >= polling.MAX_START_ATTEMPTS:
-        _fail(export, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
-        return
-    delay = polling.start_retry_delay(attempts)
-    with transaction.atomic():
-        Export.objects.filter(pk=export.pk).update(
-            attempts=attempts, state_message=f"{polling.WAITING_PREFIX}{exc.user_message}"[:500],
-            next_poll_at=polling.start_deadline(delay))
-        scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
-                           job_id=f"export-start-{export.public_id}-{attempts}", delay=delay)
-
-
 def export_start(*, export_id) -> None:
     """Create the copy (for a shared or public OMI) or the export task. Safe to run twice.
 
@@ -121,7 +107,10 @@ def export_start(*, export_id) -> None:
                 action = "export.started"
         except outscale.CloudError as exc:
             if exc.retryable:
-                _retry_start_later(export, exc)
+                # attempts was counted when this attempt began
+                polling.put_off_start(export, exc, tries=export.attempts, fail=_fail,
+                                      job="transfers.jobs.export_start_job",
+                                      job_id=f"export-start-{export.public_id}-{export.attempts}")
             else:
                 _fail(export, exc.user_message, exc.request_ids)
             return

@@ -156,7 +156,10 @@ def import_start(*, recipient_id) -> None:
                                       name=recipient.image_name, description=description)
         except outscale.CloudError as exc:
             if exc.retryable:
-                _retry_later(recipient, exc)
+                # start_tries was counted when this attempt began
+                polling.put_off_start(
+                    recipient, exc, tries=recipient.start_tries, fail=_fail, job="transfers.jobs.import_start_job",
+                    job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{recipient.start_tries}")
             else:
                 _fail(recipient, exc.user_message, exc.request_ids)
             return
@@ -172,20 +175,6 @@ def import_start(*, recipient_id) -> None:
                details={"recipient": str(recipient.public_id), "image_id": image.image_id,
                         "image_name": recipient.image_name, "account": account.label})
         scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=interval))
-
-
-def _retry_later(recipient: Recipient, exc: outscale.CloudError) -> None:
-    tries = recipient.start_tries  # counted when the attempt began (see import_start)
-    if tries >= polling.MAX_START_ATTEMPTS:
-        _fail(recipient, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
-        return
-    delay = polling.start_retry_delay(tries)
-    with transaction.atomic():
-        Recipient.objects.filter(pk=recipient.pk).update(
-            state_message=f"{polling.WAITING_PREFIX}{exc.user_message}"[:500],
-            next_poll_at=polling.start_deadline(delay))
-        scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
-                           job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{tries}", delay=delay)
 
 
 WATCHED = (Recipient.State.IMPORTING,)

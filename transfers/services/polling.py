@@ -26,6 +26,20 @@ def start_deadline(delay: float):
     return timezone.now() + timedelta(seconds=delay + settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
 
 
+def put_off_start(row, exc, *, tries: int, fail, job: str, job_id: str) -> None:
+    """OUTSCALE put a create off (throttled, unavailable): try again later, or give up after
+    MAX_START_ATTEMPTS. ``tries`` counts attempts made so far; ``fail(row, message, request_ids)``
+    ends the transfer."""
+    if tries >= MAX_START_ATTEMPTS:
+        fail(row, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
+        return
+    delay = start_retry_delay(tries)
+    with transaction.atomic():
+        type(row).objects.filter(pk=row.pk).update(
+            state_message=f"{WAITING_PREFIX}{exc.user_message}"[:500], next_poll_at=start_deadline(delay))
+        scheduling.enqueue(job, str(row.public_id), job_id=job_id, delay=delay)
+
+
 def claim(model, *, account: CloudAccount, states, extra: Q, now) -> list:
     """Take the due rows of one account for this sweep. A second sweep running at the same
     time finds nothing due and makes no cloud call."""
