@@ -51,7 +51,7 @@ def main() -> None:
         _wait_for(describe_file, sandbox)
         env["OMIPORTAL_OUTSCALE_ENDPOINTS"] = json.dumps(json.loads(describe_file.read_text())["regions"])
         _manage("seed_demo", "--sandbox", str(describe_file), env=env)
-        procs.append(_start("a worker with its scheduler", ["rqworker", "default", "poll", "--with-scheduler"], env))
+        procs.append(_start("a worker with its scheduler", ["rqworker", "poll", "default", "--with-scheduler"], env))
         procs.append(_start("the web server", ["runserver", ADDRESS, "--noreload"], env))
         print(f"\n  OMI Portal is up: http://{ADDRESS}/   (Ctrl-C stops everything)\n", flush=True)
         while all(p.poll() is None for p in procs):

@@ -248,6 +248,11 @@ OMIPORTAL_SWEEP_MAX_SECONDS = env.float("OMIPORTAL_SWEEP_MAX_SECONDS", default=6
 OMIPORTAL_RECONCILE_GRACE_SECONDS = env.float("OMIPORTAL_RECONCILE_GRACE_SECONDS", default=60.0)
 # Every worker enqueues the reconciler this often (its maintenance tick).
 OMIPORTAL_RECONCILE_EVERY_SECONDS = env.float("OMIPORTAL_RECONCILE_EVERY_SECONDS", default=30.0)
+# A sweep's per-row calls (the imports an export just made possible, the tags of imports that
+# just completed) run this many at a time: each waits mostly on OUTSCALE. SQLite serialises
+# writers, so threads there would only queue on its lock.
+OMIPORTAL_SWEEP_CONCURRENCY = env.int(
+    "OMIPORTAL_SWEEP_CONCURRENCY", default=1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 8)
 # Later shares of the same image reuse an export whose manifest stays valid at least this long.
 OMIPORTAL_EXPORT_REUSE_MIN_HOURS = env.float("OMIPORTAL_EXPORT_REUSE_MIN_HOURS", default=24.0)
 

@@ -1,7 +1,7 @@
 """Fault runs: a batch of transfers between teams completes while everything goes wrong at once.
 
 The sandbox throttles 30 % of OAPI calls, fails 5 % with a server error and loses the answer of
-another 5 % (the action ran). Two real `manage.py rqworker default poll --with-scheduler`
+another 5 % (the action ran). Two real `manage.py rqworker poll default --with-scheduler`
 processes do the work; during the run one of them is killed with SIGKILL in the middle of a step
 (work horse included) and replaced, Redis is flushed, and on PostgreSQL the database server is
 restarted. At the end every share and every recipient has completed, the cloud saw exactly one
@@ -337,7 +337,8 @@ def test_a_batch_of_transfers_completes_through_throttling_lost_answers_killed_w
         connection.close()
 
     _check_the_cloud_saw_each_create_once(cloud, accounts)
-    assert db_retry(lambda: verify_chain().ok), "the audit chain does not verify after the fault run"
+    verification = db_retry(verify_chain)
+    assert verification.ok, f"the audit chain does not verify after the fault run: {verification}"
     workers.flush()
 
 

@@ -19,7 +19,7 @@ import psutil
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-QUEUES = ("default", "poll")
+QUEUES = ("poll", "default")
 
 
 def queues():
@@ -87,13 +87,13 @@ def worker_env(cloud, **overrides) -> dict:
 
 
 def start_worker(env: dict, *, stdout=subprocess.DEVNULL) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "rqworker", "default", "poll",
+    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "rqworker", "poll", "default",
                              "--with-scheduler"], env=env, cwd=ROOT, start_new_session=True,
                             stdout=stdout, stderr=subprocess.STDOUT)
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL a worker, its work horse and its scheduler (each job runs in a forked child)."""
+    """SIGKILL a worker and its scheduler (a forked child that moves due jobs to their queues)."""
     try:
         tree = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:

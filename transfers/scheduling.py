@@ -6,6 +6,7 @@ whose next look is overdue and enqueues their step again.
 """
 
 import logging
+import math
 from datetime import timedelta
 
 import django_rq
@@ -14,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq.exceptions import DuplicateJobError
+from rq.job import Job
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +30,16 @@ def sweep_max() -> float:
     return float(settings.OMIPORTAL_SWEEP_MAX_SECONDS)
 
 
-def next_interval(previous: float, *, changed: bool) -> float:
-    """Back off while nothing changes (exports can take hours); snap back when something does."""
-    if changed or previous <= 0:
+def slot_seconds() -> float:
+    """Sweeps of one account are due on a grid this fine: the looks that rows ask for within one
+    cell share one sweep, and so one call (each start in a burst asks for its own first look)."""
+    return max(0.1, sweep_min() / 2)
+
+
+def next_interval(previous: float) -> float:
+    """Back off while a row stays in flight (exports can take hours); a new step (a start, a copy
+    that became an export) begins again at the minimum."""
+    if previous <= 0:
         return sweep_min()
     return min(sweep_max(), previous * 1.5)
 
@@ -56,14 +65,15 @@ def enqueue(func: str, *args, job_id: str, queue: str = "default", delay: float 
 
 
 def schedule_sweep(kind: str, account_public_id, when) -> None:
-    """Schedule the ``kind`` ("export" or "import") sweep of one account at ``when``.
+    """Schedule the ``kind`` ("export" or "import") sweep of one account at ``when``, or just after.
 
-    The job id names the tenth of a second it is due, so several rows asking for the
-    same sweep share one job, and a sweep never runs for nothing more than once a slot.
+    The job id names the grid cell (``slot_seconds``) it is due at the end of, so several rows
+    asking for looks within one cell share one job, and no row is looked at before it is due.
     """
     from rq import get_current_job
 
-    slot = int(when.timestamp() * 10)
+    width = slot_seconds()
+    slot = math.ceil(when.timestamp() / width)
     job_id = f"{kind}-sweep-{account_public_id}-{slot}"
     current = get_current_job()
     if current is not None and current.id == job_id:
@@ -71,8 +81,19 @@ def schedule_sweep(kind: str, account_public_id, when) -> None:
         # again: take the next one, or the running job's id would swallow the request.
         slot += 1
         job_id = f"{kind}-sweep-{account_public_id}-{slot}"
-    delay = max(0.0, slot / 10 - timezone.now().timestamp())
-    # Finished sweeps leave no trace (result_ttl=0), so a later request for a slot is never
-    # mistaken for a duplicate of one that already ran.
-    enqueue(f"transfers.jobs.{kind}_sweep_job", str(account_public_id), job_id=job_id, queue="poll", delay=delay,
-            result_ttl=0)
+    delay = max(0.0, slot * width - timezone.now().timestamp())
+
+    def send():
+        # A burst of starts in one account asks for the same sweep over and over: one EXISTS
+        # answers most of them, where building and enqueueing a job costs several round trips.
+        # Finished sweeps leave no trace (result_ttl=0), so a slot whose sweep already ran (the
+        # scheduler may release it a little early) is enqueued again, as it must be.
+        try:
+            if django_rq.get_connection("poll").exists(Job.key_for(job_id)):
+                return
+        except RedisError:
+            pass  # _send logs it
+        _send(f"transfers.jobs.{kind}_sweep_job", (str(account_public_id),), job_id=job_id, queue="poll",
+              delay=delay, result_ttl=0)
+
+    transaction.on_commit(send)

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from urllib.parse import quote
 
 import requests
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 
 from omiportal.bench.users import Persona, Stats, User, percentiles
 
@@ -237,9 +238,11 @@ def request_and_approve(sandbox, seeded: Seeded, *, tag: str, transfers: int, lo
         owned = [i for i in entry["images"] if i["kind"] == "owned" and i["name"] not in NEVER_EXPORT]
         others = [i for i in entry["images"] if i["kind"] != "owned"]  # shared or public: copied first
         images[name] = owned + others[:1]
-    teams, shares = seeded.teams, []
+    teams = seeded.teams
     started = time.monotonic()
-    for i in range(transfers):
+    done = []
+
+    def one(i: int):
         team = teams[i % len(teams)]
         source = seeded.accounts[team.pk][(i // len(teams)) % 2]
         image = images[source.label][(i // (2 * len(teams))) % len(images[source.label])]
@@ -254,10 +257,20 @@ def request_and_approve(sandbox, seeded: Seeded, *, tag: str, transfers: int, lo
             description="load benchmark", reason="load benchmark", licence_confirmed=True)
         share_requests.share_approve(access=access(seeded.staff[team.pk]["approver"], team), share=share,
                                      digest=share.digest, comment="load benchmark")
-        shares.append(share)
-        if (i + 1) % 100 == 0:
-            log(f"  {i + 1} transfers requested and approved ({time.monotonic() - started:.0f}s)")
-    return shares
+        done.append(i)
+        if len(done) % 100 == 0:
+            log(f"  {len(done)} transfers requested and approved ({time.monotonic() - started:.0f}s)")
+        return share
+
+    def run_in_thread(i: int):
+        try:
+            return one(i)
+        finally:
+            connections.close_all()
+
+    # Each request checks the OMI and the names with the cloud: network-bound, so side by side.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(run_in_thread, range(transfers)))
 
 
 # --- the run --------------------------------------------------------------------------------------

@@ -200,6 +200,24 @@ def wait_for_workers(n: int, procs: load.Processes, timeout: float = 90) -> None
     raise RuntimeError(f"the workers did not register within {timeout}s (logs in {procs.log_dir})")
 
 
+def suspend_workers(conn, n: int, procs: load.Processes, timeout: float = 60) -> None:
+    """Suspend the workers and wait until each has noticed. An idle worker only checks between
+    two blocking reads of its queues, so a job enqueued right after `rq suspend` would still run;
+    the transfers must not start before the clock does."""
+    from rq import Worker
+    from rq.suspension import suspend
+
+    suspend(conn)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(w.get_state() == "suspended" for w in Worker.all(connection=conn)) >= n:
+            return
+        if procs.dead():
+            raise RuntimeError(f"a worker stopped: {procs.dead()} (logs in {procs.log_dir})")
+        time.sleep(0.2)
+    raise RuntimeError(f"the workers did not acknowledge the suspension within {timeout}s")
+
+
 # --- the two phases -------------------------------------------------------------------------------
 
 
@@ -256,7 +274,7 @@ def _wait(done_count, n: int, timeout: float, procs: load.Processes, label: str,
 
 def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, tag: str, n: int, log) -> tuple:
     import django_rq
-    from rq.suspension import resume, suspend
+    from rq.suspension import resume
 
     from accounts.models import Team
     from transfers.models import Export, Recipient, Share
@@ -264,7 +282,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
     conn = django_rq.get_connection("default")
     seeded = load.seed(sandbox, tag=tag, users=TEAMS_USERS)
     Team.objects.filter(pk__in=[t.pk for t in seeded.teams]).update(auto_accept_incoming=True)
-    suspend(conn)
+    suspend_workers(conn, o.workers, procs)
     try:
         shares = load.request_and_approve(sandbox, seeded, tag=tag, transfers=n, log=log)
     except BaseException:
@@ -315,7 +333,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
 
 def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares, *, tag: str, log) -> dict:
     import django_rq
-    from rq.suspension import resume, suspend
+    from rq.suspension import resume
 
     conn = django_rq.get_connection("default")
     n = len(shares)
@@ -326,7 +344,7 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
         specs.append({"run": run, "index": i, "source": share.source_account_id, "target": recipient.target_account_id,
                       "image_id": share.source_image_id, "copy": share.source_image_relation != "owned",
                       "name": f"peer-{tag}-{i:04d}"})
-    suspend(conn)
+    suspend_workers(conn, o.workers, procs)
     try:
         for spec in specs:
             peer.enqueue_start(spec)
@@ -437,7 +455,7 @@ def run(o: Options, *, log=print) -> dict:
             f"{connection.settings_dict['NAME']}; Redis {settings.REDIS_URL}")
         for k in range(o.workers):
             procs.start(f"worker-{k + 1}", [sys.executable, str(load.BASE_DIR / "manage.py"), "rqworker",
-                                           "default", "poll", "--with-scheduler"])
+                                           "poll", "default", "--with-scheduler"])
         wait_for_workers(o.workers, procs)
         log(f"{o.workers} RQ workers ready")
         for n in o.sizes:

@@ -1,5 +1,6 @@
-"""Process-level care of the cached clients: warm-up before forking, and clearing."""
+"""Process-level care of the cached clients: warm-up when a worker starts, and clearing."""
 
+import importlib
 import time
 
 from omiportal.outscale import oapi, oos
@@ -8,12 +9,16 @@ from omiportal.outscale import oapi, oos
 def warm_up() -> float:
     """Parse the OAPI spec and load botocore's S3 model now; returns the seconds spent.
 
-    Call it in a worker's parent process (rq forks a work horse per job): the
-    parse is inherited by every fork instead of being paid by each job.
+    Call it when a worker starts, so no job pays for it (and, in a process that forks,
+    before forking, so every child inherits it).
     """
     started = time.perf_counter()
     oapi.warm_up()
     oos.warm_up()
+    from omiportal import outscale
+
+    for module in sorted(set(outscale._EXPORTS.values())):  # what the package loads on first use
+        importlib.import_module(f"omiportal.outscale.{module}")
     return time.perf_counter() - started
 
 

@@ -137,12 +137,18 @@ def export_sweep(*, account_id) -> None:
         return
     now = timezone.now()
     rows = polling.claim(Export, account=account, states=WATCHED, extra=WATCHABLE, now=now)
+    handoff: list = []
     if rows:
-        _observe(account, rows)
+        _observe(account, rows, handoff)
     polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
+    if handoff:
+        from transfers.services import imports
+
+        imports.import_start_many(recipient_ids=handoff)
 
 
-def _observe(account: CloudAccount, rows: list[Export]) -> None:
+def _observe(account: CloudAccount, rows: list[Export], handoff: list) -> None:
+    """Look once, act on each row; ``handoff`` collects the imports to start after commit."""
     running = [e for e in rows if e.state == Export.State.RUNNING]
     copying = [e for e in rows if e.state == Export.State.COPYING]
     try:
@@ -162,7 +168,7 @@ def _observe(account: CloudAccount, rows: list[Export]) -> None:
         if task is None:
             _fail(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
         elif task.state == "completed":
-            export_complete(export=export, task=task, creds=creds)
+            export_complete(export=export, task=task, creds=creds, handoff=handoff)
         elif task.state in ("failed", "cancelled"):
             _fail(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
         else:
@@ -187,14 +193,15 @@ def _observe(account: CloudAccount, rows: list[Export]) -> None:
 
 
 def _progress(export: Export, *, progress: int, message: str) -> None:
-    changed = progress != export.progress
-    interval = scheduling.next_interval(export.poll_interval, changed=changed)
+    # Progress moves on every look at a long export; only its end needs noticing promptly, so
+    # the pace keeps backing off (a look per sweep_max at most) whatever the percentage does.
+    interval = scheduling.next_interval(export.poll_interval)
     Export.objects.filter(pk=export.pk, state=export.state).update(
         progress=progress, state_message=message[:500], poll_interval=interval,
         next_poll_at=timezone.now() + timedelta(seconds=interval), updated_at=timezone.now())
 
 
-def export_complete(*, export: Export, task, creds) -> None:
+def export_complete(*, export: Export, task, creds, handoff: list | None = None) -> None:
     account = export.account
     with outscale.record_request_ids() as request_ids:
         try:
@@ -220,11 +227,15 @@ def export_complete(*, export: Export, task, creds) -> None:
                cloud_request_ids=list(request_ids), details={"task_id": export.task_id,
                                                             "manifest_deadline": deadline.isoformat()})
         for share in Share.objects.filter(export=export, state=Share.State.EXPORTING).select_related("team"):
-            share_ready(share=share, export=export)
+            share_ready(share=share, export=export, handoff=handoff)
 
 
-def share_ready(*, share: Share, export: Export) -> None:
-    """The manifest exists: offer it to every recipient (in the caller's transaction)."""
+def share_ready(*, share: Share, export: Export, handoff: list | None = None) -> None:
+    """The manifest exists: offer it to every recipient (in the caller's transaction).
+
+    Auto-accepted imports get a start job each, or, when the caller passes ``handoff``, their ids
+    are added to it and the caller starts them itself once this transaction has committed.
+    """
     from transfers.services import imports
 
     now = timezone.now()
@@ -235,7 +246,9 @@ def share_ready(*, share: Share, export: Export) -> None:
            details={"export": str(export.public_id), "link_valid_until": export.manifest_deadline.isoformat()})
     for recipient in share.recipients.filter(state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM,
                                              team__auto_accept_incoming=True).select_related("team"):
-        imports.import_begin(recipient=recipient, actor=None, auto=True)
+        imports.import_begin(recipient=recipient, actor=None, auto=True, enqueue=handoff is None)
+        if handoff is not None:
+            handoff.append(recipient.public_id)
     from transfers import notifications
 
     transaction.on_commit(lambda: notifications.share_ready(share_id=share.pk))

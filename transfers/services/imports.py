@@ -30,8 +30,9 @@ def _image_name(recipient: Recipient) -> str:
     return base[: 128 - len(suffix)] + suffix
 
 
-def import_begin(*, recipient: Recipient, actor, auto: bool = False) -> None:
-    """OFFERED (or FAILED, for a retry) → IMPORTING, in the caller's transaction; the job follows."""
+def import_begin(*, recipient: Recipient, actor, auto: bool = False, enqueue: bool = True) -> None:
+    """OFFERED (or FAILED, for a retry) → IMPORTING, in the caller's transaction; the job follows,
+    unless the caller starts the import itself after commit (``enqueue=False``, the hand-off)."""
     now = timezone.now()
     attempt = recipient.attempt + 1
     recipient.attempt = attempt
@@ -52,8 +53,9 @@ def import_begin(*, recipient: Recipient, actor, auto: bool = False) -> None:
     record(action=action, actor=actor, team=recipient.team, target=_share_target(recipient),
            details={"recipient": str(recipient.public_id), "account": recipient.target_account.label,
                     "image_name": recipient.image_name, "attempt": attempt})
-    scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
-                       job_id=f"import-start-{recipient.public_id}-{attempt}")
+    if enqueue:
+        scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
+                           job_id=f"import-start-{recipient.public_id}-{attempt}")
 
 
 def _recipient_access(access: TeamAccess, recipient: Recipient) -> None:
@@ -177,6 +179,18 @@ def import_start(*, recipient_id) -> None:
         scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=interval))
 
 
+def import_start_many(*, recipient_ids) -> None:
+    """The hand-off: start the imports an export just made possible, here and now.
+
+    One queued job per import would leave a burst of hundreds waiting on a couple of workers
+    while the manifest link ages. Each start is still ``import_start`` (counted first, looked up
+    when retried, safe twice). A start that dies here is put back by the reconciler: its row is
+    IMPORTING without an image and its next look is only a grace period away.
+    """
+    polling.run_each(lambda recipient_id: import_start(recipient_id=recipient_id),
+                     [str(i) for i in recipient_ids], what="start import")
+
+
 WATCHED = (Recipient.State.IMPORTING,)
 WATCHABLE = Q(image_id__gt="")
 
@@ -203,18 +217,22 @@ def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
         else:
             polling.postpone(rows, exc.user_message)
         return
+    available = []
     for recipient in rows:
         image = images.get(recipient.image_id)
         if image is None or image.state in ("failed", "deleted"):
             reason = (image.state_message if image else "") or "OUTSCALE could not import the image."
             _fail(recipient, reason, images.request_ids)
         elif image.state == "available":
-            _complete(recipient, creds, images.request_ids)
+            available.append(recipient)
         else:
-            interval = scheduling.next_interval(recipient.poll_interval, changed=False)
+            interval = scheduling.next_interval(recipient.poll_interval)
             Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
                 poll_interval=interval, next_poll_at=timezone.now() + timedelta(seconds=interval),
                 state_message="", updated_at=timezone.now())
+    # Each completion tags its OMI (one call each): side by side, like the starts.
+    polling.run_each(lambda recipient: _complete(recipient, creds, images.request_ids), available,
+                     what="complete import")
 
 
 def _complete(recipient: Recipient, creds, read_ids) -> None:
