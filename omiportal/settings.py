@@ -117,6 +117,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # threads need real locking.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# Connections are kept between requests and jobs (a worker runs many short jobs), checked before
+# reuse, so a restarted database costs one failed job at most.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and background jobs -------------------------------------------------
@@ -253,6 +257,9 @@ OMIPORTAL_RECONCILE_EVERY_SECONDS = env.float("OMIPORTAL_RECONCILE_EVERY_SECONDS
 # writers, so threads there would only queue on its lock.
 OMIPORTAL_SWEEP_CONCURRENCY = env.int(
     "OMIPORTAL_SWEEP_CONCURRENCY", default=1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 8)
+# How long a sweep may spend on those per-row calls before it leaves the rest to a job of their
+# own: the sweeps of other accounts wait for a worker meanwhile.
+OMIPORTAL_SWEEP_BUDGET_SECONDS = env.float("OMIPORTAL_SWEEP_BUDGET_SECONDS", default=1.0)
 # Later shares of the same image reuse an export whose manifest stays valid at least this long.
 OMIPORTAL_EXPORT_REUSE_MIN_HOURS = env.float("OMIPORTAL_EXPORT_REUSE_MIN_HOURS", default=24.0)
 

@@ -18,6 +18,13 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _own_checkpoint_directory(settings, tmp_path):
+    # Each test's database starts a new chain: a checkpoint another test (or an earlier run)
+    # left in the shared directory would describe a different chain.
+    settings.OMIPORTAL_AUDIT_CHECKPOINT_DIR = str(tmp_path / "audit-checkpoints")
+
+
+@pytest.fixture(autouse=True)
 def _no_real_cloud(settings):
     """Every Region points at a closed loopback port unless a test asks for the sandbox,
     so a forgotten fixture fails fast instead of calling the real OUTSCALE."""

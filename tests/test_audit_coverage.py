@@ -65,6 +65,7 @@ def audited(label: str):
 def walk(cloud, settings, client, monkeypatch):
     settings.OMIPORTAL_SWEEP_MIN_SECONDS = 0.05
     settings.OMIPORTAL_SWEEP_MAX_SECONDS = 0.2
+    settings.OMIPORTAL_SWEEP_BUDGET_SECONDS = 0  # every hand-off goes on in import_handoff_job
     workers.flush()
     exercised_jobs = set()
     for name, func in inspect.getmembers(jobs, inspect.isfunction):
@@ -140,8 +141,10 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     post("accounts:account-delete", account_id=eps.public_id, **src)
 
     # Shares: request three (one cancelled, one rejected, one approved with an external recipient).
-    def request(copy_name, externals=()):
-        data = {"image_id": image_id(cloud, "alpha", "alpha-web-2025.01"), "recipients": [str(w.delta.public_id)],
+    def request(copy_name, externals=(), accounts=None, image="alpha-web-2025.01"):
+        accounts = accounts or [w.delta]
+        data = {"image_id": image_id(cloud, "alpha", image),
+                "recipients": [str(a.public_id) for a in accounts],
                 "copy_name": copy_name, "reason": "walk", "licence_confirmed": "on"}
         for n, (account_id, region) in enumerate(externals, start=1):
             data |= {f"external_account_{n}": account_id, f"external_region_{n}": region}
@@ -184,6 +187,14 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     client.force_login(w.dst_member)
     post("transfers:recipient-decline", {"reason": "not needed"},
          recipient_id=Recipient.objects.get(share=other).public_id, **dst)
+
+    # An auto-accepting team and two imports: with no sweep budget, a hand-off job starts one.
+    Team.objects.filter(pk=w.dest.pk).update(auto_accept_incoming=True)
+    auto = request("walk-auto", accounts=[w.delta, w.gamma], image="alpha-db-base")  # a new export
+    client.force_login(w.src_approver)
+    post("transfers:share-approve", {"digest": auto.digest}, share_id=auto.public_id, **src)
+    workers.run_jobs(until=lambda: Share.objects.get(pk=auto.pk).state == "completed")
+    Team.objects.filter(pk=w.dest.pk).update(auto_accept_incoming=False)
 
     # Expiry, one-click re-export, the reconciler and cleanup jobs.
     Export.objects.filter(shares=other).update(manifest_deadline=timezone.now() - timedelta(seconds=1))

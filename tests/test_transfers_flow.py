@@ -205,6 +205,8 @@ def test_a_team_with_auto_accept_imports_without_anyone_clicking(flow, cloud):
 
 def test_the_people_concerned_are_emailed_at_each_step(flow, cloud, mailoutbox):
     share = request_share(flow, cloud)
+    assert not mailoutbox  # mails go out from a job, never from the request itself
+    workers.run_jobs()
     subjects = [m.subject for m in mailoutbox]
     assert any("Approval needed" in s for s in subjects)
     approval_mail = next(m for m in mailoutbox if "Approval needed" in m.subject)
@@ -213,9 +215,32 @@ def test_the_people_concerned_are_emailed_at_each_step(flow, cloud, mailoutbox):
     workers.run_jobs(until=_ready(share))
     _accept_all(flow, share)
     workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
+    workers.run_jobs()  # the last mails
     by_subject = {m.subject: m.to for m in mailoutbox}
     assert any("was approved" in s and to == ["member@src.test"] for s, to in by_subject.items())
     assert any("ready for your team" in s and "member@dst.test" in to for s, to in by_subject.items())
     assert any("Import completed" in s for s in by_subject)
     for message in mailoutbox:
         assert "X-Amz-Signature" not in message.body
+
+
+def test_a_hand_off_larger_than_the_sweep_budget_goes_on_in_jobs_and_starts_each_import_once(flow, cloud,
+                                                                                            settings):
+    """Four shares of one image to two accounts each: one export, eight imports to start when it
+    completes. With no budget the sweep starts one and hand-off jobs start the rest."""
+    settings.OMIPORTAL_SWEEP_BUDGET_SECONDS = 0
+    flow.dest.auto_accept_incoming = True
+    flow.dest.save()
+    shares = [request_share(flow, cloud, accounts=[flow.delta, flow.gamma], copy_name=f"web-copy-{k}")
+              for k in range(4)]
+    for share in shares:
+        approve(flow, share)
+    workers.run_jobs(until=lambda: all(_state(s) == Share.State.COMPLETED for s in shares), timeout=60)
+    assert Export.objects.filter(shares__in=shares).distinct().count() == 1
+    assert cloud.counters("444455556666").get("CreateImage") == 4  # delta
+    assert cloud.counters("333344445555").get("CreateImage") == 4  # gamma
+    started_by = list(AuditEvent.objects.filter(action="import.started").values_list("request_id", flat=True))
+    assert len(started_by) == 8
+    assert any(r.startswith("export-sweep-") for r in started_by)  # the sweep began the hand-off
+    assert any(r.startswith("import-handoff-") for r in started_by)  # jobs went on with it
+    assert verify_chain().ok

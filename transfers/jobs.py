@@ -2,6 +2,7 @@
 service; each is safe to run twice."""
 
 from omiportal.audit.context import job_context
+from transfers import notifications
 from transfers.services import cleanup, exports, imports, reconcile
 
 
@@ -27,6 +28,11 @@ def import_start_job(recipient_id: str) -> None:
         imports.import_start(recipient_id=recipient_id)
 
 
+def import_handoff_job(account_id: str) -> None:
+    with job_context(job_id=_job_id("import-handoff", account_id)):
+        imports.import_handoff(account_id=account_id)
+
+
 def import_sweep_job(account_id: str) -> None:
     with job_context(job_id=_job_id("import-sweep", account_id)):
         imports.import_sweep(account_id=account_id)
@@ -40,3 +46,8 @@ def export_cleanup_job(export_id: str) -> None:
 def reconcile_job() -> None:
     with job_context(job_id=_job_id("reconcile", "all")):
         reconcile.reconcile()
+
+
+def notify_job(kind: str, object_id: int) -> None:
+    with job_context(job_id=_job_id(f"notify-{kind}", str(object_id))):
+        notifications.send(kind, object_id)

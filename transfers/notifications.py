@@ -1,6 +1,8 @@
-"""Emails about shares. Sent after commit; a mail failure never undoes a transfer."""
+"""Emails about shares. Sent by a job after commit (`later`), so neither a web request nor a
+sweep waits on the mail server; a mail failure never undoes a transfer."""
 
 import logging
+import uuid
 
 from django.core.mail import send_mass_mail
 
@@ -8,6 +10,21 @@ from accounts.models import Membership, Role
 from transfers.models import Recipient, Share
 
 logger = logging.getLogger(__name__)
+
+
+def later(kind: str, object_id: int) -> None:
+    """Send the ``kind`` email about one share (or, for ``import_ended``, one recipient) from a
+    job, once the current transaction commits."""
+    from transfers import scheduling
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown notification {kind!r}")
+    scheduling.enqueue("transfers.jobs.notify_job", kind, object_id,
+                       job_id=f"notify-{kind}-{object_id}-{uuid.uuid4().hex[:12]}")
+
+
+def send(kind: str, object_id: int) -> None:
+    KINDS[kind](object_id)
 
 
 def _emails(team_id, roles) -> list[str]:
@@ -31,20 +48,20 @@ def _describe(share: Share) -> str:
             f"\nCopy name: {share.copy_name}\nRequested by: {share.requested_by.email}\n")
 
 
-def approval_needed(*, share_id) -> None:
+def approval_needed(share_id) -> None:
     share = Share.objects.select_related("source_account", "requested_by").get(pk=share_id)
     approvers = [e for e in _emails(share.team_id, [Role.APPROVER, Role.ADMIN]) if e != share.requested_by.email]
     _send(f"Approval needed: {share.copy_name}", _describe(share) + f"Reason: {share.reason}\n", approvers)
 
 
-def decision_made(*, share_id) -> None:
+def decision_made(share_id) -> None:
     share = Share.objects.select_related("source_account", "requested_by").get(pk=share_id)
     verdict = "approved" if share.state != Share.State.REJECTED else "rejected"
     _send(f"Your share was {verdict}: {share.copy_name}",
           _describe(share) + f"Comment: {share.decision_comment or '-'}\n", [share.requested_by.email])
 
 
-def share_ready(*, share_id) -> None:
+def share_ready(share_id) -> None:
     share = Share.objects.select_related("source_account", "requested_by").get(pk=share_id)
     teams = share.recipients.filter(kind=Recipient.Kind.TEAM).values_list("team_id", flat=True)
     to = [e for team_id in set(teams) for e in _emails(team_id, [Role.MEMBER, Role.APPROVER, Role.ADMIN])]
@@ -52,13 +69,13 @@ def share_ready(*, share_id) -> None:
           _describe(share) + "Accept it from your team's inbox in OMI Portal.\n", to)
 
 
-def share_failed(*, share_id) -> None:
+def share_failed(share_id) -> None:
     share = Share.objects.select_related("source_account", "requested_by").get(pk=share_id)
     _send(f"Share failed: {share.copy_name}", _describe(share) + f"Reason: {share.state_message}\n",
           [share.requested_by.email])
 
 
-def import_ended(*, recipient_id) -> None:
+def import_ended(recipient_id) -> None:
     recipient = Recipient.objects.select_related("share__source_account", "share__requested_by",
                                                  "target_account", "decided_by").get(pk=recipient_id)
     outcome = "completed" if recipient.state == Recipient.State.COMPLETED else "failed"
@@ -72,3 +89,7 @@ def import_ended(*, recipient_id) -> None:
 
 
 
+
+
+KINDS = {"approval_needed": approval_needed, "decision_made": decision_made, "share_ready": share_ready,
+         "share_failed": share_failed, "import_ended": import_ended}

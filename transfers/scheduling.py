@@ -5,11 +5,13 @@ When Redis is unreachable or flushed, nothing is lost: the reconciler finds rows
 whose next look is overdue and enqueues their step again.
 """
 
+import functools
 import logging
 import math
 from datetime import timedelta
 
 import django_rq
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -44,9 +46,20 @@ def next_interval(previous: float) -> float:
     return min(sweep_max(), previous * 1.5)
 
 
+@functools.lru_cache(maxsize=8)
+def _connection(url: str):
+    # django_rq builds a new client, and so a new connection pool, on every get_queue(): one
+    # per process and URL keeps the TCP connections of a burst of enqueues (clients are thread-safe).
+    return redis.Redis.from_url(url)
+
+
+def get_queue(name: str):
+    return django_rq.get_queue(name, connection=_connection(settings.RQ_QUEUES[name]["URL"]))
+
+
 def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, result_ttl: int) -> None:
     try:
-        q = django_rq.get_queue(queue)
+        q = get_queue(queue)
         options = {"job_id": job_id, "unique": True, "result_ttl": result_ttl, "description": job_id}
         if delay > 0:
             q.enqueue_in(timedelta(seconds=delay), func, *args, **options)
@@ -89,7 +102,7 @@ def schedule_sweep(kind: str, account_public_id, when) -> None:
         # Finished sweeps leave no trace (result_ttl=0), so a slot whose sweep already ran (the
         # scheduler may release it a little early) is enqueued again, as it must be.
         try:
-            if django_rq.get_connection("poll").exists(Job.key_for(job_id)):
+            if get_queue("poll").connection.exists(Job.key_for(job_id)):
                 return
         except RedisError:
             pass  # _send logs it

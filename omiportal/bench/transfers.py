@@ -185,6 +185,28 @@ def worker_cpu(procs: load.Processes) -> float:
     return total
 
 
+def other_cpu() -> dict[str, float]:
+    """CPU seconds of what else the transfers use on this machine: this process (the sandbox
+    answering every call, the call log and the progress checks) and the database and Redis
+    servers (whichever of their processes are visible)."""
+    totals = {"sandbox_and_bench": 0.0, "database": 0.0, "redis": 0.0}
+    me = psutil.Process().cpu_times()
+    totals["sandbox_and_bench"] = me.user + me.system
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        name, times = proc.info["name"] or "", proc.info["cpu_times"]
+        if times is None:
+            continue
+        if name.startswith("postgres"):
+            totals["database"] += times.user + times.system
+        elif name.startswith("redis-server"):
+            totals["redis"] += times.user + times.system
+    return totals
+
+
+def _cpu_diff(before: dict, after: dict, n: int) -> dict:
+    return {f"{k}_cpu_seconds_per_transfer": round((after[k] - before[k]) / max(1, n), 4) for k in before}
+
+
 def wait_for_workers(n: int, procs: load.Processes, timeout: float = 90) -> None:
     import django_rq
     from rq import Worker
@@ -289,7 +311,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
         resume(conn)
         raise
     share_ids = [s.pk for s in shares]
-    before, cpu0 = counters(sandbox), worker_cpu(procs)
+    before, cpu0, others0 = counters(sandbox), worker_cpu(procs), other_cpu()
     started = time.time()
     resume(conn)
     final = [Recipient.State.COMPLETED, Recipient.State.FAILED, Recipient.State.CANCELLED, Recipient.State.EXPIRED]
@@ -299,7 +321,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
 
     ended = _wait(done_count, n, o.timeout, procs, "portal", log)
     time.sleep(1.5)  # let the workers settle (the last sweep schedules nothing; the reconciler ticks)
-    after, cpu1 = counters(sandbox), worker_cpu(procs)
+    after, cpu1, others1 = counters(sandbox), worker_cpu(procs), other_cpu()
 
     recipients = list(Recipient.objects.filter(share_id__in=share_ids).select_related("share__export"))
     completed = sum(r.state == Recipient.State.COMPLETED for r in recipients)
@@ -328,6 +350,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
                           pk__in=[e.pk for e in exports]).exclude(task_id="").count(),
                       log_calls=calls.window(started, ended + 1.5))
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))
+    result.update(_cpu_diff(others0, others1, n))
     return result, shares
 
 
@@ -349,7 +372,7 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
         for spec in specs:
             peer.enqueue_start(spec)
     finally:
-        before, cpu0 = counters(sandbox), worker_cpu(procs)
+        before, cpu0, others0 = counters(sandbox), worker_cpu(procs), other_cpu()
         started = time.time()
         resume(conn)
 
@@ -364,7 +387,7 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
 
     ended = _wait(done_count, n, o.timeout, procs, "peer", log)
     time.sleep(1.5)
-    after, cpu1 = counters(sandbox), worker_cpu(procs)
+    after, cpu1, others1 = counters(sandbox), worker_cpu(procs), other_cpu()
     records = read_all()
     completed = sum("done_at" in h for h in records)
     handoff, overhead, totals = [], [], []
@@ -390,6 +413,7 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
                       overhead=overhead, totals=totals, exports=sum(1 for h in records if h.get("task_id")),
                       log_calls=calls.window(started, ended + 1.5))
     result["failures"] = [h["failed"] for h in records if "failed" in h][:10]
+    result.update(_cpu_diff(others0, others1, n))
     return result
 
 
@@ -513,6 +537,8 @@ def table_one(entry: dict) -> str:
     for q in ("p50", "p95", "max"):
         rows.append((f"overhead {q} s", lambda r, q=q: _ms(r["overhead_seconds"], q)))
     rows += [("worker CPU s / transfer", lambda r: f"{r['worker_cpu_seconds_per_transfer']:.3f}"),
+             ("  sandbox+bench CPU s / tr.", lambda r: f"{r.get('sandbox_and_bench_cpu_seconds_per_transfer', 0):.3f}"),
+             ("  database CPU s / transfer", lambda r: f"{r.get('database_cpu_seconds_per_transfer', 0):.3f}"),
              ("peak calls/s/account", lambda r: str(r["peak_calls_per_second_per_account"])),
              ("wall s", lambda r: f"{r['wall_seconds']:.0f}")]
     lines = [f"{entry['transfers']} transfers", f"{'':<28}" + "".join(f"{name:>12}" for name, _ in cols)]

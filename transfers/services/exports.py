@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import CloudAccount
 from omiportal import outscale
 from omiportal.audit.recorder import AuditTarget, record
-from omiportal.outscale.account_credentials import credentials_for
+from omiportal.outscale.account_credentials import credentials_for, opened_once
 from transfers import scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import polling
@@ -68,7 +68,7 @@ def _fail(export: Export, message: str, request_ids=()) -> None:
             share.recipients.filter(state=Recipient.State.WAITING).update(state=Recipient.State.CANCELLED)
             from transfers import notifications
 
-            transaction.on_commit(lambda pk=share.pk: notifications.share_failed(share_id=pk))
+            notifications.later("share_failed", share.pk)
 
 
 def export_start(*, export_id) -> None:
@@ -138,13 +138,14 @@ def export_sweep(*, account_id) -> None:
     now = timezone.now()
     rows = polling.claim(Export, account=account, states=WATCHED, extra=WATCHABLE, now=now)
     handoff: list = []
-    if rows:
-        _observe(account, rows, handoff)
-    polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
-    if handoff:
-        from transfers.services import imports
+    with opened_once():
+        if rows:
+            _observe(account, rows, handoff)
+        polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
+        if handoff:
+            from transfers.services import imports
 
-        imports.import_start_many(recipient_ids=handoff)
+            imports.import_start_many(recipient_ids=handoff, source_account=account)
 
 
 def _observe(account: CloudAccount, rows: list[Export], handoff: list) -> None:
@@ -251,4 +252,4 @@ def share_ready(*, share: Share, export: Export, handoff: list | None = None) ->
             handoff.append(recipient.public_id)
     from transfers import notifications
 
-    transaction.on_commit(lambda: notifications.share_ready(share_id=share.pk))
+    notifications.later("share_ready", share.pk)

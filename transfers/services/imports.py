@@ -1,5 +1,6 @@
 """The recipient side: accept or decline, import with the recipient's keys, watch it."""
 
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from omiportal import outscale
 from omiportal.audit.recorder import record
-from omiportal.outscale.account_credentials import credentials_for, open_pasted_link
+from omiportal.outscale.account_credentials import credentials_for, open_pasted_link, opened_once
 from transfers import errors, scheduling
 from transfers.models import Recipient, Share
 from transfers.services import polling
@@ -116,7 +117,7 @@ def _fail(recipient: Recipient, message: str, request_ids=()) -> None:
         share_refresh(share_id=recipient.share_id)
         from transfers import notifications
 
-        transaction.on_commit(lambda: notifications.import_ended(recipient_id=recipient.pk))
+        notifications.later("import_ended", recipient.pk)
 
 
 def _file_location(recipient: Recipient) -> str:
@@ -179,16 +180,42 @@ def import_start(*, recipient_id) -> None:
         scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=interval))
 
 
-def import_start_many(*, recipient_ids) -> None:
-    """The hand-off: start the imports an export just made possible, here and now.
+def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
+    """The hand-off: start the imports an export of ``source_account`` just made possible, now.
 
     One queued job per import would leave a burst of hundreds waiting on a couple of workers
     while the manifest link ages. Each start is still ``import_start`` (counted first, looked up
-    when retried, safe twice). A start that dies here is put back by the reconciler: its row is
-    IMPORTING without an image and its next look is only a grace period away.
+    when retried, safe twice). The sweep starts what it can within OMIPORTAL_SWEEP_BUDGET_SECONDS
+    and leaves the rest to `import_handoff` jobs, so other sweeps are not held up. A start that
+    dies is put back by the reconciler: its row is IMPORTING without an image, its next look only
+    a grace period away.
     """
-    polling.run_each(lambda recipient_id: import_start(recipient_id=recipient_id),
-                     [str(i) for i in recipient_ids], what="start import")
+    left = polling.run_each(lambda recipient_id: import_start(recipient_id=recipient_id),
+                            [str(i) for i in recipient_ids], what="start import",
+                            budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
+    if left:
+        _handoff_later(source_account)
+
+
+def _handoff_later(source_account: CloudAccount) -> None:
+    # The job's id names the moment, so a hand-off that is running can queue its own successor.
+    scheduling.enqueue("transfers.jobs.import_handoff_job", str(source_account.public_id),
+                       job_id=f"import-handoff-{source_account.public_id}-{time.time_ns()}")
+
+
+def import_handoff(*, account_id) -> None:
+    """Start the imports still waiting for the hand-off from the exports of one source account:
+    auto-accepted recipients that are IMPORTING and have never been tried (the database says
+    which), within the sweep budget again; whatever is left gets the next job."""
+    account = CloudAccount.objects.filter(public_id=account_id).first()
+    if account is None:
+        return
+    waiting = Recipient.objects.filter(share__export__account=account, state=Recipient.State.IMPORTING,
+                                       image_id="", start_tries=0).order_by("pk").values_list("public_id", flat=True)
+    ids = list(waiting)
+    if ids:
+        with opened_once():
+            import_start_many(recipient_ids=ids, source_account=account)
 
 
 WATCHED = (Recipient.State.IMPORTING,)
@@ -202,7 +229,8 @@ def import_sweep(*, account_id) -> None:
         return
     rows = polling.claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
     if rows:
-        _observe(account, rows)
+        with opened_once():
+            _observe(account, rows)
     polling.schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
 
 
@@ -264,7 +292,7 @@ def _complete(recipient: Recipient, creds, read_ids) -> None:
         share_refresh(share_id=recipient.share_id)
         from transfers import notifications
 
-        transaction.on_commit(lambda: notifications.import_ended(recipient_id=recipient.pk))
+        notifications.later("import_ended", recipient.pk)
 
 
 def share_refresh(*, share_id) -> None:

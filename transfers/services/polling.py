@@ -6,6 +6,7 @@ import contextvars
 import logging
 import queue
 import threading
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -83,28 +84,46 @@ def postpone(rows, message: str) -> None:
 
 
 
-def run_each(func, items, *, what: str) -> None:
+def run_each(func, items, *, what: str, budget: float | None = None) -> list:
     """``func(item)`` for every item, ``OMIPORTAL_SWEEP_CONCURRENCY`` at a time: each call waits
     mostly on OUTSCALE. One item failing does not stop the others; its row stays in flight and the
-    reconciler comes back to it after the grace period."""
+    reconciler comes back to it after the grace period.
+
+    With a ``budget`` (seconds), no item is begun after it runs out: the items left are returned,
+    for the caller to hand to a job of their own. A sweep then keeps its worker for about the
+    budget, and the sweeps waiting behind it (other accounts' finished exports) get their turn.
+    """
     items = list(items)
-    concurrency = max(1, min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), len(items)))
+    deadline = None if budget is None else time.monotonic() + budget
+    left: list = []
+    # A thread costs a database connection: a few rows are done faster in line.
+    concurrency = max(1, min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), len(items) // 2))
     if concurrency == 1:
-        for item in items:
+        for k, item in enumerate(items):
+            if k and deadline is not None and time.monotonic() > deadline:
+                return items[k:]
             _logged(func, item, what)
-        return
+        return left
     pending = queue.SimpleQueue()
     for item in items:
         pending.put(item)
+    left_lock = threading.Lock()
 
     def drain():
+        done = 0
         try:
             while True:
                 try:
                     item = pending.get_nowait()
                 except queue.Empty:
                     return
+                # Each thread does at least one item, so even a spent budget makes progress.
+                if done and deadline is not None and time.monotonic() > deadline:
+                    with left_lock:
+                        left.append(item)
+                    continue
                 _logged(func, item, what)
+                done += 1
         finally:
             connections.close_all()  # this thread's own connections
 
@@ -115,6 +134,7 @@ def run_each(func, items, *, what: str) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    return left
 
 
 def _logged(func, item, what: str) -> None:
