@@ -5,7 +5,10 @@ def current_team(request):
         return {}
     from accounts.selectors import memberships_for_user
 
+    access = getattr(request, "team_access", None)
+    # A team page already read the user's memberships to check access: no second query.
+    memberships = getattr(access, "memberships", None)
     return {
-        "my_memberships": memberships_for_user(user=user),
-        "access": getattr(request, "team_access", None),
+        "my_memberships": memberships if memberships is not None else memberships_for_user(user=user),
+        "access": access,
     }

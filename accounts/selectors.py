@@ -4,7 +4,7 @@ An object outside the user's teams is a 404 (its existence is not leaked); a
 missing role is a 403. Both are recorded as denied attempts.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
@@ -22,6 +22,8 @@ class TeamAccess:
     user: User
     team: Team
     membership: Membership | None  # None: site-wide compliance access only
+    # All the user's memberships, read with this one (the team switcher shows them); None: not read.
+    memberships: list[Membership] | None = field(default=None, compare=False, repr=False)
 
     @property
     def role(self) -> str | None:
@@ -67,15 +69,20 @@ def deny_access(*, user, team, reason: str, target=None, details=None):
 
 
 def team_access_for_user(*, user: User, team_public_id) -> TeamAccess:
+    # One query for a member: all their memberships with the teams, which the team switcher
+    # shows on every page anyway. Anyone else (compliance officers, outsiders) is looked up as before.
+    memberships = list(memberships_for_user(user=user))
+    membership = next((m for m in memberships if m.team.public_id == team_public_id), None)
+    if membership is not None:
+        return TeamAccess(user=user, team=membership.team, membership=membership, memberships=memberships)
     team = Team.objects.filter(public_id=team_public_id).first()
-    membership = None
     if team is not None:
         membership = Membership.objects.filter(team=team, user=user).select_related("team").first()
     if team is None or (membership is None and not user.is_compliance_officer):
         deny_access(user=user, team=None, reason="not_a_member",
               target=AuditTarget("accounts.team", str(team_public_id), ""))
         raise Http404("No such team.")
-    return TeamAccess(user=user, team=team, membership=membership)
+    return TeamAccess(user=user, team=team, membership=membership, memberships=memberships)
 
 
 def require(access: TeamAccess, capability: Capability, *, target=None) -> None:

@@ -259,7 +259,7 @@ OMIPORTAL_SWEEP_CONCURRENCY = env.int(
     "OMIPORTAL_SWEEP_CONCURRENCY", default=1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 8)
 # How long a sweep may spend on those per-row calls before it leaves the rest to a job of their
 # own: the sweeps of other accounts wait for a worker meanwhile.
-OMIPORTAL_SWEEP_BUDGET_SECONDS = env.float("OMIPORTAL_SWEEP_BUDGET_SECONDS", default=1.0)
+OMIPORTAL_SWEEP_BUDGET_SECONDS = env.float("OMIPORTAL_SWEEP_BUDGET_SECONDS", default=5.0)
 # Later shares of the same image reuse an export whose manifest stays valid at least this long.
 OMIPORTAL_EXPORT_REUSE_MIN_HOURS = env.float("OMIPORTAL_EXPORT_REUSE_MIN_HOURS", default=24.0)
 

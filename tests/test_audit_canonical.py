@@ -109,6 +109,31 @@ def test_it_serialises_any_key_order_to_the_same_bytes(mapping):
     assert forward == backward
 
 
+_TEXT = st.text() | st.none() | st.integers(-(2**70), 2**70) | st.booleans()
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text() | st.floats(),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                     max_leaves=8)
+
+
+@given(actor_name=_TEXT, target_label=_TEXT, ip=_TEXT, actor_id=_TEXT, details=_JSON, ids=_JSON,
+       public_id=st.uuids() | st.just("00000000-0000-0000-0000-00000000000A"),
+       when=st.just(WHEN) | st.just(WHEN.replace(tzinfo=None)) | st.just(WHEN.astimezone(
+           datetime.timezone(datetime.timedelta(hours=5)))))
+def test_the_fast_canonical_form_is_the_careful_one(actor_name, target_label, ip, actor_id, details, ids,
+                                                    public_id, when):
+    """canonical_bytes' written-out path gives dumps(payload)'s bytes, or leaves the case to the careful path."""
+    fields = _fields(actor_name=actor_name, target_label=target_label, ip=ip, actor_id=actor_id, details=details,
+                     cloud_request_ids=ids, public_id=public_id, occurred_at=when)
+    try:
+        careful = hashing._canonical_bytes_checked(fields)
+    except AuditError as exc:
+        with pytest.raises(AuditError) as raised:
+            hashing.canonical_bytes(fields)
+        assert str(raised.value) == str(exc)
+        return
+    assert hashing.canonical_bytes(fields) == careful
+
+
 # --- AUD-15: the secret guard --------------------------------------------------------
 
 @pytest.mark.parametrize(

@@ -51,8 +51,8 @@ def _body(response) -> str:
 
 
 def _csv(text):
-    lines = text.split("\r\n", 1)
-    return lines[0], list(csv.reader(io.StringIO(lines[1])))
+    first, _, rest = text.partition("\n")  # CRLF from Python, LF from PostgreSQL's COPY
+    return first.removesuffix("\r"), list(csv.reader(io.StringIO(rest)))
 
 
 @pytest.fixture
@@ -358,7 +358,23 @@ def test_it_shows_the_timeline_of_the_share_an_event_is_about(world, login):
         response = client.get(url)
         page = response.content.decode()
         assert share_url in page
-        assert [e.seq for e in response.context["shares"][0]["timeline"]] == [first.seq, approved.seq]
+        timeline = response.context["shares"][0]["timeline"]
+        assert [e.seq for e in timeline.events] == [first.seq, approved.seq] and not timeline.more
+        assert "Every event about the share" not in page
+
+
+def test_a_long_share_timeline_is_capped_with_a_link_to_the_filtered_trail(world, login, monkeypatch):
+    from transfers import selectors as transfer_selectors
+
+    monkeypatch.setattr(transfer_selectors, "TIMELINE_LIMIT", 3)
+    account = factories.make_cloud_account(world.alpha, label="alpha-prod")
+    share = _share(world.alpha, account, world.member)
+    events = [_event(world.alpha, "share.requested", actor=world.member, target=share) for _ in range(5)]
+    response = login(world.auditor).get(_detail_url(events[-1], world.alpha))
+    timeline = response.context["shares"][0]["timeline"]
+    assert [e.seq for e in timeline.events] == [e.seq for e in events[-3:]] and timeline.more
+    trail = _list_url(world.alpha) + f"?target_type=transfers.share&amp;target_id={share.public_id}"
+    assert trail in response.content.decode()
 
 
 def test_it_renders_user_controlled_text_safely(world, login):
@@ -471,8 +487,8 @@ def test_a_large_export_streams_in_chunks(world, login, monkeypatch, django_asse
     stream = iter(response.streaming_content)
     assert json.loads(next(stream))["chain_head"]
     with django_assert_max_num_queries(3):  # the rows arrive in chunks from one query, not one per row
-        count = sum(1 for _ in stream)
-    assert count >= 5000
+        blocks = [chunk.count(b"\n") for chunk in stream]
+    assert sum(blocks) >= 5000 and max(blocks) == exports.CHUNK_SIZE  # a block of lines per chunk
 
 
 def test_no_secret_reaches_an_export(world, login):
@@ -533,3 +549,47 @@ def test_a_csv_export_with_formula_like_cells_passes_audit_verify_export(world, 
     path = tmp_path / "audit.csv"
     path.write_bytes(_body(login(world.compliance).get(_export_url(), {"format": "csv"})).encode())
     assert verify_export(path).ok
+
+
+def test_the_chunked_csv_cells_match_the_format_functions_cell_for_cell(world):
+    """The export's fast path writes exactly escape_cell(csv_cells(event_row(values)))."""
+    from omiportal.audit import export_format
+
+    for label, details, ids in (("=SUM(A1)", {"b": 1, "a": ["x", None, True]}, ["req-1"]),
+                                ("+1", -5, []), ("plain", None, None), ("'quoted", "text", ["@x"]),
+                                ("\tTab\r\nnewline", {"é": "ü", "n": {"deep": [1, 2]}}, ["-a", "b"])):
+        _event(world.alpha, "share.requested", actor=world.member, target=AuditTarget("transfers.share", "-x", label),
+               details={"value": details, "ids": ids})
+    qs = AuditEvent.objects.order_by("seq")
+    slow = [[export_format.escape_cell(cell) for cell in export_format.csv_cells(export_format.event_row(values))]
+            for values in qs.values(*EXPORT_COLUMNS)]
+    fast = list(export_format.csv_cells_of_values(qs.values_list(*EXPORT_COLUMNS)))
+    assert fast == slow and len(fast) >= 5
+    assert any(cell.startswith("'=") for row in fast for cell in row)
+
+
+def test_postgresqls_copy_writes_the_same_csv_cells_as_python(world, login):
+    """On PostgreSQL the CSV export is written by COPY: after unescaping, every cell equals the one
+    the Python writer makes (JSON cells as JSON values: the database prints jsonb its own way)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY is PostgreSQL's; SQLite exports go through the Python writer")
+    for label, details, ids in (("=SUM(A1)", {"b": 1, "a": ["x", None, True]}, ["req-1"]),
+                                ("+1", {"n": -5}, []), ("", {}, []), ("'quoted", {"t": "text"}, ["@x"]),
+                                ("\tTab\r\nnewline, \"quoted\"", {"é": "ü", "n": {"deep": [1, 2]}}, ["-a", "b"])):
+        _event(world.alpha, "share.requested", actor=world.member, target=AuditTarget("transfers.share", "-x", label),
+               details={"value": details, "ids": ids})
+    head = AuditChainHead.objects.get()
+    qs = AuditEvent.objects.all()
+    python = b"".join(s.encode() for s in exports.csv_lines(
+        exports.export_rows(qs, head_seq=head.seq).iterator(), head=(head.seq, head.hash))).decode()
+    copied = b"".join(exports.copy_csv_lines(qs, head=(head.seq, head.hash))).decode()
+    assert "\r\n" in python and copied.count("\n") >= head.seq + 2
+    (p_first, p_rows), (c_first, c_rows) = _csv(python), _csv(copied)
+    assert p_first == c_first and p_rows[0] == c_rows[0] == list(EXPORT_COLUMNS)
+    assert len(p_rows) == len(c_rows) == head.seq + 1
+    for p_row, c_row in zip(p_rows[1:], c_rows[1:], strict=True):
+        for column, p_cell, c_cell in zip(EXPORT_COLUMNS, p_row, c_row, strict=True):
+            if column in ("details", "cloud_request_ids"):
+                assert json.loads(exports.unescape_cell(c_cell)) == json.loads(exports.unescape_cell(p_cell))
+            else:
+                assert c_cell == p_cell, (column, p_cell, c_cell)

@@ -59,7 +59,12 @@ class Share(models.Model):
 
     class Meta:
         ordering = ["-requested_at"]
-        indexes = [models.Index(fields=["team", "state"]), models.Index(fields=["state", "approval_deadline"])]
+        indexes = [models.Index(fields=["team", "state"]), models.Index(fields=["state", "approval_deadline"]),
+                   # The team's pages: the share list (newest first), approvals (oldest first, by state)
+                   # and the dashboard's recent results (last updated first).
+                   models.Index(fields=["team", "-requested_at"], name="share_team_requested"),
+                   models.Index(fields=["team", "state", "requested_at"], name="share_team_state_requested"),
+                   models.Index(fields=["team", "-updated_at"], name="share_team_updated")]
         constraints = [
             # Four eyes: whoever decides is never whoever asked.
             models.CheckConstraint(condition=Q(decided_by__isnull=True) | ~Q(decided_by=F("requested_by")),
@@ -171,7 +176,9 @@ class Recipient(models.Model):
     class Meta:
         ordering = ["created_at"]
         indexes = [models.Index(fields=["team", "state"]), models.Index(fields=["state", "next_poll_at"]),
-                   models.Index(fields=["target_account", "state"])]
+                   models.Index(fields=["target_account", "state"]),
+                   # The inbox's past copies and the dashboard's weekly chart: last updated first.
+                   models.Index(fields=["team", "-updated_at"], name="recipient_team_updated")]
 
     def __str__(self):
         return self.label

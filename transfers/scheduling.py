@@ -33,9 +33,10 @@ def sweep_max() -> float:
 
 
 def slot_seconds() -> float:
-    """Sweeps of one account are due on a grid this fine: the looks that rows ask for within one
-    cell share one sweep, and so one call (each start in a burst asks for its own first look)."""
-    return max(0.1, sweep_min() / 2)
+    """Sweeps of one account are due on a grid of the minimum interval: the looks that rows ask
+    for within one cell share one sweep, and so one call (each start in a burst asks for its own
+    first look), so an account is read at most once a minimum interval per phase."""
+    return max(0.1, sweep_min())
 
 
 def next_interval(previous: float) -> float:

@@ -7,7 +7,8 @@ A share is visible to its source team and to every team it offers a copy to; any
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Case, Count, F, IntegerField, Prefetch, Q, QuerySet, Value, When, Window
+from django.db.models.functions import RowNumber, TruncWeek
 from django.http import Http404
 from django.utils import timezone
 
@@ -20,8 +21,8 @@ from omiportal.outscale.account_credentials import credentials_for
 from transfers.models import Recipient, Share
 
 CHART_WEEKS = 8
-INBOX_PAST_LIMIT = 50
 DASHBOARD_LIMIT = 8
+TIMELINE_LIMIT = 50  # events per share on the audit event page; the rest is one link away
 IMAGES_UNAVAILABLE = "The image list of {label} could not be read from OUTSCALE: {reason}"
 
 
@@ -93,18 +94,36 @@ def recipient_get_for_share(*, access: TeamAccess, share: Share, public_id) -> R
 
 
 def approvals_for_team(*, team) -> QuerySet:
-    return _with_recipients(_shares().filter(team=team, state=Share.State.REQUESTED)).order_by("requested_at")
+    """Requests waiting for a decision, oldest first (``share_team_state_requested`` serves it)."""
+    return _with_recipients(_shares().filter(team=team, state=Share.State.REQUESTED)).order_by("requested_at", "pk")
 
 
-def inbox_for_team(*, team) -> dict:
-    base = Recipient.objects.filter(team=team, kind__in=[Recipient.Kind.TEAM, Recipient.Kind.LINK]) \
-        .select_related("target_account", "share__team", "share__source_account", "share__export")
-    return {
-        "offered": list(base.filter(state=Recipient.State.OFFERED).order_by("created_at")),
-        "running": list(base.filter(state__in=[Recipient.State.WAITING, Recipient.State.IMPORTING])
-                        .order_by("created_at")),
-        "past": list(base.filter(state__in=Recipient.FINAL_STATES).order_by("-updated_at")[:INBOX_PAST_LIMIT]),
-    }
+INBOX_OFFERED, INBOX_RUNNING, INBOX_PAST = 0, 1, 2
+_RUNNING = (Recipient.State.WAITING, Recipient.State.IMPORTING)
+
+
+def inbox_for_team(*, team) -> QuerySet:
+    """What the team receives, as one list to paginate: offers waiting for an answer (oldest first),
+    then imports in progress (oldest first), then past ones (last updated first). ``section`` says
+    which of the three each row belongs to."""
+    section = Case(When(state=Recipient.State.OFFERED, then=Value(INBOX_OFFERED)),
+                   When(state__in=_RUNNING, then=Value(INBOX_RUNNING)),
+                   default=Value(INBOX_PAST), output_field=IntegerField())
+    # Offers and running imports sort by creation; past ones only by their last update.
+    created = Case(When(state__in=(Recipient.State.OFFERED, *_RUNNING), then=F("created_at")), default=None)
+    return Recipient.objects.filter(team=team, kind__in=[Recipient.Kind.TEAM, Recipient.Kind.LINK]) \
+        .select_related("target_account", "share__team", "share__source_account", "share__export") \
+        .annotate(section=section, section_created=created) \
+        .order_by("section", "section_created", "-updated_at", "-pk")
+
+
+def inbox_sections(rows) -> dict:
+    """One page of ``inbox_for_team`` split into its three sections, in order."""
+    sections = {"offered": [], "running": [], "past": []}
+    names = {INBOX_OFFERED: "offered", INBOX_RUNNING: "running", INBOX_PAST: "past"}
+    for row in rows:
+        sections[names[row.section]].append(row)
+    return sections
 
 
 # --- The share form's choices -------------------------------------------------------------------------
@@ -225,6 +244,23 @@ def share_timeline(*, access: TeamAccess, share: Share) -> QuerySet:
     return qs.order_by("seq")
 
 
+@dataclass
+class Timeline:
+    events: list
+    more: bool  # older events exist beyond ``events``
+
+
+def share_timeline_recent(*, access: TeamAccess, share: Share, limit: int | None = None) -> Timeline:
+    """The newest ``limit`` events of ``share_timeline``, oldest first, and whether there are more.
+
+    For pages that show a share beside something else (the audit event page): a share retried for
+    months keeps a short timeline there, the full trail being one filtered link away.
+    """
+    limit = limit or TIMELINE_LIMIT
+    rows = list(share_timeline(access=access, share=share).order_by("-seq")[: limit + 1])
+    return Timeline(events=rows[:limit][::-1], more=len(rows) > limit)
+
+
 # --- Dashboard --------------------------------------------------------------------------------------------
 
 
@@ -248,13 +284,18 @@ def copies_per_week(*, team, now: datetime | None = None) -> list[dict]:
     first = _week_start(now) - timedelta(weeks=CHART_WEEKS - 1)
     weeks = [{"start": first + timedelta(weeks=i), "completed": 0, "failed": 0, "other": 0}
              for i in range(CHART_WEEKS)]
-    rows = Recipient.objects.filter(Q(share__team=team) | Q(team=team), state__in=Recipient.FINAL_STATES,
-                                    updated_at__gte=first).values_list("state", "updated_at").distinct()
-    for state, ended in rows:
-        index = (_week_start(ended) - first).days // 7
+    ended = Recipient.objects.filter(state__in=Recipient.FINAL_STATES, updated_at__gte=first)
+    # Counted by the database, week by week (in the current time zone, like _week_start): two
+    # parts with no row in common (an OR across the join to the share would scan every recipient).
+    outgoing = ended.filter(share__team=team)
+    incoming = ended.filter(team=team).exclude(share__team=team)
+    per_week = [part.annotate(week=TruncWeek("updated_at")).values("week", "state").annotate(n=Count("pk"))
+                .values_list("week", "state", "n").order_by() for part in (outgoing, incoming)]
+    for week, state, n in per_week[0].union(per_week[1], all=True):
+        index = (_week_start(week) - first).days // 7
         if 0 <= index < CHART_WEEKS:
             key = state if state in ("completed", "failed") else "other"
-            weeks[index][key] += 1
+            weeks[index][key] += n
     return weeks
 
 
@@ -279,23 +320,41 @@ def weekly_chart(weeks: list[dict], *, width: int = 320, height: int = 120) -> d
             "peak": peak, "series": CHART_SERIES, "empty": all(b["total"] == 0 for b in bars)}
 
 
+def _first_with_total(qs: QuerySet) -> tuple[list, int]:
+    """The first ``DASHBOARD_LIMIT`` rows of ``qs`` and how many it holds, in one query."""
+    rows = list(qs.annotate(total=Window(Count("pk")))[:DASHBOARD_LIMIT])
+    return rows, rows[0].total if rows else 0
+
+
 def dashboard_for_team(*, access: TeamAccess) -> dict:
+    """Each panel reads only what it shows: a few rows per query, counts alongside them."""
     team = access.team
-    approvals = approvals_for_team(team=team) if access.can_approve else Share.objects.none()
-    offers = Recipient.objects.filter(team=team, state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM) \
-        .select_related("share__team", "share__export", "target_account").order_by("created_at")
-    in_flight = _with_recipients(_shares().filter(team=team, state__in=Share.ACTIVE_STATES)).order_by("-requested_at")
-    importing = Recipient.objects.filter(team=team, state=Recipient.State.IMPORTING).exclude(share__team=team) \
-        .select_related("share__team", "target_account").order_by("started_at")
-    recent = _shares().filter(team=team, state__in=Share.FINAL_STATES).order_by("-updated_at")
+    approvals, approvals_count = [], 0
+    if access.can_approve:
+        approvals, approvals_count = _first_with_total(
+            _shares().filter(team=team, state=Share.State.REQUESTED).order_by("requested_at", "pk"))
+    # Offers to answer and imports into the team's accounts, in one query: the first few of each
+    # state (both lists are short, so numbering them is cheap) and how many each state holds.
+    incoming = Recipient.objects.filter(team=team).filter(
+        Q(state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM)
+        | Q(state=Recipient.State.IMPORTING) & ~Q(share__team=team)) \
+        .select_related("share__team", "share__export", "target_account") \
+        .annotate(place=Window(RowNumber(), partition_by=[F("state")], order_by=[F("created_at"), F("pk")]),
+                  in_state=Window(Count("pk"), partition_by=[F("state")])) \
+        .filter(place__lte=DASHBOARD_LIMIT).order_by("state", "place")
+    offers, importing = [], []
+    for r in incoming:
+        (offers if r.state == Recipient.State.OFFERED else importing).append(r)
+    in_flight = _with_recipients(_shares().filter(team=team, state__in=Share.ACTIVE_STATES)) \
+        .order_by("-requested_at", "-pk")
+    recent = _shares().filter(team=team, state__in=Share.FINAL_STATES).order_by("-updated_at", "-pk")
     return {
-        "approvals": list(approvals[:DASHBOARD_LIMIT]),
-        "approvals_count": approvals.count(),
-        "offers": list(offers[:DASHBOARD_LIMIT]),
-        "offers_count": offers.count(),
+        "approvals": approvals,
+        "approvals_count": approvals_count,
+        "offers": offers,
+        "offers_count": offers[0].in_state if offers else 0,
         "in_flight": list(in_flight[:DASHBOARD_LIMIT]),
-        "incoming_imports": list(importing[:DASHBOARD_LIMIT]),
+        "incoming_imports": importing,
         "recent": list(recent[:DASHBOARD_LIMIT]),
         "chart": weekly_chart(copies_per_week(team=team)),
-        "has_source_accounts": source_accounts_for_team(team=team).exists(),
     }

@@ -1,6 +1,29 @@
 from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db import connections
+from django.utils.functional import cached_property
 
 from omiportal.audit.models import AuditEvent
+
+ESTIMATE_ABOVE = 100_000  # rows; below this an exact COUNT(*) is cheap enough
+
+
+class EstimatedCountPaginator(Paginator):
+    """On PostgreSQL, the unfiltered trail's size from the planner's statistics (``pg_class.reltuples``,
+    kept by autovacuum and ANALYZE) instead of a COUNT(*) over every row on each page. Filtered lists,
+    small tables and other databases are counted exactly."""
+
+    @cached_property
+    def count(self) -> int:
+        qs = self.object_list
+        connection = connections[qs.db]
+        if connection.vendor == "postgresql" and not qs.query.where:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [qs.model._meta.db_table])
+                row = cursor.fetchone()
+            if row and row[0] > ESTIMATE_ABOVE:
+                return int(row[0])
+        return super().count
 
 
 @admin.register(AuditEvent)
@@ -12,6 +35,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ("action", "actor_name", "team_name", "target_label", "target_id", "request_id")
     ordering = ("-seq",)
     show_full_result_count = False  # COUNT(*) on a large append-only table is slow and rarely useful
+    paginator = EstimatedCountPaginator
 
     def has_add_permission(self, request):
         return False

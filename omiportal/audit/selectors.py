@@ -196,7 +196,8 @@ def event_get_for_team(*, access: TeamAccess, public_id) -> AuditEvent:
 
 
 def event_get_for_site(*, user: User, public_id) -> AuditEvent:
-    event = AuditEvent.objects.filter(public_id=public_id).first()
+    # With its team: the page records its own read against that team.
+    event = AuditEvent.objects.filter(public_id=public_id).select_related("team").first()
     if event is None:
         raise Http404("No such audit event.")
     return event

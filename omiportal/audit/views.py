@@ -6,10 +6,12 @@ Read-only: there is no page that changes an event. Every read is itself recorded
 
 import json
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -111,14 +113,18 @@ def _event_detail(request, access: TeamAccess | None, event):
     record(action="audit.read", team=access.team if access else event.team,
            target=AuditTarget("audit.auditevent", str(event.public_id), f"#{event.seq} {event.action}"),
            details={"view": "event", "seq": event.seq})
-    from transfers.selectors import share_timeline
+    from transfers.selectors import share_timeline_recent
 
+    trail = reverse("audit:event-list", kwargs={"team_id": access.team.public_id}) if access \
+        else reverse("audit:site-event-list")
     shares = []
     for share in selectors.related_shares(event=event, team=access.team if access else None):
         viewer = access or TeamAccess(user=request.user, team=share.team, membership=None)
         shares.append({
             "share": share,
-            "timeline": share_timeline(access=viewer, share=share),
+            # Capped: a share's history can be long; the filtered trail below has all of it.
+            "timeline": share_timeline_recent(access=viewer, share=share),
+            "trail_url": f"{trail}?{urlencode({'target_type': 'transfers.share', 'target_id': share.public_id})}",
             "link_team": viewer.team.public_id if viewer.can(Capability.VIEW) else None,
         })
     return render(request, "audit/event_detail.html", {

@@ -59,17 +59,17 @@ def isolated_botocore_session() -> botocore.session.Session:
     return session
 
 
-# One session per process (it caches the loaded S3 model). Sessions are not
-# thread-safe, so client creation is serialised; each thread keeps its clients.
+# One session per process (it caches the loaded S3 model). Sessions are not thread-safe, so
+# client creation is serialised; clients are (boto3's documentation), so the process shares them:
+# a sweep's threads sign hundreds of links with one client instead of building one each.
 _session: boto3.session.Session | None = None
 _session_lock = threading.Lock()
-_local = threading.local()
-_generation = 0
+_clients: dict = {}
 
 
 def _reset_after_fork() -> None:
-    global _local, _session_lock
-    _local = threading.local()
+    global _clients, _session_lock
+    _clients = {}  # a client's connection pool is not the child's to use
     _session_lock = threading.Lock()  # it may have been held by another thread at fork time
 
 
@@ -84,30 +84,21 @@ def _new_client(**kwargs):
         return _session.client("s3", **kwargs)
 
 
-def _thread_clients() -> dict:
-    if getattr(_local, "generation", None) != _generation:
-        _local.clients = {}
-        _local.generation = _generation
-    return _local.clients
-
-
 def warm_up() -> None:
     _new_client(region_name="eu-west-2", endpoint_url="https://oos.eu-west-2.outscale.com",
                 aws_access_key_id="warm-up", aws_secret_access_key="warm-up")
 
 
 def clear_clients() -> None:
-    global _generation
-    _generation += 1
-    _thread_clients()
+    with _session_lock:
+        _clients.clear()
 
 
 def client_for(creds: Credentials):
     oos = endpoints_for(creds.region).oos
     limits = timeouts()
     key = (creds.access_key, secret_fingerprint(creds.secret_key), creds.region, oos, limits)
-    clients = _thread_clients()
-    client = clients.get(key)
+    client = _clients.get(key)
     if client is None:
         config = Config(
             region_name=creds.region,
@@ -120,13 +111,15 @@ def client_for(creds: Credentials):
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        client = clients[key] = _new_client(
+        client = _new_client(
             region_name=creds.region,
             endpoint_url=oos,
             aws_access_key_id=creds.access_key,
             aws_secret_access_key=creds.secret_key,
             config=config,
         )
+        with _session_lock:
+            client = _clients.setdefault(key, client)
     return client
 
 

@@ -199,7 +199,8 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
 
 def _handoff_later(source_account: CloudAccount) -> None:
     # The job's id names the moment, so a hand-off that is running can queue its own successor.
-    scheduling.enqueue("transfers.jobs.import_handoff_job", str(source_account.public_id),
+    # On the sweeps' queue: under load, `default` waits behind every sweep, and these cannot wait.
+    scheduling.enqueue("transfers.jobs.import_handoff_job", str(source_account.public_id), queue="poll",
                        job_id=f"import-handoff-{source_account.public_id}-{time.time_ns()}")
 
 

@@ -2,6 +2,7 @@
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -12,6 +13,7 @@ from transfers.forms import DecisionForm
 from transfers.services import reconcile
 from transfers.services import requests as share_requests
 
+APPROVALS_PER_PAGE = 25
 APPROVED = "Approved: the export of {image} starts now."
 REJECTED = "Rejected: {image} will not be copied."
 CANCELLED = "Cancelled: {image} will not be copied."
@@ -30,8 +32,9 @@ def _error(request, exc: ValidationError) -> None:
 @team_view(Capability.APPROVE)
 @require_GET
 def approval_list(request, access):
-    return render(request, "transfers/approval_list.html", {
-        "shares": selectors.approvals_for_team(team=access.team)})
+    page = Paginator(selectors.approvals_for_team(team=access.team), APPROVALS_PER_PAGE) \
+        .get_page(request.GET.get("page"))
+    return render(request, "transfers/approval_list.html", {"page": page})
 
 
 def _decide(request, access, share_id, *, service, done: str):

@@ -6,6 +6,7 @@ from functools import wraps
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
@@ -18,6 +19,7 @@ from transfers import selectors
 from transfers.forms import DeclineForm, LinkImportForm
 from transfers.services import imports, links
 
+INBOX_PER_PAGE = 25
 ACCEPTED = "Accepted: {name} is being imported into {account}."
 DECLINED = "Declined: {name} will not be imported."
 RETRIED = "Import of {name} started again."
@@ -50,8 +52,10 @@ def _name(recipient) -> str:
 @team_view()
 @require_GET
 def inbox(request, access):
+    page = Paginator(selectors.inbox_for_team(team=access.team), INBOX_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "transfers/recipient_inbox.html", {
-        **selectors.inbox_for_team(team=access.team),
+        **selectors.inbox_sections(page.object_list),
+        "page": page,
         "can_accept": access.can(Capability.ACCEPT_SHARE),
         "decline_form": DeclineForm(),
     })
