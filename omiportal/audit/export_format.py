@@ -10,7 +10,9 @@ Two encodings with the same columns, ``EXPORT_COLUMNS``, in that order:
   The first line may instead be ``{"chain_head": {"seq": <int>, "hash": "<hex>"}}``.
 - CSV (``.csv``, RFC 4180, UTF-8): a header row naming ``EXPORT_COLUMNS``, then one
   row per event. Null is the empty cell (``actor_id``, ``team_id``, ``ip``);
-  ``details`` and ``cloud_request_ids`` are JSON text written by ``hashing.dumps``.
+  ``details`` and ``cloud_request_ids`` are JSON text (``hashing.dumps``, or on PostgreSQL the
+  database's own ``jsonb`` text: read them as JSON, never compare them as text). Lines end with
+  CRLF, or LF when PostgreSQL's COPY wrote the file (``exports.copy_csv_lines``).
   The very first line may be a comment: ``# {"chain_head": {"seq": <int>, "hash": "<hex>"}}``.
 
 Rows should be in ascending ``seq`` order (descending is accepted). A filtered export
