@@ -166,8 +166,8 @@ def lag(seen: float | None, finished: float | None) -> float | None:
 
 
 def worker_cpu(procs: load.Processes) -> float:
-    """CPU seconds of the worker processes, their finished work horses (reaped: counted in the
-    parent's children times) and their live children (scheduler, current work horse)."""
+    """CPU seconds of the worker processes, their finished children (reaped: counted in the
+    parent's children times) and their live ones (the scheduler)."""
     total = 0.0
     for _, proc in procs.procs:
         try:

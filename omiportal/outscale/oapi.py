@@ -4,9 +4,9 @@ What this module fixes in `osc-sdk-python` 0.42.0, and why:
 
 * Spec parsing. `Gateway()` parses the 1 MB OpenAPI spec with pure-Python YAML
   (~3.5 s) on every construction. We parse it once per process with the SDK's
-  own converter and hand the result to every client. Call `warm_up()` in a
-  worker's parent process: rq forks a work horse per job, and a parse done
-  before the fork is inherited for free.
+  own converter and hand the result to every client. Call `warm_up()` when a
+  worker starts, so no job pays for it (and, in a process that forks, before
+  the fork, so every child inherits it).
 * Profile leaks. `Call.update_profile` merges OSC_* variables and
   ~/.osc/config.json (OSC_CONFIG_FILE, OSC_PROFILE) into every profile, so a
   stray OSC_LOGIN would switch the signature to Basic auth and a stray
