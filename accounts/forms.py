@@ -5,7 +5,7 @@ import re
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
-from accounts.models import CloudAccount, Role, bucket_name_validator
+from accounts.models import CloudAccount, Role, Team, bucket_name_validator
 from omiportal.outscale.regions import REGION_CHOICES
 
 ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{20}$")
@@ -83,3 +83,21 @@ class CloudAccountForm(forms.Form):
         if self.editing is not None and one_key_only and not key_errors:
             raise forms.ValidationError(KEYS_TOGETHER_MESSAGE)
         return data
+
+
+class TeamSettingsForm(forms.ModelForm):
+    request_expiry_days = forms.IntegerField(
+        label="Requests expire after (days)", min_value=1, max_value=365,
+        help_text=Team._meta.get_field("request_expiry_days").help_text,
+    )
+
+    class Meta:
+        model = Team
+        fields = ["require_approval_for_own_accounts", "request_expiry_days", "auto_accept_incoming",
+                  "cleanup_exports", "require_two_factor_for_privileged"]
+        labels = {
+            "require_approval_for_own_accounts": "Require approval between the team's own accounts",
+            "auto_accept_incoming": "Accept incoming images automatically",
+            "cleanup_exports": "Clean up export files",
+            "require_two_factor_for_privileged": "Require two-factor sign-in for approvers and admins",
+        }

@@ -251,3 +251,26 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
                team=access.team, target=account, cloud_request_ids=list(request_ids),
                details={"account_id": account.account_id} if identity else {"reason": problem, "code": code})
     return account
+
+
+# --- Team settings ----------------------------------------------------------------------
+
+TEAM_SETTINGS = ("require_approval_for_own_accounts", "request_expiry_days", "auto_accept_incoming",
+                 "cleanup_exports", "require_two_factor_for_privileged")
+
+
+@transaction.atomic
+def team_settings_change(*, access: TeamAccess, **values) -> Team:
+    require(access, Capability.MANAGE_TEAM, target=access.team)
+    team = Team.objects.select_for_update().get(pk=access.team.pk)
+    before, after = {}, {}
+    for field in TEAM_SETTINGS:
+        if field in values and values[field] != getattr(team, field):
+            before[field], after[field] = getattr(team, field), values[field]
+            setattr(team, field, values[field])
+    if after:
+        team.full_clean()
+        team.save(update_fields=list(after))
+        record(action="team.settings_changed", actor=access.user, team=team, target=team,
+               details={"before": before, "after": after})
+    return team

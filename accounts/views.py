@@ -11,13 +11,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts import selectors, services
 from accounts.decorators import team_view
-from accounts.forms import CloudAccountForm, LoginForm, MemberAddForm, MemberRoleForm, TeamCreateForm
+from accounts.forms import CloudAccountForm, LoginForm, MemberAddForm, MemberRoleForm, TeamCreateForm, TeamSettingsForm
 from accounts.models import CloudAccount, Role, Team
 from accounts.roles import ROLE_DESCRIPTIONS, Capability
 from accounts.twofactor.enforcement import step_up_url
-from accounts.twofactor.forms import TeamSettingsForm
 from accounts.twofactor.services import has_device as has_two_factor_device
-from accounts.twofactor.services import team_settings_change
 from omiportal.audit.recorder import record
 
 
@@ -116,7 +114,7 @@ def team_settings(request, access):
     form = TeamSettingsForm(request.POST or None, instance=Team.objects.get(pk=access.team.pk))
     if request.method == "POST" and form.is_valid():
         try:
-            team_settings_change(access=access, **form.cleaned_data)
+            services.team_settings_change(access=access, **form.cleaned_data)
         except ValidationError as exc:
             _form_error(form, exc)
         else:

@@ -1,4 +1,4 @@
-"""Writes for two-factor devices and the team settings page.
+"""Writes for two-factor devices.
 
 A code is checked with the device row locked, so two requests carrying the same
 code cannot both pass: django-otp's ``last_t`` refuses a time step already used,
@@ -13,9 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import Team, User
-from accounts.roles import Capability
-from accounts.selectors import TeamAccess, require
+from accounts.models import User
 from omiportal.audit.recorder import record
 
 DEVICE_NAME = "Authenticator app"
@@ -106,26 +104,3 @@ def twofactor_remove(*, user: User, code: str) -> None:
         TOTPDevice.objects.filter(user=user).delete()
 
     _check_code(user=user, confirmed=True, code=code, stage="remove", on_success=remove)
-
-
-# --- Team settings ----------------------------------------------------------------------
-
-TEAM_SETTINGS = ("require_approval_for_own_accounts", "request_expiry_days", "auto_accept_incoming",
-                 "cleanup_exports", "require_two_factor_for_privileged")
-
-
-@transaction.atomic
-def team_settings_change(*, access: TeamAccess, **values) -> Team:
-    require(access, Capability.MANAGE_TEAM, target=access.team)
-    team = Team.objects.select_for_update().get(pk=access.team.pk)
-    before, after = {}, {}
-    for field in TEAM_SETTINGS:
-        if field in values and values[field] != getattr(team, field):
-            before[field], after[field] = getattr(team, field), values[field]
-            setattr(team, field, values[field])
-    if after:
-        team.full_clean()
-        team.save(update_fields=list(after))
-        record(action="team.settings_changed", actor=access.user, team=team, target=team,
-               details={"before": before, "after": after})
-    return team
