@@ -216,3 +216,17 @@ def export(gw: Gateway, image_id: str, bucket: str, wait_for, prefix: str = "exp
 
 def manifest_key(task: dict) -> str:
     return task["OsuExport"]["OsuPrefix"] + "manifest.json"
+
+
+@pytest.fixture
+def flow(cloud, settings, transactional_db):
+    """Two teams with sandbox accounts (tests/transfer_world.py), committed rows, empty queues, and
+    sweeps fast enough for a whole copy to take a few seconds."""
+    from tests import workers
+    from tests.transfer_world import make_transfer_world
+
+    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 0.05
+    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 0.2
+    workers.flush()
+    yield make_transfer_world(cloud)
+    workers.flush()

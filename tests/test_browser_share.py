@@ -12,7 +12,6 @@ import pytest
 from playwright.sync_api import expect
 
 from tests import factories, workers
-from tests.transfer_world import make_transfer_world
 from transfers.models import Recipient, Share
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -23,15 +22,6 @@ REASON = "Release 1.2 needs the web image in Research."
 COMMENT = "Fine: Research runs the release tests."
 # share-progress.js polls every 2.5 s; leave room for a few polls on a busy machine.
 LIVE_MS = 10_000
-
-
-@pytest.fixture
-def flow(cloud, settings, transactional_db):
-    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 0.05
-    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 0.2
-    workers.flush()
-    yield make_transfer_world(cloud)
-    workers.flush()
 
 
 def _state() -> str:

@@ -35,7 +35,7 @@ from accounts.models import CloudAccount
 from omiportal import outscale
 from omiportal.outscale import oapi
 from tests import factories, workers
-from tests.transfer_world import make_transfer_world, request_share
+from tests.transfer_world import request_share
 from transfers import jobs, notifications
 from transfers.models import Recipient, Share
 from transfers.services.requests import ExternalRecipient
@@ -90,15 +90,6 @@ def logs():
     for name in LOGGERS:
         logging.getLogger(name).removeHandler(handler)
     root.setLevel(old_level)
-
-
-@pytest.fixture
-def flow(cloud, settings):
-    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 0.05
-    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 0.2
-    workers.flush()
-    yield make_transfer_world(cloud)
-    workers.flush()
 
 
 @pytest.fixture

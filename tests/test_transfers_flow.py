@@ -5,20 +5,11 @@ import pytest
 from omiportal.audit.models import AuditEvent
 from omiportal.audit.verify import verify_chain
 from tests import workers
-from tests.transfer_world import access, approve, make_transfer_world, request_share
+from tests.transfer_world import access, approve, request_share
 from transfers.models import Export, Recipient, Share
 from transfers.services import imports
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def flow(cloud, settings):
-    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 0.05
-    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 0.2
-    workers.flush()
-    yield make_transfer_world(cloud)
-    workers.flush()
 
 
 def _state(share):

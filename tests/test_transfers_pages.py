@@ -309,15 +309,6 @@ def test_the_link_import_page_is_never_cached(w, client):
 # --- The whole flow, with real jobs -----------------------------------------------------------------
 
 
-@pytest.fixture
-def flow(cloud, settings, transactional_db):
-    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 0.05
-    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 0.2
-    workers.flush()
-    yield make_transfer_world(cloud)
-    workers.flush()
-
-
 def _state(share):
     return Share.objects.get(pk=share.pk).state
 

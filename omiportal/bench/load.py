@@ -151,6 +151,19 @@ class Processes:
                 proc.wait(timeout=10)
 
 
+def use_sandbox(endpoints: dict, pace: dict) -> None:
+    """Point this process (it requests and approves) at the sandbox, with the workers' pace and
+    no mail, as `child_env` does for the processes it starts."""
+    from omiportal import outscale
+
+    settings.OMIPORTAL_OUTSCALE_ENDPOINTS = endpoints
+    for name, value in pace.items():
+        setattr(settings, name, value)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
+    outscale.clear_clients()
+    outscale.warm_up()
+
+
 def wait_until_serving(base_url: str, procs: Processes, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -287,7 +300,6 @@ def transfer_counts(share_ids) -> dict:
 def run(options: Options, *, log=print) -> dict:
     from django.core.management import call_command
 
-    from omiportal import outscale
     from omiportal.sandbox.server import Sandbox
 
     check_throwaway_database(yes=options.yes)
@@ -301,13 +313,7 @@ def run(options: Options, *, log=print) -> dict:
                       import_seconds=options.import_seconds, copy_seconds=options.import_seconds / 3,
                       lockout_after=0).start()
     endpoints = sandbox.endpoints()
-    # This process requests and approves: same endpoints, same pace and no mail as the others.
-    settings.OMIPORTAL_OUTSCALE_ENDPOINTS = endpoints
-    for name, value in PACE.items():
-        setattr(settings, name, value)
-    settings.EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
-    outscale.clear_clients()
-    outscale.warm_up()
+    use_sandbox(endpoints, PACE)
 
     procs = Processes(child_env(endpoints), log_dir)
     port = free_port()

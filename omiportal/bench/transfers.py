@@ -185,16 +185,12 @@ def worker_cpu(procs: load.Processes) -> float:
     return total
 
 
-def other_cpu() -> dict[str, float]:
+def bench_cpu() -> float:
     """CPU seconds of this process: the sandbox answering every call, the call log and the
     progress checks. (The database's backends come and go with their connections, so their CPU
     cannot be read reliably from here.)"""
     me = psutil.Process().cpu_times()
-    return {"sandbox_and_bench": me.user + me.system}
-
-
-def _cpu_diff(before: dict, after: dict, n: int) -> dict:
-    return {f"{k}_cpu_seconds_per_transfer": round((after[k] - before[k]) / max(1, n), 4) for k in before}
+    return me.user + me.system
 
 
 def wait_for_workers(n: int, procs: load.Processes, timeout: float = 90) -> None:
@@ -242,8 +238,8 @@ def _spread(calls) -> dict:
     return {"peak_calls_per_second_per_account": max(peaks.values(), default=0), "by_account": peaks}
 
 
-def _summary(*, kind, n, completed, failed, calls: Counter, cpu, started, ended, window, detection, handoff,
-             overhead, totals, exports, log_calls) -> dict:
+def _summary(*, kind, n, completed, failed, calls: Counter, cpu, bench_seconds, started, ended, window, detection,
+             handoff, overhead, totals, exports, log_calls) -> dict:
     per_action = {a: round(c / max(1, completed), 3) for a, c in sorted(calls.items())}
     total = sum(calls.values())
     return {
@@ -257,6 +253,7 @@ def _summary(*, kind, n, completed, failed, calls: Counter, cpu, started, ended,
         "detection_lag_seconds": detection, "handoff_lag_seconds": stats(handoff),
         "overhead_seconds": stats(overhead), "total_seconds": stats(totals),
         "worker_cpu_seconds": round(cpu, 2), "worker_cpu_seconds_per_transfer": round(cpu / max(1, n), 4),
+        "sandbox_and_bench_cpu_seconds_per_transfer": round(bench_seconds / max(1, n), 4),
         "wall_seconds": round(ended - started, 1), **window,
     }
 
@@ -301,7 +298,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
         resume(conn)
         raise
     share_ids = [s.pk for s in shares]
-    before, cpu0, others0 = counters(sandbox), worker_cpu(procs), other_cpu()
+    before, cpu0, bench0 = counters(sandbox), worker_cpu(procs), bench_cpu()
     started = time.time()
     resume(conn)
     final = [Recipient.State.COMPLETED, Recipient.State.FAILED, Recipient.State.CANCELLED, Recipient.State.EXPIRED]
@@ -311,7 +308,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
 
     ended = _wait(done_count, n, o.timeout, procs, "portal", log)
     time.sleep(1.5)  # let the workers settle (the last sweep schedules nothing; the reconciler ticks)
-    after, cpu1, others1 = counters(sandbox), worker_cpu(procs), other_cpu()
+    after, cpu1, bench1 = counters(sandbox), worker_cpu(procs), bench_cpu()
 
     recipients = list(Recipient.objects.filter(share_id__in=share_ids).select_related("share__export"))
     completed = sum(r.state == Recipient.State.COMPLETED for r in recipients)
@@ -334,13 +331,13 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
             totals.append(total)
             overhead.append(total - _cloud_time(o, bool(export and export.copy_image_id)))
     result = _summary(kind="portal", n=n, completed=completed, failed=len(recipients) - completed,
-                      calls=counters_diff(before, after), cpu=cpu1 - cpu0, started=started, ended=ended,
+                      calls=counters_diff(before, after), cpu=cpu1 - cpu0,
+                      bench_seconds=bench1 - bench0, started=started, ended=ended,
                       window=_spread(calls.window(started, ended + 1.5)), detection=detection, handoff=handoff,
                       overhead=overhead, totals=totals, exports=Export.objects.filter(
                           pk__in=[e.pk for e in exports]).exclude(task_id="").count(),
                       log_calls=calls.window(started, ended + 1.5))
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))
-    result.update(_cpu_diff(others0, others1, n))
     return result, shares
 
 
@@ -362,7 +359,7 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
         for spec in specs:
             peer.enqueue_start(spec)
     finally:
-        before, cpu0, others0 = counters(sandbox), worker_cpu(procs), other_cpu()
+        before, cpu0, bench0 = counters(sandbox), worker_cpu(procs), bench_cpu()
         started = time.time()
         resume(conn)
 
@@ -377,7 +374,7 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
 
     ended = _wait(done_count, n, o.timeout, procs, "peer", log)
     time.sleep(1.5)
-    after, cpu1, others1 = counters(sandbox), worker_cpu(procs), other_cpu()
+    after, cpu1, bench1 = counters(sandbox), worker_cpu(procs), bench_cpu()
     records = read_all()
     completed = sum("done_at" in h for h in records)
     handoff, overhead, totals = [], [], []
@@ -398,12 +395,12 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
                         for h in records if h.get("import_id")),
     }
     result = _summary(kind="peer", n=n, completed=completed, failed=sum("failed_at" in h for h in records),
-                      calls=counters_diff(before, after), cpu=cpu1 - cpu0, started=started, ended=ended,
+                      calls=counters_diff(before, after), cpu=cpu1 - cpu0,
+                      bench_seconds=bench1 - bench0, started=started, ended=ended,
                       window=_spread(calls.window(started, ended + 1.5)), detection=detection, handoff=handoff,
                       overhead=overhead, totals=totals, exports=sum(1 for h in records if h.get("task_id")),
                       log_calls=calls.window(started, ended + 1.5))
     result["failures"] = [h["failed"] for h in records if "failed" in h][:10]
-    result.update(_cpu_diff(others0, others1, n))
     return result
 
 
@@ -431,7 +428,6 @@ def goals(o: Options, portal: dict) -> dict:
 def run(o: Options, *, log=print) -> dict:
     from django.core.management import call_command
 
-    from omiportal import outscale
     from omiportal.sandbox.server import Sandbox
 
     load.check_throwaway_database(yes=o.yes)
@@ -447,12 +443,7 @@ def run(o: Options, *, log=print) -> dict:
     sandbox.faults.configure(latency=o.latency)
     calls = CallLog(sandbox)
     endpoints = sandbox.endpoints()
-    settings.OMIPORTAL_OUTSCALE_ENDPOINTS = endpoints
-    for name, value in pace.items():
-        setattr(settings, name, value)
-    settings.EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
-    outscale.clear_clients()
-    outscale.warm_up()
+    load.use_sandbox(endpoints, pace)
 
     import django_rq
     from rq.suspension import resume
@@ -527,7 +518,7 @@ def table_one(entry: dict) -> str:
     for q in ("p50", "p95", "max"):
         rows.append((f"overhead {q} s", lambda r, q=q: _ms(r["overhead_seconds"], q)))
     rows += [("worker CPU s / transfer", lambda r: f"{r['worker_cpu_seconds_per_transfer']:.3f}"),
-             ("sandbox+bench CPU s / tr.", lambda r: f"{r.get('sandbox_and_bench_cpu_seconds_per_transfer', 0):.3f}"),
+             ("sandbox+bench CPU s / tr.", lambda r: f"{r['sandbox_and_bench_cpu_seconds_per_transfer']:.3f}"),
              ("peak calls/s/account", lambda r: str(r["peak_calls_per_second_per_account"])),
              ("wall s", lambda r: f"{r['wall_seconds']:.0f}")]
     lines = [f"{entry['transfers']} transfers", f"{'':<28}" + "".join(f"{name:>12}" for name, _ in cols)]

@@ -82,8 +82,6 @@ def postpone(rows, message: str) -> None:
             state_message=f"{WAITING_PREFIX}{message}"[:500])
 
 
-
-
 def run_each(func, items, *, what: str, budget: float | None = None) -> list:
     """``func(item)`` for every item, ``OMIPORTAL_SWEEP_CONCURRENCY`` at a time: each call waits
     mostly on OUTSCALE. One item failing does not stop the others; its row stays in flight and the
@@ -93,23 +91,12 @@ def run_each(func, items, *, what: str, budget: float | None = None) -> list:
     for the caller to hand to a job of their own. A sweep then keeps its worker for about the
     budget, and the sweeps waiting behind it (other accounts' finished exports) get their turn.
     """
-    items = list(items)
     deadline = None if budget is None else time.monotonic() + budget
-    left: list = []
-    # A thread costs a database connection: a few rows are done faster in line.
-    concurrency = max(1, min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), len(items) // 2))
-    if concurrency == 1:
-        for k, item in enumerate(items):
-            if k and deadline is not None and time.monotonic() > deadline:
-                return items[k:]
-            _logged(func, item, what)
-        return left
-    pending = queue.SimpleQueue()
+    pending, left, left_lock = queue.SimpleQueue(), [], threading.Lock()
     for item in items:
         pending.put(item)
-    left_lock = threading.Lock()
 
-    def drain():
+    def drain(own_thread: bool):
         done = 0
         try:
             while True:
@@ -125,10 +112,16 @@ def run_each(func, items, *, what: str, budget: float | None = None) -> list:
                 _logged(func, item, what)
                 done += 1
         finally:
-            connections.close_all()  # this thread's own connections
+            if own_thread:
+                connections.close_all()  # this thread's own connections
 
+    # A thread costs a database connection: a few rows are done faster in line.
+    concurrency = max(1, min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), pending.qsize() // 2))
+    if concurrency == 1:
+        drain(own_thread=False)
+        return left
     # Each thread runs in a copy of this context, so the audit context (the job) follows the work.
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(drain,), daemon=True)
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(drain, True), daemon=True)
                for _ in range(concurrency)]
     for thread in threads:
         thread.start()
