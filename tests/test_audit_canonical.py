@@ -3,6 +3,7 @@
 import datetime
 import decimal
 import hashlib
+import json
 import uuid
 
 import pytest
@@ -205,3 +206,79 @@ def test_the_safe_text_filter_still_html_escapes():
     assert "<script>" not in rendered
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered
     assert "\n" not in rendered and "\x1b" not in rendered
+
+
+# --- The stored-row path: verification's reading of PostgreSQL's text -------------------------
+
+def _jsonb_text(value):
+    """JSON text as PostgreSQL prints jsonb: ", " and ": " between items, object keys shortest
+    first, then by their bytes (numbers as written; jsonb keeps 1.0 as 1.0)."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda item: (len(item[0].encode("utf-8", "surrogatepass")),
+                                                         item[0].encode("utf-8", "surrogatepass")))
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_jsonb_text(v)}" for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_jsonb_text(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _stored_values(fields):
+    """``fields`` as stored.stored_rows reads them from PostgreSQL."""
+    values = [fields[name] for name in hashing.HASHED_FIELDS]
+    values[1] = str(fields["public_id"])
+    values[2] = hashing.format_timestamp(fields["occurred_at"])
+    values[12], values[16] = _jsonb_text(fields["details"]), _jsonb_text(fields["cloud_request_ids"])
+    return values
+
+
+_LIST_TEXT = st.text(alphabet=st.sampled_from('ab", \\[]{}:1\n\x7fé'), max_size=6)
+
+
+@given(actor_name=_TEXT, target_label=_TEXT, ip=_TEXT, team_id=_TEXT, details=_JSON, ids=_JSON | st.lists(_LIST_TEXT),
+       public_id=st.uuids())
+def test_the_stored_row_path_gives_the_careful_forms_bytes(actor_name, target_label, ip, team_id, details, ids,
+                                                            public_id):
+    """canonical_bytes_stored of the row PostgreSQL would give equals the careful path's bytes of the
+    event as the ORM reads it (its JSON decoded), or fails with the same error."""
+    fields = _fields(actor_name=actor_name, target_label=target_label, ip=ip, team_id=team_id, details=details,
+                     cloud_request_ids=ids, public_id=public_id)
+    values = _stored_values(fields)
+    read = fields | {"details": json.loads(values[12]), "cloud_request_ids": json.loads(values[16])}
+    try:
+        careful = hashing._canonical_bytes_checked(read)
+    except AuditError as exc:
+        with pytest.raises(AuditError) as raised:
+            hashing.canonical_bytes_stored(values)
+        assert str(raised.value) == str(exc)
+        return
+    assert hashing.canonical_bytes_stored(values) == careful
+    assert hashing.stored_event_hash(hashing.GENESIS_HASH, values) == \
+        hashing.event_hash(prev_hash=hashing.GENESIS_HASH, fields=read)
+
+
+@pytest.mark.parametrize("text", [
+    '["a", "b"]', '["a, b", "c"]', '["a", ", ", "b"]', '["a", 1, "b"]', '["a", null, "b"]', '["a", ["b", "c"], "d"]',
+    '["a", {"b": "c"}, "d"]', '["x\\"y", "z"]', '["back\\\\", "slash"]', '["\\u0000"]', '["é", "\\n"]', '[1, "a"]',
+    '{"b": 1, "aa": [1.5]}', '{"n": 12345678901234567890}', '{"n": 1e3}', '["1234567890123456789"]', '"text"', '5',
+])
+def test_the_stored_row_path_reads_json_lists_and_edge_cases_as_the_decoder_does(text):
+    values = _stored_values(_fields())
+    values[16] = text
+    read = _fields(cloud_request_ids=json.loads(text))
+    try:
+        careful = hashing._canonical_bytes_checked(read)
+    except AuditError as exc:
+        with pytest.raises(AuditError, match=str(exc).split(" (")[0]):
+            hashing.canonical_bytes_stored(values)
+        return
+    assert hashing.canonical_bytes_stored(values) == careful
+
+
+def test_the_stored_row_path_refuses_a_time_the_database_would_not_write_as_text():
+    values = _stored_values(_fields())
+    values[2] = None  # stored.timestamp_text_sql: outside the years 1000 to 9999
+    with pytest.raises(AuditError, match="years 1000 to 9999"):
+        hashing.canonical_bytes_stored(values)
+    values = _stored_values(_fields())
+    values[1] = str(uuid.UUID(int=1)).upper()  # not how PostgreSQL writes a uuid: the careful path decides
+    assert hashing.canonical_bytes_stored(values) == hashing._canonical_bytes_checked(_fields())

@@ -5,7 +5,8 @@ import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -147,6 +148,24 @@ def test_it_reports_the_event_whose_hashed_field_was_altered(people, audit_tampe
         assert not result.ok
         assert result.first_bad_seq == seq, result
         transaction.set_rollback(True)
+
+
+@pytest.mark.parametrize("moved", ["year 999", "the same time BC"])
+def test_it_reports_an_event_moved_to_a_time_the_recorder_cannot_write(people, audit_tamper, moved):
+    """The recorder stamps the present. PostgreSQL prints a year BC like the same year AD, so
+    verification reads such a time as no time at all, and says the event was altered."""
+    if moved == "the same time BC" and connection.vendor != "postgresql":
+        pytest.skip("SQLite stores times as text, without eras")
+    _record_some(3, people)
+    if moved == "year 999":
+        when = AuditEvent.objects.get(seq=2).occurred_at
+        audit_tamper.update(2, occurred_at=when.replace(year=999))
+    else:
+        audit_tamper.update(2, occurred_at=RawSQL(
+            "((occurred_at AT TIME ZONE 'UTC')::text || ' BC')::timestamp AT TIME ZONE 'UTC'", []))
+    result = verify_chain()
+    assert not result.ok
+    assert (result.first_bad_seq, result.reason) == (2, verify.HASH_MISMATCH), result
 
 
 def test_it_detects_a_deleted_first_row(people, audit_tamper):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
+from django.db.models.expressions import RawSQL
 from django.http import StreamingHttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -14,7 +15,7 @@ from django.urls import reverse
 
 from accounts import services as account_services
 from accounts.selectors import team_access_for_user
-from omiportal.audit import exports, selectors
+from omiportal.audit import export_verify, exports, selectors
 from omiportal.audit.export_format import EXPORT_COLUMNS
 from omiportal.audit.forms import ACTION_INVALID, BOTH_CURSORS, DATES_INVERTED
 from omiportal.audit.models import AuditChainHead, AuditEvent
@@ -593,3 +594,20 @@ def test_postgresqls_copy_writes_the_same_csv_cells_as_python(world, login):
                 assert json.loads(exports.unescape_cell(c_cell)) == json.loads(exports.unescape_cell(p_cell))
             else:
                 assert c_cell == p_cell, (column, p_cell, c_cell)
+
+
+def test_postgresqls_copy_leaves_a_time_bc_empty_and_the_export_check_names_the_event(world, audit_tamper, tmp_path):
+    """to_char prints a year BC like the same year AD: the export writes no time for it rather
+    than the untampered one, and the export check stops at that event."""
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY is PostgreSQL's; SQLite stores times as text, without eras")
+    for _ in range(3):
+        _event(world.alpha, "share.requested", actor=world.member)
+    audit_tamper.update(2, occurred_at=RawSQL(
+        "((occurred_at AT TIME ZONE 'UTC')::text || ' BC')::timestamp AT TIME ZONE 'UTC'", []))
+    head = AuditChainHead.objects.get()
+    path = tmp_path / "trail.csv"
+    path.write_bytes(b"".join(exports.copy_csv_lines(AuditEvent.objects.all(), head=(head.seq, head.hash))))
+    result = export_verify.verify_export(path)
+    assert not result.ok and result.first_bad_seq == 2, result
+

@@ -42,6 +42,7 @@ from django.db import connections
 from django.http import StreamingHttpResponse
 
 # Re-exported: the escaping lives with the export format so the verifier can undo it.
+from omiportal.audit import stored
 from omiportal.audit.export_format import FORMULA_PREFIXES, escape_cell, unescape_cell  # noqa: F401
 
 CHUNK_SIZE = 2000
@@ -113,7 +114,7 @@ def _sql_cell(column: str) -> str:
     if column in _SQL_AS_IS:
         return f"{col}::text"
     if column == "occurred_at":  # hashing.format_timestamp
-        return f"""to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+        return stored.timestamp_text_sql(col)
     if column == "ip":
         return _SQL_ESCAPE.format(f"host({col}::inet)")
     return _SQL_ESCAPE.format(f"{col}::text")

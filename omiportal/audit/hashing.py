@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from omiportal.audit.errors import AuditError
@@ -62,6 +62,7 @@ KEY_REFUSED = "Audit details keys must be strings (at {path}, got a {type})."
 INT_REFUSED = "Audit details integers must fit in 64 bits (at {path})."
 CHAR_REFUSED = "Audit strings cannot contain NUL characters or lone surrogates (at {path})."
 FIELD_MISSING = "Cannot hash an audit event without its {field!r} field."
+TIME_RANGE = "Audit timestamps must fall in the years 1000 to 9999 (at occurred_at); the recorder writes the present."
 
 
 # NUL and the surrogate range. One regex scan in C: a per-character Python loop was about a
@@ -185,7 +186,7 @@ def _hashable(name: str, value: Any) -> Any:
 
 
 _PLAIN_FIELDS = tuple(name for name in HASHED_FIELDS if name not in _CONVERTED)
-# _canonical_text_plain writes these keys in this order: sorted, as dumps would.
+# _written writes these keys in this order: sorted, as dumps would.
 _WRITTEN_KEYS = ("action", "actor_id", "actor_name", "cloud_request_ids", "details", "ip", "occurred_at", "outcome",
                  "public_id", "request_id", "seq", "target_id", "target_label", "target_type", "team_id", "team_name",
                  "user_agent", "v")
@@ -194,23 +195,163 @@ assert tuple(sorted((*HASHED_FIELDS, "v"))) == _WRITTEN_KEYS  # noqa: S101 - a c
 
 def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
     """The canonical form of one event: every ``HASHED_FIELDS`` entry, nothing else."""
-    # Verification hashes every stored event: try the written-out form first. Anything it does
-    # not handle, and any text that may hold a refused character, takes the careful path, which
-    # gives the same bytes or the error.
+    # Try the written-out form first. Anything it does not handle, and any text that may hold a
+    # refused character, takes the careful path, which gives the same bytes or the error.
     try:
-        text = _canonical_text_plain(fields)
-    except (_NotPlain, KeyError, AuditError):
-        pass
-    else:
-        if "\\u0000" not in text and _SURROGATES.search(text) is None:
+        values = [fields[name] for name in HASHED_FIELDS]
+        values[_PUBLIC_ID] = _uuid_text(values[_PUBLIC_ID])
+        values[_OCCURRED_AT] = _utc_text(values[_OCCURRED_AT])
+        text = _written(values, _encode_json(_plain(values[_DETAILS])),
+                        _encode_json(_plain(values[_CLOUD_REQUEST_IDS])))
+    except (_NotPlain, KeyError, AuditError, TypeError):
+        return _canonical_bytes_checked(fields)
+    return _checked_text(text, lambda: fields)
+
+
+def canonical_bytes_stored(values: Sequence[Any]) -> bytes:
+    """``canonical_bytes`` of an event as PostgreSQL writes its columns as text.
+
+    ``values`` are the ``HASHED_FIELDS`` in order, with ``public_id`` as ``uuid::text``,
+    ``occurred_at`` as ``format_timestamp``'s text (``stored.timestamp_text_sql``: NULL outside
+    the years 1000 to 9999, which the recorder never writes) and the two JSON fields as stored
+    text. Verification reads every event this way: nothing is converted twice, and the JSON text
+    is decoded straight into plain data (floats refused by the decoder, integers too long for
+    64 bits sent to the careful path). Same bytes, or the same error, as ``canonical_bytes`` of
+    the decoded event.
+    """
+    try:
+        if _UUID_TEXT.fullmatch(values[_PUBLIC_ID]) is None or type(values[_OCCURRED_AT]) is not str:
+            raise _NotPlain
+        text = _written(values, _stored_json_text(values[_DETAILS]),
+                        _stored_json_text(values[_CLOUD_REQUEST_IDS]))
+    except (_NotPlain, AuditError, TypeError, ValueError):
+        return canonical_bytes(_decoded(values))
+    return _checked_text(text, lambda: _decoded(values))
+
+
+def _decoded(values: Sequence[Any]) -> dict[str, Any]:
+    """The event ``canonical_bytes_stored`` was given, as the ORM would read it."""
+    fields = dict(zip(HASHED_FIELDS, values, strict=True))
+    when = fields["occurred_at"]
+    if when is None:
+        raise AuditError(TIME_RANGE)
+    fields["occurred_at"] = datetime.datetime.fromisoformat(when) if isinstance(when, str) else when
+    for name in ("details", "cloud_request_ids"):
+        if isinstance(fields[name], str):
+            try:
+                fields[name] = json.loads(fields[name])
+            except ValueError:
+                raise AuditError(f"The stored {name} are not JSON.") from None
+    return fields
+
+
+def _checked_text(text: str, fields: Callable[[], Mapping[str, Any]]) -> bytes:
+    # The written-out form checked no text for refused characters: the result is checked once.
+    # A NUL is written as its escape (an escape written out as text also sends the event to the
+    # careful path, which tells the two apart); a lone surrogate cannot be encoded as UTF-8.
+    if "\\u0000" not in text:
+        try:
             return text.encode("utf-8")
-    return _canonical_bytes_checked(fields)
+        except UnicodeEncodeError:
+            pass
+    return _canonical_bytes_checked(fields())
 
 
-_SURROGATES = re.compile("[\ud800-\udfff]")
+_PUBLIC_ID, _OCCURRED_AT, _DETAILS, _CLOUD_REQUEST_IDS = (
+    HASHED_FIELDS.index(name) for name in ("public_id", "occurred_at", "details", "cloud_request_ids"))
+_UUID_TEXT = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# 19 digits in a row may be an integer beyond 64 bits (or text that looks like one): careful path.
+_LONG_DIGITS = re.compile("[0-9]{19}")
 
 
-def _json_scalar(value: Any) -> str:
+def _uuid_text(value: Any) -> str:
+    if type(value) is not uuid.UUID:
+        raise _NotPlain
+    return str(value)
+
+
+def _utc_text(value: Any) -> str:
+    if type(value) is not datetime.datetime:
+        raise _NotPlain
+    if value.tzinfo is datetime.UTC and value.year >= 1000:  # as the ORM reads it: nothing to convert
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"  # without its "+00:00"
+    return format_timestamp(value)
+
+
+def _no_float(_text: str):
+    raise _NotPlain
+
+
+# Made once: json.loads with options makes a decoder per call.
+_DECODER = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_float)
+_scan = _DECODER.scan_once
+
+
+def _stored_json_text(text: str) -> str:
+    """The canonical JSON text of stored JSON text, or ``_NotPlain`` (floats, NaN, long integers)."""
+    if text == "{}" or text == "[]":  # most events' details and request ids: already canonical
+        return text
+    # A list of strings without escapes, as cloud request ids are: the stored text differs from
+    # the canonical one only by the space after each comma. With no backslash every quote is a
+    # string's own; only when each string but the last is followed by '", "' is the text nothing
+    # else (a number, null, list or object anywhere breaks the count).
+    if text[:2] == '["' and text[-2:] == '"]' and "\\" not in text \
+            and text.count('"') == 2 + 2 * text.count('", "'):
+        return text.replace('", "', '","')
+    if _LONG_DIGITS.search(text) is not None:
+        raise _NotPlain
+    try:
+        value, end = _scan(text, 0)  # what JSONDecoder.decode does, less its whitespace handling
+    except StopIteration:
+        raise _NotPlain from None
+    if end != len(text):
+        raise _NotPlain
+    return _encode_json(value)
+
+
+def _refuse_other(_value: Any):
+    raise _NotPlain
+
+
+# The C encoder with _ENCODER's options, made once: JSONEncoder.encode makes one per call, about
+# half its cost for an event's small details. No circular-reference markers: it only sees plain
+# data from _plain or the JSON decoder, which cannot refer to itself.
+_C_ENCODE = json.encoder.c_make_encoder(None, _refuse_other, _encode_string, None, ":", ",", True, False, False) \
+    if json.encoder.c_make_encoder is not None else None
+
+
+def _encode_json(value: Any) -> str:
+    """``dumps`` of plain data."""
+    if _C_ENCODE is None:
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
+
+
+def _written(values: Sequence[Any], details: str, cloud_request_ids: str) -> str:
+    """``dumps`` of the canonical payload, key by key in sorted order: about twice as fast as
+    building the payload dict and encoding it. ``values`` are the ``HASHED_FIELDS`` in order,
+    with ``public_id`` and ``occurred_at`` already written as their text; the two JSON fields
+    come written apart, in their place.
+    Exact types only (text, integers, nulls): anything else raises ``_NotPlain`` or
+    ``TypeError``. Does not look for refused characters: the caller does."""
+    (seq, public_id, occurred_at, actor_id, actor_name, team_id, team_name, action, target_type, target_id,
+     target_label, outcome, _details, request_id, ip, user_agent, _cloud_request_ids) = values
+    text = _encode_string  # for the columns that are never null: anything but a str raises TypeError
+    return (f'{{"action":{text(action)},"actor_id":{_scalar(actor_id)},"actor_name":{text(actor_name)},'
+            f'"cloud_request_ids":{cloud_request_ids},"details":{details},"ip":{_scalar(ip)},'
+            f'"occurred_at":"{occurred_at}","outcome":{text(outcome)},"public_id":"{public_id}",'
+            f'"request_id":{text(request_id)},"seq":{_scalar(seq)},"target_id":{text(target_id)},'
+            f'"target_label":{text(target_label)},"target_type":{text(target_type)},"team_id":{_scalar(team_id)},'
+            f'"team_name":{text(team_name)},"user_agent":{text(user_agent)},"v":{CANONICAL_VERSION}}}')
+
+
+# _written unpacks HASHED_FIELDS in this order.
+assert HASHED_FIELDS == ("seq", "public_id", "occurred_at", "actor_id", "actor_name", "team_id", "team_name",  # noqa: S101
+                         "action", "target_type", "target_id", "target_label", "outcome", "details", "request_id",
+                         "ip", "user_agent", "cloud_request_ids")
+
+
+def _scalar(value: Any) -> str:
     kind = type(value)
     if kind is str:
         return _encode_string(value)
@@ -219,37 +360,6 @@ def _json_scalar(value: Any) -> str:
     if kind is int:
         return int.__repr__(value)
     raise _NotPlain
-
-
-def _canonical_text_plain(f: Mapping[str, Any]) -> str:
-    """``dumps`` of the canonical payload, key by key in sorted order, for exact types only
-    (text, integers and nulls; a datetime, a UUID; plain JSON details): about twice as fast as
-    building the payload dict and encoding it. Raises ``_NotPlain`` for anything else. Does not
-    look for refused characters: the caller does."""
-    occurred_at, public_id = f["occurred_at"], f["public_id"]
-    if type(occurred_at) is not datetime.datetime or type(public_id) is not uuid.UUID:
-        raise _NotPlain
-    scalar, encode = _json_scalar, _ENCODER.encode
-    return "".join((
-        '{"action":', scalar(f["action"]),
-        ',"actor_id":', scalar(f["actor_id"]),
-        ',"actor_name":', scalar(f["actor_name"]),
-        ',"cloud_request_ids":', encode(_plain(f["cloud_request_ids"])),
-        ',"details":', encode(_plain(f["details"])),
-        ',"ip":', scalar(f["ip"]),
-        ',"occurred_at":"', format_timestamp(occurred_at),
-        '","outcome":', scalar(f["outcome"]),
-        ',"public_id":"', str(public_id),
-        '","request_id":', scalar(f["request_id"]),
-        ',"seq":', scalar(f["seq"]),
-        ',"target_id":', scalar(f["target_id"]),
-        ',"target_label":', scalar(f["target_label"]),
-        ',"target_type":', scalar(f["target_type"]),
-        ',"team_id":', scalar(f["team_id"]),
-        ',"team_name":', scalar(f["team_name"]),
-        ',"user_agent":', scalar(f["user_agent"]),
-        ',"v":', str(CANONICAL_VERSION), "}",
-    ))
 
 
 def _canonical_bytes_checked(fields: Mapping[str, Any]) -> bytes:
@@ -284,3 +394,8 @@ def chain_hash(*, prev_hash: str, canonical: bytes) -> str:
 
 def event_hash(*, prev_hash: str, fields: Mapping[str, Any]) -> str:
     return chain_hash(prev_hash=prev_hash, canonical=canonical_bytes(fields))
+
+
+def stored_event_hash(prev_hash: str, values: Sequence[Any]) -> str:
+    """``event_hash`` of an event as PostgreSQL writes its columns (``canonical_bytes_stored``)."""
+    return hashlib.sha256(prev_hash.encode("utf-8") + canonical_bytes_stored(values)).hexdigest()

@@ -28,7 +28,8 @@ is set, the chain starts after the signed checkpoint at that seq (README: retent
 """
 
 import datetime
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -36,6 +37,7 @@ from django.db import DEFAULT_DB_ALIAS
 
 from omiportal.audit import checkpoints as checkpoints_module
 from omiportal.audit import hashing
+from omiportal.audit import stored as stored_module
 from omiportal.audit.errors import AuditError
 from omiportal.audit.models import AuditChainHead, AuditEvent
 
@@ -53,8 +55,6 @@ ARCHIVE_ANCHOR_MISSING = "archive_anchor_missing"
 CHECKPOINT_BAD_SIGNATURE = checkpoints_module.BAD_SIGNATURE
 CHECKPOINT_UNKNOWN_KEY = checkpoints_module.UNKNOWN_KEY
 CHECKPOINT_BROKEN_LINK = checkpoints_module.BROKEN_CHECKPOINT_LINK
-
-_COLUMNS = ("prev_hash", "hash", *hashing.HASHED_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -93,16 +93,25 @@ def _fail(*, count: int, last_seq: int, seq: int | None, reason: str, message: s
     )
 
 
-def _check_event(expected_seq: int, prev_hash: str, prev: str, stored: str, fields: dict) -> tuple[str, str] | None:
+def _intact(expected_seq: int, prev_hash: str, prev: str, stored: str, values: list,
+            hash_event: stored_module.HashEvent) -> bool:
+    try:
+        return values[_SEQ] == expected_seq and prev == prev_hash and hash_event(prev, values) == stored
+    except AuditError:
+        return False
+
+
+def _check_event(expected_seq: int, prev_hash: str, prev: str, stored: str, values: list,
+                 hash_event: stored_module.HashEvent) -> tuple[str, str] | None:
     """(reason, message) if this event breaks the chain, else None."""
-    seq = fields["seq"]
+    seq = values[_SEQ]
     if seq != expected_seq:
         what = "missing" if seq > expected_seq else "out of order"
         return GAP, f"event #{expected_seq} is {what} (next event found is #{seq})"
     if prev != prev_hash:
         return BROKEN_LINK, f"event #{seq} does not link to the event before it (prev_hash differs)"
     try:
-        recomputed = hashing.event_hash(prev_hash=prev, fields=fields)
+        recomputed = hash_event(prev, values)
     except AuditError as exc:  # a stored value the recorder would never have written
         recomputed = f"unhashable: {exc}"
     if recomputed != stored:
@@ -110,9 +119,7 @@ def _check_event(expected_seq: int, prev_hash: str, prev: str, stored: str, fiel
     return None
 
 
-def _rows(queryset, chunk_size: int) -> Iterable[tuple[str, str, dict]]:
-    for prev, stored, *values in queryset.values_list(*_COLUMNS).iterator(chunk_size=chunk_size):
-        yield prev, stored, dict(zip(hashing.HASHED_FIELDS, values, strict=True))
+_SEQ, _ACTION, _DETAILS = (hashing.HASHED_FIELDS.index(name) for name in ("seq", "action", "details"))
 
 
 def verify_segment(*, after_seq: int, after_hash: str, through_seq: int, through_hash: str,
@@ -120,12 +127,13 @@ def verify_segment(*, after_seq: int, after_hash: str, through_seq: int, through
     """Check events ``after_seq + 1 .. through_seq`` link on from ``after_hash`` and end at ``through_hash``."""
     expected_seq, prev_hash, count = after_seq + 1, after_hash, 0
     queryset = AuditEvent.objects.using(using).filter(seq__gt=after_seq, seq__lte=through_seq).order_by("seq")
-    for prev, stored, fields in _rows(queryset, chunk_size):
-        problem = _check_event(expected_seq, prev_hash, prev, stored, fields)
-        if problem:
-            return _fail(count=count, last_seq=expected_seq - 1, seq=expected_seq, reason=problem[0],
-                         message=problem[1])
-        expected_seq, prev_hash, count = expected_seq + 1, stored, count + 1
+    with stored_module.stored_rows(queryset, chunk_size) as (rows, hash_event):
+        for prev, stored, *values in rows:
+            if not _intact(expected_seq, prev_hash, prev, stored, values, hash_event):
+                problem = _check_event(expected_seq, prev_hash, prev, stored, values, hash_event)
+                return _fail(count=count, last_seq=expected_seq - 1, seq=expected_seq, reason=problem[0],
+                             message=problem[1])
+            expected_seq, prev_hash, count = expected_seq + 1, stored, count + 1
     if expected_seq - 1 != through_seq or prev_hash != through_hash:
         return _fail(count=count, last_seq=expected_seq - 1, seq=through_seq, reason=HEAD_MISMATCH,
                      message=f"the events after #{after_seq} do not reach the chain head #{through_seq} with its hash")
@@ -141,6 +149,10 @@ def _load_checkpoints(checkpoints: Sequence[checkpoints_module.Checkpoint] | Non
         return [], (checkpoints_module.MALFORMED_CHECKPOINT, str(exc))
     except Exception as exc:  # noqa: BLE001 - an unreachable store is a failed verification, said plainly
         return [], (CHECKPOINT_UNREADABLE, f"the checkpoint store could not be read ({type(exc).__name__}: {exc})")
+
+
+def _decoded(value):
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def verify_chain(*, chunk_size: int = 2000, using: str = DEFAULT_DB_ALIAS,
@@ -174,32 +186,43 @@ def verify_chain(*, chunk_size: int = 2000, using: str = DEFAULT_DB_ALIAS,
         expected_seq, prev_hash = archived + 1, anchor.hash
     pending = [cp for cp in cps if cp.seq >= expected_seq]  # in seq order (check_chain made sure)
     next_cp = 0
+    next_cp_seq = pending[0].seq if pending else None
 
     head = AuditChainHead.objects.using(using).filter(pk=AuditChainHead.SINGLETON_ID).values_list("seq", "hash").first()
     queryset = AuditEvent.objects.using(using).filter(seq__gte=expected_seq).order_by("seq")
     count, head_hash_seen, recorded_checkpoints = 0, None, []
-    for prev, stored, fields in _rows(queryset, chunk_size):
-        seq = fields["seq"]
-        problem_found = _check_event(expected_seq, prev_hash, prev, stored, fields)
-        if problem_found:
-            return _fail(count=count, last_seq=expected_seq - 1, seq=expected_seq, reason=problem_found[0],
-                         message=problem_found[1], **cp_extra)
-        if next_cp < len(pending) and pending[next_cp].seq == seq:
-            cp = pending[next_cp]
-            if cp.hash != stored:
-                return _fail(count=count, last_seq=seq - 1, seq=seq, reason=CHECKPOINT_MISMATCH,
-                             checkpoint_number=cp.number, **{**cp_extra, "checkpoint_seq": cp.seq},
-                             message=f"event #{seq} differs from signed checkpoint #{cp.number}: the trail up to "
-                                     f"#{seq} was rewritten (hashes recomputed after the checkpoint)")
-            next_cp += 1
-        if from_store and fields["action"] == checkpoints_module.ACTION and isinstance(fields["details"], dict):
-            number, digest = fields["details"].get("number"), fields["details"].get("digest")
-            if isinstance(number, int) and not isinstance(number, bool):
-                # Kept small: one entry per checkpoint written, and only until compared below.
-                recorded_checkpoints.append((seq, number, digest))
-        if head is not None and seq == head[0]:
-            head_hash_seen = stored
-        expected_seq, prev_hash, count = seq + 1, stored, count + 1
+    head_seq = head[0] if head is not None else None
+    checkpoint_action = checkpoints_module.ACTION if from_store else None  # locals: read once per event
+    with stored_module.stored_rows(queryset, chunk_size) as (rows, hash_event):
+        for prev, stored, *values in rows:
+            seq = values[_SEQ]
+            try:  # the common case inline: one walk over a million events calls little else
+                intact = seq == expected_seq and prev == prev_hash and hash_event(prev, values) == stored
+            except AuditError:
+                intact = False
+            if not intact:
+                problem = _check_event(expected_seq, prev_hash, prev, stored, values, hash_event)
+                return _fail(count=count, last_seq=expected_seq - 1, seq=expected_seq, reason=problem[0],
+                             message=problem[1], **cp_extra)
+            if seq == next_cp_seq:
+                cp = pending[next_cp]
+                if cp.hash != stored:
+                    return _fail(count=count, last_seq=seq - 1, seq=seq, reason=CHECKPOINT_MISMATCH,
+                                 checkpoint_number=cp.number, **{**cp_extra, "checkpoint_seq": cp.seq},
+                                 message=f"event #{seq} differs from signed checkpoint #{cp.number}: the trail up to "
+                                         f"#{seq} was rewritten (hashes recomputed after the checkpoint)")
+                next_cp += 1
+                next_cp_seq = pending[next_cp].seq if next_cp < len(pending) else None
+            if values[_ACTION] == checkpoint_action:
+                details = _decoded(values[_DETAILS])
+                details = details if isinstance(details, dict) else {}
+                number, digest = details.get("number"), details.get("digest")
+                if isinstance(number, int) and not isinstance(number, bool):
+                    # Kept small: one entry per checkpoint written, and only until compared below.
+                    recorded_checkpoints.append((seq, number, digest))
+            if seq == head_seq:
+                head_hash_seen = stored
+            expected_seq, prev_hash, count = seq + 1, stored, count + 1
 
     last_seq = expected_seq - 1
     if head is None:

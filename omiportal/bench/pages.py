@@ -343,32 +343,17 @@ def measure_export(world: World, rounds: int = 2) -> dict:
 
 
 def bare_loop(chunk_size: int = 2000) -> dict:
-    """Read the columns verification reads, in seq order, and SHA-256 each row onto the last digest."""
+    """Read the columns verification reads, the way it reads them (``stored.stored_rows``), in seq
+    order, and SHA-256 each row onto the last digest."""
     from omiportal.audit.models import AuditEvent
-    from omiportal.audit.verify import _COLUMNS
+    from omiportal.audit.stored import stored_rows
 
-    columns = {f.attname: f.column for f in AuditEvent._meta.concrete_fields}
-    names, table = ", ".join(columns[name] for name in _COLUMNS), AuditEvent._meta.db_table
-    sql = f"SELECT {names} FROM {table} ORDER BY {columns['seq']}"  # noqa: S608 - names from the model's metadata
     digest, count = b"", 0
     began = time.perf_counter()
-    connection.ensure_connection()
-    if connection.vendor == "postgresql":
-        from django.db import transaction
-
-        with transaction.atomic(), connection.connection.cursor(name="bench_bare_loop") as cursor:
-            cursor.itersize = chunk_size
-            cursor.execute(sql)
-            for row in cursor:
-                digest = hashlib.sha256(digest + "\x1f".join(map(str, row)).encode()).digest()
-                count += 1
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            while rows := cursor.fetchmany(chunk_size):
-                for row in rows:
-                    digest = hashlib.sha256(digest + "\x1f".join(map(str, row)).encode()).digest()
-                    count += 1
+    with stored_rows(AuditEvent.objects.order_by("seq"), chunk_size) as (rows, _hash_event):
+        for row in rows:
+            digest = hashlib.sha256(digest + "\x1f".join(map(str, row)).encode()).digest()
+            count += 1
     seconds = time.perf_counter() - began
     return {"events": count, "seconds": round(seconds, 2), "events_per_second": round(count / seconds)}
 
