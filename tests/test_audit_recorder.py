@@ -1,12 +1,14 @@
 """record(): what it stores, what it refuses, and that it fails closed with its caller (AUD-11, 15, 16)."""
 
+import contextlib
 import hashlib
+import threading
 
 import pytest
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 
 from accounts.models import Membership, Team
-from omiportal.audit import hashing
+from omiportal.audit import hashing, recorder
 from omiportal.audit.context import AuditContext, _current, job_context
 from omiportal.audit.errors import AuditError
 from omiportal.audit.models import AuditChainHead, AuditEvent
@@ -157,12 +159,17 @@ def test_it_never_stores_an_obvious_secret(db, kwargs):
 
 # --- AUD-11: fail closed ---------------------------------------------------------------
 
-def test_a_failing_audit_write_rolls_back_the_business_change(db, monkeypatch):
-    def broken_save(self, *args, **kwargs):
+def _failing_audit_insert(execute, sql, params, many, context):
+    if sql.startswith(f'INSERT INTO "{AuditEvent._meta.db_table}"'):
         raise DatabaseError("injected: audit insert failed")
+    return execute(sql, params, many, context)
 
-    monkeypatch.setattr(AuditEvent, "save", broken_save)
-    with pytest.raises(DatabaseError, match="injected"), transaction.atomic():
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_failing_audit_write_rolls_back_the_business_change(db, batched):
+    block = recorder.batched() if batched else contextlib.nullcontext()
+    with pytest.raises(DatabaseError, match="injected"), connection.execute_wrapper(_failing_audit_insert), \
+            transaction.atomic(), block:
         Team.objects.create(name="Never committed")
         record(action="team.created", actor=None)
     assert not Team.objects.filter(name="Never committed").exists()
@@ -249,3 +256,75 @@ def test_the_orm_refuses_to_change_or_delete_events(db):
     with pytest.raises(AuditError, match="append-only"):
         AuditEvent.objects.all().delete()
     assert AuditEvent.objects.get().action == "a.created"
+
+
+# --- Batches: many events, one lock ------------------------------------------------------
+
+def test_a_batch_writes_its_events_in_order_when_it_ends(team):
+    with recorder.batched():
+        events = [record(action="team.created", actor=None, team=team, details={"n": n}) for n in range(5)]
+        assert AuditChainHead.objects.get().seq == 0  # nothing written, no lock taken yet
+        assert not AuditEvent.objects.exists()
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    stored = list(AuditEvent.objects.order_by("seq"))
+    assert [e.details["n"] for e in stored] == [0, 1, 2, 3, 4]
+    assert [e.hash for e in stored] == [e.hash for e in events]
+    assert AuditChainHead.objects.get().hash == events[-1].hash
+    assert verify_chain().ok
+
+
+def test_a_batch_follows_events_recorded_before_it_and_nested_batches_join_it(team):
+    with transaction.atomic():
+        record(action="team.created", actor=None, team=team)
+        with recorder.batched():
+            record(action="team.renamed", actor=None, team=team)
+            with recorder.batched():
+                record(action="team.renamed", actor=None, team=team, details={"inner": True})
+            assert AuditEvent.objects.count() == 1
+        record(action="team.deleted", actor=None, team=team)
+    assert list(AuditEvent.objects.order_by("seq").values_list("action", flat=True)) == [
+        "team.created", "team.renamed", "team.renamed", "team.deleted"]
+    assert verify_chain().ok
+
+
+def test_a_batch_that_raises_writes_nothing(team):
+    with pytest.raises(RuntimeError), recorder.batched():
+        Membership.objects.create(team=team, user=factories.make_user("batch@example.com"))
+        record(action="membership.added", actor=None, team=team)
+        raise RuntimeError("the service failed")
+    assert not AuditEvent.objects.exists() and not Membership.objects.filter(team=team).exists()
+    assert AuditChainHead.objects.get().seq == 0
+
+
+def test_an_invalid_event_is_refused_when_recorded_not_when_the_batch_ends(team):
+    with recorder.batched():
+        with pytest.raises(AuditError):
+            record(action="team.created", actor=None, details={"password": "hunter2"})
+        record(action="team.created", actor=None, team=team)
+    assert AuditEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_another_thread_inside_a_batch_records_on_its_own(team):
+    # The threads of a sweep have their own connections and transactions: their events must
+    # not join a batch of the thread that started them.
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite takes its write lock when a transaction begins: sweeps run one at a time there")
+    seen = []
+
+    def in_thread():
+        try:
+            record(action="team.renamed", actor=None, team=team)
+            seen.append(AuditEvent.objects.count())
+        finally:
+            connection.close()
+
+    with recorder.batched():
+        record(action="team.created", actor=None, team=team)
+        worker = threading.Thread(target=in_thread)
+        worker.start()
+        worker.join()
+    assert seen == [1]
+    assert list(AuditEvent.objects.order_by("seq").values_list("action", flat=True)) == [
+        "team.renamed", "team.created"]
+    assert verify_chain().ok

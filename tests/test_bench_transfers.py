@@ -13,8 +13,9 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     for name in ("OMIPORTAL_OUTSCALE_ENDPOINTS", "OMIPORTAL_SWEEP_MIN_SECONDS", "OMIPORTAL_SWEEP_MAX_SECONDS",
                  "OMIPORTAL_RECONCILE_GRACE_SECONDS", "OMIPORTAL_RECONCILE_EVERY_SECONDS", "EMAIL_BACKEND"):
         setattr(settings, name, getattr(settings, name))  # restored after the test; the benchmark changes them
-    options = bench.Options(sizes=[5], workers=1, latency=0.01, export_seconds=1.5, import_seconds=1.0,
-                            sweep_min=0.3, sweep_max=1.0, timeout=60, out_dir=tmp_path, chart=tmp_path / "chart.png")
+    options = bench.Options(sizes=[5], workers=1, latency=0.01, export_seconds=1.5, export_spread=1.0,
+                            import_seconds=1.0, sweep_min=0.3, sweep_max=1.0, timeout=60, out_dir=tmp_path,
+                            chart=tmp_path / "chart.png")
 
     result = bench.run(options, log=lambda line: None)
 
@@ -31,5 +32,6 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
         assert report["worker_cpu_seconds_per_transfer"] > 0
         assert report["peak_calls_per_second_per_account"] > 0
     assert entry["goals"]["all_completed"]["met"]
+    assert result["options"]["export_spread"] == 1.0
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert "OAPI calls / transfer" in bench.table(result)

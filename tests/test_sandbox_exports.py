@@ -241,3 +241,44 @@ def test_it_exports_into_the_bucket_of_the_osu_api_key(sandbox_world, oapi, oos,
             },
         )
     assert error_code(excinfo) == "4000"
+
+
+def start_exports(sandbox, gw, count):
+    """Start `count` exports of alpha's web image at once; (task id, duration the sandbox gave it)."""
+    web = image_id(sandbox, "alpha-web-2025.01")
+    started = [start_export(gw, web, "alpha-exports", prefix=f"spread-{n}/")["TaskId"] for n in range(count)]
+    return [(task, sandbox.world.tasks[task].duration) for task in started]
+
+
+def test_a_spread_gives_exports_started_together_their_own_durations_within_it(sandbox_world, oapi):
+    sandbox_world.set_durations(export_seconds=5.0, export_spread_seconds=10.0)
+    durations = [duration for _, duration in start_exports(sandbox_world, oapi("alpha"), 8)]
+    assert all(5.0 <= duration < 15.0 for duration in durations)
+    assert len(set(durations)) == len(durations)
+    assert max(durations) - min(durations) > 2.0  # spread over the window, not bunched at one end
+
+
+def test_a_spread_gives_a_task_id_the_same_duration_on_every_run(sandbox_world, oapi):
+    sandbox_world.set_durations(export_seconds=5.0, export_spread_seconds=10.0)
+    first = start_exports(sandbox_world, oapi("alpha"), 4)
+    sandbox_world.reset()  # the seeded world again: the same task ids come back
+    sandbox_world.set_durations(export_seconds=5.0, export_spread_seconds=10.0)
+    assert start_exports(sandbox_world, oapi("alpha"), 4) == first
+
+
+def test_without_a_spread_every_export_takes_export_seconds(sandbox_world, oapi):
+    sandbox_world.set_durations(export_seconds=5.0)
+    assert sandbox_world.durations["export_spread_seconds"] == 0.0
+    assert {duration for _, duration in start_exports(sandbox_world, oapi("alpha"), 4)} == {5.0}
+
+
+def test_exports_started_together_complete_as_far_apart_as_their_durations(sandbox_world, oapi, wait_for):
+    sandbox_world.set_durations(export_seconds=0.1, export_spread_seconds=1.0)
+    gw = oapi("alpha")
+    (first, first_duration), (second, second_duration) = start_exports(sandbox_world, gw, 2)
+    for task in (first, second):
+        wait_for(lambda task=task: read_task(gw, task), lambda t: t["State"] == "completed", timeout=3)
+    tasks = sandbox_world.world.tasks
+    apart = (tasks[second].completed_at - tasks[first].completed_at).total_seconds()
+    started_apart = tasks[second].started - tasks[first].started
+    assert apart == pytest.approx(second_duration - first_duration + started_apart, abs=0.05)

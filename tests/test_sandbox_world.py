@@ -2,7 +2,9 @@
 
 import json
 import re
+import urllib.request
 
+import pytest
 from django.core.management import call_command
 
 from omiportal.outscale.regions import REGIONS
@@ -79,6 +81,7 @@ def test_the_command_line_sets_durations_and_faults():
         "host": "127.0.0.1",
         "base_port": 0,
         "export_seconds": 2.0,
+        "export_spread": 4.0,
         "import_seconds": 3.0,
         "copy_seconds": None,
         "throttle_rate": 0.3,
@@ -90,8 +93,34 @@ def test_the_command_line_sets_durations_and_faults():
         "faults_on_oos": False,
     }
     sb = sandbox_from_options(options)
-    assert sb.durations == {"export_seconds": 2.0, "import_seconds": 3.0, "copy_seconds": 1.0}
+    assert sb.durations == {
+        "export_seconds": 2.0,
+        "export_spread_seconds": 4.0,
+        "import_seconds": 3.0,
+        "copy_seconds": 1.0,
+    }
     faults = sb.faults.snapshot()
     assert (faults["throttle_rate"], faults["error_rate"], faults["lost_response_rate"]) == (0.3, 0.05, 0.05)
     assert faults["latency"] == 0.1
     assert faults["actions"] == ["CreateImage", "CreateImageExportTask"]
+
+
+def post_durations(sandbox, data):
+    request = urllib.request.Request(sandbox.control_url + "/durations", data=json.dumps(data).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - loopback URL built here
+        return json.loads(answer.read())
+
+
+def test_the_export_spread_is_off_unless_given():
+    assert Sandbox(base_port=18700).durations["export_spread_seconds"] == 0.0
+    spread = Sandbox(base_port=18700, export_seconds=2.0, export_spread_seconds=3.0).describe()["durations"]
+    assert (spread["export_seconds"], spread["export_spread_seconds"]) == (2.0, 3.0)
+
+
+def test_the_control_endpoint_sets_the_export_spread_until_the_next_reset(sandbox_world):
+    assert post_durations(sandbox_world, {"export_spread_seconds": 4})["export_spread_seconds"] == 4.0
+    assert sandbox_world.durations["export_spread_seconds"] == 4.0
+    with pytest.raises(ValueError, match="export_spread_seconds must be >= 0"):
+        sandbox_world.set_durations(export_spread_seconds=-1)
+    sandbox_world.reset()
+    assert sandbox_world.durations["export_spread_seconds"] == 0.0

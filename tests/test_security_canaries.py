@@ -415,10 +415,12 @@ def test_no_secret_or_link_reaches_any_sink(flow, cloud, logs, presigned, error_
     for job in all_jobs:
         visit(operator, reverse("django_rq:job_detail", args=[queue_index.get(job.origin, 0), job.id]))
 
-    # SEC-11: job payloads are ids only (and, for an email, which of the fixed kinds it is).
+    # SEC-11: job payloads are ids only (and, for emails, which of the fixed kinds, and a list of ids).
     for job in all_jobs:
-        args = job.args[1:] if job.func_name == "transfers.jobs.notify_job" and job.args[0] in notifications.KINDS \
-            else job.args
+        args = job.args
+        if job.func_name == "transfers.jobs.notify_job":
+            assert job.args[0] in notifications.KINDS and isinstance(job.args[1], list) and len(job.args) == 2
+            args = job.args[1]
         assert all(_is_plain_id(a) for a in args), (job.id, job.args)
         assert all(_is_plain_id(v) for v in job.kwargs.values()), (job.id, job.kwargs)
         # rq's "func(args)" or the portal's own "<kind>-<uuid>-<n>": names, ids and numbers only.

@@ -48,6 +48,6 @@ def reconcile_job() -> None:
         reconcile.reconcile()
 
 
-def notify_job(kind: str, object_id: int) -> None:
-    with job_context(job_id=_job_id(f"notify-{kind}", str(object_id))):
-        notifications.send(kind, object_id)
+def notify_job(kind: str, object_ids: list[int]) -> None:
+    with job_context(job_id=_job_id(f"notify-{kind}", "batch")):
+        notifications.send(kind, [object_ids] if isinstance(object_ids, int) else object_ids)

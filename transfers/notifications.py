@@ -3,6 +3,7 @@ sweep waits on the mail server; a mail failure never undoes a transfer."""
 
 import logging
 import uuid
+from collections.abc import Iterable
 
 from django.core.mail import send_mass_mail
 
@@ -12,19 +13,25 @@ from transfers.models import Recipient, Share
 logger = logging.getLogger(__name__)
 
 
-def later(kind: str, object_id: int) -> None:
-    """Send the ``kind`` email about one share (or, for ``import_ended``, one recipient) from a
-    job, once the current transaction commits."""
+def later(kind: str, object_ids: Iterable[int]) -> None:
+    """Send the ``kind`` email about each of these shares (or, for ``import_ended``, recipients)
+    from one job, once the current transaction commits. A sweep that completes hundreds of
+    imports queues one job, not hundreds: queueing and running a job costs more than its email."""
     from transfers import scheduling
 
     if kind not in KINDS:
         raise ValueError(f"unknown notification {kind!r}")
-    scheduling.enqueue("transfers.jobs.notify_job", kind, object_id,
-                       job_id=f"notify-{kind}-{object_id}-{uuid.uuid4().hex[:12]}")
+    ids = sorted({int(pk) for pk in object_ids})
+    if ids:
+        scheduling.enqueue("transfers.jobs.notify_job", kind, ids, job_id=f"notify-{kind}-{uuid.uuid4().hex}")
 
 
-def send(kind: str, object_id: int) -> None:
-    KINDS[kind](object_id)
+def send(kind: str, object_ids: Iterable[int]) -> None:
+    for object_id in object_ids:
+        try:
+            KINDS[kind](object_id)
+        except Exception:  # noqa: BLE001 - one email's trouble must not cost the others theirs; it is logged
+            logger.exception("Could not prepare the %s email for #%s", kind, object_id)
 
 
 def _emails(team_id, roles) -> list[str]:

@@ -51,8 +51,10 @@ def draw(result: dict, path: Path) -> Path:
     left.set_ylabel("OAPI calls per completed transfer")
     right.set_ylabel("detection lag, seconds")
     right.set_yscale("log")
+    # Results written before the spread existed have no `export_spread`.
+    spread = f" + up to {o['export_spread']}s" if o.get("export_spread") else ""
     fig.suptitle(f"bench_transfers: {o['workers']} workers, {float(o['latency']) * 1000:.0f} ms latency, "
-                 f"export {o['export_seconds']}s, import {o['import_seconds']}s", fontsize=9)
+                 f"export {o['export_seconds']}s{spread}, import {o['import_seconds']}s", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -2,7 +2,9 @@
 
 1. Refuses a database holding anything but benchmark data (unless told `yes`), migrates it.
 2. Starts the OUTSCALE sandbox in this process (with injected latency and the given export,
-   import and copy durations) and N RQ worker processes, sharing this process's database and Redis.
+   import and copy durations; `export_spread` lengthens each export by its own share of it, so that
+   exports started together finish apart, as exports of images of different sizes do) and N RQ
+   worker processes, sharing this process's database and Redis.
    Every OAPI action the sandbox runs is also noted here, with its time and what it answered
    (`CallLog`): that is where "the cloud finished" and "the portal noticed" come from.
 3. For each size: seeds teams and accounts, then
@@ -14,8 +16,9 @@
 4. Reports, per phase (portal, peer), from the sandbox's counters and its call log:
    OAPI calls per completed transfer by action; detection lag (cloud finished -> first answer that
    showed it) per phase; hand-off lag (export first seen completed -> CreateImage reached the cloud);
-   end-to-end overhead (total minus the cloud's own copy, export and import time); worker CPU
-   seconds per transfer; peak calls per second per account. Writes JSON and a PNG chart.
+   end-to-end overhead (total minus the cloud's own copy, export and import time, the export's
+   being its task's own duration); worker CPU seconds per transfer; peak calls per second per
+   account. Writes JSON and a PNG chart.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Options:
     workers: int = 2
     latency: float = 0.1
     export_seconds: float = 20.0
+    export_spread: float = 0.0  # each export takes export_seconds plus up to this much, fixed by its task id
     import_seconds: float = 10.0
     copy_seconds: float | None = None  # default: a third of the import
     sweep_min: float = 1.0
@@ -127,6 +131,11 @@ class CallLog:
         if task is None or task.completed_at is None:
             return None
         return task.completed_at.timestamp()
+
+    def task_duration(self, task_id: str) -> float | None:
+        """How long the sandbox made this export take (with a spread, every task has its own)."""
+        task = self.sandbox.world.tasks.get(task_id)
+        return None if task is None else task.duration
 
     def window(self, start: float, end: float) -> list[tuple[float, str, str, str]]:
         with self.lock:
@@ -258,9 +267,12 @@ def _summary(*, kind, n, completed, failed, calls: Counter, cpu, bench_seconds, 
     }
 
 
-def _cloud_time(o: Options, copy: bool) -> float:
+def _cloud_time(o: Options, copy: bool, export_seconds: float | None) -> float:
+    """The cloud's own time for one transfer; `export_seconds` is its export task's duration (None
+    when the task is unknown: the nominal one)."""
     copy_seconds = o.import_seconds / 3 if o.copy_seconds is None else o.copy_seconds
-    return (copy_seconds if copy else 0.0) + o.export_seconds + o.import_seconds
+    export = o.export_seconds if export_seconds is None else export_seconds
+    return (copy_seconds if copy else 0.0) + export + o.import_seconds
 
 
 def _wait(done_count, n: int, timeout: float, procs: load.Processes, label: str, log) -> float:
@@ -329,7 +341,8 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
         if r.state == Recipient.State.COMPLETED and r.completed_at:
             total = r.completed_at.timestamp() - started
             totals.append(total)
-            overhead.append(total - _cloud_time(o, bool(export and export.copy_image_id)))
+            overhead.append(total - _cloud_time(o, bool(export and export.copy_image_id),
+                                                calls.task_duration(export.task_id) if export else None))
     result = _summary(kind="portal", n=n, completed=completed, failed=len(recipients) - completed,
                       calls=counters_diff(before, after), cpu=cpu1 - cpu0,
                       bench_seconds=bench1 - bench0, started=started, ended=ended,
@@ -385,7 +398,7 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
         if "done_at" in h:
             total = float(h["done_at"]) - started
             totals.append(total)
-            overhead.append(total - _cloud_time(o, spec["copy"]))
+            overhead.append(total - _cloud_time(o, spec["copy"], calls.task_duration(task) if task else None))
     detection = {
         "copy": stats(lag(calls.image_seen.get(h["copy_id"]), (calls.created.get(h["copy_id"]) or (0, None))[1])
                       for h in records if h.get("copy_id")),
@@ -439,7 +452,8 @@ def run(o: Options, *, log=print) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     copy_seconds = o.import_seconds / 3 if o.copy_seconds is None else o.copy_seconds
     sandbox = Sandbox(host="127.0.0.1", base_port=0, export_seconds=o.export_seconds,
-                      import_seconds=o.import_seconds, copy_seconds=copy_seconds, lockout_after=0).start()
+                      export_spread_seconds=o.export_spread, import_seconds=o.import_seconds,
+                      copy_seconds=copy_seconds, lockout_after=0).start()
     sandbox.faults.configure(latency=o.latency)
     calls = CallLog(sandbox)
     endpoints = sandbox.endpoints()
@@ -455,9 +469,10 @@ def run(o: Options, *, log=print) -> dict:
               "pace": pace, "database": connection.vendor, "cores": psutil.cpu_count(), "runs": []}
     wall = time.monotonic()
     try:
-        log(f"Sandbox on {sandbox.control_url} (latency {o.latency * 1000:.0f} ms, export {o.export_seconds:g}s, "
-            f"import {o.import_seconds:g}s, copy {copy_seconds:g}s); database {connection.vendor} "
-            f"{connection.settings_dict['NAME']}; Redis {settings.REDIS_URL}")
+        spread = f" + up to {o.export_spread:g}s by task" if o.export_spread else ""
+        log(f"Sandbox on {sandbox.control_url} (latency {o.latency * 1000:.0f} ms, "
+            f"export {o.export_seconds:g}s{spread}, import {o.import_seconds:g}s, copy {copy_seconds:g}s); "
+            f"database {connection.vendor} {connection.settings_dict['NAME']}; Redis {settings.REDIS_URL}")
         for k in range(o.workers):
             procs.start(f"worker-{k + 1}", [sys.executable, str(load.BASE_DIR / "manage.py"), "rqworker",
                                            "poll", "default", "--with-scheduler"])

@@ -55,16 +55,20 @@ class Sandbox:
         copy_seconds: float | None = None,
         seed_value: int = 1,
         lockout_after: int = 4,
+        export_spread_seconds: float = 0.0,
     ):
         """`base_port=0` picks free ports; otherwise control = base, OAPI = base+1.. and
         OOS = base+11.. in the order of `omiportal.outscale.regions.REGIONS`.
-        `lockout_after`: bad signatures in a row that lock a key for 60 s (0 disables)."""
+        `lockout_after`: bad signatures in a row that lock a key for 60 s (0 disables).
+        `export_spread_seconds`: each export takes `export_seconds` plus a share of this, fixed by
+        its task id, so that exports started together do not all finish together."""
         self.host = host
         self.base_port = base_port
         self.lockout_after = lockout_after
         self.api_path = API_PATH
         self.durations = {
             "export_seconds": float(export_seconds),
+            "export_spread_seconds": float(export_spread_seconds),
             "import_seconds": float(import_seconds),
             "copy_seconds": float(import_seconds / 3 if copy_seconds is None else copy_seconds),
         }
@@ -184,10 +188,13 @@ class Sandbox:
             return {k[4:]: v for k, v in counts.items() if k.startswith("oos:")}
         return {k: v for k, v in counts.items() if not k.startswith("oos:")}
 
-    def set_durations(self, export_seconds=None, import_seconds=None, copy_seconds=None) -> dict:
+    def set_durations(
+        self, export_seconds=None, import_seconds=None, copy_seconds=None, export_spread_seconds=None
+    ) -> dict:
         """Change durations for tasks started from now on."""
         for name, value in (
             ("export_seconds", export_seconds),
+            ("export_spread_seconds", export_spread_seconds),
             ("import_seconds", import_seconds),
             ("copy_seconds", copy_seconds),
         ):

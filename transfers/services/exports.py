@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import CloudAccount
 from omiportal import outscale
+from omiportal.audit import recorder
 from omiportal.audit.recorder import AuditTarget, record
 from omiportal.outscale.account_credentials import credentials_for, opened_once
 from transfers import scheduling
@@ -51,7 +52,7 @@ def export_begin(*, share: Share) -> None:
            details={"export": str(export.public_id), "image_id": share.source_image_id,
                     "copy_first": export.state == Export.State.COPYING and not reused})
     if export.state == Export.State.COMPLETED:
-        share_ready(share=share, export=export)
+        shares_ready(shares=[share], export=export)
 
 
 def _fail(export: Export, message: str, request_ids=()) -> None:
@@ -62,13 +63,14 @@ def _fail(export: Export, message: str, request_ids=()) -> None:
             return
         record(action="export.failed", outcome="failed", actor=None, team=export.account.team,
                target=_export_target(export), cloud_request_ids=list(request_ids), details={"reason": message})
-        for share in Share.objects.filter(export=export, state=Share.State.EXPORTING).select_related("team"):
-            Share.objects.filter(pk=share.pk).update(state=Share.State.FAILED, state_message=message[:500],
-                                                    updated_at=now)
-            share.recipients.filter(state=Recipient.State.WAITING).update(state=Recipient.State.CANCELLED)
-            from transfers import notifications
+        failed = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).values_list("pk", flat=True))
+        Share.objects.filter(pk__in=failed).update(state=Share.State.FAILED, state_message=message[:500],
+                                                   updated_at=now)
+        Recipient.objects.filter(share__in=failed, state=Recipient.State.WAITING).update(
+            state=Recipient.State.CANCELLED)
+        from transfers import notifications
 
-            notifications.later("share_failed", share.pk)
+        notifications.later("share_failed", failed)
 
 
 def export_start(*, export_id) -> None:
@@ -218,7 +220,8 @@ def export_complete(*, export: Export, task, creds, handoff: list | None = None)
                 _fail(export, exc.user_message, exc.request_ids)
             return
     now = timezone.now()
-    with transaction.atomic():
+    # Hundreds of shares may wait on one export: their events are written together at the end.
+    with recorder.batched():
         if not Export.objects.filter(pk=export.pk, state=Export.State.RUNNING).update(
                 state=Export.State.COMPLETED, progress=100, manifest_key=key, completed_at=now,
                 manifest_deadline=deadline, next_poll_at=None, state_message="", updated_at=now):
@@ -227,29 +230,34 @@ def export_complete(*, export: Export, task, creds, handoff: list | None = None)
         record(action="export.completed", actor=None, team=account.team, target=_export_target(export),
                cloud_request_ids=list(request_ids), details={"task_id": export.task_id,
                                                             "manifest_deadline": deadline.isoformat()})
-        for share in Share.objects.filter(export=export, state=Share.State.EXPORTING).select_related("team"):
-            share_ready(share=share, export=export, handoff=handoff)
+        shares = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).select_related("team"))
+        shares_ready(shares=shares, export=export, handoff=handoff)
 
 
-def share_ready(*, share: Share, export: Export, handoff: list | None = None) -> None:
-    """The manifest exists: offer it to every recipient (in the caller's transaction).
+def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = None) -> None:
+    """The manifest exists: offer it to every recipient of these shares (in the caller's transaction).
 
     Auto-accepted imports get a start job each, or, when the caller passes ``handoff``, their ids
     are added to it and the caller starts them itself once this transaction has committed.
     """
+    from transfers import notifications
     from transfers.services import imports
 
+    if not shares:
+        return
     now = timezone.now()
-    Share.objects.filter(pk=share.pk).update(state=Share.State.READY, state_message="", updated_at=now)
-    share.state = Share.State.READY
-    share.recipients.filter(state=Recipient.State.WAITING).update(state=Recipient.State.OFFERED, updated_at=now)
-    record(action="share.offered", actor=None, team=share.team, target=share,
-           details={"export": str(export.public_id), "link_valid_until": export.manifest_deadline.isoformat()})
-    for recipient in share.recipients.filter(state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM,
-                                             team__auto_accept_incoming=True).select_related("team"):
+    ids = [share.pk for share in shares]
+    Share.objects.filter(pk__in=ids).update(state=Share.State.READY, state_message="", updated_at=now)
+    Recipient.objects.filter(share__in=ids, state=Recipient.State.WAITING).update(
+        state=Recipient.State.OFFERED, updated_at=now)
+    for share in shares:
+        share.state = Share.State.READY
+        record(action="share.offered", actor=None, team=share.team, target=share,
+               details={"export": str(export.public_id), "link_valid_until": export.manifest_deadline.isoformat()})
+    auto = Recipient.objects.filter(share__in=ids, state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM,
+                                    team__auto_accept_incoming=True).select_related("team", "target_account", "share")
+    for recipient in auto.order_by("pk"):
         imports.import_begin(recipient=recipient, actor=None, auto=True, enqueue=handoff is None)
         if handoff is not None:
             handoff.append(recipient.public_id)
-    from transfers import notifications
-
-    notifications.later("share_ready", share.pk)
+    notifications.later("share_ready", ids)

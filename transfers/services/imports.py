@@ -1,6 +1,7 @@
 """The recipient side: accept or decline, import with the recipient's keys, watch it."""
 
 import time
+from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from accounts.models import CloudAccount
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from omiportal import outscale
+from omiportal.audit import recorder
 from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for, open_pasted_link, opened_once
 from transfers import errors, scheduling
@@ -37,15 +39,17 @@ def import_begin(*, recipient: Recipient, actor, auto: bool = False, enqueue: bo
     now = timezone.now()
     attempt = recipient.attempt + 1
     recipient.attempt = attempt
-    moved = Recipient.objects.filter(pk=recipient.pk, state__in=[Recipient.State.OFFERED, Recipient.State.FAILED]) \
-        .update(state=Recipient.State.IMPORTING, attempt=attempt, image_name=_image_name(recipient), image_id="",
-                state_message="", started_at=now, completed_at=None, poll_interval=0, start_tries=0, updated_at=now,
-                next_poll_at=now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS),
-                **({"decided_by": actor, "decided_at": now} if attempt == 1 else {}))
-    if not moved:
+    values = {"state": Recipient.State.IMPORTING, "attempt": attempt, "image_name": _image_name(recipient),
+              "image_id": "", "state_message": "", "started_at": now, "completed_at": None, "poll_interval": 0,
+              "start_tries": 0, "updated_at": now,
+              "next_poll_at": now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS),
+              **({"decided_by": actor, "decided_at": now} if attempt == 1 else {})}
+    if not Recipient.objects.filter(pk=recipient.pk, state__in=[Recipient.State.OFFERED, Recipient.State.FAILED]) \
+            .update(**values):
         recipient.refresh_from_db()
         raise errors.ShareConflict(errors.NOT_OFFERED.format(state=recipient.get_state_display().lower()))
-    recipient.refresh_from_db()
+    for name, value in values.items():  # what the row now holds, without reading it (and its relations) again
+        setattr(recipient, name, value)
     if recipient.share_id:
         # A retry re-opens a share that failed because its only imports failed.
         Share.objects.filter(pk=recipient.share_id, state__in=[Share.State.READY, Share.State.FAILED],
@@ -117,7 +121,7 @@ def _fail(recipient: Recipient, message: str, request_ids=()) -> None:
         share_refresh(share_id=recipient.share_id)
         from transfers import notifications
 
-        notifications.later("import_ended", recipient.pk)
+        notifications.later("import_ended", [recipient.pk])
 
 
 def _file_location(recipient: Recipient) -> str:
@@ -246,7 +250,7 @@ def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
         else:
             polling.postpone(rows, exc.user_message)
         return
-    available = []
+    available, waiting = [], defaultdict(list)  # waiting: next interval -> pks
     for recipient in rows:
         image = images.get(recipient.image_id)
         if image is None or image.state in ("failed", "deleted"):
@@ -255,17 +259,30 @@ def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
         elif image.state == "available":
             available.append(recipient)
         else:
-            interval = scheduling.next_interval(recipient.poll_interval)
-            Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
-                poll_interval=interval, next_poll_at=timezone.now() + timedelta(seconds=interval),
-                state_message="", updated_at=timezone.now())
-    # Each completion tags its OMI (one call each): side by side, like the starts.
-    polling.run_each(lambda recipient: _complete(recipient, creds, images.request_ids), available,
-                     what="complete import")
+            waiting[scheduling.next_interval(recipient.poll_interval)].append(recipient.pk)
+    now = timezone.now()
+    for interval, pks in waiting.items():  # imports started together back off together: one UPDATE
+        Recipient.objects.filter(pk__in=pks, state=Recipient.State.IMPORTING).update(
+            poll_interval=interval, next_poll_at=now + timedelta(seconds=interval), state_message="", updated_at=now)
+    if not available:
+        return
+    # Each completion tags its OMI (one call each), side by side like the starts; then one
+    # transaction records them all. A sweep that dies in between leaves them IMPORTING: the next
+    # one tags them again (the same tags) and completes them.
+    by_pk = Recipient.objects.select_related("share__source_account", "team").in_bulk([r.pk for r in available])
+    tagged: list[tuple[Recipient, dict, list]] = []
+    polling.run_each(lambda recipient: _tag(recipient, creds, tagged), list(by_pk.values()), what="tag import")
+    with recorder.batched():
+        done = [recipient.pk for recipient, tags, request_ids in tagged
+                if _complete(recipient, tags, [*images.request_ids, *request_ids])]
+        from transfers import notifications
+
+        notifications.later("import_ended", done)
 
 
-def _complete(recipient: Recipient, creds, read_ids) -> None:
-    recipient = Recipient.objects.select_related("share__source_account", "team").get(pk=recipient.pk)
+def _tag(recipient: Recipient, creds, tagged: list) -> None:
+    """Tag the new OMI with where it came from, and add it to ``tagged`` (unless the cloud asks
+    us to come back later)."""
     tags = {"omiportal:recipient": str(recipient.public_id)}
     if recipient.share_id:
         share = recipient.share
@@ -281,19 +298,20 @@ def _complete(recipient: Recipient, creds, read_ids) -> None:
                 return
             # The copy exists and works; a missing tag is worth a note, not a failure.
             tags = {"note": f"tagging failed: {exc.user_message}"}
-    now = timezone.now()
-    with transaction.atomic():
-        if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
-                state=Recipient.State.COMPLETED, completed_at=now, next_poll_at=None, state_message="",
-                updated_at=now):
-            return
-        record(action="import.completed", actor=None, team=recipient.team, target=_share_target(recipient),
-               cloud_request_ids=list(read_ids) + list(request_ids),
-               details={"recipient": str(recipient.public_id), "image_id": recipient.image_id, "tags": tags})
-        share_refresh(share_id=recipient.share_id)
-        from transfers import notifications
+    tagged.append((recipient, tags, list(request_ids)))  # list.append is atomic: threads share it
 
-        notifications.later("import_ended", recipient.pk)
+
+def _complete(recipient: Recipient, tags: dict, request_ids: list) -> bool:
+    """IMPORTING → COMPLETED, in the caller's transaction; False if it was no longer importing."""
+    now = timezone.now()
+    if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
+            state=Recipient.State.COMPLETED, completed_at=now, next_poll_at=None, state_message="", updated_at=now):
+        return False
+    record(action="import.completed", actor=None, team=recipient.team, target=_share_target(recipient),
+           cloud_request_ids=request_ids,
+           details={"recipient": str(recipient.public_id), "image_id": recipient.image_id, "tags": tags})
+    share_refresh(share_id=recipient.share_id)
+    return True
 
 
 def share_refresh(*, share_id) -> None:

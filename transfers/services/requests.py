@@ -138,7 +138,7 @@ def share_request(
     if needs_approval:
         from transfers import notifications
 
-        notifications.later("approval_needed", share.pk)
+        notifications.later("approval_needed", [share.pk])
     return share
 
 
@@ -173,7 +173,7 @@ def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, appr
             share.recipients.update(state=Recipient.State.CANCELLED, updated_at=now)
     from transfers import notifications
 
-    notifications.later("decision_made", share.pk)
+    notifications.later("decision_made", [share.pk])
     return share
 
 

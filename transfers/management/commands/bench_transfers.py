@@ -1,5 +1,5 @@
 """python manage.py bench_transfers [--transfers 1000] [--workers 2] [--latency 0.1] [--export-seconds 20]
-[--import-seconds 10] [--no-peer] [--chart docs/performance/transfers.png]
+[--export-spread 0] [--import-seconds 10] [--no-peer] [--chart docs/performance/transfers.png]
 
 A benchmark on loopback (not a test): the sandbox, a Redis and N RQ workers run the transfers the
 portal's way (batched sweeps) and the peers' way (each transfer polled on its own), and it prints
@@ -25,6 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="RQ worker processes")
         parser.add_argument("--latency", type=float, default=0.1, help="latency the sandbox adds to each call (s)")
         parser.add_argument("--export-seconds", type=float, default=20, help="sandbox export duration")
+        parser.add_argument("--export-spread", type=float, default=0,
+                            help="seconds over which export durations are spread (deterministic per task)")
         parser.add_argument("--import-seconds", type=float, default=10, help="sandbox import duration")
         parser.add_argument("--copy-seconds", type=float, default=None, help="sandbox copy duration (import / 3)")
         parser.add_argument("--sweep-min", type=float, default=1.0, help="OMIPORTAL_SWEEP_MIN_SECONDS (peer interval)")
@@ -47,13 +49,15 @@ class Command(BaseCommand):
             raise CommandError("--transfers takes numbers, e.g. 1000 or 50,200,1000") from None
         for name, value, low, high in (("transfers", min(sizes, default=0), 1, 20000),
                                        ("transfers", max(sizes, default=0), 1, 20000),
-                                       ("workers", opts["workers"], 1, 32), ("latency", opts["latency"], 0, 10)):
+                                       ("workers", opts["workers"], 1, 32), ("latency", opts["latency"], 0, 10),
+                                       ("export-spread", opts["export_spread"], 0, 3600)):
             if not low <= value <= high:
                 raise CommandError(f"--{name} must be between {low} and {high}")
         options = bench.Options(
             sizes=sizes, workers=opts["workers"], latency=opts["latency"], export_seconds=opts["export_seconds"],
-            import_seconds=opts["import_seconds"], copy_seconds=opts["copy_seconds"], sweep_min=opts["sweep_min"],
-            sweep_max=opts["sweep_max"], timeout=opts["timeout"], peer=not opts["no_peer"], out_dir=Path(opts["out"]),
+            export_spread=opts["export_spread"], import_seconds=opts["import_seconds"],
+            copy_seconds=opts["copy_seconds"], sweep_min=opts["sweep_min"], sweep_max=opts["sweep_max"],
+            timeout=opts["timeout"], peer=not opts["no_peer"], out_dir=Path(opts["out"]),
             chart=Path(opts["chart"]) if opts["chart"] else None, yes=opts["yes"])
         try:
             result = bench.run(options, log=lambda line: self.stdout.write(line))

@@ -24,6 +24,7 @@ def sandbox_from_options(options: dict) -> Sandbox:
         host=options["host"],
         base_port=options["base_port"],
         export_seconds=options["export_seconds"],
+        export_spread_seconds=options["export_spread"],
         import_seconds=options["import_seconds"],
         copy_seconds=options["copy_seconds"],
     )
@@ -47,6 +48,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="address to bind (keep it on loopback)")
         parser.add_argument("--base-port", type=int, default=8700, help="0 picks free ports")
         parser.add_argument("--export-seconds", type=float, default=30.0)
+        parser.add_argument(
+            "--export-spread",
+            type=float,
+            default=0.0,
+            help="seconds over which export durations are spread (deterministic per task)",
+        )
         parser.add_argument("--import-seconds", type=float, default=30.0)
         parser.add_argument("--copy-seconds", type=float, default=None, help="default: a third of --import-seconds")
         parser.add_argument("--throttle-rate", type=float, default=0.0, help="share of OAPI calls answered 429/503")
