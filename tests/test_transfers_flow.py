@@ -1,11 +1,14 @@
 """The whole copy, end to end: real sandbox over HTTP, real RQ jobs, real database commits."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from omiportal.audit.models import AuditEvent
 from omiportal.audit.verify import verify_chain
 from tests import workers
 from tests.transfer_world import access, approve, request_share
+from transfers import notifications
 from transfers.models import Export, Recipient, Share
 from transfers.services import imports
 
@@ -235,3 +238,28 @@ def test_a_hand_off_larger_than_the_sweep_budget_goes_on_in_jobs_and_starts_each
     assert any(r.startswith("export-sweep-") for r in started_by)  # the sweep began the hand-off
     assert any(r.startswith("import-handoff-") for r in started_by)  # jobs went on with it
     assert verify_chain().ok
+
+
+def test_a_batch_of_emails_costs_the_same_few_queries_as_one(flow, cloud, mailoutbox):
+    """A sweep that readies or completes hundreds of transfers queues one email job for them all,
+    which reads the batch in a fixed number of queries."""
+    flow.dest.auto_accept_incoming = True
+    flow.dest.save()
+    shares = [request_share(flow, cloud, copy_name=f"web-copy-{k}") for k in range(3)]
+    for share in shares:
+        approve(flow, share)
+    workers.run_jobs(until=lambda: all(_state(s) == Share.State.COMPLETED for s in shares), timeout=60)
+    workers.run_jobs()
+    recipients = list(Recipient.objects.filter(share__in=shares).values_list("pk", flat=True))
+    sent = {}
+    for kind, ids in (("share_ready", [s.pk for s in shares]), ("import_ended", recipients),
+                      ("approval_needed", [s.pk for s in shares]), ("decision_made", [s.pk for s in shares])):
+        for batch in (ids[:1], ids):
+            mailoutbox.clear()
+            with CaptureQueriesContext(connection) as queries:
+                notifications.send(kind, batch)
+            sent[kind, len(batch)] = (len(queries), len(mailoutbox))
+        (one_queries, one_mails), (all_queries, all_mails) = sent[kind, 1], sent[kind, len(ids)]
+        assert all_queries == one_queries, kind
+        assert one_mails >= 1 and all_mails == one_mails * len(ids), kind
+    notifications.send("share_ready", [max(recipients) + 10_000])  # gone since: nothing, no error

@@ -3,6 +3,7 @@ sweep waits on the mail server; a mail failure never undoes a transfer."""
 
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable
 
 from django.core.mail import send_mass_mail
@@ -27,26 +28,36 @@ def later(kind: str, object_ids: Iterable[int]) -> None:
 
 
 def send(kind: str, object_ids: Iterable[int]) -> None:
-    for object_id in object_ids:
-        try:
-            KINDS[kind](object_id)
-        except Exception:  # noqa: BLE001 - one email's trouble must not cost the others theirs; it is logged
-            logger.exception("Could not prepare the %s email for #%s", kind, object_id)
-
-
-def _emails(team_id, roles) -> list[str]:
-    return list(Membership.objects.filter(team_id=team_id, role__in=roles, user__is_active=True)
-                .values_list("user__email", flat=True))
-
-
-def _send(subject: str, body: str, recipients: list[str]) -> None:
-    recipients = sorted(set(recipients))
-    if not recipients:
+    """Send the ``kind`` emails about these objects: a few queries for the whole batch, one
+    connection to the mail server. Objects gone since are skipped."""
+    messages = KINDS[kind](sorted(object_ids))
+    if not messages:
         return
     try:
-        send_mass_mail([(f"[OMI Portal] {subject}", body, None, [to]) for to in recipients], fail_silently=False)
+        send_mass_mail([(f"[OMI Portal] {subject}", body, None, [to]) for subject, body, to in messages],
+                       fail_silently=False)
     except Exception:  # noqa: BLE001 - mail trouble must not break the workflow; it is logged
-        logger.exception("Could not send '%s'", subject)
+        logger.exception("Could not send %d '%s' email(s)", len(messages), kind)
+
+
+Message = tuple[str, str, str]  # subject, body, one address
+
+
+def _emails(team_ids, roles) -> dict[int, list[str]]:
+    """Active members with one of ``roles``, by team: one query for any number of teams."""
+    by_team: dict[int, list[str]] = defaultdict(list)
+    for team_id, email in Membership.objects.filter(team_id__in=set(team_ids), role__in=roles, user__is_active=True) \
+            .values_list("team_id", "user__email"):
+        by_team[team_id].append(email)
+    return by_team
+
+
+def _to_each(subject: str, body: str, recipients: Iterable[str]) -> list[Message]:
+    return [(subject, body, to) for to in sorted(set(recipients))]
+
+
+def _shares(ids) -> list[Share]:
+    return list(Share.objects.select_related("source_account", "requested_by").filter(pk__in=ids).order_by("pk"))
 
 
 def _describe(share: Share) -> str:
@@ -55,47 +66,57 @@ def _describe(share: Share) -> str:
             f"\nCopy name: {share.copy_name}\nRequested by: {share.requested_by.email}\n")
 
 
-def approval_needed(share_id) -> None:
-    share = Share.objects.select_related("source_account", "requested_by").get(pk=share_id)
-    approvers = [e for e in _emails(share.team_id, [Role.APPROVER, Role.ADMIN]) if e != share.requested_by.email]
-    _send(f"Approval needed: {share.copy_name}", _describe(share) + f"Reason: {share.reason}\n", approvers)
+def approval_needed(share_ids) -> list[Message]:
+    shares = _shares(share_ids)
+    approvers = _emails([s.team_id for s in shares], [Role.APPROVER, Role.ADMIN])
+    return [m for share in shares for m in _to_each(
+        f"Approval needed: {share.copy_name}", _describe(share) + f"Reason: {share.reason}\n",
+        [e for e in approvers[share.team_id] if e != share.requested_by.email])]
 
 
-def decision_made(share_id) -> None:
-    share = Share.objects.select_related("source_account", "requested_by").get(pk=share_id)
-    verdict = "approved" if share.state != Share.State.REJECTED else "rejected"
-    _send(f"Your share was {verdict}: {share.copy_name}",
-          _describe(share) + f"Comment: {share.decision_comment or '-'}\n", [share.requested_by.email])
+def decision_made(share_ids) -> list[Message]:
+    messages = []
+    for share in _shares(share_ids):
+        verdict = "approved" if share.state != Share.State.REJECTED else "rejected"
+        messages += _to_each(f"Your share was {verdict}: {share.copy_name}",
+                             _describe(share) + f"Comment: {share.decision_comment or '-'}\n",
+                             [share.requested_by.email])
+    return messages
 
 
-def share_ready(share_id) -> None:
-    share = Share.objects.select_related("source_account", "requested_by").get(pk=share_id)
-    teams = share.recipients.filter(kind=Recipient.Kind.TEAM).values_list("team_id", flat=True)
-    to = [e for team_id in set(teams) for e in _emails(team_id, [Role.MEMBER, Role.APPROVER, Role.ADMIN])]
-    _send(f"An image is ready for your team: {share.copy_name}",
-          _describe(share) + "Accept it from your team's inbox in OMI Portal.\n", to)
+def share_ready(share_ids) -> list[Message]:
+    shares = _shares(share_ids)
+    teams: dict[int, set[int]] = defaultdict(set)
+    for share_id, team_id in Recipient.objects.filter(share__in=shares, kind=Recipient.Kind.TEAM) \
+            .values_list("share_id", "team_id"):
+        teams[share_id].add(team_id)
+    members = _emails({t for ts in teams.values() for t in ts}, [Role.MEMBER, Role.APPROVER, Role.ADMIN])
+    return [m for share in shares for m in _to_each(
+        f"An image is ready for your team: {share.copy_name}",
+        _describe(share) + "Accept it from your team's inbox in OMI Portal.\n",
+        [e for team_id in teams[share.pk] for e in members[team_id]])]
 
 
-def share_failed(share_id) -> None:
-    share = Share.objects.select_related("source_account", "requested_by").get(pk=share_id)
-    _send(f"Share failed: {share.copy_name}", _describe(share) + f"Reason: {share.state_message}\n",
-          [share.requested_by.email])
+def share_failed(share_ids) -> list[Message]:
+    return [m for share in _shares(share_ids) for m in _to_each(
+        f"Share failed: {share.copy_name}", _describe(share) + f"Reason: {share.state_message}\n",
+        [share.requested_by.email])]
 
 
-def import_ended(recipient_id) -> None:
-    recipient = Recipient.objects.select_related("share__source_account", "share__requested_by",
-                                                 "target_account", "decided_by").get(pk=recipient_id)
-    outcome = "completed" if recipient.state == Recipient.State.COMPLETED else "failed"
-    body = (f"Import into {recipient.target_account.label}: {outcome}.\nImage id: {recipient.image_id or '-'}\n"
-            f"{recipient.state_message}\n")
-    to = [recipient.decided_by.email] if recipient.decided_by_id else []
-    if recipient.share_id:
-        to.append(recipient.share.requested_by.email)
-        body = _describe(recipient.share) + body
-    _send(f"Import {outcome}: {recipient.image_name}", body, to)
-
-
-
+def import_ended(recipient_ids) -> list[Message]:
+    messages = []
+    for recipient in Recipient.objects.select_related(
+            "share__source_account", "share__requested_by", "target_account", "decided_by") \
+            .filter(pk__in=recipient_ids).order_by("pk"):
+        outcome = "completed" if recipient.state == Recipient.State.COMPLETED else "failed"
+        body = (f"Import into {recipient.target_account.label}: {outcome}.\nImage id: {recipient.image_id or '-'}\n"
+                f"{recipient.state_message}\n")
+        to = [recipient.decided_by.email] if recipient.decided_by_id else []
+        if recipient.share_id:
+            to.append(recipient.share.requested_by.email)
+            body = _describe(recipient.share) + body
+        messages += _to_each(f"Import {outcome}: {recipient.image_name}", body, to)
+    return messages
 
 
 KINDS = {"approval_needed": approval_needed, "decision_made": decision_made, "share_ready": share_ready,

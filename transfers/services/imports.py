@@ -136,20 +136,31 @@ def _file_location(recipient: Recipient) -> str:
     return open_pasted_link(recipient)
 
 
+_STARTING = ("team", "target_account__team", "share__export__account__team")
+
+
 def import_start(*, recipient_id) -> None:
     """CreateImage with FileLocation. Safe to run twice.
 
     Each attempt is counted before the cloud is called; every attempt after the first looks the
     deterministic image name up before creating (the answer to an earlier one may have been lost).
     """
-    recipient = Recipient.objects.select_related(
-        "team", "target_account__team", "share__export__account__team").filter(public_id=recipient_id).first()
-    if recipient is None or recipient.state != Recipient.State.IMPORTING or recipient.image_id:
-        return
+    recipient = Recipient.objects.select_related(*_STARTING).filter(public_id=recipient_id).first()
+    started = recipient and _start(recipient)
+    if started:
+        with transaction.atomic():
+            _started(*started)
+
+
+def _start(recipient: Recipient) -> tuple[Recipient, str, list] | None:
+    """Count the attempt, then call the cloud: (recipient, image id, request ids) once it has
+    an image, None if it is not this run's to start or the cloud said no (handled here)."""
+    if recipient.state != Recipient.State.IMPORTING or recipient.image_id:
+        return None
     tried = recipient.start_tries
     if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING, image_id="",
                                     start_tries=tried).update(start_tries=tried + 1):
-        return  # another run of this step got here first
+        return None  # another run of this step got here first
     recipient.start_tries = tried + 1
     account = recipient.target_account
     description = (f"Copied by OMI Portal from {recipient.share.source_image_id}, share {recipient.share.public_id}"
@@ -169,34 +180,46 @@ def import_start(*, recipient_id) -> None:
                     job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{recipient.start_tries}")
             else:
                 _fail(recipient, exc.user_message, exc.request_ids)
-            return
+            return None
+    return recipient, image.image_id, list(request_ids)
+
+
+def _started(recipient: Recipient, image_id: str, request_ids: list) -> None:
+    """Note the import's image and book its first look (in the caller's transaction)."""
     now = timezone.now()
     interval = scheduling.sweep_min()
-    with transaction.atomic():
-        if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING, image_id="").update(
-                image_id=image.image_id, link_sealed="", poll_interval=interval,
-                next_poll_at=now + timedelta(seconds=interval), updated_at=now):
-            return
-        record(action="import.started", actor=None, team=recipient.team, target=_share_target(recipient),
-               cloud_request_ids=list(request_ids),
-               details={"recipient": str(recipient.public_id), "image_id": image.image_id,
-                        "image_name": recipient.image_name, "account": account.label})
-        scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=interval))
+    if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING, image_id="").update(
+            image_id=image_id, link_sealed="", poll_interval=interval,
+            next_poll_at=now + timedelta(seconds=interval), updated_at=now):
+        return
+    account = recipient.target_account
+    record(action="import.started", actor=None, team=recipient.team, target=_share_target(recipient),
+           cloud_request_ids=request_ids,
+           details={"recipient": str(recipient.public_id), "image_id": image_id,
+                    "image_name": recipient.image_name, "account": account.label})
+    scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=interval))
 
 
 def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
     """The hand-off: start the imports an export of ``source_account`` just made possible, now.
 
     One queued job per import would leave a burst of hundreds waiting on a couple of workers
-    while the manifest link ages. Each start is still ``import_start`` (counted first, looked up
-    when retried, safe twice). The sweep starts what it can within OMIPORTAL_SWEEP_BUDGET_SECONDS
-    and leaves the rest to `import_handoff` jobs, so other sweeps are not held up. A start that
-    dies is put back by the reconciler: its row is IMPORTING without an image, its next look only
-    a grace period away.
+    while the manifest link ages. Each start is still ``_start`` (counted first, looked up when
+    retried, safe twice), side by side; the rows are read in one query, and what the cloud
+    answered is written in one transaction at the end. The sweep starts what it can within
+    OMIPORTAL_SWEEP_BUDGET_SECONDS and leaves the rest to `import_handoff` jobs, so other sweeps
+    are not held up. A start that dies before its image is noted is put back by the reconciler:
+    its row is IMPORTING without an image, counted as tried, so it looks the name up first.
     """
-    left = polling.run_each(lambda recipient_id: import_start(recipient_id=recipient_id),
-                            [str(i) for i in recipient_ids], what="start import",
-                            budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
+    recipients = list(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids)
+                      .order_by("pk"))
+    started: list[tuple[Recipient, str, list]] = []
+    left = polling.run_each(lambda recipient: started.append(_start(recipient)), recipients,
+                            what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
+    with recorder.batched():
+        for result in started:
+            if result:
+                _started(*result)
     if left:
         _handoff_later(source_account)
 
