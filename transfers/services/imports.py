@@ -19,6 +19,7 @@ from omiportal.outscale.account_credentials import credentials_for, open_pasted_
 from transfers import errors, scheduling
 from transfers.models import Recipient, Share
 from transfers.services import polling
+from transfers.services.share_state import share_refresh, shares_refresh
 
 
 def _share_target(recipient: Recipient):
@@ -296,11 +297,12 @@ def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
     tagged: list[tuple[Recipient, dict, list]] = []
     polling.run_each(lambda recipient: _tag(recipient, creds, tagged), list(by_pk.values()), what="tag import")
     with recorder.batched():
-        done = [recipient.pk for recipient, tags, request_ids in tagged
+        done = [recipient for recipient, tags, request_ids in tagged
                 if _complete(recipient, tags, [*images.request_ids, *request_ids])]
+        shares_refresh(share_ids={recipient.share_id for recipient in done if recipient.share_id})
         from transfers import notifications
 
-        notifications.later("import_ended", done)
+        notifications.later("import_ended", [recipient.pk for recipient in done])
 
 
 def _tag(recipient: Recipient, creds, tagged: list) -> None:
@@ -325,7 +327,8 @@ def _tag(recipient: Recipient, creds, tagged: list) -> None:
 
 
 def _complete(recipient: Recipient, tags: dict, request_ids: list) -> bool:
-    """IMPORTING → COMPLETED, in the caller's transaction; False if it was no longer importing."""
+    """IMPORTING → COMPLETED, in the caller's transaction (which then refreshes the shares);
+    False if it was no longer importing."""
     now = timezone.now()
     if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
             state=Recipient.State.COMPLETED, completed_at=now, next_poll_at=None, state_message="", updated_at=now):
@@ -333,35 +336,4 @@ def _complete(recipient: Recipient, tags: dict, request_ids: list) -> bool:
     record(action="import.completed", actor=None, team=recipient.team, target=_share_target(recipient),
            cloud_request_ids=request_ids,
            details={"recipient": str(recipient.public_id), "image_id": recipient.image_id, "tags": tags})
-    share_refresh(share_id=recipient.share_id)
     return True
-
-
-def share_refresh(*, share_id) -> None:
-    """Derive a ready/importing share's state from its recipients (in the caller's transaction)."""
-    if share_id is None:
-        return
-    share = Share.objects.select_for_update(of=("self",)).select_related("team", "export").get(pk=share_id)
-    if share.state not in (Share.State.READY, Share.State.IMPORTING):
-        return
-    states = set(share.recipients.values_list("state", flat=True))
-    if Recipient.State.IMPORTING in states:
-        new, message = Share.State.IMPORTING, ""
-    elif states & {Recipient.State.OFFERED, Recipient.State.WAITING}:
-        new, message = Share.State.READY, ""
-    elif Recipient.State.COMPLETED in states:
-        new = Share.State.COMPLETED
-        message = "" if Recipient.State.FAILED not in states else "Some recipients failed to import."
-    elif Recipient.State.FAILED in states:
-        new, message = Share.State.FAILED, "Every import failed."
-    else:
-        new, message = Share.State.COMPLETED, "No recipient imported the image."
-    if new != share.state:
-        Share.objects.filter(pk=share.pk).update(state=new, state_message=message, updated_at=timezone.now())
-        if new in Share.FINAL_STATES:
-            record(action=f"share.{new}", actor=None, team=share.team, target=share,
-                   details={"recipients": sorted(states)})
-    if new in Share.FINAL_STATES and share.export_id:
-        from transfers.services.cleanup import export_cleanup_if_done
-
-        export_cleanup_if_done(export_id=share.export_id)

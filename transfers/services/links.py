@@ -17,7 +17,8 @@ from omiportal.outscale.account_credentials import credentials_for
 from transfers import errors
 from transfers.links import link_fingerprint, validate_manifest_url
 from transfers.models import Recipient, Share
-from transfers.services.imports import import_begin, share_refresh
+from transfers.services.imports import import_begin
+from transfers.services.share_state import share_refresh
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from omiportal.audit.recorder import record
 from transfers import scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, imports
+from transfers.services import exports, share_state
 from transfers.services.cleanup import export_cleanup_if_done
 from transfers.services.requests import share_expire_stale
 
@@ -74,7 +74,7 @@ def _expire_links(now) -> int:
                 record(action="share.expired", actor=None, team=share.team, target=share,
                        details={"reason": "manifest_deadline", "recipients_expired": n})
             else:
-                imports.share_refresh(share_id=share.pk)
+                share_state.share_refresh(share_id=share.pk)
             expired += 1
     return expired
 

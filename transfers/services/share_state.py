@@ -1,0 +1,58 @@
+"""A share's state follows its recipients' once it is offered: ready while any is still offered,
+importing while any imports, then completed or failed; an ended share may free its export."""
+
+from collections import defaultdict
+
+from django.utils import timezone
+
+from omiportal.audit.recorder import record
+from transfers.models import Recipient, Share
+
+
+def share_refresh(*, share_id) -> None:
+    """Derive a ready/importing share's state from its recipients (in the caller's transaction)."""
+    if share_id is not None:
+        shares_refresh(share_ids=[share_id])
+
+
+def shares_refresh(*, share_ids) -> None:
+    """``share_refresh`` for many shares: the same few queries for one or hundreds (a sweep that
+    completes hundreds of imports), one UPDATE per new state, one cleanup check per export."""
+    shares = list(Share.objects.select_for_update(of=("self",)).select_related("team")
+                  .filter(pk__in=share_ids, state__in=[Share.State.READY, Share.State.IMPORTING]).order_by("pk"))
+    if not shares:
+        return
+    states: dict[int, set[str]] = defaultdict(set)
+    for share_id, state in Recipient.objects.filter(share__in=shares).values_list("share_id", "state"):
+        states[share_id].add(state)
+    moves: dict[tuple[str, str], list[int]] = defaultdict(list)
+    ended_exports = set()
+    for share in shares:
+        new, message = _derived_state(states[share.pk])
+        if new != share.state:
+            moves[new, message].append(share.pk)
+            if new in Share.FINAL_STATES:
+                record(action=f"share.{new}", actor=None, team=share.team, target=share,
+                       details={"recipients": sorted(states[share.pk])})
+        if new in Share.FINAL_STATES and share.export_id:
+            ended_exports.add(share.export_id)
+    now = timezone.now()
+    for (new, message), pks in moves.items():
+        Share.objects.filter(pk__in=pks).update(state=new, state_message=message, updated_at=now)
+    from transfers.services.cleanup import export_cleanup_if_done
+
+    for export_id in sorted(ended_exports):
+        export_cleanup_if_done(export_id=export_id)
+
+
+def _derived_state(states: set[str]) -> tuple[str, str]:
+    if Recipient.State.IMPORTING in states:
+        return Share.State.IMPORTING, ""
+    if states & {Recipient.State.OFFERED, Recipient.State.WAITING}:
+        return Share.State.READY, ""
+    if Recipient.State.COMPLETED in states:
+        partly = Recipient.State.FAILED in states
+        return Share.State.COMPLETED, "Some recipients failed to import." if partly else ""
+    if Recipient.State.FAILED in states:
+        return Share.State.FAILED, "Every import failed."
+    return Share.State.COMPLETED, "No recipient imported the image."
