@@ -35,6 +35,10 @@ API_PATH = "/api/v1"
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a hung request (fault) must not keep the process alive
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of new connections (a hand-off's
+    # threads each open one) overflowed it, and each dropped SYN cost its caller a one-second
+    # retransmission, a delay OUTSCALE's front end does not add.
+    request_queue_size = 1024
 
     def handle_error(self, request, client_address):
         # Clients that gave up (read timeouts against a hung request, dropped connections) are
