@@ -237,6 +237,8 @@ def test_a_hand_off_larger_than_the_sweep_budget_goes_on_in_jobs_and_starts_each
     assert len(started_by) == 8
     assert any(r.startswith("export-sweep-") for r in started_by)  # the sweep began the hand-off
     assert any(r.startswith("import-handoff-") for r in started_by)  # jobs went on with it
+    # Each counted one attempt: the starts the budget left undone were given back, not retried.
+    assert set(Recipient.objects.filter(share__in=shares).values_list("start_tries", flat=True)) == {1}
     assert verify_chain().ok
 
 

@@ -3,7 +3,7 @@ service; each is safe to run twice."""
 
 from omiportal.audit.context import job_context
 from transfers import notifications
-from transfers.services import cleanup, exports, imports, reconcile
+from transfers.services import cleanup, exports, imports, reconcile, starts
 
 
 def _job_id(kind: str, object_id: str) -> str:
@@ -25,12 +25,12 @@ def export_sweep_job(account_id: str) -> None:
 
 def import_start_job(recipient_id: str) -> None:
     with job_context(job_id=_job_id("import-start", recipient_id)):
-        imports.import_start(recipient_id=recipient_id)
+        starts.import_start(recipient_id=recipient_id)
 
 
 def import_handoff_job(account_id: str) -> None:
     with job_context(job_id=_job_id("import-handoff", account_id)):
-        imports.import_handoff(account_id=account_id)
+        starts.import_handoff(account_id=account_id)
 
 
 def import_sweep_job(account_id: str) -> None:

@@ -145,9 +145,9 @@ def export_sweep(*, account_id) -> None:
             _observe(account, rows, handoff)
         polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
         if handoff:
-            from transfers.services import imports
+            from transfers.services import starts
 
-            imports.import_start_many(recipient_ids=handoff, source_account=account)
+            starts.import_start_many(recipient_ids=handoff, source_account=account)
 
 
 def _observe(account: CloudAccount, rows: list[Export], handoff: list) -> None:
@@ -256,8 +256,8 @@ def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = 
                details={"export": str(export.public_id), "link_valid_until": export.manifest_deadline.isoformat()})
     auto = Recipient.objects.filter(share__in=ids, state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM,
                                     team__auto_accept_incoming=True).select_related("team", "target_account", "share")
-    for recipient in auto.order_by("pk"):
-        imports.import_begin(recipient=recipient, actor=None, auto=True, enqueue=handoff is None)
-        if handoff is not None:
-            handoff.append(recipient.public_id)
+    begun = imports.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True,
+                                  enqueue=handoff is None)
+    if handoff is not None:
+        handoff.extend(recipient.public_id for recipient in begun)
     notifications.later("share_ready", ids)

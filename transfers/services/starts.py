@@ -1,0 +1,174 @@
+"""Starting imports: CreateImage with the manifest link, for one recipient (a job) or for the
+hundreds an export just made possible (the hand-off, from the sweep that saw it complete)."""
+
+import time
+from collections import defaultdict
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import CloudAccount
+from omiportal import outscale
+from omiportal.audit import recorder
+from omiportal.audit.recorder import record
+from omiportal.outscale.account_credentials import credentials_for, open_pasted_link, opened_once
+from transfers import scheduling
+from transfers.models import Recipient
+from transfers.services import polling
+from transfers.services.imports import import_failed, share_target
+
+
+def _file_location(recipient: Recipient) -> str:
+    """The manifest URL for this import, made now: pre-signed with the source account's keys
+    (never past the manifest's own deadline), or the pasted link opened from the vault."""
+    if recipient.share_id:
+        export = recipient.share.export
+        creds = credentials_for(export.account, purpose="sign manifest link")
+        link = outscale.presign_manifest(creds=creds, bucket=export.bucket, key=export.manifest_key,
+                                         not_after=export.manifest_deadline)
+        return link.url
+    return open_pasted_link(recipient)
+
+
+_STARTING = ("team", "target_account__team", "share__export__account__team")
+
+
+def import_start(*, recipient_id) -> None:
+    """CreateImage with FileLocation. Safe to run twice.
+
+    Each attempt is counted before the cloud is called; every attempt after the first looks the
+    deterministic image name up before creating (the answer to an earlier one may have been lost).
+    """
+    recipient = Recipient.objects.select_related(*_STARTING).filter(public_id=recipient_id).first()
+    started = recipient and _start(recipient)
+    if started:
+        with transaction.atomic():
+            _started(*started)
+
+
+def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, str, list] | None:
+    """Count the attempt (unless ``_claim`` did), then call the cloud: (recipient, image id,
+    request ids) once it has an image, None if it is not this run's to start or the cloud said
+    no (handled here)."""
+    if not claimed and not _claim([recipient]):
+        return None  # another run of this step got here first
+    tried = recipient.start_tries - 1
+    account = recipient.target_account
+    description = (f"Copied by OMI Portal from {recipient.share.source_image_id}, share {recipient.share.public_id}"
+                   if recipient.share_id else "Imported by OMI Portal from a link")
+    with outscale.record_request_ids() as request_ids:
+        try:
+            creds = credentials_for(account, purpose="start import")
+            found = tried and outscale.find_image_by_name(creds=creds, account_id=account.account_id,
+                                                          name=recipient.image_name)
+            image = found or outscale.import_image(creds=creds, file_location=_file_location(recipient),
+                                      name=recipient.image_name, description=description)
+        except outscale.CloudError as exc:
+            if exc.retryable:
+                # start_tries was counted when this attempt began
+                polling.put_off_start(
+                    recipient, exc, tries=recipient.start_tries, fail=import_failed,
+                    job="transfers.jobs.import_start_job",
+                    job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{recipient.start_tries}")
+            else:
+                import_failed(recipient, exc.user_message, exc.request_ids)
+            return None
+    return recipient, image.image_id, list(request_ids)
+
+
+def _claim(recipients) -> list[Recipient]:
+    """Count an attempt for each recipient still waiting for its image, before any cloud call:
+    the ones a concurrent run counted first drop out. One UPDATE per number of earlier tries
+    (a hand-off's rows have none), so a hand-off's threads start on the cloud at once."""
+    waiting: dict[int, list[Recipient]] = defaultdict(list)
+    for recipient in recipients:
+        if recipient.state == Recipient.State.IMPORTING and not recipient.image_id:
+            waiting[recipient.start_tries].append(recipient)
+    claimed = []
+    for tried, group in waiting.items():
+        with transaction.atomic():
+            ids = set(Recipient.objects.select_for_update().filter(
+                pk__in=[r.pk for r in group], state=Recipient.State.IMPORTING, image_id="", start_tries=tried)
+                .values_list("pk", flat=True))
+            Recipient.objects.filter(pk__in=ids).update(start_tries=tried + 1)
+        for recipient in group:
+            if recipient.pk in ids:
+                recipient.start_tries = tried + 1
+                claimed.append(recipient)
+    return sorted(claimed, key=lambda r: r.pk)
+
+
+def _unclaim(recipients: list[Recipient]) -> None:
+    """Give back the attempts counted for starts the budget left undone: they never reached the
+    cloud, so the `import_handoff` job that takes them over need not look their names up."""
+    by_tries: dict[int, list[int]] = defaultdict(list)
+    for recipient in recipients:
+        by_tries[recipient.start_tries].append(recipient.pk)
+    for tries, pks in by_tries.items():
+        Recipient.objects.filter(pk__in=pks, state=Recipient.State.IMPORTING, image_id="", start_tries=tries) \
+            .update(start_tries=tries - 1)
+
+
+def _started(recipient: Recipient, image_id: str, request_ids: list) -> None:
+    """Note the import's image and book its first look (in the caller's transaction)."""
+    now = timezone.now()
+    interval = scheduling.sweep_min()
+    if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING, image_id="").update(
+            image_id=image_id, link_sealed="", poll_interval=interval,
+            next_poll_at=now + timedelta(seconds=interval), updated_at=now):
+        return
+    account = recipient.target_account
+    record(action="import.started", actor=None, team=recipient.team, target=share_target(recipient),
+           cloud_request_ids=request_ids,
+           details={"recipient": str(recipient.public_id), "image_id": image_id,
+                    "image_name": recipient.image_name, "account": account.label})
+    scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=interval))
+
+
+def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
+    """The hand-off: start the imports an export of ``source_account`` just made possible, now.
+
+    One queued job per import would leave a burst of hundreds waiting on a couple of workers
+    while the manifest link ages. Each start is still ``_start`` (counted first, looked up when
+    retried, safe twice), side by side; the rows are read in one query, and what the cloud
+    answered is written in one transaction at the end. The sweep starts what it can within
+    OMIPORTAL_SWEEP_BUDGET_SECONDS and leaves the rest to `import_handoff` jobs, so other sweeps
+    are not held up. A start that dies before its image is noted is put back by the reconciler:
+    its row is IMPORTING without an image, counted as tried, so it looks the name up first.
+    """
+    recipients = _claim(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids)
+                        .order_by("pk"))
+    started: list[tuple[Recipient, str, list]] = []
+    left = polling.run_each(lambda recipient: started.append(_start(recipient, claimed=True)), recipients,
+                            what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
+    with recorder.batched():
+        for result in started:
+            if result:
+                _started(*result)
+    if left:
+        _unclaim(left)
+        _handoff_later(source_account)
+
+
+def _handoff_later(source_account: CloudAccount) -> None:
+    # The job's id names the moment, so a hand-off that is running can queue its own successor.
+    # On the sweeps' queue: under load, `default` waits behind every sweep, and these cannot wait.
+    scheduling.enqueue("transfers.jobs.import_handoff_job", str(source_account.public_id), queue="poll",
+                       job_id=f"import-handoff-{source_account.public_id}-{time.time_ns()}")
+
+
+def import_handoff(*, account_id) -> None:
+    """Start the imports still waiting for the hand-off from the exports of one source account:
+    auto-accepted recipients that are IMPORTING and have never been tried (the database says
+    which), within the sweep budget again; whatever is left gets the next job."""
+    account = CloudAccount.objects.filter(public_id=account_id).first()
+    if account is None:
+        return
+    waiting = Recipient.objects.filter(share__export__account=account, state=Recipient.State.IMPORTING,
+                                       image_id="", start_tries=0).order_by("pk").values_list("public_id", flat=True)
+    ids = list(waiting)
+    if ids:
+        with opened_once():
+            import_start_many(recipient_ids=ids, source_account=account)
