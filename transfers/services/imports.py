@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, CharField, Q, Value, When
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from accounts.models import CloudAccount
@@ -63,9 +63,12 @@ def imports_begin(*, recipients: list[Recipient], actor, auto: bool = False, enq
                       "updated_at": now,
                       "next_poll_at": now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS),
                       **({"decided_by": actor, "decided_at": now} if attempt == 1 else {})}
-            name = names[group[0].pk] if len(group) == 1 else \
-                Case(*(When(pk=pk, then=Value(n)) for pk, n in names.items()), output_field=CharField())
-            Recipient.objects.filter(pk__in=names).update(image_name=name, **values)
+            if attempt == 1 and all(r.share_id for r in group):  # each takes its share's copy name: one UPDATE
+                copy_name = Subquery(Share.objects.filter(pk=OuterRef("share_id")).values("copy_name")[:1])
+                Recipient.objects.filter(pk__in=names).update(image_name=copy_name, **values)
+            else:  # retries and links, one at a time as people ask for them
+                for pk, name in names.items():
+                    Recipient.objects.filter(pk=pk).update(image_name=name, **values)
             for recipient in group:  # what the row now holds, without reading it (and its relations) again
                 for field, value in values.items():
                     setattr(recipient, field, value)
