@@ -438,6 +438,19 @@ def goals(o: Options, portal: dict) -> dict:
     }
 
 
+def empty_queues() -> None:
+    """Remove every queued and scheduled job of the portal's queues (the bench's Redis database is
+    a throwaway one, like its database)."""
+    from transfers.scheduling import get_queue
+
+    for name in settings.RQ_QUEUES:
+        queue = get_queue(name)
+        queue.empty()
+        registry = queue.scheduled_job_registry
+        for job_id in registry.get_job_ids():
+            registry.remove(job_id, delete_job=True)
+
+
 def run(o: Options, *, log=print) -> dict:
     from django.core.management import call_command
 
@@ -476,6 +489,7 @@ def run(o: Options, *, log=print) -> dict:
         for k in range(o.workers):
             procs.start(f"worker-{k + 1}", [sys.executable, str(load.BASE_DIR / "manage.py"), "rqworker",
                                            "poll", "default", "--with-scheduler"])
+        empty_queues()  # a cut peer phase of an earlier run leaves its chains of polls queued
         wait_for_workers(o.workers, procs)
         log(f"{o.workers} RQ workers ready")
         for n in o.sizes:
@@ -489,6 +503,7 @@ def run(o: Options, *, log=print) -> dict:
             if o.peer:
                 log(f"--- {n} transfers: peer pattern (each transfer polled on its own)")
                 entry["peer"] = run_peer(o, sandbox, calls, procs, shares, tag=size_tag, log=log)
+                empty_queues()  # a cut peer phase keeps polling: not into the next size's figures
             result["runs"].append(entry)
             log(f"--- {n} transfers done")
     finally:
