@@ -49,5 +49,6 @@ def reconcile_job() -> None:
 
 
 def notify_job(kind: str, object_ids: list[int]) -> None:
+    # A job queued before emails were batched carries a single id.
     with job_context(job_id=_job_id(f"notify-{kind}", "batch")):
         notifications.send(kind, [object_ids] if isinstance(object_ids, int) else object_ids)
