@@ -61,7 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         action = self.path.rsplit("/", 1)[-1]
-        self.server.requests.append({"action": action, "body": body, "headers": dict(self.headers)})
+        self.server.requests.append({"action": action, "body": body, "headers": dict(self.headers),
+                                     "at": time.monotonic()})
         status, answer, delay = self.server.next_step(action)
         if delay:
             time.sleep(delay)
@@ -194,6 +195,36 @@ def test_it_keeps_one_client_per_account_per_thread(api):
     assert other_thread[0] is not first
     oapi.clear_clients()
     assert oapi.gateway_for(CREDS) is not first
+
+
+def test_the_threads_of_a_process_share_each_accounts_pace(api):
+    first = oapi.gateway_for(CREDS)
+    other_thread = []
+    thread = threading.Thread(target=lambda: other_thread.append(oapi.gateway_for(CREDS)))
+    thread.start()
+    thread.join()
+    assert other_thread[0] is not first and other_thread[0].limiter is first.limiter
+    assert oapi.gateway_for(Credentials("AKANOTHERACCOUNT1", SECRET_KEY, "eu-west-2")).limiter is not first.limiter
+
+
+def test_calls_per_second_holds_for_the_account_whatever_the_threads(api, settings):
+    # Four threads, five calls each, at 10 calls/s: the second ten must wait for the first
+    # second to pass. With a limiter per thread (the SDK's), all twenty went out at once.
+    settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND = 10
+
+    def five():
+        for _ in range(5):
+            oapi.call(CREDS, "ReadAccounts")
+
+    threads = [threading.Thread(target=five) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    times = sorted(r["at"] for r in api.calls("ReadAccounts"))
+    assert len(times) == 20
+    assert times[9] - times[0] < 0.5  # the first ten at once
+    assert times[10] - times[0] >= 0.95  # the eleventh a second after the first
 
 
 def test_every_request_carries_the_configured_timeouts(api, settings):

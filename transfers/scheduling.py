@@ -47,6 +47,15 @@ def next_interval(previous: float) -> float:
     return min(sweep_max(), previous * 1.5)
 
 
+def seconds_to_finish(before: int, after: int, elapsed: float) -> float | None:
+    """How long a task reporting a percentage should still take, at the pace it kept between two
+    looks ``elapsed`` seconds apart; None when that pace says nothing: no progress yet (a queued
+    export reports 0), none since the last look, or the clock went backwards."""
+    if before <= 0 or after <= before or after >= 100 or elapsed <= 0:
+        return None
+    return (100 - after) * elapsed / (after - before)
+
+
 @functools.lru_cache(maxsize=8)
 def _connection(url: str):
     # django_rq builds a new client, and so a new connection pool, on every get_queue(): one

@@ -22,10 +22,12 @@ What this module fixes in `osc-sdk-python` 0.42.0, and why:
   reads and tagging, because a repeated create may run twice on the cloud
   side; credential errors never. Whatever is left surfaces as RetryLater for
   the job's own backoff.
-* Thread safety. A Gateway (its requests Session and rate limiter) is not
-  thread-safe, so clients are cached per thread, keyed by account, Region and
-  endpoint. The SDK's rate limiter (5 calls/s per Gateway) is kept as a local
-  brake; the cloud's own throttling is handled by the retry policy.
+* Thread safety. A Gateway (its requests Session) is not thread-safe, so
+  clients are cached per thread, keyed by account, Region and endpoint. The
+  SDK's rate limiter belongs to one Gateway, so it would pace each thread on
+  its own: every Gateway of an account gets the process's shared
+  `pace.AccountPace` instead (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND per account
+  and process). The cloud's own throttling is handled by the retry policy.
 """
 
 import contextlib
@@ -45,16 +47,15 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from osc_sdk_python.call import Call
 from osc_sdk_python.credentials import Endpoint, Profile
-from osc_sdk_python.limiter import RateLimiter
 from osc_sdk_python.outscale_gateway import (
     DEFAULT_LIMITER_MAX_REQUESTS,
-    DEFAULT_LIMITER_WINDOW,
     BaseAPI,
     Logger,
 )
 from urllib3.exceptions import NewConnectionError
 
 from omiportal.outscale import errors, retries
+from omiportal.outscale.pace import forget_paces, pace_for
 from omiportal.outscale.credentials import Credentials
 from omiportal.outscale.endpoints import endpoints_for, timeouts
 
@@ -127,10 +128,9 @@ class PortalGateway(BaseAPI):
         self.gateway_errors = {}
         # LOG_NONE: the SDK logger would print payloads, and FileLocation is a bearer URL.
         self.log = Logger()
-        # The SDK's in-process brake (5 calls/s per client, i.e. per account and thread) is
-        # kept: it stops a tight loop from burning the account's quota. The cloud's own
-        # throttling across processes is handled by the retry policy.
-        self.limiter = RateLimiter(DEFAULT_LIMITER_WINDOW, calls_per_second)
+        # The in-process brake stops a tight loop, or a burst of threads, from burning the
+        # account's quota; shared by every thread's Gateway for the account (see pace.py).
+        self.limiter = pace_for(credentials.access_key, credentials.region, calls_per_second)
         profile = Profile(
             access_key=credentials.access_key,
             secret_key=credentials.secret_key,
@@ -179,9 +179,11 @@ def _thread_cache() -> dict:
 
 
 def clear_clients() -> None:
-    """Forget every cached client (this thread's now, other threads' on their next call)."""
+    """Forget every cached client (this thread's now, other threads' on their next call) and
+    the accounts' paces (a new configuration starts with a full allowance)."""
     global _generation
     _generation += 1
+    forget_paces()
     _thread_cache()
 
 

@@ -142,7 +142,8 @@ def export_sweep(*, account_id) -> None:
     handoff: list = []
     with opened_once():
         if rows:
-            _observe(account, rows, handoff)
+            riders = polling.riders(Export, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
+            _observe(account, rows, riders, handoff)
         polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
         if handoff:
             from transfers.services import starts
@@ -150,15 +151,27 @@ def export_sweep(*, account_id) -> None:
             starts.import_start_many(recipient_ids=handoff, source_account=account)
 
 
-def _observe(account: CloudAccount, rows: list[Export], handoff: list) -> None:
-    """Look once, act on each row; ``handoff`` collects the imports to start after commit."""
+def _task_ended(task) -> bool:
+    return task is None or task.state in ("completed", "failed", "cancelled")
+
+
+def _copy_ended(image) -> bool:
+    return image is None or image.state in ("available", "failed", "deleted")
+
+
+def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], handoff: list) -> None:
+    """Look once (the due rows, and the riders that fit in the same calls), act on each due row
+    and each rider that ended; ``handoff`` collects the imports to start after commit."""
     running = [e for e in rows if e.state == Export.State.RUNNING]
     copying = [e for e in rows if e.state == Export.State.COPYING]
+    # A rider only rides a call that is made anyway: never a second call for riders alone.
+    ride_tasks = [e for e in riders if e.state == Export.State.RUNNING] if running else []
+    ride_copies = [e for e in riders if e.state == Export.State.COPYING] if copying else []
     try:
         creds = credentials_for(account, purpose="watch exports")
-        tasks = outscale.read_export_tasks(creds=creds, task_ids=[e.task_id for e in running])
+        tasks = outscale.read_export_tasks(creds=creds, task_ids=[e.task_id for e in (*running, *ride_tasks)])
         images = outscale.read_images(creds=creds, account_id=account.account_id,
-                                      image_ids=[e.copy_image_id for e in copying])
+                                      image_ids=[e.copy_image_id for e in (*copying, *ride_copies)])
     except outscale.CloudError as exc:
         if not exc.retryable:
             for export in rows:
@@ -166,6 +179,10 @@ def _observe(account: CloudAccount, rows: list[Export], handoff: list) -> None:
             return
         polling.postpone(rows, exc.user_message)
         return
+    ended = {e.pk for e in ride_tasks if _task_ended(tasks.get(e.task_id))}
+    ended |= {e.pk for e in ride_copies if _copy_ended(images.get(e.copy_image_id))}
+    for export in polling.claim_riders(Export, [*ride_tasks, *ride_copies], ended):
+        (running if export.state == Export.State.RUNNING else copying).append(export)
     for export in running:
         task = tasks.get(export.task_id)
         if task is None:
@@ -198,10 +215,18 @@ def _observe(account: CloudAccount, rows: list[Export], handoff: list) -> None:
 def _progress(export: Export, *, progress: int, message: str) -> None:
     # Progress moves on every look at a long export; only its end needs noticing promptly, so
     # the pace keeps backing off (a look per sweep_max at most) whatever the percentage does.
+    # But when the pace the export kept since the last look (updated_at is when that look
+    # wrote) says it ends before the next one, the next look goes where it should end: the
+    # end is noticed within a sweep_min instead of a sweep_max, for no more calls.
+    now = timezone.now()
     interval = scheduling.next_interval(export.poll_interval)
+    delay = interval
+    left = scheduling.seconds_to_finish(export.progress, progress, (now - export.updated_at).total_seconds())
+    if left is not None:
+        delay = min(interval, max(scheduling.sweep_min(), left))
     Export.objects.filter(pk=export.pk, state=export.state).update(
         progress=progress, state_message=message[:500], poll_interval=interval,
-        next_poll_at=timezone.now() + timedelta(seconds=interval), updated_at=timezone.now())
+        next_poll_at=now + timedelta(seconds=delay), updated_at=now)
 
 
 def export_complete(*, export: Export, task, creds, handoff: list | None = None) -> None:

@@ -161,15 +161,21 @@ def import_sweep(*, account_id) -> None:
         return
     rows = polling.claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
     if rows:
+        riders = polling.riders(Recipient, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
         with opened_once():
-            _observe(account, rows)
+            _observe(account, rows, riders)
     polling.schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
 
 
-def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
+def _ended(image) -> bool:
+    return image is None or image.state in ("available", "failed", "deleted")
+
+
+def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipient]) -> None:
     try:
         creds = credentials_for(account, purpose="watch imports")
-        images = outscale.read_images(creds=creds, account_id=account.account_id, image_ids=[r.image_id for r in rows])
+        images = outscale.read_images(creds=creds, account_id=account.account_id,
+                                      image_ids=[r.image_id for r in (*rows, *riders)])
     except outscale.CloudError as exc:
         if not exc.retryable:
             for recipient in rows:
@@ -177,6 +183,8 @@ def _observe(account: CloudAccount, rows: list[Recipient]) -> None:
         else:
             polling.postpone(rows, exc.user_message)
         return
+    # Riders that are still importing keep their own pace; the ones that ended join the rows.
+    rows = rows + polling.claim_riders(Recipient, riders, {r.pk for r in riders if _ended(images.get(r.image_id))})
     available, waiting = [], defaultdict(list)  # waiting: next interval -> pks
     for recipient in rows:
         image = images.get(recipient.image_id)

@@ -15,6 +15,7 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from accounts.models import CloudAccount
+from omiportal import outscale
 from transfers import scheduling
 from transfers.models import Export
 
@@ -64,6 +65,35 @@ def claim(model, *, account: CloudAccount, states, extra: Q, now) -> list:
         ids = list(due.select_for_update(skip_locked=True).values_list("pk", flat=True))
         model.objects.filter(pk__in=ids).update(next_poll_at=lease)
     return list(model.objects.filter(pk__in=ids))
+
+
+def riders(model, *, account: CloudAccount, states, extra: Q, taken: list) -> list:
+    """The account's other in-flight rows, not due yet. A sweep's call can carry their ids too
+    at no cost (up to a page), so a row that ended before its own next look is noticed at any
+    look at its account: rows started a little apart look for each other. They are only read
+    here; `claim_riders` takes the ones that turn out to have ended."""
+    field = "account" if model is Export else "target_account"
+    room = outscale.PAGE_SIZE - len(taken)  # one read's ids
+    if room <= 0:
+        return []
+    return list(model.objects.filter(extra, state__in=states, **{field: account})
+                .exclude(pk__in=[row.pk for row in taken]).order_by("next_poll_at")[:room])
+
+
+def claim_riders(model, riders: list, ended: set) -> list:
+    """Take the riders whose end the sweep saw (pks in ``ended``), as `claim` takes due rows,
+    except those another sweep or the reconciler took since they were read (a lease moved
+    their next look) or holds now."""
+    read = {row.pk: row.next_poll_at for row in riders if row.pk in ended}
+    if not read:
+        return []
+    lease = timezone.now() + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
+    with transaction.atomic():
+        now_at = dict(model.objects.select_for_update(skip_locked=True).filter(pk__in=read)
+                      .values_list("pk", "next_poll_at"))
+        mine = {pk for pk, at in now_at.items() if at == read[pk]}
+        model.objects.filter(pk__in=mine).update(next_poll_at=lease)
+    return [row for row in riders if row.pk in mine]
 
 
 def schedule_next(model, account: CloudAccount, kind: str, states, extra: Q) -> None:

@@ -1,0 +1,84 @@
+"""AccountPace: at most N calls in any window, in order, without holding the lock while waiting."""
+
+import threading
+
+from omiportal.outscale.pace import AccountPace, forget_paces, pace_for
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.now += seconds
+
+
+def test_calls_within_the_allowance_go_at_once():
+    t = FakeTime()
+    pace = AccountPace(3, clock=t.clock, sleep=t.sleep)
+    assert [pace.acquire() for _ in range(3)] == [0, 0, 0]
+    assert t.slept == []
+
+
+def test_the_call_past_the_allowance_waits_for_the_first_to_leave_the_window():
+    t = FakeTime()
+    pace = AccountPace(3, clock=t.clock, sleep=t.sleep)
+    for _ in range(3):
+        pace.acquire()
+    t.now += 0.25
+    assert round(pace.acquire(), 6) == 0.75
+    assert t.now == 101.0
+
+
+def test_reserved_slots_queue_callers_in_order():
+    # Callers that arrive together while the allowance is spent get successive windows, never
+    # more than N in any one: the slots of seven calls at 2 per second.
+    t = FakeTime()
+    pace = AccountPace(2, clock=t.clock, sleep=lambda s: None)  # nobody's clock moves: all arrive at once
+    waits = [round(pace.acquire(), 6) for _ in range(7)]
+    assert waits == [0, 0, 1, 1, 2, 2, 3]
+
+
+def test_a_quiet_spell_gives_the_full_allowance_back():
+    t = FakeTime()
+    pace = AccountPace(2, clock=t.clock, sleep=t.sleep)
+    for _ in range(4):
+        pace.acquire()
+    t.now += 5
+    assert [pace.acquire() for _ in range(2)] == [0, 0]
+
+
+def test_one_pace_per_account_region_and_rate():
+    forget_paces()
+    assert pace_for("AK1", "eu-west-2", 5) is pace_for("AK1", "eu-west-2", 5)
+    assert pace_for("AK1", "eu-west-2", 5) is not pace_for("AK2", "eu-west-2", 5)
+    assert pace_for("AK1", "eu-west-2", 5) is not pace_for("AK1", "us-east-2", 5)
+    assert pace_for("AK1", "eu-west-2", 5) is not pace_for("AK1", "eu-west-2", 10)
+    forget_paces()
+
+
+def test_threads_do_not_wait_on_each_others_sleep():
+    # A caller sleeping for its slot does not hold the lock: one that finds a free slot (after
+    # the window moved on) goes at once.
+    t = FakeTime()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_sleep(seconds):
+        entered.set()
+        release.wait(5)
+
+    pace = AccountPace(1, clock=t.clock, sleep=slow_sleep)
+    pace.acquire()
+    waiter = threading.Thread(target=pace.acquire)
+    waiter.start()
+    assert entered.wait(5)
+    t.now += 10  # the waiter's slot (101.0) and more have passed
+    assert pace.acquire() == 0
+    release.set()
+    waiter.join(5)
+    assert not waiter.is_alive()
