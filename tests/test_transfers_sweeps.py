@@ -101,6 +101,7 @@ def _finish_import(cloud, image_id: str) -> None:
 
 def test_an_import_that_ended_before_its_own_look_rides_along_in_its_accounts_call(flow, cloud, settings):
     due, early, pending = _importing(flow, cloud, settings, 3)
+    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 100  # a look a minute away is a scheduled one, not a lease
     later = timezone.now() + timedelta(seconds=60)
     Recipient.objects.filter(pk=due.pk).update(next_poll_at=timezone.now())
     Recipient.objects.filter(pk__in=[early.pk, pending.pk]).update(next_poll_at=later)
@@ -132,19 +133,43 @@ def test_nothing_due_means_no_call_even_with_rows_in_flight(flow, cloud, setting
 
 def test_a_rider_another_sweep_took_meanwhile_is_left_to_it(flow, cloud, settings):
     due, taken = _importing(flow, cloud, settings, 2)
+    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 100
     Recipient.objects.filter(pk=taken.pk).update(next_poll_at=timezone.now() + timedelta(seconds=60))
     riders = polling.riders(Recipient, account=flow.delta, states=imports.WATCHED, extra=imports.WATCHABLE,
                             taken=[due])
     assert [r.pk for r in riders] == [taken.pk]
-    # Another sweep (or the reconciler) leases it between this sweep's read and its claim.
-    Recipient.objects.filter(pk=taken.pk).update(next_poll_at=timezone.now() + timedelta(seconds=300))
+    # Another sweep leases it between this sweep's read and its claim.
+    Recipient.objects.filter(pk=taken.pk).update(next_poll_at=polling.lease_until(timezone.now()))
     assert polling.claim_riders(Recipient, riders, {taken.pk}) == []
-    # Untouched, it is claimed.
+    assert polling.riders(Recipient, account=flow.delta, states=imports.WATCHED, extra=imports.WATCHABLE,
+                          taken=[due]) == []  # and held, it no longer rides
+    # Back to waiting for its look and untouched between read and claim, it is claimed.
+    Recipient.objects.filter(pk=taken.pk).update(next_poll_at=timezone.now() + timedelta(seconds=60))
     riders = polling.riders(Recipient, account=flow.delta, states=imports.WATCHED, extra=imports.WATCHABLE,
                             taken=[due])
     assert [r.pk for r in polling.claim_riders(Recipient, riders, {taken.pk})] == [taken.pk]
     leased = Recipient.objects.get(pk=taken.pk).next_poll_at - timezone.now()
-    assert abs(leased.total_seconds() - settings.OMIPORTAL_RECONCILE_GRACE_SECONDS) < 5
+    expected = settings.OMIPORTAL_RECONCILE_GRACE_SECONDS + settings.OMIPORTAL_SWEEP_MAX_SECONDS
+    assert abs(leased.total_seconds() - expected) < 5
+
+
+def test_rows_another_sweep_holds_do_not_ride_along(flow, cloud, settings):
+    # Two sweeps of one account can overlap (a long one, and the next slot's on another worker):
+    # the second must not take the first one's rows as riders, or both would tag the same OMIs.
+    first, second, waiting = _importing(flow, cloud, settings, 3)
+    Recipient.objects.filter(pk__in=[first.pk, second.pk]).update(next_poll_at=timezone.now())
+    Recipient.objects.filter(pk=waiting.pk).update(next_poll_at=timezone.now() + timedelta(seconds=30))
+    held = polling.claim(Recipient, account=flow.delta, states=imports.WATCHED, extra=imports.WATCHABLE,
+                         now=timezone.now())
+    assert {r.pk for r in held} == {first.pk, second.pk}
+    for recipient in (first, second, waiting):
+        _finish_import(cloud, recipient.image_id)
+    before = cloud.counters(DELTA).get("CreateTags", 0)
+    Recipient.objects.filter(pk=waiting.pk).update(next_poll_at=timezone.now())  # the next slot's sweep
+    imports.import_sweep(account_id=flow.delta.public_id)
+    assert cloud.counters(DELTA)["CreateTags"] == before + 1  # only its own row
+    states = dict(Recipient.objects.values_list("pk", "state"))
+    assert states == {first.pk: "importing", second.pk: "importing", waiting.pk: "completed"}
 
 
 def test_an_export_that_ended_early_rides_along_and_hands_off(flow, cloud, settings):

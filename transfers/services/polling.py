@@ -49,6 +49,13 @@ def put_off_start(row, exc, *, tries: int, fail, job: str, job_id: str) -> None:
         scheduling.enqueue(job, str(row.public_id), job_id=job_id, delay=delay)
 
 
+def lease_until(now):
+    """How long a sweep holds the rows it claimed: the reconciler takes them back once this is
+    a grace period late. It lies beyond any scheduled look (those are at most a sweep_max ahead),
+    so `riders` can tell a row another sweep holds from one waiting for its look."""
+    return now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS + scheduling.sweep_max())
+
+
 def claim(model, *, account: CloudAccount, states, extra: Q, now) -> list:
     """Take the due rows of one account for this sweep. A second sweep running at the same
     time finds nothing due and makes no cloud call.
@@ -56,7 +63,7 @@ def claim(model, *, account: CloudAccount, states, extra: Q, now) -> list:
     Rows due within the next grid cell ride along: the call is made anyway, and one more id in
     it is cheaper than another call a moment later.
     """
-    lease = now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
+    lease = lease_until(now)
     due_by = now + timedelta(seconds=scheduling.slot_seconds())
     due = model.objects.filter(extra, state__in=states, next_poll_at__lte=due_by)
     field = "account" if model is Export else "target_account"
@@ -71,12 +78,15 @@ def riders(model, *, account: CloudAccount, states, extra: Q, taken: list) -> li
     """The account's other in-flight rows, not due yet. A sweep's call can carry their ids too
     at no cost (up to a page), so a row that ended before its own next look is noticed at any
     look at its account: rows started a little apart look for each other. They are only read
-    here; `claim_riders` takes the ones that turn out to have ended."""
+    here; `claim_riders` takes the ones that turn out to have ended. Rows another sweep holds
+    (leased beyond any scheduled look) are not riders: two sweeps of one account can overlap,
+    and both would tag the same import."""
     field = "account" if model is Export else "target_account"
     room = outscale.PAGE_SIZE - len(taken)  # one read's ids
     if room <= 0:
         return []
-    return list(model.objects.filter(extra, state__in=states, **{field: account})
+    waiting = timezone.now() + timedelta(seconds=scheduling.sweep_max())  # later: another sweep's lease
+    return list(model.objects.filter(extra, state__in=states, next_poll_at__lte=waiting, **{field: account})
                 .exclude(pk__in=[row.pk for row in taken]).order_by("next_poll_at")[:room])
 
 
@@ -87,7 +97,7 @@ def claim_riders(model, riders: list, ended: set) -> list:
     read = {row.pk: row.next_poll_at for row in riders if row.pk in ended}
     if not read:
         return []
-    lease = timezone.now() + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
+    lease = lease_until(timezone.now())
     with transaction.atomic():
         now_at = dict(model.objects.select_for_update(skip_locked=True).filter(pk__in=read)
                       .values_list("pk", "next_poll_at"))
