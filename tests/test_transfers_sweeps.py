@@ -56,29 +56,23 @@ def _sweep_exports(flow):
     exports.export_sweep(account_id=flow.alpha.public_id)
 
 
-def test_an_exports_next_look_goes_where_its_progress_says_it_ends(flow, cloud, settings):
+@pytest.mark.parametrize(("seen_before", "next_look"), [
+    # The last look saw 70 % a hundred seconds ago and the task is at 80 %: 0.1 % a second, so
+    # 200 s to go, sooner than the backed-off interval (1.5 x 400 s): the look goes there.
+    (70, 200),
+    # It saw 80 % already: no pace to go by, the looks keep backing off.
+    (80, 600),
+])
+def test_an_exports_next_look_goes_where_its_progress_says_it_ends(flow, cloud, settings, seen_before, next_look):
     settings.OMIPORTAL_SWEEP_MIN_SECONDS, settings.OMIPORTAL_SWEEP_MAX_SECONDS = 1, 1000
     export, _ = _running_export(flow, cloud, settings)
     _move_task(cloud, export.task_id, fraction=0.8)
-    # The last look saw 70 % a hundred seconds ago: 0.1 % a second, so 200 s to go, sooner
-    # than the backed-off interval (1.5 x 400 s).
-    Export.objects.filter(pk=export.pk).update(progress=70, poll_interval=400, next_poll_at=timezone.now(),
+    Export.objects.filter(pk=export.pk).update(progress=seen_before, poll_interval=400, next_poll_at=timezone.now(),
                                                updated_at=timezone.now() - timedelta(seconds=100))
     _sweep_exports(flow)
     export.refresh_from_db()
     assert export.progress == 80 and export.poll_interval == 600
-    assert abs((export.next_poll_at - timezone.now()).total_seconds() - 200) < 10
-
-
-def test_without_a_pace_to_go_by_the_looks_keep_backing_off(flow, cloud, settings):
-    settings.OMIPORTAL_SWEEP_MIN_SECONDS, settings.OMIPORTAL_SWEEP_MAX_SECONDS = 1, 1000
-    export, _ = _running_export(flow, cloud, settings)
-    _move_task(cloud, export.task_id, fraction=0.8)
-    Export.objects.filter(pk=export.pk).update(progress=80, poll_interval=400, next_poll_at=timezone.now(),
-                                               updated_at=timezone.now() - timedelta(seconds=100))
-    _sweep_exports(flow)
-    export.refresh_from_db()
-    assert abs((export.next_poll_at - timezone.now()).total_seconds() - 600) < 10
+    assert abs((export.next_poll_at - timezone.now()).total_seconds() - next_look) < 10
 
 
 def _importing(flow, cloud, settings, n: int) -> list[Recipient]:

@@ -55,9 +55,9 @@ from osc_sdk_python.outscale_gateway import (
 from urllib3.exceptions import NewConnectionError
 
 from omiportal.outscale import errors, retries
-from omiportal.outscale.pace import forget_paces, pace_for
 from omiportal.outscale.credentials import Credentials
 from omiportal.outscale.endpoints import endpoints_for, timeouts
+from omiportal.outscale.pace import forget_paces, pace_for
 
 logger = logging.getLogger(__name__)
 
