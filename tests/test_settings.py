@@ -52,6 +52,25 @@ def test_check_deploy_passes_with_production_settings():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+_COOKIES = ("from django.conf import settings as s; print(s.SESSION_COOKIE_NAME, s.CSRF_COOKIE_NAME, "
+            "s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_PATH, s.CSRF_COOKIE_PATH, "
+            "s.SESSION_COOKIE_DOMAIN, s.CSRF_COOKIE_DOMAIN)")
+
+
+def test_production_cookies_carry_the_host_prefix():
+    # __Host- cookies must be Secure, with Path=/ and no Domain, or browsers drop them.
+    result = _manage("shell", "--no-imports", "-c", _COOKIES, env_overrides=PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["__Host-sessionid", "__Host-csrftoken", "True", "True", "/", "/", "None", "None"]
+
+
+def test_without_secure_cookies_the_names_stay_plain():
+    # Local HTTP testing turns Secure off; a __Host- cookie would then never be stored.
+    result = _manage("shell", "--no-imports", "-c", _COOKIES, env_overrides={**PRODUCTION, "OMIPORTAL_SECURE_COOKIES": "false"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:4] == ["sessionid", "csrftoken", "False", "False"]
+
+
 def test_jobs_use_the_json_serializer_and_wait_for_commit():
     for queue in settings.RQ_QUEUES.values():
         assert queue["SERIALIZER"] == "rq.serializers.JSONSerializer"
