@@ -155,10 +155,6 @@ def _task_ended(task) -> bool:
     return task is None or task.state in ("completed", "failed", "cancelled")
 
 
-def _copy_ended(image) -> bool:
-    return image is None or image.state in ("available", "failed", "deleted")
-
-
 def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], handoff: list) -> None:
     """Look once (the due rows, and the riders that fit in the same calls), act on each due row
     and each rider that ended; ``handoff`` collects the imports to start after commit."""
@@ -180,7 +176,7 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
         polling.postpone(rows, exc.user_message)
         return
     ended = {e.pk for e in ride_tasks if _task_ended(tasks.get(e.task_id))}
-    ended |= {e.pk for e in ride_copies if _copy_ended(images.get(e.copy_image_id))}
+    ended |= {e.pk for e in ride_copies if polling.image_ended(images.get(e.copy_image_id))}
     for export in polling.claim_riders(Export, [*ride_tasks, *ride_copies], ended):
         (running if export.state == Export.State.RUNNING else copying).append(export)
     for export in running:

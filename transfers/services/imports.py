@@ -167,10 +167,6 @@ def import_sweep(*, account_id) -> None:
     polling.schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
 
 
-def _ended(image) -> bool:
-    return image is None or image.state in ("available", "failed", "deleted")
-
-
 def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipient]) -> None:
     try:
         creds = credentials_for(account, purpose="watch imports")
@@ -184,7 +180,8 @@ def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipien
             polling.postpone(rows, exc.user_message)
         return
     # Riders that are still importing keep their own pace; the ones that ended join the rows.
-    rows = rows + polling.claim_riders(Recipient, riders, {r.pk for r in riders if _ended(images.get(r.image_id))})
+    ended = {r.pk for r in riders if polling.image_ended(images.get(r.image_id))}
+    rows = rows + polling.claim_riders(Recipient, riders, ended)
     available, waiting = [], defaultdict(list)  # waiting: next interval -> pks
     for recipient in rows:
         image = images.get(recipient.image_id)

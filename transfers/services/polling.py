@@ -90,6 +90,12 @@ def riders(model, *, account: CloudAccount, states, extra: Q, taken: list) -> li
                 .exclude(pk__in=[row.pk for row in taken]).order_by("next_poll_at")[:room])
 
 
+def image_ended(image) -> bool:
+    """Whether a pending OMI (a copy or an import) has stopped pending: available, failed,
+    deleted, or unknown to the cloud."""
+    return image is None or image.state in ("available", "failed", "deleted")
+
+
 def claim_riders(model, riders: list, ended: set) -> list:
     """Take the riders whose end the sweep saw (pks in ``ended``), as `claim` takes due rows,
     except those another sweep or the reconciler took since they were read (a lease moved
