@@ -73,10 +73,14 @@ class Team(models.Model):
     name = models.CharField(max_length=80, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     # Team settings (admins change them on the team settings page).
+    # On by default: an account is the team's "own" only by an admin's word, so without an
+    # approver one admin could copy to any outside account by registering it first.
     require_approval_for_own_accounts = models.BooleanField(
-        default=False, help_text="Also require an approver when copying between this team's own accounts.")
+        default=True, help_text="Also require an approver when copying between this team's own accounts.")
     request_expiry_days = models.PositiveSmallIntegerField(
         default=7, help_text="Share requests nobody decided on expire after this many days.")
+    approval_lifetime_days = models.PositiveSmallIntegerField(
+        default=30, help_text="An approval allows exports for this many days; a later re-export needs a new approval.")
     auto_accept_incoming = models.BooleanField(
         default=False, help_text="Import images shared with this team as soon as they are ready.")
     cleanup_exports = models.BooleanField(
@@ -104,6 +108,10 @@ class Membership(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(default=timezone.now)
+    # Who gave this person their current role, and when: an approver whose role came from the
+    # requester, or after the request was made, may not approve it (no sock puppets).
+    role_granted_by = models.ForeignKey("User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    role_granted_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["team__name", "user__email"]
@@ -142,6 +150,12 @@ class CloudAccount(models.Model):
     validation_status = models.CharField(max_length=16, choices=Validation.choices, default=Validation.PENDING)
     validation_message = models.CharField(max_length=500, blank=True)
     validated_at = models.DateTimeField(null=True, blank=True)
+    # An account is the team's "own" only once a second admin (or an approver) confirmed it: until
+    # then copies to it are treated like copies to another team's account.
+    registered_by = models.ForeignKey("User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    ownership_confirmed_by = models.ForeignKey("User", null=True, blank=True, on_delete=models.SET_NULL,
+                                               related_name="+")
+    ownership_confirmed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -155,3 +169,7 @@ class CloudAccount(models.Model):
     @property
     def is_valid(self) -> bool:
         return self.validation_status == self.Validation.VALID
+
+    @property
+    def ownership_confirmed(self) -> bool:
+        return self.ownership_confirmed_at is not None

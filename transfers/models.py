@@ -52,6 +52,12 @@ class Share(models.Model):
                                    related_name="+")
     decided_at = models.DateTimeField(null=True, blank=True)
     decision_comment = models.TextField(max_length=2000, blank=True)
+    # An approval allows exports until then (the team's approval lifetime); a re-export after it
+    # needs a new approval.
+    approval_expires_at = models.DateTimeField(null=True, blank=True)
+    # The source account's export bucket at request time: checked to belong to the source account,
+    # shown to the approver and bound in the digest. Exports use this, not the account's current one.
+    export_bucket = models.CharField(max_length=63, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.REQUESTED)
     state_message = models.CharField(max_length=500, blank=True)
     export = models.ForeignKey("Export", null=True, blank=True, on_delete=models.PROTECT, related_name="shares")
@@ -152,6 +158,10 @@ class Recipient(models.Model):
                                        related_name="incoming")
     external_account_id = models.CharField(max_length=12, blank=True)
     external_region = models.CharField(max_length=32, blank=True, choices=REGION_CHOICES)
+    # What the approver approved for a portal account: its real OUTSCALE account id and Region at
+    # request time (bound in the digest). An import runs only while the account still matches.
+    bound_account_id = models.CharField(max_length=32, blank=True)
+    bound_region = models.CharField(max_length=32, blank=True, choices=REGION_CHOICES)
     # A pasted link (kind=link) is a bearer secret: sealed by the vault, wiped once the import is created.
     link_sealed = models.TextField(blank=True)
     link_fingerprint = models.CharField(max_length=64, blank=True)
