@@ -19,6 +19,8 @@ from django.db import close_old_connections
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+from omiportal.audit.recorder import keeping_denials
+
 logger = logging.getLogger(__name__)
 
 
@@ -58,7 +60,10 @@ class PortalWorker(SimpleWorker):
         # past CONN_MAX_AGE is not handed to the next job.
         close_old_connections()
         try:
-            return super().execute_job(job, queue)
+            # Jobs open their own audit context; this also covers one that does not, so a denial
+            # its transaction rolled back is still written once the job is done.
+            with keeping_denials():
+                return super().execute_job(job, queue)
         finally:
             close_old_connections()
 

@@ -37,6 +37,14 @@ def current() -> AuditContext | None:
     return _current.get()
 
 
+def _keeping_denials():
+    # A request, job or command is where a denial rolled back with its transaction is written
+    # again (see omiportal.audit.recorder.keeping_denials). Imported here: the recorder imports us.
+    from omiportal.audit.recorder import keeping_denials
+
+    return keeping_denials()
+
+
 def clean_user_agent(value: str) -> str:
     """Drop control characters (C0, DEL, C1: newlines, ANSI escapes) and truncate.
 
@@ -78,7 +86,8 @@ def request_context(*, request: HttpRequest) -> Iterator[AuditContext]:
     )
     token = _current.set(context)
     try:
-        yield context
+        with _keeping_denials():
+            yield context
     finally:
         _current.reset(token)
 
@@ -94,6 +103,7 @@ def job_context(*, job_id: str | None = None, actor: Any = None) -> Iterator[Aud
     context = AuditContext(request_id=job_id or f"cmd-{uuid.uuid4().hex}", actor=actor)
     token = _current.set(context)
     try:
-        yield context
+        with _keeping_denials():
+            yield context
     finally:
         _current.reset(token)

@@ -14,7 +14,8 @@ change rolls back with it (fail closed).
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from django.db import connection, models, transaction
@@ -185,6 +186,8 @@ def record(
         (name, fields[name]) for name in ("actor_name", "team_name", "target_label", "target_id", "user_agent")
     )
 
+    if outcome == AuditEvent.Outcome.DENIED:
+        _keep_denial(fields)
     pending = _pending()
     if pending is not None:
         event = AuditEvent(**fields)  # seq, time and hashes are given when the batch is written
@@ -255,3 +258,63 @@ def batched():
             del _batch.events
         if events:
             _append(events)
+
+
+# --- Denials outlive the transaction they were recorded in ------------------------------------
+#
+# A service records its refusal (``require()``'s ``access.denied``, a self-approval) inside its own
+# transaction, then raises; the exception rolls the transaction back, and the denial with it. The
+# attempt must stay in the trail (INS-06), yet the event cannot be written from a second connection
+# while this one may hold the chain head's lock (the two would wait on each other for ever).
+#
+# So a denial recorded inside a transaction is also kept aside, per request, job or command (the
+# keeper below, opened by ``request_context`` and ``job_context``). If its transaction commits, an
+# on_commit callback forgets it: it is in the chain already. Django discards the callbacks of a
+# transaction or savepoint that rolls back, so what is still kept when the keeper closes, outside
+# every transaction, was rolled back: it is written then, in a transaction of its own. Exactly once
+# either way: the keeper also looks the kept events up before writing them, for the case where the
+# keeper closes while the transaction is still open (a test's, or a caller's own atomic block).
+
+_kept: ContextVar[list[dict[str, Any]] | None] = ContextVar("omiportal_audit_kept_denials", default=None)
+
+
+def _keep_denial(fields: dict[str, Any]) -> None:
+    kept = _kept.get()
+    if kept is None or not transaction.get_connection().in_atomic_block:
+        return  # written in autocommit (it commits at once), or no keeper to hand it to
+    entry = dict(fields)
+    kept.append(entry)
+
+    def committed() -> None:
+        with contextlib.suppress(ValueError):
+            kept.remove(entry)
+
+    transaction.on_commit(committed)
+
+
+@contextlib.contextmanager
+def keeping_denials() -> Iterator[None]:
+    """Write, when the block ends, the denials recorded inside it whose transaction rolled back.
+
+    Nested blocks join the outer one, so the writing happens at the outermost, after the work's
+    transactions have ended. Open it around a request, a job or a command (the audit context does).
+    """
+    if _kept.get() is not None:
+        yield
+        return
+    kept: list[dict[str, Any]] = []
+    token = _kept.set(kept)
+    try:
+        yield
+    finally:
+        _kept.reset(token)
+        if kept:
+            _write_kept(kept)
+
+
+def _write_kept(kept: list[dict[str, Any]]) -> None:
+    present = set(AuditEvent.objects.filter(public_id__in=[f["public_id"] for f in kept])
+                  .values_list("public_id", flat=True))
+    lost = [AuditEvent(**fields) for fields in kept if fields["public_id"] not in present]
+    if lost:
+        _append(lost)

@@ -1,0 +1,149 @@
+"""The trail keeps every denial, and nothing secret (INS-06, INS-07, INS-09, WEB-07).
+
+Played as an insider would: a member who tries what only an admin may do, a form posted without
+its CSRF token, a password typed into the user-name box, a request that would open another team's
+keys, a script that reveals links or lists images as fast as it can.
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import services as account_services
+from accounts.models import Role
+from omiportal.audit.context import job_context
+from omiportal.audit.models import AuditEvent
+from omiportal.audit.recorder import keeping_denials, record
+from tests import factories
+from tests.transfer_world import access
+from transfers.models import Recipient, Share
+from transfers.services import imports, requests as share_requests
+
+# --- INS-06: a denial survives the rollback of what it denied ------------------------------------
+
+
+def _share(world):
+    account = factories.make_cloud_account(world.alpha, label="alpha-main")
+    now = timezone.now()
+    share = Share.objects.create(
+        team=world.alpha, source_account=account, source_image_id="ami-12345678", source_image_name="web",
+        source_image_relation="owned", copy_name="web-copy", licence_confirmed_at=now, requested_by=world.approver,
+        approval_required=True, approval_deadline=now + timedelta(days=7), digest="0" * 64)
+    recipient = Recipient.objects.create(share=share, kind=Recipient.Kind.TEAM, team=world.alpha,
+                                         target_account=account, state=Recipient.State.OFFERED)
+    return share, recipient
+
+
+# Every service that records its refusal inside its own transaction: (who tries, the call).
+DENIED_INSIDE_A_TRANSACTION = {
+    "share_cancel": ("member", lambda w, a, s, r: share_requests.share_cancel(access=a, share=s)),
+    "recipient_accept": ("auditor", lambda w, a, s, r: imports.recipient_accept(access=a, recipient=r)),
+    "recipient_retry": ("auditor", lambda w, a, s, r: imports.recipient_retry(access=a, recipient=r)),
+    "recipient_decline": ("auditor", lambda w, a, s, r: imports.recipient_decline(access=a, recipient=r, reason="")),
+    "membership_add": ("member", lambda w, a, s, r: account_services.membership_add(
+        access=a, email="puppet@alpha.test", role=Role.APPROVER)),
+    "membership_change_role": ("member", lambda w, a, s, r: account_services.membership_change_role(
+        access=a, membership=w.alpha.memberships.get(user=w.approver), role=Role.ADMIN)),
+    "membership_remove": ("member", lambda w, a, s, r: account_services.membership_remove(
+        access=a, membership=w.alpha.memberships.get(user=w.approver))),
+    "cloud_account_create": ("member", lambda w, a, s, r: account_services.cloud_account_create(
+        access=a, label="mine", region="eu-west-2", access_key="AKIAEXAMPLE000000002", secret_key="T" * 40,
+        export_bucket="exports")),
+    "cloud_account_update": ("member", lambda w, a, s, r: account_services.cloud_account_update(
+        access=a, account=s.source_account, region="us-east-2")),
+    "cloud_account_delete": ("member", lambda w, a, s, r: account_services.cloud_account_delete(
+        access=a, account=s.source_account)),
+    "team_settings_change": ("member", lambda w, a, s, r: account_services.team_settings_change(
+        access=a, require_approval_for_own_accounts=False)),
+}
+
+
+def _denials(user):
+    return AuditEvent.objects.filter(actor_id=user.pk, outcome="denied")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("service", sorted(DENIED_INSIDE_A_TRANSACTION))
+def test_it_keeps_the_denial_a_service_rolled_back(world, service):
+    role, call = DENIED_INSIDE_A_TRANSACTION[service]
+    share, recipient = _share(world)
+    user = getattr(world, role)
+    with pytest.raises(PermissionDenied), job_context(job_id=f"test-{service.replace('_', '-')}"):
+        call(world, access(user, world.alpha), share, recipient)
+    (event,) = _denials(user)
+    assert (event.action, event.details["reason"], event.team_id) == ("access.denied", "missing_role", world.alpha.pk)
+    assert event.request_id == f"test-{service.replace('_', '-')}"
+    share.refresh_from_db()
+    assert share.state == Share.State.REQUESTED  # the denied change itself stays undone
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_records_a_denial_once_when_its_transaction_commits(world):
+    with keeping_denials():
+        with transaction.atomic():
+            record(action="access.denied", outcome="denied", actor=world.member, details={"reason": "test"})
+        with transaction.atomic():  # a savepoint rolled back inside a transaction that commits
+            with pytest.raises(PermissionDenied), transaction.atomic():
+                record(action="access.denied", outcome="denied", actor=world.member, details={"reason": "inner"})
+                raise PermissionDenied
+            record(action="share.cancelled", actor=world.member)
+    assert sorted(_denials(world.member).values_list("details__reason", flat=True)) == ["inner", "test"]
+    assert AuditEvent.objects.filter(action="share.cancelled").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_does_not_keep_other_outcomes_past_a_rollback(world):
+    with keeping_denials(), pytest.raises(RuntimeError), transaction.atomic():
+        record(action="share.cancelled", actor=world.member)
+        raise RuntimeError
+    assert not AuditEvent.objects.filter(action="share.cancelled").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_a_denial_rolled_back_inside_a_web_request(world, client):
+    share, _ = _share(world)
+    client.force_login(world.member)
+    response = client.post(reverse("transfers:share-cancel", args=[world.alpha.public_id, share.public_id]))
+    assert response.status_code == 403
+    (event,) = _denials(world.member)
+    assert event.request_id == response["X-Request-ID"]
+    assert event.target_id == str(share.public_id)
+
+
+# --- INS-06: a form posted without its CSRF token is a denied attempt -----------------------------
+
+
+@pytest.mark.django_db
+def test_it_records_a_csrf_failure_and_shows_the_403_page(world):
+    from django.test import Client
+
+    share, _ = _share(world)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world.approver)
+    client.cookies["csrftoken"] = "A" * 32  # a cookie the attacker planted; the form lacks its token
+    url = reverse("transfers:share-cancel", args=[world.alpha.public_id, share.public_id])
+    response = client.post(url, {"csrfmiddlewaretoken": "B" * 32})
+    assert response.status_code == 403
+    assert b"Form refused" in response.content
+    (event,) = AuditEvent.objects.filter(action="access.denied", details__reason="csrf")
+    assert (event.outcome, event.actor_id, event.request_id) == ("denied", world.approver.pk, response["X-Request-ID"])
+    assert event.details["path"] == url
+    assert event.details["csrf_reason"].startswith("CSRF token")
+    assert "A" * 32 not in str(event.details) and "B" * 32 not in str(event.details)
+    share.refresh_from_db()
+    assert share.state == Share.State.REQUESTED
+
+
+@pytest.mark.django_db
+def test_it_records_a_csrf_failure_of_someone_signed_out(db):
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post(reverse("login"), {"username": "x@example.com"})
+    assert response.status_code == 403
+    (event,) = AuditEvent.objects.filter(action="access.denied", details__reason="csrf")
+    assert (event.actor_id, event.details["path"]) == (None, reverse("login"))
+    assert event.details["csrf_reason"] == "CSRF cookie not set."
