@@ -1,3 +1,4 @@
+from django.shortcuts import redirect
 from django_otp.admin import OTPAdminSite
 
 
@@ -6,3 +7,7 @@ class PortalAdminSite(OTPAdminSite):
 
     site_header = "OMI Portal administration"
     site_title = "OMI Portal admin"
+
+    def password_change(self, request, extra_context=None):
+        # The portal's own page records the change (user.password_changed); the admin's would not.
+        return redirect("password_change")
