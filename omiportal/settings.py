@@ -155,6 +155,8 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
 # The login form posts the email as "username" (Django's AuthenticationForm).
 AXES_USERNAME_FORM_FIELD = "username"
+# A name typed at sign-in may be a password: axes keeps a person's email, or a keyed fingerprint.
+AXES_USERNAME_CALLABLE = "accounts.attempts.axes_username"
 
 # --- Email ------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("OMIPORTAL_EMAIL_URL", default="consolemail://")

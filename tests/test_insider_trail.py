@@ -147,3 +147,60 @@ def test_it_records_a_csrf_failure_of_someone_signed_out(db):
     (event,) = AuditEvent.objects.filter(action="access.denied", details__reason="csrf")
     assert (event.actor_id, event.details["path"]) == (None, reverse("login"))
     assert event.details["csrf_reason"] == "CSRF cookie not set."
+
+
+# --- INS-07: a password typed as a user name is stored nowhere ------------------------------------
+
+# With an "@" and a dot, it passes the portal's email field, so it reaches authenticate() and axes.
+TYPED_PASSWORD = "Tr0ub4dor&3@horse.staple"
+
+
+def _tables_holding(text):
+    """Every table with a row whose text form contains ``text``: the whole database, not a guess."""
+    from django.db import connection
+
+    found = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f'SELECT 1 FROM "{table}" AS t WHERE strpos(t::text, %s) > 0 LIMIT 1', [text])  # noqa: S608
+            if cursor.fetchone():
+                found.append(table)
+    return found
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("login_url", ["login", "admin:login"])
+def test_it_keeps_no_password_typed_as_a_user_name(world, client, settings, login_url):
+    from axes.models import AccessAttempt
+
+    settings.AXES_ENABLE_ACCESS_FAILURE_LOG = True  # its table too, when an operator turns it on
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):  # up to the lock-out, which is recorded too
+        client.post(reverse(login_url), {"username": TYPED_PASSWORD, "password": "the real user name"})
+    assert _tables_holding(TYPED_PASSWORD) == []
+    failed = AuditEvent.objects.filter(action="auth.login_failed").first()
+    assert set(failed.details) == {"name_fingerprint", "name_length"}
+    assert failed.details["name_length"] == len(TYPED_PASSWORD)
+    locked = AuditEvent.objects.filter(action="auth.locked_out")
+    assert locked and {e.details["name_fingerprint"] for e in locked} == {failed.details["name_fingerprint"]}
+    assert AccessAttempt.objects.get().username == "unknown:" + failed.details["name_fingerprint"]
+
+
+@pytest.mark.django_db
+def test_it_names_the_person_when_the_typed_name_is_their_email(world, client):
+    client.post(reverse("login"), {"username": "Member@Alpha.test", "password": "wrong"})
+    event = AuditEvent.objects.get(action="auth.login_failed")
+    assert event.details == {"user_id": world.member.pk, "email": "member@alpha.test"}
+    assert (event.target_type, event.target_id) == ("accounts.user", str(world.member.pk))
+
+
+@pytest.mark.django_db
+def test_it_still_locks_out_an_unknown_name_per_address(world, client, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post(reverse("login"), {"username": TYPED_PASSWORD, "password": "x"}, REMOTE_ADDR="198.51.100.1")
+    again = client.post(reverse("login"), {"username": TYPED_PASSWORD, "password": "x"}, REMOTE_ADDR="198.51.100.1")
+    assert again.status_code == 429
+    other_name = client.post(reverse("login"), {"username": TYPED_PASSWORD + "!", "password": "x"},
+                             REMOTE_ADDR="198.51.100.1")
+    other_address = client.post(reverse("login"), {"username": TYPED_PASSWORD, "password": "x"},
+                                REMOTE_ADDR="198.51.100.2")
+    assert (other_name.status_code, other_address.status_code) == (200, 200)

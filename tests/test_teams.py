@@ -32,7 +32,7 @@ def test_a_wrong_password_is_refused_with_a_message_and_audited(world, client):
     assert response.status_code == 200
     assert "Please enter a correct email and password" in response.content.decode()
     event = AuditEvent.objects.get(action="auth.login_failed")
-    assert event.outcome == "failed" and event.details == {"username": "member@alpha.test"}
+    assert event.outcome == "failed" and event.details == {"user_id": world.member.pk, "email": "member@alpha.test"}
     assert "wrong" not in str(event.details)
 
 
