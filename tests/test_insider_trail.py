@@ -204,3 +204,33 @@ def test_it_still_locks_out_an_unknown_name_per_address(world, client, settings)
     other_address = client.post(reverse("login"), {"username": TYPED_PASSWORD, "password": "x"},
                                 REMOTE_ADDR="198.51.100.2")
     assert (other_name.status_code, other_address.status_code) == (200, 200)
+
+
+# --- INS-09: a request of one team never opens another team's keys --------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_share_request_opens_only_the_requesting_teams_keys(flow, cloud):
+    from tests import workers
+    from tests.transfer_world import approve, request_share
+    from transfers import errors
+
+    delta_id = cloud.account("delta")["account_id"]
+    # A name taken in the recipient team's account: the request cannot know, and must not ask.
+    share = request_share(flow, cloud, accounts=[flow.delta], copy_name="delta-api-2.3")
+    assert share.state == Share.State.REQUESTED
+    used = AuditEvent.objects.filter(action="credential.used")
+    assert set(used.values_list("team_id", flat=True)) == {flow.source.pk}
+    assert cloud.counters(delta_id) == {}
+
+    approve(flow, share)
+    workers.run_jobs(until=lambda: Share.objects.get(pk=share.pk).state == Share.State.READY)
+    assert not used.filter(team_id=flow.dest.pk).exists()  # the source team's export used its own keys only
+    recipient = share.recipients.get()
+    imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+    workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == Recipient.State.FAILED)
+    recipient.refresh_from_db()
+    assert recipient.state_message == errors.IMPORT_NAME_TAKEN.format(name="delta-api-2.3", label="delta")
+    # The recipient team's keys were opened by its own import job, for its own account.
+    (event,) = used.filter(team_id=flow.dest.pk)
+    assert event.details["purpose"] == "start import" and event.request_id.startswith("import-start-")

@@ -21,6 +21,8 @@ DUPLICATE_RECIPIENT = "The same account is listed twice."
 EXTERNAL_ID = "An OUTSCALE account id is 12 digits."
 LICENCE_REQUIRED = "Confirm that the image's third-party licences allow this export."
 NAME_TAKEN = "An image named {name} already exists in {label}; choose another copy name."
+IMPORT_NAME_TAKEN = ("An image named {name} already exists in {label}, and OUTSCALE allows one image per name in an "
+                     "account. Retry to import the copy under a new name, or rename the existing image first.")
 SELF_APPROVAL = "You asked for this copy, so someone else must approve it."
 MOVED_ON = "This share is no longer waiting for a decision (it is now {state})."
 STALE_DIGEST = "This request changed after you opened it; review it again before deciding."

@@ -62,9 +62,15 @@ def _check_recipients(access: TeamAccess, source: CloudAccount, accounts: list[C
             raise errors.ShareError(errors.SOURCE_AS_RECIPIENT)
 
 
-def _check_name_free(name: str, accounts: list[CloudAccount]) -> None:
-    """ImageName is unique per account: refuse now rather than fail at import time."""
-    for account in accounts:
+def _check_name_free(access: TeamAccess, name: str, accounts: list[CloudAccount]) -> None:
+    """ImageName is unique per account: refuse now rather than fail at import time.
+
+    Only in the requesting team's own accounts (INS-09): each team's keys serve that team's work
+    alone, and opening another team's here would tell the requester which image names exist in
+    that team's account, spend its API quota and fill its trail. A name taken there is found when
+    that team's import starts (starts.IMPORT_NAME_TAKEN), and a retry imports under a new name.
+    """
+    for account in (a for a in accounts if a.team_id == access.team.pk):
         creds = credentials_for(account, purpose="check copy name")
         if outscale.find_image_by_name(creds=creds, account_id=account.account_id, name=name):
             raise errors.ShareError(errors.NAME_TAKEN.format(name=name, label=account.label))
@@ -102,7 +108,7 @@ def share_request(
     image = next((i for i in images if i.image_id == image_id), None)
     if image is None:
         raise errors.ShareError(errors.IMAGE_GONE.format(image_id=image_id, label=source_account.label))
-    _check_name_free(copy_name, accounts)
+    _check_name_free(access, copy_name, accounts)
 
     now = timezone.now()
     team = access.team

@@ -14,7 +14,7 @@ from omiportal import outscale
 from omiportal.audit import recorder
 from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for, open_pasted_link, opened_once
-from transfers import scheduling
+from transfers import errors, scheduling
 from transfers.models import Recipient
 from transfers.services import polling
 from transfers.services.imports import import_failed, share_target
@@ -72,6 +72,11 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
                     recipient, exc, tries=recipient.start_tries, fail=import_failed,
                     job="transfers.jobs.import_start_job",
                     job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{recipient.start_tries}")
+            elif isinstance(exc, outscale.Conflict):
+                # The only conflict an import meets: the name is taken in this account. Nobody could
+                # look before: the request was made with the source team's keys only (INS-09).
+                import_failed(recipient, errors.IMPORT_NAME_TAKEN.format(name=recipient.image_name,
+                                                                          label=account.label), exc.request_ids)
             else:
                 import_failed(recipient, exc.user_message, exc.request_ids)
             return None
