@@ -22,6 +22,9 @@ from omiportal.audit.recorder import record
 
 LAST_ADMIN_MESSAGE = "A team needs at least one admin: make someone else admin first."
 DUPLICATE_MEMBER_MESSAGE = "{email} is already a member of {team}."
+ALREADY_HAS_PASSWORD_MESSAGE = (
+    "{email} has already chosen a password; if it is forgotten, they can reset it from the sign-in page."
+)
 DUPLICATE_TEAM_MESSAGE = "A team with this name already exists."
 DUPLICATE_LABEL_MESSAGE = "This team already has a cloud account called {label}: choose another label."
 
@@ -110,6 +113,20 @@ def membership_remove(*, access: TeamAccess, membership: Membership) -> None:
     record(action="membership.removed", actor=access.user, team=access.team, target=membership,
            details={"email": membership.user.email, "role": membership.role})
     membership.delete()
+
+
+@transaction.atomic
+def membership_reinvite(*, access: TeamAccess, membership: Membership, site_url: str) -> Membership:
+    """Mail a fresh invitation link to a member who never chose a password (the first expired)."""
+    require(access, Capability.MANAGE_TEAM, target=membership)
+    user = User.objects.get(pk=membership.user_id)
+    if user.has_usable_password():
+        # They have a password: a link to set another would be a way to take the account over.
+        raise TeamError(ALREADY_HAS_PASSWORD_MESSAGE.format(email=user.email))
+    record(action="membership.reinvited", actor=access.user, team=access.team, target=membership,
+           details={"email": user.email})
+    transaction.on_commit(lambda: _invite(user=user, team=access.team, site_url=site_url))
+    return membership
 
 
 # --- Cloud accounts --------------------------------------------------------------------

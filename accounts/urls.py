@@ -17,6 +17,7 @@ urlpatterns = [
     path("t/<uuid:team_id>/members/", views.member_list, name="member-list"),
     path("t/<uuid:team_id>/members/<uuid:membership_id>/role/", views.member_role, name="member-role"),
     path("t/<uuid:team_id>/members/<uuid:membership_id>/remove/", views.member_remove, name="member-remove"),
+    path("t/<uuid:team_id>/members/<uuid:membership_id>/reinvite/", views.member_reinvite, name="member-reinvite"),
     path("t/<uuid:team_id>/accounts/", views.account_list, name="account-list"),
     path("t/<uuid:team_id>/accounts/new/", views.account_create, name="account-create"),
     path("t/<uuid:team_id>/accounts/<uuid:account_id>/edit/", views.account_edit, name="account-edit"),

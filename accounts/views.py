@@ -181,6 +181,19 @@ def member_remove(request, access, membership_id):
     return redirect("accounts:member-list", team_id=access.team.public_id)
 
 
+@team_view(Capability.MANAGE_TEAM)
+@require_POST
+def member_reinvite(request, access, membership_id):
+    membership = selectors.membership_get_for_team(access=access, public_id=membership_id)
+    try:
+        services.membership_reinvite(access=access, membership=membership, site_url=request.build_absolute_uri("/"))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"A new invitation was sent to {membership.user.email}.")
+    return redirect("accounts:member-list", team_id=access.team.public_id)
+
+
 # --- Cloud accounts ----------------------------------------------------------------------------
 
 

@@ -109,6 +109,7 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     post("accounts:member-list", {"email": "new@src.test", "role": "member"}, **src)
     newcomer = Membership.objects.get(team=w.source, user__email="new@src.test")
     post("accounts:member-role", {"role": "auditor"}, membership_id=newcomer.public_id, **src)
+    post("accounts:member-reinvite", membership_id=newcomer.public_id, **src)
     post("accounts:member-remove", membership_id=newcomer.public_id, **src)
     post("accounts:team-settings", {
         "require_approval_for_own_accounts": "on" if w.source.require_approval_for_own_accounts else "",
