@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 ## Set everything up and start the portal, the sandbox and a worker on http://127.0.0.1:8000
 run: $(STAMP) .env
-	$(PY) -m omiportal.run_local
+	OMIPORTAL_ENV_FILE=.env $(PY) -m omiportal.run_local
 
 ## Run the whole test suite (SQLite + embedded Redis unless DATABASE_URL / REDIS_URL are set)
 test: $(STAMP)

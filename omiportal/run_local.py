@@ -38,7 +38,8 @@ def _wait_for(path: Path, proc, timeout=60):
 
 def main() -> None:
     VAR.mkdir(exist_ok=True)
-    env = dict(os.environ)
+    # Settings read no .env unless told to: this is the development flow that wants one.
+    env = {"OMIPORTAL_ENV_FILE": ".env", **os.environ}
     procs = []
     try:
         _manage("migrate", "--noinput", env=env)

@@ -16,11 +16,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("OMIPORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
-# A .env beside manage.py is read for development; OMIPORTAL_ENV_FILE names another
-# file, or none (empty) so that only the real environment counts.
-_env_file = environ.Env().str("OMIPORTAL_ENV_FILE", default=str(BASE_DIR / ".env"))
-if _env_file and Path(_env_file).is_file():
-    env.read_env(_env_file)
+# Only the file OMIPORTAL_ENV_FILE names is read (`make run` names the development .env): a
+# .env left behind on a server must not turn DEBUG on or swap a key without anyone asking for it.
+# A relative path is relative to manage.py's directory.
+_env_file = environ.Env().str("OMIPORTAL_ENV_FILE", default="")
+if _env_file:
+    _env_path = BASE_DIR / _env_file
+    if not _env_path.is_file():
+        raise ImproperlyConfigured(f"OMIPORTAL_ENV_FILE names {_env_path}, which is not a file.")
+    env.read_env(str(_env_path))
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
@@ -109,6 +113,14 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'omiportal.sqlite3'}"),
 }
+# Derived, not variables: whether this host fell back to its own database or Redis (start-up
+# refuses that when DJANGO_DEBUG is off; omiportal/checks.py).
+OMIPORTAL_DATABASE_EMBEDDED = not env.str("DATABASE_URL", default="")
+OMIPORTAL_REDIS_EMBEDDED = not env.str("REDIS_URL", default="")
+# With DJANGO_DEBUG off, allows what is only safe on one throwaway machine: the embedded
+# database and Redis, console email, a local checkpoint directory. The test suite sets it
+# (pyproject.toml); production never does (`check --deploy` warns).
+OMIPORTAL_ALLOW_LOCAL_SERVICES = env.bool("OMIPORTAL_ALLOW_LOCAL_SERVICES", default=False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions serialise writers up front, so concurrent audit
     # appends wait for each other instead of failing with "database is locked".
@@ -150,6 +162,13 @@ AUTH_PASSWORD_VALIDATORS = [
 AXES_FAILURE_LIMIT = env.int("OMIPORTAL_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("OMIPORTAL_LOGIN_COOLOFF_HOURS", default=0.25)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# How many proxies every request passes through (each appends to X-Forwarded-For). 0: the
+# connection's address is the client's. The client address, for lock-outs and the audit trail
+# alike, is read by omiportal.audit.context.client_ip.
+OMIPORTAL_TRUSTED_PROXIES = env.int("OMIPORTAL_TRUSTED_PROXIES", default=0)
+if OMIPORTAL_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured("OMIPORTAL_TRUSTED_PROXIES is the number of proxies in front: 0 or more.")
+AXES_CLIENT_IP_CALLABLE = "omiportal.audit.context.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
@@ -287,6 +306,10 @@ OMIPORTAL_AUDIT_CHECKPOINT_REGION = env.str("OMIPORTAL_AUDIT_CHECKPOINT_REGION",
 OMIPORTAL_AUDIT_CHECKPOINT_ACCESS_KEY = env.str("OMIPORTAL_AUDIT_CHECKPOINT_ACCESS_KEY", default="")
 OMIPORTAL_AUDIT_CHECKPOINT_SECRET_KEY = env.str("OMIPORTAL_AUDIT_CHECKPOINT_SECRET_KEY", default="")
 OMIPORTAL_AUDIT_CHECKPOINT_PREFIX = env.str("OMIPORTAL_AUDIT_CHECKPOINT_PREFIX", default="audit-checkpoints/")
+# Without a bucket, each host would keep checkpoints of its own and see the others' trail as
+# cut or rewritten: the operator says the directory is shared, or that there is one host.
+OMIPORTAL_AUDIT_CHECKPOINT_DIR_SHARED = env.bool("OMIPORTAL_AUDIT_CHECKPOINT_DIR_SHARED", default=False)
+OMIPORTAL_SINGLE_HOST = env.bool("OMIPORTAL_SINGLE_HOST", default=False)
 OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS = env.int("OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS", default=3600)
 OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS = env.int("OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS", default=21600)
 # Events up to this seq were archived (exported, then removed by the documented maintenance

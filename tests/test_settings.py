@@ -19,6 +19,8 @@ PRODUCTION = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "OMIPORTAL_STATIC_MANIFEST": "true",
     "OMIPORTAL_AUDIT_SIGNING_KEY": "c2lnbmluZy1rZXktZm9yLXRlc3RzLW9ubHktMzJieXQ=",
+    "OMIPORTAL_EMAIL_URL": "smtp+tls://portal:secret@smtp.example.com:587",
+    "OMIPORTAL_AUDIT_CHECKPOINT_BUCKET": "omiportal-checkpoints",
 }
 
 

@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
 
 USER_AGENT_MAX = 512
@@ -71,9 +72,20 @@ def normalise_ip(value: str | None) -> str | None:
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    # REMOTE_ADDR only: X-Forwarded-For is whatever the client wants it to be.
-    # Behind a trusted proxy, set REMOTE_ADDR there (e.g. gunicorn's forwarded_allow_ips).
-    return normalise_ip(request.META.get("REMOTE_ADDR"))
+    """The client's address: for the audit trail and for lock-outs (AXES_CLIENT_IP_CALLABLE).
+
+    Each proxy appends the address it was connected from to X-Forwarded-For, so with N trusted
+    proxies the client is the N-th entry from the right (REMOTE_ADDR being the nearest proxy).
+    Anything further left is whatever the client wrote there. With none trusted: REMOTE_ADDR.
+    """
+    trusted = settings.OMIPORTAL_TRUSTED_PROXIES
+    if not trusted:
+        return normalise_ip(request.META.get("REMOTE_ADDR"))
+    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    if len(hops) < trusted:
+        # The request did not come through every proxy: the connection is all we can believe.
+        return normalise_ip(request.META.get("REMOTE_ADDR"))
+    return normalise_ip(hops[-trusted])
 
 
 @contextlib.contextmanager

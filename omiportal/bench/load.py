@@ -115,6 +115,8 @@ def child_env(endpoints: dict) -> dict:
         "DJANGO_SECURE_HSTS_SECONDS": "0", "OMIPORTAL_SECURE_COOKIES": "false", "OMIPORTAL_STATIC_MANIFEST": "false",
         "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL,
         "OMIPORTAL_OUTSCALE_ENDPOINTS": json.dumps(endpoints), "OMIPORTAL_EMAIL_URL": "dummymail://",
+        # One machine, no mail: the production start-up refusals (omiportal/checks.py) do not apply.
+        "OMIPORTAL_ALLOW_LOCAL_SERVICES": "true",
         "OMIPORTAL_LOG_LEVEL": "WARNING", "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": "50",
         "OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS": "0", "OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS": "0",
         **{name: str(value) for name, value in PACE.items()},

@@ -6,7 +6,7 @@ Idempotent: running it again changes nothing and prints the same logins.
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import CloudAccount, Membership, Role, Team, User
@@ -27,6 +27,14 @@ def demo_email(team: str, role: str) -> str:
     return f"{role}@{team.lower()}.demo.test"
 
 
+DEMO_EMAILS = {demo_email(team, role) for team, roles in TEAMS.items() for role in roles} | {COMPLIANCE_EMAIL}
+NOT_A_DEMO_DATABASE = (
+    "This database holds {users} user(s) and {teams} team(s) that are not the demo's: seed_demo only runs "
+    "on an empty database or on the demo's, so that known demo passwords never reach real data. "
+    "Point DATABASE_URL (or OMIPORTAL_VAR_DIR) at another database, or start a demo over with `make clean`."
+)
+
+
 class Command(BaseCommand):
     help = "Create demo teams and users (password: omiportal-demo); optionally register sandbox accounts."
 
@@ -35,6 +43,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, sandbox=None, **options):
         with job_context(job_id="cmd-seed-demo"), transaction.atomic():
+            _refuse_unless_demo_data()
             teams = {name: self._team(name, roles) for name, roles in TEAMS.items()}
             if not User.objects.filter(email=COMPLIANCE_EMAIL).exists():
                 User.objects.create_user(email=COMPLIANCE_EMAIL, password=DEMO_PASSWORD,
@@ -76,4 +85,20 @@ class Command(BaseCommand):
                 access=access, label=label, region=item["region"], access_key=item["access_key"],
                 secret_key=item["secret_key"], export_bucket=item["bucket"], accepts_incoming_shares=True,
             )
-            services.cloud_account_validate(access=access, account=account)
+            account = services.cloud_account_validate(access=access, account=account)
+        if not account.is_valid:
+            return  # nothing to confirm yet: the keys can be checked, then confirmed, on the Cloud accounts page
+        # Registered by the admin, confirmed as the team's own by someone else (INS-02), as in real use.
+        approver = Membership.objects.get(team=team, user__email=demo_email(team.name, "approver"))
+        with job_context(job_id="cmd-seed-demo", actor=approver.user):
+            services.cloud_account_confirm_ownership(
+                access=TeamAccess(user=approver.user, team=team, membership=approver), account=account)
+
+
+def _refuse_unless_demo_data() -> None:
+    # Demo users share one published password; created in a real database they would be accounts
+    # anyone can sign in to, in teams with real people beside them.
+    users = User.objects.exclude(email__in=DEMO_EMAILS).count()
+    teams = Team.objects.exclude(name__in=TEAMS).count()
+    if users or teams:
+        raise CommandError(NOT_A_DEMO_DATABASE.format(users=users, teams=teams))
