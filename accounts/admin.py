@@ -149,7 +149,8 @@ class CloudAccountAdmin(ViewOnlyAdmin):
 # django-axes' lock-outs: deleting an attempt would unlock someone an attacker is guessing the password
 # of, with no event in the trail. Operators unlock with ``manage.py axes_reset_username`` on the server.
 def _view_only_copy(model_admin_class):
-    return type(model_admin_class.__name__, (ViewOnlyAdmin, model_admin_class), {"actions": None})
+    return type(model_admin_class.__name__, (ViewOnlyAdmin, model_admin_class),
+                {"actions": None, "__module__": __name__})
 
 
 for _model in (AccessAttempt, AccessLog, AccessFailureLog):

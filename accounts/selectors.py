@@ -121,7 +121,8 @@ def team_role_counts(*, team: Team) -> dict:
 
 
 def cloud_account_list_for_team(*, team: Team) -> QuerySet:
-    return CloudAccount.objects.filter(team=team).order_by("label")
+    return CloudAccount.objects.filter(team=team).select_related("registered_by", "ownership_confirmed_by") \
+        .order_by("label")
 
 
 def cloud_account_get_for_team(*, access: TeamAccess, public_id) -> CloudAccount:

@@ -27,6 +27,15 @@ ALREADY_HAS_PASSWORD_MESSAGE = (
 )
 DUPLICATE_TEAM_MESSAGE = "A team with this name already exists."
 DUPLICATE_LABEL_MESSAGE = "This team already has a cloud account called {label}: choose another label."
+OWN_REGISTRATION_MESSAGE = ("You registered {label}, so another admin or approver of the team must confirm that "
+                            "it is the team's own.")
+CONFIRMER_GRANTED_BY_REGISTRANT_MESSAGE = ("{registrant} gave you your role in this team, so you cannot confirm an "
+                                           "account they registered: another admin or approver must.")
+CONFIRMER_GRANTED_AFTER_MESSAGE = ("You got your role in this team after {label} was registered, so you cannot "
+                                   "confirm it: an admin or approver who held the role before must.")
+OWNERSHIP_NOT_VALIDATED_MESSAGE = ("Check {label}'s keys first: the confirmation is for the OUTSCALE account "
+                                   "they belong to.")
+OWNERSHIP_ALREADY_CONFIRMED_MESSAGE = "{label} is already confirmed as the team's own."
 
 
 class TeamError(ValidationError):
@@ -72,7 +81,8 @@ def membership_add(*, access: TeamAccess, email: str, role: str, site_url: str =
         user = User.objects.create_user(email=email, password=None)
     elif Membership.objects.filter(team=access.team, user=user).exists():
         raise TeamError(DUPLICATE_MEMBER_MESSAGE.format(email=email, team=access.team.name))
-    membership = Membership.objects.create(team=access.team, user=user, role=role)
+    membership = Membership.objects.create(team=access.team, user=user, role=role, role_granted_by=access.user,
+                                           role_granted_at=timezone.now())
     record(action="membership.added", actor=access.user, team=access.team, target=membership,
            details={"email": email, "role": role, "invited": invited})
     if invited:
@@ -97,8 +107,11 @@ def membership_change_role(*, access: TeamAccess, membership: Membership, role: 
         return membership
     if before == Role.ADMIN and admins == [membership.pk]:
         raise TeamError(LAST_ADMIN_MESSAGE)
-    Membership.objects.filter(pk=membership.pk).update(role=role)
-    membership.role = role
+    # Who gave the role and when decide which requests this person may approve (no sock puppets),
+    # so a demotion followed by a re-promotion counts from the re-promotion.
+    now = timezone.now()
+    Membership.objects.filter(pk=membership.pk).update(role=role, role_granted_by=access.user, role_granted_at=now)
+    membership.role, membership.role_granted_by, membership.role_granted_at = role, access.user, now
     record(action="membership.role_changed", actor=access.user, team=access.team, target=membership,
            details={"email": membership.user.email, "before": before, "after": role})
     return membership
@@ -162,6 +175,7 @@ def cloud_account_create(
         region=region,
         export_bucket=export_bucket,
         accepts_incoming_shares=accepts_incoming_shares,
+        registered_by=access.user,  # who may not confirm it as the team's own
     )
     _seal_keys(account, access_key=access_key, secret_key=secret_key)
     account.full_clean()
@@ -210,6 +224,12 @@ def cloud_account_update(
         account.validation_message = ""
         account.account_id = ""
         account.validated_at = None
+        # The confirmation was for the OUTSCALE account the old keys or Region named (INS-02).
+        ownership_cleared = account.ownership_confirmed
+        account.ownership_confirmed_by = None
+        account.ownership_confirmed_at = None
+    else:
+        ownership_cleared = False
     if not diff and not keys_replaced:
         return account
     account.updated_at = timezone.now()
@@ -217,7 +237,59 @@ def cloud_account_update(
     account.save()
     record(action="cloud_account.changed", actor=access.user, team=access.team, target=account,
            details={"changes": diff, "keys_replaced": keys_replaced,
-                    "access_key": account.access_key_hint if keys_replaced else None})
+                    "access_key": account.access_key_hint if keys_replaced else None,
+                    "ownership_confirmation_cleared": ownership_cleared})
+    return account
+
+
+def _ownership_refusal(access: TeamAccess, account: CloudAccount) -> tuple[str, str] | None:
+    """Why this person may not confirm the account as the team's own, as (audit reason, message)."""
+    if account.registered_by_id is None:
+        return None  # registered before the portal kept track: any admin or approver may confirm
+    if account.registered_by_id == access.user.pk:
+        return "registered_by_confirmer", OWN_REGISTRATION_MESSAGE.format(label=account.label)
+    # The sock-puppet rule of approvals (INS-03), for the same reason: a confirmer the registrant
+    # appointed, or appointed after registering, is not a second person.
+    membership = Membership.objects.get(pk=access.membership.pk)
+    if membership.role_granted_by_id == account.registered_by_id:
+        return "role_granted_by_registrant", CONFIRMER_GRANTED_BY_REGISTRANT_MESSAGE.format(
+            registrant=account.registered_by.display_name)
+    if membership.role_granted_at > account.created_at:
+        return "role_granted_after_registration", CONFIRMER_GRANTED_AFTER_MESSAGE.format(label=account.label)
+    return None
+
+
+def cloud_account_confirm_ownership(*, access: TeamAccess, account: CloudAccount) -> CloudAccount:
+    """A second admin or approver confirms that the account is the team's own (INS-02).
+
+    Until then copies to it need an approver, whatever the team's setting. Refusals are recorded
+    before any transaction opens, so they stay in the trail.
+    """
+    require(access, Capability.APPROVE, target=account)
+    account = CloudAccount.objects.select_related("registered_by").get(pk=account.pk, team=access.team)
+    refusal = _ownership_refusal(access, account)
+    if refusal:
+        record(action="cloud_account.ownership_confirmed", outcome="denied", actor=access.user, team=access.team,
+               target=account, details={"reason": refusal[0], "account_id": account.account_id})
+        raise TeamError(refusal[1])
+    if not account.is_valid:
+        raise TeamError(OWNERSHIP_NOT_VALIDATED_MESSAGE.format(label=account.label))
+    now = timezone.now()
+    with transaction.atomic():
+        # Bound to the OUTSCALE account it was shown as: a re-key in between makes this a no-op.
+        confirmed = CloudAccount.objects.filter(
+            pk=account.pk, ownership_confirmed_at__isnull=True, account_id=account.account_id,
+            region=account.region, validation_status=CloudAccount.Validation.VALID,
+        ).update(ownership_confirmed_by=access.user, ownership_confirmed_at=now, updated_at=now)
+        if not confirmed:
+            account.refresh_from_db()
+            if account.ownership_confirmed:
+                raise TeamError(OWNERSHIP_ALREADY_CONFIRMED_MESSAGE.format(label=account.label))
+            raise TeamError(OWNERSHIP_NOT_VALIDATED_MESSAGE.format(label=account.label))
+        account.ownership_confirmed_by, account.ownership_confirmed_at = access.user, now
+        record(action="cloud_account.ownership_confirmed", actor=access.user, team=access.team, target=account,
+               details={"label": account.label, "account_id": account.account_id, "region": account.region,
+                        "registered_by": account.registered_by.email if account.registered_by else None})
     return account
 
 

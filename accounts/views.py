@@ -272,6 +272,20 @@ def account_validate(request, access, account_id):
     return redirect("accounts:account-list", team_id=access.team.public_id)
 
 
+@team_view(Capability.APPROVE)
+@require_POST
+def account_confirm_ownership(request, access, account_id):
+    account = selectors.cloud_account_get_for_team(access=access, public_id=account_id)
+    try:
+        account = services.cloud_account_confirm_ownership(access=access, account=account)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{account.label} (OUTSCALE account {account.account_id}) is confirmed as "
+                                  f"{access.team.name}'s own.")
+    return redirect("accounts:account-list", team_id=access.team.public_id)
+
+
 @team_view(Capability.MANAGE_TEAM)
 @require_http_methods(["GET", "POST"])
 def account_delete(request, access, account_id):

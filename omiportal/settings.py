@@ -321,5 +321,8 @@ OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ = env.int("OMIPORTAL_AUDIT_ARCHIVED_THROUGH
 # code the next attempt waits OTP_TOTP_THROTTLE_FACTOR seconds, doubling with each failure.
 OTP_TOTP_ISSUER = env.str("OMIPORTAL_TOTP_ISSUER", default="OMI Portal")
 OTP_TOTP_THROTTLE_FACTOR = env.int("OMIPORTAL_TOTP_THROTTLE_FACTOR", default=1)
+# In a team that requires two-factor, approving or rejecting needs a code verified this recently:
+# a session left signed in (a borrowed laptop, a stolen cookie) cannot approve on its own.
+OMIPORTAL_APPROVAL_STEP_UP_SECONDS = env.int("OMIPORTAL_APPROVAL_STEP_UP_SECONDS", default=300)
 # The admin never shows a device's secret or QR code: staff could otherwise make anyone's codes.
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True

@@ -17,8 +17,11 @@ def make_team(name=None) -> Team:
     return Team.objects.create(name=name or f"Team {next(_seq)}")
 
 
-def add_member(team, user=None, role=Role.MEMBER) -> Membership:
-    return Membership.objects.create(team=team, user=user or make_user(), role=role)
+def add_member(team, user=None, role=Role.MEMBER, *, granted_by=None, granted_at=None) -> Membership:
+    """A member whose role was given now (or at ``granted_at``), by ``granted_by`` (None: nobody recorded)."""
+    extra = {"role_granted_at": granted_at} if granted_at else {}
+    return Membership.objects.create(team=team, user=user or make_user(), role=role, role_granted_by=granted_by,
+                                     **extra)
 
 
 def make_cloud_account(team, *, label=None, region="eu-west-2", access_key="AKIAEXAMPLE000000001",

@@ -30,7 +30,8 @@ def _routes() -> dict[str, str]:
     def walk(resolver, namespace, prefix):
         for pattern in resolver.url_patterns:
             if isinstance(pattern, URLResolver):
-                ns = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+                # The admin's instance namespace is otpadmin; its URLs are named by the application's, admin.
+                ns = f"{namespace}{pattern.app_name or pattern.namespace}:" if pattern.namespace else namespace
                 walk(pattern, ns, prefix + str(pattern.pattern))
             elif isinstance(pattern, URLPattern) and pattern.name:
                 routes.setdefault(namespace + pattern.name, "/" + prefix + str(pattern.pattern))
@@ -72,6 +73,17 @@ def render(matrix: dict, routes: dict[str, str]) -> str:
     lines += ["", "## URLs without a team", "", "| URL name | Path pattern | Who |", "|---|---|---|"]
     for name, who in sorted(matrix["unscoped"].items()):
         lines.append(f"| `{name}` | `{routes.get(name, '?')}` | {who} |")
+    lines += ["", "## Admin site", "",
+              "Staff sign in to /admin/ with a password and a TOTP code; anyone else is sent to that sign-in. "
+              "Staff below hold every model permission; superusers are refused the same things.", "",
+              "| URL name | Path pattern | Methods | Who |", "|---|---|---|---|"]
+    for name, entry in sorted(matrix.get("admin_urls", {}).items()):
+        path = routes.get(name, "?").replace("|", "\\|")  # a regex route's alternatives would split the row
+        path = "(every URL whose name starts so)" if name.endswith("*") else f"`{path}`"
+        lines.append(f"| `{name}` | {path} | {', '.join(entry['methods'])} | {entry['who']} |")
+    lines += ["", "| Who | Meaning |", "|---|---|"]
+    for who, meaning in sorted(matrix.get("admin_who", {}).items()):
+        lines.append(f"| {who} | {meaning} |")
     lines += ["", "## Role groups", "", "| Group | Roles |", "|---|---|"]
     for group, members in sorted(roles.items()):
         lines.append(f"| {group} | {', '.join(sorted(members))} |")

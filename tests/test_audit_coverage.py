@@ -11,6 +11,10 @@ import inspect
 from datetime import timedelta
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django.contrib import admin
+from django.contrib.auth.models import Group, Permission
+from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
 from django_otp.oath import TOTP
@@ -19,6 +23,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import CloudAccount, Membership, Team, User
 from omiportal.audit.models import AuditEvent
+from omiportal.audit.recorder import record
 from omiportal.audit.verify import verify_chain
 from tests import factories, workers
 from tests.test_authz import MATRIX
@@ -35,7 +40,7 @@ TRACKED = {
     TOTPDevice: ["user_id", "confirmed", "last_t", "throttling_failure_count"],
     Membership: ["team_id", "user_id", "role"],
     CloudAccount: ["label", "region", "access_key_sealed", "secret_key_sealed", "export_bucket",
-                   "accepts_incoming_shares", "validation_status", "account_id"],
+                   "accepts_incoming_shares", "validation_status", "account_id", "ownership_confirmed_at"],
     Share: ["state", "decided_by_id", "export_id"],
     Export: ["state", "task_id", "copy_image_id", "cleaned_at"],
     Recipient: ["state", "image_id", "attempt"],
@@ -45,16 +50,16 @@ AUTH_POSTS = {"login", "logout", "password_change", "password_reset", "password_
               "accounts:twofactor-remove"}
 
 
-def _snapshot():
-    return {(model.__name__, row[0]): row[1:] for model, fields in TRACKED.items()
+def _snapshot(tracked=TRACKED):
+    return {(model.__name__, row[0]): row[1:] for model, fields in tracked.items()
             for row in model.objects.values_list("pk", *fields)}
 
 
 @contextlib.contextmanager
-def audited(label: str):
-    before, events = _snapshot(), AuditEvent.objects.count()
+def audited(label: str, tracked=TRACKED):
+    before, events = _snapshot(tracked), AuditEvent.objects.count()
     yield
-    after = _snapshot()
+    after = _snapshot(tracked)
     changed = sorted({key[0] for key in set(before) ^ set(after)} |
                      {key[0] for key in before.keys() & after.keys() if before[key] != after[key]})
     if changed:
@@ -139,6 +144,11 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     post("accounts:account-edit", {"label": "eps2", "region": eps.region, "access_key": "", "secret_key": "",
                                    "export_bucket": eps.export_bucket}, account_id=eps.public_id, **src)
     post("accounts:account-validate", account_id=eps.public_id, **src)
+    post("accounts:account-confirm-ownership", account_id=eps.public_id, **src)  # its registrant: refused
+    client.force_login(w.src_approver)  # a second person confirms it is the team's own (INS-02)
+    post("accounts:account-confirm-ownership", account_id=eps.public_id, **src)
+    assert CloudAccount.objects.get(pk=eps.pk).ownership_confirmed_by_id == w.src_approver.pk
+    client.force_login(w.src_admin)
     post("accounts:account-delete", account_id=eps.public_id, **src)
 
     # Shares: request three (one cancelled, one rejected, one approved with an external recipient).
@@ -226,3 +236,99 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     assert verify_chain().ok
     for event in AuditEvent.objects.all():
         assert event.action and event.outcome and event.occurred_at.utcoffset() == timedelta(0)
+
+
+# --- The admin site (INS-05) -----------------------------------------------------------------------------
+# Everything the admin could change that matters to the controls. Sign-in lock-outs count: lifting one
+# helps whoever is guessing a password.
+ADMIN_TRACKED = {
+    **TRACKED,
+    User: ["email", "password", "full_name", "is_active", "is_staff", "is_superuser", "is_compliance_officer"],
+    Team: [field.name for field in Team._meta.concrete_fields if field.name != "id"],
+    Membership: ["team_id", "user_id", "role", "role_granted_by_id", "role_granted_at"],
+    TOTPDevice: ["user_id", "key", "confirmed", "last_t", "throttling_failure_count", "drift", "tolerance"],
+    Group: ["name"],
+    Group.permissions.through: ["group_id", "permission_id"],
+    User.groups.through: ["user_id", "group_id"],
+    User.user_permissions.through: ["user_id", "permission_id"],
+    AccessAttempt: ["username", "failures_since_start"],
+    AccessLog: ["username"],
+    AccessFailureLog: ["username", "locked_out"],
+}
+
+
+def _tampered(value):
+    """What an insider would put in a field instead: every value different, of the same kind."""
+    if isinstance(value, bool):
+        return "" if value else "on"
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str) and "@" in value:
+        return "insider." + value
+    if isinstance(value, str):
+        return value + "x"
+    return value
+
+
+def _admin_objects(world):
+    seen = {"ip_address": "198.51.100.9", "user_agent": "t", "http_accept": "*/*", "path_info": "/login/"}
+    return {
+        User: world.approver, Team: world.alpha, CloudAccount: factories.make_cloud_account(world.alpha),
+        Group: Group.objects.create(name="ops"), TOTPDevice: TOTPDevice.objects.create(user=world.approver),
+        AccessAttempt: AccessAttempt.objects.create(username=world.approver.email, failures_since_start=5, **seen),
+        AccessLog: AccessLog.objects.create(username=world.approver.email, **seen),
+        AccessFailureLog: AccessFailureLog.objects.create(username=world.approver.email, locked_out=True, **seen),
+        AuditEvent: record(action="share.requested", actor=world.member, team=world.alpha),
+    }
+
+
+def _everything_changed(obj, model_admin, request):
+    data = {name: _tampered(value) for name, value in model_to_dict(obj).items() if value is not None}
+    data |= {"password1": "an insider's passphrase", "password2": "an insider's passphrase",
+             "groups": list(Group.objects.values_list("pk", flat=True)),
+             "user_permissions": list(Permission.objects.values_list("pk", flat=True)),
+             "permissions": list(Permission.objects.values_list("pk", flat=True))}
+    for inline in model_admin.get_inline_instances(request, obj):
+        formset = inline.get_formset(request, obj)
+        prefix = formset.get_default_prefix()
+        rows = list(formset.model.objects.filter(**{formset.fk.name: obj}))
+        data |= {f"{prefix}-TOTAL_FORMS": len(rows), f"{prefix}-INITIAL_FORMS": len(rows),
+                 f"{prefix}-MIN_NUM_FORMS": 0, f"{prefix}-MAX_NUM_FORMS": 1000}
+        for n, row in enumerate(rows):
+            data |= {f"{prefix}-{n}-{name}": _tampered(value) for name, value in model_to_dict(row).items()
+                     if value is not None}
+            data |= {f"{prefix}-{n}-id": row.pk, f"{prefix}-{n}-role": "admin"}
+    return data
+
+
+@pytest.mark.parametrize("kind", ["staff", "superuser"])
+def test_every_admin_change_view_records_what_it_changed(kind, world, rf, client):
+    """An insider in the admin, with every permission, tries to change and delete every object it lists."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    insider = factories.make_user(f"{kind}@ops.test", is_staff=True, is_superuser=kind == "superuser")
+    insider.user_permissions.set(Permission.objects.all())
+    client.force_login(insider)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.create(user=insider, name="ops", confirmed=True).persistent_id
+    session.save()
+    request = rf.get("/admin/")
+    request.user = insider
+    objects = _admin_objects(world)
+    walked = set()
+    for model, model_admin in admin.site._registry.items():
+        if not model._meta.managed:
+            continue  # django-rq's dashboard: a page, no rows
+        obj, info = objects[model], (model._meta.app_label, model._meta.model_name)
+        walked.add(model)
+        data = _everything_changed(obj, model_admin, request)
+        for view, args, payload in (("add", [], data), ("change", [obj.pk], data),
+                                    ("delete", [obj.pk], {"post": "yes"}),
+                                    ("changelist", [], {"action": "delete_selected", "_selected_action": [obj.pk],
+                                                        "post": "yes"})):
+            url = reverse("admin:{}_{}_{}".format(*info, view), args=args)
+            with audited(f"admin POST {url}", tracked=ADMIN_TRACKED):
+                client.post(url, payload)
+    missing = {m for m in admin.site._registry if m._meta.managed} - walked
+    assert not missing, f"the admin walk never tried {sorted(m._meta.label for m in missing)}"
+    assert verify_chain().ok

@@ -226,3 +226,147 @@ def test_the_auditors_matrix_document_is_up_to_date():
     assert render_authz_matrix.DOC_FILE.read_text() == expected, (
         "docs/authorization-matrix.md does not match tests/authz_matrix.json; regenerate it with "
         ".venv/bin/python tests/render_authz_matrix.py")
+
+
+# --- The admin site (INS-05) ---------------------------------------------------------------------------------
+# admin_urls: every URL under /admin/ -> methods and who (admin_who says what each means). Keys ending in "*"
+# cover every URL name they start: the RQ dashboard's. Staff here hold every model permission there is.
+
+ADMIN = AUTHZ["admin_urls"]
+ADMIN_EXACT = {name: entry for name, entry in ADMIN.items() if not name.endswith("*")}
+ADMIN_OPEN = {"staff", "staff, read-only", "staff, audited"}  # who staff may reach (GET)
+
+
+def _admin_url_names(resolver=None, namespace="", inside=False):
+    for pattern in (resolver or get_resolver()).url_patterns:
+        if isinstance(pattern, URLResolver):
+            ns = f"{namespace}{pattern.app_name or pattern.namespace}:" if pattern.namespace else namespace
+            yield from _admin_url_names(pattern, ns, inside or str(pattern.pattern).startswith("admin/"))
+        elif isinstance(pattern, URLPattern) and pattern.name and inside:
+            yield namespace + pattern.name
+
+
+def _admin_entry(name):
+    if name in ADMIN:
+        return ADMIN[name]
+    return next((entry for key, entry in ADMIN.items() if key.endswith("*") and name.startswith(key[:-1])), None)
+
+
+def test_every_admin_url_is_in_the_authorization_matrix():
+    missing = {name for name in _admin_url_names() if _admin_entry(name) is None}
+    assert not missing, f"Add these admin URLs to the authorization matrix: {sorted(missing)}"
+    assert set(AUTHZ["admin_who"]) >= {entry["who"] for entry in ADMIN.values()}
+
+
+@pytest.fixture
+def admin_objects(world):
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+    from django.contrib.auth.models import Group
+    from django.contrib.contenttypes.models import ContentType
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    seen = {"username": "x", "ip_address": "198.51.100.9", "user_agent": "t", "http_accept": "*/*", "path_info": "/"}
+    objects = {
+        "accounts_user": world.approver.pk, "accounts_team": world.alpha.pk,
+        "accounts_cloudaccount": factories.make_cloud_account(world.alpha, label="alpha-prod").pk,
+        "auth_group": Group.objects.create(name="ops").pk,
+        "axes_accessattempt": AccessAttempt.objects.create(failures_since_start=1, **seen).pk,
+        "axes_accesslog": AccessLog.objects.create(**seen).pk,
+        "axes_accessfailurelog": AccessFailureLog.objects.create(**seen).pk,
+        "otp_totp_totpdevice": TOTPDevice.objects.create(user=world.approver, name="phone").pk,
+        "audit_auditevent": record(action="share.requested", actor=world.member, team=world.alpha).pk,
+    }
+    objects["view_on_site"] = (ContentType.objects.get_for_model(world.alpha).pk, world.alpha.pk)
+    return objects
+
+
+def _admin_url(name, objects):
+    short = name.removeprefix("admin:")
+    if short == "app_list":
+        return reverse(name, kwargs={"app_label": "accounts"})
+    if short == "view_on_site":
+        return reverse(name, args=objects["view_on_site"])
+    if short == "auth_user_password_change":
+        return reverse(name, args=[objects["accounts_user"]])
+    model, _, view = short.rpartition("_")
+    if model in objects and view in ("change", "delete", "history", "config", "qrcode"):
+        return reverse(name, args=[objects[model]])
+    return reverse(name)
+
+
+def _staff_client(world, kind):
+    """Staff holding every model permission, signed in with a verified second factor."""
+    from django.contrib.auth.models import Permission
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    user = world.compliance if kind == "compliance" else factories.make_user(f"{kind}@ops.test")
+    user.is_staff, user.is_superuser = True, kind == "superuser"
+    user.save()
+    user.user_permissions.set(Permission.objects.all())
+    client = Client()
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.create(user=user, name="ops", confirmed=True).persistent_id
+    session.save()
+    return client
+
+
+def _admin_snapshot():
+    from django.contrib.auth.models import Group
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from accounts.models import Team, User
+
+    return tuple(list(model.objects.order_by("pk").values()) for model in
+                 (User, Team, Membership, CloudAccount, Group, TOTPDevice))
+
+
+ADMIN_CASES = [(name, kind) for name in sorted(ADMIN_EXACT) if "GET" in ADMIN_EXACT[name]["methods"]
+               for kind in ("staff", "superuser", "compliance")]
+
+
+@pytest.mark.parametrize(("name", "kind"), ADMIN_CASES)
+def test_staff_reach_in_the_admin_only_what_the_matrix_says(name, kind, world, admin_objects):
+    client = _staff_client(world, kind)
+    who = ADMIN_EXACT[name]["who"]
+    response = client.get(_admin_url(name, admin_objects))
+    if who == "portal":
+        assert (response.status_code, response["Location"]) == (302, reverse("password_change"))
+    elif who in ADMIN_OPEN or who == "public" or (who.startswith("compliance") and kind == "compliance"):
+        assert response.status_code in (200, 302, 404)  # view_on_site: the object has no page of its own
+        assert not response.get("Location", "").startswith(reverse("admin:login"))
+    else:
+        assert response.status_code == 403
+
+
+NOBODY_POSTS = [name for name, entry in sorted(ADMIN_EXACT.items())
+                if entry["who"] in ("nobody", "staff, read-only") and "POST" in entry["methods"]]
+
+
+@pytest.mark.parametrize("name", NOBODY_POSTS)
+def test_even_a_superuser_posting_to_a_closed_admin_view_changes_nothing(name, world, admin_objects):
+    client = _staff_client(world, "superuser")
+    before = _admin_snapshot()
+    response = client.post(_admin_url(name, admin_objects), {
+        "post": "yes", "name": "changed", "email": "changed@evil.test", "password1": "a chosen passphrase",
+        "password2": "a chosen passphrase", "require_two_factor_for_privileged": "", "label": "changed"})
+    assert response.status_code == 403
+    assert _admin_snapshot() == before
+
+
+@pytest.mark.parametrize("name", sorted(n for n, entry in ADMIN_EXACT.items() if entry["who"] != "public"))
+@pytest.mark.parametrize("kind", ["anonymous", "password only"])
+def test_the_admin_asks_anyone_without_a_second_factor_to_sign_in(name, kind, world, admin_objects):
+    client = Client()
+    if kind == "password only":
+        client.force_login(factories.make_user("ops@ops.test", is_staff=True, is_superuser=True))
+    method = "get" if "GET" in ADMIN_EXACT[name]["methods"] else "post"
+    response = getattr(client, method)(_admin_url(name, admin_objects))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_the_rq_dashboard_is_staff_only(world):
+    assert Client().get(reverse("django_rq:home")).status_code == 302
+    assert _staff_client(world, "staff").get(reverse("django_rq:home")).status_code == 200

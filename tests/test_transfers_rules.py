@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from omiportal.audit.models import AuditEvent
-from tests.transfer_world import access, approve, make_transfer_world, request_share, sandbox_account
+from tests.transfer_world import access, approve, confirm_own, make_transfer_world, request_share, sandbox_account
 from transfers import errors
 from transfers.models import Recipient, Share
 from transfers.services import requests as share_requests
@@ -29,7 +29,9 @@ def test_a_cross_team_share_waits_for_an_approver(w, cloud):
 
 
 def test_a_copy_between_own_accounts_needs_no_approval_unless_the_team_asks(w, cloud):
-    own = sandbox_account(cloud, w.source, "epsilon")
+    # Own only once confirmed by a second person, and only with the team's setting turned off (INS-02;
+    # tests/test_insider_approvals.py tries the other cases).
+    own = confirm_own(w, sandbox_account(cloud, w.source, "epsilon"))
     share = request_share(w, cloud, accounts=[own], copy_name="own-copy")
     assert share.state == "exporting" and not share.approval_required
     w.source.require_approval_for_own_accounts = True

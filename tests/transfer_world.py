@@ -2,7 +2,9 @@
 
 from types import SimpleNamespace
 
-from accounts.models import Role
+from django.utils import timezone
+
+from accounts.models import CloudAccount, Role, Team
 from accounts.selectors import TeamAccess
 from tests import factories
 from transfers.models import Share
@@ -21,6 +23,19 @@ def sandbox_account(cloud, team, name, *, incoming=True):
         team, label=name, region=entry["region"], access_key=entry["access_key"], secret_key=entry["secret_key"],
         bucket=entry["bucket"], validation_status="valid", account_id=entry["account_id"],
         accepts_incoming_shares=incoming)
+
+
+def confirm_own(w, account, *, approval_off=True):
+    """Make ``account`` the source team's own, as the portal would: registered by its admin, confirmed by its
+    approver (INS-02); with ``approval_off``, the team also lets own-account copies go without an approver."""
+    now = timezone.now()
+    CloudAccount.objects.filter(pk=account.pk).update(registered_by=w.src_admin, ownership_confirmed_by=w.src_approver,
+                                                      ownership_confirmed_at=now)
+    account.refresh_from_db()
+    if approval_off:
+        Team.objects.filter(pk=account.team_id).update(require_approval_for_own_accounts=False)
+        w.source.refresh_from_db()
+    return account
 
 
 def image_id(cloud, account_name, image_name):

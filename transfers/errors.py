@@ -11,6 +11,10 @@ class ShareConflict(ShareError):
     """The share moved on before this decision (another approver, expiry, cancellation)."""
 
 
+class StepUpRequired(ShareError):
+    """The team asks for a recent two-factor code before a decision: the page sends the person to verify."""
+
+
 ACCOUNT_NOT_VALID = "The account {label} has no validated keys: check its keys on the Cloud accounts page first."
 IMAGE_GONE = "The image {image_id} is no longer available in {label}; refresh the list and pick another."
 SOURCE_AS_RECIPIENT = "The source account cannot also be a recipient."
@@ -24,6 +28,12 @@ NAME_TAKEN = "An image named {name} already exists in {label}; choose another co
 IMPORT_NAME_TAKEN = ("An image named {name} already exists in {label}, and OUTSCALE allows one image per name in an "
                      "account. Retry to import the copy under a new name, or rename the existing image first.")
 SELF_APPROVAL = "You asked for this copy, so someone else must approve it."
+ROLE_GRANTED_BY_REQUESTER = ("{requester} gave you your role in this team, so you cannot decide on their request: "
+                             "another approver must.")
+ROLE_GRANTED_AFTER_REQUEST = ("You became an approver of this team after this copy was requested, so you cannot "
+                              "decide on it: an approver who held the role before the request must.")
+STEP_UP_NEEDED = ("{team} asks approvers for a fresh two-factor code: enter one (within the last {minutes} minutes) "
+                  "before approving or rejecting.")
 MOVED_ON = "This share is no longer waiting for a decision (it is now {state})."
 STALE_DIGEST = "This request changed after you opened it; review it again before deciding."
 REQUEST_EXPIRED = "This request expired on {when}: ask for a new one."

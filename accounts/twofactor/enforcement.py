@@ -8,9 +8,12 @@ carry out what a verified session decided.
 """
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.shortcuts import resolve_url
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from accounts.models import Role
@@ -20,12 +23,33 @@ from accounts.selectors import TeamAccess, deny_access
 PRIVILEGED = frozenset({Capability.APPROVE, Capability.MANAGE_TEAM})
 PRIVILEGED_ROLES = frozenset({Role.APPROVER, Role.ADMIN})
 STEP_UP_MESSAGE = "{team} requires two-factor sign-in for approvers and admins."
+# When the session last checked a code: approvals in a team that requires two-factor need a recent one.
+VERIFIED_AT_SESSION_KEY = "twofactor_verified_at"
 
 
 def is_verified(user) -> bool:
     """``user.is_verified()`` from django-otp's middleware; anything else counts as not verified."""
     check = getattr(user, "is_verified", None)
     return bool(check and check())
+
+
+def note_verified(request) -> None:
+    request.session[VERIFIED_AT_SESSION_KEY] = timezone.now().timestamp()
+
+
+def verified_at(request) -> datetime | None:
+    """When this session last checked a code, if its OTP login still holds."""
+    stamp = request.session.get(VERIFIED_AT_SESSION_KEY)
+    if not isinstance(stamp, (int, float)) or not is_verified(request.user):
+        return None
+    return datetime.fromtimestamp(stamp, tz=UTC)
+
+
+def step_up_fresh(when: datetime | None, *, now: datetime | None = None) -> bool:
+    if when is None:
+        return False
+    age = (now or timezone.now()) - when
+    return age <= timedelta(seconds=settings.OMIPORTAL_APPROVAL_STEP_UP_SECONDS)
 
 
 def withheld_capabilities(*, user, access: TeamAccess) -> frozenset:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import login as otp_login
 
 from accounts.twofactor import services
-from accounts.twofactor.enforcement import is_verified, safe_next
+from accounts.twofactor.enforcement import is_verified, note_verified, safe_next, step_up_fresh, verified_at
 from accounts.twofactor.forms import CodeForm
 from accounts.twofactor.qr import qr_data_uri
 from accounts.twofactor.signals import remember
@@ -21,6 +21,7 @@ def _verified_session(request, device) -> None:
     request.session.cycle_key()
     otp_login(request, device)
     remember(request, True)
+    note_verified(request)  # approvals in teams that require two-factor need a recent code
 
 
 def _next(request) -> str:
@@ -72,7 +73,8 @@ def twofactor_verify(request):
     if not services.has_device(user=request.user):
         remember(request, False)  # removed from another session: nothing left to verify
         return redirect(f"{reverse('accounts:twofactor')}?{request.GET.urlencode()}")
-    if is_verified(request.user) and request.method == "GET":
+    # A session verified long ago stays on the page: an approval asks it for a fresh code (step-up).
+    if is_verified(request.user) and step_up_fresh(verified_at(request)) and request.method == "GET":
         return redirect(_next(request))
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():

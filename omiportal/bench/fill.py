@@ -103,7 +103,11 @@ def ensure_world() -> World:
             account.save()
             accounts[team.pk].append(account)
     compliance = _user(COMPLIANCE_EMAIL, is_compliance_officer=True)
-    staff = _user(STAFF_EMAIL, is_staff=True, is_superuser=True)
+    # Only compliance officers read the trail in the admin, superusers included.
+    staff = _user(STAFF_EMAIL, is_staff=True, is_superuser=True, is_compliance_officer=True)
+    if not staff.is_compliance_officer:  # a bench database filled before that rule
+        User.objects.filter(pk=staff.pk).update(is_compliance_officer=True)
+        staff.is_compliance_officer = True
     if not TOTPDevice.objects.filter(user=staff, confirmed=True).exists():
         TOTPDevice.objects.create(user=staff, name="bench", confirmed=True)
     world = World(teams=teams, members=members, accounts=accounts, compliance=compliance, staff=staff)

@@ -4,14 +4,16 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import CloudAccount
+from accounts.models import CloudAccount, Membership
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
+from accounts.twofactor.enforcement import step_up_fresh
 from omiportal import outscale
 from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for
@@ -112,8 +114,10 @@ def share_request(
 
     now = timezone.now()
     team = access.team
-    needs_approval = bool(externals) or any(a.team_id != team.pk for a in accounts) or \
-        team.require_approval_for_own_accounts
+    # An account is the team's own only once someone besides its registrant confirmed it: until
+    # then it counts as another team's, whatever the team's setting (INS-02).
+    needs_approval = bool(externals) or any(a.team_id != team.pk or not a.ownership_confirmed for a in accounts) \
+        or team.require_approval_for_own_accounts
     with transaction.atomic():
         share = Share(
             team=team, source_account=source_account, source_image_id=image.image_id,
@@ -148,14 +152,43 @@ def share_request(
     return share
 
 
-def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, approve: bool) -> Share:
+def decision_blocker(*, membership: Membership, share: Share) -> tuple[str, str] | None:
+    """Why this approver may not decide on this share, as (audit reason, message), or None.
+
+    No sock puppets: a role given by the requester, or given after the request (an approver added
+    or promoted for the occasion, even re-promoted after a demotion), does not count as a second pair of eyes.
+    """
+    if membership.role_granted_by_id is not None and membership.role_granted_by_id == share.requested_by_id:
+        return "role_granted_by_requester", errors.ROLE_GRANTED_BY_REQUESTER.format(
+            requester=share.requested_by.display_name)
+    if membership.role_granted_at > share.requested_at:
+        return "role_granted_after_request", errors.ROLE_GRANTED_AFTER_REQUEST
+    return None
+
+
+def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, approve: bool,
+            verified_at: datetime | None = None) -> Share:
     require(access, Capability.APPROVE, target=share)
     if "\x00" in comment:
         raise errors.ShareError(errors.TEXT_NUL)
+    action = "share.approved" if approve else "share.rejected"
     if share.requested_by_id == access.user.pk:
-        record(action="share.approved" if approve else "share.rejected", outcome="denied", actor=access.user,
+        record(action=action, outcome="denied", actor=access.user,
                team=access.team, target=share, details={"reason": "self_approval"})
         raise errors.ShareError(errors.SELF_APPROVAL)
+    # Re-read: the role's origin is the rule, not what the request happened to load.
+    blocker = decision_blocker(membership=Membership.objects.get(pk=access.membership.pk), share=share)
+    if blocker:
+        record(action=action, outcome="denied", actor=access.user, team=access.team, target=share,
+               details={"reason": blocker[0]})
+        raise errors.ShareError(blocker[1])
+    # The service holds the step-up rule, so no page or caller can skip it: the caller says when
+    # the session last checked a code, and a missing or old time is refused.
+    if access.team.require_two_factor_for_privileged and not step_up_fresh(verified_at):
+        record(action=action, outcome="denied", actor=access.user, team=access.team, target=share,
+               details={"reason": "step_up_stale" if verified_at else "step_up_missing"})
+        raise errors.StepUpRequired(errors.STEP_UP_NEEDED.format(
+            team=access.team.name, minutes=max(1, settings.OMIPORTAL_APPROVAL_STEP_UP_SECONDS // 60)))
     now = timezone.now()
     new_state = Share.State.APPROVED if approve else Share.State.REJECTED
     with transaction.atomic():
@@ -183,12 +216,17 @@ def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, appr
     return share
 
 
-def share_approve(*, access: TeamAccess, share: Share, digest: str, comment: str = "") -> Share:
-    return _decide(access=access, share=share, digest=digest, comment=comment, approve=True)
+def share_approve(*, access: TeamAccess, share: Share, digest: str, comment: str = "",
+                  verified_at: datetime | None = None) -> Share:
+    """``verified_at``: when the deciding session last checked a two-factor code (teams that require it)."""
+    return _decide(access=access, share=share, digest=digest, comment=comment, approve=True,
+                   verified_at=verified_at)
 
 
-def share_reject(*, access: TeamAccess, share: Share, digest: str, comment: str = "") -> Share:
-    return _decide(access=access, share=share, digest=digest, comment=comment, approve=False)
+def share_reject(*, access: TeamAccess, share: Share, digest: str, comment: str = "",
+                 verified_at: datetime | None = None) -> Share:
+    return _decide(access=access, share=share, digest=digest, comment=comment, approve=False,
+                   verified_at=verified_at)
 
 
 @transaction.atomic

@@ -4,11 +4,13 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from transfers import selectors
+from accounts.twofactor.enforcement import step_up_url, verified_at
+from transfers import errors, selectors
 from transfers.forms import DecisionForm
 from transfers.services import reconcile
 from transfers.services import requests as share_requests
@@ -19,6 +21,7 @@ REJECTED = "Rejected: {image} will not be copied."
 CANCELLED = "Cancelled: {image} will not be copied."
 REEXPORTING = "{image} is being exported again; recipients get a fresh link when it is ready."
 FORM_STALE = "The decision form was incomplete; reload the page and try again."
+STEP_UP = "Enter a fresh code from your authenticator app, then decide again."
 
 
 def _back(access, share):
@@ -34,6 +37,9 @@ def _error(request, exc: ValidationError) -> None:
 def approval_list(request, access):
     page = Paginator(selectors.approvals_for_team(team=access.team), APPROVALS_PER_PAGE) \
         .get_page(request.GET.get("page"))
+    for share in page.object_list:  # say why a button would fail rather than offer it
+        blocker = share_requests.decision_blocker(membership=access.membership, share=share)
+        share.cannot_decide = blocker[1] if blocker else ""
     return render(request, "transfers/approval_list.html", {"page": page})
 
 
@@ -44,7 +50,13 @@ def _decide(request, access, share_id, *, service, done: str):
         messages.error(request, FORM_STALE)
         return _back(access, share)
     try:
-        service(access=access, share=share, digest=form.cleaned_data["digest"], comment=form.cleaned_data["comment"])
+        service(access=access, share=share, digest=form.cleaned_data["digest"], comment=form.cleaned_data["comment"],
+                verified_at=verified_at(request))
+    except errors.StepUpRequired:
+        # Back to the share after a fresh code: a decision is not replayed by a redirect.
+        messages.info(request, STEP_UP)
+        back = reverse("transfers:share-detail", kwargs={"team_id": access.team.public_id, "share_id": share.public_id})
+        return redirect(step_up_url(enrolled=True, next_url=back))
     except ValidationError as exc:
         _error(request, exc)
     else:

@@ -105,11 +105,14 @@ def _detail_context(access, share) -> dict:
             "can_reveal": is_source and access.can_request and r.kind == Recipient.Kind.EXTERNAL and link_open
             and share.state in REVEALABLE_STATES,
         })
+    may_decide = is_source and waiting and access.can_approve and not is_requester
+    blocker = share_requests.decision_blocker(membership=access.membership, share=share) if may_decide else None
     return {
         "share": share,
         "is_source": is_source,
         "is_requester": is_requester,
-        "can_decide": is_source and waiting and access.can_approve and not is_requester,
+        "can_decide": may_decide and not blocker,
+        "cannot_decide": blocker[1] if blocker else "",
         "requester_waits": is_source and waiting and is_requester,
         "decision_form": DecisionForm(initial={"digest": share.digest}),
         "can_cancel": is_source and share.state in (Share.State.REQUESTED, Share.State.APPROVED)
