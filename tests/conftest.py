@@ -1,4 +1,5 @@
 import os
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -22,6 +23,13 @@ def _own_checkpoint_directory(settings, tmp_path):
     # Each test's database starts a new chain: a checkpoint another test (or an earlier run)
     # left in the shared directory would describe a different chain.
     settings.OMIPORTAL_AUDIT_CHECKPOINT_DIR = str(tmp_path / "audit-checkpoints")
+
+
+@pytest.fixture(autouse=True)
+def _own_rate_limit_counts(settings):
+    # Rate limits count per user id in Redis, which outlives the test database: a new database
+    # hands out the same ids again, so each test counts under a prefix of its own.
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-{uuid.uuid4().hex}:"
 
 
 @pytest.fixture(autouse=True)

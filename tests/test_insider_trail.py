@@ -234,3 +234,70 @@ def test_a_share_request_opens_only_the_requesting_teams_keys(flow, cloud):
     # The recipient team's keys were opened by its own import job, for its own account.
     (event,) = used.filter(team_id=flow.dest.pk)
     assert event.details["purpose"] == "start import" and event.request_id.startswith("import-start-")
+
+
+# --- WEB-07: image lists and link reveals are rate-limited per person -----------------------------
+
+
+def _reveal(client, share, recipient):
+    return client.post(reverse("transfers:share-reveal-link", args=[share.team.public_id, share.public_id,
+                                                                    recipient.public_id]))
+
+
+def _rate_denials():
+    return AuditEvent.objects.filter(action="access.denied", details__reason="rate_limited")
+
+
+@pytest.mark.django_db
+def test_it_limits_link_reveals_per_person_with_a_429_and_one_denied_event(world, client, settings):
+    import redis
+
+    settings.OMIPORTAL_LINK_REVEAL_RATE = "2/m"
+    share, recipient = _share(world)
+    client.force_login(world.member)
+    assert [_reveal(client, share, recipient).status_code for _ in range(2)] == [302, 302]
+    refused = _reveal(client, share, recipient)
+    assert refused.status_code == 429
+    assert "Too many link reveals in a short time (the limit is 2/m)" in refused.content.decode()
+    assert 0 < int(refused["Retry-After"]) <= 60
+    assert _reveal(client, share, recipient).status_code == 429
+    (event,) = _rate_denials()  # one per window: a script refused a thousand times writes one event
+    assert (event.actor_id, event.team_id, event.outcome) == (world.member.pk, world.alpha.pk, "denied")
+    assert event.details["limit"] == "link-reveal"
+    # Per person: someone else of the team is not held back by the member's script.
+    client.force_login(world.admin)
+    assert _reveal(client, share, recipient).status_code == 302
+    # Counted in Redis, shared by every web process, not in this process's memory.
+    keys = redis.Redis.from_url(settings.REDIS_URL).keys(f"*{settings.RATELIMIT_CACHE_PREFIX}*")
+    assert len(keys) == 2
+
+
+@pytest.mark.django_db
+def test_it_limits_the_share_forms_image_list_per_person(cloud, client, settings):
+    from tests.transfer_world import make_transfer_world
+
+    settings.OMIPORTAL_IMAGE_LIST_RATE = "2/m"
+    w = make_transfer_world(cloud)
+    client.force_login(w.src_member)
+    url = reverse("transfers:share-new", args=[w.source.public_id])
+    assert client.get(url).status_code == 200  # choosing an account lists nothing: not counted
+    listed = f"{url}?account={w.alpha.public_id}"
+    assert [client.get(listed).status_code for _ in range(2)] == [200, 200]
+    calls = cloud.counters(w.alpha.account_id).get("ReadImages")
+    refused = client.get(listed)
+    assert refused.status_code == 429 and "Too many image lists" in refused.content.decode()
+    assert cloud.counters(w.alpha.account_id).get("ReadImages") == calls  # refused before calling OUTSCALE
+    (event,) = _rate_denials()
+    assert (event.actor_id, event.details["limit"]) == (w.src_member.pk, "image-list")
+
+
+def test_it_refuses_a_rate_that_is_not_a_count_per_period():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "omiportal.settings",
+             "OMIPORTAL_LINK_REVEAL_RATE": "ten a minute"})
+    assert result.returncode != 0
+    assert "OMIPORTAL_LINK_REVEAL_RATE is a count per period, like 30/m" in result.stderr

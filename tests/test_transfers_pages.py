@@ -110,10 +110,13 @@ def test_bad_input_is_refused_on_the_form_and_nothing_is_created(w, cloud, clien
 
 
 def test_a_service_refusal_is_shown_on_the_form(w, cloud, client):
+    # The copy name is looked up in the team's own accounts only (another team's keys are its own; INS-09).
+    epsilon = sandbox_account(cloud, w.source, "epsilon")
     client.force_login(w.src_member)
-    response = client.post(_new_url(w), _form(w, cloud, copy_name="delta-api-2.3"))
+    response = client.post(_new_url(w), _form(w, cloud, copy_name="epsilon-secure-base",
+                                              recipients=[str(epsilon.public_id)]))
     assert response.status_code == 400
-    assert "already exists in delta" in response.content.decode()
+    assert "already exists in epsilon" in response.content.decode()
     assert not Share.objects.exists()
 
 

@@ -268,28 +268,21 @@ def batched():
 # while this one may hold the chain head's lock (the two would wait on each other for ever).
 #
 # So a denial recorded inside a transaction is also kept aside, per request, job or command (the
-# keeper below, opened by ``request_context`` and ``job_context``). If its transaction commits, an
-# on_commit callback forgets it: it is in the chain already. Django discards the callbacks of a
-# transaction or savepoint that rolls back, so what is still kept when the keeper closes, outside
-# every transaction, was rolled back: it is written then, in a transaction of its own. Exactly once
-# either way: the keeper also looks the kept events up before writing them, for the case where the
-# keeper closes while the transaction is still open (a test's, or a caller's own atomic block).
+# keeper below, opened by ``request_context`` and ``job_context``). When the keeper closes, outside
+# the work's transactions, it looks its kept events up, in one query: an event that committed with
+# its transaction is there; one that a rollback (of the transaction or of a savepoint) took away is
+# not, and is written again then, in a transaction of its own. Each denial thus ends up in the
+# chain exactly once. (Looking up rather than counting on on_commit callbacks: those would also
+# show up among the callbacks of work that must enqueue nothing, and an open test transaction
+# never runs them.)
 
 _kept: ContextVar[list[dict[str, Any]] | None] = ContextVar("omiportal_audit_kept_denials", default=None)
 
 
 def _keep_denial(fields: dict[str, Any]) -> None:
     kept = _kept.get()
-    if kept is None or not transaction.get_connection().in_atomic_block:
-        return  # written in autocommit (it commits at once), or no keeper to hand it to
-    entry = dict(fields)
-    kept.append(entry)
-
-    def committed() -> None:
-        with contextlib.suppress(ValueError):
-            kept.remove(entry)
-
-    transaction.on_commit(committed)
+    if kept is not None and transaction.get_connection().in_atomic_block:
+        kept.append(dict(fields))  # in autocommit the event commits at once: nothing to keep
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from accounts.roles import Capability
 from omiportal import outscale
 from transfers import selectors
 from transfers.forms import DeclineForm, LinkImportForm
+from transfers.rate_limits import LINK_REVEAL, rate_limited
 from transfers.services import imports, links
 
 INBOX_PER_PAGE = 25
@@ -121,6 +122,7 @@ def link_import(request, access):
 @secret_page
 @team_view(Capability.REQUEST_SHARE)
 @require_POST
+@rate_limited(LINK_REVEAL)
 def share_reveal_link(request, access, share_id, recipient_id):
     share = selectors.share_get_for_source_team(access=access, public_id=share_id)
     recipient = selectors.recipient_get_for_share(access=access, share=share, public_id=recipient_id)

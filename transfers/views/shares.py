@@ -17,6 +17,7 @@ from omiportal import outscale
 from transfers import selectors
 from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
 from transfers.models import Recipient, Share
+from transfers.rate_limits import IMAGE_LIST, rate_limited
 from transfers.services import requests as share_requests
 
 SHARES_PER_PAGE = 25
@@ -35,6 +36,7 @@ def _source_account(access, raw):
 
 @team_view(Capability.REQUEST_SHARE)
 @require_http_methods(["GET", "POST"])
+@rate_limited(IMAGE_LIST, applies=lambda request: bool(request.GET.get("account")))  # the form lists images then
 def share_new(request, access):
     raw_account = request.GET.get("account", "")
     if not raw_account:
