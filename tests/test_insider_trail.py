@@ -21,7 +21,8 @@ from omiportal.audit.recorder import keeping_denials, record
 from tests import factories
 from tests.transfer_world import access
 from transfers.models import Recipient, Share
-from transfers.services import imports, requests as share_requests
+from transfers.services import imports
+from transfers.services import requests as share_requests
 
 # --- INS-06: a denial survives the rollback of what it denied ------------------------------------
 
