@@ -90,11 +90,15 @@ class TeamSettingsForm(forms.ModelForm):
         label="Requests expire after (days)", min_value=1, max_value=365,
         help_text=Team._meta.get_field("request_expiry_days").help_text,
     )
+    approval_lifetime_days = forms.IntegerField(
+        label="Approvals last (days)", min_value=1, max_value=365,
+        help_text=Team._meta.get_field("approval_lifetime_days").help_text,
+    )
 
     class Meta:
         model = Team
-        fields = ["require_approval_for_own_accounts", "request_expiry_days", "auto_accept_incoming",
-                  "cleanup_exports", "require_two_factor_for_privileged"]
+        fields = ["require_approval_for_own_accounts", "request_expiry_days", "approval_lifetime_days",
+                  "auto_accept_incoming", "cleanup_exports", "require_two_factor_for_privileged"]
         labels = {
             "require_approval_for_own_accounts": "Require approval between the team's own accounts",
             "auto_accept_incoming": "Accept incoming images automatically",

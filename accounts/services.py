@@ -4,6 +4,7 @@ Each service checks the rule it owns, writes, and records its audit event in
 the same transaction: if the audit write fails, nothing changes.
 """
 
+from django.apps import apps
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
@@ -36,6 +37,10 @@ CONFIRMER_GRANTED_AFTER_MESSAGE = ("You got your role in this team after {label}
 OWNERSHIP_NOT_VALIDATED_MESSAGE = ("Check {label}'s keys first: the confirmation is for the OUTSCALE account "
                                    "they belong to.")
 OWNERSHIP_ALREADY_CONFIRMED_MESSAGE = "{label} is already confirmed as the team's own."
+ACCOUNT_IN_FLIGHT_MESSAGE = (
+    "{label} has transfers in flight ({count}): its keys and Region cannot change until they end or are cancelled, "
+    "since their approval bound this OUTSCALE account and Region."
+)
 
 
 class TeamError(ValidationError):
@@ -193,8 +198,25 @@ def cloud_account_create(
 EDITABLE_FIELDS = ("label", "region", "export_bucket", "accepts_incoming_shares")
 
 
+class _InFlight(Exception):
+    """Keys or Region asked to change under transfers in flight (refused once rolled back)."""
+
+    def __init__(self, message: str, details: dict):
+        super().__init__(message)
+        self.details = details
+
+
+def _transfers_in_flight(account: CloudAccount) -> int:
+    """How many transfers still depend on this account being what was approved: shares it is the
+    source of that are waiting for approval or under way, imports into it not yet ended."""
+    # Looked up by name: transfers sits above accounts, and its states are its own to define.
+    share_model, recipient_model = apps.get_model("transfers", "Share"), apps.get_model("transfers", "Recipient")
+    waiting = [share_model.State.REQUESTED, *share_model.ACTIVE_STATES]
+    return (share_model.objects.filter(source_account=account, state__in=waiting).count()
+            + recipient_model.objects.filter(target_account=account, state__in=recipient_model.OPEN_STATES).count())
+
+
 @sensitive_variables()  # SEC-10, as cloud_account_create
-@transaction.atomic
 def cloud_account_update(
     *,
     access: TeamAccess,
@@ -203,7 +225,29 @@ def cloud_account_update(
     secret_key: str = "",
     **changes,
 ) -> CloudAccount:
-    """Change an account. Keys are replaced only when both are given."""
+    """Change an account. Keys are replaced only when both are given, and neither keys nor
+    Region while transfers depend on the account (an approval binds its OUTSCALE account and
+    Region; the export bucket may change, since each share keeps the bucket it bound)."""
+    try:
+        return _cloud_account_update(access=access, account=account, access_key=access_key, secret_key=secret_key,
+                                     **changes)
+    except _InFlight as refused:
+        # Recorded after the rollback of what it refused, so the refusal stays in the trail.
+        record(action="cloud_account.changed", outcome="denied", actor=access.user, team=access.team,
+               target=account, details=refused.details)
+        raise TeamError(str(refused)) from None
+
+
+@sensitive_variables()  # SEC-10, as cloud_account_create
+@transaction.atomic
+def _cloud_account_update(
+    *,
+    access: TeamAccess,
+    account: CloudAccount,
+    access_key: str = "",
+    secret_key: str = "",
+    **changes,
+) -> CloudAccount:
     require(access, Capability.MANAGE_TEAM, target=account)
     account = CloudAccount.objects.select_for_update().get(pk=account.pk, team=access.team)
     diff = {}
@@ -216,6 +260,12 @@ def cloud_account_update(
     ).exists():
         raise TeamError(DUPLICATE_LABEL_MESSAGE.format(label=account.label))
     keys_replaced = bool(access_key and secret_key)
+    if keys_replaced or "region" in diff:
+        busy = _transfers_in_flight(account)
+        if busy:
+            raise _InFlight(ACCOUNT_IN_FLIGHT_MESSAGE.format(label=account.label, count=busy),
+                            {"reason": "transfers_in_flight", "in_flight": busy, "keys_replaced": keys_replaced,
+                             "region": diff.get("region")})
     if keys_replaced:
         _seal_keys(account, access_key=access_key, secret_key=secret_key)
     if keys_replaced or "region" in diff:
@@ -344,13 +394,19 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
 
 # --- Team settings ----------------------------------------------------------------------
 
-TEAM_SETTINGS = ("require_approval_for_own_accounts", "request_expiry_days", "auto_accept_incoming",
-                 "cleanup_exports", "require_two_factor_for_privileged")
+TEAM_SETTINGS = ("require_approval_for_own_accounts", "request_expiry_days", "approval_lifetime_days",
+                 "auto_accept_incoming", "cleanup_exports", "require_two_factor_for_privileged")
+APPROVAL_LIFETIME_RANGE = (1, 365)
+APPROVAL_LIFETIME_MESSAGE = "An approval lasts between 1 and 365 days."
 
 
 @transaction.atomic
 def team_settings_change(*, access: TeamAccess, **values) -> Team:
     require(access, Capability.MANAGE_TEAM, target=access.team)
+    lifetime = values.get("approval_lifetime_days")
+    if lifetime is not None and not (type(lifetime) is int and
+                                     APPROVAL_LIFETIME_RANGE[0] <= lifetime <= APPROVAL_LIFETIME_RANGE[1]):
+        raise TeamError(APPROVAL_LIFETIME_MESSAGE)
     team = Team.objects.select_for_update().get(pk=access.team.pk)
     before, after = {}, {}
     for field in TEAM_SETTINGS:

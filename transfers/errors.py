@@ -45,3 +45,12 @@ LINK_EXPIRED = "The link expired on {when}. Ask the source team to export the im
 LINK_SOURCE_ONLY = "Only the source team can reveal the link of an external recipient."
 LINK_NOT_YET = "The link exists once the export has completed."
 TEXT_NUL = "Text may not contain NUL characters."
+BUCKET_NOT_OWNED = ("The export bucket {bucket} belongs to another OUTSCALE account, not to {label}: set a bucket "
+                    "the account owns on the Cloud accounts page.")
+BUCKET_MISSING = ("The export bucket {bucket} does not exist in {label} ({region}): create it with that account's "
+                  "keys, or set another one on the Cloud accounts page.")
+EXPORT_BUCKET_REFUSED = "Nothing was exported: {reason}"
+CHANGED_SINCE_REQUEST = "The account {label} changed since the request ({what}): ask for a new request."
+CHANGED_SINCE_APPROVAL = "The account {label} changed after the approval ({what}). A new approval is needed."
+APPROVAL_LAPSED = ("The approval of this share ended on {when} (the team's approval lifetime): a new approval is "
+                   "needed, so ask for a new request.")

@@ -39,6 +39,15 @@ class ManifestDeadline:
 
 
 @dataclass(frozen=True)
+class BucketOwnership:
+    """Whether a bucket is the calling account's own: owned, or else whether it exists at all."""
+
+    owned: bool
+    exists: bool
+    request_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Deleted:
     count: int
     request_ids: tuple[str, ...] = ()
@@ -169,3 +178,27 @@ def ensure_bucket(*, creds: Credentials, bucket: str) -> CallResult:
             raise
         request_ids = conflict.request_ids
     return CallResult(request_ids)
+
+
+def bucket_ownership(*, creds: Credentials, bucket: str) -> BucketOwnership:
+    """Is ``bucket`` owned by the account these keys belong to?
+
+    ListBuckets answers only with the caller's own buckets, so it proves ownership. HeadBucket
+    does not: an ACL or a bucket policy lets another account head (and write to) a bucket it
+    does not own. HeadBucket is asked only when the bucket is not listed, to tell a bucket that
+    does not exist (404) from one that belongs to someone else (403 to anyone but the owner and
+    its grantees, 200 to a grantee): the keys just listed the account's buckets, so a 403 here
+    is about the bucket, not about the keys.
+    """
+    listing, request_ids = oos.call(creds, "list_buckets")
+    request_ids = list(request_ids)
+    if any(item.get("Name") == bucket for item in listing.get("Buckets") or []):
+        return BucketOwnership(owned=True, exists=True, request_ids=tuple(request_ids))
+    try:
+        _, ids = oos.call(creds, "head_bucket", Bucket=bucket)
+        request_ids.extend(ids)
+    except errors.NotFound as exc:
+        return BucketOwnership(owned=False, exists=False, request_ids=(*request_ids, *exc.request_ids))
+    except errors.CredentialError as exc:
+        request_ids.extend(exc.request_ids)
+    return BucketOwnership(owned=False, exists=True, request_ids=tuple(request_ids))

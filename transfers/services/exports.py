@@ -13,9 +13,9 @@ from omiportal import outscale
 from omiportal.audit import recorder
 from omiportal.audit.recorder import AuditTarget, record
 from omiportal.outscale.account_credentials import credentials_for, opened_once
-from transfers import scheduling
+from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import polling
+from transfers.services import binding, polling
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +28,11 @@ def export_begin(*, share: Share) -> None:
     """Give an approved share an export: a reusable one, or a new one. Runs in the caller's transaction."""
     now = timezone.now()
     margin = timedelta(hours=settings.OMIPORTAL_EXPORT_REUSE_MIN_HOURS)
+    # The bucket the approval bound, not the account's current one (older shares bound none).
+    bucket = share.export_bucket or share.source_account.export_bucket
     export = (
         Export.objects.select_for_update()
-        .filter(account=share.source_account, source_image_id=share.source_image_id)
+        .filter(account=share.source_account, source_image_id=share.source_image_id, bucket=bucket)
         .filter(Q(state__in=Export.IN_FLIGHT)
                 | Q(state=Export.State.COMPLETED, manifest_deadline__gt=now + margin, cleaned_at__isnull=True))
         .order_by("-created_at").first()
@@ -40,7 +42,7 @@ def export_begin(*, share: Share) -> None:
         needs_copy = share.source_image_relation != "owned"
         export = Export(account=share.source_account, source_image_id=share.source_image_id,
                         state=Export.State.COPYING if needs_copy else Export.State.STARTING,
-                        bucket=share.source_account.export_bucket,
+                        bucket=bucket,
                         next_poll_at=now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
         export.prefix = f"omiportal/{export.public_id}/"
         export.save()
@@ -55,14 +57,15 @@ def export_begin(*, share: Share) -> None:
         shares_ready(shares=[share], export=export)
 
 
-def _fail(export: Export, message: str, request_ids=()) -> None:
+def _fail(export: Export, message: str, request_ids=(), *, outcome: str = "failed") -> None:
     now = timezone.now()
     with transaction.atomic():
         if not Export.objects.filter(pk=export.pk, state__in=Export.IN_FLIGHT).update(
                 state=Export.State.FAILED, state_message=message[:500], next_poll_at=None, updated_at=now):
             return
-        record(action="export.failed", outcome="failed", actor=None, team=export.account.team,
-               target=_export_target(export), cloud_request_ids=list(request_ids), details={"reason": message})
+        record(action="export.failed", outcome=outcome, actor=None, team=export.account.team,
+               target=_export_target(export), cloud_request_ids=list(request_ids),
+               details={"reason": message, "bucket": export.bucket})
         failed = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).values_list("pk", flat=True))
         Share.objects.filter(pk__in=failed).update(state=Share.State.FAILED, state_message=message[:500],
                                                    updated_at=now)
@@ -71,6 +74,10 @@ def _fail(export: Export, message: str, request_ids=()) -> None:
         from transfers import notifications
 
         notifications.later("share_failed", failed)
+
+
+class _BucketRefused(Exception):
+    """The export's bucket is not the source account's own: nothing is started."""
 
 
 def export_start(*, export_id) -> None:
@@ -90,8 +97,14 @@ def export_start(*, export_id) -> None:
         return  # another run of this step got here first
     export.attempts = tried + 1
     account = export.account
+    problem = ""
     with outscale.record_request_ids() as request_ids:
         try:
+            # Again right before the cloud does anything: the bucket may have changed hands since
+            # the request (deleted, then created by another account).
+            problem, _ = binding.bucket_problem(account, export.bucket, purpose="check export bucket")
+            if problem:
+                raise _BucketRefused()
             creds = credentials_for(account, purpose="start export")
             if export.state == Export.State.COPYING:
                 name = f"omiportal-copy-{export.public_id}"
@@ -107,6 +120,9 @@ def export_start(*, export_id) -> None:
                     creds=creds, image_id=export.exported_image_id, bucket=export.bucket, prefix=export.prefix)
                 changes = {"task_id": task.task_id, "state": Export.State.RUNNING, "progress": task.progress}
                 action = "export.started"
+        except _BucketRefused:
+            _fail(export, errors.EXPORT_BUCKET_REFUSED.format(reason=problem), request_ids, outcome="denied")
+            return
         except outscale.CloudError as exc:
             if exc.retryable:
                 # attempts was counted when this attempt began

@@ -17,7 +17,7 @@ from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for, opened_once
 from transfers import errors, scheduling
 from transfers.models import Recipient, Share
-from transfers.services import polling
+from transfers.services import binding, polling
 from transfers.services.share_state import share_refresh, shares_refresh
 
 
@@ -49,6 +49,8 @@ def imports_begin(*, recipients: list[Recipient], actor, auto: bool = False, enq
         return []
     now = timezone.now()
     with transaction.atomic():
+        # An account re-keyed, moved or invalid since the approval gets no import.
+        recipients = binding.imports_allowed(recipients, states=[Recipient.State.OFFERED, Recipient.State.FAILED])
         movable = set(Recipient.objects.select_for_update().filter(
             pk__in=[r.pk for r in recipients], state__in=[Recipient.State.OFFERED, Recipient.State.FAILED])
             .values_list("pk", flat=True))
@@ -93,16 +95,33 @@ def _recipient_access(access: TeamAccess, recipient: Recipient) -> None:
     require(access, Capability.ACCEPT_SHARE, target=share_target(recipient))
 
 
-@transaction.atomic
+def _refuse_if_changed(recipient: Recipient, state) -> None:
+    """Refuse (the recipient fails, one denied event) when its account is no longer what was
+    approved. Outside the caller's transaction, so the refusal stays when the error is raised."""
+    refusal = binding.import_refusal(recipient) if recipient.state == state else ""
+    if refusal:
+        binding.refuse_import(recipient, refusal, states=[state])
+        raise errors.ShareError(refusal)
+
+
 def recipient_accept(*, access: TeamAccess, recipient: Recipient) -> Recipient:
     _recipient_access(access, recipient)
-    import_begin(recipient=recipient, actor=access.user)
+    _refuse_if_changed(recipient, Recipient.State.OFFERED)
+    with transaction.atomic():
+        import_begin(recipient=recipient, actor=access.user)
     return recipient
 
 
-@transaction.atomic
 def recipient_retry(*, access: TeamAccess, recipient: Recipient) -> Recipient:
     _recipient_access(access, recipient)
+    _check_retryable(recipient)
+    _refuse_if_changed(recipient, Recipient.State.FAILED)
+    with transaction.atomic():
+        import_begin(recipient=recipient, actor=access.user)
+    return recipient
+
+
+def _check_retryable(recipient: Recipient) -> None:
     if recipient.state != Recipient.State.FAILED:
         raise errors.ShareConflict(errors.NOT_RETRYABLE.format(state=recipient.get_state_display().lower()))
     export = recipient.share.export if recipient.share_id else None
@@ -112,8 +131,6 @@ def recipient_retry(*, access: TeamAccess, recipient: Recipient) -> Recipient:
         # Past the deadline, or the files (or the pasted link) are gone: only a new export helps.
         when = f"{deadline:%Y-%m-%d %H:%M} UTC" if deadline else "an unknown date"
         raise errors.ShareError(errors.LINK_EXPIRED.format(when=when))
-    import_begin(recipient=recipient, actor=access.user)
-    return recipient
 
 
 @transaction.atomic

@@ -14,7 +14,7 @@ from django.utils import timezone
 from omiportal.audit.recorder import record
 from transfers import scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, share_state
+from transfers.services import binding, exports, share_state
 from transfers.services.cleanup import export_cleanup_if_done
 from transfers.services.requests import share_expire_stale
 
@@ -87,6 +87,12 @@ def share_reexport(*, access, share: Share) -> Share:
 
     require(access, Capability.REQUEST_SHARE, target=share)
     now = timezone.now()
+    ends = binding.approval_ends(share)
+    if share.state in (Share.State.EXPIRED, Share.State.FAILED) and ends is not None and ends <= now:
+        # Outside any transaction: the refusal stays in the trail.
+        record(action="share.reexport_requested", outcome="denied", actor=access.user, team=access.team,
+               target=share, details={"reason": "approval_lapsed", "approval_expires_at": ends.isoformat()})
+        raise errors.ShareError(errors.APPROVAL_LAPSED.format(when=f"{ends:%Y-%m-%d %H:%M} UTC"))
     with transaction.atomic():
         if not Share.objects.filter(pk=share.pk, team=access.team,
                                     state__in=[Share.State.EXPIRED, Share.State.FAILED],

@@ -19,7 +19,7 @@ from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for
 from transfers import errors
 from transfers.models import Recipient, Share
-from transfers.services import exports
+from transfers.services import binding, exports
 
 EXTERNAL_ID_RE = re.compile(r"^\d{12}$")
 
@@ -31,13 +31,19 @@ class ExternalRecipient:
 
 
 def request_digest(share: Share, recipients: list[Recipient]) -> str:
-    """A fingerprint of exactly what an approver is shown; approving needs the same one."""
+    """A fingerprint of exactly what an approver is shown, bound accounts and bucket included;
+    approving needs the same one."""
+    return binding.bound_digest(share, recipients)
+
+
+def _legacy_digest(share: Share) -> str:
+    """The digest of a request made before approvals bound accounts (portal ids only)."""
     content = {
         "source": [str(share.source_account.public_id), share.source_image_id],
         "copy": [share.copy_name, share.description],
         "recipients": sorted(
             [r.kind, str(r.target_account.public_id) if r.target_account_id else "", r.external_account_id,
-             r.external_region] for r in recipients
+             r.external_region] for r in share.recipients.select_related("target_account")
         ),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
@@ -111,6 +117,14 @@ def share_request(
     if image is None:
         raise errors.ShareError(errors.IMAGE_GONE.format(image_id=image_id, label=source_account.label))
     _check_name_free(access, copy_name, accounts)
+    bucket = source_account.export_bucket
+    problem, request_ids = binding.bucket_problem(source_account, bucket, purpose="check export bucket")
+    if problem:
+        # Recorded on its own (share_request holds no transaction here): the refusal stays.
+        record(action="share.requested", outcome="denied", actor=access.user, team=access.team,
+               target=source_account, cloud_request_ids=list(request_ids),
+               details={"reason": "export_bucket_not_owned", "bucket": bucket, "image_id": image.image_id})
+        raise errors.ShareError(problem)
 
     now = timezone.now()
     team = access.team
@@ -125,10 +139,13 @@ def share_request(
             copy_name=copy_name, description=description, reason=reason, licence_confirmed_at=now,
             requested_by=access.user, requested_at=now, approval_required=needs_approval,
             approval_deadline=now + timedelta(days=team.request_expiry_days) if needs_approval else None,
-            state=Share.State.REQUESTED if needs_approval else Share.State.APPROVED,
+            state=Share.State.REQUESTED if needs_approval else Share.State.APPROVED, export_bucket=bucket,
+            # Without an approver the request is its own approval: the same lifetime, from now.
+            approval_expires_at=None if needs_approval else binding.approval_expiry(team, start=now),
         )
         recipients = [
-            Recipient(kind=Recipient.Kind.TEAM, team=a.team, target_account=a, image_name=copy_name) for a in accounts
+            Recipient(kind=Recipient.Kind.TEAM, team=a.team, target_account=a, image_name=copy_name,
+                      bound_account_id=a.account_id, bound_region=a.region) for a in accounts
         ] + [
             Recipient(kind=Recipient.Kind.EXTERNAL, external_account_id=e.account_id, external_region=e.region)
             for e in externals
@@ -142,6 +159,8 @@ def share_request(
             "source_account": source_account.label, "image_id": image.image_id, "image_name": image.name,
             "relation": str(image.relation), "copy_name": copy_name, "licence_confirmed": True,
             "approval_required": needs_approval, "recipients": [r.label for r in recipients],
+            "export_bucket": bucket, "source_account_id": source_account.account_id,
+            "bound": [[r.bound_account_id, r.bound_region] for r in recipients if r.kind == Recipient.Kind.TEAM],
         })
         if not needs_approval:
             exports.export_begin(share=share)
@@ -189,6 +208,8 @@ def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, appr
                details={"reason": "step_up_stale" if verified_at else "step_up_missing"})
         raise errors.StepUpRequired(errors.STEP_UP_NEEDED.format(
             team=access.team.name, minutes=max(1, settings.OMIPORTAL_APPROVAL_STEP_UP_SECONDS // 60)))
+    if approve:
+        _check_still_bound(access=access, share=share)
     now = timezone.now()
     new_state = Share.State.APPROVED if approve else Share.State.REJECTED
     with transaction.atomic():
@@ -204,6 +225,8 @@ def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, appr
             when = f"{current.approval_deadline:%Y-%m-%d %H:%M} UTC"
             raise errors.ShareConflict(errors.REQUEST_EXPIRED.format(when=when))
         share.refresh_from_db()
+        if approve:
+            _bind_approval(share, now)
         record(action="share.approved" if approve else "share.rejected", actor=access.user, team=access.team,
                target=share, details={"comment": comment})
         if approve:
@@ -214,6 +237,36 @@ def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, appr
 
     notifications.later("decision_made", [share.pk])
     return share
+
+
+def _check_still_bound(*, access: TeamAccess, share: Share) -> None:
+    """The approver signs the stored digest (what the page showed); the accounts' rows must
+    still be what it bound: a re-keyed or moved account, or another bucket, needs a new request."""
+    if share.state != Share.State.REQUESTED:
+        return  # decided already: the conditional update below says so
+    if share.export_bucket:
+        unchanged = binding.current_digest(share) == share.digest
+    else:  # asked before approvals bound accounts: its digest has portal ids only
+        unchanged = _legacy_digest(share) == share.digest
+    if unchanged:
+        return
+    label, what = binding.change_since_request(share)
+    # No transaction is open here: the refusal stays in the trail.
+    record(action="share.approved", outcome="denied", actor=access.user, team=access.team, target=share,
+           details={"reason": "changed_since_request", "account": label, "change": what})
+    raise errors.ShareConflict(errors.CHANGED_SINCE_REQUEST.format(label=label, what=what))
+
+
+def _bind_approval(share: Share, now) -> None:
+    """Start the approval's lifetime; a request from before binding binds what the approver saw now."""
+    share.approval_expires_at = binding.approval_expiry(share.team, start=now)
+    fields = {"approval_expires_at": share.approval_expires_at}
+    if not share.export_bucket:
+        share.export_bucket = fields["export_bucket"] = share.source_account.export_bucket
+        for r in share.recipients.filter(kind=Recipient.Kind.TEAM).select_related("target_account"):
+            Recipient.objects.filter(pk=r.pk).update(bound_account_id=r.target_account.account_id,
+                                                     bound_region=r.target_account.region)
+    Share.objects.filter(pk=share.pk).update(**fields)
 
 
 def share_approve(*, access: TeamAccess, share: Share, digest: str, comment: str = "",

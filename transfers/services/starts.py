@@ -16,7 +16,7 @@ from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for, open_pasted_link, opened_once
 from transfers import errors, scheduling
 from transfers.models import Recipient
-from transfers.services import polling
+from transfers.services import binding, polling
 from transfers.services.imports import import_failed, share_target
 
 
@@ -54,6 +54,8 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
     no (handled here)."""
     if not claimed and not _claim([recipient]):
         return None  # another run of this step got here first
+    if not claimed and not binding.imports_allowed([recipient], states=[Recipient.State.IMPORTING]):
+        return None  # its account changed since the approval: refused, nothing asked of the cloud
     tried = recipient.start_tries - 1
     account = recipient.target_account
     description = (f"Copied by OMI Portal from {recipient.share.source_image_id}, share {recipient.share.public_id}"
@@ -145,6 +147,8 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
     """
     recipients = _claim(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids)
                         .order_by("pk"))
+    # Accounts changed since the approval are refused here, in one query, before the threads start.
+    recipients = binding.imports_allowed(recipients, states=[Recipient.State.IMPORTING])
     started: list[tuple[Recipient, str, list]] = []
     left = polling.run_each(lambda recipient: started.append(_start(recipient, claimed=True)), recipients,
                             what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
