@@ -394,7 +394,8 @@ def test_no_secret_or_link_reaches_any_sink(flow, cloud, logs, presigned, error_
     for account in CloudAccount.objects.filter(team=w.source):
         visit(source_admin, reverse("accounts:account-edit", kwargs={"team_id": w.source.public_id,
                                                                     "account_id": account.public_id}))
-    superuser = factories.make_user("root@ops.test", is_staff=True, is_superuser=True)
+    # A compliance officer too: the audit trail in the admin is theirs alone (INS-05).
+    superuser = factories.make_user("root@ops.test", is_staff=True, is_superuser=True, is_compliance_officer=True)
     operator = _verified_client(superuser)
     from django.contrib import admin
 
