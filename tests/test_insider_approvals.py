@@ -176,6 +176,18 @@ def test_the_accounts_page_shows_who_confirmed_and_offers_the_button_to_others_o
     assert f"on {outside.ownership_confirmed_at:%Y-%m-%d}" in page
 
 
+def test_the_share_form_says_which_own_accounts_still_need_approval(w, cloud, client):
+    unconfirmed = _register_outside_account(w, cloud)
+    confirmed = confirm_own(w, _register_outside_account(w, cloud, "beta"), approval_off=False)
+    client.force_login(w.src_member)
+    url = reverse("transfers:share-new", kwargs={"team_id": w.source.public_id}) + f"?account={w.alpha.public_id}"
+    rows = {line for line in client.get(url).content.decode().splitlines() if "(your team" in line}
+    row_of = {account.label: next(row for row in rows if f">{account.label}</label>" in row)
+              for account in (unconfirmed, confirmed)}
+    note = "not confirmed as its own yet, so a copy needs approval"
+    assert note in row_of["epsilon"] and note not in row_of["beta"]
+
+
 def test_seed_demo_registers_by_one_admin_and_confirms_by_another_person(cloud, db, tmp_path):
     describe = tmp_path / "sandbox.json"
     describe.write_text(json.dumps(cloud.describe()))
