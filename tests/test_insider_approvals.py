@@ -222,6 +222,19 @@ def test_it_refuses_an_approver_the_requester_appointed(w, cloud):
     assert _denied("share.rejected", "role_granted_by_requester").exists()
 
 
+def test_the_approval_email_goes_only_to_approvers_who_may_decide(w, cloud, mailoutbox):
+    from transfers import notifications
+
+    account_services.membership_add(access=access(w.src_admin, w.source), email="puppet@src.test",
+                                    role=Role.APPROVER)
+    share = request_share(w, cloud, requester=w.src_admin)
+    mailoutbox.clear()
+    notifications.send("approval_needed", [share.pk])
+    told = {m.to[0] for m in mailoutbox}
+    assert w.src_approver.email in told
+    assert "puppet@src.test" not in told and w.src_admin.email not in told
+
+
 def test_it_refuses_a_member_the_requester_promoted_long_before(w, cloud):
     admin = access(w.src_admin, w.source)
     member = Membership.objects.get(team=w.source, user=w.src_member)

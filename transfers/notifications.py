@@ -67,11 +67,20 @@ def _describe(share: Share) -> str:
 
 
 def approval_needed(share_ids) -> list[Message]:
+    """To the approvers who may decide: not the requester, nor anyone whose role the requester
+    gave or who got it after the request (they would only meet a refusal)."""
+    from transfers.services.requests import decision_blocker
+
     shares = _shares(share_ids)
-    approvers = _emails([s.team_id for s in shares], [Role.APPROVER, Role.ADMIN])
+    approvers: dict[int, list[Membership]] = defaultdict(list)
+    for membership in Membership.objects.filter(team_id__in={s.team_id for s in shares},
+                                                role__in=[Role.APPROVER, Role.ADMIN], user__is_active=True) \
+            .select_related("user"):
+        approvers[membership.team_id].append(membership)
     return [m for share in shares for m in _to_each(
         f"Approval needed: {share.copy_name}", _describe(share) + f"Reason: {share.reason}\n",
-        [e for e in approvers[share.team_id] if e != share.requested_by.email])]
+        [a.user.email for a in approvers[share.team_id]
+         if a.user_id != share.requested_by_id and decision_blocker(membership=a, share=share) is None])]
 
 
 def decision_made(share_ids) -> list[Message]:
