@@ -113,7 +113,15 @@ class Export(models.Model):
     next_poll_at = models.DateTimeField(null=True, blank=True)
     poll_interval = models.FloatField(default=0)
     attempts = models.PositiveIntegerField(default=0)
+    # Set, by a conditional update, before any object is deleted and only while no share uses the
+    # export: from then on no share may reuse it (export_begin skips it), and cleaned_at follows
+    # once the objects are gone. Reuse and this claim lock the row, so only one of them wins.
+    cleanup_claimed_at = models.DateTimeField(null=True, blank=True)
     cleaned_at = models.DateTimeField(null=True, blank=True)
+    # When the portal was done with its copy-first image (copy_image_id, the only image it ever
+    # deletes) once the export ended: deleted, found gone, or refused by the cloud for good (the
+    # trail says which: export.copy_deleted or export.copy_delete_failed).
+    copy_cleaned_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -190,6 +190,13 @@ def cancel_export(*, creds: Credentials, task_id: str) -> CallResult:
     return CallResult(oapi.call(creds, "DeleteExportTask", ExportTaskId=task_id).request_ids)
 
 
+def delete_image(*, creds: Credentials, image_id: str) -> CallResult:
+    """Delete (deregister) an OMI the account owns. NotFound when it is already gone."""
+    if not image_id:
+        raise ValueError("delete_image needs an image id.")
+    return CallResult(oapi.call(creds, "DeleteImage", ImageId=image_id).request_ids)
+
+
 def tag_resources(*, creds: Credentials, resource_ids: Iterable[str], tags: Mapping[str, str]) -> CallResult:
     ids = list(resource_ids)
     if not ids or not tags:

@@ -1,4 +1,12 @@
-"""Deleting an export's objects from the bucket once nobody can still import from them."""
+"""Deleting an export's objects from the bucket once nobody can still import from them.
+
+The export is claimed before anything is deleted: a conditional update, under the export row's
+lock, that succeeds only while no share uses it (``cleanup_claimed_at``). export_begin reuses an
+export only unclaimed, under the same lock, so a new share and the clean-up never both win: either
+the share holds the export first (the claim then sees it and gives up) or the claim comes first
+(the share then gets a new export). A claimed export is never reused again, so a clean-up that
+failed or was killed after its claim simply goes on later (the reconciler queues it again).
+"""
 
 from django.db import transaction
 from django.db.models import Q
@@ -11,40 +19,104 @@ from transfers import scheduling
 from transfers.models import Export, Recipient, Share
 
 
-def export_cleanup_if_done(*, export_id) -> None:
-    """Queue the cleanup when every share of a completed export has ended (team setting)."""
-    export = Export.objects.select_related("account__team").get(pk=export_id)
-    if export.state != Export.State.COMPLETED or export.cleaned_at or not export.account.team.cleanup_exports:
-        return
+def _still_needed(export: Export) -> bool:
+    """Whether a share or an import may still read the export's objects."""
     if Share.objects.filter(export=export).exclude(state__in=Share.FINAL_STATES).exists():
-        return
+        return True
     if Recipient.objects.filter(share__export=export, state__in=Recipient.OPEN_STATES).exists():
+        return True
+    # Until the manifest's deadline a failed import may be retried, and an external account may
+    # still be importing from the link it was given.
+    return export.manifest_deadline > timezone.now() and Recipient.objects.filter(share__export=export).filter(
+        Q(state=Recipient.State.FAILED) | Q(kind=Recipient.Kind.EXTERNAL)).exists()
+
+
+def export_cleanup_if_done(*, export_id) -> None:
+    """Queue the cleanup when every share of a completed export has ended (team setting), or
+    when a claimed cleanup has not finished yet."""
+    export = Export.objects.select_related("account__team").get(pk=export_id)
+    if export.state != Export.State.COMPLETED or export.cleaned_at:
         return
-    if export.manifest_deadline > timezone.now() and Recipient.objects.filter(share__export=export).filter(
-            Q(state=Recipient.State.FAILED) | Q(kind=Recipient.Kind.EXTERNAL)).exists():
-        # Until the manifest's deadline a failed import may be retried, and an external
-        # account may still be importing from the link it was given.
+    if export.cleanup_claimed_at is None and (not export.account.team.cleanup_exports or _still_needed(export)):
         return
     scheduling.enqueue("transfers.jobs.export_cleanup_job", str(export.public_id),
                        job_id=f"export-cleanup-{export.public_id}")
 
 
+def _claim(export: Export) -> bool:
+    """Mark the export as being cleaned, only while nothing uses it. Nothing is deleted before."""
+    with transaction.atomic():
+        # The row lock orders this claim after a reuse that holds the export (export_begin locks
+        # it too), and the checks below are new statements: they see the share it committed.
+        held = Export.objects.select_for_update().filter(
+            pk=export.pk, state=Export.State.COMPLETED, cleaned_at__isnull=True,
+            cleanup_claimed_at__isnull=True).first()
+        if held is None or _still_needed(held):
+            return False
+        return bool(Export.objects.filter(pk=export.pk, cleanup_claimed_at__isnull=True).update(
+            cleanup_claimed_at=timezone.now()))
+
+
 def export_cleanup(*, export_id) -> None:
+    """What an export leaves behind: its copy-first image as soon as it ended, its objects once
+    nobody can import from them (and the team wants them deleted)."""
     export = Export.objects.select_related("account__team").filter(public_id=export_id).first()
-    if export is None or export.cleaned_at or export.state != Export.State.COMPLETED:
+    if export is None:
         return
-    if Share.objects.filter(export=export).exclude(state__in=Share.FINAL_STATES).exists():
-        return  # a later share reused it meanwhile
+    export_copy_delete(export=export)
+    if export.cleaned_at or export.state != Export.State.COMPLETED:
+        return
+    if export.cleanup_claimed_at is None and (not export.account.team.cleanup_exports or not _claim(export)):
+        return  # a later share reused it meanwhile, or another run claimed it
+    target = _target(export)
     try:
         creds = credentials_for(export.account, purpose="delete export files")
         deleted = outscale.delete_export_objects(creds=creds, bucket=export.bucket, prefix=export.prefix)
+        count, request_ids = deleted.count, deleted.request_ids
+    except outscale.NotFound as exc:
+        count, request_ids = 0, exc.request_ids  # the bucket is gone, and its objects with it
     except outscale.CloudError as exc:
+        # The claim stays: nobody reuses the export, and the reconciler queues this again.
         record(action="export.cleanup_failed", outcome="failed", actor=None, team=export.account.team,
-               target=AuditTarget("transfers.export", str(export.public_id), f"export of {export.source_image_id}"),
-               cloud_request_ids=list(exc.request_ids), details={"reason": exc.user_message})
+               target=target, cloud_request_ids=list(exc.request_ids), details={"reason": exc.user_message})
         return
     with transaction.atomic():
         if Export.objects.filter(pk=export.pk, cleaned_at__isnull=True).update(cleaned_at=timezone.now()):
-            record(action="export.cleaned", actor=None, team=export.account.team,
-                   target=AuditTarget("transfers.export", str(export.public_id), f"export of {export.source_image_id}"),
-                   cloud_request_ids=list(deleted.request_ids), details={"objects_deleted": deleted.count})
+            record(action="export.cleaned", actor=None, team=export.account.team, target=target,
+                   cloud_request_ids=list(request_ids), details={"objects_deleted": count})
+
+
+def _target(export: Export) -> AuditTarget:
+    return AuditTarget("transfers.export", str(export.public_id), f"export of {export.source_image_id}")
+
+
+COPY_ENDED = (Export.State.COMPLETED, Export.State.FAILED)
+
+
+def export_copy_delete(*, export: Export) -> None:
+    """Delete the copy-first image once its export ended: OUTSCALE exported the copy, not the
+    source, and the files in the bucket no longer need it. Safe twice: only the image whose id
+    the export recorded when the portal created it (never one found by name), only while
+    copy_cleaned_at is unset, and a second run (or one that finds it gone) changes nothing."""
+    if (export.state not in COPY_ENDED or not export.copy_image_id or export.copy_cleaned_at
+            or export.copy_image_id == export.source_image_id):
+        return
+    outcome, details = "success", {"copy_image_id": export.copy_image_id}
+    try:
+        creds = credentials_for(export.account, purpose="delete copy-first image")
+        request_ids = outscale.delete_image(creds=creds, image_id=export.copy_image_id).request_ids
+    except outscale.NotFound as exc:
+        request_ids, details["already_gone"] = exc.request_ids, True
+    except outscale.CloudError as exc:
+        if exc.retryable:
+            return  # throttled or busy: the reconciler brings it back after the grace period
+        # Bad keys are never retried (OUTSCALE locks an account after a few), nor a refusal that
+        # will not change: the image stays in the account, and the trail says so.
+        request_ids, outcome, details["reason"] = exc.request_ids, "failed", exc.user_message
+    now = timezone.now()
+    with transaction.atomic():
+        if Export.objects.filter(pk=export.pk, copy_cleaned_at__isnull=True).update(copy_cleaned_at=now):
+            export.copy_cleaned_at = now
+            record(action="export.copy_deleted" if outcome == "success" else "export.copy_delete_failed",
+                   outcome=outcome, actor=None, team=export.account.team, target=_target(export),
+                   cloud_request_ids=list(request_ids), details=details)

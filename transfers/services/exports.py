@@ -19,6 +19,11 @@ from transfers.services import binding, polling
 
 logger = logging.getLogger(__name__)
 
+# What a manifest's deadline is when it cannot be read from the manifest itself: its snapshot links
+# live 7 days (the SigV4 maximum) from the export's completion, less a margin for the clocks.
+MANIFEST_LIFETIME = timedelta(seconds=604_800)
+MANIFEST_DEADLINE_MARGIN = timedelta(minutes=5)
+
 
 def _export_target(export: Export) -> AuditTarget:
     return AuditTarget("transfers.export", str(export.public_id), f"export of {export.source_image_id}")
@@ -30,11 +35,14 @@ def export_begin(*, share: Share) -> None:
     margin = timedelta(hours=settings.OMIPORTAL_EXPORT_REUSE_MIN_HOURS)
     # The bucket the approval bound, not the account's current one (older shares bound none).
     bucket = share.export_bucket or share.source_account.export_bucket
+    # Never one a clean-up has claimed (its objects may be going). The row lock held until the
+    # caller commits orders this against the claim (cleanup._claim), which locks the row too.
     export = (
         Export.objects.select_for_update()
         .filter(account=share.source_account, source_image_id=share.source_image_id, bucket=bucket)
         .filter(Q(state__in=Export.IN_FLIGHT)
-                | Q(state=Export.State.COMPLETED, manifest_deadline__gt=now + margin, cleaned_at__isnull=True))
+                | Q(state=Export.State.COMPLETED, manifest_deadline__gt=now + margin, cleaned_at__isnull=True,
+                    cleanup_claimed_at__isnull=True))
         .order_by("-created_at").first()
     )
     reused = export is not None
@@ -249,7 +257,11 @@ def export_complete(*, export: Export, task, creds, handoff: list | None = None)
                 creds=creds, bucket=export.bucket, prefix=task.prefix or export.prefix).key
             if not key:
                 raise outscale.NotFound("The export finished but its manifest is missing from the bucket.")
-            deadline = outscale.manifest_deadline(creds=creds, bucket=export.bucket, key=key).deadline
+            unreadable = ""
+            try:
+                deadline = outscale.manifest_deadline(creds=creds, bucket=export.bucket, key=key).deadline
+            except outscale.InvalidInput as exc:  # not JSON, too large: the export itself is fine
+                deadline, unreadable = None, exc.user_message
         except outscale.CloudError as exc:
             if exc.retryable:
                 polling.postpone([export], exc.user_message)
@@ -257,18 +269,32 @@ def export_complete(*, export: Export, task, creds, handoff: list | None = None)
                 _fail(export, exc.user_message, exc.request_ids)
             return
     now = timezone.now()
+    message, details = "", {}
+    if deadline is None:
+        # Never a reason to stall the account's sweep: assume the 7 days from the last look that
+        # saw the export still running (it completed after that look), and say so.
+        deadline = export.updated_at + MANIFEST_LIFETIME - MANIFEST_DEADLINE_MARGIN
+        reason = unreadable or "it holds no pre-signed link"
+        message = errors.MANIFEST_DEADLINE_ASSUMED.format(reason=reason.rstrip("."),
+                                                          when=f"{deadline:%Y-%m-%d %H:%M} UTC")
+        details = {"manifest_deadline_assumed": True, "reason": reason}
+        logger.warning("Export %s: %s", export.public_id, message)
     # Hundreds of shares may wait on one export: their events are written together at the end.
     with recorder.batched():
         if not Export.objects.filter(pk=export.pk, state=Export.State.RUNNING).update(
                 state=Export.State.COMPLETED, progress=100, manifest_key=key, completed_at=now,
-                manifest_deadline=deadline, next_poll_at=None, state_message="", updated_at=now):
+                manifest_deadline=deadline, next_poll_at=None, state_message=message[:500], updated_at=now):
             return
         export.refresh_from_db()
         record(action="export.completed", actor=None, team=account.team, target=_export_target(export),
                cloud_request_ids=list(request_ids), details={"task_id": export.task_id,
-                                                            "manifest_deadline": deadline.isoformat()})
+                                                            "manifest_deadline": deadline.isoformat(), **details})
         shares = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).select_related("team"))
         shares_ready(shares=shares, export=export, handoff=handoff)
+        if export.copy_image_id:
+            # The files are in the bucket: the copy-first image has done its job (cleanup.py).
+            scheduling.enqueue("transfers.jobs.export_cleanup_job", str(export.public_id),
+                               job_id=f"export-copy-delete-{export.public_id}")
 
 
 def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = None) -> None:

@@ -41,7 +41,7 @@ def link_reveal(*, access: TeamAccess, share: Share, recipient: Recipient) -> Re
     if share.state not in (Share.State.READY, Share.State.IMPORTING, Share.State.COMPLETED) or export is None or \
             export.manifest_deadline is None:
         raise errors.ShareError(errors.LINK_NOT_YET)
-    if export.manifest_deadline <= timezone.now() or export.cleaned_at:
+    if export.manifest_deadline <= timezone.now() or export.cleaned_at or export.cleanup_claimed_at:
         raise errors.ShareError(errors.LINK_EXPIRED.format(when=f"{export.manifest_deadline:%Y-%m-%d %H:%M} UTC"))
     with outscale.record_request_ids() as request_ids:
         creds = credentials_for(export.account, purpose="reveal link")

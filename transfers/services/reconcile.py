@@ -52,6 +52,14 @@ def reconcile(*, now=None) -> dict:
                                            account__team__cleanup_exports=True).values_list("pk", flat=True):
         with transaction.atomic():
             export_cleanup_if_done(export_id=export_id)
+    # Copy-first images whose deletion at completion was lost (a killed worker, a flushed Redis,
+    # a throttled DeleteImage), and those of failed exports.
+    for public_id in Export.objects.filter(state__in=[Export.State.COMPLETED, Export.State.FAILED],
+                                           copy_cleaned_at__isnull=True, updated_at__lt=overdue) \
+            .exclude(copy_image_id="").values_list("public_id", flat=True):
+        with transaction.atomic():
+            scheduling.enqueue("transfers.jobs.export_cleanup_job", str(public_id),
+                               job_id=f"export-copy-delete-{public_id}-r{int(now.timestamp())}")
     if any(counts.values()):
         logger.info("Reconciled: %s", counts)
     return counts

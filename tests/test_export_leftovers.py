@@ -1,0 +1,249 @@
+"""What an export leaves behind, and its edges: clean-up against reuse (two real connections at the
+dangerous points), a manifest whose deadline cannot be read, and copy-first images deleted once
+their export is complete. Real sandbox over HTTP, real RQ jobs, real database commits."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from accounts.models import Team
+from omiportal import outscale
+from omiportal.audit.models import AuditEvent
+from omiportal.audit.verify import verify_chain
+from tests import workers
+from tests.transfer_world import access, approve, request_share
+from transfers import errors
+from transfers.models import Export, Recipient, Share
+from transfers.services import cleanup, exports, imports, reconcile
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _state(share):
+    return Share.objects.get(pk=share.pk).state
+
+
+def _completed_share(flow, cloud, **kwargs) -> Share:
+    """A completed share whose export's files are still in the bucket (its clean-up not run yet)."""
+    Team.objects.filter(pk=flow.source.pk).update(cleanup_exports=False)
+    share = request_share(flow, cloud, **kwargs)
+    approve(flow, share)
+    workers.run_jobs(until=lambda: _state(share) == Share.State.READY)
+    for recipient in Recipient.objects.filter(share=share, kind="team", state="offered"):
+        imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+    workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
+    workers.run_jobs()
+    Team.objects.filter(pk=flow.source.pk).update(cleanup_exports=True)
+    return share
+
+
+def _objects(cloud, export) -> list[str]:
+    bucket = cloud.world.bucket(export.account.region, export.bucket)
+    return [key for key in bucket.objects if key.startswith(export.prefix)]
+
+
+class _Thread(threading.Thread):
+    """Runs ``func`` on its own database connection and keeps what it raised."""
+
+    def __init__(self, func):
+        super().__init__(daemon=True)
+        self.func, self.error = func, None
+
+    def run(self):
+        try:
+            self.func()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            self.error = exc
+        finally:
+            connections.close_all()
+
+
+# --- Clean-up against reuse ------------------------------------------------------------------------
+
+
+def test_a_reuse_holding_the_export_makes_its_cleanup_give_up(flow, cloud, monkeypatch):
+    """A new share reuses the export and has not committed yet when the clean-up runs: the clean-up
+    waits for the export's row lock, then sees the share and deletes nothing."""
+    first = _completed_share(flow, cloud)
+    export = Export.objects.select_related("account").get(shares=first)
+    assert _objects(cloud, export)
+    second = request_share(flow, cloud, accounts=[flow.gamma], copy_name="web-copy-2")
+    held, release = threading.Event(), threading.Event()
+    real_begin = exports.export_begin
+
+    def begin_then_hold(*, share):
+        real_begin(share=share)
+        held.set()  # inside the approval's transaction, the export row locked
+        release.wait(10)
+
+    monkeypatch.setattr(exports, "export_begin", begin_then_hold)
+    approving = _Thread(lambda: approve(flow, second))
+    approving.start()
+    assert held.wait(10)
+    cleaning = _Thread(lambda: cleanup.export_cleanup(export_id=export.public_id))
+    cleaning.start()
+    cleaning.join(1.0)
+    still_waiting = cleaning.is_alive()
+    release.set()
+    approving.join(10)
+    cleaning.join(10)
+    assert approving.error is None and cleaning.error is None
+    assert still_waiting, "the clean-up did not wait for the reuse holding the export"
+    export.refresh_from_db()
+    assert Share.objects.get(pk=second.pk).export_id == export.pk
+    assert export.cleanup_claimed_at is None and export.cleaned_at is None
+    assert _objects(cloud, export), "the clean-up deleted the files of an export a share now uses"
+    assert not AuditEvent.objects.filter(action="export.cleaned").exists()
+    assert _state(second) == Share.State.READY
+
+
+def test_an_export_claimed_for_cleanup_is_never_reused(flow, cloud, monkeypatch):
+    """The clean-up is deleting the objects when a new share of the same image is approved: the
+    share gets a new export instead of the one whose files are going."""
+    first = _completed_share(flow, cloud)
+    export = Export.objects.select_related("account").get(shares=first)
+    second = request_share(flow, cloud, accounts=[flow.gamma], copy_name="web-copy-2")
+    deleting, release = threading.Event(), threading.Event()
+    real_delete = outscale.delete_export_objects
+
+    def hold_then_delete(**kwargs):
+        deleting.set()
+        release.wait(10)
+        return real_delete(**kwargs)
+
+    monkeypatch.setattr(outscale, "delete_export_objects", hold_then_delete)
+    cleaning = _Thread(lambda: cleanup.export_cleanup(export_id=export.public_id))
+    cleaning.start()
+    assert deleting.wait(10)
+    approve(flow, second)
+    release.set()
+    cleaning.join(10)
+    assert cleaning.error is None
+    second.refresh_from_db()
+    export.refresh_from_db()
+    assert second.export_id != export.pk, "a share reused an export whose files were being deleted"
+    assert export.cleaned_at is not None and not _objects(cloud, export)
+    workers.run_jobs(until=lambda: _state(second) == Share.State.READY)
+    assert cloud.counters("111122223333").get("CreateImageExportTask") == 2
+    assert verify_chain().ok
+
+
+def test_a_failed_cleanup_keeps_its_claim_and_finishes_later(flow, cloud):
+    first = _completed_share(flow, cloud)
+    export = Export.objects.select_related("account").get(shares=first)
+    cloud.faults.configure(error_rate=1.0, actions={"DeleteObjects"}, oos=True)
+    cleanup.export_cleanup(export_id=export.public_id)
+    export.refresh_from_db()
+    assert export.cleanup_claimed_at is not None and export.cleaned_at is None
+    assert AuditEvent.objects.filter(action="export.cleanup_failed").exists()
+    # Claimed, so no share reuses it while its files may be half gone.
+    second = request_share(flow, cloud, accounts=[flow.gamma], copy_name="web-copy-2")
+    approve(flow, second)
+    assert Share.objects.get(pk=second.pk).export_id != export.pk
+    cloud.faults.reset()
+    reconcile.reconcile()
+    workers.run_jobs(until=lambda: Export.objects.get(pk=export.pk).cleaned_at is not None)
+    assert not _objects(cloud, export)
+
+
+# --- A manifest whose deadline cannot be read ------------------------------------------------------
+
+
+@pytest.mark.parametrize("manifest", [b'{"Version": "1", "Snapshots": []}', b"this is not json"],
+                         ids=["no-links", "not-json"])
+def test_an_unreadable_manifest_deadline_falls_back_and_the_sweep_goes_on(flow, cloud, settings, manifest):
+    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 30  # nothing looks at the exports but the sweep below
+    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 60
+    web = request_share(flow, cloud)
+    db = request_share(flow, cloud, image="alpha-db-base", copy_name="db-copy")
+    approve(flow, web)
+    approve(flow, db)
+    workers.run_jobs(until=lambda: Export.objects.filter(account=flow.alpha, state="running").count() == 2)
+    workers.flush()
+    bad, good = Export.objects.get(shares=web), Export.objects.get(shares=db)
+    time.sleep(0.4)  # the sandbox's exports take 0.3 s
+    with cloud.world.lock:
+        cloud.world.tick()  # both tasks complete and their manifests are written
+        task = cloud.world.tasks[bad.task_id]
+        assert task.state == "completed"
+        cloud.oos.put_object(cloud.world.bucket(flow.alpha.region, bad.bucket), task.manifest_key, manifest,
+                             "application/json")
+    Export.objects.filter(pk__in=[bad.pk, good.pk]).update(next_poll_at=timezone.now())
+
+    exports.export_sweep(account_id=flow.alpha.public_id)  # one sweep of the account
+
+    bad_before_look = bad.updated_at
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert (bad.state, good.state) == ("completed", "completed")
+    assert bad.manifest_deadline == bad_before_look + timedelta(days=7) - exports.MANIFEST_DEADLINE_MARGIN
+    assert "could not be read" in bad.state_message
+    assert good.state_message == "" and good.manifest_deadline > timezone.now() + timedelta(days=6)
+    event = AuditEvent.objects.get(action="export.completed", target_id=str(bad.public_id))
+    assert event.details["manifest_deadline_assumed"] is True and event.details["reason"]
+    assert {_state(web), _state(db)} == {Share.State.READY}
+    assert errors.MANIFEST_DEADLINE_ASSUMED.split("(")[0] in bad.state_message
+
+
+# --- Copy-first images ------------------------------------------------------------------------------
+
+
+def test_a_copy_first_image_is_deleted_once_its_export_is_complete(flow, cloud):
+    share = request_share(flow, cloud, image="Ubuntu-24.04-2025.01.15-0", copy_name="ubuntu-copy")
+    approve(flow, share)
+    workers.run_jobs(until=lambda: Export.objects.get(shares=share).copy_cleaned_at is not None)
+    export = Export.objects.get(shares=share)
+    assert export.state == "completed" and _state(share) == Share.State.READY
+    assert export.copy_image_id not in cloud.world.images
+    assert export.source_image_id in cloud.world.images  # the public image is not ours: untouched
+    counters = cloud.counters("111122223333")
+    assert counters.get("DeleteImage") == 1
+    event = AuditEvent.objects.get(action="export.copy_deleted")
+    assert event.cloud_request_ids and event.details["copy_image_id"] == export.copy_image_id
+
+    # Twice: a second run does nothing; a run that lost the mark finds it gone and only marks it.
+    cleanup.export_cleanup(export_id=export.public_id)
+    assert cloud.counters("111122223333").get("DeleteImage") == 1
+    Export.objects.filter(pk=export.pk).update(copy_cleaned_at=None)
+    cleanup.export_cleanup(export_id=export.public_id)
+    assert Export.objects.get(pk=export.pk).copy_cleaned_at is not None
+    gone = AuditEvent.objects.filter(action="export.copy_deleted").order_by("seq").last()
+    assert gone.details.get("already_gone") is True
+    assert not AuditEvent.objects.filter(action="export.copy_delete_failed").exists()
+
+    # The recipients still import from the exported files.
+    for recipient in Recipient.objects.filter(share=share, kind="team"):
+        imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+    workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
+
+
+def test_only_the_copy_the_export_recorded_is_ever_deleted(flow, cloud):
+    share = _completed_share(flow, cloud)  # an owned image: no copy
+    export = Export.objects.get(shares=share)
+    assert not export.copy_image_id
+    cleanup.export_cleanup(export_id=export.public_id)
+    assert cloud.counters("111122223333").get("DeleteImage", 0) == 0
+    assert export.source_image_id in cloud.world.images
+    # Even a row pointing its copy at the source image deletes nothing.
+    Export.objects.filter(pk=export.pk).update(copy_image_id=export.source_image_id)
+    cleanup.export_copy_delete(export=Export.objects.select_related("account__team").get(pk=export.pk))
+    assert export.source_image_id in cloud.world.images
+
+
+def test_the_reconciler_deletes_a_copy_whose_deletion_was_lost(flow, cloud, settings):
+    share = request_share(flow, cloud, image="Ubuntu-24.04-2025.01.15-0", copy_name="ubuntu-copy")
+    approve(flow, share)
+    cloud.faults.configure(throttle_rate=1.0, actions={"DeleteImage"})
+    workers.run_jobs(until=lambda: _state(share) == Share.State.READY)
+    workers.run_jobs()
+    export = Export.objects.get(shares=share)
+    assert export.copy_image_id in cloud.world.images and export.copy_cleaned_at is None
+    cloud.faults.reset()
+    later = timezone.now() + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS + 1)
+    reconcile.reconcile(now=later)
+    workers.run_jobs(until=lambda: Export.objects.get(pk=export.pk).copy_cleaned_at is not None)
+    assert export.copy_image_id not in cloud.world.images
