@@ -19,6 +19,7 @@ from accounts import vault
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
+from omiportal.audit import recorder
 from omiportal.audit.recorder import record
 
 LAST_ADMIN_MESSAGE = "A team needs at least one admin: make someone else admin first."
@@ -122,7 +123,7 @@ def membership_change_role(*, access: TeamAccess, membership: Membership, role: 
     return membership
 
 
-@transaction.atomic
+@recorder.atomic()  # the row is deleted after the event is recorded: the chain head goes last
 def membership_remove(*, access: TeamAccess, membership: Membership) -> None:
     require(access, Capability.MANAGE_TEAM, target=membership)
     admins = _lock_admins(access.team)

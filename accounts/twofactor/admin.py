@@ -8,10 +8,10 @@ the person enrols again with their own password.
 """
 
 from django.contrib import admin
-from django.db import transaction
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from omiportal.audit import recorder
 from omiportal.audit.recorder import record
 
 
@@ -28,7 +28,7 @@ class PortalTOTPDeviceAdmin(TOTPDeviceAdmin):
         super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
-        with transaction.atomic():
+        with recorder.atomic():  # each device is locked after the previous one's event: the head goes last
             for device in queryset.select_related("user").select_for_update(of=("self",)):
                 _record_removal(device)
             super().delete_queryset(request, queryset)

@@ -1,14 +1,21 @@
 """``record()``: the one way events enter the audit trail.
 
-Call it from a service, inside the service's transaction, after the business
-writes (the chain head lock is then held only briefly, and lock order stays
-"business rows, then audit head" everywhere, which avoids deadlocks)::
+Call it from a service, inside the service's transaction::
 
-    record(action="share.approved", team=share.team, target=share,
-           details={"image_id": share.image_id}, cloud_request_ids=[request_id])
+    with recorder.atomic():
+        ...business writes...
+        record(action="share.approved", team=share.team, target=share,
+               details={"image_id": share.image_id}, cloud_request_ids=[request_id])
 
 It joins the caller's transaction: if the event cannot be written, the caller's
 change rolls back with it (fail closed).
+
+One lock order: business rows, then the chain head. Appending an event locks the
+chain head until the transaction ends, and every writer appends; a transaction
+that locked the head and then waited on a share or an export another transaction
+held, while that one waited for the head, would deadlock. Inside ``atomic()`` the
+events are checked when recorded and appended when the block ends, so the head is
+the last lock its transaction takes, whatever the order of the service's calls.
 """
 
 import contextlib
@@ -236,15 +243,25 @@ def _pending() -> list[AuditEvent] | None:
 
 
 @contextlib.contextmanager
-def batched():
-    """Inside this block, ``record()`` checks and prepares each event at once and the events are
-    written together when the block ends: one lock of the chain head and one INSERT, where each
-    event alone costs a savepoint, a lock, an INSERT and an UPDATE. The block is one
-    transaction, and the head is locked only at its end, so other writers wait for it briefly.
+def atomic():
+    """The transaction of a service that records events (a context manager, or a decorator):
+    ``transaction.atomic()`` with the chain head locked last.
 
-    For services that record many events at once (an export's hand-off to hundreds of imports).
-    The returned events get their ``seq`` and hashes when the block ends. Nested blocks join
-    the outer one.
+    Inside it, ``record()`` checks and prepares each event at once (an invalid one raises there,
+    before anything is written) and the events are appended together when the block ends, under
+    one lock of the chain head, right before the commit. So every row lock the service takes,
+    in whatever order its calls come (approving records, then locks the export it reuses; failing
+    an import records, then locks the share), comes before the head, as in the sweeps: no two
+    writers can hold one each and wait for the other's. It also makes many events cheap: one
+    INSERT, where each event alone costs a savepoint, a lock, an INSERT and an UPDATE.
+
+    Nested blocks join the outer one (their events are appended at the outermost end). Inside a
+    plain ``transaction.atomic()`` the events are appended when this block ends, which is the
+    transaction's end only if the caller locks nothing after it: open this one outermost.
+    The events are appended even if a savepoint inside the block rolled back and the block went
+    on: do not swallow an error raised after a ``record()`` inside it. An error that leaves the
+    block rolls everything back, events included (denials are kept, see below). The returned
+    events get their ``seq`` and hashes when the block ends.
     """
     if _pending() is not None:
         yield
@@ -258,6 +275,10 @@ def batched():
             del _batch.events
         if events:
             _append(events)
+
+
+# The name the sweeps' hand-offs and completions use: many events in one block.
+batched = atomic
 
 
 # --- Denials outlive the transaction they were recorded in ------------------------------------

@@ -11,11 +11,11 @@ import hashlib
 import json
 from datetime import timedelta
 
-from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import CloudAccount
 from omiportal import outscale
+from omiportal.audit import recorder
 from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for
 from transfers import errors
@@ -140,7 +140,7 @@ def refuse_import(recipient: Recipient, message: str, *, states) -> bool:
     from transfers.services.share_state import share_refresh
 
     now = timezone.now()
-    with transaction.atomic():
+    with recorder.atomic():  # the share is locked (share_refresh) after import.refused is recorded
         if not Recipient.objects.filter(pk=recipient.pk, state__in=states).update(
                 state=Recipient.State.FAILED, state_message=message[:500], next_poll_at=None, completed_at=now,
                 updated_at=now):

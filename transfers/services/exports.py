@@ -67,7 +67,7 @@ def export_begin(*, share: Share) -> None:
 
 def _fail(export: Export, message: str, request_ids=(), *, outcome: str = "failed") -> None:
     now = timezone.now()
-    with transaction.atomic():
+    with recorder.atomic():  # the shares and recipients are updated after export.failed is recorded
         if not Export.objects.filter(pk=export.pk, state__in=Export.IN_FLIGHT).update(
                 state=Export.State.FAILED, state_message=message[:500], next_poll_at=None, updated_at=now):
             return

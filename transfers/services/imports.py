@@ -48,7 +48,8 @@ def imports_begin(*, recipients: list[Recipient], actor, auto: bool = False, enq
     if not recipients:
         return []
     now = timezone.now()
-    with transaction.atomic():
+    # recorder.atomic: a refusal is recorded before the other rows are locked.
+    with recorder.atomic():
         # An account re-keyed, moved or invalid since the approval gets no import.
         recipients = binding.imports_allowed(recipients, states=[Recipient.State.OFFERED, Recipient.State.FAILED])
         movable = set(Recipient.objects.select_for_update().filter(
@@ -133,7 +134,7 @@ def _check_retryable(recipient: Recipient) -> None:
         raise errors.ShareError(errors.LINK_EXPIRED.format(when=when))
 
 
-@transaction.atomic
+@recorder.atomic()  # the share is locked (share_refresh) after import.declined is recorded
 def recipient_decline(*, access: TeamAccess, recipient: Recipient, reason: str) -> Recipient:
     _recipient_access(access, recipient)
     if "\x00" in reason:
@@ -153,7 +154,7 @@ def recipient_decline(*, access: TeamAccess, recipient: Recipient, reason: str) 
 
 def import_failed(recipient: Recipient, message: str, request_ids=()) -> None:
     now = timezone.now()
-    with transaction.atomic():
+    with recorder.atomic():  # the share is locked (share_refresh) after import.failed is recorded
         if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
                 state=Recipient.State.FAILED, state_message=message[:500], next_poll_at=None, link_sealed="",
                 completed_at=now, updated_at=now):

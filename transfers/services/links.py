@@ -4,7 +4,6 @@ importing from a link that reached a team outside the portal."""
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
 from django.utils import timezone
 
 from accounts import vault
@@ -12,6 +11,7 @@ from accounts.models import CloudAccount
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from omiportal import outscale
+from omiportal.audit import recorder
 from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for
 from transfers import errors
@@ -47,7 +47,7 @@ def link_reveal(*, access: TeamAccess, share: Share, recipient: Recipient) -> Re
         creds = credentials_for(export.account, purpose="reveal link")
         link = outscale.presign_manifest(creds=creds, bucket=export.bucket, key=export.manifest_key,
                                          not_after=export.manifest_deadline)
-    with transaction.atomic():
+    with recorder.atomic():  # the share is locked (share_refresh) after link.revealed is recorded
         # Handing the link over is all the portal can do for an external account.
         Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.OFFERED).update(
             state=Recipient.State.COMPLETED, completed_at=timezone.now(), decided_by=access.user,
@@ -74,7 +74,7 @@ def link_import_create(*, access: TeamAccess, account: CloudAccount, url: str, i
     if outscale.find_image_by_name(creds=credentials_for(account, purpose="check image name"),
                                    account_id=account.account_id, name=image_name):
         raise errors.ShareError(errors.NAME_TAKEN.format(name=image_name, label=account.label))
-    with transaction.atomic():
+    with recorder.atomic():
         recipient = Recipient(kind=Recipient.Kind.LINK, team=access.team, target_account=account,
                               state=Recipient.State.OFFERED, image_name=image_name,
                               link_fingerprint=link.fingerprint, link_expires_at=link.expires_at)

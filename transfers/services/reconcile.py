@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from omiportal.audit import recorder
 from omiportal.audit.recorder import record
 from transfers import scheduling
 from transfers.models import Export, Recipient, Share
@@ -101,7 +102,7 @@ def share_reexport(*, access, share: Share) -> Share:
         record(action="share.reexport_requested", outcome="denied", actor=access.user, team=access.team,
                target=share, details={"reason": "approval_lapsed", "approval_expires_at": ends.isoformat()})
         raise errors.ShareError(errors.APPROVAL_LAPSED.format(when=f"{ends:%Y-%m-%d %H:%M} UTC"))
-    with transaction.atomic():
+    with recorder.atomic():  # export_begin locks the export it reuses after the event is recorded
         if not Share.objects.filter(pk=share.pk, team=access.team,
                                     state__in=[Share.State.EXPIRED, Share.State.FAILED],
                                     decided_at__isnull=False).update(state=Share.State.APPROVED, updated_at=now) \

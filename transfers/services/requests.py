@@ -15,6 +15,7 @@ from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from accounts.twofactor.enforcement import step_up_fresh
 from omiportal import outscale
+from omiportal.audit import recorder
 from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for
 from transfers import errors
@@ -132,7 +133,8 @@ def share_request(
     # then it counts as another team's, whatever the team's setting (INS-02).
     needs_approval = bool(externals) or any(a.team_id != team.pk or not a.ownership_confirmed for a in accounts) \
         or team.require_approval_for_own_accounts
-    with transaction.atomic():
+    # recorder.atomic: export_begin locks the export it reuses after share.requested is recorded.
+    with recorder.atomic():
         share = Share(
             team=team, source_account=source_account, source_image_id=image.image_id,
             source_image_name=image.name, source_image_relation=str(image.relation),
@@ -212,7 +214,9 @@ def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, appr
         _check_still_bound(access=access, share=share)
     now = timezone.now()
     new_state = Share.State.APPROVED if approve else Share.State.REJECTED
-    with transaction.atomic():
+    # recorder.atomic: the events go in last, after the export this approval reuses is locked
+    # (an export sweep holds that one and then appends: the head first here would deadlock).
+    with recorder.atomic():
         moved = Share.objects.filter(
             pk=share.pk, team=access.team, state=Share.State.REQUESTED, digest=digest, approval_deadline__gt=now,
         ).update(state=new_state, decided_by=access.user, decided_at=now, decision_comment=comment, updated_at=now)
