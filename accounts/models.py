@@ -156,6 +156,10 @@ class CloudAccount(models.Model):
     ownership_confirmed_by = models.ForeignKey("User", null=True, blank=True, on_delete=models.SET_NULL,
                                                related_name="+")
     ownership_confirmed_at = models.DateTimeField(null=True, blank=True)
+    # A used account cannot be deleted (its shares, exports and imports keep pointing at it): it
+    # is retired instead, its sealed keys wiped, and no picker or directory offers it again.
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retired_by = models.ForeignKey("User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -173,3 +177,7 @@ class CloudAccount(models.Model):
     @property
     def ownership_confirmed(self) -> bool:
         return self.ownership_confirmed_at is not None
+
+    @property
+    def is_retired(self) -> bool:
+        return self.retired_at is not None

@@ -121,8 +121,17 @@ def team_role_counts(*, team: Team) -> dict:
 
 
 def cloud_account_list_for_team(*, team: Team) -> QuerySet:
+    """The team's accounts, retired ones included (their history stays), each with ``has_history``:
+    whether shares, exports or imports point at it (then it is retired, not deleted)."""
+    from django.apps import apps
+    from django.db.models import Exists, OuterRef
+
+    share, export, recipient = (apps.get_model("transfers", name) for name in ("Share", "Export", "Recipient"))
+    used = (Exists(share.objects.filter(source_account=OuterRef("pk")))
+            | Exists(export.objects.filter(account=OuterRef("pk")))
+            | Exists(recipient.objects.filter(target_account=OuterRef("pk"))))
     return CloudAccount.objects.filter(team=team).select_related("registered_by", "ownership_confirmed_by") \
-        .order_by("label")
+        .annotate(has_history=used).order_by("label")
 
 
 def cloud_account_get_for_team(*, access: TeamAccess, public_id) -> CloudAccount:
@@ -137,7 +146,7 @@ def cloud_account_get_for_team(*, access: TeamAccess, public_id) -> CloudAccount
 def cloud_account_directory(*, exclude_team: Team | None = None) -> QuerySet:
     """Validated accounts of every team that accept incoming shares (the recipients' directory)."""
     qs = CloudAccount.objects.filter(
-        accepts_incoming_shares=True, validation_status=CloudAccount.Validation.VALID
+        accepts_incoming_shares=True, validation_status=CloudAccount.Validation.VALID, retired_at__isnull=True
     ).select_related("team")
     if exclude_team is not None:
         qs = qs.filter(~Q(team=exclude_team))

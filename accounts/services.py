@@ -9,6 +9,7 @@ from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.encoding import force_bytes
@@ -42,6 +43,11 @@ ACCOUNT_IN_FLIGHT_MESSAGE = (
     "{label} has transfers in flight ({count}): its keys and Region cannot change until they end or are cancelled, "
     "since their approval bound this OUTSCALE account and Region."
 )
+ACCOUNT_HAS_HISTORY_MESSAGE = ("{label} was used by shares or imports, so the portal keeps it for their history: "
+                               "retire it instead (its keys are wiped and nobody can pick it again).")
+ACCOUNT_RETIRE_IN_FLIGHT_MESSAGE = ("{label} has transfers in flight ({count}): it can be retired once they end or are "
+                                    "cancelled.")
+ACCOUNT_RETIRED_MESSAGE = "{label} is retired: its keys were wiped, and it can no longer be used or changed."
 
 
 class TeamError(ValidationError):
@@ -251,6 +257,8 @@ def _cloud_account_update(
 ) -> CloudAccount:
     require(access, Capability.MANAGE_TEAM, target=account)
     account = CloudAccount.objects.select_for_update().get(pk=account.pk, team=access.team)
+    if account.is_retired:
+        raise TeamError(ACCOUNT_RETIRED_MESSAGE.format(label=account.label))
     diff = {}
     for field in EDITABLE_FIELDS:
         if field in changes and changes[field] != getattr(account, field):
@@ -344,12 +352,57 @@ def cloud_account_confirm_ownership(*, access: TeamAccess, account: CloudAccount
     return account
 
 
-@transaction.atomic
+def cloud_account_has_history(account: CloudAccount) -> bool:
+    """Whether shares, exports or imports point at the account: then it is retired, never deleted
+    (they keep its history, and their foreign keys protect it)."""
+    share_model, export_model, recipient_model = (apps.get_model("transfers", name)
+                                                  for name in ("Share", "Export", "Recipient"))
+    return (share_model.objects.filter(source_account=account).exists()
+            or export_model.objects.filter(account=account).exists()
+            or recipient_model.objects.filter(target_account=account).exists())
+
+
 def cloud_account_delete(*, access: TeamAccess, account: CloudAccount) -> None:
+    """Forget an account nothing ever used. A used one is retired instead (cloud_account_retire)."""
     require(access, Capability.MANAGE_TEAM, target=account)
-    record(action="cloud_account.deleted", actor=access.user, team=access.team, target=account,
-           details={"label": account.label, "region": account.region, "account_id": account.account_id})
-    account.delete()
+    try:
+        with transaction.atomic():
+            account = CloudAccount.objects.select_for_update().get(pk=account.pk, team=access.team)
+            if cloud_account_has_history(account):
+                raise TeamError(ACCOUNT_HAS_HISTORY_MESSAGE.format(label=account.label))
+            record(action="cloud_account.deleted", actor=access.user, team=access.team, target=account,
+                   details={"label": account.label, "region": account.region, "account_id": account.account_id})
+            account.delete()
+    except ProtectedError:
+        # A share or an import took it between the look above and the delete.
+        raise TeamError(ACCOUNT_HAS_HISTORY_MESSAGE.format(label=account.label)) from None
+
+
+def cloud_account_retire(*, access: TeamAccess, account: CloudAccount) -> CloudAccount:
+    """Retire an account: its sealed keys are wiped (the masked hint stays), it is offered by no
+    picker or directory again, and its shares, exports, imports and trail keep pointing at it.
+    Refused while transfers depend on it. The refusal is recorded outside the rolled-back work."""
+    require(access, Capability.MANAGE_TEAM, target=account)
+    now = timezone.now()
+    with transaction.atomic():
+        account = CloudAccount.objects.select_for_update().get(pk=account.pk, team=access.team)
+        busy = 0 if account.is_retired else _transfers_in_flight(account)
+        if not busy:
+            retired = CloudAccount.objects.filter(pk=account.pk, retired_at__isnull=True).update(
+                retired_at=now, retired_by=access.user, access_key_sealed="", secret_key_sealed="",
+                accepts_incoming_shares=False, validation_status=CloudAccount.Validation.INVALID,
+                validation_message=ACCOUNT_RETIRED_MESSAGE.format(label=account.label)[:500],
+                ownership_confirmed_by=None, ownership_confirmed_at=None, updated_at=now)
+            if not retired:
+                raise TeamError(ACCOUNT_RETIRED_MESSAGE.format(label=account.label))
+            record(action="cloud_account.retired", actor=access.user, team=access.team, target=account,
+                   details={"label": account.label, "region": account.region, "account_id": account.account_id,
+                            "access_key": account.access_key_hint})
+            account.refresh_from_db()
+            return account
+    record(action="cloud_account.retired", outcome="denied", actor=access.user, team=access.team, target=account,
+           details={"reason": "transfers_in_flight", "in_flight": busy})
+    raise TeamError(ACCOUNT_RETIRE_IN_FLIGHT_MESSAGE.format(label=account.label, count=busy))
 
 
 VALIDATION_OK_MESSAGE = "OUTSCALE accepted these keys."
@@ -367,6 +420,8 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
 
     require(access, Capability.MANAGE_TEAM, target=account)
     account = CloudAccount.objects.select_related("team").get(pk=account.pk, team=access.team)
+    if account.is_retired:
+        raise TeamError(ACCOUNT_RETIRED_MESSAGE.format(label=account.label))
     with outscale.record_request_ids() as request_ids:
         identity, retryable = None, False
         try:

@@ -289,11 +289,24 @@ def account_confirm_ownership(request, access, account_id):
 @team_view(Capability.MANAGE_TEAM)
 @require_http_methods(["GET", "POST"])
 def account_delete(request, access, account_id):
+    """Delete an account nothing used; retire one with history (shares, exports, imports keep it)."""
     account = selectors.cloud_account_get_for_team(access=access, public_id=account_id)
+    history = services.cloud_account_has_history(account)
     if request.method == "POST":
-        services.cloud_account_delete(access=access, account=account)
-        messages.success(request, f"Cloud account {account.label} deleted. Its keys are gone from the portal.")
+        try:
+            if account.is_retired:
+                raise services.TeamError(services.ACCOUNT_RETIRED_MESSAGE.format(label=account.label))
+            if history:
+                services.cloud_account_retire(access=access, account=account)
+                messages.success(request, f"Cloud account {account.label} retired. Its keys are gone from the "
+                                          "portal; its history stays.")
+            else:
+                services.cloud_account_delete(access=access, account=account)
+                messages.success(request, f"Cloud account {account.label} deleted. Its keys are gone from the "
+                                          "portal.")
+        except services.TeamError as exc:
+            messages.error(request, " ".join(exc.messages))
         return redirect("accounts:account-list", team_id=access.team.public_id)
-    return render(request, "accounts/account_confirm_delete.html", {"account": account})
+    return render(request, "accounts/account_confirm_delete.html", {"account": account, "history": history})
 
 

@@ -130,8 +130,8 @@ def inbox_sections(rows) -> dict:
 
 
 def source_accounts_for_team(*, team) -> QuerySet:
-    return CloudAccount.objects.filter(team=team, validation_status=CloudAccount.Validation.VALID) \
-        .select_related("team").order_by("label")
+    return CloudAccount.objects.filter(team=team, validation_status=CloudAccount.Validation.VALID,
+                                       retired_at__isnull=True).select_related("team").order_by("label")
 
 
 def source_account_get_for_team(*, access: TeamAccess, public_id) -> CloudAccount:
