@@ -14,7 +14,7 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
                  "OMIPORTAL_RECONCILE_GRACE_SECONDS", "OMIPORTAL_RECONCILE_EVERY_SECONDS", "EMAIL_BACKEND"):
         setattr(settings, name, getattr(settings, name))  # restored after the test; the benchmark changes them
     options = bench.Options(sizes=[5], workers=1, latency=0.01, export_seconds=1.5, export_spread=1.0,
-                            import_seconds=1.0, sweep_min=0.3, sweep_max=1.0, timeout=60, out_dir=tmp_path,
+                            import_seconds=1.0, sweep_min=0.3, sweep_max=1.0, tuned=True, timeout=60, out_dir=tmp_path,
                             chart=tmp_path / "chart.png")
 
     result = bench.run(options, log=lambda line: None)
@@ -35,3 +35,8 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     assert result["options"]["export_spread"] == 1.0
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert "OAPI calls / transfer" in bench.table(result)
+    # Each setting that differs from the shipped one is reported with its reason.
+    changed = {r["setting"]: r for r in result["settings"] if r["where"] == "workers" and r["changed"]}
+    assert changed["OMIPORTAL_SWEEP_MIN_SECONDS"]["value"] == 0.3
+    assert changed["OMIPORTAL_RECONCILE_GRACE_SECONDS"]["value"] == 300.0
+    assert all(r["reason"] for r in changed.values())

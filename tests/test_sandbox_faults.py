@@ -203,3 +203,21 @@ def test_the_control_endpoint_rejects_bad_input(sandbox_world):
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         control(sandbox_world, "/nowhere")
     assert excinfo.value.code == 404
+
+
+def test_created_counts_the_creates_that_made_something_by_name(sandbox_world, oapi):
+    # The SDK's retry after a lost answer is a second CreateImage call but not a second image:
+    # counters() sees two calls, created() one image under that name (the fault run's check).
+    sandbox_world.faults.configure(lost_response_rate=1.0, actions={"CreateImage"})
+    with pytest.raises(requests.HTTPError):
+        copy_web(oapi("alpha", retries=1), sandbox_world)
+    sandbox_world.faults.reset()
+    copy_web(oapi("alpha"), sandbox_world, name="web-copy-2")
+    oapi("alpha").CreateImageExportTask(ImageId=image_id(sandbox_world, "alpha-web-2025.01"), OsuExport={
+        "DiskImageFormat": "qcow2", "OsuBucket": "alpha-exports", "OsuPrefix": "omiportal/x/"})
+    assert sandbox_world.counters(ALPHA)["CreateImage"] == 3
+    expected = {"CreateImage": {"web-copy": 1, "web-copy-2": 1}, "CreateImageExportTask": {"omiportal/x/": 1}}
+    assert sandbox_world.created(ALPHA) == expected
+    assert control(sandbox_world, f"/created/{ALPHA}") == expected
+    control(sandbox_world, "/reset", {})
+    assert sandbox_world.created(ALPHA) == {}

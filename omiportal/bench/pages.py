@@ -461,11 +461,33 @@ def goals(results: list[SizeResult]) -> list[dict]:
     return out
 
 
+# The settings that change what a page costs: checked against the shipped ones and printed.
+PAGE_SETTINGS = ("DEBUG", "OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ")
+# What the benchmark itself changes, and why (issue 14: every benchmark says so).
+VERIFY_OVERRIDE = {
+    "setting": "OMIPORTAL_AUDIT_CHECKPOINT_DIR, _BUCKET, _ARCHIVED_THROUGH_SEQ", "where": "verification only",
+    "value": "an empty temporary directory, no bucket, 0", "default": "the deployment's store", "changed": True,
+    "reason": "verification from the first event, as audit_verify on a trail without checkpoints: a store's "
+              "checkpoints would shorten the walk and measure less"}
+
+
+def settings_in_force() -> list[dict]:
+    from omiportal.bench import in_force
+
+    rows = in_force.compare(in_force.process_values(PAGE_SETTINGS), in_force.shipped(PAGE_SETTINGS, dict(os.environ)),
+                            {}, where="bench process")
+    return [*rows, VERIFY_OVERRIDE]
+
+
 def run(options: Options, *, log: Callable[[str], None] = print) -> dict:
     import logging
 
+    from omiportal.bench import in_force
+
     logging.getLogger("axes").setLevel(logging.WARNING)  # one "successful login" line per signed-in client
     check_throwaway_database(yes=options.yes)
+    settings_rows = settings_in_force()
+    log(in_force.block(settings_rows))
     results = []
     for size in options.sizes:
         log(f"\n== {size:,} audit events ==")
@@ -479,6 +501,7 @@ def run(options: Options, *, log: Callable[[str], None] = print) -> dict:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": connection.vendor,
         "debug": settings.DEBUG,
+        "settings": settings_rows,
         "cpus": os.cpu_count(),
         "requests_per_page": options.requests,
         "rounds": options.rounds,

@@ -222,6 +222,8 @@ class ControlHandler(BaseHandler):
             return self._answer(200, ctx.faults.snapshot())
         if path.startswith("/counters/"):
             return self._answer(200, ctx.counters(path.rsplit("/", 1)[1]))
+        if path.startswith("/created/"):
+            return self._answer(200, ctx.created(path.rsplit("/", 1)[1]))
         return self._answer(404, {"error": f"unknown path {path}"})
 
     def do_POST(self):  # noqa: N802

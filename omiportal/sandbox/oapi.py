@@ -64,7 +64,12 @@ class Oapi:
         with self.world.lock:
             self.world.tick()
             self.world.count(account.account_id, action)
-            return getattr(self, action)(account, params)
+            body = getattr(self, action)(account, params)
+            if action in ("CreateImage", "CreateImageExportTask"):  # it raised if it did not create
+                name = (params.get("ImageName") if action == "CreateImage"
+                        else (params.get("OsuExport") or {}).get("OsuPrefix"))
+                self.world.count_created(account.account_id, action, str(name or ""))
+            return body
 
     # --- lookups -------------------------------------------------------------------------------
 

@@ -192,6 +192,17 @@ class Sandbox:
             return {k[4:]: v for k, v in counts.items() if k.startswith("oos:")}
         return {k: v for k, v in counts.items() if not k.startswith("oos:")}
 
+    def created(self, account_id: str) -> dict[str, dict[str, int]]:
+        """Successful creates in the account, per action and name: `{"CreateImage": {ImageName: n},
+        "CreateImageExportTask": {OsuPrefix: n}}`. A lost answer still counts (the create ran); a
+        refused one (a taken name, a throttle) does not."""
+        with self.world.lock:
+            items = list(self.world.created.get(account_id, {}).items())
+        out: dict[str, dict[str, int]] = {}
+        for (action, name), count in items:
+            out.setdefault(action, {})[name] = count
+        return out
+
     def set_durations(
         self, export_seconds=None, import_seconds=None, copy_seconds=None, export_spread_seconds=None
     ) -> dict:

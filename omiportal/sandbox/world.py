@@ -142,6 +142,10 @@ class World:
             self.tasks: dict[str, ExportTask] = {}
             self.buckets: dict[tuple[str, str], Bucket] = {}  # (region, name) -> bucket
             self.counters: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+            # Creates that succeeded, per account, action and what names the result (the ImageName
+            # of a CreateImage, the OsuPrefix of a CreateImageExportTask): a create the cloud
+            # refused (a taken name) is a call in `counters` but not a resource here.
+            self.created: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
             self.auth_failures: dict[str, int] = defaultdict(int)
             self.locked_until: dict[str, float] = {}
             # (action, HTTP status, body) of recent OAPI answers, for spec checks in tests.
@@ -177,6 +181,9 @@ class World:
 
     def count(self, account_id: str, action: str) -> None:
         self.counters[account_id][action] += 1
+
+    def count_created(self, account_id: str, action: str, name: str) -> None:
+        self.created[account_id][(action, name)] += 1
 
     # --- time ----------------------------------------------------------------------------------
 

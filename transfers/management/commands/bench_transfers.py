@@ -1,9 +1,11 @@
 """python manage.py bench_transfers [--transfers 1000] [--workers 2] [--latency 0.1] [--export-seconds 20]
-[--export-spread 0] [--import-seconds 10] [--no-peer] [--chart docs/performance/transfers.png]
+[--export-spread 0] [--import-seconds 10] [--tuned] [--no-peer] [--chart docs/performance/transfers.png]
 
 A benchmark on loopback (not a test): the sandbox, a Redis and N RQ workers run the transfers the
 portal's way (batched sweeps) and the peers' way (each transfer polled on its own), and it prints
-calls per transfer, detection and hand-off lag, overhead and CPU. Point DATABASE_URL at a throwaway
+calls per transfer, detection and hand-off lag, overhead and CPU. It runs at the settings that ship
+unless told `--tuned` (sweeps 1-5 s, grace 300 s, 50 calls/s) or `--sweep-min`/`--sweep-max`, and
+prints the settings in force, each changed one with its reason. Point DATABASE_URL at a throwaway
 database; see omiportal/bench/transfers.py.
 """
 
@@ -29,8 +31,13 @@ class Command(BaseCommand):
                             help="seconds over which export durations are spread (deterministic per task)")
         parser.add_argument("--import-seconds", type=float, default=10, help="sandbox import duration")
         parser.add_argument("--copy-seconds", type=float, default=None, help="sandbox copy duration (import / 3)")
-        parser.add_argument("--sweep-min", type=float, default=1.0, help="OMIPORTAL_SWEEP_MIN_SECONDS (peer interval)")
-        parser.add_argument("--sweep-max", type=float, default=5.0, help="OMIPORTAL_SWEEP_MAX_SECONDS")
+        parser.add_argument("--sweep-min", type=float, default=None,
+                            help="OMIPORTAL_SWEEP_MIN_SECONDS, the peer interval too (default: as shipped; 1 --tuned)")
+        parser.add_argument("--sweep-max", type=float, default=None,
+                            help="OMIPORTAL_SWEEP_MAX_SECONDS (default: as shipped; 5 with --tuned)")
+        parser.add_argument("--tuned", action="store_true",
+                            help="the tuned set instead of the shipped settings: sweeps 1-5 s, reconciler every 10 s "
+                                 "with a 300 s grace, 50 calls/s per account and process")
         parser.add_argument("--timeout", type=float, default=900, help="seconds each phase may take")
         parser.add_argument("--no-peer", action="store_true", help="skip the peer pattern")
         parser.add_argument("--out", default=str(load.BASE_DIR / "bench-results"), help="results directory")
@@ -57,7 +64,7 @@ class Command(BaseCommand):
             sizes=sizes, workers=opts["workers"], latency=opts["latency"], export_seconds=opts["export_seconds"],
             export_spread=opts["export_spread"], import_seconds=opts["import_seconds"],
             copy_seconds=opts["copy_seconds"], sweep_min=opts["sweep_min"], sweep_max=opts["sweep_max"],
-            timeout=opts["timeout"], peer=not opts["no_peer"], out_dir=Path(opts["out"]),
+            tuned=opts["tuned"], timeout=opts["timeout"], peer=not opts["no_peer"], out_dir=Path(opts["out"]),
             chart=Path(opts["chart"]) if opts["chart"] else None, yes=opts["yes"])
         try:
             result = bench.run(options, log=lambda line: self.stdout.write(line))
