@@ -89,7 +89,7 @@ class Options:
 # The CI form: sizes and the cloud's own durations; the portal's settings stay as shipped. A fifth
 # of the creates are held (5 % of sixty-odd creates would be two or three).
 SMALL = {"main": 40, "others": 10, "held": 0.2, "export_seconds": 4.0, "import_seconds": 3.0, "copy_seconds": 2.0,
-         "timeout": 300.0}
+         "timeout": 240.0}
 
 
 def small(**overrides) -> Options:
