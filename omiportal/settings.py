@@ -317,6 +317,11 @@ OMIPORTAL_SWEEP_CONCURRENCY = env.int(
 OMIPORTAL_SWEEP_BUDGET_SECONDS = env.float("OMIPORTAL_SWEEP_BUDGET_SECONDS", default=5.0)
 # Later shares of the same image reuse an export whose manifest stays valid at least this long.
 OMIPORTAL_EXPORT_REUSE_MIN_HOURS = env.float("OMIPORTAL_EXPORT_REUSE_MIN_HOURS", default=24.0)
+# A step that keeps raising something other than an answer from OUTSCALE (a vault or audit
+# error, a bug) is tried this many times in all, then its transfer fails (transfers/services/bounded.py).
+OMIPORTAL_STEP_MAX_ATTEMPTS = env.int("OMIPORTAL_STEP_MAX_ATTEMPTS", default=5)
+# How long Redis keeps a failed job (rq's default is a year): long enough to look at, no longer.
+OMIPORTAL_JOB_FAILURE_TTL_SECONDS = env.int("OMIPORTAL_JOB_FAILURE_TTL_SECONDS", default=7 * 24 * 3600)
 
 # --- Audit checkpoints ---
 # Signed checkpoints of the audit chain head, stored outside the database (README: "Checkpoints

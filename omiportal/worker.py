@@ -67,6 +67,14 @@ class PortalWorker(SimpleWorker):
         finally:
             close_old_connections()
 
+    def handle_job_failure(self, job, queue, *args, **kwargs):
+        # Whatever queued it (a job from before failure TTLs were set, a benchmark's), a failed job
+        # stays in Redis at most OMIPORTAL_JOB_FAILURE_TTL_SECONDS, not rq's default year.
+        cap = max(1, int(settings.OMIPORTAL_JOB_FAILURE_TTL_SECONDS))
+        asked = job.failure_ttl
+        job.failure_ttl = cap if asked is None or asked < 0 else min(asked, cap)  # -1 would be for ever
+        return super().handle_job_failure(job, queue, *args, **kwargs)
+
     @property
     def dequeue_timeout(self) -> int:
         # An idle worker wakes at least once a maintenance interval, so the reconciler

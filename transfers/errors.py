@@ -40,6 +40,11 @@ REQUEST_EXPIRED = "This request expired on {when}: ask for a new one."
 NOT_CANCELLABLE = "Only a share that has not started exporting can be cancelled (it is {state})."
 NOT_OFFERED = "This image is not waiting for your team's answer (it is {state})."
 NOT_RETRYABLE = "Only a failed step can be retried (it is {state})."
+# A step that kept raising something other than an answer from OUTSCALE (transfers/services/bounded.py).
+# Only the error's class is named: the text of a database, vault or HTTP error may carry a secret.
+STEP_GAVE_UP = ("OMI Portal could not complete this step after {attempts} attempts (internal error: {error}), "
+                "so it stopped trying. This was not OUTSCALE's answer: retry later, and if it fails again, "
+                "ask the portal's operators to look at its logs for this transfer.")
 NOT_REEXPORTABLE = "Only an expired or failed share can be exported again (it is {state})."
 LINK_EXPIRED = "The link expired on {when}. Ask the source team to export the image again."
 LINK_SOURCE_ONLY = "Only the source team can reveal the link of an external recipient."

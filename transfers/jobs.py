@@ -1,9 +1,11 @@
 """Background jobs: thin, like views. Each takes ids only, re-reads the database and calls one
-service; each is safe to run twice."""
+service; each is safe to run twice. The start jobs run their step through ``bounded.run_step``:
+whatever it raises counts against its row, and the row's transfer fails after
+OMIPORTAL_STEP_MAX_ATTEMPTS instead of coming back for ever."""
 
 from omiportal.audit.context import job_context
 from transfers import notifications
-from transfers.services import cleanup, exports, imports, reconcile, starts
+from transfers.services import bounded, cleanup, exports, imports, reconcile, starts
 
 
 def _job_id(kind: str, object_id: str) -> str:
@@ -15,7 +17,7 @@ def _job_id(kind: str, object_id: str) -> str:
 
 def export_start_job(export_id: str) -> None:
     with job_context(job_id=_job_id("export-start", export_id)):
-        exports.export_start(export_id=export_id)
+        bounded.run_step(bounded.EXPORT_START, export_id, lambda: exports.export_start(export_id=export_id))
 
 
 def export_sweep_job(account_id: str) -> None:
@@ -25,7 +27,7 @@ def export_sweep_job(account_id: str) -> None:
 
 def import_start_job(recipient_id: str) -> None:
     with job_context(job_id=_job_id("import-start", recipient_id)):
-        starts.import_start(recipient_id=recipient_id)
+        bounded.run_step(bounded.IMPORT_START, recipient_id, lambda: starts.import_start(recipient_id=recipient_id))
 
 
 def import_handoff_job(account_id: str) -> None:

@@ -113,6 +113,9 @@ class Export(models.Model):
     next_poll_at = models.DateTimeField(null=True, blank=True)
     poll_interval = models.FloatField(default=0)
     attempts = models.PositiveIntegerField(default=0)
+    # Runs of this export's steps (copy, start, looks) that ended in an error other than an answer
+    # from OUTSCALE (a vault or audit error, a bug): at OMIPORTAL_STEP_MAX_ATTEMPTS the export fails.
+    step_errors = models.PositiveSmallIntegerField(default=0)
     # Set, by a conditional update, before any object is deleted and only while no share uses the
     # export: from then on no share may reuse it (export_begin skips it), and cleaned_at follows
     # once the objects are gone. Reuse and this claim lock the row, so only one of them wins.
@@ -180,6 +183,8 @@ class Recipient(models.Model):
     image_id = models.CharField(max_length=32, blank=True)
     attempt = models.PositiveSmallIntegerField(default=0)  # imports tried, retries included
     start_tries = models.PositiveSmallIntegerField(default=0)  # CreateImage calls put off by throttling
+    # As Export.step_errors, for this import's start and looks; a person's retry starts it again at 0.
+    step_errors = models.PositiveSmallIntegerField(default=0)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
                                    related_name="+")
     decided_at = models.DateTimeField(null=True, blank=True)

@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 JOB_RESULT_TTL = 60  # seconds; results are never read, only kept for the dashboard
 
 
+def failure_ttl() -> int:
+    """Seconds Redis keeps a failed job (its record and its place in the failed registry)."""
+    return max(1, int(settings.OMIPORTAL_JOB_FAILURE_TTL_SECONDS))
+
+
 def sweep_min() -> float:
     return float(settings.OMIPORTAL_SWEEP_MIN_SECONDS)
 
@@ -70,7 +75,9 @@ def get_queue(name: str):
 def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, result_ttl: int) -> None:
     try:
         q = get_queue(queue)
-        options = {"job_id": job_id, "unique": True, "result_ttl": result_ttl, "description": job_id}
+        # A failed job is kept to be looked at, for a week by default, not for rq's year.
+        options = {"job_id": job_id, "unique": True, "result_ttl": result_ttl, "description": job_id,
+                   "failure_ttl": failure_ttl()}
         if delay > 0:
             q.enqueue_in(timedelta(seconds=delay), func, *args, **options)
         else:

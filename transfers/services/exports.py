@@ -15,7 +15,7 @@ from omiportal.audit.recorder import AuditTarget, record
 from omiportal.outscale.account_credentials import credentials_for, opened_once
 from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import binding, polling
+from transfers.services import binding, bounded, polling
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,9 @@ def export_sweep(*, account_id) -> None:
     with opened_once():
         if rows:
             riders = polling.riders(Export, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
-            _observe(account, rows, riders, handoff)
+            # An error before any row could be looked at (the keys, the read) counts against each.
+            with bounded.rows_errors(bounded.EXPORT_LOOK, rows):
+                _observe(account, rows, riders, handoff)
         polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
         if handoff:
             from transfers.services import starts
@@ -204,32 +206,38 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
     for export in polling.claim_riders(Export, [*ride_tasks, *ride_copies], ended):
         (running if export.state == Export.State.RUNNING else copying).append(export)
     for export in running:
-        task = tasks.get(export.task_id)
-        if task is None:
-            _fail(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
-        elif task.state == "completed":
-            export_complete(export=export, task=task, creds=creds, handoff=handoff)
-        elif task.state in ("failed", "cancelled"):
-            _fail(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
-        else:
-            _progress(export, progress=task.progress, message=task.comment)
+        # An error on one row (a bug, a refused audit write) counts against that row alone, and
+        # the account's other exports go on (bounded.py).
+        with bounded.row_errors(bounded.EXPORT_LOOK, export):
+            task = tasks.get(export.task_id)
+            if task is None:
+                _fail(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
+            elif task.state == "completed":
+                export_complete(export=export, task=task, creds=creds, handoff=handoff)
+            elif task.state in ("failed", "cancelled"):
+                _fail(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
+            else:
+                _progress(export, progress=task.progress, message=task.comment)
     for export in copying:
-        image = images.get(export.copy_image_id)
-        if image is not None and image.state == "available":
-            with transaction.atomic():
-                Export.objects.filter(pk=export.pk, state=Export.State.COPYING).update(
-                    state=Export.State.STARTING, attempts=0, updated_at=timezone.now(),
-                    next_poll_at=timezone.now() + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
-                record(action="export.copy_completed", actor=None, team=account.team,
-                       target=_export_target(export), cloud_request_ids=list(images.request_ids),
-                       details={"copy_image_id": export.copy_image_id})
-                scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
-                                   job_id=f"export-start-{export.public_id}-copied")
-        elif image is None or image.state in ("failed", "deleted"):
-            reason = (image.state_message if image else "") or "OUTSCALE could not copy the image into the account."
-            _fail(export, reason, images.request_ids)
-        else:
-            _progress(export, progress=0, message="")
+        with bounded.row_errors(bounded.EXPORT_LOOK, export):
+            image = images.get(export.copy_image_id)
+            if image is not None and image.state == "available":
+                with transaction.atomic():
+                    Export.objects.filter(pk=export.pk, state=Export.State.COPYING).update(
+                        state=Export.State.STARTING, attempts=0, updated_at=timezone.now(),
+                        next_poll_at=timezone.now()
+                        + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
+                    record(action="export.copy_completed", actor=None, team=account.team,
+                           target=_export_target(export), cloud_request_ids=list(images.request_ids),
+                           details={"copy_image_id": export.copy_image_id})
+                    scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
+                                       job_id=f"export-start-{export.public_id}-copied")
+            elif image is None or image.state in ("failed", "deleted"):
+                reason = ((image.state_message if image else "")
+                          or "OUTSCALE could not copy the image into the account.")
+                _fail(export, reason, images.request_ids)
+            else:
+                _progress(export, progress=0, message="")
 
 
 def _progress(export: Export, *, progress: int, message: str) -> None:

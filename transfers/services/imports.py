@@ -1,5 +1,6 @@
 """The recipient side: accept or decline, import with the recipient's keys, watch it."""
 
+import logging
 from collections import defaultdict
 from datetime import timedelta
 
@@ -17,8 +18,10 @@ from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for, opened_once
 from transfers import errors, scheduling
 from transfers.models import Recipient, Share
-from transfers.services import binding, polling
+from transfers.services import binding, bounded, polling
 from transfers.services.share_state import share_refresh, shares_refresh
+
+logger = logging.getLogger(__name__)
 
 
 def share_target(recipient: Recipient):
@@ -33,28 +36,36 @@ def _image_name(recipient: Recipient) -> str:
     return base[: 128 - len(suffix)] + suffix
 
 
-def import_begin(*, recipient: Recipient, actor, auto: bool = False, enqueue: bool = True) -> None:
-    """OFFERED (or FAILED, for a retry) → IMPORTING, in the caller's transaction; the job follows,
-    unless the caller starts the import itself after commit (``enqueue=False``, the hand-off)."""
-    if not imports_begin(recipients=[recipient], actor=actor, auto=auto, enqueue=enqueue):
+def import_begin(*, recipient: Recipient, actor, auto: bool = False, enqueue: bool = True,
+                 retry: bool = False) -> None:
+    """OFFERED (or, for a ``retry``, FAILED) → IMPORTING, in the caller's transaction; the job
+    follows, unless the caller starts the import itself after commit (``enqueue=False``, the
+    hand-off)."""
+    if not imports_begin(recipients=[recipient], actor=actor, auto=auto, enqueue=enqueue, retry=retry):
         recipient.refresh_from_db()
-        raise errors.ShareConflict(errors.NOT_OFFERED.format(state=recipient.get_state_display().lower()))
+        message = errors.NOT_RETRYABLE if retry else errors.NOT_OFFERED
+        raise errors.ShareConflict(message.format(state=recipient.get_state_display().lower()))
 
 
-def imports_begin(*, recipients: list[Recipient], actor, auto: bool = False, enqueue: bool = True) -> list[Recipient]:
+def imports_begin(*, recipients: list[Recipient], actor, auto: bool = False, enqueue: bool = True,
+                  retry: bool = False) -> list[Recipient]:
     """``import_begin`` for many recipients at once (an export's hand-off offers hundreds): one
-    UPDATE for those still offered or failed, each keeping its own image name, one for their
-    shares. Returns the recipients that moved; the others are left as they are."""
+    UPDATE for those still offered (or, for a ``retry``, failed), each keeping its own image name,
+    one for their shares. Returns the recipients that moved; the others are left as they are.
+
+    Accepting moves only an OFFERED recipient: a FAILED one goes through ``recipient_retry``'s
+    checks (deadline, files still there, a pasted link not yet wiped), or it would start an
+    import that can only fail again."""
+    states = [Recipient.State.FAILED] if retry else [Recipient.State.OFFERED]
     if not recipients:
         return []
     now = timezone.now()
     # recorder.atomic: a refusal is recorded before the other rows are locked.
     with recorder.atomic():
         # An account re-keyed, moved or invalid since the approval gets no import.
-        recipients = binding.imports_allowed(recipients, states=[Recipient.State.OFFERED, Recipient.State.FAILED])
-        movable = set(Recipient.objects.select_for_update().filter(
-            pk__in=[r.pk for r in recipients], state__in=[Recipient.State.OFFERED, Recipient.State.FAILED])
-            .values_list("pk", flat=True))
+        recipients = binding.imports_allowed(recipients, states=states)
+        movable = set(Recipient.objects.select_for_update().filter(pk__in=[r.pk for r in recipients], state__in=states)
+                      .values_list("pk", flat=True))
         moved = [r for r in recipients if r.pk in movable]
         for attempt in sorted({r.attempt + 1 for r in moved}):
             group = [r for r in moved if r.attempt + 1 == attempt]
@@ -62,7 +73,7 @@ def imports_begin(*, recipients: list[Recipient], actor, auto: bool = False, enq
                 recipient.attempt = attempt
             names = {r.pk: _image_name(r) for r in group}
             values = {"state": Recipient.State.IMPORTING, "attempt": attempt, "image_id": "", "state_message": "",
-                      "started_at": now, "completed_at": None, "poll_interval": 0, "start_tries": 0,
+                      "started_at": now, "completed_at": None, "poll_interval": 0, "start_tries": 0, "step_errors": 0,
                       "updated_at": now,
                       "next_poll_at": now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS),
                       **({"decided_by": actor, "decided_at": now} if attempt == 1 else {})}
@@ -106,25 +117,41 @@ def _refuse_if_changed(recipient: Recipient, state) -> None:
 
 
 def recipient_accept(*, access: TeamAccess, recipient: Recipient) -> Recipient:
+    """OFFERED → IMPORTING, and nothing else: a failed import is retried (``recipient_retry``)."""
     _recipient_access(access, recipient)
     _refuse_if_changed(recipient, Recipient.State.OFFERED)
     with transaction.atomic():
-        import_begin(recipient=recipient, actor=access.user)
+        moved = imports_begin(recipients=[recipient], actor=access.user)
+    if not moved:
+        _refuse_answer(access, recipient, action="import.accepted", message=errors.NOT_OFFERED)
     return recipient
 
 
 def recipient_retry(*, access: TeamAccess, recipient: Recipient) -> Recipient:
+    """FAILED → IMPORTING, once the retry's checks pass."""
     _recipient_access(access, recipient)
-    _check_retryable(recipient)
+    _check_retryable(access, recipient)
     _refuse_if_changed(recipient, Recipient.State.FAILED)
     with transaction.atomic():
-        import_begin(recipient=recipient, actor=access.user)
+        moved = imports_begin(recipients=[recipient], actor=access.user, retry=True)
+    if not moved:
+        _refuse_answer(access, recipient, action="import.retried", message=errors.NOT_RETRYABLE)
     return recipient
 
 
-def _check_retryable(recipient: Recipient) -> None:
+def _refuse_answer(access: TeamAccess, recipient: Recipient, *, action: str, message: str) -> None:
+    """The recipient is not in the state this answer moves (it moved on, or never was): nothing
+    changes, nothing is enqueued, the attempt stays in the trail as denied (recorded outside any
+    transaction of ours, so the error raised next takes nothing with it)."""
+    recipient.refresh_from_db()
+    record(action=action, outcome="denied", actor=access.user, team=access.team, target=share_target(recipient),
+           details={"recipient": str(recipient.public_id), "reason": "wrong_state", "state": recipient.state})
+    raise errors.ShareConflict(message.format(state=recipient.get_state_display().lower()))
+
+
+def _check_retryable(access: TeamAccess, recipient: Recipient) -> None:
     if recipient.state != Recipient.State.FAILED:
-        raise errors.ShareConflict(errors.NOT_RETRYABLE.format(state=recipient.get_state_display().lower()))
+        _refuse_answer(access, recipient, action="import.retried", message=errors.NOT_RETRYABLE)
     export = recipient.share.export if recipient.share_id else None
     deadline = export.manifest_deadline if export is not None else recipient.link_expires_at
     if deadline is None or deadline <= timezone.now() or (export is not None and export.cleaned_at) or \
@@ -180,7 +207,8 @@ def import_sweep(*, account_id) -> None:
     rows = polling.claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
     if rows:
         riders = polling.riders(Recipient, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
-        with opened_once():
+        # An error before any row could be looked at (the keys, the read) counts against each.
+        with opened_once(), bounded.rows_errors(bounded.IMPORT_LOOK, rows):
             _observe(account, rows, riders)
     polling.schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
 
@@ -205,7 +233,8 @@ def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipien
         image = images.get(recipient.image_id)
         if image is None or image.state in ("failed", "deleted"):
             reason = (image.state_message if image else "") or "OUTSCALE could not import the image."
-            import_failed(recipient, reason, images.request_ids)
+            with bounded.row_errors(bounded.IMPORT_LOOK, recipient):  # one bad row does not stop the others
+                import_failed(recipient, reason, images.request_ids)
         elif image.state == "available":
             available.append(recipient)
         else:
@@ -221,10 +250,29 @@ def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipien
     # one tags them again (the same tags) and completes them.
     by_pk = Recipient.objects.select_related("share__source_account", "team").in_bulk([r.pk for r in available])
     tagged: list[tuple[Recipient, dict, list]] = []
-    polling.run_each(lambda recipient: _tag(recipient, creds, tagged), list(by_pk.values()), what="tag import")
+
+    def tag(recipient):
+        with bounded.row_errors(bounded.IMPORT_LOOK, recipient):
+            _tag(recipient, creds, tagged)
+
+    polling.run_each(tag, list(by_pk.values()), what="tag import")
+    try:
+        _complete_together(tagged, images.request_ids)
+    except Exception as exc:  # noqa: BLE001 - the others must not wait on one bad row: see below
+        # The whole batch rolled back. Complete the rows one at a time, so that an error is
+        # counted against the row that raises it (bounded.py) and the others complete.
+        logger.warning("Completing %d imports together raised %s; completing them one at a time.", len(tagged),
+                       type(exc).__name__)
+        for one in tagged:
+            with bounded.row_errors(bounded.IMPORT_LOOK, one[0]):
+                _complete_together([one], images.request_ids)
+
+
+def _complete_together(tagged: list[tuple[Recipient, dict, list]], read_ids) -> None:
+    """Record these imports' completions and refresh their shares, in one transaction."""
     with recorder.batched():
         done = [recipient for recipient, tags, request_ids in tagged
-                if _complete(recipient, tags, [*images.request_ids, *request_ids])]
+                if _complete(recipient, tags, [*read_ids, *request_ids])]
         shares_refresh(share_ids={recipient.share_id for recipient in done if recipient.share_id})
         from transfers import notifications
 
