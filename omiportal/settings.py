@@ -44,6 +44,10 @@ SECRET_KEY = _required_in_production(
     "django-insecure-development-only-key-never-use-in-production",
     'Set it to a long random string, e.g. python -c "import secrets; print(secrets.token_urlsafe(50))".',
 )
+# Earlier secret keys, still accepted when checking what they signed (sessions, reset links, and
+# the mark on the images the portal made: omiportal/outscale/marks.py). Rotate by moving the old
+# key here until the transfers in flight under it have ended.
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 
 # The key ring for stored cloud credentials. Independent of SECRET_KEY on
 # purpose: rotating one never touches the other. Format: "kid:base64key,..."

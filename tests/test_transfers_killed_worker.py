@@ -13,9 +13,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _start_worker(cloud):
+    # The step the first worker dies in is leased for the longest its cloud calls can take at
+    # these settings (polling.start_call_seconds): kept short here (one attempt, short timeouts,
+    # one thread) so that the second worker takes it over within the test's patience.
     return workers.start_worker(workers.worker_env(
         cloud, OMIPORTAL_SWEEP_MIN_SECONDS=0.2, OMIPORTAL_SWEEP_MAX_SECONDS=0.5, OMIPORTAL_RECONCILE_GRACE_SECONDS=1,
-        OMIPORTAL_RECONCILE_EVERY_SECONDS=1, OMIPORTAL_OUTSCALE_READ_TIMEOUT=60))
+        OMIPORTAL_RECONCILE_EVERY_SECONDS=1, OMIPORTAL_OUTSCALE_READ_TIMEOUT=8, OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT=1,
+        OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS=1, OMIPORTAL_SWEEP_CONCURRENCY=1, OMIPORTAL_OUTSCALE_CALLS_PER_SECOND=100,
+        OMIPORTAL_SWEEP_BUDGET_SECONDS=0.5))
 
 
 def _wait(predicate, timeout, what):

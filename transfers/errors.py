@@ -25,8 +25,9 @@ DUPLICATE_RECIPIENT = "The same account is listed twice."
 EXTERNAL_ID = "An OUTSCALE account id is 12 digits."
 LICENCE_REQUIRED = "Confirm that the image's third-party licences allow this export."
 NAME_TAKEN = "An image named {name} already exists in {label}; choose another copy name."
-IMPORT_NAME_TAKEN = ("An image named {name} already exists in {label}, and OUTSCALE allows one image per name in an "
-                     "account. Retry to import the copy under a new name, or rename the existing image first.")
+# A lookup found an image under the copy's name without the portal's mark for this transfer (made
+# by hand in the account, or by the portal for something else): never adopted, nothing touched.
+NAME_NOT_OURS = "The name {name} is taken by an image OMI Portal did not create."
 SELF_APPROVAL = "You asked for this copy, so someone else must approve it."
 ROLE_GRANTED_BY_REQUESTER = ("{requester} gave you your role in this team, so you cannot decide on their request: "
                              "another approver must.")

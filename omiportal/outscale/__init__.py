@@ -18,6 +18,7 @@ _EXPORTS = {
     "InvalidInput": "errors", "Conflict": "errors", "QuotaExceeded": "errors", "ManifestExpired": "errors",
     "identify_account": "images", "list_shareable_images": "images", "copy_image": "images",
     "import_image": "images", "read_images": "images", "find_image_by_name": "images",
+    "find_own_image": "images", "NameTaken": "images",
     "start_export": "images", "read_export_tasks": "images", "cancel_export": "images", "delete_image": "images",
     "find_export_task": "images", "PAGE_SIZE": "images",
     "tag_resources": "images", "validate_image_name": "images",

@@ -11,9 +11,9 @@ from collections.abc import Iterable, Mapping
 
 from django.views.decorators.debug import sensitive_variables
 
-from omiportal.outscale import oapi
+from omiportal.outscale import marks, oapi
 from omiportal.outscale.credentials import Credentials
-from omiportal.outscale.errors import CloudError, scrub
+from omiportal.outscale.errors import CloudError, Conflict, scrub
 from omiportal.outscale.results import (
     AccountIdentity,
     CallResult,
@@ -64,6 +64,7 @@ def _image_state(raw: dict, request_ids: tuple[str, ...] = ()) -> ImageState:
         state_code=comment.get("StateCode", "") or "",
         state_message=scrub(comment.get("StateMessage")),
         request_ids=request_ids,
+        description=scrub(raw.get("Description")),
     )
 
 
@@ -129,18 +130,26 @@ def list_shareable_images(
     return images
 
 
-def copy_image(*, creds: Credentials, source_image_id: str, name: str, description: str = "") -> ImageState:
-    """Copy a shared or public OMI into the account, same Region. Look the name up before retrying."""
+def _description(description: str, subject: str) -> str | None:
+    return (marks.marked(description, subject=subject) if subject else description) or None
+
+
+def copy_image(*, creds: Credentials, source_image_id: str, name: str, description: str = "",
+               subject: str = "") -> ImageState:
+    """Copy a shared or public OMI into the account, same Region. Look the name up before retrying
+    (`find_own_image`). With a ``subject``, the description carries the portal's mark for it."""
     response = oapi.call(creds, "CreateImage", SourceImageId=source_image_id, SourceRegionName=creds.region,
-                         ImageName=validate_image_name(name), Description=description or None)
+                         ImageName=validate_image_name(name), Description=_description(description, subject))
     return _image_state(response.body.get("Image") or {}, response.request_ids)
 
 
 @sensitive_variables("file_location")  # SEC-10: a bearer URL, never in an error report
-def import_image(*, creds: Credentials, file_location: str, name: str, description: str = "") -> ImageState:
-    """Register an OMI from a pre-signed manifest URL. Look the name up before retrying."""
+def import_image(*, creds: Credentials, file_location: str, name: str, description: str = "",
+                 subject: str = "") -> ImageState:
+    """Register an OMI from a pre-signed manifest URL. Look the name up before retrying
+    (`find_own_image`). With a ``subject``, the description carries the portal's mark for it."""
     response = oapi.call(creds, "CreateImage", FileLocation=file_location, ImageName=validate_image_name(name),
-                         Description=description or None)
+                         Description=_description(description, subject))
     return _image_state(response.body.get("Image") or {}, response.request_ids)
 
 
@@ -161,6 +170,23 @@ def find_image_by_name(*, creds: Credentials, account_id: str, name: str) -> Ima
                                     Filters={"AccountIds": [account_id], "ImageNames": [validate_image_name(name)]})
     matches = [raw for raw in raws if raw.get("ImageName") == name]
     return _image_state(matches[0], request_ids) if matches else None
+
+
+class NameTaken(Conflict):
+    """The name is held by an image the portal did not create for this subject: never adopted."""
+
+    default_message = "The name is taken by an image OMI Portal did not create."
+
+
+def find_own_image(*, creds: Credentials, account_id: str, name: str, subject: str) -> ImageState | None:
+    """The image the portal created under this name for ``subject`` (the lookup before a create
+    is retried, or after the cloud said the name is used), None if no image has the name.
+    Raises NameTaken when the image that has it lacks the portal's mark for ``subject``: made
+    by hand in the account, or by the portal for something else. Nothing is changed either way."""
+    image = find_image_by_name(creds=creds, account_id=account_id, name=name)
+    if image is None or marks.is_marked(image.description, subject=subject):
+        return image
+    raise NameTaken(request_ids=image.request_ids, action="ReadImages")
 
 
 def start_export(

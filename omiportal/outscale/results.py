@@ -74,6 +74,7 @@ class ImageState:
     state_code: str = ""
     state_message: str = ""  # scrubbed of URLs
     request_ids: tuple[str, ...] = ()
+    description: str = ""  # scrubbed of URLs; carries the portal's mark on the images it made
 
     @property
     def is_final(self) -> bool:

@@ -28,6 +28,13 @@ class FaultConfig:
     hang_rate: float = 1.0
     actions: frozenset[str] | None = None  # None: every OAPI action
     oos: bool = False  # also apply to OOS requests (actions then name S3 operations, e.g. GetObject)
+    # A hold is a slow cloud, not a stuck front end: the request is held this long *before* it is
+    # applied (so a lookup by name meanwhile finds nothing), then applied and answered, even when
+    # the caller hung up meanwhile. OAPI only, and only for hold_actions (None: every action),
+    # whatever `actions` says, so holds on creates combine with throttling everywhere.
+    hold_seconds: float = 0.0
+    hold_rate: float = 1.0
+    hold_actions: frozenset[str] | None = None
     failed_exports: dict[str, str] = field(default_factory=dict)  # image id -> Comment
     failed_imports: dict[str, str] = field(default_factory=dict)  # ImageName -> StateComment message
 
@@ -38,6 +45,7 @@ class Decision:
 
     latency: float = 0.0
     hang: float = 0.0
+    hold: float = 0.0
     throttle_code: str | None = None
     error: bool = False
     lose_response: str | None = None  # "500" or "drop"
@@ -67,9 +75,13 @@ class Faults:
         lost_response_mode: str | None = None,
         hang_rate: float | None = None,
         oos: bool | None = None,
+        hold_seconds: float | None = None,
+        hold_rate: float | None = None,
+        hold_actions=None,
     ) -> dict:
         """Change the given switches; the others keep their value. `actions` is a set of action
-        names (e.g. {"CreateImage"}); pass an empty set or None to target every action."""
+        names (e.g. {"CreateImage"}); pass an empty set or None to target every action.
+        `hold_actions` works the same way for holds, but only when given (or when a hold is set)."""
         with self._lock:
             config = self._config
             for name, value in (
@@ -79,6 +91,8 @@ class Faults:
                 ("latency", latency),
                 ("hang_seconds", hang_seconds),
                 ("hang_rate", hang_rate),
+                ("hold_seconds", hold_seconds),
+                ("hold_rate", hold_rate),
             ):
                 if value is not None:
                     value = float(value)
@@ -98,6 +112,8 @@ class Faults:
             if oos is not None:
                 config.oos = bool(oos)
             config.actions = frozenset(actions) if actions else None
+            if hold_actions is not None or hold_seconds is not None:
+                config.hold_actions = frozenset(hold_actions) if hold_actions else None
             return self._snapshot()
 
     def fail_export(self, image_id: str, comment: str = "Export failed (sandbox fault).") -> None:
@@ -126,6 +142,7 @@ class Faults:
         data = asdict(self._config)
         data["actions"] = sorted(self._config.actions) if self._config.actions else None
         data["throttle_codes"] = list(self._config.throttle_codes)
+        data["hold_actions"] = sorted(self._config.hold_actions) if self._config.hold_actions else None
         return data
 
     def decide(self, action: str, service: str = "oapi") -> Decision:
@@ -133,19 +150,24 @@ class Faults:
         as a real front end rejects before the back end runs."""
         with self._lock:
             config = self._config
-            if service == "oos" and not config.oos:
-                return Decision()
-            if config.actions is not None and action not in config.actions:
-                return Decision()
             rng = self._rng
+            hold = 0.0
+            if (service == "oapi" and config.hold_seconds
+                    and (config.hold_actions is None or action in config.hold_actions)
+                    and rng.random() < config.hold_rate):
+                hold = config.hold_seconds
+            if service == "oos" and not config.oos:
+                return Decision(hold=hold)
+            if config.actions is not None and action not in config.actions:
+                return Decision(hold=hold)
             hang = config.hang_seconds if config.hang_seconds and rng.random() < config.hang_rate else 0.0
             if config.throttle_rate and rng.random() < config.throttle_rate:
-                return Decision(config.latency, hang, throttle_code=rng.choice(config.throttle_codes))
+                return Decision(config.latency, hang, hold, throttle_code=rng.choice(config.throttle_codes))
             if config.error_rate and rng.random() < config.error_rate:
-                return Decision(config.latency, hang, error=True)
+                return Decision(config.latency, hang, hold, error=True)
             if config.lost_response_rate and rng.random() < config.lost_response_rate:
                 mode = config.lost_response_mode
                 if mode == "mixed":
                     mode = rng.choice(("500", "drop"))
-                return Decision(config.latency, hang, lose_response=mode)
-            return Decision(config.latency, hang)
+                return Decision(config.latency, hang, hold, lose_response=mode)
+            return Decision(config.latency, hang, hold)

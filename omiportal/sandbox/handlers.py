@@ -99,7 +99,11 @@ class BaseHandler(BaseHTTPRequestHandler):
             time.sleep(decision.latency)
         if decision.hang:
             time.sleep(decision.hang)
-            return not self.client_gone()
+            if self.client_gone():
+                return False
+        if decision.hold:
+            # A slow cloud: the request was received and will be applied, caller or not.
+            time.sleep(decision.hold)
         return True
 
     def client_gone(self) -> bool:

@@ -101,8 +101,14 @@ def export_start(*, export_id) -> None:
     if export.state == Export.State.COPYING and export.copy_image_id:
         return  # the sweep watches the copy
     tried = export.attempts
-    if not Export.objects.filter(pk=export.pk, state=export.state, attempts=tried).update(attempts=tried + 1):
-        return  # another run of this step got here first
+    now = timezone.now()
+    # The attempt is counted and the step leased in one conditional UPDATE: no other run (the
+    # reconciler's, a retry's, a second worker's) starts it again while this one may still be
+    # inside its cloud calls (polling.start_free).
+    if not Export.objects.filter(polling.start_free(now, tried=tried), pk=export.pk, state=export.state,
+                                 attempts=tried).update(
+            attempts=tried + 1, next_poll_at=polling.start_lease_until(now, calls=EXPORT_START_CALLS)):
+        return  # another run of this step got here first, or holds it
     export.attempts = tried + 1
     account = export.account
     problem = ""
@@ -116,10 +122,18 @@ def export_start(*, export_id) -> None:
             creds = credentials_for(account, purpose="start export")
             if export.state == Export.State.COPYING:
                 name = f"omiportal-copy-{export.public_id}"
-                found = tried and outscale.find_image_by_name(creds=creds, account_id=account.account_id, name=name)
-                image = found or outscale.copy_image(
-                    creds=creds, source_image_id=export.source_image_id, name=name,
-                    description="Copy made by OMI Portal to export it")
+                image = tried and _own_copy(creds, account, export, name)
+                if not image:
+                    try:
+                        image = outscale.copy_image(
+                            creds=creds, source_image_id=export.source_image_id, name=name,
+                            description="Copy made by OMI Portal to export it", subject=_copy_subject(export))
+                    except outscale.Conflict as exc:
+                        # Our own earlier create (a lost answer, a run whose lease ran out), or not ours.
+                        image = _own_copy(creds, account, export, name)
+                        if image is None:  # gone again meanwhile: try once more later
+                            raise outscale.RetryLater(exc.user_message, kind=outscale.RetryLater.BUSY,
+                                                      may_have_run=True, request_ids=exc.request_ids) from None
                 changes = {"copy_image_id": image.image_id}
                 action = "export.copy_started"
             else:
@@ -132,9 +146,16 @@ def export_start(*, export_id) -> None:
             _fail(export, errors.EXPORT_BUCKET_REFUSED.format(reason=problem), request_ids, outcome="denied")
             return
         except outscale.CloudError as exc:
-            if exc.retryable:
+            if isinstance(exc, outscale.NameTaken):
+                # Someone made an image under the copy's name: never adopted, nothing touched.
+                _fail(export, errors.NAME_NOT_OURS.format(name=f"omiportal-copy-{export.public_id}"),
+                      exc.request_ids)
+            elif exc.retryable:
                 # attempts was counted when this attempt began
                 polling.put_off_start(export, exc, tries=export.attempts, fail=_fail,
+                                      claimed=Q(state=export.state, attempts=export.attempts,
+                                                **({"copy_image_id": ""} if export.state == Export.State.COPYING
+                                                   else {"task_id": ""})),
                                       job="transfers.jobs.export_start_job",
                                       job_id=f"export-start-{export.public_id}-{export.attempts}")
             else:
@@ -143,13 +164,31 @@ def export_start(*, export_id) -> None:
     now = timezone.now()
     with transaction.atomic():
         interval = scheduling.sweep_min()
-        if not Export.objects.filter(pk=export.pk, state=export.state).update(
+        # The lease is replaced by the first look; a run whose lease ran out finds it done.
+        if not Export.objects.filter(pk=export.pk, state=export.state, copy_image_id=export.copy_image_id,
+                                     task_id="").update(
                 **changes, state_message="", next_poll_at=now + timedelta(seconds=interval),
                 poll_interval=interval, updated_at=now):
             return
         record(action=action, actor=None, team=account.team, target=_export_target(export),
                cloud_request_ids=list(request_ids), details={k: str(v) for k, v in changes.items()})
         scheduling.schedule_sweep("export", account.public_id, now + timedelta(seconds=interval))
+
+
+# The cloud calls one export start can make (polling.start_call_seconds): the bucket check
+# (ListBuckets, HeadBucket), a lookup before a retried create, the create, a lookup after a
+# duplicate-name answer.
+EXPORT_START_CALLS = 5
+
+
+def _copy_subject(export: Export) -> str:
+    """What the portal's mark on a copy-first image stands for: this export."""
+    return f"export-copy:{export.public_id}"
+
+
+def _own_copy(creds, account: CloudAccount, export: Export, name: str):
+    return outscale.find_own_image(creds=creds, account_id=account.account_id, name=name,
+                                   subject=_copy_subject(export))
 
 
 WATCHED = (Export.State.COPYING, Export.State.RUNNING)

@@ -35,16 +35,74 @@ def start_deadline(delay: float):
     return timezone.now() + timedelta(seconds=delay + settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
 
 
-def put_off_start(row, exc, *, tries: int, fail, job: str, job_id: str) -> None:
+# --- leases on starts ------------------------------------------------------------------------
+# A start (an import's CreateImage, an export's copy or task) counts its attempt and writes a
+# lease in the same conditional UPDATE, before any cloud call: next_poll_at moves past the end
+# of the longest stay inside the calls, so the reconciler leaves the row alone, and no other run
+# (a re-enqueued job, a retry job, the hand-off, a second worker) may claim it until it ran out.
+# When the calls return, the lease is replaced by the next look (or a put-off, or the end).
+
+
+def start_call_seconds(*, calls: int) -> float:
+    """The longest a start can stay inside ``calls`` cloud calls at these settings.
+
+    Each call may wait for its turn in the account's pace behind every other thread of the
+    process (OMIPORTAL_SWEEP_CONCURRENCY of them, OMIPORTAL_OUTSCALE_CALLS_PER_SECOND served a
+    second), then connect and wait up to the read timeout, up to OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS
+    times with at most OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY between attempts (throttled answers
+    are retried even for creates). A hand-off claims all its rows at once and begins the last of
+    them up to OMIPORTAL_SWEEP_BUDGET_SECONDS later. At the shipped settings (32 threads, 5 calls
+    a second, 5 + 30 s timeouts, 3 attempts, 4 s, 5 s budget) an import start's three calls
+    (lookup, create, lookup after a duplicate-name answer) come to about 400 s.
+    (A read timeout bounds the wait for each byte, not the whole answer; OUTSCALE answers in
+    one piece.)
+    """
+    pace_wait = max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY)) / max(
+        1, int(settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND))
+    attempt = pace_wait + float(settings.OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT) + float(
+        settings.OMIPORTAL_OUTSCALE_READ_TIMEOUT)
+    attempts = max(1, int(settings.OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS))
+    per_call = attempts * attempt + (attempts - 1) * float(settings.OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY)
+    return float(settings.OMIPORTAL_SWEEP_BUDGET_SECONDS) + calls * per_call
+
+
+def _start_horizon() -> float:
+    """How far ahead a start not held by anyone can be scheduled: a put-off's retry (at most a
+    sweep_max) plus the reconciler's grace (`start_deadline`), or a fresh row's grace."""
+    return scheduling.sweep_max() + float(settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
+
+
+def start_lease_until(now, *, calls: int):
+    """The next_poll_at a claimed start is given. It lies beyond any time a start not held is
+    scheduled for (`_start_horizon`) by the longest stay inside its calls, so a re-run can tell
+    a held row from one put off until later, as `riders` tells a swept row from a scheduled one;
+    the reconciler comes back a grace period after it."""
+    return now + timedelta(seconds=_start_horizon() + start_call_seconds(calls=calls))
+
+
+def start_free(now, *, tried: int) -> Q:
+    """Rows whose start no run holds, among those with ``tried`` attempts counted: any with
+    none (never claimed; whatever their next look says, it is no lease), else those put off or
+    whose lease ran out (the run holding it died inside its calls; the next looks the name up)."""
+    if not tried:
+        return Q()
+    return Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now + timedelta(seconds=_start_horizon()))
+
+
+def put_off_start(row, exc, *, tries: int, fail, job: str, job_id: str, claimed: Q) -> None:
     """OUTSCALE put a create off (throttled, unavailable): try again later, or give up after
     MAX_START_ATTEMPTS. ``tries`` counts attempts made so far; ``fail(row, message, request_ids)``
-    ends the transfer."""
-    if tries >= MAX_START_ATTEMPTS:
-        fail(row, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
-        return
+    ends the transfer. ``claimed`` is the condition the row met when this run claimed it (state,
+    attempt count, no result yet): a run whose lease ran out and was taken over by another
+    changes nothing, since the row moved on without it."""
     delay = start_retry_delay(tries)
     with transaction.atomic():
-        type(row).objects.filter(pk=row.pk).update(
+        if not type(row).objects.select_for_update().filter(claimed, pk=row.pk).exists():
+            return
+        if tries >= MAX_START_ATTEMPTS:
+            fail(row, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
+            return
+        type(row).objects.filter(claimed, pk=row.pk).update(
             state_message=f"{WAITING_PREFIX}{exc.user_message}"[:500], next_poll_at=start_deadline(delay))
         scheduling.enqueue(job, str(row.public_id), job_id=job_id, delay=delay)
 
@@ -109,7 +167,10 @@ def claim_riders(model, riders: list, ended: set) -> list:
                       .values_list("pk", "next_poll_at"))
         mine = {pk for pk, at in now_at.items() if at == read[pk]}
         model.objects.filter(pk__in=mine).update(next_poll_at=lease)
-    return [row for row in riders if row.pk in mine]
+    taken = [row for row in riders if row.pk in mine]
+    for row in taken:
+        row.next_poll_at = lease  # what the row holds now: a put-off is conditional on it
+    return taken
 
 
 def schedule_next(model, account: CloudAccount, kind: str, states, extra: Q) -> None:
@@ -121,9 +182,12 @@ def schedule_next(model, account: CloudAccount, kind: str, states, extra: Q) -> 
 
 
 def postpone(rows, message: str) -> None:
+    """Look again later at rows a sweep took (throttled, unavailable): each only while it is
+    still in the state and under the lease it was read with, so a late put-off never moves a
+    row that another run has advanced meanwhile."""
     for row in rows:
         interval = min(scheduling.sweep_max(), max(row.poll_interval, scheduling.sweep_min()) * 2)
-        type(row).objects.filter(pk=row.pk).update(
+        type(row).objects.filter(pk=row.pk, state=row.state, next_poll_at=row.next_poll_at).update(
             poll_interval=interval, next_poll_at=timezone.now() + timedelta(seconds=interval),
             state_message=f"{WAITING_PREFIX}{message}"[:500])
 

@@ -31,23 +31,29 @@ def reconcile(*, now=None) -> dict:
         stalled = Export.objects.filter(state__in=Export.IN_FLIGHT, next_poll_at__lt=overdue).select_related("account")
         counts["exports"] = 0
         for export in stalled:
+            # Only as read: a start that claimed the row meanwhile wrote its lease (starts are never
+            # taken from a run still inside its cloud calls: their lease keeps them off this list).
+            if not Export.objects.filter(pk=export.pk, state=export.state, next_poll_at=export.next_poll_at) \
+                    .update(next_poll_at=now):
+                continue
             counts["exports"] += 1
             if export.state == Export.State.STARTING or (export.state == Export.State.COPYING
                                                          and not export.copy_image_id):
                 scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
                                    job_id=f"export-start-{export.public_id}-r{int(now.timestamp())}")
             else:
-                Export.objects.filter(pk=export.pk).update(next_poll_at=now)
                 scheduling.schedule_sweep("export", export.account.public_id, now)
         counts["imports"] = 0
         for recipient in Recipient.objects.filter(state=Recipient.State.IMPORTING, next_poll_at__lt=overdue) \
                 .select_related("target_account"):
+            if not Recipient.objects.filter(pk=recipient.pk, state=recipient.state, image_id=recipient.image_id,
+                                            next_poll_at=recipient.next_poll_at).update(next_poll_at=now):
+                continue  # moved on since it was read (a start's claim, a sweep)
             counts["imports"] += 1
             if not recipient.image_id:
                 scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
                                    job_id=f"import-start-{recipient.public_id}-r{int(now.timestamp())}")
             else:
-                Recipient.objects.filter(pk=recipient.pk).update(next_poll_at=now)
                 scheduling.schedule_sweep("import", recipient.target_account.public_id, now)
     for export_id in Export.objects.filter(state=Export.State.COMPLETED, cleaned_at__isnull=True,
                                            account__team__cleanup_exports=True).values_list("pk", flat=True):

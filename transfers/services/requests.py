@@ -77,7 +77,7 @@ def _check_name_free(access: TeamAccess, name: str, accounts: list[CloudAccount]
     Only in the requesting team's own accounts (INS-09): each team's keys serve that team's work
     alone, and opening another team's here would tell the requester which image names exist in
     that team's account, spend its API quota and fill its trail. A name taken there is found when
-    that team's import starts (starts.IMPORT_NAME_TAKEN), and a retry imports under a new name.
+    that team's import starts (errors.NAME_NOT_OURS), and a retry imports under a new name.
     """
     for account in (a for a in accounts if a.team_id == access.team.pk):
         creds = credentials_for(account, purpose="check copy name")

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import CloudAccount
@@ -31,6 +32,10 @@ def _file_location(recipient: Recipient) -> str:
         return link.url
     return open_pasted_link(recipient)
 
+
+# The cloud calls one import start can make (polling.start_call_seconds): a lookup before a
+# retried create, the create, and a lookup after a duplicate-name answer.
+IMPORT_START_CALLS = 3
 
 _STARTING = ("team", "target_account__team", "share__export__account__team")
 
@@ -60,29 +65,54 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
     account = recipient.target_account
     description = (f"Copied by OMI Portal from {recipient.share.source_image_id}, share {recipient.share.public_id}"
                    if recipient.share_id else "Imported by OMI Portal from a link")
+    subject = image_subject(recipient)
     with outscale.record_request_ids() as request_ids:
         try:
             creds = credentials_for(account, purpose="start import")
-            found = tried and outscale.find_image_by_name(creds=creds, account_id=account.account_id,
-                                                          name=recipient.image_name)
-            image = found or outscale.import_image(creds=creds, file_location=_file_location(recipient),
-                                      name=recipient.image_name, description=description)
+
+            def own_image():
+                return outscale.find_own_image(creds=creds, account_id=account.account_id,
+                                               name=recipient.image_name, subject=subject)
+
+            image = tried and own_image()
+            if not image:
+                try:
+                    image = outscale.import_image(creds=creds, file_location=_file_location(recipient),
+                                                  name=recipient.image_name, description=description,
+                                                  subject=subject)
+                except outscale.Conflict as exc:
+                    # The name is used: by this import's own earlier create (its answer was lost,
+                    # or a run whose lease ran out is still inside the call), or by someone else.
+                    image = own_image()
+                    if image is None:  # gone again meanwhile: try once more later
+                        raise outscale.RetryLater(exc.user_message, kind=outscale.RetryLater.BUSY,
+                                                  may_have_run=True, request_ids=exc.request_ids) from None
         except outscale.CloudError as exc:
-            if exc.retryable:
+            if isinstance(exc, outscale.NameTaken):
+                # Not ours (made by hand in the account, say): never adopted, nothing touched.
+                import_failed(recipient, errors.NAME_NOT_OURS.format(name=recipient.image_name), exc.request_ids)
+            elif exc.retryable:
                 # start_tries was counted when this attempt began
                 polling.put_off_start(
-                    recipient, exc, tries=recipient.start_tries, fail=import_failed,
+                    recipient, exc, tries=recipient.start_tries, fail=import_failed, claimed=_claimed(recipient),
                     job="transfers.jobs.import_start_job",
                     job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{recipient.start_tries}")
-            elif isinstance(exc, outscale.Conflict):
-                # The only conflict an import meets: the name is taken in this account. Nobody could
-                # look before: the request was made with the source team's keys only (INS-09).
-                import_failed(recipient, errors.IMPORT_NAME_TAKEN.format(name=recipient.image_name,
-                                                                          label=account.label), exc.request_ids)
             else:
                 import_failed(recipient, exc.user_message, exc.request_ids)
             return None
     return recipient, image.image_id, list(request_ids)
+
+
+def image_subject(recipient: Recipient) -> str:
+    """What the portal's mark on this import's image stands for: this recipient, this attempt
+    (a retry imports under another name, with another mark)."""
+    return f"recipient:{recipient.public_id}:{recipient.attempt}"
+
+
+def _claimed(recipient: Recipient) -> Q:
+    """The row as this run claimed it: still importing, no image yet, no attempt counted since."""
+    return Q(state=Recipient.State.IMPORTING, image_id="", attempt=recipient.attempt,
+             start_tries=recipient.start_tries)
 
 
 def _claim(recipients) -> list[Recipient]:
@@ -96,10 +126,13 @@ def _claim(recipients) -> list[Recipient]:
     claimed = []
     for tried, group in waiting.items():
         with transaction.atomic():
+            now = timezone.now()
+            # Not a row another run holds (polling.start_free): its lease has not run out.
             ids = set(Recipient.objects.select_for_update().filter(
-                pk__in=[r.pk for r in group], state=Recipient.State.IMPORTING, image_id="", start_tries=tried)
-                .values_list("pk", flat=True))
-            Recipient.objects.filter(pk__in=ids).update(start_tries=tried + 1)
+                polling.start_free(now, tried=tried), pk__in=[r.pk for r in group], state=Recipient.State.IMPORTING,
+                image_id="", start_tries=tried).values_list("pk", flat=True))
+            Recipient.objects.filter(pk__in=ids).update(
+                start_tries=tried + 1, next_poll_at=polling.start_lease_until(now, calls=IMPORT_START_CALLS))
         for recipient in group:
             if recipient.pk in ids:
                 recipient.start_tries = tried + 1
@@ -113,9 +146,10 @@ def _unclaim(recipients: list[Recipient]) -> None:
     by_tries: dict[int, list[int]] = defaultdict(list)
     for recipient in recipients:
         by_tries[recipient.start_tries].append(recipient.pk)
+    back = timezone.now() + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)  # as imports_begin
     for tries, pks in by_tries.items():
         Recipient.objects.filter(pk__in=pks, state=Recipient.State.IMPORTING, image_id="", start_tries=tries) \
-            .update(start_tries=tries - 1)
+            .update(start_tries=tries - 1, next_poll_at=back)
 
 
 def _started(recipient: Recipient, image_id: str, request_ids: list) -> None:

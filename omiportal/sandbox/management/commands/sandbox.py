@@ -37,6 +37,8 @@ def sandbox_from_options(options: dict) -> Sandbox:
         hang_seconds=options["hang_seconds"],
         actions=actions or None,
         oos=options["faults_on_oos"],
+        hold_seconds=options.get("hold_seconds") or 0.0,
+        hold_actions={a.strip() for a in (options.get("hold_actions") or "").split(",") if a.strip()} or None,
     )
     return sb
 
@@ -66,6 +68,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
         parser.add_argument("--hang-seconds", type=float, default=0.0, help="every targeted call sleeps this long")
+        parser.add_argument("--hold-seconds", type=float, default=0.0,
+                            help="targeted calls are held this long before they are applied, then answered")
+        parser.add_argument("--hold-actions", default="", help="comma-separated actions held (default: every one)")
         parser.add_argument("--fault-actions", default="", help="comma-separated actions the faults target")
         parser.add_argument("--faults-on-oos", action="store_true", help="apply the faults to OOS too")
         parser.add_argument("--describe", action="store_true", help="print endpoints, accounts and keys; exit")
