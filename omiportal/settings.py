@@ -319,6 +319,9 @@ OMIPORTAL_SWEEP_CONCURRENCY = env.int(
 # How long a sweep may spend on those per-row calls before it leaves the rest to a job of their
 # own: the sweeps of other accounts wait for a worker meanwhile.
 OMIPORTAL_SWEEP_BUDGET_SECONDS = env.float("OMIPORTAL_SWEEP_BUDGET_SECONDS", default=5.0)
+# A create that got no answer (read timeout, dropped connection) may still be applied by the cloud
+# afterwards: its next attempt waits this long before looking the name up (polling.settle_seconds).
+OMIPORTAL_CREATE_SETTLE_SECONDS = env.float("OMIPORTAL_CREATE_SETTLE_SECONDS", default=120.0)
 # Later shares of the same image reuse an export whose manifest stays valid at least this long.
 OMIPORTAL_EXPORT_REUSE_MIN_HOURS = env.float("OMIPORTAL_EXPORT_REUSE_MIN_HOURS", default=24.0)
 # A step that keeps raising something other than an answer from OUTSCALE (a vault or audit

@@ -355,8 +355,10 @@ def _check_the_cloud_saw_each_create_once(cloud, accounts):
         with cloud.world.lock:
             names = Counter(i.name for i in cloud.world.images.values() if i.account_id == account_id)
             tasks = Counter(t.prefix.split("/")[1] for t in cloud.world.tasks.values() if t.account_id == account_id)
+        # Copies are deleted once their export completed: count the creates that succeeded instead.
+        made = cloud.created(account_id).get("CreateImage", {})
         for export in copies:
-            n = names.get(f"omiportal-copy-{export.public_id}", 0)
+            n = made.get(f"omiportal-copy-{export.public_id}", 0)
             if n != 1:
                 problems.append(f"{name}: {n} copy-first OMI(s) for export {export.public_id}")
         for export in own_exports:

@@ -103,6 +103,13 @@ class RetryLater(CloudError):
         self.may_have_run = may_have_run
         super().__init__(user_message, **kwargs)
 
+    @property
+    def unanswered(self) -> bool:
+        """Sent, and no answer came (a read timeout, a dropped connection): the cloud may still
+        be working on it, and act on it after the caller gave up. An error answer (a 5xx) means
+        the cloud is done with the request, whatever it did."""
+        return self.may_have_run and self.kind in (self.TIMEOUT, self.UNREACHABLE)
+
 
 class CredentialError(CloudError):
     """The keys are wrong, disabled, locked or not allowed: never retried automatically.

@@ -96,6 +96,15 @@ def put_off_start(row, exc, *, tries: int, fail, job: str, job_id: str, claimed:
     attempt count, no result yet): a run whose lease ran out and was taken over by another
     changes nothing, since the row moved on without it."""
     delay = start_retry_delay(tries)
+    settle = settle_seconds(exc)
+    if settle:
+        # Held, not merely put off: a next look beyond the start horizon is a lease
+        # (`start_free`), so no run (this job released early, the reconciler, another worker)
+        # looks the name up before the unanswered create had its time to land.
+        delay = max(delay, settle)
+        next_poll_at = timezone.now() + timedelta(seconds=_start_horizon() + settle)
+    else:
+        next_poll_at = start_deadline(delay)
     with transaction.atomic():
         if not type(row).objects.select_for_update().filter(claimed, pk=row.pk).exists():
             return
@@ -103,8 +112,19 @@ def put_off_start(row, exc, *, tries: int, fail, job: str, job_id: str, claimed:
             fail(row, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
             return
         type(row).objects.filter(claimed, pk=row.pk).update(
-            state_message=f"{WAITING_PREFIX}{exc.user_message}"[:500], next_poll_at=start_deadline(delay))
+            state_message=f"{WAITING_PREFIX}{exc.user_message}"[:500], next_poll_at=next_poll_at)
         scheduling.enqueue(job, str(row.public_id), job_id=job_id, delay=delay)
+
+
+def settle_seconds(exc) -> float:
+    """How long to leave a create that got no answer before looking its name up again.
+
+    OUTSCALE has no idempotency token. A create that timed out or lost its connection may still
+    be applied after the portal stopped waiting; a lookup made before that finds nothing, and
+    the next create makes a second export task (or races the first for the image name). So the
+    next attempt waits OMIPORTAL_CREATE_SETTLE_SECONDS, the longest the cloud is taken to sit on
+    a request, and then finds what the first one made. An error answer needs no wait."""
+    return float(settings.OMIPORTAL_CREATE_SETTLE_SECONDS) if getattr(exc, "unanswered", False) else 0.0
 
 
 def lease_until(now):
