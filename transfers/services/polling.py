@@ -101,8 +101,11 @@ def put_off_start(row, exc, *, tries: int, fail, job: str, job_id: str, claimed:
         # Held, not merely put off: a next look beyond the start horizon is a lease
         # (`start_free`), so no run (this job released early, the reconciler, another worker)
         # looks the name up before the unanswered create had its time to land.
-        delay = max(delay, settle)
         next_poll_at = timezone.now() + timedelta(seconds=_start_horizon() + settle)
+        # rq keeps a scheduled time in whole seconds (it may run a job up to a second early):
+        # the job comes a little after the hold ends, not just before it (it would find the row
+        # held and leave it to the reconciler, minutes later).
+        delay = max(delay, settle + 2.0)
     else:
         next_poll_at = start_deadline(delay)
     with transaction.atomic():

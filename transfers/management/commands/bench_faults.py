@@ -37,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--export-seconds", type=float, help="sandbox export duration (20; --small 4)")
         parser.add_argument("--import-seconds", type=float, help="sandbox import duration (10; --small 3)")
         parser.add_argument("--copy-seconds", type=float, help="sandbox copy-first duration (5; --small 2)")
-        parser.add_argument("--timeout", type=float, help="seconds the transfers may take (1800; --small 240)")
+        parser.add_argument("--timeout", type=float, help="seconds the transfers may take (1800; --small 600)")
         parser.add_argument("--out", default=str(load.BASE_DIR / "bench-results"),
                             help="directory for faults.json (docs/performance for the committed figures)")
         parser.add_argument("--yes", action="store_true",
