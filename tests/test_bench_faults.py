@@ -3,12 +3,12 @@
 Two real `rqworker poll default --with-scheduler` processes on the test database, every portal
 setting as shipped (pace 5 calls/s, sweeps 5-60 s, reconciler every 30 s with a 60 s grace, 30 s
 read timeout, three attempts), against a sandbox that answers in 100 ms, throttles 30 % of OAPI
-calls, loses 5 % of the answers and holds 5 % of the creates 75 s (longer than the grace) before
-it applies them. 40 imports go into one account and 10 over two others; some shares are of one
+calls, loses 5 % of the answers and holds 10 % of the creates 75 s (longer than the grace and the
+read timeout) before it applies them. 24 imports go into one account and 6 over two others; some shares are of one
 OMI (two of them copied first), some of an OMI of their own. Every check of the run must hold:
 every transfer completed, one successful CreateImage per recipient and per copy-first, one
 CreateImageExportTask per export (the sandbox's `created()`), nothing FAILED, nothing in the cloud
-under the portal's names that no row points to, the audit chain verifies. About three minutes;
+under the portal's names that no row points to, the audit chain verifies. About five minutes;
 the database server is never restarted (tests/test_fault_runs.py does that).
 """
 

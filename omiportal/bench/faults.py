@@ -87,10 +87,10 @@ class Options:
 
 
 # The CI form: sizes and the cloud's own durations; the portal's settings stay as shipped. A tenth
-# of the creates are held (5 % of sixty-odd creates would be three). A held create outlasts the read
+# of the creates are held (5 % of forty-odd creates would be two). A held create outlasts the read
 # timeout (30 s), and its next attempt waits OMIPORTAL_CREATE_SETTLE_SECONDS (120 s): a transfer
 # whose copy, export and import are all held takes about 3 x 150 s, hence the timeout.
-SMALL = {"main": 40, "others": 10, "held": 0.1, "export_seconds": 4.0, "import_seconds": 3.0, "copy_seconds": 2.0,
+SMALL = {"main": 24, "others": 6, "held": 0.1, "export_seconds": 4.0, "import_seconds": 3.0, "copy_seconds": 2.0,
          "timeout": 600.0}
 
 
