@@ -36,10 +36,10 @@ from omiportal import outscale
 from omiportal.outscale import oapi
 from tests import factories, workers
 from tests.transfer_world import request_share
-from transfers import jobs, notifications
+from transfers import notifications
 from transfers.models import Recipient, Share
-from transfers.services.requests import ExternalRecipient
 from transfers.services import starts
+from transfers.services.requests import ExternalRecipient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

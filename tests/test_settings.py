@@ -68,7 +68,8 @@ def test_production_cookies_carry_the_host_prefix():
 
 def test_without_secure_cookies_the_names_stay_plain():
     # Local HTTP testing turns Secure off; a __Host- cookie would then never be stored.
-    result = _manage("shell", "--no-imports", "-c", _COOKIES, env_overrides={**PRODUCTION, "OMIPORTAL_SECURE_COOKIES": "false"})
+    result = _manage("shell", "--no-imports", "-c", _COOKIES,
+                     env_overrides={**PRODUCTION, "OMIPORTAL_SECURE_COOKIES": "false"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:4] == ["sessionid", "csrftoken", "False", "False"]
 

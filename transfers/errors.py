@@ -60,5 +60,5 @@ CHANGED_SINCE_REQUEST = "The account {label} changed since the request ({what}):
 CHANGED_SINCE_APPROVAL = "The account {label} changed after the approval ({what}). A new approval is needed."
 APPROVAL_LAPSED = ("The approval of this share ended on {when} (the team's approval lifetime): a new approval is "
                    "needed, so ask for a new request.")
-MANIFEST_DEADLINE_ASSUMED = ("The manifest's deadline could not be read ({reason}): the link is taken to be valid until "
-                             "{when}, 7 days after the export was last seen running.")
+MANIFEST_DEADLINE_ASSUMED = ("The manifest's deadline could not be read ({reason}): the link is taken to be valid "
+                             "until {when}, 7 days after the export was last seen running.")
