@@ -9,7 +9,7 @@ from omiportal import outscale
 from omiportal.outscale.regions import REGIONS
 from tests import factories
 
-pytest_plugins = ["tests.fixtures_audit", "tests.fixtures_sandbox", "tests.fixtures_browser"]
+pytest_plugins = ["tests.fixtures_audit", "tests.fixtures_sandbox", "tests.fixtures_browser", "tests.fixtures_totp"]
 
 
 @pytest.fixture(autouse=True)

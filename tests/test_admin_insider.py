@@ -12,21 +12,13 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.urls import reverse
-from django_otp.plugins.otp_totp import models as totp_models
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import CloudAccount, Membership, Team, User
 from omiportal.audit.models import AuditEvent
 from omiportal.audit.recorder import record
 from tests import factories
-from tests.test_twofactor import START, code_for, enrol
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    clock = SimpleNamespace(now=START)
-    monkeypatch.setattr(totp_models, "time", SimpleNamespace(time=lambda: clock.now))
-    return clock
+from tests.test_twofactor import code_for, enrol
 
 
 @pytest.fixture

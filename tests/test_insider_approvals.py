@@ -8,21 +8,19 @@ service, changes nothing, and is in the trail as ``denied``.
 import io
 import json
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
-from django_otp.plugins.otp_totp import models as totp_models
 
 from accounts import services as account_services
 from accounts.models import CloudAccount, Membership, Role, Team
 from accounts.twofactor.enforcement import VERIFIED_AT_SESSION_KEY
 from omiportal.audit.models import AuditEvent
 from tests import factories
-from tests.test_twofactor import START, code_for, enrol
+from tests.test_twofactor import code_for, enrol, verify
 from tests.transfer_world import access, confirm_own, make_transfer_world, request_share
 from transfers import errors
 from transfers.models import Share
@@ -34,12 +32,6 @@ def w(cloud, db):
     return make_transfer_world(cloud)
 
 
-@pytest.fixture
-def clock(monkeypatch):
-    """django-otp's clock, as in tests/test_twofactor.py: it moves only when a test moves it."""
-    clock = SimpleNamespace(now=START)
-    monkeypatch.setattr(totp_models, "time", SimpleNamespace(time=lambda: clock.now))
-    return clock
 
 
 def _denied(action, reason):
@@ -351,9 +343,6 @@ def test_the_window_is_a_setting(strict, cloud, settings):
     assert _untouched(share)
 
 
-def _verify(client, device, clock, next_url=""):
-    clock.now += 30  # a new 30-second step: a code works once
-    return client.post(reverse("accounts:twofactor-verify"), {"code": code_for(device, clock.now), "next": next_url})
 
 
 def test_a_stale_session_is_sent_to_verify_and_back_then_a_fresh_code_approves(strict, cloud, client, clock,
@@ -362,7 +351,7 @@ def test_a_stale_session_is_sent_to_verify_and_back_then_a_fresh_code_approves(s
     share = request_share(strict, cloud)
     device = enrol(strict.src_approver, clock)
     client.force_login(strict.src_approver)
-    _verify(client, device, clock)
+    verify(client, device, clock)
     session = client.session
     session[VERIFIED_AT_SESSION_KEY] = (timezone.now() - timedelta(seconds=600)).timestamp()  # signed in long ago
     session.save()
@@ -380,7 +369,7 @@ def test_a_stale_session_is_sent_to_verify_and_back_then_a_fresh_code_approves(s
     # The code that signed in cannot be used again for the step-up.
     reused = client.post(reverse("accounts:twofactor-verify"), {"code": code_for(device, clock.now), "next": detail})
     assert reused.status_code == 400
-    back = _verify(client, device, clock, next_url=detail)
+    back = verify(client, device, clock, next_url=detail)
     assert back["Location"] == detail
     response = client.post(reverse("transfers:share-approve", kwargs=kwargs), {"digest": share.digest})
     assert response["Location"] == detail
@@ -391,7 +380,7 @@ def test_a_fresh_sign_in_code_is_enough(strict, cloud, client, clock):
     share = request_share(strict, cloud)
     device = enrol(strict.src_approver, clock)
     client.force_login(strict.src_approver)
-    _verify(client, device, clock)
+    verify(client, device, clock)
     kwargs = {"team_id": strict.source.public_id, "share_id": share.public_id}
     client.post(reverse("transfers:share-reject", kwargs=kwargs), {"digest": share.digest, "comment": "no"})
     assert Share.objects.get(pk=share.pk).state == Share.State.REJECTED

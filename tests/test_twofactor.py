@@ -4,14 +4,12 @@ Covers APR-05 (step-up before approving, reused codes), WEB-04 (session key rota
 """
 
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_totp import models as totp_models
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import Membership, Role
@@ -20,16 +18,6 @@ from omiportal.audit.models import AuditEvent
 from tests import factories
 from tests.test_authz import _share
 from transfers.models import Share
-
-START = 1_700_000_000.0  # a fixed moment, so tests choose which 30-second step a code belongs to
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """The time django-otp checks codes against; ``clock.now`` moves only when a test moves it."""
-    clock = SimpleNamespace(now=START)
-    monkeypatch.setattr(totp_models, "time", SimpleNamespace(time=lambda: clock.now))
-    return clock
 
 
 def code_for(device, at):
