@@ -167,7 +167,7 @@ def _failing_audit_insert(execute, sql, params, many, context):
 
 @pytest.mark.parametrize("batched", [False, True])
 def test_a_failing_audit_write_rolls_back_the_business_change(db, batched):
-    block = recorder.batched() if batched else contextlib.nullcontext()
+    block = recorder.atomic() if batched else contextlib.nullcontext()
     with pytest.raises(DatabaseError, match="injected"), connection.execute_wrapper(_failing_audit_insert), \
             transaction.atomic(), block:
         Team.objects.create(name="Never committed")
@@ -261,7 +261,7 @@ def test_the_orm_refuses_to_change_or_delete_events(db):
 # --- Batches: many events, one lock ------------------------------------------------------
 
 def test_a_batch_writes_its_events_in_order_when_it_ends(team):
-    with recorder.batched():
+    with recorder.atomic():
         events = [record(action="team.created", actor=None, team=team, details={"n": n}) for n in range(5)]
         assert AuditChainHead.objects.get().seq == 0  # nothing written, no lock taken yet
         assert not AuditEvent.objects.exists()
@@ -276,9 +276,9 @@ def test_a_batch_writes_its_events_in_order_when_it_ends(team):
 def test_a_batch_follows_events_recorded_before_it_and_nested_batches_join_it(team):
     with transaction.atomic():
         record(action="team.created", actor=None, team=team)
-        with recorder.batched():
+        with recorder.atomic():
             record(action="team.renamed", actor=None, team=team)
-            with recorder.batched():
+            with recorder.atomic():
                 record(action="team.renamed", actor=None, team=team, details={"inner": True})
             assert AuditEvent.objects.count() == 1
         record(action="team.deleted", actor=None, team=team)
@@ -288,7 +288,7 @@ def test_a_batch_follows_events_recorded_before_it_and_nested_batches_join_it(te
 
 
 def test_a_batch_that_raises_writes_nothing(team):
-    with pytest.raises(RuntimeError), recorder.batched():
+    with pytest.raises(RuntimeError), recorder.atomic():
         Membership.objects.create(team=team, user=factories.make_user("batch@example.com"))
         record(action="membership.added", actor=None, team=team)
         raise RuntimeError("the service failed")
@@ -297,7 +297,7 @@ def test_a_batch_that_raises_writes_nothing(team):
 
 
 def test_an_invalid_event_is_refused_when_recorded_not_when_the_batch_ends(team):
-    with recorder.batched():
+    with recorder.atomic():
         with pytest.raises(AuditError):
             record(action="team.created", actor=None, details={"password": "hunter2"})
         record(action="team.created", actor=None, team=team)
@@ -319,7 +319,7 @@ def test_another_thread_inside_a_batch_records_on_its_own(team):
         finally:
             connection.close()
 
-    with recorder.batched():
+    with recorder.atomic():
         record(action="team.created", actor=None, team=team)
         worker = threading.Thread(target=in_thread)
         worker.start()

@@ -277,10 +277,6 @@ def atomic():
             _append(events)
 
 
-# The name the sweeps' hand-offs and completions use: many events in one block.
-batched = atomic
-
-
 # --- Denials outlive the transaction they were recorded in ------------------------------------
 #
 # A service records its refusal (``require()``'s ``access.denied``, a self-approval) inside its own

@@ -327,7 +327,7 @@ def export_complete(*, export: Export, task, creds, handoff: list | None = None)
         details = {"manifest_deadline_assumed": True, "reason": reason}
         logger.warning("Export %s: %s", export.public_id, message)
     # Hundreds of shares may wait on one export: their events are written together at the end.
-    with recorder.batched():
+    with recorder.atomic():
         if not Export.objects.filter(pk=export.pk, state=Export.State.RUNNING).update(
                 state=Export.State.COMPLETED, progress=100, manifest_key=key, completed_at=now,
                 manifest_deadline=deadline, next_poll_at=None, state_message=message[:500], updated_at=now):

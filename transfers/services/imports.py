@@ -270,7 +270,7 @@ def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipien
 
 def _complete_together(tagged: list[tuple[Recipient, dict, list]], read_ids) -> None:
     """Record these imports' completions and refresh their shares, in one transaction."""
-    with recorder.batched():
+    with recorder.atomic():
         done = [recipient for recipient, tags, request_ids in tagged
                 if _complete(recipient, tags, [*read_ids, *request_ids])]
         shares_refresh(share_ids={recipient.share_id for recipient in done if recipient.share_id})

@@ -186,7 +186,7 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
     started: list[tuple[Recipient, str, list]] = []
     left = polling.run_each(lambda recipient: started.append(_start(recipient, claimed=True)), recipients,
                             what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
-    with recorder.batched():
+    with recorder.atomic():
         for result in started:
             if result:
                 _started(*result)
