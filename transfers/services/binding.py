@@ -11,12 +11,8 @@ import hashlib
 import json
 from datetime import timedelta
 
-from django.utils import timezone
-
 from accounts.models import CloudAccount
 from omiportal import outscale
-from omiportal.audit import recorder
-from omiportal.audit.recorder import record
 from omiportal.outscale.account_credentials import credentials_for
 from transfers import errors
 from transfers.models import Recipient, Share
@@ -136,25 +132,11 @@ def imports_allowed(recipients: list[Recipient], *, states) -> list[Recipient]:
 def refuse_import(recipient: Recipient, message: str, *, states) -> bool:
     """Fail the recipient without calling the cloud, with one denied event (in the caller's
     transaction, or its own). False when the recipient was no longer in ``states``."""
-    from transfers.services.imports import share_target
-    from transfers.services.share_state import share_refresh
+    from transfers.services.imports import import_failed
 
-    now = timezone.now()
-    with recorder.atomic():  # the share is locked (share_refresh) after import.refused is recorded
-        if not Recipient.objects.filter(pk=recipient.pk, state__in=states).update(
-                state=Recipient.State.FAILED, state_message=message[:500], next_poll_at=None, completed_at=now,
-                updated_at=now):
-            return False
-        recipient.state, recipient.state_message = Recipient.State.FAILED, message[:500]
-        record(action="import.refused", outcome="denied", actor=None, team=recipient.team,
-               target=share_target(recipient),
-               details={"recipient": str(recipient.public_id), "reason": message,
-                        "bound_account_id": recipient.bound_account_id, "bound_region": recipient.bound_region})
-        share_refresh(share_id=recipient.share_id)
-        from transfers import notifications
-
-        notifications.later("import_ended", [recipient.pk])
-    return True
+    return import_failed(recipient, message, states=states, action="import.refused", outcome="denied",
+                         details={"bound_account_id": recipient.bound_account_id,
+                                  "bound_region": recipient.bound_region})
 
 
 # --- The approval's lifetime -----------------------------------------------------------------------

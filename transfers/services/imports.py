@@ -179,20 +179,25 @@ def recipient_decline(*, access: TeamAccess, recipient: Recipient, reason: str) 
     return recipient
 
 
-def import_failed(recipient: Recipient, message: str, request_ids=()) -> None:
+def import_failed(recipient: Recipient, message: str, request_ids=(), *, states=(Recipient.State.IMPORTING,),
+                  action: str = "import.failed", outcome: str = "failed", details: dict | None = None) -> bool:
+    """End the import FAILED with ``message`` and one event (``import.refused``/denied when the
+    portal refused it before any cloud call). False when it was no longer in ``states``."""
     now = timezone.now()
-    with recorder.atomic():  # the share is locked (share_refresh) after import.failed is recorded
-        if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
+    with recorder.atomic():  # the share is locked (share_refresh) after the event is recorded
+        if not Recipient.objects.filter(pk=recipient.pk, state__in=states).update(
                 state=Recipient.State.FAILED, state_message=message[:500], next_poll_at=None, link_sealed="",
                 completed_at=now, updated_at=now):
-            return
-        record(action="import.failed", outcome="failed", actor=None, team=recipient.team,
+            return False
+        recipient.state, recipient.state_message = Recipient.State.FAILED, message[:500]
+        record(action=action, outcome=outcome, actor=None, team=recipient.team,
                target=share_target(recipient), cloud_request_ids=list(request_ids),
-               details={"recipient": str(recipient.public_id), "reason": message})
+               details={"recipient": str(recipient.public_id), "reason": message, **(details or {})})
         share_refresh(share_id=recipient.share_id)
         from transfers import notifications
 
         notifications.later("import_ended", [recipient.pk])
+    return True
 
 
 WATCHED = (Recipient.State.IMPORTING,)
