@@ -16,7 +16,7 @@ from django.core.exceptions import PermissionDenied
 
 from accounts.models import CloudAccount, Membership, Team, User
 from accounts.selectors import deny_access
-from omiportal.audit.recorder import record
+from audit.recorder import record
 
 NO_PASSWORD_CHANGE = "Passwords are changed by their owner in the portal, or reset by email; never in the admin."
 ACCESS_FLAGS = ("is_active", "is_staff", "is_superuser", "is_compliance_officer")

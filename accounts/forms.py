@@ -6,7 +6,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
 from accounts.models import CloudAccount, Role, Team, bucket_name_validator
-from omiportal.outscale.regions import REGION_CHOICES
+from outscale.regions import REGION_CHOICES
 
 ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{20}$")
 SECRET_KEY_RE = re.compile(r"^[A-Z0-9]{40}$")

@@ -7,7 +7,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from omiportal.outscale.regions import REGION_CHOICES
+from outscale.regions import REGION_CHOICES
 
 
 class UserManager(BaseUserManager):

@@ -12,7 +12,7 @@ from django.http import Http404
 
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.roles import COMPLIANCE_CAPABILITIES, ROLE_CAPABILITIES, Capability
-from omiportal.audit.recorder import AuditTarget, record
+from audit.recorder import AuditTarget, record
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from accounts import vault
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
-from omiportal.audit import recorder
-from omiportal.audit.recorder import record
+from audit import recorder
+from audit.recorder import record
 
 LAST_ADMIN_MESSAGE = "A team needs at least one admin: make someone else admin first."
 DUPLICATE_MEMBER_MESSAGE = "{email} is already a member of {team}."
@@ -415,8 +415,8 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
     with its audit event. A failure keeps the account invalid with the cloud's
     reason in words.
     """
-    from omiportal import outscale
-    from omiportal.outscale.account_credentials import credentials_for
+    import outscale
+    from outscale.account_credentials import credentials_for
 
     require(access, Capability.MANAGE_TEAM, target=account)
     account = CloudAccount.objects.select_related("team").get(pk=account.pk, team=access.team)

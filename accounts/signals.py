@@ -5,7 +5,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.dispatch import receiver
 
 from accounts import attempts
-from omiportal.audit.recorder import record
+from audit.recorder import record
 
 
 @receiver(user_logged_in)

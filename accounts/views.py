@@ -16,7 +16,7 @@ from accounts.models import CloudAccount, Role, Team
 from accounts.roles import ROLE_DESCRIPTIONS, Capability
 from accounts.twofactor.enforcement import step_up_url
 from accounts.twofactor.services import has_device as has_two_factor_device
-from omiportal.audit.recorder import record
+from audit.recorder import record
 
 
 def _form_error(form, exc: ValidationError) -> None:

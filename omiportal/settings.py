@@ -45,7 +45,7 @@ SECRET_KEY = _required_in_production(
     'Set it to a long random string, e.g. python -c "import secrets; print(secrets.token_urlsafe(50))".',
 )
 # Earlier secret keys, still accepted when checking what they signed (sessions, reset links, and
-# the mark on the images the portal made: omiportal/outscale/marks.py). Rotate by moving the old
+# the mark on the images the portal made: outscale/marks.py). Rotate by moving the old
 # key here until the transfers in flight under it have ended.
 SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 
@@ -74,8 +74,9 @@ INSTALLED_APPS = [
     "accounts.twofactor.apps.TwoFactorConfig",
     "axes",
     "django_ratelimit",
-    "omiportal.audit",
-    "omiportal.sandbox",
+    "audit",
+    "sandbox",
+    "bench",
     "accounts",
     "transfers",
 ]
@@ -83,7 +84,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "omiportal.audit.middleware.RequestContextMiddleware",
+    "audit.middleware.RequestContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -191,11 +192,11 @@ AXES_COOLOFF_TIME = env.float("OMIPORTAL_LOGIN_COOLOFF_HOURS", default=0.25)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # How many proxies every request passes through (each appends to X-Forwarded-For). 0: the
 # connection's address is the client's. The client address, for lock-outs and the audit trail
-# alike, is read by omiportal.audit.context.client_ip.
+# alike, is read by audit.context.client_ip.
 OMIPORTAL_TRUSTED_PROXIES = env.int("OMIPORTAL_TRUSTED_PROXIES", default=0)
 if OMIPORTAL_TRUSTED_PROXIES < 0:
     raise ImproperlyConfigured("OMIPORTAL_TRUSTED_PROXIES is the number of proxies in front: 0 or more.")
-AXES_CLIENT_IP_CALLABLE = "omiportal.audit.context.client_ip"
+AXES_CLIENT_IP_CALLABLE = "audit.context.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False

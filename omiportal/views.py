@@ -3,7 +3,7 @@
 from django.http import HttpResponseForbidden, HttpResponseServerError
 from django.template import loader
 
-from omiportal.audit.recorder import record
+from audit.recorder import record
 
 PATH_MAX = 500
 

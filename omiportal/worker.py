@@ -19,7 +19,7 @@ from django.db import close_old_connections
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from omiportal.audit.recorder import keeping_denials
+from audit.recorder import keeping_denials
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def ensure_reconcile_enqueued() -> None:
                                             result_ttl=0, failure_ttl=300)
 
 
-JOB_MODULES = ("transfers.jobs", "transfers.notifications", "omiportal.audit.jobs")
+JOB_MODULES = ("transfers.jobs", "transfers.notifications", "audit.jobs")
 
 
 class PortalWorker(SimpleWorker):
@@ -49,7 +49,7 @@ class PortalWorker(SimpleWorker):
         # a pickled payload placed in Redis asks for.
         kwargs["serializer"] = JSONSerializer
         super().__init__(*args, **kwargs)
-        from omiportal import outscale
+        import outscale
 
         outscale.warm_up()  # the OAPI spec (seconds to parse) and the cloud layer, once
         for module in JOB_MODULES:
@@ -88,7 +88,7 @@ class PortalWorker(SimpleWorker):
         except Exception:  # noqa: BLE001 - a broken tick must not stop the worker; the next one retries
             logger.exception("Could not enqueue the reconciler")
         try:  # audit checkpoint and verification jobs, each at most once per its interval
-            from omiportal.audit.jobs import ensure_audit_jobs_enqueued
+            from audit.jobs import ensure_audit_jobs_enqueued
 
             ensure_audit_jobs_enqueued()
         except Exception:  # noqa: BLE001 - as above: the next tick retries

@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
+import outscale
 from accounts.models import Role
-from omiportal import outscale
-from omiportal.outscale.regions import REGIONS
+from outscale.regions import REGIONS
 from tests import factories
 
 pytest_plugins = ["tests.fixtures_audit", "tests.fixtures_sandbox", "tests.fixtures_browser", "tests.fixtures_totp"]

@@ -57,7 +57,7 @@ def _audit_flushable(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def _audit_triggers_lifted(request: pytest.FixtureRequest, _django_db_helper, django_db_blocker) -> Iterator[None]:
-    from omiportal.audit import triggers
+    from audit import triggers
 
     request.node.stash[_PENDING_REINSTALL] = django_db_blocker
     yield
@@ -72,8 +72,8 @@ def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef, request: pytest
     if blocker is None:
         return
     del request.node.stash[_PENDING_REINSTALL]
-    from omiportal.audit import triggers
-    from omiportal.audit.models import AuditChainHead
+    from audit import triggers
+    from audit.models import AuditChainHead
 
     connection = connections[DEFAULT_DB_ALIAS]
     with blocker.unblock(), transaction.atomic():
@@ -94,7 +94,7 @@ class AuditTamper:
     @contextlib.contextmanager
     def lifted(self) -> Iterator[None]:
         """Triggers off inside; any error rolls the savepoint back, triggers included."""
-        from omiportal.audit import triggers
+        from audit import triggers
 
         connection = connections[self.alias]
         with transaction.atomic(using=self.alias):
@@ -103,19 +103,19 @@ class AuditTamper:
             triggers.install(connection)
 
     def update(self, seq: int, /, **values: Any) -> None:
-        from omiportal.audit.models import AuditEvent
+        from audit.models import AuditEvent
 
         with self.lifted():
             assert AuditEvent._base_manager.using(self.alias).filter(seq=seq).update(**values) == 1
 
     def delete(self, seq: int) -> None:
-        from omiportal.audit.models import AuditEvent
+        from audit.models import AuditEvent
 
         with self.lifted():
             assert AuditEvent._base_manager.using(self.alias).filter(seq=seq)._raw_delete(self.alias) == 1
 
     def set_head(self, *, seq: int, hash: str) -> None:
-        from omiportal.audit.models import AuditChainHead
+        from audit.models import AuditChainHead
 
         with self.lifted():
             AuditChainHead._base_manager.using(self.alias).update(seq=seq, hash=hash)

@@ -26,13 +26,13 @@ import ruamel.yaml
 from osc_sdk_python import Gateway
 from osc_sdk_python.credentials import Endpoint
 
-from omiportal.sandbox import spec
-from omiportal.sandbox.server import Sandbox
+from sandbox import spec
+from sandbox.server import Sandbox
 
 
 class _CachedSpecYaml:
     """Stands in for ruamel's YAML while the SDK reads its bundled spec: it returns the same
-    document, parsed once and cached on disk by `omiportal.sandbox.spec`. Any other text goes to
+    document, parsed once and cached on disk by `sandbox.spec`. Any other text goes to
     the real parser."""
 
     def __init__(self, typ=None):

@@ -8,7 +8,7 @@ from django.urls import reverse
 from accounts import selectors as account_selectors
 from accounts import services
 from accounts.models import CloudAccount
-from omiportal.audit.models import AuditEvent
+from audit.models import AuditEvent
 from tests import factories
 from tests.transfer_world import access, request_share
 from transfers import errors

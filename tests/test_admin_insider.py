@@ -15,8 +15,8 @@ from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import CloudAccount, Membership, Team, User
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.recorder import record
+from audit.models import AuditEvent
+from audit.recorder import record
 from tests import factories
 from tests.test_twofactor import code_for, enrol
 

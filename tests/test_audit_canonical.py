@@ -11,9 +11,9 @@ from django.template import Context, Template
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omiportal.audit import guard, hashing
-from omiportal.audit.errors import AuditError
-from omiportal.audit.text import safe_text
+from audit import guard, hashing
+from audit.errors import AuditError
+from audit.text import safe_text
 
 WHEN = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.UTC)
 

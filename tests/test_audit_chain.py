@@ -10,11 +10,11 @@ from django.db.models.expressions import RawSQL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from omiportal.audit import guard, hashing, verify
-from omiportal.audit.context import AuditContext, _current
-from omiportal.audit.models import AuditChainHead, AuditEvent
-from omiportal.audit.recorder import AuditTarget, record
-from omiportal.audit.verify import verify_chain
+from audit import guard, hashing, verify
+from audit.context import AuditContext, _current
+from audit.models import AuditChainHead, AuditEvent
+from audit.recorder import AuditTarget, record
+from audit.verify import verify_chain
 from tests import factories
 
 DB_EXAMPLES = settings(

@@ -11,14 +11,14 @@ from django.core.management import CommandError, call_command
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from omiportal.audit import checkpoints, hashing, jobs, signing, verify
-from omiportal.audit.checkpoints import DirectoryStore, latest_status, write_checkpoint
-from omiportal.audit.export_format import EXPORT_COLUMNS, csv_cells, event_row, head_line
-from omiportal.audit.export_verify import verify_export
-from omiportal.audit.integrity import NO_SIGNING_KEY, audit_checkpoint_check
-from omiportal.audit.models import AuditChainHead, AuditEvent
-from omiportal.audit.recorder import AuditTarget, record
-from omiportal.audit.verify import verify_chain
+from audit import checkpoints, hashing, jobs, signing, verify
+from audit.checkpoints import DirectoryStore, latest_status, write_checkpoint
+from audit.export_format import EXPORT_COLUMNS, csv_cells, event_row, head_line
+from audit.export_verify import verify_export
+from audit.integrity import NO_SIGNING_KEY, audit_checkpoint_check
+from audit.models import AuditChainHead, AuditEvent
+from audit.recorder import AuditTarget, record
+from audit.verify import verify_chain
 from omiportal.worker import PortalWorker
 from tests import workers
 
@@ -443,7 +443,7 @@ def test_the_maintenance_tick_enqueues_the_audit_jobs_at_most_once_per_interval(
     default = django_rq.get_queue("default")
     assert sorted(default.job_ids) == ["audit-checkpoint", "audit-verify"]
     job = Job.fetch("audit-checkpoint", connection=default.connection, serializer=JSONSerializer)
-    assert job.func_name == "omiportal.audit.jobs.audit_checkpoint_job"
+    assert job.func_name == "audit.jobs.audit_checkpoint_job"
     for job_id in list(default.job_ids):  # the jobs ran (result_ttl=0); the interval has not passed yet
         default.fetch_job(job_id).delete()
     worker.run_maintenance_tasks()

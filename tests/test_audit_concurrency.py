@@ -9,10 +9,10 @@ import threading
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
-from omiportal.audit import triggers
-from omiportal.audit.models import AuditChainHead, AuditEvent
-from omiportal.audit.recorder import record
-from omiportal.audit.verify import verify_chain
+from audit import triggers
+from audit.models import AuditChainHead, AuditEvent
+from audit.recorder import record
+from audit.verify import verify_chain
 
 THREADS, PER_THREAD = 20, 5
 

@@ -22,9 +22,9 @@ from django_otp.plugins.otp_totp import models as totp_models
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import CloudAccount, Membership, Team, User
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.recorder import record
-from omiportal.audit.verify import verify_chain
+from audit.models import AuditEvent
+from audit.recorder import record
+from audit.verify import verify_chain
 from tests import factories, workers
 from tests.test_authz import MATRIX
 from tests.transfer_world import image_id, make_transfer_world

@@ -10,9 +10,9 @@ from django.test import RequestFactory
 from django.urls import path
 
 from accounts.models import User
-from omiportal.audit.admin import AuditEventAdmin
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.recorder import AuditTarget, record
+from audit.admin import AuditEventAdmin
+from audit.models import AuditEvent
+from audit.recorder import AuditTarget, record
 from tests import factories
 
 
@@ -80,7 +80,7 @@ def test_it_strips_control_characters_from_the_user_agent(client, urls, db):
 
 
 def test_it_keeps_a_missing_or_bogus_address_out(db):
-    from omiportal.audit.context import client_ip, normalise_ip
+    from audit.context import client_ip, normalise_ip
 
     assert client_ip(RequestFactory().get("/", REMOTE_ADDR="not-an-ip")) is None
     assert normalise_ip("::FFFF:1.2.3.4") == "::ffff:1.2.3.4"

@@ -8,12 +8,12 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 
 from accounts.models import Membership, Team
-from omiportal.audit import hashing, recorder
-from omiportal.audit.context import AuditContext, _current, job_context
-from omiportal.audit.errors import AuditError
-from omiportal.audit.models import AuditChainHead, AuditEvent
-from omiportal.audit.recorder import AuditTarget, record
-from omiportal.audit.verify import verify_chain
+from audit import hashing, recorder
+from audit.context import AuditContext, _current, job_context
+from audit.errors import AuditError
+from audit.models import AuditChainHead, AuditEvent
+from audit.recorder import AuditTarget, record
+from audit.verify import verify_chain
 from tests import factories
 
 

@@ -15,11 +15,11 @@ from django.urls import reverse
 
 from accounts import services as account_services
 from accounts.selectors import team_access_for_user
-from omiportal.audit import export_verify, exports, selectors
-from omiportal.audit.export_format import EXPORT_COLUMNS
-from omiportal.audit.forms import ACTION_INVALID, BOTH_CURSORS, DATES_INVERTED
-from omiportal.audit.models import AuditChainHead, AuditEvent
-from omiportal.audit.recorder import AuditTarget, record
+from audit import export_verify, exports, selectors
+from audit.export_format import EXPORT_COLUMNS
+from audit.forms import ACTION_INVALID, BOTH_CURSORS, DATES_INVERTED
+from audit.models import AuditChainHead, AuditEvent
+from audit.recorder import AuditTarget, record
 from tests import factories
 from tests.test_authz import _share
 
@@ -524,7 +524,7 @@ def test_the_integrity_badge_says_when_the_chain_was_never_verified(world, login
 
 
 def test_the_integrity_badge_shows_the_last_verification(world, trail, login):
-    from omiportal.audit.checkpoints import run_verification
+    from audit.checkpoints import run_verification
 
     run_verification()
     page = login(world.compliance).get(_list_url()).content.decode()
@@ -534,7 +534,7 @@ def test_the_integrity_badge_shows_the_last_verification(world, trail, login):
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_an_export_passes_audit_verify_export(fmt, world, trail, login, tmp_path):
     """The pages write what the checkpoint work's verifier reads (export_format is shared)."""
-    from omiportal.audit.export_verify import verify_export
+    from audit.export_verify import verify_export
 
     path = tmp_path / f"audit.{fmt}"
     path.write_bytes(_body(login(world.compliance).get(_export_url(), {"format": fmt})).encode())
@@ -544,7 +544,7 @@ def test_an_export_passes_audit_verify_export(fmt, world, trail, login, tmp_path
 
 
 def test_a_csv_export_with_formula_like_cells_passes_audit_verify_export(world, login, tmp_path):
-    from omiportal.audit.export_verify import verify_export
+    from audit.export_verify import verify_export
 
     _event(world.alpha, "share.requested", target=AuditTarget("x.y", "1", "=SUM(A1)"))
     path = tmp_path / "audit.csv"
@@ -554,7 +554,7 @@ def test_a_csv_export_with_formula_like_cells_passes_audit_verify_export(world, 
 
 def test_the_chunked_csv_cells_match_the_format_functions_cell_for_cell(world):
     """The export's fast path writes exactly escape_cell(csv_cells(event_row(values)))."""
-    from omiportal.audit import export_format
+    from audit import export_format
 
     for label, details, ids in (("=SUM(A1)", {"b": 1, "a": ["x", None, True]}, ["req-1"]),
                                 ("+1", -5, []), ("plain", None, None), ("'quoted", "text", ["@x"]),

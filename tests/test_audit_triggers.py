@@ -8,10 +8,10 @@ import pytest
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from omiportal.audit import triggers
-from omiportal.audit.models import AuditChainHead, AuditEvent
-from omiportal.audit.recorder import record
-from omiportal.audit.verify import verify_chain
+from audit import triggers
+from audit.models import AuditChainHead, AuditEvent
+from audit.recorder import record
+from audit.verify import verify_chain
 
 REFUSED = "audit trail is append-only"
 
@@ -102,8 +102,8 @@ FORBIDDEN = re.compile(
 )
 # Allowed to attack or manage the tables: the trigger module, the migrations, and
 # the audit tests and their plugin (which lift triggers for flushes and tamper tests).
-ALLOWED = {"omiportal/audit/triggers.py", "tests/fixtures_audit.py"}
-ALLOWED_PREFIXES = ("omiportal/audit/migrations/", "tests/test_audit_")
+ALLOWED = {"audit/triggers.py", "tests/fixtures_audit.py"}
+ALLOWED_PREFIXES = ("audit/migrations/", "tests/test_audit_")
 SKIPPED_DIRS = {".venv", "venv", ".git", "var", "node_modules", "staticfiles", "__pycache__", ".hypothesis"}
 
 
@@ -133,11 +133,11 @@ def test_no_code_outside_the_trigger_module_writes_raw_sql_against_the_audit_tab
         text = path.read_text(encoding="utf-8", errors="replace")
         offenders += [f"{relative}: {match.group(0)!r}" for match in FORBIDDEN.finditer(text)]
     assert offenders == []
-    assert any(relative == "omiportal/audit/recorder.py" for relative, _ in _project_files())  # it did look
+    assert any(relative == "audit/recorder.py" for relative, _ in _project_files())  # it did look
 
 
 def test_migrate_puts_back_triggers_a_table_rebuild_would_drop(events):
-    from omiportal.audit.apps import _ensure_triggers
+    from audit.apps import _ensure_triggers
 
     with transaction.atomic():
         triggers.remove(connection)  # what SQLite's table rebuild does to them

@@ -11,8 +11,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts.models import CloudAccount, Membership
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.recorder import record
+from audit.models import AuditEvent
+from audit.recorder import record
 from tests import factories
 from transfers.models import Recipient, Share
 

@@ -14,7 +14,7 @@ the database server is never restarted (tests/test_fault_runs.py does that).
 
 import pytest
 
-from omiportal.bench import faults
+from bench import faults
 from tests import workers
 
 pytestmark = [pytest.mark.defaults_fault_run, pytest.mark.django_db(transaction=True)]

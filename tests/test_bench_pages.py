@@ -1,8 +1,8 @@
 """Smoke test of `manage.py bench_pages` at a tiny size: the figures' structure and a valid chain, not timings."""
 
-from omiportal.audit.models import AuditChainHead, AuditEvent
-from omiportal.audit.verify import verify_chain
-from omiportal.bench import pages
+from audit.models import AuditChainHead, AuditEvent
+from audit.verify import verify_chain
+from bench import pages
 
 
 def test_bench_pages_fills_a_valid_chain_and_measures_every_page(db, settings, tmp_path):

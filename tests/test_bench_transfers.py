@@ -4,7 +4,7 @@ figures themselves are the benchmark's business, not a test's."""
 
 import pytest
 
-from omiportal.bench import transfers as bench
+from bench import transfers as bench
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

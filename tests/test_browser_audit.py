@@ -9,10 +9,10 @@ import pytest
 from playwright.sync_api import expect
 
 from accounts.models import Role
-from omiportal.audit.export_format import EXPORT_COLUMNS
-from omiportal.audit.exports import unescape_cell
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.recorder import AuditTarget, record
+from audit.export_format import EXPORT_COLUMNS
+from audit.exports import unescape_cell
+from audit.models import AuditEvent
+from audit.recorder import AuditTarget, record
 from tests import factories
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

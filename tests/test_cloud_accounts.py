@@ -6,8 +6,8 @@ from django.views.debug import ExceptionReporter
 
 from accounts import forms, services
 from accounts.models import CloudAccount
-from omiportal.audit.models import AuditEvent
-from omiportal.outscale.account_credentials import credentials_for
+from audit.models import AuditEvent
+from outscale.account_credentials import credentials_for
 from tests import factories
 
 AK = "AKTESTCANARY00000042"

@@ -10,10 +10,10 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
+import outscale
 from accounts.models import Team
-from omiportal import outscale
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.verify import verify_chain
+from audit.models import AuditEvent
+from audit.verify import verify_chain
 from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors

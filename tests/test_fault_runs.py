@@ -19,7 +19,7 @@ import pytest
 from django.db import InterfaceError, OperationalError, connection
 
 from accounts.models import Role
-from omiportal.audit.verify import verify_chain
+from audit.verify import verify_chain
 from tests import factories, workers
 from tests.transfer_world import access, image_id, sandbox_account
 from transfers.models import Export, Recipient, Share

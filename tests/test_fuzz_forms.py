@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import CloudAccount, Membership, Team, User
-from omiportal.audit.models import AuditEvent
-from omiportal.outscale.regions import REGIONS
+from audit.models import AuditEvent
+from outscale.regions import REGIONS
 from tests import factories
 from tests.transfer_world import access, image_id, make_transfer_world
 from transfers.forms import DecisionForm, DeclineForm, LinkImportForm, ShareRequestForm

@@ -18,7 +18,7 @@ from django.utils.html import escape
 from accounts import services as account_services
 from accounts.models import CloudAccount, Membership, Role, Team
 from accounts.twofactor.enforcement import VERIFIED_AT_SESSION_KEY
-from omiportal.audit.models import AuditEvent
+from audit.models import AuditEvent
 from tests import factories
 from tests.test_twofactor import code_for, enrol, verify
 from tests.transfer_world import access, confirm_own, make_transfer_world, request_share

@@ -14,8 +14,8 @@ from django.utils import timezone
 from accounts import services as account_services
 from accounts import vault
 from accounts.models import CloudAccount, Team
-from omiportal.audit.models import AuditEvent
-from omiportal.sandbox.world import Bucket
+from audit.models import AuditEvent
+from sandbox.world import Bucket
 from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import Role
-from omiportal.audit.context import job_context
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.recorder import keeping_denials, record
+from audit.context import job_context
+from audit.models import AuditEvent
+from audit.recorder import keeping_denials, record
 from tests import factories
 from tests.transfer_world import access
 from transfers.models import Recipient, Share

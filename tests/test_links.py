@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from omiportal import outscale
-from omiportal.outscale.regions import REGIONS
+import outscale
+from outscale.regions import REGIONS
 from transfers import links
 from transfers.links import LinkError, link_fingerprint, validate_manifest_url
 

@@ -9,7 +9,7 @@ from django.urls import reverse
 from accounts import services
 from accounts.models import Membership, Role, User
 from accounts.selectors import team_access_for_user
-from omiportal.audit.models import AuditEvent
+from audit.models import AuditEvent
 from tests import factories
 
 

@@ -7,11 +7,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from omiportal import outscale
-from omiportal.outscale import oos, storage
-from omiportal.outscale.credentials import Credentials
-from omiportal.outscale.endpoints import endpoints_for, oos_hosts, timeouts
-from omiportal.outscale.regions import REGIONS
+import outscale
+from outscale import oos, storage
+from outscale.credentials import Credentials
+from outscale.endpoints import endpoints_for, oos_hosts, timeouts
+from outscale.regions import REGIONS
 
 SECRET = "oos-secret-never-logged-0002"
 CREDS = Credentials("AKOOSEXAMPLE00002", SECRET, "us-east-2")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from omiportal.outscale import errors
+from outscale import errors
 
 
 def oapi_body(code: str, type_: str = "Error", details: str = "", request_id: str = "0475ca1e-d0c5") -> bytes:

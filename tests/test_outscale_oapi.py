@@ -1,4 +1,4 @@
-"""The OAPI side of omiportal.outscale against a scripted local HTTP server.
+"""The OAPI side of outscale against a scripted local HTTP server.
 
 The server answers each action from a script of (status, body, delay) steps
 and records every request, so the tests can count attempts, read signatures
@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from omiportal import outscale
-from omiportal.outscale import errors, images, oapi
-from omiportal.outscale.credentials import Credentials
-from omiportal.outscale.results import Relation
+import outscale
+from outscale import errors, images, oapi
+from outscale.credentials import Credentials
+from outscale.results import Relation
 
 ACCESS_KEY = "AKTESTEXAMPLE0001"
 SECRET_KEY = "very-secret-key-never-logged-0001"

@@ -2,7 +2,7 @@
 
 import threading
 
-from omiportal.outscale.pace import AccountPace, forget_paces, pace_for
+from outscale.pace import AccountPace, forget_paces, pace_for
 
 
 class FakeTime:

@@ -1,4 +1,4 @@
-"""omiportal.outscale end to end against the sandbox (OAPI with OSC4 signatures, OOS with SigV4).
+"""outscale end to end against the sandbox (OAPI with OSC4 signatures, OOS with SigV4).
 
 Only the endpoints differ from the real cloud: nothing here reaches around the layer except
 to observe the sandbox (counters, recorded answers) or to inject faults.
@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from omiportal import outscale
-from omiportal.outscale import oapi
-from omiportal.outscale.results import Relation
+import outscale
+from outscale import oapi
+from outscale.results import Relation
 
 WEEK = timedelta(seconds=604_800)
 

@@ -1,6 +1,6 @@
 """Queries per page stay at or under 12 (issue 7) and do not grow with the team's history.
 
-The pages are the benchmark's own (``omiportal.bench.pages.pages_for``: dashboard, share lists,
+The pages are the benchmark's own (``bench.pages.pages_for``: dashboard, share lists,
 approvals, inbox, audit trails, event pages), over the benchmark's fill at two sizes.
 """
 
@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from omiportal.bench import fill, pages
+from bench import fill, pages
 
 MAX_QUERIES = 12
 # The pages issue 7 names, plus the audit trails; the admin's change list is Django's.
@@ -84,8 +84,8 @@ def test_approvals_and_the_inbox_are_paginated(bench_world, monkeypatch):
 
 
 def test_the_admin_estimates_the_unfiltered_trail_size_on_postgresql(bench_world, monkeypatch):
-    from omiportal.audit import admin as audit_admin
-    from omiportal.audit.models import AuditEvent
+    from audit import admin as audit_admin
+    from audit.models import AuditEvent
 
     exact = AuditEvent.objects.count()
     filtered = AuditEvent.objects.filter(outcome="denied").order_by("-seq")

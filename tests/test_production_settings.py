@@ -19,9 +19,9 @@ from django.urls import reverse
 
 from accounts.management.commands import seed_demo
 from accounts.models import Team, User
+from audit.context import client_ip
+from audit.models import AuditEvent
 from omiportal import checks as production
-from omiportal.audit.context import client_ip
-from omiportal.audit.models import AuditEvent
 from tests import factories
 from tests.test_settings import PRODUCTION
 

@@ -7,8 +7,8 @@ from django.core.management.base import CommandError
 
 from accounts import checks, vault
 from accounts.models import CloudAccount
-from omiportal.audit.models import AuditEvent
-from omiportal.outscale.account_credentials import credentials_for, open_pasted_link
+from audit.models import AuditEvent
+from outscale.account_credentials import credentials_for, open_pasted_link
 from tests import factories
 from transfers.models import Recipient
 

@@ -175,7 +175,7 @@ def test_it_fails_an_import_on_demand(sandbox_world, exported, oapi, oos, wait_f
 
 def test_it_keeps_the_manifest_link_out_of_the_logs(sandbox_world, exported, oapi, oos, caplog):
     url = presign(oos, exported)
-    with caplog.at_level("DEBUG", logger="omiportal.sandbox"):
+    with caplog.at_level("DEBUG", logger="sandbox"):
         requests.get(url, timeout=5)
         oapi("delta").CreateImage(FileLocation=url, ImageName="logged")
     assert "X-Amz-Signature" not in caplog.text

@@ -7,9 +7,9 @@ import pytest
 import requests
 import ruamel.yaml
 
-from omiportal.sandbox import spec
-from omiportal.sandbox.oapi import Oapi
-from omiportal.sandbox.oapi_errors import status_and_type
+from sandbox import spec
+from sandbox.oapi import Oapi
+from sandbox.oapi_errors import status_and_type
 from tests.fixtures_sandbox import export, manifest_key
 
 LOW_CODES = {"1", "2", "4", "5", "6", "7", "13", "24", "25"}  # published, but absent from the SDK's YAML
@@ -76,7 +76,7 @@ def test_every_action_answers_per_the_spec(sandbox_world, oapi, oos, wait_for):
 
 def test_every_error_code_is_a_real_one(sandbox_world, catalogue):
     # The codes the sandbox can answer with, as declared in its modules.
-    from omiportal.sandbox import oapi_errors
+    from sandbox import oapi_errors
 
     declared = {value for name, value in vars(oapi_errors).items() if name.isupper() and isinstance(value, str)}
     declared |= {"4000", "4070", "10041"}  # used literally in oapi.py

@@ -7,9 +7,9 @@ import urllib.request
 import pytest
 from django.core.management import call_command
 
-from omiportal.outscale.regions import REGIONS
-from omiportal.sandbox.management.commands.sandbox import sandbox_from_options
-from omiportal.sandbox.server import Sandbox
+from outscale.regions import REGIONS
+from sandbox.management.commands.sandbox import sandbox_from_options
+from sandbox.server import Sandbox
 
 
 def test_it_serves_every_region_on_its_own_ports(sandbox_world):

@@ -31,9 +31,9 @@ from django.views.debug import ExceptionReporter
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+import outscale
 from accounts.models import CloudAccount
-from omiportal import outscale
-from omiportal.outscale import oapi
+from outscale import oapi
 from tests import factories, workers
 from tests.transfer_world import request_share
 from transfers import notifications
@@ -49,7 +49,7 @@ CANARY_ACCESS = "CANARYAK" + "".join(secrets.choice(_ALNUM) for _ in range(12))
 CANARY_SECRET = "CANARYSK" + "".join(secrets.choice(_ALNUM) for _ in range(32))
 LOGGERS = ("", "botocore", "urllib3", "osc_sdk_python", "rq", "rq.worker", "django", "django.request")
 # The sandbox plays OUTSCALE in this process: what it logs is the cloud's business, not the portal's.
-FOREIGN_LOGGERS = ("omiportal.sandbox",)
+FOREIGN_LOGGERS = ("sandbox",)
 
 
 def encodings(value: str) -> set[str]:

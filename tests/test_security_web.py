@@ -219,12 +219,12 @@ def test_failed_logins_lock_the_account_and_a_spoofed_forwarded_for_does_not_res
 # (key ids only), and the page benchmark's bulk fill (seals dummy keys; it needs an empty audit trail,
 # so it cannot go through the audited service).
 VAULT_IMPORTERS = {
-    "accounts/vault.py", "omiportal/outscale/account_credentials.py",
+    "accounts/vault.py", "outscale/account_credentials.py",
     "accounts/management/commands/rotate_credential_keys.py", "accounts/services.py", "accounts/checks.py",
-    "omiportal/bench/fill.py",
+    "bench/fill.py",
 }
 VAULT_IMPORTER_DIRS = ("transfers/services/",)
-DECRYPT_CALLERS = {"accounts/vault.py", "omiportal/outscale/account_credentials.py"}
+DECRYPT_CALLERS = {"accounts/vault.py", "outscale/account_credentials.py"}
 # Names that open sealed values, directly or through the bridge.
 OPENERS = {"decrypt", "reseal", "credentials_for", "open_pasted_link"}
 PRESENTATION = re.compile(r"(^|/)(views(/.*)?|forms|admin|admin_site|urls|templatetags/.*|decorators|"
@@ -294,7 +294,7 @@ def test_views_forms_admin_and_templates_never_touch_sealed_values():
 def test_the_static_scan_sees_the_real_modules():
     modules = dict(_app_modules())
     assert "accounts/views.py" in modules and "accounts/forms.py" in modules and "accounts/admin.py" in modules
-    assert "decrypt" in _called_names(modules["omiportal/outscale/account_credentials.py"])
+    assert "decrypt" in _called_names(modules["outscale/account_credentials.py"])
 
 
 # --- SEC-12: the credential views mark their secrets -------------------------------------------------------

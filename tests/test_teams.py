@@ -5,7 +5,7 @@ from django.urls import reverse
 from accounts import services
 from accounts.models import Membership, Role, Team, User
 from accounts.selectors import team_access_for_user
-from omiportal.audit.models import AuditEvent
+from audit.models import AuditEvent
 from tests.factories import PASSWORD, make_user
 
 

@@ -15,8 +15,8 @@ from django.db import DatabaseError, connection, transaction
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.verify import verify_chain
+from audit.models import AuditEvent
+from audit.verify import verify_chain
 from omiportal.worker import PortalWorker
 from tests import workers
 from tests.transfer_world import access, approve, request_share

@@ -4,8 +4,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.verify import verify_chain
+from audit.models import AuditEvent
+from audit.verify import verify_chain
 from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import notifications

@@ -11,10 +11,10 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from omiportal import outscale
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.verify import verify_chain
-from omiportal.outscale import marks
+import outscale
+from audit.models import AuditEvent
+from audit.verify import verify_chain
+from outscale import marks
 from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors, jobs

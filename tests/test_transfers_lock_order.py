@@ -27,8 +27,8 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from accounts.models import CloudAccount
-from omiportal.audit.models import AuditChainHead, AuditEvent
-from omiportal.audit.verify import verify_chain
+from audit.models import AuditChainHead, AuditEvent
+from audit.verify import verify_chain
 from tests import workers
 from tests.transfer_world import access, approve, image_id, request_share
 from transfers import errors
@@ -343,7 +343,7 @@ def test_the_watch_sees_a_business_row_written_after_the_chain_head():
     # The watch itself: a transaction that records first and writes after is reported.
     from django.db import transaction
 
-    from omiportal.audit.recorder import record
+    from audit.recorder import record
     from tests import factories
 
     team = factories.make_team("Watched")
@@ -411,7 +411,7 @@ def test_every_transaction_of_a_whole_copy_takes_the_chain_head_last(flow, cloud
 def test_a_service_with_nothing_to_lock_after_its_event_still_fails_closed(flow, cloud, monkeypatch):
     """The events of a recorder.atomic block are appended at its end: an audit failure there
     (AUD-11) still rolls the business change back."""
-    from omiportal.audit import recorder
+    from audit import recorder
 
     cloud.set_durations(export_seconds=0.2, import_seconds=1000)
     share, _ = _offered(flow, cloud)

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from accounts.models import Role
-from omiportal.audit.models import AuditEvent
+from audit.models import AuditEvent
 from tests import factories, workers
 from tests.transfer_world import approve, image_id, make_transfer_world, request_share, sandbox_account
 from transfers import errors, links

@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from omiportal.audit.models import AuditEvent
+from audit.models import AuditEvent
 from tests.transfer_world import access, approve, confirm_own, make_transfer_world, request_share, sandbox_account
 from transfers import errors
 from transfers.models import Recipient, Share

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from omiportal.audit.verify import verify_chain
+from audit.verify import verify_chain
 from tests import workers
 from tests.transfer_world import approve, request_share
 from transfers import scheduling

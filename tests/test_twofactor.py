@@ -14,7 +14,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import Membership, Role
 from accounts.twofactor import services
-from omiportal.audit.models import AuditEvent
+from audit.models import AuditEvent
 from tests import factories
 from tests.test_authz import _share
 from transfers.models import Share

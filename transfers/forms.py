@@ -3,8 +3,8 @@ a requester or an approver from the request: those come from the acting user's a
 
 from django import forms
 
-from omiportal import outscale
-from omiportal.outscale.regions import REGION_CHOICES
+import outscale
+from outscale.regions import REGION_CHOICES
 from transfers import errors
 from transfers.links import validate_manifest_url
 from transfers.services.requests import EXTERNAL_ID_RE, ExternalRecipient

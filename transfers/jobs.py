@@ -3,7 +3,7 @@ service; each is safe to run twice. The start jobs run their step through ``boun
 whatever it raises counts against its row, and the row's transfer fails after
 OMIPORTAL_STEP_MAX_ATTEMPTS instead of coming back for ever."""
 
-from omiportal.audit.context import job_context
+from audit.context import job_context
 from transfers import notifications
 from transfers.services import bounded, cleanup, exports, imports, reconcile, starts
 

@@ -29,8 +29,8 @@ from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ValidationError
 
-from omiportal import outscale
-from omiportal.outscale.regions import REGIONS
+import outscale
+from outscale.regions import REGIONS
 
 MAX_URL_LENGTH = 4096
 MAX_EXPIRES_SECONDS = 604_800

@@ -11,7 +11,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import CloudAccount, Team
-from omiportal.outscale.regions import REGION_CHOICES
+from outscale.regions import REGION_CHOICES
 
 
 class Share(models.Model):

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
-from omiportal.audit.recorder import record
+from audit.recorder import record
 
 IMAGE_LIST = "image-list"
 LINK_REVEAL = "link-reveal"

@@ -12,12 +12,12 @@ from django.db.models.functions import RowNumber, TruncWeek
 from django.http import Http404
 from django.utils import timezone
 
+import outscale
 from accounts.models import CloudAccount
 from accounts.selectors import TeamAccess, cloud_account_directory, deny_access
-from omiportal import outscale
-from omiportal.audit.models import AuditEvent
-from omiportal.audit.recorder import AuditTarget
-from omiportal.outscale.account_credentials import credentials_for
+from audit.models import AuditEvent
+from audit.recorder import AuditTarget
+from outscale.account_credentials import credentials_for
 from transfers.models import Recipient, Share
 
 CHART_WEEKS = 8

@@ -11,8 +11,8 @@ from django.contrib import admin
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from omiportal.audit import recorder
-from omiportal.audit.recorder import record
+from audit import recorder
+from audit.recorder import record
 
 
 class PortalTOTPDeviceAdmin(TOTPDeviceAdmin):

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
-from omiportal.audit.recorder import record
+from audit.recorder import record
 
 DEVICE_NAME = "Authenticator app"
 WRONG_CODE_MESSAGE = "That code is not right, or it was already used. Wait for the next code and try again."

@@ -11,9 +11,9 @@ import hashlib
 import json
 from datetime import timedelta
 
+import outscale
 from accounts.models import CloudAccount
-from omiportal import outscale
-from omiportal.outscale.account_credentials import credentials_for
+from outscale.account_credentials import credentials_for
 from transfers import errors
 from transfers.models import Recipient, Share
 

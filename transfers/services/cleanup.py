@@ -12,9 +12,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from omiportal import outscale
-from omiportal.audit.recorder import AuditTarget, record
-from omiportal.outscale.account_credentials import credentials_for
+import outscale
+from audit.recorder import AuditTarget, record
+from outscale.account_credentials import credentials_for
 from transfers import scheduling
 from transfers.models import Export, Recipient, Share
 

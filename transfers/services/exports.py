@@ -8,11 +8,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+import outscale
 from accounts.models import CloudAccount
-from omiportal import outscale
-from omiportal.audit import recorder
-from omiportal.audit.recorder import AuditTarget, record
-from omiportal.outscale.account_credentials import credentials_for, opened_once
+from audit import recorder
+from audit.recorder import AuditTarget, record
+from outscale.account_credentials import credentials_for, opened_once
 from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import binding, bounded, polling

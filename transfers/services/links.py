@@ -6,14 +6,14 @@ from datetime import datetime
 
 from django.utils import timezone
 
+import outscale
 from accounts import vault
 from accounts.models import CloudAccount
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
-from omiportal import outscale
-from omiportal.audit import recorder
-from omiportal.audit.recorder import record
-from omiportal.outscale.account_credentials import credentials_for
+from audit import recorder
+from audit.recorder import record
+from outscale.account_credentials import credentials_for
 from transfers import errors
 from transfers.links import link_fingerprint, validate_manifest_url
 from transfers.models import Recipient, Share

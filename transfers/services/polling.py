@@ -14,8 +14,8 @@ from django.db import connections, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
+import outscale
 from accounts.models import CloudAccount
-from omiportal import outscale
 from transfers import scheduling
 from transfers.models import Export
 

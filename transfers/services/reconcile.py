@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from omiportal.audit import recorder
-from omiportal.audit.recorder import record
+from audit import recorder
+from audit.recorder import record
 from transfers import scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import binding, exports, share_state

@@ -10,14 +10,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+import outscale
 from accounts.models import CloudAccount, Membership
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from accounts.twofactor.enforcement import step_up_fresh
-from omiportal import outscale
-from omiportal.audit import recorder
-from omiportal.audit.recorder import record
-from omiportal.outscale.account_credentials import credentials_for
+from audit import recorder
+from audit.recorder import record
+from outscale.account_credentials import credentials_for
 from transfers import errors
 from transfers.models import Recipient, Share
 from transfers.services import binding, exports

@@ -5,7 +5,7 @@ from collections import defaultdict
 
 from django.utils import timezone
 
-from omiportal.audit.recorder import record
+from audit.recorder import record
 from transfers.models import Recipient, Share
 
 

@@ -12,9 +12,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+import outscale
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from omiportal import outscale
 from transfers import selectors
 from transfers.forms import DeclineForm, LinkImportForm
 from transfers.rate_limits import LINK_REVEAL, rate_limited

@@ -11,9 +11,9 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
+import outscale
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from omiportal import outscale
 from transfers import selectors
 from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
 from transfers.models import Recipient, Share

@@ -11,8 +11,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts import sealed, vault
-from omiportal.audit.context import job_context
-from omiportal.audit.recorder import record
+from audit.context import job_context
+from audit.recorder import record
 
 LISTED_ROWS = 20
 

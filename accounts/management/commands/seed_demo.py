@@ -11,7 +11,7 @@ from django.db import transaction
 
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.selectors import TeamAccess
-from omiportal.audit.context import job_context
+from audit.context import job_context
 
 DEMO_PASSWORD = "omiportal-demo"
 TEAMS = {

@@ -1,0 +1,60 @@
+"""Background jobs of the audit trail, enqueued from the worker's maintenance tick.
+
+``ensure_audit_jobs_enqueued`` is called on every tick of every worker; a Redis key
+with the interval as its lifetime (``SET NX EX``) makes each job go out at most once
+per interval across all workers, and a fixed job id keeps a waiting one from doubling.
+"""
+
+import contextlib
+import logging
+
+import django_rq
+from django.conf import settings
+
+from audit import checkpoints
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "default"
+CHECKPOINT_JOB_ID = "audit-checkpoint"
+VERIFY_JOB_ID = "audit-verify"
+THROTTLE_KEY = "omiportal:audit:{job_id}:enqueued"
+
+
+def audit_checkpoint_job() -> str:
+    outcome = checkpoints.write_checkpoint()
+    logger.info("Audit checkpoint: %s", outcome.message)
+    return outcome.message
+
+
+def audit_verify_job() -> bool:
+    result = checkpoints.run_verification()
+    if not result.ok:
+        logger.error("Audit trail verification failed: %s", result.describe())
+    return result.ok
+
+
+def _jobs():
+    if checkpoints.enabled():
+        yield CHECKPOINT_JOB_ID, "audit.jobs.audit_checkpoint_job", \
+            int(settings.OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS)
+    yield VERIFY_JOB_ID, "audit.jobs.audit_verify_job", int(settings.OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS)
+
+
+def ensure_audit_jobs_enqueued() -> list[str]:
+    """Enqueue whichever audit job's interval has passed; returns the ids enqueued."""
+    from rq.exceptions import DuplicateJobError
+
+    queue = django_rq.get_queue(QUEUE)
+    enqueued = []
+    for job_id, func, interval in _jobs():
+        if interval <= 0:
+            continue
+        if not queue.connection.set(THROTTLE_KEY.format(job_id=job_id), "1", nx=True, ex=interval):
+            continue
+        with contextlib.suppress(DuplicateJobError):
+            # A failed job keeps its id for failure_ttl, which would block the next enqueue: keep
+            # it (for rq's failed registry) only half an interval.
+            queue.enqueue(func, job_id=job_id, unique=True, result_ttl=0, failure_ttl=max(1, interval // 2))
+            enqueued.append(job_id)
+    return enqueued

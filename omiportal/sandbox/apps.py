@@ -1,7 +1,0 @@
-from django.apps import AppConfig
-
-
-class SandboxConfig(AppConfig):
-    name = "omiportal.sandbox"
-    label = "sandbox"
-    verbose_name = "OUTSCALE sandbox"

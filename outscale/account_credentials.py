@@ -1,0 +1,69 @@
+"""The bridge between stored cloud accounts and the cloud layer.
+
+This is the only place in the portal that opens sealed keys (DESIGN §5): the
+plaintext goes straight into a Credentials object handed to the cloud client,
+in the worker or service path that is about to call OUTSCALE.
+"""
+
+import contextlib
+import threading
+from contextvars import ContextVar
+
+from accounts import vault
+from outscale.credentials import Credentials
+
+# Set by `opened_once()`: the keys opened so far in this sweep, by account.
+_opened: ContextVar[tuple[threading.Lock, dict] | None] = ContextVar("omiportal_opened_keys", default=None)
+
+
+@contextlib.contextmanager
+def opened_once():
+    """Within this block (one sweep and the calls it makes side by side), each account's keys are
+    opened and recorded once, whatever the number of calls made with them: a hand-off of hundreds
+    of imports would otherwise add hundreds of identical `credential.used` events to the chain."""
+    token = _opened.set((threading.Lock(), {}))
+    try:
+        yield
+    finally:
+        _opened.reset(token)
+
+
+def credentials_for(account, *, purpose: str) -> Credentials:
+    """Open an account's keys for one use (or one sweep, see `opened_once`), and record that use
+    in the audit trail.
+
+    Call it outside long transactions: the audit append holds the chain's lock until commit.
+    A value that does not open is recorded as a failed use, then the VaultError propagates.
+    """
+    scope = _opened.get()
+    if scope is None:
+        return _open(account, purpose=purpose, sweep=False)
+    lock, opened = scope
+    with lock:  # threads of one sweep wait for the first opening rather than repeat it
+        if account.pk not in opened:
+            opened[account.pk] = _open(account, purpose=purpose, sweep=True)
+        return opened[account.pk]
+
+
+def _open(account, *, purpose: str, sweep: bool) -> Credentials:
+    from audit.recorder import record
+
+    ids = {"team_id": account.team.public_id, "object_id": account.public_id}
+    details = {"purpose": purpose, "account_id": account.account_id, "region": account.region}
+    if sweep:
+        details["scope"] = "this sweep's calls"
+    try:
+        access_key = vault.decrypt(account.access_key_sealed, field="access_key", **ids)
+        secret_key = vault.decrypt(account.secret_key_sealed, field="secret_key", **ids)
+    except vault.VaultError as exc:
+        record(action="credential.used", outcome="failed", team=account.team, target=account,
+               details={**details, "reason": str(exc)})
+        raise
+    record(action="credential.used", team=account.team, target=account, details=details)
+    return Credentials(access_key=access_key, secret_key=secret_key, region=account.region)
+
+
+def open_pasted_link(recipient) -> str:
+    """The manifest URL a recipient pasted, sealed until the import job hands it to OUTSCALE."""
+    return vault.decrypt(recipient.link_sealed, team_id=recipient.team.public_id,
+                         object_id=recipient.public_id, field="link")

@@ -1,0 +1,56 @@
+"""The portal's mark on the images it creates, so that it adopts only its own.
+
+An image name says nothing about who made it: a person in the recipient account can create an
+image under the copy's name between approval and import, and a lookup by name would then adopt,
+tag and show it as the approved copy. So each CreateImage the portal sends carries a mark that
+only the portal can write, checked before any image found by name is adopted.
+
+Where: CreateImage takes no tags (its parameters in the OAPI spec shipped in osc-sdk-python:
+Description is the only free text set at creation), and tags added after the create would leave
+the image unmarked until then, so the mark is in the Description, written with the image.
+
+What: an HMAC-SHA256 of the subject (which transfer and which attempt) under a key derived from
+DJANGO_SECRET_KEY. The account's owner can read and edit the description, but cannot make the
+mark of a subject without the key. Not the credential key ring: `rotate_credential_keys`
+re-seals what the database holds and then retires old keys, and a mark in the cloud cannot be
+re-sealed. A secret key is rotated the Django way (the old one kept in
+DJANGO_SECRET_KEY_FALLBACKS until the transfers in flight have ended), and marks made under a
+fallback are still recognised.
+"""
+
+import hmac
+
+from django.conf import settings
+from django.utils.crypto import salted_hmac
+
+_SALT = "outscale.marks"
+PREFIX = "omiportal-mark:"
+_LENGTH = 32  # hex characters: 128 bits
+
+
+def _mark(subject: str, secret) -> str:
+    return PREFIX + salted_hmac(_SALT, subject, secret=secret, algorithm="sha256").hexdigest()[:_LENGTH]
+
+
+def mark(subject: str) -> str:
+    """The portal's mark for ``subject`` (e.g. ``recipient:<public id>:<attempt>``)."""
+    return _mark(subject, settings.SECRET_KEY)
+
+
+def marked(description: str, *, subject: str) -> str:
+    """``description`` with the mark of ``subject`` appended."""
+    return f"{description} [{mark(subject)}]".strip()
+
+
+def is_marked(description: str | None, *, subject: str) -> bool:
+    """Whether ``description`` carries the portal's mark for ``subject`` (current or fallback key)."""
+    text = description or ""
+    for secret in (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())):
+        if hmac.compare_digest(_mark(subject, secret), _find(text)):
+            return True
+    return False
+
+
+def _find(text: str) -> str:
+    start = text.rfind(PREFIX)
+    return text[start:start + len(PREFIX) + _LENGTH] if start >= 0 else ""
