@@ -10,6 +10,10 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
 
     def ready(self):
+        # Registers the checkpoint signing key's system check; it imports the models, so it cannot
+        # be imported before the app registry is ready (the usual Django cycle, hence here).
+        from audit import integrity  # noqa: F401
+
         post_migrate.connect(_ensure_triggers, sender=self, dispatch_uid="audit.ensure_triggers")
 
 

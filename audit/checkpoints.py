@@ -23,7 +23,6 @@ The signed message is ``FORMAT + "\\n" + hashing.dumps(checkpoint)`` (UTF-8).
 """
 
 import contextlib
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -35,10 +34,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.utils import timezone
 
 from audit import hashing, signing
 from audit.errors import AuditError
+from outscale import errors, oos
+from outscale.credentials import Credentials
 
 FORMAT = "omiportal-audit-checkpoint/1"
 ACTION = "audit.checkpointed"
@@ -47,9 +47,6 @@ MAX_CHECKPOINT_BYTES = 16 * 1024
 
 DISABLED = "Audit checkpoints are disabled: set OMIPORTAL_AUDIT_SIGNING_KEY."
 MALFORMED = "checkpoint file {name} is not a valid checkpoint ({problem})"
-HEAD_BEHIND = ("the chain head (#{head}) is behind the latest signed checkpoint #{number} (#{seq}): "
-               "events were removed; run audit_verify")
-REFUSED = "Refusing to sign a checkpoint: {message}. Run audit_verify."
 
 
 # --- The checkpoint itself ---------------------------------------------------------------
@@ -197,15 +194,11 @@ class BucketStore:
     """
 
     def __init__(self, *, bucket: str, region: str, access_key: str, secret_key: str, prefix: str = ""):
-        from outscale.credentials import Credentials
-
         self.creds = Credentials(access_key=access_key, secret_key=secret_key, region=region)
         self.bucket, self.prefix = bucket, prefix
         self.description = f"OOS bucket {bucket} ({region}), prefix {prefix!r}"
 
     def names(self) -> list[str]:
-        from outscale import oos
-
         names: list[str] = []
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
         while True:
@@ -219,14 +212,10 @@ class BucketStore:
             params["ContinuationToken"] = page["NextContinuationToken"]
 
     def read(self, name: str) -> bytes:
-        from outscale import oos
-
         response, _ids = oos.call(self.creds, "get_object", Bucket=self.bucket, Key=self.prefix + name)
         return response["Body"].read(MAX_CHECKPOINT_BYTES + 1)
 
     def create(self, name: str, data: bytes) -> None:
-        from outscale import errors, oos
-
         try:
             oos.call(self.creds, "head_object", Bucket=self.bucket, Key=self.prefix + name)
         except errors.NotFound:
@@ -315,119 +304,3 @@ def check_chain(checkpoints: list[Checkpoint], keys: dict | None = None) -> Chec
 
 
 # --- Writing one ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CheckpointOutcome:
-    checkpoint: Checkpoint | None  # the one written, or None
-    message: str
-
-    @property
-    def written(self) -> bool:
-        return self.checkpoint is not None
-
-
-def _unchanged(head_seq: int, head_hash: str, last: Checkpoint) -> bool:
-    from audit.models import AuditEvent
-
-    if (head_seq, head_hash) == (last.seq, last.hash):
-        return True
-    if head_seq != last.seq + 1:
-        return False
-    # The only event since is the one recording that very checkpoint.
-    event = AuditEvent.objects.filter(seq=head_seq).values("action", "details").first()
-    return bool(event and event["action"] == ACTION and isinstance(event["details"], dict)
-                and event["details"].get("number") == last.number)
-
-
-def write_checkpoint(*, store: CheckpointStore | None = None,
-                     now: datetime.datetime | None = None) -> CheckpointOutcome:
-    """Sign the chain head and store it, unless nothing changed since the last checkpoint.
-
-    The events since the previous checkpoint are checked first (they must link to it),
-    so a checkpoint never vouches for a trail that is already broken.
-    """
-    from audit import verify
-    from audit.models import AuditChainHead
-    from audit.recorder import AuditTarget, record
-
-    key = signing.signing_key()
-    if key is None:
-        raise AuditError(DISABLED)
-    store = store or configured_store()
-    names = store.names()
-    last = parse(names[-1], store.read(names[-1])) if names else None
-    if last is not None:
-        problem = check_signature(last)
-        if problem:
-            raise AuditError(REFUSED.format(message=problem.message))
-    head = AuditChainHead.objects.filter(pk=AuditChainHead.SINGLETON_ID).values_list("seq", "hash").first()
-    if head is None or head[0] == 0:
-        return CheckpointOutcome(None, "no checkpoint: the audit trail is empty")
-    head_seq, head_hash = head
-    if last is not None and head_seq < last.seq:
-        raise AuditError(REFUSED.format(message=HEAD_BEHIND.format(head=head_seq, number=last.number, seq=last.seq)))
-    if last is not None and _unchanged(head_seq, head_hash, last):
-        return CheckpointOutcome(None, f"no checkpoint: nothing changed since checkpoint #{last.number}")
-    segment = verify.verify_segment(after_seq=last.seq if last else 0,
-                                    after_hash=last.hash if last else hashing.GENESIS_HASH,
-                                    through_seq=head_seq, through_hash=head_hash)
-    if not segment.ok:
-        raise AuditError(REFUSED.format(message=segment.message))
-    unsigned = Checkpoint(number=last.number + 1 if last else 1, seq=head_seq, hash=head_hash,
-                          created_at=now or timezone.now(),
-                          prev_digest=last.digest if last else hashing.GENESIS_HASH,
-                          key_fingerprint=signing.fingerprint(key.public_key()))
-    checkpoint = dataclasses.replace(unsigned, signature=signing.sign(key, unsigned.message()))
-    try:
-        store.create(checkpoint.name, checkpoint.to_bytes())
-    except FileExistsError:
-        return CheckpointOutcome(None, f"no checkpoint: checkpoint #{checkpoint.number} was written concurrently")
-    record(action=ACTION, actor=None, target=AuditTarget("audit.checkpoint", str(checkpoint.number), checkpoint.name),
-           details={"number": checkpoint.number, "seq": checkpoint.seq, "hash": checkpoint.hash,
-                    "digest": checkpoint.digest, "key_fingerprint": checkpoint.key_fingerprint,
-                    "store": store.description})
-    return CheckpointOutcome(checkpoint, f"checkpoint #{checkpoint.number} signed at event #{checkpoint.seq} "
-                                         f"in {store.description}")
-
-
-# --- Integrity status for the review pages ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IntegrityStatus:
-    verified_at: datetime.datetime | None
-    ok: bool | None  # None: never verified
-    events_checked: int
-    last_seq: int
-    checkpoint_seq: int | None
-    checkpoint_at: datetime.datetime | None
-    message: str
-
-
-NEVER_VERIFIED = "The audit trail has not been verified yet."
-
-
-def latest_status() -> IntegrityStatus:
-    """What the last verification run (command or periodic job) found."""
-    from audit.integrity import AuditVerification
-
-    row = AuditVerification.objects.order_by("-ran_at", "-id").first()
-    if row is None:
-        return IntegrityStatus(verified_at=None, ok=None, events_checked=0, last_seq=0, checkpoint_seq=None,
-                               checkpoint_at=None, message=NEVER_VERIFIED)
-    return IntegrityStatus(verified_at=row.ran_at, ok=row.ok, events_checked=row.count,
-                           last_seq=row.last_seq, checkpoint_seq=row.checkpoint_seq,
-                           checkpoint_at=row.checkpoint_at, message=row.message)
-
-
-def run_verification(*, chunk_size: int = 2000):
-    """Verify the chain and its checkpoints, and keep the outcome for ``latest_status()``."""
-    from audit.integrity import AuditVerification
-    from audit.verify import verify_chain
-
-    result = verify_chain(chunk_size=chunk_size)
-    AuditVerification.objects.create(ok=result.ok, count=result.count, last_seq=result.last_seq,
-                                     checkpoint_seq=result.checkpoint_seq, checkpoint_at=result.checkpoint_at,
-                                     message=result.describe())
-    return result

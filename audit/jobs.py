@@ -11,7 +11,7 @@ import logging
 import django_rq
 from django.conf import settings
 
-from audit import checkpoints
+from audit import checkpoints, integrity
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +22,13 @@ THROTTLE_KEY = "omiportal:audit:{job_id}:enqueued"
 
 
 def audit_checkpoint_job() -> str:
-    outcome = checkpoints.write_checkpoint()
+    outcome = integrity.write_checkpoint()
     logger.info("Audit checkpoint: %s", outcome.message)
     return outcome.message
 
 
 def audit_verify_job() -> bool:
-    result = checkpoints.run_verification()
+    result = integrity.run_verification()
     if not result.ok:
         logger.error("Audit trail verification failed: %s", result.describe())
     return result.ok

@@ -5,6 +5,7 @@ import re
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from audit.errors import AuditError
 from audit.hashing import GENESIS_HASH
@@ -132,5 +133,20 @@ class AuditChainHead(models.Model):
         return f"audit chain head at #{self.seq}"
 
 
-# Operational data beside the chain (verification runs) and the checkpoint system check.
-from audit.integrity import AuditVerification  # noqa: E402, F401, I001
+
+# Operational data beside the chain: one row per verification run (audit.integrity).
+class AuditVerification(models.Model):
+    ran_at = models.DateTimeField(default=timezone.now, db_index=True)
+    ok = models.BooleanField()
+    count = models.BigIntegerField(default=0)  # events checked
+    last_seq = models.BigIntegerField(default=0)  # the last good seq
+    checkpoint_seq = models.BigIntegerField(null=True, blank=True)  # latest checkpoint compared, if any
+    checkpoint_at = models.DateTimeField(null=True, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        app_label = "audit"
+        ordering = ["-ran_at", "-id"]
+
+    def __str__(self):
+        return f"audit verification {'ok' if self.ok else 'FAILED'} at {self.ran_at:%Y-%m-%d %H:%M:%S}"

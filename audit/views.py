@@ -51,7 +51,7 @@ def compliance_view(view):
 
 def _integrity():
     """What the last verification run found (owned by the checkpoint work; imported lazily)."""
-    from audit.checkpoints import latest_status
+    from audit.integrity import latest_status
 
     return latest_status()
 

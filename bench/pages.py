@@ -14,7 +14,7 @@ For each size (default 10,000 and 1,000,000 audit events, with a tenth as many s
 4. The site-wide CSV export as a compliance officer: rows per second and the process's peak RSS
    growth (psutil, sampled every 10 ms) while the streamed body is consumed; beside it
    ``psql -c "\\copy (SELECT the same columns ... ORDER BY seq) TO file CSV"`` (PostgreSQL only).
-5. ``checkpoints.run_verification`` (what ``audit_verify`` runs, with an empty checkpoint store)
+5. ``integrity.run_verification`` (what ``audit_verify`` runs, with an empty checkpoint store)
    in events per second, beside a bare loop that reads the same columns in ``seq`` order with a
    server-side cursor and SHA-256s each row chained on the previous digest.
 
@@ -359,13 +359,13 @@ def bare_loop(chunk_size: int = 2000) -> dict:
 
 
 def _verify_once() -> dict:
-    from audit import checkpoints
+    from audit import integrity
 
     with tempfile.TemporaryDirectory() as store, override_settings(
             OMIPORTAL_AUDIT_CHECKPOINT_DIR=store, OMIPORTAL_AUDIT_CHECKPOINT_BUCKET="",
             OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ=0):
         began = time.perf_counter()
-        result = checkpoints.run_verification()
+        result = integrity.run_verification()
         seconds = time.perf_counter() - began
     return {"ok": result.ok, "events": result.count, "message": result.describe(), "seconds": round(seconds, 2),
             "events_per_second": round(result.count / seconds)}

@@ -2,6 +2,7 @@
 export files, the integrity status for the review pages, and the worker's periodic jobs."""
 
 import base64
+import dataclasses
 import json
 import os
 
@@ -11,11 +12,11 @@ from django.core.management import CommandError, call_command
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from audit import checkpoints, hashing, jobs, signing, verify
-from audit.checkpoints import DirectoryStore, latest_status, write_checkpoint
+from audit import checkpoints, hashing, integrity, jobs, signing, verify
+from audit.checkpoints import DirectoryStore
 from audit.export_format import EXPORT_COLUMNS, csv_cells, event_row, head_line
 from audit.export_verify import verify_export
-from audit.integrity import NO_SIGNING_KEY, audit_checkpoint_check
+from audit.integrity import NO_SIGNING_KEY, audit_checkpoint_check, latest_status, write_checkpoint
 from audit.models import AuditChainHead, AuditEvent
 from audit.recorder import AuditTarget, record
 from audit.verify import verify_chain
@@ -233,8 +234,8 @@ def test_aud07_a_broken_checkpoint_link_fails(store, signing_key):
     second = write_checkpoint().checkpoint
     # A validly signed checkpoint #2 that does not link to #1 (e.g. from another chain).
     key = signing.signing_key()
-    forged = checkpoints.dataclasses.replace(second, prev_digest="ab" * 32, signature="", stored_digest="")
-    forged = checkpoints.dataclasses.replace(forged, signature=signing.sign(key, forged.message()))
+    forged = dataclasses.replace(second, prev_digest="ab" * 32, signature="", stored_digest="")
+    forged = dataclasses.replace(forged, signature=signing.sign(key, forged.message()))
     os.chmod(os.path.join(store.path, second.name), 0o644)
     os.unlink(os.path.join(store.path, second.name))
     store.create(forged.name, forged.to_bytes())
@@ -358,7 +359,7 @@ def test_a_filtered_export_checks_each_row_and_the_checkpoint_it_contains(store,
     path = _export_jsonl(tmp_path / "filtered.jsonl", seqs={2, 4, 6}, head=False)
     result = verify_export(path, checkpoint=cp)
     assert result.ok and not result.contiguous and "1 anchor" in result.message
-    wrong = checkpoints.dataclasses.replace(cp, hash="0" * 63 + "1")
+    wrong = dataclasses.replace(cp, hash="0" * 63 + "1")
     assert verify_export(path, checkpoint=wrong).reason == "checkpoint_mismatch"
 
 
@@ -385,7 +386,7 @@ def test_the_command_refuses_a_tampered_checkpoint_file_for_an_export(store, tmp
 
 def test_audit_verify_exit_codes_and_the_integrity_status(store, audit_tamper, capsys):
     status = latest_status()
-    assert (status.ok, status.verified_at, status.message) == (None, None, checkpoints.NEVER_VERIFIED)
+    assert (status.ok, status.verified_at, status.message) == (None, None, integrity.NEVER_VERIFIED)
     _record(3)
     call_command("audit_checkpoint")
     call_command("audit_verify")

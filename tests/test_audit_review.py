@@ -524,7 +524,7 @@ def test_the_integrity_badge_says_when_the_chain_was_never_verified(world, login
 
 
 def test_the_integrity_badge_shows_the_last_verification(world, trail, login):
-    from audit.checkpoints import run_verification
+    from audit.integrity import run_verification
 
     run_verification()
     page = login(world.compliance).get(_list_url()).content.decode()

@@ -6,7 +6,7 @@ new signing key (for OMIPORTAL_AUDIT_SIGNING_KEY) and its public key, and touche
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit import checkpoints, signing
+from audit import integrity, signing
 from audit.errors import AuditError
 
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
                               f"{signing.public_key_b64(private)}")
             return
         try:
-            outcome = checkpoints.write_checkpoint()
+            outcome = integrity.write_checkpoint()
         except AuditError as exc:
             raise CommandError(str(exc), returncode=1) from None
         self.stdout.write(self.style.SUCCESS(outcome.message) if outcome.written else outcome.message)

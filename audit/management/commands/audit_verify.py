@@ -2,14 +2,14 @@
 1 naming the first bad event or checkpoint if not.
 
 ``--export FILE [--checkpoint FILE]`` checks an exported file instead of the database.
-Every database run is kept for the review pages (``checkpoints.latest_status()``).
+Every database run is kept for the review pages (``integrity.latest_status()``).
 """
 
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit import checkpoints
+from audit import checkpoints, integrity
 from audit.errors import AuditError
 from audit.export_verify import verify_export
 
@@ -30,7 +30,7 @@ class Command(BaseCommand):
             raise CommandError("--checkpoint goes with --export.", returncode=2)
         if export:
             return self._export(export, checkpoint)
-        result = checkpoints.run_verification(chunk_size=chunk_size)
+        result = integrity.run_verification(chunk_size=chunk_size)
         if not result.ok:
             raise CommandError(result.describe(), returncode=1)
         self.stdout.write(self.style.SUCCESS(f"OK: {result.message}."))
