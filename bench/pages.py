@@ -277,7 +277,7 @@ class RssSampler:
 
 
 def _export_once(client: Client) -> tuple[dict, int]:
-    url = reverse("audit:site-event-export") + "?format=csv"
+    url = reverse("audit:site-event-download") + "?format=csv"
     lines = size = 0
     with RssSampler() as rss:
         began = time.perf_counter()
@@ -295,11 +295,11 @@ def _export_once(client: Client) -> tuple[dict, int]:
 
 
 def _copy_once(head_seq: int) -> dict:
-    from audit.export_format import EXPORT_COLUMNS
+    from audit.download_format import DOWNLOAD_COLUMNS
     from audit.models import AuditEvent
 
     columns = {f.attname: f.column for f in AuditEvent._meta.concrete_fields}
-    names, table, seq = ", ".join(columns[name] for name in EXPORT_COLUMNS), AuditEvent._meta.db_table, columns["seq"]
+    names, table, seq = ", ".join(columns[name] for name in DOWNLOAD_COLUMNS), AuditEvent._meta.db_table, columns["seq"]
     select = f"SELECT {names} FROM {table} WHERE {seq} <= {head_seq} ORDER BY {seq}"  # noqa: S608 - model names
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp, "copy.csv")

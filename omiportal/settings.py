@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "axes",
     "django_ratelimit",
     "audit",
+    "review",
     "sandbox",
     "bench",
     "accounts",

@@ -18,7 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
     path("", include("transfers.urls")),
-    path("", include("audit.urls")),
+    path("", include("review.urls")),
 ]
 
 handler500 = "omiportal.views.server_error"

@@ -14,8 +14,8 @@ from rq.serializers import JSONSerializer
 
 from audit import checkpoints, hashing, integrity, jobs, signing, verify
 from audit.checkpoints import DirectoryStore
-from audit.export_format import EXPORT_COLUMNS, csv_cells, event_row, head_line
-from audit.export_verify import verify_export
+from audit.download_format import DOWNLOAD_COLUMNS, csv_cells, event_row, head_line
+from audit.download_verify import verify_download
 from audit.integrity import NO_SIGNING_KEY, audit_checkpoint_check, latest_status, write_checkpoint
 from audit.models import AuditChainHead, AuditEvent
 from audit.recorder import AuditTarget, record
@@ -294,7 +294,7 @@ def test_checkpoints_go_to_an_oos_bucket_when_one_is_set(db, cloud, settings, si
 
 
 def _export_jsonl(path, seqs=None, head=True):
-    rows = AuditEvent.objects.order_by("seq").values(*EXPORT_COLUMNS)
+    rows = AuditEvent.objects.order_by("seq").values(*DOWNLOAD_COLUMNS)
     with open(path, "w", encoding="utf-8") as handle:
         if head:
             chain = AuditChainHead.objects.get()
@@ -312,8 +312,8 @@ def _export_csv(path):
     with open(path, "w", encoding="utf-8", newline="") as handle:
         handle.write(head_line(seq=chain.seq, hash=chain.hash, csv=True) + "\r\n")
         writer = csv.writer(handle)
-        writer.writerow(EXPORT_COLUMNS)
-        for values in AuditEvent.objects.order_by("seq").values(*EXPORT_COLUMNS):
+        writer.writerow(DOWNLOAD_COLUMNS)
+        for values in AuditEvent.objects.order_by("seq").values(*DOWNLOAD_COLUMNS):
             writer.writerow(csv_cells(event_row(values)))
     return path
 
@@ -332,11 +332,11 @@ def test_a_jsonl_export_verifies_and_an_edited_cell_is_named(store, tmp_path):
     _record(4)
     cp = write_checkpoint().checkpoint
     path = _export_jsonl(tmp_path / "audit.jsonl")
-    result = verify_export(path, checkpoint=cp)
+    result = verify_download(path, checkpoint=cp)
     assert result.ok and result.rows == 5 and "complete" in result.message
     call_command("audit_verify", "--export", str(path), "--checkpoint", os.path.join(store.path, cp.name))
     _edit_line(path, 3, "Share 3", "Share X")
-    result = verify_export(path)
+    result = verify_download(path)
     assert (result.ok, result.first_bad_seq, result.reason) == (False, 3, "hash_mismatch")
     with pytest.raises(CommandError) as excinfo:
         call_command("audit_verify", "--export", str(path))
@@ -347,9 +347,9 @@ def test_a_csv_export_verifies_and_an_edited_cell_is_named(store, tmp_path):
     _record(3)
     write_checkpoint()
     path = _export_csv(tmp_path / "audit.csv")
-    assert verify_export(path).ok
+    assert verify_download(path).ok
     _edit_line(path, 2, "req-2", "req-9")
-    result = verify_export(path)
+    result = verify_download(path)
     assert (result.ok, result.first_bad_seq) == (False, 2)
 
 
@@ -357,17 +357,17 @@ def test_a_filtered_export_checks_each_row_and_the_checkpoint_it_contains(store,
     _record(6)
     cp = write_checkpoint().checkpoint  # at #6
     path = _export_jsonl(tmp_path / "filtered.jsonl", seqs={2, 4, 6}, head=False)
-    result = verify_export(path, checkpoint=cp)
+    result = verify_download(path, checkpoint=cp)
     assert result.ok and not result.contiguous and "1 anchor" in result.message
     wrong = dataclasses.replace(cp, hash="0" * 63 + "1")
-    assert verify_export(path, checkpoint=wrong).reason == "checkpoint_mismatch"
+    assert verify_download(path, checkpoint=wrong).reason == "checkpoint_mismatch"
 
 
 def test_a_complete_export_that_stops_before_the_checkpoint_fails(store, tmp_path):
     _record(5)
     cp = write_checkpoint().checkpoint
     path = _export_jsonl(tmp_path / "short.jsonl", seqs={1, 2, 3}, head=False)
-    result = verify_export(path, checkpoint=cp)
+    result = verify_download(path, checkpoint=cp)
     assert (result.ok, result.reason, result.first_bad_seq) == (False, "checkpoint_beyond_chain", 4)
 
 
@@ -416,7 +416,7 @@ def test_an_archived_prefix_verifies_from_its_signed_checkpoint(store, audit_tam
     cp = write_checkpoint().checkpoint  # at #5
     _record(2, start=6)
     archive = _export_jsonl(tmp_path / "archive.jsonl", seqs=set(range(1, 6)), head=False)
-    assert verify_export(archive, checkpoint=cp).ok
+    assert verify_download(archive, checkpoint=cp).ok
     for seq in range(1, 6):  # the documented maintenance procedure, done by an operator
         audit_tamper.delete(seq)
     assert verify_chain().reason == verify.GAP

@@ -10,7 +10,7 @@ from django.test import RequestFactory
 from django.urls import path
 
 from accounts.models import User
-from audit.admin import AuditEventAdmin
+from review.admin import AuditEventAdmin
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget, record
 from tests import factories

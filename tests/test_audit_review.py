@@ -15,9 +15,10 @@ from django.urls import reverse
 
 from accounts import services as account_services
 from accounts.selectors import team_access_for_user
-from audit import export_verify, exports, selectors
-from audit.export_format import EXPORT_COLUMNS
-from audit.forms import ACTION_INVALID, BOTH_CURSORS, DATES_INVERTED
+from audit import download_verify
+from review import downloads, selectors
+from audit.download_format import DOWNLOAD_COLUMNS
+from review.forms import ACTION_INVALID, BOTH_CURSORS, DATES_INVERTED
 from audit.models import AuditChainHead, AuditEvent
 from audit.recorder import AuditTarget, record
 from tests import factories
@@ -39,8 +40,8 @@ def _detail_url(event, team=None):
 
 
 def _export_url(team=None):
-    return reverse("audit:event-export", kwargs={"team_id": team.public_id}) if team \
-        else reverse("audit:site-event-export")
+    return reverse("audit:event-download", kwargs={"team_id": team.public_id}) if team \
+        else reverse("audit:site-event-download")
 
 
 def _seqs(response):
@@ -405,9 +406,9 @@ def test_it_renders_user_controlled_text_safely(world, login):
 
 @pytest.mark.parametrize("value", ["=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "'quoted", "plain"])
 def test_escape_cell_is_undone_by_unescape_cell(value):
-    escaped = exports.escape_cell(value)
-    assert not escaped.startswith(exports.FORMULA_PREFIXES)
-    assert exports.unescape_cell(escaped) == value
+    escaped = downloads.escape_cell(value)
+    assert not escaped.startswith(downloads.FORMULA_PREFIXES)
+    assert downloads.unescape_cell(escaped) == value
 
 
 def test_the_csv_export_parses_back_to_the_filtered_events(world, trail, login):
@@ -422,13 +423,13 @@ def test_the_csv_export_parses_back_to_the_filtered_events(world, trail, login):
     assert json.loads(first.removeprefix("# ")) == {"chain_head": {"seq": head, "hash": AuditEvent.objects.get(
         seq=head).hash}}
     assert head_row.seq >= head
-    assert tuple(rows[0]) == EXPORT_COLUMNS
+    assert tuple(rows[0]) == DOWNLOAD_COLUMNS
     expected = list(selectors.event_list_for_team(team=world.alpha, filters=selectors.AuditFilters(action="share."))
                     .filter(seq__lte=head).order_by("seq"))
-    data = [dict(zip(EXPORT_COLUMNS, [exports.unescape_cell(c) for c in row], strict=True)) for row in rows[1:]]
+    data = [dict(zip(DOWNLOAD_COLUMNS, [downloads.unescape_cell(c) for c in row], strict=True)) for row in rows[1:]]
     assert [int(r["seq"]) for r in data] == [e.seq for e in expected]
     assert [r["hash"] for r in data] == [e.hash for e in expected]
-    raw = dict(zip(EXPORT_COLUMNS, rows[[r[0] for r in rows].index(str(formula.seq))], strict=True))
+    raw = dict(zip(DOWNLOAD_COLUMNS, rows[[r[0] for r in rows].index(str(formula.seq))], strict=True))
     assert raw["target_label"] == "'=cmd|' /C calc'!A0"
     assert raw["target_id"] == "'=1+1"
 
@@ -443,7 +444,7 @@ def test_the_jsonl_export_parses_back_and_is_cut_at_the_head(world, trail, login
     rows = [json.loads(line) for line in lines[1:]]
     assert [r["seq"] for r in rows] == list(range(1, head["seq"] + 1))
     assert rows[-1]["hash"] == head["hash"]
-    assert all(tuple(r) == EXPORT_COLUMNS for r in rows)
+    assert all(tuple(r) == DOWNLOAD_COLUMNS for r in rows)
     assert response["Content-Disposition"] == f'attachment; filename="audit-all-{head["seq"]}.jsonl"'
 
 
@@ -484,12 +485,12 @@ def test_a_large_export_streams_in_chunks(world, login, monkeypatch, django_asse
     monkeypatch.setattr(type(AuditEvent.objects.all().values()), "iterator", spy)
     response = login(world.auditor).get(_export_url(world.alpha), {"format": "jsonl"})
     assert isinstance(response, StreamingHttpResponse)
-    assert chunk_sizes == [exports.CHUNK_SIZE]
+    assert chunk_sizes == [downloads.CHUNK_SIZE]
     stream = iter(response.streaming_content)
     assert json.loads(next(stream))["chain_head"]
     with django_assert_max_num_queries(3):  # the rows arrive in chunks from one query, not one per row
         blocks = [chunk.count(b"\n") for chunk in stream]
-    assert sum(blocks) >= 5000 and max(blocks) == exports.CHUNK_SIZE  # a block of lines per chunk
+    assert sum(blocks) >= 5000 and max(blocks) == downloads.CHUNK_SIZE  # a block of lines per chunk
 
 
 def test_no_secret_reaches_an_export(world, login):
@@ -515,7 +516,7 @@ def test_an_export_of_nothing_still_names_the_head(world, login):
     response = login(world.auditor).get(_export_url(world.alpha), {"format": "csv", "action": "nothing.happened"})
     first, rows = _csv(_body(response))
     assert first.startswith("# ")
-    assert rows == [list(EXPORT_COLUMNS)]
+    assert rows == [list(DOWNLOAD_COLUMNS)]
 
 
 def test_the_integrity_badge_says_when_the_chain_was_never_verified(world, login):
@@ -533,28 +534,28 @@ def test_the_integrity_badge_shows_the_last_verification(world, trail, login):
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_an_export_passes_audit_verify_export(fmt, world, trail, login, tmp_path):
-    """The pages write what the checkpoint work's verifier reads (export_format is shared)."""
-    from audit.export_verify import verify_export
+    """The pages write what the checkpoint work's verifier reads (download_format is shared)."""
+    from audit.download_verify import verify_download
 
     path = tmp_path / f"audit.{fmt}"
     path.write_bytes(_body(login(world.compliance).get(_export_url(), {"format": fmt})).encode())
-    result = verify_export(path)
+    result = verify_download(path)
     assert result.ok, result.message
     assert result.rows == AuditEvent.objects.filter(action="audit.exported").latest("seq").seq - 1
 
 
 def test_a_csv_export_with_formula_like_cells_passes_audit_verify_export(world, login, tmp_path):
-    from audit.export_verify import verify_export
+    from audit.download_verify import verify_download
 
     _event(world.alpha, "share.requested", target=AuditTarget("x.y", "1", "=SUM(A1)"))
     path = tmp_path / "audit.csv"
     path.write_bytes(_body(login(world.compliance).get(_export_url(), {"format": "csv"})).encode())
-    assert verify_export(path).ok
+    assert verify_download(path).ok
 
 
 def test_the_chunked_csv_cells_match_the_format_functions_cell_for_cell(world):
     """The export's fast path writes exactly escape_cell(csv_cells(event_row(values)))."""
-    from audit import export_format
+    from audit import download_format
 
     for label, details, ids in (("=SUM(A1)", {"b": 1, "a": ["x", None, True]}, ["req-1"]),
                                 ("+1", -5, []), ("plain", None, None), ("'quoted", "text", ["@x"]),
@@ -562,9 +563,9 @@ def test_the_chunked_csv_cells_match_the_format_functions_cell_for_cell(world):
         _event(world.alpha, "share.requested", actor=world.member, target=AuditTarget("transfers.share", "-x", label),
                details={"value": details, "ids": ids})
     qs = AuditEvent.objects.order_by("seq")
-    slow = [[export_format.escape_cell(cell) for cell in export_format.csv_cells(export_format.event_row(values))]
-            for values in qs.values(*EXPORT_COLUMNS)]
-    fast = list(export_format.csv_cells_of_values(qs.values_list(*EXPORT_COLUMNS)))
+    slow = [[download_format.escape_cell(cell) for cell in download_format.csv_cells(download_format.event_row(values))]
+            for values in qs.values(*DOWNLOAD_COLUMNS)]
+    fast = list(download_format.csv_cells_of_values(qs.values_list(*DOWNLOAD_COLUMNS)))
     assert fast == slow and len(fast) >= 5
     assert any(cell.startswith("'=") for row in fast for cell in row)
 
@@ -581,17 +582,17 @@ def test_postgresqls_copy_writes_the_same_csv_cells_as_python(world, login):
                details={"value": details, "ids": ids})
     head = AuditChainHead.objects.get()
     qs = AuditEvent.objects.all()
-    python = b"".join(s.encode() for s in exports.csv_lines(
-        exports.export_rows(qs, head_seq=head.seq).iterator(), head=(head.seq, head.hash))).decode()
-    copied = b"".join(exports.copy_csv_lines(qs, head=(head.seq, head.hash))).decode()
+    python = b"".join(s.encode() for s in downloads.csv_lines(
+        downloads.download_rows(qs, head_seq=head.seq).iterator(), head=(head.seq, head.hash))).decode()
+    copied = b"".join(downloads.copy_csv_lines(qs, head=(head.seq, head.hash))).decode()
     assert "\r\n" in python and copied.count("\n") >= head.seq + 2
     (p_first, p_rows), (c_first, c_rows) = _csv(python), _csv(copied)
-    assert p_first == c_first and p_rows[0] == c_rows[0] == list(EXPORT_COLUMNS)
+    assert p_first == c_first and p_rows[0] == c_rows[0] == list(DOWNLOAD_COLUMNS)
     assert len(p_rows) == len(c_rows) == head.seq + 1
     for p_row, c_row in zip(p_rows[1:], c_rows[1:], strict=True):
-        for column, p_cell, c_cell in zip(EXPORT_COLUMNS, p_row, c_row, strict=True):
+        for column, p_cell, c_cell in zip(DOWNLOAD_COLUMNS, p_row, c_row, strict=True):
             if column in ("details", "cloud_request_ids"):
-                assert json.loads(exports.unescape_cell(c_cell)) == json.loads(exports.unescape_cell(p_cell))
+                assert json.loads(downloads.unescape_cell(c_cell)) == json.loads(downloads.unescape_cell(p_cell))
             else:
                 assert c_cell == p_cell, (column, p_cell, c_cell)
 
@@ -607,7 +608,7 @@ def test_postgresqls_copy_leaves_a_time_bc_empty_and_the_export_check_names_the_
         "((occurred_at AT TIME ZONE 'UTC')::text || ' BC')::timestamp AT TIME ZONE 'UTC'", []))
     head = AuditChainHead.objects.get()
     path = tmp_path / "trail.csv"
-    path.write_bytes(b"".join(exports.copy_csv_lines(AuditEvent.objects.all(), head=(head.seq, head.hash))))
-    result = export_verify.verify_export(path)
+    path.write_bytes(b"".join(downloads.copy_csv_lines(AuditEvent.objects.all(), head=(head.seq, head.hash))))
+    result = download_verify.verify_download(path)
     assert not result.ok and result.first_bad_seq == 2, result
 

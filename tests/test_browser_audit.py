@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import expect
 
 from accounts.models import Role
-from audit.export_format import EXPORT_COLUMNS
-from audit.exports import unescape_cell
+from audit.download_format import DOWNLOAD_COLUMNS
+from review.downloads import unescape_cell
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget, record
 from tests import factories
@@ -74,9 +74,9 @@ def test_a_compliance_officer_filters_opens_an_event_and_exports(reviewed_world,
     head_line = head_line.removesuffix("\r")
     head = json.loads(head_line.removeprefix("# "))["chain_head"]
     rows_back = list(csv.reader(io.StringIO(rest)))
-    assert tuple(rows_back[0]) == EXPORT_COLUMNS
+    assert tuple(rows_back[0]) == DOWNLOAD_COLUMNS
     assert len(rows_back) == 2
-    exported = dict(zip(EXPORT_COLUMNS, rows_back[1], strict=True))
+    exported = dict(zip(DOWNLOAD_COLUMNS, rows_back[1], strict=True))
     assert exported["hash"] == event.hash
     assert exported["target_label"] == "'=alpha-prod\n<script>x</script>"  # defused for spreadsheets
     assert unescape_cell(exported["target_label"]) == event.target_label

@@ -84,7 +84,7 @@ def test_approvals_and_the_inbox_are_paginated(bench_world, monkeypatch):
 
 
 def test_the_admin_estimates_the_unfiltered_trail_size_on_postgresql(bench_world, monkeypatch):
-    from audit import admin as audit_admin
+    from review import admin as audit_admin
     from audit.models import AuditEvent
 
     exact = AuditEvent.objects.count()

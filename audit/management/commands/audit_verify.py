@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audit import checkpoints, integrity
 from audit.errors import AuditError
-from audit.export_verify import verify_export
+from audit.download_verify import verify_download
 
 
 class Command(BaseCommand):
@@ -47,7 +47,7 @@ class Command(BaseCommand):
             if problem:
                 raise CommandError(f"Checkpoint {checkpoint_file} failed ({problem.reason}): {problem.message}.",
                                    returncode=1)
-        result = verify_export(export, checkpoint=checkpoint)
+        result = verify_download(export, checkpoint=checkpoint)
         if not result.ok:
             where = f"at event #{result.first_bad_seq}" if result.first_bad_seq is not None else "in the file"
             raise CommandError(f"Export {export} broken {where} ({result.reason}): {result.message}.", returncode=1)

@@ -29,6 +29,7 @@ from accounts.models import Team, User
 from accounts.selectors import TeamAccess, deny_access
 from audit.models import AuditChainHead, AuditEvent
 from audit.recorder import AuditTarget
+from transfers.models import Share
 
 PAGE_SIZE = 50
 SCAN_WINDOW = 200_000
@@ -240,8 +241,6 @@ def event_other_details(event: AuditEvent) -> list[tuple[str, object]]:
 
 def related_shares(*, event: AuditEvent, team: Team | None) -> list:
     """The shares an event is about, that ``team`` may see (``None``: site-wide, every share)."""
-    from transfers.models import Share
-
     details = event.details if isinstance(event.details, dict) else {}
     about = Q(pk__in=[])
     if event.target_type == "transfers.share" and event.target_id:

@@ -7,7 +7,7 @@ from django.core.validators import RegexValidator
 
 from accounts.models import Team
 from audit.models import AuditEvent
-from audit.selectors import AuditFilters
+from review.selectors import AuditFilters
 
 DATES_INVERTED = "The start date is after the end date."
 BOTH_CURSORS = "A page is either older or newer than another one, not both."

@@ -19,10 +19,13 @@ from django.views.decorators.http import require_GET
 from accounts.decorators import team_view
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, deny_access
-from audit import exports, guard, selectors
+from audit import guard
 from audit.errors import AuditError
-from audit.forms import AuditFilterForm
+from audit.integrity import latest_status
 from audit.recorder import AuditTarget, record
+from review import downloads, selectors
+from review.forms import AuditFilterForm
+from transfers.selectors import share_timeline_recent
 
 NOT_COMPLIANCE = "Only compliance officers read every team's audit trail."
 BAD_FORMAT = "Export as csv or jsonl."
@@ -51,8 +54,6 @@ def compliance_view(view):
 
 def _integrity():
     """What the last verification run found (owned by the checkpoint work; imported lazily)."""
-    from audit.integrity import latest_status
-
     return latest_status()
 
 
@@ -113,8 +114,6 @@ def _event_detail(request, access: TeamAccess | None, event):
     record(action="audit.read", team=access.team if access else event.team,
            target=AuditTarget("audit.auditevent", str(event.public_id), f"#{event.seq} {event.action}"),
            details={"view": "event", "seq": event.seq})
-    from transfers.selectors import share_timeline_recent
-
     trail = reverse("audit:event-list", kwargs={"team_id": access.team.public_id}) if access \
         else reverse("audit:site-event-list")
     shares = []
@@ -136,10 +135,10 @@ def _event_detail(request, access: TeamAccess | None, event):
     })
 
 
-def _event_export(request, access: TeamAccess | None):
+def _event_download(request, access: TeamAccess | None):
     form = _filter_form(request, access)
     fmt = request.GET.get("format", "csv")
-    if fmt not in exports.FORMATS:
+    if fmt not in downloads.FORMATS:
         form.is_valid()
         form.add_error(None, BAD_FORMAT)
     if not form.is_valid():
@@ -153,7 +152,7 @@ def _event_export(request, access: TeamAccess | None):
     scope = (slugify(team.name) or str(team.public_id)) if team else "all"
     record(action="audit.exported", team=team, target=_trail_target(access),
            details={"format": fmt, "filters": _recordable(params), "head_seq": head[0]})
-    return exports.export_response(_scope_qs(access, filters), fmt=fmt, head=head, scope=scope)
+    return downloads.download_response(_scope_qs(access, filters), fmt=fmt, head=head, scope=scope)
 
 
 # --- A team's trail ------------------------------------------------------------------------------------------
@@ -175,8 +174,8 @@ def event_detail(request, access, event_id):
 
 @team_view(Capability.VIEW_AUDIT)
 @require_GET
-def event_export(request, access):
-    return _event_export(request, access)
+def event_download(request, access):
+    return _event_download(request, access)
 
 
 # --- Every team's trail (compliance officers) ----------------------------------------------------------------
@@ -198,5 +197,5 @@ def site_event_detail(request, event_id):
 
 @compliance_view
 @require_GET
-def site_event_export(request):
-    return _event_export(request, None)
+def site_event_download(request):
+    return _event_download(request, None)

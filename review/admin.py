@@ -8,7 +8,7 @@ from django.utils.functional import cached_property
 from accounts.selectors import deny_access
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget, record
-from audit.views import NOT_COMPLIANCE, _recordable
+from review.views import NOT_COMPLIANCE, _recordable
 
 ESTIMATE_ABOVE = 100_000  # rows; below this an exact COUNT(*) is cheap enough
 

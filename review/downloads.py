@@ -1,14 +1,14 @@
 """Streamed CSV and JSON Lines exports of the audit trail, cut at the chain head.
 
-The file format belongs to ``export_format`` (shared with ``audit_verify --export``): its
-``EXPORT_COLUMNS``, ``event_row``, ``csv_cells`` and ``head_line`` write every byte here, oldest
+The file format belongs to ``download_format`` (shared with ``audit_verify --export``): its
+``DOWNLOAD_COLUMNS``, ``event_row``, ``csv_cells`` and ``head_line`` write every byte here, oldest
 event first (``seq`` order). The first line names the chain head the export was cut at; the
 export holds only events with ``seq`` <= that head, whatever is appended while it streams.
 
 CSV::
 
     # {"chain_head": {"hash": "<hex>", "seq": <n>}}
-    seq,public_id,occurred_at,...            (EXPORT_COLUMNS)
+    seq,public_id,occurred_at,...            (DOWNLOAD_COLUMNS)
     <one row per event>
 
 JSON Lines::
@@ -41,19 +41,13 @@ from collections.abc import Iterable, Iterator
 from django.db import connections
 from django.http import StreamingHttpResponse
 
-# Re-exported: the escaping lives with the export format so the verifier can undo it.
-from audit import stored
-from audit.export_format import FORMULA_PREFIXES, escape_cell, unescape_cell  # noqa: F401
+# The format is shared with `audit_verify --export`, which reads the same module; the escaping is
+# re-exported from it so a reader of a download can undo it.
+from audit import download_format, stored
+from audit.download_format import FORMULA_PREFIXES, escape_cell, unescape_cell  # noqa: F401
 
 CHUNK_SIZE = 2000
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
-
-
-def _format():
-    # The format is shared with `audit_verify --export`, which reads the same module.
-    from audit import export_format
-
-    return export_format
 
 
 class _Sink:
@@ -80,11 +74,11 @@ def _chunks(rows: Iterable[tuple]) -> Iterator[list[tuple]]:
 
 
 def csv_lines(rows: Iterable[tuple], *, head: tuple[int, str]) -> Iterator[str]:
-    """``rows``: values in ``EXPORT_COLUMNS`` order. Yields the head, then one block of lines per chunk."""
-    fmt = _format()
+    """``rows``: values in ``DOWNLOAD_COLUMNS`` order. Yields the head, then one block of lines per chunk."""
+    fmt = download_format
     sink = _Sink()
     writer = csv.writer(sink, lineterminator="\r\n")
-    writer.writerow(fmt.EXPORT_COLUMNS)
+    writer.writerow(fmt.DOWNLOAD_COLUMNS)
     yield fmt.head_line(seq=head[0], hash=head[1], csv=True) + "\r\n" + sink.take()
     for chunk in _chunks(rows):
         writer.writerows(fmt.csv_cells_of_values(chunk))
@@ -92,16 +86,16 @@ def csv_lines(rows: Iterable[tuple], *, head: tuple[int, str]) -> Iterator[str]:
 
 
 def jsonl_lines(rows: Iterable[tuple], *, head: tuple[int, str]) -> Iterator[str]:
-    fmt = _format()
+    fmt = download_format
     yield fmt.head_line(seq=head[0], hash=head[1]) + "\n"
     for chunk in _chunks(rows):
-        yield "".join(json.dumps(fmt.event_row(dict(zip(fmt.EXPORT_COLUMNS, values, strict=True))),
+        yield "".join(json.dumps(fmt.event_row(dict(zip(fmt.DOWNLOAD_COLUMNS, values, strict=True))),
                                  ensure_ascii=False, separators=(",", ":")) + "\n" for values in chunk)
 
 
-def export_rows(qs, *, head_seq: int):
-    """The events of ``qs`` the export includes, as tuples of ``EXPORT_COLUMNS``: up to the head, in chain order."""
-    return qs.filter(seq__lte=head_seq).order_by("seq").values_list(*_format().EXPORT_COLUMNS)
+def download_rows(qs, *, head_seq: int):
+    """The events of ``qs`` the export includes, as tuples of ``DOWNLOAD_COLUMNS``: up to the head, in chain order."""
+    return qs.filter(seq__lte=head_seq).order_by("seq").values_list(*download_format.DOWNLOAD_COLUMNS)
 
 
 # escape_cell, in SQL: one leading "'" before a cell a spreadsheet would run (or one already quoted).
@@ -121,16 +115,16 @@ def _sql_cell(column: str) -> str:
 
 
 def copy_csv_lines(qs, *, head: tuple[int, str], using: str = "default") -> Iterator[bytes]:
-    """The CSV export written by PostgreSQL's COPY: the query Django builds for ``export_rows``,
+    """The CSV export written by PostgreSQL's COPY: the query Django builds for ``download_rows``,
     wrapped in a SELECT that formats and escapes each cell, streamed in blocks of about 256 kB."""
-    fmt = _format()
-    inner, params = export_rows(qs, head_seq=head[0]).query.sql_with_params()
-    columns = ", ".join(f'"{c}"' for c in fmt.EXPORT_COLUMNS)
-    cells = ", ".join(_sql_cell(c) for c in fmt.EXPORT_COLUMNS)
+    fmt = download_format
+    inner, params = download_rows(qs, head_seq=head[0]).query.sql_with_params()
+    columns = ", ".join(f'"{c}"' for c in fmt.DOWNLOAD_COLUMNS)
+    cells = ", ".join(_sql_cell(c) for c in fmt.DOWNLOAD_COLUMNS)
     # Only constant column names and Django's own SQL are pasted in; filter values stay parameters.
     statement = f"COPY (SELECT {cells} FROM ({inner}) AS t({columns}) ORDER BY t.seq) TO STDOUT WITH (FORMAT csv)"  # noqa: S608
     sink = _Sink()
-    csv.writer(sink, lineterminator="\n").writerow(fmt.EXPORT_COLUMNS)
+    csv.writer(sink, lineterminator="\n").writerow(fmt.DOWNLOAD_COLUMNS)
     yield (fmt.head_line(seq=head[0], hash=head[1], csv=True) + "\n" + sink.take()).encode()
     connection = connections[using]
     connection.ensure_connection()
@@ -145,12 +139,12 @@ def copy_csv_lines(qs, *, head: tuple[int, str], using: str = "default") -> Iter
         yield bytes(block)
 
 
-def export_response(qs, *, fmt: str, head: tuple[int, str], scope: str) -> StreamingHttpResponse:
+def download_response(qs, *, fmt: str, head: tuple[int, str], scope: str) -> StreamingHttpResponse:
     """Stream ``qs`` (already scoped and filtered) as ``fmt``; no event is read until the body is."""
     if fmt == "csv" and connections[qs.db].vendor == "postgresql":
         body = copy_csv_lines(qs, head=head, using=qs.db)
     else:
-        rows = export_rows(qs, head_seq=head[0]).iterator(chunk_size=CHUNK_SIZE)
+        rows = download_rows(qs, head_seq=head[0]).iterator(chunk_size=CHUNK_SIZE)
         body = csv_lines(rows, head=head) if fmt == "csv" else jsonl_lines(rows, head=head)
     response = StreamingHttpResponse(body, content_type=FORMATS[fmt])
     response["Content-Disposition"] = f'attachment; filename="audit-{scope}-{head[0]}.{fmt}"'

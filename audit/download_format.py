@@ -1,18 +1,18 @@
 """The audit export file format, shared by the streamed exports and ``audit_verify --export``.
 
-Two encodings with the same columns, ``EXPORT_COLUMNS``, in that order:
+Two encodings with the same columns, ``DOWNLOAD_COLUMNS``, in that order:
 
-- JSON Lines (``.jsonl``): one JSON object per line, keys = ``EXPORT_COLUMNS``.
+- JSON Lines (``.jsonl``): one JSON object per line, keys = ``DOWNLOAD_COLUMNS``.
   ``seq``, ``actor_id``, ``team_id`` are integers or null; ``ip`` a string or null;
   ``details`` an object and ``cloud_request_ids`` a list (as stored);
   ``occurred_at`` is ``hashing.format_timestamp`` (``2025-01-02T03:04:05.000006Z``);
   ``public_id`` the UUID with hyphens; ``prev_hash``/``hash`` 64 hex characters.
   The first line may instead be ``{"chain_head": {"seq": <int>, "hash": "<hex>"}}``.
-- CSV (``.csv``, RFC 4180, UTF-8): a header row naming ``EXPORT_COLUMNS``, then one
+- CSV (``.csv``, RFC 4180, UTF-8): a header row naming ``DOWNLOAD_COLUMNS``, then one
   row per event. Null is the empty cell (``actor_id``, ``team_id``, ``ip``);
   ``details`` and ``cloud_request_ids`` are JSON text (``hashing.dumps``, or on PostgreSQL the
   database's own ``jsonb`` text: read them as JSON, never compare them as text). Lines end with
-  CRLF, or LF when PostgreSQL's COPY wrote the file (``exports.copy_csv_lines``).
+  CRLF, or LF when PostgreSQL's COPY wrote the file (``downloads.copy_csv_lines``).
   The very first line may be a comment: ``# {"chain_head": {"seq": <int>, "hash": "<hex>"}}``.
 
 Rows should be in ascending ``seq`` order (descending is accepted). A filtered export
@@ -26,7 +26,7 @@ from typing import Any
 
 from audit import hashing
 
-EXPORT_COLUMNS: tuple[str, ...] = (
+DOWNLOAD_COLUMNS: tuple[str, ...] = (
     "seq", "public_id", "occurred_at", "actor_id", "actor_name", "team_id", "team_name", "action",
     "target_type", "target_id", "target_label", "outcome", "details", "request_id", "ip", "user_agent",
     "cloud_request_ids", "prev_hash", "hash",
@@ -39,12 +39,12 @@ CSV_INT_COLUMNS = ("seq", "actor_id", "team_id")
 CSV_COMMENT = "# "
 HEAD_KEY = "chain_head"
 
-assert set(EXPORT_COLUMNS) == {*hashing.HASHED_FIELDS, "prev_hash", "hash"}  # noqa: S101 - a format invariant
+assert set(DOWNLOAD_COLUMNS) == {*hashing.HASHED_FIELDS, "prev_hash", "hash"}  # noqa: S101 - a format invariant
 
 
 def event_row(values: Mapping[str, Any]) -> dict[str, Any]:
     """The JSONL object of one event, from a mapping of its model attributes (``values()`` of an AuditEvent)."""
-    row = {column: values[column] for column in EXPORT_COLUMNS}
+    row = {column: values[column] for column in DOWNLOAD_COLUMNS}
     row["occurred_at"] = hashing.format_timestamp(row["occurred_at"])
     row["public_id"] = str(row["public_id"])
     return row
@@ -53,7 +53,7 @@ def event_row(values: Mapping[str, Any]) -> dict[str, Any]:
 def csv_cells(row: Mapping[str, Any]) -> list[str]:
     """The CSV cells of an ``event_row``."""
     cells = []
-    for column in EXPORT_COLUMNS:
+    for column in DOWNLOAD_COLUMNS:
         value = row[column]
         if column in CSV_JSON_COLUMNS:
             cells.append(hashing.dumps(value))
@@ -66,7 +66,7 @@ def csv_cells(row: Mapping[str, Any]) -> list[str]:
 
 def csv_cells_of_values(rows: Iterable[Sequence[Any]]) -> Iterator[list[str]]:
     """``escape_cell`` applied to ``csv_cells(event_row(...))`` of each row of values in
-    ``EXPORT_COLUMNS`` order (``values_list``), the same cells without the intermediate dicts.
+    ``DOWNLOAD_COLUMNS`` order (``values_list``), the same cells without the intermediate dicts.
 
     The export runs this on every row; tests check it against ``csv_cells`` and ``event_row``.
     """

@@ -1,4 +1,4 @@
-"""Check an audit export file (``export_format``) on its own, optionally against a signed checkpoint.
+"""Check an audit export file (``download_format``) on its own, optionally against a signed checkpoint.
 
 Streams the file (one row in memory at a time). Every row's hash must recompute
 from its own fields and ``prev_hash``; rows with adjacent ``seq`` must link; a row
@@ -19,11 +19,11 @@ from typing import Any
 
 from audit import checkpoints, hashing
 from audit.errors import AuditError
-from audit.export_format import (
+from audit.download_format import (
     CSV_INT_COLUMNS,
     CSV_JSON_COLUMNS,
     CSV_NULLABLE_COLUMNS,
-    EXPORT_COLUMNS,
+    DOWNLOAD_COLUMNS,
     HEAD_KEY,
     unescape_cell,
 )
@@ -33,7 +33,7 @@ ORDER = "order"
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class DownloadResult:
     ok: bool
     rows: int
     first_bad_seq: int | None = None
@@ -86,14 +86,14 @@ def _csv(handle) -> Iterator[tuple[int, dict | tuple]]:
         lines = itertools.chain([first], handle)
     reader = csv.reader(lines)
     header = next(reader, None)
-    if header is None or tuple(header) != EXPORT_COLUMNS:
-        raise _RowError(1, "the CSV header is not EXPORT_COLUMNS")
+    if header is None or tuple(header) != DOWNLOAD_COLUMNS:
+        raise _RowError(1, "the CSV header is not DOWNLOAD_COLUMNS")
     for cells in reader:
         if not cells:
             continue
-        if len(cells) != len(EXPORT_COLUMNS):
+        if len(cells) != len(DOWNLOAD_COLUMNS):
             raise _RowError(reader.line_num, f"CSV line {reader.line_num} has {len(cells)} cells")
-        row: dict[str, Any] = dict(zip(EXPORT_COLUMNS, map(unescape_cell, cells), strict=True))
+        row: dict[str, Any] = dict(zip(DOWNLOAD_COLUMNS, map(unescape_cell, cells), strict=True))
         try:
             for column in CSV_NULLABLE_COLUMNS:
                 row[column] = row[column] or None
@@ -108,7 +108,7 @@ def _csv(handle) -> Iterator[tuple[int, dict | tuple]]:
 
 
 def _fields(row: dict) -> dict[str, Any]:
-    if set(row) != set(EXPORT_COLUMNS):
+    if set(row) != set(DOWNLOAD_COLUMNS):
         raise AuditError("wrong columns")
     if type(row["seq"]) is not int:
         raise AuditError("seq is not an integer")
@@ -133,7 +133,7 @@ def _detect_csv(path: Path, handle) -> bool:
     return start != "{"
 
 
-def verify_export(path: str | Path, *, checkpoint: checkpoints.Checkpoint | None = None) -> ExportResult:
+def verify_download(path: str | Path, *, checkpoint: checkpoints.Checkpoint | None = None) -> DownloadResult:
     path = Path(path)
     rows, contiguous, direction = 0, True, 0
     previous: dict | None = None
@@ -145,7 +145,7 @@ def verify_export(path: str | Path, *, checkpoint: checkpoints.Checkpoint | None
         anchors[checkpoint.seq] = (checkpoint.hash, f"signed checkpoint #{checkpoint.number}")
 
     def fail(seq, reason, message):
-        return ExportResult(ok=False, rows=rows, first_bad_seq=seq, reason=reason, message=message,
+        return DownloadResult(ok=False, rows=rows, first_bad_seq=seq, reason=reason, message=message,
                             contiguous=contiguous)
 
     try:
@@ -201,5 +201,5 @@ def verify_export(path: str | Path, *, checkpoint: checkpoints.Checkpoint | None
                             f"{what} is at event #{seq} but this complete export ends at #{high}")
     kind = "complete" if contiguous and first_seq in (1, None) else ("contiguous" if contiguous else "filtered")
     checked = f"; matches {len(seen_anchor)} anchor(s)" if seen_anchor else ""
-    return ExportResult(ok=True, rows=rows, contiguous=contiguous,
+    return DownloadResult(ok=True, rows=rows, contiguous=contiguous,
                         message=f"export intact: {rows} row(s), {kind}{checked}")
