@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from audit import checkpoints, hashing
-from audit.errors import AuditError
 from audit.download_format import (
     CSV_INT_COLUMNS,
     CSV_JSON_COLUMNS,
@@ -27,6 +26,7 @@ from audit.download_format import (
     HEAD_KEY,
     unescape_cell,
 )
+from audit.errors import AuditError
 
 BAD_ROW = "bad_row"
 ORDER = "order"

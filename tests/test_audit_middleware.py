@@ -10,9 +10,9 @@ from django.test import RequestFactory
 from django.urls import path
 
 from accounts.models import User
-from review.admin import AuditEventAdmin
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget, record
+from review.admin import AuditEventAdmin
 from tests import factories
 
 

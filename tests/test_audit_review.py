@@ -16,11 +16,11 @@ from django.urls import reverse
 from accounts import services as account_services
 from accounts.selectors import team_access_for_user
 from audit import download_verify
-from review import downloads, selectors
 from audit.download_format import DOWNLOAD_COLUMNS
-from review.forms import ACTION_INVALID, BOTH_CURSORS, DATES_INVERTED
 from audit.models import AuditChainHead, AuditEvent
 from audit.recorder import AuditTarget, record
+from review import downloads, selectors
+from review.forms import ACTION_INVALID, BOTH_CURSORS, DATES_INVERTED
 from tests import factories
 from tests.test_authz import _share
 

@@ -10,9 +10,9 @@ from playwright.sync_api import expect
 
 from accounts.models import Role
 from audit.download_format import DOWNLOAD_COLUMNS
-from review.downloads import unescape_cell
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget, record
+from review.downloads import unescape_cell
 from tests import factories
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -84,8 +84,8 @@ def test_approvals_and_the_inbox_are_paginated(bench_world, monkeypatch):
 
 
 def test_the_admin_estimates_the_unfiltered_trail_size_on_postgresql(bench_world, monkeypatch):
-    from review import admin as audit_admin
     from audit.models import AuditEvent
+    from review import admin as audit_admin
 
     exact = AuditEvent.objects.count()
     filtered = AuditEvent.objects.filter(outcome="denied").order_by("-seq")

@@ -10,8 +10,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from audit import checkpoints, integrity
-from audit.errors import AuditError
 from audit.download_verify import verify_download
+from audit.errors import AuditError
 
 
 class Command(BaseCommand):
