@@ -24,8 +24,10 @@ run: $(STAMP) .env
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## Lint: ruff, then the layers contract (pyproject.toml, [tool.importlinter])
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 clean:
 	rm -rf var staticfiles .pytest_cache
