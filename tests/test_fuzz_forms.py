@@ -21,9 +21,9 @@ from outscale.regions import REGIONS
 from tests import factories
 from tests.transfer_world import access, image_id, make_transfer_world
 from transfers.forms import DecisionForm, DeclineForm, LinkImportForm, ShareRequestForm
-from transfers.links import validate_manifest_url
+from transfers.link_checks import validate_manifest_url
 from transfers.models import Recipient, Share
-from transfers.services import links
+from transfers.services import external_links
 from transfers.services import requests as share_requests
 from transfers.services.requests import ExternalRecipient
 
@@ -320,6 +320,6 @@ def test_link_import(url, image_name, description, account, world):
     assert response.status_code == 400
     assert _changed(before) == {}
     with pytest.raises(ValidationError):
-        links.link_import_create(access=access(world.member, world.alpha), account=mine, url=url,
+        external_links.link_import_create(access=access(world.member, world.alpha), account=mine, url=url,
                                  image_name=image_name, description=description)
     assert _changed(before) == {}

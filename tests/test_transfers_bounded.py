@@ -22,7 +22,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, imports, links, reconcile
+from transfers.services import exports, external_links, imports, reconcile
 from transfers.services.requests import ExternalRecipient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,7 +78,7 @@ def _pasted_link(flow, cloud) -> str:
     approve(flow, share)
     workers.run_jobs(until=lambda: Share.objects.get(pk=share.pk).state == Share.State.READY)
     external = Recipient.objects.get(share=share)
-    return links.link_reveal(access=access(flow.src_member, flow.source), share=share, recipient=external).url
+    return external_links.link_reveal(access=access(flow.src_member, flow.source), share=share, recipient=external).url
 
 
 def test_an_import_start_that_cannot_open_its_link_fails_after_the_bound_and_accept_cannot_restart_it(
@@ -86,8 +86,8 @@ def test_an_import_start_that_cannot_open_its_link_fails_after_the_bound_and_acc
     flow = bounded_flow
     url = _pasted_link(flow, cloud)
     member = access(flow.dst_member, flow.dest)
-    good = links.link_import_create(access=member, account=flow.delta, url=url, image_name="from-a-link")
-    bad = links.link_import_create(access=member, account=flow.delta, url=url, image_name="from-a-link-too")
+    good = external_links.link_import_create(access=member, account=flow.delta, url=url, image_name="from-a-link")
+    bad = external_links.link_import_create(access=member, account=flow.delta, url=url, image_name="from-a-link-too")
     # The bad one's sealed link is the good one's: it opens for no other row (the vault binds it).
     Recipient.objects.filter(pk=bad.pk).update(link_sealed=Recipient.objects.get(pk=good.pk).link_sealed)
 

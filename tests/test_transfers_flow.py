@@ -132,17 +132,17 @@ def test_a_failed_import_can_be_retried(flow, cloud):
 
 
 def test_an_external_recipient_gets_a_link_another_team_can_import_from(flow, cloud):
-    from transfers.services import links
+    from transfers.services import external_links
     from transfers.services.requests import ExternalRecipient
 
     share = request_share(flow, cloud, accounts=[], externals=[ExternalRecipient("444455556666", "us-east-2")])
     approve(flow, share)
     workers.run_jobs(until=_ready(share))
     external = Recipient.objects.get(share=share)
-    revealed = links.link_reveal(access=access(flow.src_member, flow.source), share=share, recipient=external)
+    revealed = external_links.link_reveal(access=access(flow.src_member, flow.source), share=share, recipient=external)
     assert revealed.url not in str(AuditEvent.objects.filter(action="link.revealed").values_list("details"))
     assert _state(share) == Share.State.COMPLETED
-    pasted = links.link_import_create(access=access(flow.dst_member, flow.dest), account=flow.delta,
+    pasted = external_links.link_import_create(access=access(flow.dst_member, flow.dest), account=flow.delta,
                                       url=revealed.url, image_name="from-a-link")
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=pasted.pk).state == "completed")
     pasted.refresh_from_db()

@@ -33,7 +33,7 @@ from tests import workers
 from tests.transfer_world import access, approve, image_id, request_share
 from transfers import errors
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, imports, links, reconcile
+from transfers.services import exports, external_links, imports, reconcile
 from transfers.services import requests as share_requests
 from transfers.services.requests import ExternalRecipient
 
@@ -262,7 +262,7 @@ def test_revealing_a_link_meets_the_sweep_that_completes_an_import_of_the_share(
     revealed = []
 
     sweep, person = _meet(Share, share.pk, sweep=lambda: imports.import_sweep(account_id=flow.gamma.public_id),
-                          person=lambda: revealed.append(links.link_reveal(
+                          person=lambda: revealed.append(external_links.link_reveal(
                               access=access(flow.src_member, flow.source), share=share, recipient=external)))
 
     assert (sweep.error, person.error) == (None, None)
@@ -381,8 +381,8 @@ def test_every_transaction_of_a_whole_copy_takes_the_chain_head_last(flow, cloud
         imports.recipient_retry(access=dst, recipient=Recipient.objects.get(pk=gamma_in.pk))
         workers.run_jobs(until=lambda: Recipient.objects.get(pk=gamma_in.pk).state == Recipient.State.COMPLETED)
         imports.recipient_decline(access=dst, recipient=delta_in, reason="not needed")
-        link = links.link_reveal(access=src, share=main, recipient=external)
-        pasted = links.link_import_create(access=dst, account=flow.gamma, url=link.url, image_name="walk-link")
+        link = external_links.link_reveal(access=src, share=main, recipient=external)
+        pasted = external_links.link_import_create(access=dst, account=flow.gamma, url=link.url, image_name="walk-link")
         workers.run_jobs(until=lambda: Recipient.objects.get(pk=pasted.pk).state == Recipient.State.COMPLETED)
 
         reuse_in = Recipient.objects.get(share=reuse)

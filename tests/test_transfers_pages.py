@@ -10,7 +10,7 @@ from accounts.models import Role
 from audit.models import AuditEvent
 from tests import factories, workers
 from tests.transfer_world import approve, image_id, make_transfer_world, request_share, sandbox_account
-from transfers import errors, links
+from transfers import errors, link_checks
 from transfers.forms import RECIPIENT_NOT_LISTED
 from transfers.models import Recipient, Share
 from transfers.services.requests import ExternalRecipient
@@ -296,7 +296,7 @@ def test_a_pasted_foreign_link_is_refused_without_being_echoed(w, client):
                                                          "image_name": "pasted-copy"})
     page = response.content.decode()
     assert response.status_code == 400
-    assert escape(links.MSG_FOREIGN_HOST) in page
+    assert escape(link_checks.MSG_FOREIGN_HOST) in page
     assert "evil.example.com" not in page and "a" * 64 not in page
     assert "no-store" in response["Cache-Control"] and response["Referrer-Policy"] == "no-referrer"
     assert not Recipient.objects.exists()

@@ -6,7 +6,7 @@ from django import forms
 import outscale
 from outscale.regions import REGION_CHOICES
 from transfers import errors
-from transfers.links import validate_manifest_url
+from transfers.link_checks import validate_manifest_url
 from transfers.services.requests import EXTERNAL_ID_RE, ExternalRecipient
 
 EXTERNAL_ROWS = 3

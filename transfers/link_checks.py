@@ -1,4 +1,6 @@
-"""Checking a pre-signed OOS manifest URL that a user pastes ("import from a link").
+"""Checking a pre-signed OOS manifest URL that a user pastes ("import from a link"): text in,
+`ManifestLink` or `LinkError` out, no I/O. The services that reveal a link or import from a pasted
+one are in `transfers/services/external_links.py`.
 
 The portal never fetches a user-supplied URL: it checks the text and, if it passes, hands it to
 OUTSCALE as `CreateImage{FileLocation}`. The checks are deliberately strict, and they are done on

@@ -1,5 +1,6 @@
-"""Manifest links: revealing one to the source team (for external recipients), and
-importing from a link that reached a team outside the portal."""
+"""Manifest links across the portal's edge: revealing one to the source team (for external
+recipients), and importing from a link that reached a team outside the portal. The pasted text
+is checked by `transfers/link_checks.py`."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +16,7 @@ from audit import recorder
 from audit.recorder import record
 from outscale.account_credentials import credentials_for
 from transfers import errors
-from transfers.links import link_fingerprint, validate_manifest_url
+from transfers.link_checks import link_fingerprint, validate_manifest_url
 from transfers.models import Recipient, Share
 from transfers.services.imports import import_begin
 from transfers.services.share_state import share_refresh

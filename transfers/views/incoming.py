@@ -18,7 +18,7 @@ from accounts.roles import Capability
 from transfers import selectors
 from transfers.forms import DeclineForm, LinkImportForm
 from transfers.rate_limits import LINK_REVEAL, rate_limited
-from transfers.services import imports, links
+from transfers.services import external_links, imports
 
 INBOX_PER_PAGE = 25
 ACCEPTED = "Accepted: {name} is being imported into {account}."
@@ -105,7 +105,7 @@ def link_import(request, access):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            recipient = links.link_import_create(access=access, account=data["account"], url=data["url"],
+            recipient = external_links.link_import_create(access=access, account=data["account"], url=data["url"],
                                                  image_name=data["image_name"], description=data["description"])
         except ValidationError as exc:
             for message in exc.messages:
@@ -127,7 +127,7 @@ def share_reveal_link(request, access, share_id, recipient_id):
     share = selectors.share_get_for_source_team(access=access, public_id=share_id)
     recipient = selectors.recipient_get_for_share(access=access, share=share, public_id=recipient_id)
     try:
-        link = links.link_reveal(access=access, share=share, recipient=recipient)
+        link = external_links.link_reveal(access=access, share=share, recipient=recipient)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     except outscale.CloudError as exc:
