@@ -1,4 +1,4 @@
-"""The bridge between stored cloud accounts and the cloud layer.
+"""Opening a cloud account's keys for the cloud layer: the bridge between stored accounts and OUTSCALE.
 
 This is the only place in the portal that opens sealed keys (DESIGN §5): the
 plaintext goes straight into a Credentials object handed to the cloud client,
@@ -10,6 +10,7 @@ import threading
 from contextvars import ContextVar
 
 from accounts import vault
+from audit.recorder import record
 from outscale.credentials import Credentials
 
 # Set by `opened_once()`: the keys opened so far in this sweep, by account.
@@ -46,8 +47,6 @@ def credentials_for(account, *, purpose: str) -> Credentials:
 
 
 def _open(account, *, purpose: str, sweep: bool) -> Credentials:
-    from audit.recorder import record
-
     ids = {"team_id": account.team.public_id, "object_id": account.public_id}
     details = {"purpose": purpose, "account_id": account.account_id, "region": account.region}
     if sweep:

@@ -16,7 +16,9 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.debug import sensitive_variables
 
+import outscale
 from accounts import vault
+from accounts.keys import credentials_for
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
@@ -415,9 +417,6 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
     with its audit event. A failure keeps the account invalid with the cloud's
     reason in words.
     """
-    import outscale
-    from outscale.account_credentials import credentials_for
-
     require(access, Capability.MANAGE_TEAM, target=account)
     account = CloudAccount.objects.select_related("team").get(pk=account.pk, team=access.team)
     if account.is_retired:

@@ -7,7 +7,7 @@ tampered version or key id is refused rather than tried with another key.
 
 Keys come from OMIPORTAL_CREDENTIAL_KEYS ("kid:base64(32 bytes)", comma
 separated); the first key seals, every key opens. Only the cloud layer opens
-values (outscale/account_credentials.py); the rotation command
+values (accounts/keys.py); the rotation command
 re-seals without ever handing plaintext back to its caller.
 """
 

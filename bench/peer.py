@@ -56,7 +56,7 @@ def _account(pk: int):
 
 
 def _creds(pk: int, purpose: str):
-    from outscale.account_credentials import credentials_for
+    from accounts.keys import credentials_for
 
     account = _account(pk)
     return account, credentials_for(account, purpose=purpose)

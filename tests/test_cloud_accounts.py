@@ -5,9 +5,9 @@ from django.utils.html import escape
 from django.views.debug import ExceptionReporter
 
 from accounts import forms, services
+from accounts.keys import credentials_for
 from accounts.models import CloudAccount
 from audit.models import AuditEvent
-from outscale.account_credentials import credentials_for
 from tests import factories
 
 AK = "AKTESTCANARY00000042"

@@ -6,9 +6,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from accounts import checks, vault
+from accounts.keys import credentials_for, open_pasted_link
 from accounts.models import CloudAccount
 from audit.models import AuditEvent
-from outscale.account_credentials import credentials_for, open_pasted_link
 from tests import factories
 from transfers.models import Recipient
 

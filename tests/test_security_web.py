@@ -219,12 +219,12 @@ def test_failed_logins_lock_the_account_and_a_spoofed_forwarded_for_does_not_res
 # (key ids only), and the page benchmark's bulk fill (seals dummy keys; it needs an empty audit trail,
 # so it cannot go through the audited service).
 VAULT_IMPORTERS = {
-    "accounts/vault.py", "outscale/account_credentials.py",
+    "accounts/vault.py", "accounts/keys.py",
     "accounts/management/commands/rotate_credential_keys.py", "accounts/services.py", "accounts/checks.py",
     "bench/fill.py",
 }
 VAULT_IMPORTER_DIRS = ("transfers/services/",)
-DECRYPT_CALLERS = {"accounts/vault.py", "outscale/account_credentials.py"}
+DECRYPT_CALLERS = {"accounts/vault.py", "accounts/keys.py"}
 # Names that open sealed values, directly or through the bridge.
 OPENERS = {"decrypt", "reseal", "credentials_for", "open_pasted_link"}
 PRESENTATION = re.compile(r"(^|/)(views(/.*)?|forms|admin|admin_site|urls|templatetags/.*|decorators|"
@@ -251,9 +251,12 @@ def _called_names(tree) -> set[str]:
     return called
 
 
+APP_PACKAGES = ("accounts", "transfers", "review", "audit", "outscale", "bench", "omiportal")
+
+
 def _app_modules():
     for rel, path in _project_python_files():
-        if rel.parts[0] in ("accounts", "transfers", "omiportal") and "migrations" not in rel.parts:
+        if rel.parts[0] in APP_PACKAGES and "migrations" not in rel.parts:
             yield rel.as_posix(), ast.parse(path.read_text(), filename=str(rel))
 
 
@@ -278,7 +281,7 @@ def test_views_forms_admin_and_templates_never_touch_sealed_values():
         if not PRESENTATION.search(rel):
             continue
         imported = _imports(tree)
-        if any("vault" in name or "account_credentials" in name for name in imported) or \
+        if any("vault" in name or "accounts.keys" in name for name in imported) or \
                 OPENERS & _called_names(tree):
             offenders.append(rel)
     for path in (ROOT / "templates").rglob("*.html"):
@@ -294,7 +297,7 @@ def test_views_forms_admin_and_templates_never_touch_sealed_values():
 def test_the_static_scan_sees_the_real_modules():
     modules = dict(_app_modules())
     assert "accounts/views.py" in modules and "accounts/forms.py" in modules and "accounts/admin.py" in modules
-    assert "decrypt" in _called_names(modules["outscale/account_credentials.py"])
+    assert "decrypt" in _called_names(modules["accounts/keys.py"])
 
 
 # --- SEC-12: the credential views mark their secrets -------------------------------------------------------

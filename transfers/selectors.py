@@ -13,11 +13,11 @@ from django.http import Http404
 from django.utils import timezone
 
 import outscale
+from accounts.keys import credentials_for
 from accounts.models import CloudAccount
 from accounts.selectors import TeamAccess, cloud_account_directory, deny_access
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget
-from outscale.account_credentials import credentials_for
 from transfers.models import Recipient, Share
 
 CHART_WEEKS = 8

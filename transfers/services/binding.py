@@ -12,8 +12,8 @@ import json
 from datetime import timedelta
 
 import outscale
+from accounts.keys import credentials_for
 from accounts.models import CloudAccount
-from outscale.account_credentials import credentials_for
 from transfers import errors
 from transfers.models import Recipient, Share
 

@@ -13,8 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 import outscale
+from accounts.keys import credentials_for
 from audit.recorder import AuditTarget, record
-from outscale.account_credentials import credentials_for
 from transfers import scheduling
 from transfers.models import Export, Recipient, Share
 

@@ -9,10 +9,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 import outscale
+from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
 from audit import recorder
 from audit.recorder import AuditTarget, record
-from outscale.account_credentials import credentials_for, opened_once
 from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import binding, bounded, polling

@@ -8,13 +8,13 @@ from datetime import datetime
 from django.utils import timezone
 
 import outscale
+from accounts.keys import credentials_for
 from accounts import vault
 from accounts.models import CloudAccount
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from audit import recorder
 from audit.recorder import record
-from outscale.account_credentials import credentials_for
 from transfers import errors
 from transfers.link_checks import link_fingerprint, validate_manifest_url
 from transfers.models import Recipient, Share

@@ -10,12 +10,12 @@ from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 import outscale
+from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from audit import recorder
 from audit.recorder import record
-from outscale.account_credentials import credentials_for, opened_once
 from transfers import errors, scheduling
 from transfers.models import Recipient, Share
 from transfers.services import binding, bounded, polling

@@ -11,13 +11,13 @@ from django.db import transaction
 from django.utils import timezone
 
 import outscale
+from accounts.keys import credentials_for
 from accounts.models import CloudAccount, Membership
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from accounts.twofactor.enforcement import step_up_fresh
 from audit import recorder
 from audit.recorder import record
-from outscale.account_credentials import credentials_for
 from transfers import errors
 from transfers.models import Recipient, Share
 from transfers.services import binding, exports

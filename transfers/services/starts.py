@@ -11,10 +11,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 import outscale
+from accounts.keys import credentials_for, open_pasted_link, opened_once
 from accounts.models import CloudAccount
 from audit import recorder
 from audit.recorder import record
-from outscale.account_credentials import credentials_for, open_pasted_link, opened_once
 from transfers import errors, scheduling
 from transfers.models import Recipient
 from transfers.services import binding, polling
