@@ -7,4 +7,3 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         from accounts import checks, signals  # noqa: F401  (registers checks and auth signal receivers)
-        from omiportal import checks as production_checks  # noqa: F401  (production fails closed)

@@ -8,7 +8,6 @@ app_name = "accounts"
 urlpatterns = [
     path("", views.home, name="home"),
     path("teams/", views.team_list, name="team-list"),
-    path("t/<uuid:team_id>/", views.dashboard, name="dashboard"),
     path("two-factor/", twofactor_views.twofactor, name="twofactor"),
     path("two-factor/confirm/", twofactor_views.twofactor_confirm, name="twofactor-confirm"),
     path("two-factor/verify/", twofactor_views.twofactor_verify, name="twofactor-verify"),

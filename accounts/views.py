@@ -1,5 +1,6 @@
 """Team, member and cloud account pages. Thin: parse, call one service, render."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -70,7 +71,7 @@ def home(request):
     team = team or teams.first()
     if team is None:
         return redirect("accounts:team-list")
-    return redirect("accounts:dashboard", team_id=team.public_id)
+    return redirect(settings.OMIPORTAL_TEAM_HOME, team_id=team.public_id)
 
 
 @login_required
@@ -90,20 +91,6 @@ def team_list(request):
         "compliance_teams": selectors.team_list_for_user(user=request.user)
         if request.user.is_compliance_officer else None,
         "form": form,
-    })
-
-
-@team_view()
-@require_GET
-def dashboard(request, access):
-    from transfers.selectors import dashboard_for_team
-
-    accounts = list(selectors.cloud_account_list_for_team(team=access.team))
-    return render(request, "accounts/dashboard.html", {
-        "accounts": accounts,
-        "valid_accounts": [a for a in accounts if a.is_valid],
-        "role_counts": selectors.team_role_counts(team=access.team),
-        **dashboard_for_team(access=access),
     })
 
 

@@ -211,7 +211,7 @@ def pages_for(world: World) -> list[Page]:
         return f"{url}?{urlencode(params)}" if params else url
 
     pages = [
-        Page("dashboard", "dashboard", approver, reverse("accounts:dashboard", kwargs={"team_id": big.public_id})),
+        Page("dashboard", "dashboard", approver, reverse("transfers:dashboard", kwargs={"team_id": big.public_id})),
         Page("shares", "shares", approver, shares),
         Page("shares_deep", "shares", approver, q(shares, page=max(1, share_count // 25 // 2))),
         Page("shares_state", "shares", approver, q(shares, state="failed")),

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "accounts.twofactor.apps.TwoFactorConfig",
     "axes",
     "django_ratelimit",
+    "omiportal.apps.PortalConfig",
     "audit",
     "review",
     "sandbox",
@@ -179,6 +180,8 @@ AUTHENTICATION_BACKENDS = [
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "accounts:home"
+# A team's home page (transfers' dashboard): accounts redirects there without importing what sits above it.
+OMIPORTAL_TEAM_HOME = "transfers:dashboard"
 LOGOUT_REDIRECT_URL = "login"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

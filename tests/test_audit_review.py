@@ -137,7 +137,7 @@ def test_it_has_no_page_that_changes_an_event(world, trail, login):
 
 
 def test_it_links_the_audit_pages_for_those_who_may_see_them(world, login):
-    dashboard = reverse("accounts:dashboard", kwargs={"team_id": world.alpha.public_id})
+    dashboard = reverse("transfers:dashboard", kwargs={"team_id": world.alpha.public_id})
     assert _list_url(world.alpha) in login(world.auditor).get(dashboard).content.decode()
     assert _list_url(world.alpha) not in login(world.member).get(dashboard).content.decode()
     assert f'href="{_list_url()}"' not in login(world.admin).get(dashboard).content.decode()

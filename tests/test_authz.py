@@ -180,7 +180,7 @@ def test_actions_refuse_get(name, world, targets, client):
 
 def test_an_unknown_team_id_is_404(world, client):
     client.force_login(world.admin)
-    assert client.get(reverse("accounts:dashboard", kwargs={"team_id": uuid.uuid4()})).status_code == 404
+    assert client.get(reverse("transfers:dashboard", kwargs={"team_id": uuid.uuid4()})).status_code == 404
 
 
 def test_role_changes_apply_on_the_next_request(world, targets, client):

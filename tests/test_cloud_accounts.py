@@ -128,7 +128,7 @@ def test_no_page_shows_a_stored_secret(world, client, admin_user):
     pages = [
         client.get(_edit_url(account)),
         client.get(reverse("accounts:account-list", kwargs={"team_id": world.alpha.public_id})),
-        client.get(reverse("accounts:dashboard", kwargs={"team_id": world.alpha.public_id})),
+        client.get(reverse("transfers:dashboard", kwargs={"team_id": world.alpha.public_id})),
     ]
     from django_otp import DEVICE_ID_SESSION_KEY
     from django_otp.plugins.otp_totp.models import TOTPDevice

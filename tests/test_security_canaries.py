@@ -387,7 +387,7 @@ def test_no_secret_or_link_reaches_any_sink(flow, cloud, logs, presigned, error_
 
     # 8. Pages: both teams' pages, every account's edit page, the admin and django-rq as a superuser.
     for client, team in ((source_admin, w.source), (dest_member, w.dest)):
-        for name in ("accounts:dashboard", "accounts:member-list", "accounts:account-list", "transfers:share-list",
+        for name in ("transfers:dashboard", "accounts:member-list", "accounts:account-list", "transfers:share-list",
                      "transfers:inbox"):
             visit(client, _team(name, team), f"{name} {team.name}")
     visit(source_admin, _team("transfers:approval-list", w.source))

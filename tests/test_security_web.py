@@ -55,7 +55,7 @@ def _pages(world):
     team = world.alpha.public_id
     return [
         (None, reverse("login")),
-        (world.admin, reverse("accounts:dashboard", kwargs={"team_id": team})),
+        (world.admin, reverse("transfers:dashboard", kwargs={"team_id": team})),
         (world.admin, reverse("accounts:account-create", kwargs={"team_id": team})),
         (world.member, reverse("transfers:link-import", kwargs={"team_id": team})),
         (world.member, "/no/such/page/"),

@@ -76,16 +76,16 @@ def test_home_sends_the_user_to_their_last_team(world, client):
     team = Team.objects.create(name="Gamma")
     Membership.objects.create(team=team, user=world.member, role=Role.MEMBER)
     client.force_login(world.member)
-    client.get(reverse("accounts:dashboard", kwargs={"team_id": team.public_id}))
+    client.get(reverse("transfers:dashboard", kwargs={"team_id": team.public_id}))
     response = client.get(reverse("accounts:home"))
-    assert response["Location"] == reverse("accounts:dashboard", kwargs={"team_id": team.public_id})
+    assert response["Location"] == reverse("transfers:dashboard", kwargs={"team_id": team.public_id})
 
 
 def test_the_switcher_lists_every_team_of_the_user(world, client):
     team = Team.objects.create(name="Gamma")
     Membership.objects.create(team=team, user=world.member, role=Role.AUDITOR)
     client.force_login(world.member)
-    page = client.get(reverse("accounts:dashboard", kwargs={"team_id": world.alpha.public_id})).content.decode()
+    page = client.get(reverse("transfers:dashboard", kwargs={"team_id": world.alpha.public_id})).content.decode()
     assert "Gamma" in page and "Alpha" in page and "Beta" not in page
 
 
@@ -205,7 +205,7 @@ def test_an_admin_removes_a_member(world, client):
 
 def test_a_removed_member_loses_access_at_once(world, client):
     client.force_login(world.member)
-    url = reverse("accounts:dashboard", kwargs={"team_id": world.alpha.public_id})
+    url = reverse("transfers:dashboard", kwargs={"team_id": world.alpha.public_id})
     assert client.get(url).status_code == 200
     Membership.objects.filter(team=world.alpha, user=world.member).delete()
     assert client.get(url).status_code == 404

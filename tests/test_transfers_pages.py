@@ -249,7 +249,7 @@ def test_the_outgoing_list_filters_by_state(w, cloud, client):
 def test_the_dashboard_shows_shares_in_flight_and_the_weekly_chart(w, cloud, client):
     share = approve(w, request_share(w, cloud))
     client.force_login(w.src_member)
-    page = client.get(reverse("accounts:dashboard", kwargs={"team_id": w.source.public_id})).content.decode()
+    page = client.get(reverse("transfers:dashboard", kwargs={"team_id": w.source.public_id})).content.decode()
     assert "In flight" in page and _share_url("share-detail", share) in page
     assert "<svg" in page and "Copies per week" in page and 'class="bar"' in page
 
@@ -257,13 +257,13 @@ def test_the_dashboard_shows_shares_in_flight_and_the_weekly_chart(w, cloud, cli
 def test_the_dashboard_lists_what_needs_an_approvers_action(w, cloud, client):
     share = request_share(w, cloud)
     client.force_login(w.src_approver)
-    page = client.get(reverse("accounts:dashboard", kwargs={"team_id": w.source.public_id})).content.decode()
+    page = client.get(reverse("transfers:dashboard", kwargs={"team_id": w.source.public_id})).content.decode()
     assert "Waiting for approval" in page and _share_url("share-detail", share) in page
 
 
 def test_empty_pages_say_what_to_do_next(w, client):
     client.force_login(w.src_member)
-    dashboard = client.get(reverse("accounts:dashboard", kwargs={"team_id": w.source.public_id})).content.decode()
+    dashboard = client.get(reverse("transfers:dashboard", kwargs={"team_id": w.source.public_id})).content.decode()
     assert "Nothing in flight" in dashboard and _url("share-new", w.source) in dashboard
     assert "No share yet" in client.get(_url("share-list", w.source)).content.decode()
     assert "Nothing shared with" in client.get(_url("inbox", w.source)).content.decode()
@@ -347,7 +347,7 @@ def test_a_recipient_accepts_from_the_inbox_and_the_copy_completes(flow, cloud, 
     done = Recipient.objects.get(pk=team_recipient.pk)
     page = client.get(_share_url("share-detail", share)).content.decode()
     assert done.image_id in page and "import.completed" in page
-    dashboard = client.get(reverse("accounts:dashboard", kwargs={"team_id": flow.source.public_id}))
+    dashboard = client.get(reverse("transfers:dashboard", kwargs={"team_id": flow.source.public_id}))
     assert 'fill="#12805c"' in dashboard.content.decode()
 
 

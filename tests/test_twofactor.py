@@ -218,7 +218,7 @@ def test_an_unenrolled_approver_is_sent_to_enrol_first(strict, client):
     assert response["Location"].startswith(reverse("accounts:twofactor") + "?next=")
     assert AuditEvent.objects.filter(action="access.denied", details__reason="two_factor_required").exists()
     # Pages every role may see stay open.
-    assert client.get(_team_url("accounts:dashboard", strict.alpha)).status_code == 200
+    assert client.get(_team_url("transfers:dashboard", strict.alpha)).status_code == 200
 
 
 def test_an_approver_is_allowed_after_verifying(strict, client, clock):

@@ -9,6 +9,7 @@ SHARE = T + "shares/<uuid:share_id>/"
 RECIPIENT = T + "incoming/<uuid:recipient_id>/"
 
 urlpatterns = [
+    path(T, views.dashboard, name="dashboard"),
     path(T + "shares/", views.share_list, name="share-list"),
     path(T + "shares/new/", views.share_new, name="share-new"),
     path(T + "approvals/", views.approval_list, name="approval-list"),

@@ -106,7 +106,7 @@ def step_up_redirect_url(request, access: TeamAccess, capability) -> str:
 
     deny_access(user=access.user, team=access.team, reason="two_factor_required",
                 details={"needs": str(capability), "role": access.role})
-    dashboard = reverse("accounts:dashboard", kwargs={"team_id": access.team.public_id})
+    dashboard = reverse(settings.OMIPORTAL_TEAM_HOME, kwargs={"team_id": access.team.public_id})
     if request.method in ("GET", "HEAD"):
         next_url = request.get_full_path()
     else:  # an action cannot be replayed by a redirect: come back to the page it was posted from

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class PortalConfig(AppConfig):
+    """The wiring as an app: only so its start-up checks register with the others' at ready()."""
+
+    name = "omiportal"
+    verbose_name = "OMI Portal"
+
+    def ready(self):
+        # Registers the production checks (production fails closed); they read settings only.
+        from omiportal import checks  # noqa: F401
