@@ -18,8 +18,6 @@ import sys
 import threading
 from http.server import ThreadingHTTPServer
 
-from outscale.regions import REGIONS
-
 from . import seed
 from .exports import ExportWriter
 from .faults import Faults
@@ -29,6 +27,9 @@ from .oos import Oos
 from .world import World
 
 logger = logging.getLogger("sandbox")
+# The Regions the simulator serves: OUTSCALE's public ones. Its own list, as the real cloud has its
+# own: the simulator imports nothing of the portal (tests/test_sandbox_regions.py checks the two agree).
+REGIONS = ("eu-west-2", "cloudgouv-eu-west-1", "us-east-2", "us-west-1", "ap-northeast-1")
 API_PATH = "/api/v1"
 
 
@@ -62,7 +63,7 @@ class Sandbox:
         export_spread_seconds: float = 0.0,
     ):
         """`base_port=0` picks free ports; otherwise control = base, OAPI = base+1.. and
-        OOS = base+11.. in the order of `outscale.regions.REGIONS`.
+        OOS = base+11.. in the order of `REGIONS`.
         `lockout_after`: bad signatures in a row that lock a key for 60 s (0 disables).
         `export_spread_seconds`: each export takes `export_seconds` plus a share of this, fixed by
         its task id, so that exports started together do not all finish together."""
