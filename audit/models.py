@@ -1,26 +1,14 @@
 """The audit trail's two tables: the events and the head of their hash chain."""
 
-import re
-
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from audit.actions import ACTION_RE
 from audit.errors import AuditError
 from audit.hashing import GENESIS_HASH
 
-# Irregular past participles allowed as the last word of an action.
-_IRREGULAR = (
-    "read|sent|set|reset|shown|run|rerun|begun|done|undone|seen|taken|given|held|made|lost|built|won|"
-    "hidden|chosen|written|withdrawn|drawn|kept|left|put|cut|split|shut|spent|bound|found|paid|sold|"
-    "told|got|brought|sought|torn|broken|frozen|spoken|stolen|driven|overridden|forgotten|forbidden|gone|led"
-)
-# Dotted, lowercase, at least two parts, and the last part contains a past-tense
-# word: ``share.approved``, ``membership.role_changed``, ``auth.locked_out``, ``audit.read``.
-ACTION_RE = re.compile(
-    r"^(?:[a-z][a-z0-9_]*\.)+(?:[a-z0-9]+_)*(?:[a-z0-9]*ed|" + _IRREGULAR + r")(?:_[a-z0-9]+)*$"
-)
 ACTION_INVALID = (
     "Audit action {action!r} must be dotted lowercase past tense, like 'share.approved' or "
     "'membership.role_changed'."

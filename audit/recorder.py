@@ -28,11 +28,14 @@ from typing import Any, NamedTuple
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from audit import guard, hashing
+from audit import actions, guard, hashing
 from audit.context import AuditContext, current
 from audit.errors import AuditError
-from audit.models import ACTION_INVALID, ACTION_RE, AuditChainHead, AuditEvent
+from audit.models import ACTION_INVALID, AuditChainHead, AuditEvent
 
+ACTION_UNDECLARED = ("Audit action {action!r} is not declared: add it to audit/actions.py (what it means, its target, "
+                     "whether it is a denial) before recording it.")
+DENIAL_OUTCOME = "Audit action {action!r} is a denial: its outcome is 'denied', not {outcome!r}."
 OUTCOME_INVALID = "Audit outcome {outcome!r} is not one of: success, denied, failed."
 DETAILS_INVALID = "Audit details must be a mapping (a dict), not a {type}."
 TARGET_INVALID = "An audit target must be a model instance, an AuditTarget or None, not a {type}."
@@ -165,13 +168,18 @@ def record(
     ``actor`` defaults to the current request's signed-in user (or the job
     context's actor); ``None`` means the system. ``team`` is a Team or None for
     site-wide events. ``target`` is a model instance, an ``AuditTarget`` or None.
-    ``details`` is JSON data without floats or secrets. Raises ``AuditError`` on
-    any invalid input, before writing anything.
+    ``details`` is JSON data without floats or secrets. ``action`` must be declared in
+    ``audit.actions``. Raises ``AuditError`` on any invalid input, before writing anything.
     """
-    if not isinstance(action, str) or len(action) > 64 or not ACTION_RE.match(action):
+    if not isinstance(action, str) or len(action) > 64 or not actions.ACTION_RE.match(action):
         raise AuditError(ACTION_INVALID.format(action=action))
+    declared = actions.ACTIONS.get(action)
+    if declared is None:
+        raise AuditError(ACTION_UNDECLARED.format(action=action))
     if outcome not in AuditEvent.Outcome.values:
         raise AuditError(OUTCOME_INVALID.format(outcome=outcome))
+    if declared.denial and outcome != AuditEvent.Outcome.DENIED:
+        raise AuditError(DENIAL_OUTCOME.format(action=action, outcome=str(outcome)))
     context = current()
     actor = _resolve_actor(actor, context)
     fields: dict[str, Any] = {

@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
+from audit import actions
+
 _TRANSACTIONAL_FIXTURES = {"transactional_db", "live_server", "django_db_reset_sequences"}
 _PENDING_REINSTALL = pytest.StashKey[Any]()
 
@@ -124,3 +126,15 @@ class AuditTamper:
 @pytest.fixture
 def audit_tamper(db) -> AuditTamper:
     return AuditTamper()
+
+
+# Made-up actions for the tests of the recorder and the chain, which are about any event, not a
+# product action. The recorder refuses an undeclared name, so these tests declare them first.
+TEST_ONLY_ACTIONS = ("a.created", "a.changed", "system.started", "share.exported", "team.renamed", "team.deleted",
+                     "page.viewed", "link.sent")
+
+
+@pytest.fixture
+def test_only_actions(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in TEST_ONLY_ACTIONS:
+        monkeypatch.setitem(actions.ACTIONS, name, actions.Action(name, "A test's made-up event.", (actions.ANY,)))

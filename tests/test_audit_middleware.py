@@ -15,6 +15,8 @@ from audit.recorder import AuditTarget, record
 from review.admin import AuditEventAdmin
 from tests import factories
 
+pytestmark = pytest.mark.usefixtures("test_only_actions")  # made-up actions (tests/fixtures_audit.py)
+
 
 def _recording_view(request):
     event = record(action="page.viewed", target=AuditTarget("test.page", "1", "page"))

@@ -1,0 +1,202 @@
+"""Every action the portal writes to the audit trail, declared once.
+
+An action names what happened, in dotted past tense (``share.approved``). ``recorder.record``
+refuses a name that is not declared here, so every event in the trail has a meaning a reader can
+look up; the review page's action filter and the README's table are made from this list.
+
+A new action: declare it below (its meaning, in words a compliance officer reads; the kind of
+target its events name; whether it is a denial), record it from the service, then rewrite the
+README's table with ``python manage.py audit_actions --write``.
+
+Outcomes: most actions are also recorded ``denied`` when the attempt was refused (a
+self-approval is ``share.approved``, denied) and some ``failed`` when the cloud or a check said
+no. A *denial* is an action whose every event is a refusal (``access.denied``): the recorder
+refuses it with any other outcome.
+
+Plain Python on purpose: the README's generator and the benchmarks read it without Django.
+"""
+
+import re
+from typing import NamedTuple
+
+# Irregular past participles allowed as the last word of an action.
+_IRREGULAR = (
+    "read|sent|set|reset|shown|run|rerun|begun|done|undone|seen|taken|given|held|made|lost|built|won|"
+    "hidden|chosen|written|withdrawn|drawn|kept|left|put|cut|split|shut|spent|bound|found|paid|sold|"
+    "told|got|brought|sought|torn|broken|frozen|spoken|stolen|driven|overridden|forgotten|forbidden|gone|led"
+)
+# Dotted, lowercase, at least two parts, and the last part contains a past-tense
+# word: ``share.approved``, ``membership.role_changed``, ``auth.locked_out``, ``audit.read``.
+ACTION_RE = re.compile(
+    r"^(?:[a-z][a-z0-9_]*\.)+(?:[a-z0-9]+_)*(?:[a-z0-9]*ed|" + _IRREGULAR + r")(?:_[a-z0-9]+)*$"
+)
+ACTION_MAX_LENGTH = 64  # AuditEvent.action
+
+# What an event is about: a model's label (``AuditTarget.type``, or ``_meta.label_lower``).
+SHARE = "transfers.share"
+RECIPIENT = "transfers.recipient"  # an import from a pasted link has no share
+EXPORT = "transfers.export"
+CLOUD_ACCOUNT = "accounts.cloudaccount"
+TEAM = "accounts.team"
+MEMBERSHIP = "accounts.membership"
+USER = "accounts.user"
+TRAIL = "audit.trail"
+EVENT = "audit.auditevent"
+CHECKPOINT = "audit.checkpoint"
+NONE = ""  # the event names no target (AuditEvent.target_type is blank)
+ANY = "*"  # whatever was refused: a team, a share, an account (or nothing, for a page)
+
+
+class Action(NamedTuple):
+    name: str
+    meaning: str
+    targets: tuple[str, ...]  # the target types its events name (NONE: some name none)
+    denial: bool = False  # every event of it is a refusal (outcome "denied")
+    # Where the name is put together at run time rather than written out, for the test that
+    # looks every declared name up in the source.
+    built_in: str = ""
+
+
+# The part of a name before its first dot, and what the review page calls the group.
+GROUPS = {
+    "share": "Shares",
+    "export": "Exports",
+    "import": "Imports",
+    "link": "Links",
+    "team": "Teams",
+    "membership": "Members",
+    "cloud_account": "Cloud accounts",
+    "credential": "Cloud keys",
+    "user": "People",
+    "auth": "Sign-in",
+    "twofactor": "Two-factor sign-in",
+    "access": "Refusals",
+    "audit": "The audit trail",
+}
+
+_DECLARED = (
+    # Shares: asking to copy an image, deciding, and how the share ends.
+    Action("share.requested", "Someone asked to copy an image to other accounts (denied: the export "
+           "bucket is not the account's).", (SHARE, CLOUD_ACCOUNT)),
+    Action("share.approved", "An approver allowed a requested copy (denied: self-approval, a role or "
+           "step-up check).", (SHARE,)),
+    Action("share.rejected", "An approver refused a requested copy.", (SHARE,)),
+    Action("share.cancelled", "The source team withdrew a share before it ended.", (SHARE,)),
+    Action("share.expired", "A share ended unused: nobody decided in time, or its manifest link "
+           "passed its 7-day deadline.", (SHARE,)),
+    Action("share.offered", "The export finished and the copy was offered to its recipients.", (SHARE,)),
+    Action("share.reexport_requested", "The source team asked for a fresh export of an expired or "
+           "failed share.", (SHARE,)),
+    Action("share.completed", "Every recipient's import ended and at least one succeeded.", (SHARE,),
+           built_in="transfers/services/share_state.py: f\"share.{state}\" for a final state"),
+    Action("share.failed", "Every recipient's import failed.", (SHARE,),
+           built_in="transfers/services/share_state.py: f\"share.{state}\" for a final state"),
+    # Exports: the image written to the source account's bucket.
+    Action("export.requested", "An approved share needs a new export of its image.", (SHARE,)),
+    Action("export.reused", "An approved share reuses an export of the same image still valid.", (SHARE,)),
+    Action("export.copy_started", "A public or shared image is first being copied into the source "
+           "account, the only way to export it.", (EXPORT,)),
+    Action("export.copy_completed", "That copy is ready and its export starts.", (EXPORT,)),
+    Action("export.started", "OUTSCALE accepted the export task.", (EXPORT,)),
+    Action("export.completed", "The export finished: the manifest is in the bucket.", (EXPORT,)),
+    Action("export.failed", "The export could not be made (denied: the bucket was refused).", (EXPORT,)),
+    Action("export.cleaned", "An export no share needs any more was deleted from the bucket.", (EXPORT,)),
+    Action("export.cleanup_failed", "Deleting an unneeded export from the bucket failed.", (EXPORT,)),
+    Action("export.copy_deleted", "The temporary copy made for an export was deleted.", (EXPORT,)),
+    Action("export.copy_delete_failed", "Deleting that temporary copy failed.", (EXPORT,)),
+    # Imports: the copy made in each recipient account.
+    Action("import.accepted", "A recipient team accepted an offered copy (denied: it was no longer "
+           "offered).", (SHARE, RECIPIENT)),
+    Action("import.auto_accepted", "An offered copy was accepted by the recipient account's standing "
+           "consent.", (SHARE,)),
+    Action("import.declined", "A recipient team declined an offered copy.", (SHARE, RECIPIENT)),
+    Action("import.started", "OUTSCALE accepted the import into the recipient account.", (SHARE, RECIPIENT)),
+    Action("import.completed", "The image is available in the recipient account.", (SHARE, RECIPIENT)),
+    Action("import.failed", "The import did not succeed; the reason is in the details.", (SHARE, RECIPIENT)),
+    Action("import.refused", "The portal refused to start an import before any cloud call (the "
+           "account or bucket changed since approval).", (SHARE, RECIPIENT), denial=True),
+    Action("import.retried", "A recipient team started a failed import again (denied: it could not be "
+           "retried).", (SHARE, RECIPIENT)),
+    # Manifest links, for accounts outside the portal.
+    Action("link.revealed", "The source team displayed a share's pre-signed manifest link (a bearer "
+           "secret).", (SHARE,)),
+    Action("link.import_requested", "A team pasted a manifest link to import an image from "
+           "outside.", (RECIPIENT,)),
+    # Teams and their people.
+    Action("team.created", "A team was created.", (TEAM,)),
+    Action("team.settings_changed", "A team's settings changed (the before/after are in the "
+           "details).", (TEAM,)),
+    Action("membership.added", "A person was added to a team with a role.", (MEMBERSHIP,)),
+    Action("membership.role_changed", "A member's role changed.", (MEMBERSHIP,)),
+    Action("membership.removed", "A person was removed from a team.", (MEMBERSHIP,)),
+    Action("membership.reinvited", "A member who never signed in was sent a new invitation.", (MEMBERSHIP,)),
+    # Cloud accounts and their keys.
+    Action("cloud_account.created", "A cloud account and its API keys were registered.", (CLOUD_ACCOUNT,)),
+    Action("cloud_account.changed", "A cloud account's keys or settings changed (denied: transfers "
+           "depend on it).", (CLOUD_ACCOUNT,)),
+    Action("cloud_account.validated", "The account's keys were checked with OUTSCALE (failed: they "
+           "were refused).", (CLOUD_ACCOUNT,)),
+    Action("cloud_account.ownership_confirmed", "A second admin or approver confirmed the account is "
+           "the team's own (denied: not allowed to).", (CLOUD_ACCOUNT,)),
+    Action("cloud_account.retired", "A used cloud account was retired and its keys wiped (denied: "
+           "transfers in flight).", (CLOUD_ACCOUNT,)),
+    Action("cloud_account.deleted", "A cloud account nothing had used was deleted.", (CLOUD_ACCOUNT,)),
+    Action("credential.used", "A cloud account's stored keys were opened for calls to OUTSCALE (failed: "
+           "they would not open).", (CLOUD_ACCOUNT,)),
+    Action("credential.rotated", "A stored secret was re-encrypted under the active key (failed: it "
+           "would not open).", (CLOUD_ACCOUNT, RECIPIENT)),
+    # People and sign-in.
+    Action("user.password_changed", "A person changed their password.", (USER,)),
+    Action("user.password_reset", "A person set a new password from an emailed link.", (USER,)),
+    Action("user.access_changed", "An operator changed a person's active, staff, superuser or "
+           "compliance flag in the admin.", (USER,)),
+    Action("auth.logged_in", "A person signed in.", (USER,)),
+    Action("auth.logged_out", "A person signed out.", (USER,)),
+    Action("auth.login_failed", "A sign-in failed (the person named, or a fingerprint of what was "
+           "typed).", (USER, NONE)),
+    Action("auth.locked_out", "Sign-in was locked after repeated failures (the person named, or a "
+           "fingerprint).", (USER, NONE), denial=True),
+    Action("twofactor.enrolled", "A person registered an authenticator device.", (USER,)),
+    Action("twofactor.verified", "A person confirmed a two-factor code.", (USER,)),
+    Action("twofactor.failed", "A wrong two-factor code was entered.", (USER,)),
+    Action("twofactor.removed", "An authenticator device was removed, by its owner or an "
+           "operator.", (USER,)),
+    # Refusals and the trail itself.
+    Action("access.denied", "Someone was refused a page or an action: a missing role, another team's "
+           "object, a form without its CSRF token, too many requests.", (ANY,), denial=True),
+    Action("audit.read", "Someone read the audit trail: a list of events or one event.", (TRAIL, EVENT)),
+    Action("audit.exported", "Someone downloaded events of the audit trail (CSV or JSON Lines).", (TRAIL,)),
+    Action("audit.checkpointed", "The chain's head was signed and stored outside the database.", (CHECKPOINT,)),
+)
+
+ACTIONS: dict[str, Action] = {action.name: action for action in _DECLARED}
+
+
+def group_of(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def grouped() -> list[tuple[str, str, list[Action]]]:
+    """(prefix, group label, its actions) in declaration order, for the filter and the README."""
+    groups: dict[str, list[Action]] = {}
+    for action in ACTIONS.values():
+        groups.setdefault(group_of(action.name), []).append(action)
+    return [(prefix, GROUPS[prefix], members) for prefix, members in groups.items()]
+
+
+def _check() -> None:
+    # At import: a bad declaration fails every start, not the first event that uses it.
+    if len(ACTIONS) != len(_DECLARED):
+        raise ValueError("audit/actions.py declares an action twice.")
+    for action in _DECLARED:
+        if len(action.name) > ACTION_MAX_LENGTH or not ACTION_RE.match(action.name):
+            raise ValueError(f"Audit action {action.name!r} must be dotted lowercase past tense.")
+        if group_of(action.name) not in GROUPS:
+            raise ValueError(f"Audit action {action.name!r} has no group in audit.actions.GROUPS.")
+        if not action.meaning.strip() or "\n" in action.meaning:
+            raise ValueError(f"Audit action {action.name!r} needs a one-line meaning.")
+        if ANY in action.targets and len(action.targets) > 1:
+            raise ValueError(f"Audit action {action.name!r}: ANY stands alone.")
+
+
+_check()
