@@ -19,7 +19,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors, jobs
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, imports, polling, reconcile, starts
+from transfers.services import exports, import_ends, imports, polling, reconcile, starts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -276,9 +276,9 @@ def test_a_late_put_off_start_does_not_move_a_row_another_run_advanced(leases, c
                                                      next_poll_at=timezone.now() + timedelta(seconds=5))
     before = Recipient.objects.get(pk=recipient.pk)
     exc = outscale.RetryLater(kind=outscale.RetryLater.THROTTLED, may_have_run=False)
-    polling.put_off_start(read, exc, tries=polling.MAX_START_ATTEMPTS, fail=imports.import_failed,
+    polling.put_off_start(read, exc, tries=polling.MAX_START_ATTEMPTS, fail=import_ends.import_failed,
                           claimed=starts._claimed(read), job="transfers.jobs.import_start_job", job_id="late")
-    polling.put_off_start(read, exc, tries=1, fail=imports.import_failed,
+    polling.put_off_start(read, exc, tries=1, fail=import_ends.import_failed,
                           claimed=starts._claimed(read), job="transfers.jobs.import_start_job", job_id="late")
     after = Recipient.objects.get(pk=recipient.pk)
     assert (after.state, after.next_poll_at, after.state_message) == (before.state, before.next_poll_at, "")

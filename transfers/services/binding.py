@@ -16,6 +16,7 @@ from accounts.keys import credentials_for
 from accounts.models import CloudAccount
 from transfers import errors
 from transfers.models import Recipient, Share
+from transfers.services.import_ends import import_failed
 
 
 def _recipient_line(r: Recipient, account_id: str, region: str) -> list[str]:
@@ -132,8 +133,6 @@ def imports_allowed(recipients: list[Recipient], *, states) -> list[Recipient]:
 def refuse_import(recipient: Recipient, message: str, *, states) -> bool:
     """Fail the recipient without calling the cloud, with one denied event (in the caller's
     transaction, or its own). False when the recipient was no longer in ``states``."""
-    from transfers.services.imports import import_failed
-
     return import_failed(recipient, message, states=states, action="import.refused", outcome="denied",
                          details={"bound_account_id": recipient.bound_account_id,
                                   "bound_region": recipient.bound_region})

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from transfers import errors
 from transfers.models import Export, Recipient
+from transfers.services.import_ends import import_failed
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def _fail_export(export: Export, message: str) -> None:
 
 
 def _fail_import(recipient: Recipient, message: str) -> None:
-    from transfers.services.imports import import_failed
-
     import_failed(recipient, message)
 
 

@@ -18,7 +18,7 @@ from audit.recorder import record
 from transfers import errors, scheduling
 from transfers.models import Recipient
 from transfers.services import binding, polling
-from transfers.services.imports import import_failed, share_target
+from transfers.services.import_ends import import_failed, share_target
 
 
 def _file_location(recipient: Recipient) -> str:

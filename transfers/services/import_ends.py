@@ -1,0 +1,87 @@
+"""A recipient's life, 4 of 4: the end. An import ends COMPLETED, once a look saw its OMI
+available (tagged with where it came from, then recorded, many together), or FAILED: the cloud
+said no, its step gave up (bounded.py), or the portal refused it before any cloud call
+(``import.refused``, binding.py). Each end is one conditional update and one audit event; the
+share's state follows and an email is queued.
+
+Before: import_sweeps.py (the look that sees an import end) and import_starts.py (a create the
+cloud refused). A declined offer ends where it is answered, in imports.py. The words are defined
+in transfers/services/__init__.py.
+"""
+
+from django.utils import timezone
+
+import outscale
+from audit import recorder
+from audit.recorder import record
+from transfers import notifications
+from transfers.models import Recipient
+from transfers.services import polling
+from transfers.services.share_state import share_refresh, shares_refresh
+
+
+def share_target(recipient: Recipient):
+    """What a recipient's audit events are about: its share, or itself when it came from a pasted link."""
+    return recipient.share if recipient.share_id else recipient
+
+
+def import_failed(recipient: Recipient, message: str, request_ids=(), *, states=(Recipient.State.IMPORTING,),
+                  action: str = "import.failed", outcome: str = "failed", details: dict | None = None) -> bool:
+    """End the import FAILED with ``message`` and one event (``import.refused``/denied when the
+    portal refused it before any cloud call). False when it was no longer in ``states``."""
+    now = timezone.now()
+    with recorder.atomic():  # the share is locked (share_refresh) after the event is recorded
+        if not Recipient.objects.filter(pk=recipient.pk, state__in=states).update(
+                state=Recipient.State.FAILED, state_message=message[:500], next_poll_at=None, link_sealed="",
+                completed_at=now, updated_at=now):
+            return False
+        recipient.state, recipient.state_message = Recipient.State.FAILED, message[:500]
+        record(action=action, outcome=outcome, actor=None, team=recipient.team,
+               target=share_target(recipient), cloud_request_ids=list(request_ids),
+               details={"recipient": str(recipient.public_id), "reason": message, **(details or {})})
+        share_refresh(share_id=recipient.share_id)
+        notifications.later("import_ended", [recipient.pk])
+    return True
+
+
+def imports_complete(tagged: list[tuple[Recipient, dict, list]], read_ids) -> None:
+    """Record these imports' completions and refresh their shares, in one transaction."""
+    with recorder.atomic():
+        done = [recipient for recipient, tags, request_ids in tagged
+                if _complete(recipient, tags, [*read_ids, *request_ids])]
+        shares_refresh(share_ids={recipient.share_id for recipient in done if recipient.share_id})
+        notifications.later("import_ended", [recipient.pk for recipient in done])
+
+
+def import_tag(recipient: Recipient, creds, tagged: list) -> None:
+    """Tag the new OMI with where it came from, and add it to ``tagged`` (unless the cloud asks
+    us to come back later)."""
+    tags = {"omiportal:recipient": str(recipient.public_id)}
+    if recipient.share_id:
+        share = recipient.share
+        tags.update({"omiportal:share": str(share.public_id),
+                     "omiportal:source-account": share.source_account.account_id,
+                     "omiportal:source-image": share.source_image_id})
+    with outscale.record_request_ids() as request_ids:
+        try:
+            outscale.tag_resources(creds=creds, resource_ids=[recipient.image_id], tags=tags)
+        except outscale.CloudError as exc:
+            if exc.retryable:
+                polling.postpone([recipient], exc.user_message)
+                return
+            # The copy exists and works; a missing tag is worth a note, not a failure.
+            tags = {"note": f"tagging failed: {exc.user_message}"}
+    tagged.append((recipient, tags, list(request_ids)))  # list.append is atomic: threads share it
+
+
+def _complete(recipient: Recipient, tags: dict, request_ids: list) -> bool:
+    """IMPORTING → COMPLETED, in the caller's transaction (which then refreshes the shares);
+    False if it was no longer importing."""
+    now = timezone.now()
+    if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
+            state=Recipient.State.COMPLETED, completed_at=now, next_poll_at=None, state_message="", updated_at=now):
+        return False
+    record(action="import.completed", actor=None, team=recipient.team, target=share_target(recipient),
+           cloud_request_ids=request_ids,
+           details={"recipient": str(recipient.public_id), "image_id": recipient.image_id, "tags": tags})
+    return True
