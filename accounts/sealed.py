@@ -2,23 +2,26 @@
 
 Each model named here has a ``team`` and a ``public_id``: with the vault field, they are the
 associated data a value was sealed with. Models above accounts (a pasted link is a transfers
-Recipient) are looked up by name, since accounts may not import them.
+Recipient) are registered by their app at start-up (accounts.dependents), since accounts may not
+import them.
 """
 
-from django.apps import apps
 from django.db.models import Q
 
-# (app label, model name, {column: vault field})
-SEALED = (
-    ("accounts", "CloudAccount", {"access_key_sealed": "access_key", "secret_key_sealed": "secret_key"}),
-    ("transfers", "Recipient", {"link_sealed": "link"}),
-)
-LABELS = {"CloudAccount": "cloud account", "Recipient": "pasted link"}
+from accounts import dependents
+from accounts.models import CloudAccount
+
+OWN = dependents.SealedColumns(CloudAccount, {"access_key_sealed": "access_key", "secret_key_sealed": "secret_key"},
+                               "cloud account")
+
+
+def _entries() -> list[dependents.SealedColumns]:
+    return [OWN, *dependents.sealed_elsewhere()]
 
 
 def sealed_models():
     """(model, {column: vault field}) for every model that keeps sealed values."""
-    return [(apps.get_model(app, name), columns) for app, name, columns in SEALED]
+    return [(entry.model, entry.columns) for entry in _entries()]
 
 
 def holding(columns) -> Q:
@@ -38,4 +41,5 @@ def not_under(columns, prefix: str) -> Q:
 
 
 def row_label(model, public_id) -> str:
-    return f"{LABELS.get(model.__name__, model.__name__)} {public_id}"
+    label = next((entry.label for entry in _entries() if entry.model is model), model.__name__)
+    return f"{label} {public_id}"

@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
+from accounts import dependents
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.roles import COMPLIANCE_CAPABILITIES, ROLE_CAPABILITIES, Capability
 from audit.recorder import AuditTarget, record
@@ -123,15 +124,8 @@ def team_role_counts(*, team: Team) -> dict:
 def cloud_account_list_for_team(*, team: Team) -> QuerySet:
     """The team's accounts, retired ones included (their history stays), each with ``has_history``:
     whether shares, exports or imports point at it (then it is retired, not deleted)."""
-    from django.apps import apps
-    from django.db.models import Exists, OuterRef
-
-    share, export, recipient = (apps.get_model("transfers", name) for name in ("Share", "Export", "Recipient"))
-    used = (Exists(share.objects.filter(source_account=OuterRef("pk")))
-            | Exists(export.objects.filter(account=OuterRef("pk")))
-            | Exists(recipient.objects.filter(target_account=OuterRef("pk"))))
     return CloudAccount.objects.filter(team=team).select_related("registered_by", "ownership_confirmed_by") \
-        .annotate(has_history=used).order_by("label")
+        .annotate(has_history=dependents.used()).order_by("label")
 
 
 def cloud_account_get_for_team(*, access: TeamAccess, public_id) -> CloudAccount:

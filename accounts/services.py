@@ -4,7 +4,6 @@ Each service checks the rule it owns, writes, and records its audit event in
 the same transaction: if the audit write fails, nothing changes.
 """
 
-from django.apps import apps
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
@@ -17,7 +16,7 @@ from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.debug import sensitive_variables
 
 import outscale
-from accounts import vault
+from accounts import dependents, vault
 from accounts.keys import credentials_for
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.roles import Capability
@@ -218,11 +217,8 @@ class _InFlight(Exception):
 def _transfers_in_flight(account: CloudAccount) -> int:
     """How many transfers still depend on this account being what was approved: shares it is the
     source of that are waiting for approval or under way, imports into it not yet ended."""
-    # Looked up by name: transfers sits above accounts, and its states are its own to define.
-    share_model, recipient_model = apps.get_model("transfers", "Share"), apps.get_model("transfers", "Recipient")
-    waiting = [share_model.State.REQUESTED, *share_model.ACTIVE_STATES]
-    return (share_model.objects.filter(source_account=account, state__in=waiting).count()
-            + recipient_model.objects.filter(target_account=account, state__in=recipient_model.OPEN_STATES).count())
+    # Asked of the apps above (accounts.dependents): their states are theirs to define.
+    return dependents.in_flight(account)
 
 
 @sensitive_variables()  # SEC-10, as cloud_account_create
@@ -357,11 +353,7 @@ def cloud_account_confirm_ownership(*, access: TeamAccess, account: CloudAccount
 def cloud_account_has_history(account: CloudAccount) -> bool:
     """Whether shares, exports or imports point at the account: then it is retired, never deleted
     (they keep its history, and their foreign keys protect it)."""
-    share_model, export_model, recipient_model = (apps.get_model("transfers", name)
-                                                  for name in ("Share", "Export", "Recipient"))
-    return (share_model.objects.filter(source_account=account).exists()
-            or export_model.objects.filter(account=account).exists()
-            or recipient_model.objects.filter(target_account=account).exists())
+    return CloudAccount.objects.filter(pk=account.pk).filter(dependents.used()).exists()
 
 
 def cloud_account_delete(*, access: TeamAccess, account: CloudAccount) -> None:
