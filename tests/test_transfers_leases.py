@@ -19,7 +19,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors, jobs
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, import_ends, imports, polling, reconcile, starts
+from transfers.services import exports, import_ends, import_sweeps, imports, polling, reconcile, starts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -295,8 +295,8 @@ def test_a_late_postpone_does_not_move_a_row_another_run_advanced(leases, cloud)
     workers.run_jobs(until=lambda: Recipient.objects.filter(share=share).exclude(image_id="").exists())
     recipient = Recipient.objects.get(share=share)
     Recipient.objects.filter(pk=recipient.pk).update(next_poll_at=timezone.now())
-    (swept,) = polling.claim(Recipient, account=leases.delta, states=imports.WATCHED, extra=imports.WATCHABLE,
-                             now=timezone.now())
+    (swept,) = polling.claim(Recipient, account=leases.delta, states=import_sweeps.WATCHED,
+                             extra=import_sweeps.WATCHABLE, now=timezone.now())
     # Another run completed it between this sweep's read and its put-off.
     Recipient.objects.filter(pk=recipient.pk).update(state=Recipient.State.COMPLETED, next_poll_at=None)
     polling.postpone([swept], "OUTSCALE is busy.")

@@ -33,7 +33,7 @@ from tests import workers
 from tests.transfer_world import access, approve, image_id, request_share
 from transfers import errors
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, external_links, imports, reconcile
+from transfers.services import exports, external_links, import_sweeps, imports, reconcile
 from transfers.services import requests as share_requests
 from transfers.services.requests import ExternalRecipient
 
@@ -193,7 +193,7 @@ def test_declining_meets_the_sweep_that_completes_another_import_of_the_share(fl
 
     # Both lock the share last among the business rows (share_refresh): the sweep first, at the gate.
     sweep, person = _meet(Share, share.pk,
-                          sweep=lambda: imports.import_sweep(account_id=flow.gamma.public_id),
+                          sweep=lambda: import_sweeps.import_sweep(account_id=flow.gamma.public_id),
                           person=lambda: imports.recipient_decline(access=access(flow.dst_member, flow.dest),
                                                                    recipient=offered, reason="not needed"))
 
@@ -218,8 +218,8 @@ def test_an_import_failing_in_one_sweep_meets_another_sweep_completing_the_same_
 
     # Two workers, two accounts of one share: delta's import failed, gamma's completed.
     sweep, person = _meet(Share, share.pk,
-                          sweep=lambda: imports.import_sweep(account_id=flow.gamma.public_id),
-                          person=lambda: imports.import_sweep(account_id=flow.delta.public_id))
+                          sweep=lambda: import_sweeps.import_sweep(account_id=flow.gamma.public_id),
+                          person=lambda: import_sweeps.import_sweep(account_id=flow.delta.public_id))
 
     assert (sweep.error, person.error) == (None, None)
     assert dict(Recipient.objects.filter(share=share).values_list("pk", "state")) == {
@@ -242,7 +242,7 @@ def test_an_accept_refused_for_a_moved_account_meets_the_sweep(flow, cloud, post
         except errors.ShareError as exc:  # the refusal the person is shown; the import failed
             refused.append(str(exc))
 
-    sweep, person = _meet(Share, share.pk, sweep=lambda: imports.import_sweep(account_id=flow.gamma.public_id),
+    sweep, person = _meet(Share, share.pk, sweep=lambda: import_sweeps.import_sweep(account_id=flow.gamma.public_id),
                           person=accept)
 
     assert (sweep.error, person.error) == (None, None)
@@ -261,7 +261,7 @@ def test_revealing_a_link_meets_the_sweep_that_completes_an_import_of_the_share(
     _completing(cloud, running)
     revealed = []
 
-    sweep, person = _meet(Share, share.pk, sweep=lambda: imports.import_sweep(account_id=flow.gamma.public_id),
+    sweep, person = _meet(Share, share.pk, sweep=lambda: import_sweeps.import_sweep(account_id=flow.gamma.public_id),
                           person=lambda: revealed.append(external_links.link_reveal(
                               access=access(flow.src_member, flow.source), share=share, recipient=external)))
 

@@ -13,7 +13,7 @@ from tests import workers
 from tests.transfer_world import approve, request_share
 from transfers import scheduling
 from transfers.models import Export, Recipient
-from transfers.services import exports, imports, polling
+from transfers.services import exports, import_sweeps, polling
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -102,7 +102,7 @@ def test_an_import_that_ended_before_its_own_look_rides_along_in_its_accounts_ca
     _finish_import(cloud, early.image_id)
     before = cloud.counters(DELTA)
 
-    imports.import_sweep(account_id=flow.delta.public_id)
+    import_sweeps.import_sweep(account_id=flow.delta.public_id)
 
     after = cloud.counters(DELTA)
     # (the request itself reads nothing in the recipient team's account: its keys are its own, INS-09)
@@ -121,7 +121,7 @@ def test_nothing_due_means_no_call_even_with_rows_in_flight(flow, cloud, setting
     Recipient.objects.filter(pk__in=[r.pk for r in rows]).update(next_poll_at=timezone.now() + timedelta(seconds=60))
     _finish_import(cloud, rows[0].image_id)
     before = cloud.counters(DELTA).get("ReadImages", 0)
-    imports.import_sweep(account_id=flow.delta.public_id)
+    import_sweeps.import_sweep(account_id=flow.delta.public_id)
     assert cloud.counters(DELTA).get("ReadImages", 0) == before
     assert set(Recipient.objects.values_list("state", flat=True)) == {"importing"}
 
@@ -130,17 +130,17 @@ def test_a_rider_another_sweep_took_meanwhile_is_left_to_it(flow, cloud, setting
     due, taken = _importing(flow, cloud, settings, 2)
     settings.OMIPORTAL_SWEEP_MAX_SECONDS = 100
     Recipient.objects.filter(pk=taken.pk).update(next_poll_at=timezone.now() + timedelta(seconds=60))
-    riders = polling.riders(Recipient, account=flow.delta, states=imports.WATCHED, extra=imports.WATCHABLE,
+    riders = polling.riders(Recipient, account=flow.delta, states=import_sweeps.WATCHED, extra=import_sweeps.WATCHABLE,
                             taken=[due])
     assert [r.pk for r in riders] == [taken.pk]
     # Another sweep leases it between this sweep's read and its claim.
     Recipient.objects.filter(pk=taken.pk).update(next_poll_at=polling.lease_until(timezone.now()))
     assert polling.claim_riders(Recipient, riders, {taken.pk}) == []
-    assert polling.riders(Recipient, account=flow.delta, states=imports.WATCHED, extra=imports.WATCHABLE,
+    assert polling.riders(Recipient, account=flow.delta, states=import_sweeps.WATCHED, extra=import_sweeps.WATCHABLE,
                           taken=[due]) == []  # and held, it no longer rides
     # Back to waiting for its look and untouched between read and claim, it is claimed.
     Recipient.objects.filter(pk=taken.pk).update(next_poll_at=timezone.now() + timedelta(seconds=60))
-    riders = polling.riders(Recipient, account=flow.delta, states=imports.WATCHED, extra=imports.WATCHABLE,
+    riders = polling.riders(Recipient, account=flow.delta, states=import_sweeps.WATCHED, extra=import_sweeps.WATCHABLE,
                             taken=[due])
     assert [r.pk for r in polling.claim_riders(Recipient, riders, {taken.pk})] == [taken.pk]
     leased = Recipient.objects.get(pk=taken.pk).next_poll_at - timezone.now()
@@ -154,14 +154,14 @@ def test_rows_another_sweep_holds_do_not_ride_along(flow, cloud, settings):
     first, second, waiting = _importing(flow, cloud, settings, 3)
     Recipient.objects.filter(pk__in=[first.pk, second.pk]).update(next_poll_at=timezone.now())
     Recipient.objects.filter(pk=waiting.pk).update(next_poll_at=timezone.now() + timedelta(seconds=30))
-    held = polling.claim(Recipient, account=flow.delta, states=imports.WATCHED, extra=imports.WATCHABLE,
+    held = polling.claim(Recipient, account=flow.delta, states=import_sweeps.WATCHED, extra=import_sweeps.WATCHABLE,
                          now=timezone.now())
     assert {r.pk for r in held} == {first.pk, second.pk}
     for recipient in (first, second, waiting):
         _finish_import(cloud, recipient.image_id)
     before = cloud.counters(DELTA).get("CreateTags", 0)
     Recipient.objects.filter(pk=waiting.pk).update(next_poll_at=timezone.now())  # the next slot's sweep
-    imports.import_sweep(account_id=flow.delta.public_id)
+    import_sweeps.import_sweep(account_id=flow.delta.public_id)
     assert cloud.counters(DELTA)["CreateTags"] == before + 1  # only its own row
     states = dict(Recipient.objects.values_list("pk", "state"))
     assert states == {first.pk: "importing", second.pk: "importing", waiting.pk: "completed"}

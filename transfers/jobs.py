@@ -5,7 +5,7 @@ OMIPORTAL_STEP_MAX_ATTEMPTS instead of coming back for ever."""
 
 from audit.context import job_context
 from transfers import notifications
-from transfers.services import bounded, cleanup, exports, imports, reconcile, starts
+from transfers.services import bounded, cleanup, exports, import_sweeps, reconcile, starts
 
 
 def _job_id(kind: str, object_id: str) -> str:
@@ -37,7 +37,7 @@ def import_handoff_job(account_id: str) -> None:
 
 def import_sweep_job(account_id: str) -> None:
     with job_context(job_id=_job_id("import-sweep", account_id)):
-        imports.import_sweep(account_id=account_id)
+        import_sweeps.import_sweep(account_id=account_id)
 
 
 def export_cleanup_job(export_id: str) -> None:

@@ -1,0 +1,98 @@
+"""A recipient's life, 3 of 4: the look. One sweep per account reads every import in flight
+there with one ReadImages call: the rows due for a look are claimed, riders come along in the
+same call, and each row either waits (its next look backs off), completes or fails.
+
+Before: import_starts.py, which noted the import's image and booked its first look. Next:
+import_ends.py, where an import completes (tagged, then recorded together) or fails. The words
+are defined in transfers/services/__init__.py.
+"""
+
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+import outscale
+from accounts.keys import credentials_for, opened_once
+from accounts.models import CloudAccount
+from transfers import scheduling
+from transfers.models import Recipient
+from transfers.services import bounded, polling
+from transfers.services.import_ends import import_failed, import_tag, imports_complete
+
+logger = logging.getLogger(__name__)
+
+
+WATCHED = (Recipient.State.IMPORTING,)
+WATCHABLE = Q(image_id__gt="")
+
+
+def import_sweep(*, account_id) -> None:
+    """One ReadImages call for every in-flight import into one account."""
+    account = CloudAccount.objects.select_related("team").filter(public_id=account_id).first()
+    if account is None:
+        return
+    rows = polling.claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
+    if rows:
+        riders = polling.riders(Recipient, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
+        # An error before any row could be looked at (the keys, the read) counts against each.
+        with opened_once(), bounded.rows_errors(bounded.IMPORT_LOOK, rows):
+            _observe(account, rows, riders)
+    polling.schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
+
+
+def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipient]) -> None:
+    try:
+        creds = credentials_for(account, purpose="watch imports")
+        images = outscale.read_images(creds=creds, account_id=account.account_id,
+                                      image_ids=[r.image_id for r in (*rows, *riders)])
+    except outscale.CloudError as exc:
+        if not exc.retryable:
+            for recipient in rows:
+                import_failed(recipient, exc.user_message, exc.request_ids)
+        else:
+            polling.postpone(rows, exc.user_message)
+        return
+    # Riders that are still importing keep their own pace; the ones that ended join the rows.
+    ended = {r.pk for r in riders if polling.image_ended(images.get(r.image_id))}
+    rows = rows + polling.claim_riders(Recipient, riders, ended)
+    available, waiting = [], defaultdict(list)  # waiting: next interval -> pks
+    for recipient in rows:
+        image = images.get(recipient.image_id)
+        if image is None or image.state in ("failed", "deleted"):
+            reason = (image.state_message if image else "") or "OUTSCALE could not import the image."
+            with bounded.row_errors(bounded.IMPORT_LOOK, recipient):  # one bad row does not stop the others
+                import_failed(recipient, reason, images.request_ids)
+        elif image.state == "available":
+            available.append(recipient)
+        else:
+            waiting[scheduling.next_interval(recipient.poll_interval)].append(recipient.pk)
+    now = timezone.now()
+    for interval, pks in waiting.items():  # imports started together back off together: one UPDATE
+        Recipient.objects.filter(pk__in=pks, state=Recipient.State.IMPORTING).update(
+            poll_interval=interval, next_poll_at=now + timedelta(seconds=interval), state_message="", updated_at=now)
+    if not available:
+        return
+    # Each completion tags its OMI (one call each), side by side like the starts; then one
+    # transaction records them all. A sweep that dies in between leaves them IMPORTING: the next
+    # one tags them again (the same tags) and completes them.
+    by_pk = Recipient.objects.select_related("share__source_account", "team").in_bulk([r.pk for r in available])
+    tagged: list[tuple[Recipient, dict, list]] = []
+
+    def tag(recipient):
+        with bounded.row_errors(bounded.IMPORT_LOOK, recipient):
+            import_tag(recipient, creds, tagged)
+
+    polling.run_each(tag, list(by_pk.values()), what="tag import")
+    try:
+        imports_complete(tagged, images.request_ids)
+    except Exception as exc:  # noqa: BLE001 - the others must not wait on one bad row: see below
+        # The whole batch rolled back. Complete the rows one at a time, so that an error is
+        # counted against the row that raises it (bounded.py) and the others complete.
+        logger.warning("Completing %d imports together raised %s; completing them one at a time.", len(tagged),
+                       type(exc).__name__)
+        for one in tagged:
+            with bounded.row_errors(bounded.IMPORT_LOOK, one[0]):
+                imports_complete([one], images.request_ids)
