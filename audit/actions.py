@@ -6,14 +6,14 @@ look up; the review page's action filter and the README's table are made from th
 
 A new action: declare it below (its meaning, in words a compliance officer reads; the kind of
 target its events name; whether it is a denial), record it from the service, then rewrite the
-README's table with ``python manage.py audit_actions --write``.
+README's table with ``.venv/bin/python tests/render_audit_actions.py``.
 
 Outcomes: most actions are also recorded ``denied`` when the attempt was refused (a
 self-approval is ``share.approved``, denied) and some ``failed`` when the cloud or a check said
 no. A *denial* is an action whose every event is a refusal (``access.denied``): the recorder
 refuses it with any other outcome.
 
-Plain Python on purpose: the README's generator and the benchmarks read it without Django.
+Plain Python on purpose: the README's generator reads it without Django.
 """
 
 import re
@@ -81,7 +81,7 @@ _DECLARED = (
     Action("share.approved", "An approver allowed a requested copy (denied: self-approval, a role or "
            "step-up check).", (SHARE,)),
     Action("share.rejected", "An approver refused a requested copy.", (SHARE,)),
-    Action("share.cancelled", "The source team withdrew a share before it ended.", (SHARE,)),
+    Action("share.cancelled", "The requester or an admin withdrew a share before its export started.", (SHARE,)),
     Action("share.expired", "A share ended unused: nobody decided in time, or its manifest link "
            "passed its 7-day deadline.", (SHARE,)),
     Action("share.offered", "The export finished and the copy was offered to its recipients.", (SHARE,)),
@@ -107,14 +107,15 @@ _DECLARED = (
     # Imports: the copy made in each recipient account.
     Action("import.accepted", "A recipient team accepted an offered copy (denied: it was no longer "
            "offered).", (SHARE, RECIPIENT)),
-    Action("import.auto_accepted", "An offered copy was accepted by the recipient account's standing "
-           "consent.", (SHARE,)),
+    Action("import.auto_accepted", "An offered copy was accepted automatically: the recipient team "
+           "accepts every incoming copy (a team setting).", (SHARE,)),
     Action("import.declined", "A recipient team declined an offered copy.", (SHARE, RECIPIENT)),
     Action("import.started", "OUTSCALE accepted the import into the recipient account.", (SHARE, RECIPIENT)),
     Action("import.completed", "The image is available in the recipient account.", (SHARE, RECIPIENT)),
     Action("import.failed", "The import did not succeed; the reason is in the details.", (SHARE, RECIPIENT)),
-    Action("import.refused", "The portal refused to start an import before any cloud call (the "
-           "account or bucket changed since approval).", (SHARE, RECIPIENT), denial=True),
+    Action("import.refused", "The portal refused to start an import, before any cloud call: the "
+           "target account changed since approval, or its keys are not validated.", (SHARE, RECIPIENT),
+           denial=True),
     Action("import.retried", "A recipient team started a failed import again (denied: it could not be "
            "retried).", (SHARE, RECIPIENT)),
     # Manifest links, for accounts outside the portal.
@@ -129,7 +130,8 @@ _DECLARED = (
     Action("membership.added", "A person was added to a team with a role.", (MEMBERSHIP,)),
     Action("membership.role_changed", "A member's role changed.", (MEMBERSHIP,)),
     Action("membership.removed", "A person was removed from a team.", (MEMBERSHIP,)),
-    Action("membership.reinvited", "A member who never signed in was sent a new invitation.", (MEMBERSHIP,)),
+    Action("membership.reinvited", "A member who never chose a password was sent a new invitation link.",
+           (MEMBERSHIP,)),
     # Cloud accounts and their keys.
     Action("cloud_account.created", "A cloud account and its API keys were registered.", (CLOUD_ACCOUNT,)),
     Action("cloud_account.changed", "A cloud account's keys or settings changed (denied: transfers "

@@ -24,7 +24,7 @@ from django.db import connection, transaction
 
 from accounts import vault
 from accounts.models import CloudAccount, Membership, Role, Team, User
-from audit import hashing
+from audit import actions, hashing
 from audit.models import AuditChainHead, AuditEvent
 from bench.load import BENCH_DOMAIN, TEAM_PREFIX
 from transfers.models import Recipient, Share
@@ -44,14 +44,16 @@ SHARE_STATES = (("completed", 80), ("rejected", 5), ("failed", 4), ("cancelled",
 RECIPIENT_STATE = {"requested": "waiting", "approved": "waiting", "exporting": "waiting", "ready": "offered",
                    "importing": "importing", "completed": "completed", "failed": "failed",
                    "rejected": "cancelled", "cancelled": "cancelled", "expired": "expired"}
-# (action, target kind, outcome, weight) of the events.
-EVENT_KINDS = (
-    ("share.requested", "share", "success", 14), ("share.approved", "share", "success", 12),
-    ("share.export_started", "share", "success", 12), ("export.completed", "share", "success", 12),
-    ("recipient.import_completed", "share", "success", 12), ("cloud_account.validated", "account", "success", 6),
-    ("auth.logged_in", "user", "success", 16), ("access.denied", "share", "denied", 4),
-    ("audit.read", "trail", "success", 10), ("share.import_failed", "share", "failed", 2),
-)
+# (action, outcome, weight) of the events: actions the portal writes (audit.actions), as often as a
+# busy trail holds them; what each event is about follows its action's first target type.
+EVENT_KINDS = tuple((actions.ACTIONS[name], outcome, weight) for name, outcome, weight in (
+    ("share.requested", "success", 14), ("share.approved", "success", 12), ("share.offered", "success", 12),
+    ("export.requested", "success", 12), ("import.completed", "success", 12),
+    ("cloud_account.validated", "success", 6), ("auth.logged_in", "success", 16), ("access.denied", "denied", 4),
+    ("audit.read", "success", 10), ("import.failed", "failed", 2),
+))
+TARGET_KINDS = {actions.SHARE: "share", actions.ANY: "share", actions.CLOUD_ACCOUNT: "account",
+                actions.TRAIL: "trail", actions.USER: "user"}
 
 
 @dataclass
@@ -185,7 +187,7 @@ class EventMaker:
         self.world, self.seq, self.prev_hash = world, start_seq, prev_hash
         self.at, self.step = start_at, step
         self.rng = random.Random(SEED + start_seq)
-        self.kinds = [kind for kind in EVENT_KINDS for _ in range(kind[3])]
+        self.kinds = [kind for kind in EVENT_KINDS for _ in range(kind[2])]
 
     def _target(self, kind: str, team: Team | None, actor: User | None) -> tuple[str, str, str, dict]:
         rng = self.rng
@@ -206,7 +208,8 @@ class EventMaker:
 
     def next(self) -> dict:
         rng = self.rng
-        action, kind, outcome, _ = rng.choice(self.kinds)
+        action, outcome, _ = rng.choice(self.kinds)
+        kind = TARGET_KINDS[action.targets[0]]
         team = None if kind == "user" or rng.random() < 0.05 else _pick_team(rng, self.world.teams)
         home = team or _pick_team(rng, self.world.teams)
         actor = None if rng.random() < 0.1 else self.world.members[home.pk][rng.choice(ROLES).value]
@@ -215,7 +218,7 @@ class EventMaker:
             "seq": self.seq, "public_id": uuid.UUID(int=rng.getrandbits(128), version=4), "occurred_at": self.at,
             "actor_id": actor.pk if actor else None, "actor_name": actor.display_name if actor else "",
             "team_id": team.pk if team else None, "team_name": team.name if team else "",
-            "action": action, "target_type": target_type, "target_id": target_id, "target_label": label,
+            "action": action.name, "target_type": target_type, "target_id": target_id, "target_label": label,
             "outcome": outcome, "details": details, "request_id": f"{rng.getrandbits(64):016x}",
             "ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
             "user_agent": "Mozilla/5.0 (bench)",
