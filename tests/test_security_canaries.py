@@ -38,7 +38,7 @@ from tests import factories, workers
 from tests.transfer_world import request_share
 from transfers import notifications
 from transfers.models import Recipient, Share
-from transfers.services import starts
+from transfers.services import import_starts
 from transfers.services.requests import ExternalRecipient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -257,7 +257,7 @@ def _job_crash_report(recipient_id: str) -> str:
     """Django's error report for the import job crashing; this frame holds nothing but the id."""
     try:
         # The step itself: the job around it counts the error and raises one that names only its class.
-        starts.import_start(recipient_id=recipient_id)
+        import_starts.import_start(recipient_id=recipient_id)
     except RuntimeError:
         reporter = ExceptionReporter(None, *sys.exc_info())
         return reporter.get_traceback_text() + reporter.get_traceback_html()

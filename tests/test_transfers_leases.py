@@ -19,7 +19,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors, jobs
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, import_ends, import_sweeps, imports, polling, reconcile, starts
+from transfers.services import exports, import_ends, import_starts, import_sweeps, imports, polling, reconcile
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -153,8 +153,8 @@ def test_a_start_whose_lease_ran_out_is_taken_over_and_looks_its_name_up_first(l
     recipient = share.recipients.get()
     imports.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
     workers.flush()
-    assert starts._claim([Recipient.objects.select_related(*starts._STARTING).get(pk=recipient.pk)])
-    starts.import_start(recipient_id=recipient.public_id)  # a second run: the lease holds
+    assert import_starts._claim([Recipient.objects.select_related(*import_starts._STARTING).get(pk=recipient.pk)])
+    import_starts.import_start(recipient_id=recipient.public_id)  # a second run: the lease holds
     assert Recipient.objects.get(pk=recipient.pk).start_tries == 1 and not cloud.counters(DELTA).get("ReadImages")
     assert reconcile.reconcile()["imports"] == 0
     Recipient.objects.filter(pk=recipient.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
@@ -172,7 +172,7 @@ def test_the_lease_covers_the_worst_create_at_the_shipped_settings(settings):
     settings.OMIPORTAL_SWEEP_BUDGET_SECONDS = 5
     one_call = 3 * (32 / 5 + 5 + 30) + 2 * 4
     assert polling.start_call_seconds(calls=1) == pytest.approx(5 + one_call)
-    assert polling.start_call_seconds(calls=starts.IMPORT_START_CALLS) == pytest.approx(5 + 3 * one_call)
+    assert polling.start_call_seconds(calls=import_starts.IMPORT_START_CALLS) == pytest.approx(5 + 3 * one_call)
 
 
 # --- 2. adopt only our own images ------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_a_lost_answer_adopts_our_own_image_and_makes_no_second(leases, cloud):
     assert cloud.counters(DELTA)["CreateImage"] == 1
     (image,) = _images_named(cloud, DELTA, "web-copy")
     assert image.image_id == recipient.image_id
-    assert marks.is_marked(image.description, subject=starts.image_subject(recipient))
+    assert marks.is_marked(image.description, subject=import_starts.image_subject(recipient))
 
 
 def test_a_duplicate_name_answer_for_our_own_create_adopts_it(leases, cloud):
@@ -223,12 +223,12 @@ def test_a_duplicate_name_answer_for_our_own_create_adopts_it(leases, cloud):
     recipient = share.recipients.get()
     imports.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
     workers.flush()
-    row = Recipient.objects.select_related(*starts._STARTING).get(pk=recipient.pk)
+    row = Recipient.objects.select_related(*import_starts._STARTING).get(pk=recipient.pk)
     creds = outscale.Credentials(cloud.account("delta")["access_key"], cloud.account("delta")["secret_key"],
                                  "us-east-2")
     ours = outscale.copy_image(creds=creds, source_image_id=cloud.account("delta")["images"][0]["image_id"],
-                               name="web-copy", subject=starts.image_subject(row))
-    starts.import_start(recipient_id=recipient.public_id)  # a first try: no lookup, the create conflicts
+                               name="web-copy", subject=import_starts.image_subject(row))
+    import_starts.import_start(recipient_id=recipient.public_id)  # a first try: no lookup, the create conflicts
     assert Recipient.objects.get(pk=recipient.pk).image_id == ours.image_id
     assert len(_images_named(cloud, DELTA, "web-copy")) == 1
 
@@ -270,16 +270,16 @@ def test_a_late_put_off_start_does_not_move_a_row_another_run_advanced(leases, c
     recipient = share.recipients.get()
     imports.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
     workers.flush()
-    (read,) = starts._claim([Recipient.objects.select_related(*starts._STARTING).get(pk=recipient.pk)])
+    (read,) = import_starts._claim([Recipient.objects.select_related(*import_starts._STARTING).get(pk=recipient.pk)])
     # Meanwhile (its lease ran out) another run took the row over and its import started.
     Recipient.objects.filter(pk=recipient.pk).update(start_tries=2, image_id="ami-12345678",
                                                      next_poll_at=timezone.now() + timedelta(seconds=5))
     before = Recipient.objects.get(pk=recipient.pk)
     exc = outscale.RetryLater(kind=outscale.RetryLater.THROTTLED, may_have_run=False)
     polling.put_off_start(read, exc, tries=polling.MAX_START_ATTEMPTS, fail=import_ends.import_failed,
-                          claimed=starts._claimed(read), job="transfers.jobs.import_start_job", job_id="late")
+                          claimed=import_starts._claimed(read), job="transfers.jobs.import_start_job", job_id="late")
     polling.put_off_start(read, exc, tries=1, fail=import_ends.import_failed,
-                          claimed=starts._claimed(read), job="transfers.jobs.import_start_job", job_id="late")
+                          claimed=import_starts._claimed(read), job="transfers.jobs.import_start_job", job_id="late")
     after = Recipient.objects.get(pk=recipient.pk)
     assert (after.state, after.next_poll_at, after.state_message) == (before.state, before.next_poll_at, "")
     assert workers.pending_jobs() == 0

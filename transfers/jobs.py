@@ -5,7 +5,7 @@ OMIPORTAL_STEP_MAX_ATTEMPTS instead of coming back for ever."""
 
 from audit.context import job_context
 from transfers import notifications
-from transfers.services import bounded, cleanup, exports, import_sweeps, reconcile, starts
+from transfers.services import bounded, cleanup, exports, import_starts, import_sweeps, reconcile
 
 
 def _job_id(kind: str, object_id: str) -> str:
@@ -27,12 +27,13 @@ def export_sweep_job(account_id: str) -> None:
 
 def import_start_job(recipient_id: str) -> None:
     with job_context(job_id=_job_id("import-start", recipient_id)):
-        bounded.run_step(bounded.IMPORT_START, recipient_id, lambda: starts.import_start(recipient_id=recipient_id))
+        bounded.run_step(bounded.IMPORT_START, recipient_id,
+                         lambda: import_starts.import_start(recipient_id=recipient_id))
 
 
 def import_handoff_job(account_id: str) -> None:
     with job_context(job_id=_job_id("import-handoff", account_id)):
-        starts.import_handoff(account_id=account_id)
+        import_starts.import_handoff(account_id=account_id)
 
 
 def import_sweep_job(account_id: str) -> None:

@@ -15,7 +15,7 @@ from audit import recorder
 from audit.recorder import AuditTarget, record
 from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import binding, bounded, polling
+from transfers.services import binding, bounded, import_starts, polling
 
 logger = logging.getLogger(__name__)
 
@@ -211,9 +211,7 @@ def export_sweep(*, account_id) -> None:
                 _observe(account, rows, riders, handoff)
         polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
         if handoff:
-            from transfers.services import starts
-
-            starts.import_start_many(recipient_ids=handoff, source_account=account)
+            import_starts.import_start_many(recipient_ids=handoff, source_account=account)
 
 
 def _task_ended(task) -> bool:

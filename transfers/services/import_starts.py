@@ -1,5 +1,13 @@
-"""Starting imports: CreateImage with the manifest link, for one recipient (a job) or for the
-hundreds an export just made possible (the hand-off, from the sweep that saw it complete)."""
+"""A recipient's life, 2 of 4: the start. CreateImage with the manifest link, for one recipient
+(a job) or for the hundreds an export just made possible (the hand-off, from the export sweep that
+saw it complete). Each start is claimed (its attempt counted and a lease written) before any cloud
+call, and an attempt after the first looks its image name up before creating.
+
+Before: imports.py, where an offer is accepted (or a failed import retried) and the recipient
+becomes IMPORTING. Next: import_sweeps.py, the looks that follow the new image until it is
+available; a create the cloud refuses ends at once, in import_ends.py. The words are defined in
+transfers/services/__init__.py.
+"""
 
 import time
 from collections import defaultdict
