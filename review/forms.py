@@ -4,8 +4,10 @@ import re
 
 from django import forms
 from django.core.validators import RegexValidator
+from django.utils.html import format_html, format_html_join
 
 from accounts.models import Team
+from audit import actions
 from audit.models import AuditEvent
 from review.selectors import AuditFilters
 
@@ -19,6 +21,29 @@ UNKNOWN_TEAM = "No such team."
 MIN_TEXT = 2
 _ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*\.?$")
 _TARGET_TYPE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+
+
+# What the action box suggests: each group's prefix, then its actions, as audit/actions.py declares them.
+ACTION_SUGGESTIONS = [
+    suggestion
+    for prefix, label, group in actions.grouped()
+    for suggestion in [(f"{prefix}.", f"{label}: every {prefix}. action"), *((a.name, a.meaning) for a in group)]
+]
+
+
+class _ActionInput(forms.TextInput):
+    """A text box, so any action or prefix can still be typed (older events, a prefix such as
+    share.), with the declared actions offered in a list as it is typed."""
+
+    LIST_ID = "audit-actions"
+
+    def __init__(self):
+        super().__init__(attrs={"list": self.LIST_ID, "autocomplete": "off", "spellcheck": "false"})
+
+    def render(self, name, value, attrs=None, renderer=None):
+        options = format_html_join("", '<option value="{}" label="{}"></option>', ACTION_SUGGESTIONS)
+        return format_html('{}<datalist id="{}">{}</datalist>', super().render(name, value, attrs, renderer),
+                           self.LIST_ID, options)
 
 
 class _TeamChoice(forms.ModelChoiceField):
@@ -38,7 +63,8 @@ class AuditFilterForm(forms.Form):
     actor = forms.CharField(required=False, max_length=100, min_length=MIN_TEXT,
                             help_text="Email or name contains.")
     action = forms.CharField(required=False, max_length=64, validators=[RegexValidator(_ACTION, ACTION_INVALID)],
-                             help_text="Exact, or a prefix ending with a dot: share.")
+                             widget=_ActionInput(),
+                             help_text="Exact, or a prefix ending with a dot (share.); typing lists every action.")
     outcome = forms.ChoiceField(required=False, choices=[("", "Any outcome"), *AuditEvent.Outcome.choices])
     target_type = forms.CharField(required=False, max_length=100, label="Target type",
                                   validators=[RegexValidator(_TARGET_TYPE, TARGET_TYPE_INVALID)])

@@ -7,12 +7,14 @@ import re
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 
 from audit import actions
 from audit.errors import AuditError
 from audit.models import AuditEvent
 from audit.recorder import record
 from bench import fill
+from review import forms
 from tests import render_audit_actions
 from transfers.models import Share
 
@@ -154,3 +156,23 @@ def test_the_readme_table_of_actions_is_up_to_date():
 def test_the_readme_table_lists_every_action_once():
     table = render_audit_actions.render()
     assert sorted(re.findall(r"^\| `([a-z_.]+)` \|", table, flags=re.M)) == sorted(actions.ACTIONS)
+
+
+# --- The review page's action filter -------------------------------------------------------------------
+
+
+def test_the_action_filter_suggests_every_declared_action_and_each_group_prefix(world, login):
+    page = login(world.auditor).get(reverse("audit:event-list", kwargs={"team_id": world.alpha.public_id}))
+    html = page.content.decode()
+    assert 'list="audit-actions"' in html
+    datalist = re.search(r'<datalist id="audit-actions">(.*?)</datalist>', html, flags=re.S).group(1)
+    suggested = re.findall(r'<option value="([^"]+)"', datalist)
+    assert sorted(suggested) == sorted([*actions.ACTIONS, *(f"{prefix}." for prefix in actions.GROUPS)])
+    assert 'label="An approver allowed a requested copy' in datalist
+
+
+def test_every_suggestion_is_a_valid_filter(db):
+    for value, _label in forms.ACTION_SUGGESTIONS:
+        form = forms.AuditFilterForm({"action": value}, site_wide=True)
+        assert form.is_valid(), (value, form.errors)
+        assert form.filters().action == value
