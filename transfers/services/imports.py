@@ -1,4 +1,12 @@
-"""The recipient side: accept or decline, import with the recipient's keys, watch it."""
+"""A recipient's life, 1 of 4: the beginning. A recipient is offered the copy when its share's
+export completes (exports.shares_ready, which accepts at once for teams that auto-accept), or is
+created by a pasted link (external_links.link_import_create). Here a member of its team accepts
+or declines the offer, or retries a failed import: accepting or retrying moves it to IMPORTING
+and queues its start (or leaves it to the hand-off); declining ends it.
+
+Next: import_starts.py (the start), then import_sweeps.py (the looks) and import_ends.py (the
+end). The words are defined in transfers/services/__init__.py.
+"""
 
 from datetime import timedelta
 
