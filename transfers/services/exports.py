@@ -15,7 +15,7 @@ from audit import recorder
 from audit.recorder import AuditTarget, record
 from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import binding, bounded, import_starts, polling
+from transfers.services import binding, bounded, import_starts, imports, polling
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,6 @@ def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = 
     are added to it and the caller starts them itself once this transaction has committed.
     """
     from transfers import notifications
-    from transfers.services import imports
 
     if not shares:
         return
