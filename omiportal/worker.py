@@ -17,8 +17,11 @@ import django_rq
 from django.conf import settings
 from django.db import close_old_connections
 from rq import SimpleWorker
+from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
+import outscale
+from audit.jobs import ensure_audit_jobs_enqueued
 from audit.recorder import keeping_denials
 
 logger = logging.getLogger(__name__)
@@ -31,8 +34,6 @@ def ensure_reconcile_enqueued() -> None:
     a failed job's record, and a unique enqueue with that id would be refused), so the safety
     net is back on the next tick.
     """
-    from rq.exceptions import DuplicateJobError
-
     slot = int(time.time() // max(1.0, settings.OMIPORTAL_RECONCILE_EVERY_SECONDS))
     with contextlib.suppress(DuplicateJobError):
         django_rq.get_queue("poll").enqueue("transfers.jobs.reconcile_job", job_id=f"reconcile-{slot}", unique=True,
@@ -49,8 +50,6 @@ class PortalWorker(SimpleWorker):
         # a pickled payload placed in Redis asks for.
         kwargs["serializer"] = JSONSerializer
         super().__init__(*args, **kwargs)
-        import outscale
-
         outscale.warm_up()  # the OAPI spec (seconds to parse) and the cloud layer, once
         for module in JOB_MODULES:
             importlib.import_module(module)
@@ -88,8 +87,6 @@ class PortalWorker(SimpleWorker):
         except Exception:  # noqa: BLE001 - a broken tick must not stop the worker; the next one retries
             logger.exception("Could not enqueue the reconciler")
         try:  # audit checkpoint and verification jobs, each at most once per its interval
-            from audit.jobs import ensure_audit_jobs_enqueued
-
             ensure_audit_jobs_enqueued()
         except Exception:  # noqa: BLE001 - as above: the next tick retries
             logger.exception("Could not enqueue the audit jobs")
