@@ -3,6 +3,7 @@
 import importlib
 import time
 
+import outscale
 from outscale import oapi, oos
 
 
@@ -15,8 +16,6 @@ def warm_up() -> float:
     started = time.perf_counter()
     oapi.warm_up()
     oos.warm_up()
-    import outscale
-
     for module in sorted(set(outscale._EXPORTS.values())):  # what the package loads on first use
         importlib.import_module(f"outscale.{module}")
     return time.perf_counter() - started

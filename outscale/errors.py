@@ -13,6 +13,9 @@ import json
 import re
 from pathlib import Path
 
+import osc_sdk_python
+import ruamel.yaml
+
 # Codes from DESIGN §2 and OUTSCALE's error reference. The SDK's catalogue
 # (gateway_errors.yaml) only covers 4000 and up, so the low codes live here.
 CREDENTIAL_CODES = frozenset({"1", "4", "5", "7", "8", "11", "13", "14", "20"})
@@ -35,9 +38,6 @@ def scrub(text: str | None) -> str:
 
 @functools.cache
 def _catalogue() -> dict[str, dict]:
-    import osc_sdk_python
-    import ruamel.yaml
-
     path = Path(osc_sdk_python.__file__).parent / "resources" / "gateway_errors.yaml"
     data = ruamel.yaml.YAML(typ="safe").load(path.read_text())
     return {str(code): entry for code, entry in data.items()}
