@@ -18,6 +18,7 @@ from pathlib import Path
 
 import osc_sdk_python
 from jsonschema import Draft7Validator
+from ruamel.yaml import YAML
 
 SPEC_PATH = Path(osc_sdk_python.__file__).parent / "resources" / "outscale.yaml"
 _lock = threading.Lock()
@@ -35,8 +36,6 @@ def document() -> dict:
                 return json.loads(cached.read_text())
             except ValueError:
                 pass  # a torn write by another process: parse again below
-        from ruamel.yaml import YAML
-
         data = YAML(typ="safe").load(raw)
         fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=cached.name, suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
