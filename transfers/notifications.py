@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from django.core.mail import send_mass_mail
 
 from accounts.models import Membership, Role
+from transfers import rules
 from transfers.models import Recipient, Share
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,6 @@ def _describe(share: Share) -> str:
 def approval_needed(share_ids) -> list[Message]:
     """To the approvers who may decide: not the requester, nor anyone whose role the requester
     gave or who got it after the request (they would only meet a refusal)."""
-    from transfers.services.requests import decision_blocker
-
     shares = _shares(share_ids)
     approvers: dict[int, list[Membership]] = defaultdict(list)
     for membership in Membership.objects.filter(team_id__in={s.team_id for s in shares},
@@ -80,7 +79,7 @@ def approval_needed(share_ids) -> list[Message]:
     return [m for share in shares for m in _to_each(
         f"Approval needed: {share.copy_name}", _describe(share) + f"Reason: {share.reason}\n",
         [a.user.email for a in approvers[share.team_id]
-         if a.user_id != share.requested_by_id and decision_blocker(membership=a, share=share) is None])]
+         if rules.decision_refusal(membership=a, share=share) is None])]
 
 
 def decision_made(share_ids) -> list[Message]:

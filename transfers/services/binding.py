@@ -9,7 +9,6 @@ same row) or move it to another Region after the approval.
 
 import hashlib
 import json
-from datetime import timedelta
 
 import outscale
 from accounts.keys import credentials_for
@@ -136,23 +135,3 @@ def refuse_import(recipient: Recipient, message: str, *, states) -> bool:
     return import_failed(recipient, message, states=states, action="import.refused", outcome="denied",
                          details={"bound_account_id": recipient.bound_account_id,
                                   "bound_region": recipient.bound_region})
-
-
-# --- The approval's lifetime -----------------------------------------------------------------------
-
-def approval_expiry(team, *, start):
-    """When an approval given (or a request auto-approved) at ``start`` stops allowing exports."""
-    return start + timedelta(days=team.approval_lifetime_days)
-
-
-def approval_ends(share: Share):
-    """When the share's approval stops allowing exports; None while it was never approved.
-    Shares approved before approvals had a lifetime count it from their decision (or, without
-    an approver, from their request)."""
-    if share.approval_expires_at:
-        return share.approval_expires_at
-    if share.decided_at:
-        return approval_expiry(share.team, start=share.decided_at)
-    if not share.approval_required:
-        return approval_expiry(share.team, start=share.requested_at)
-    return None

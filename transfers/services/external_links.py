@@ -8,14 +8,14 @@ from datetime import datetime
 from django.utils import timezone
 
 import outscale
-from accounts.keys import credentials_for
 from accounts import vault
+from accounts.keys import credentials_for
 from accounts.models import CloudAccount
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from audit import recorder
 from audit.recorder import record
-from transfers import errors
+from transfers import errors, rules
 from transfers.link_checks import link_fingerprint, validate_manifest_url
 from transfers.models import Recipient, Share
 from transfers.services.imports import import_begin
@@ -35,15 +35,10 @@ def link_reveal(*, access: TeamAccess, share: Share, recipient: Recipient) -> Re
     """Pre-sign the manifest now, for the source team to hand to an external account. Audited."""
     require(access, Capability.REQUEST_SHARE, target=share)
     share = Share.objects.select_related("export__account__team").get(pk=share.pk)
-    if share.team_id != access.team.pk or recipient.share_id != share.pk or \
-            recipient.kind != Recipient.Kind.EXTERNAL:
-        raise errors.ShareError(errors.LINK_SOURCE_ONLY)
+    refusal = rules.link_refusal(access=access, share=share, recipient=recipient)
+    if refusal:
+        raise errors.ShareError(refusal)
     export = share.export
-    if share.state not in (Share.State.READY, Share.State.IMPORTING, Share.State.COMPLETED) or export is None or \
-            export.manifest_deadline is None:
-        raise errors.ShareError(errors.LINK_NOT_YET)
-    if export.manifest_deadline <= timezone.now() or export.cleaned_at or export.cleanup_claimed_at:
-        raise errors.ShareError(errors.LINK_EXPIRED.format(when=f"{export.manifest_deadline:%Y-%m-%d %H:%M} UTC"))
     with outscale.record_request_ids() as request_ids:
         creds = credentials_for(export.account, purpose="reveal link")
         link = outscale.presign_manifest(creds=creds, bucket=export.bucket, key=export.manifest_key,

@@ -19,7 +19,7 @@ from accounts.roles import Capability
 from accounts.selectors import TeamAccess, require
 from audit import recorder
 from audit.recorder import record
-from transfers import errors, scheduling
+from transfers import errors, rules, scheduling
 from transfers.models import Recipient, Share
 from transfers.services import binding
 from transfers.services.import_ends import share_target
@@ -150,13 +150,9 @@ def _refuse_answer(access: TeamAccess, recipient: Recipient, *, action: str, mes
 def _check_retryable(access: TeamAccess, recipient: Recipient) -> None:
     if recipient.state != Recipient.State.FAILED:
         _refuse_answer(access, recipient, action="import.retried", message=errors.NOT_RETRYABLE)
-    export = recipient.share.export if recipient.share_id else None
-    deadline = export.manifest_deadline if export is not None else recipient.link_expires_at
-    if deadline is None or deadline <= timezone.now() or (export is not None and export.cleaned_at) or \
-            (export is None and not recipient.link_sealed):
-        # Past the deadline, or the files (or the pasted link) are gone: only a new export helps.
-        when = f"{deadline:%Y-%m-%d %H:%M} UTC" if deadline else "an unknown date"
-        raise errors.ShareError(errors.LINK_EXPIRED.format(when=when))
+    refusal = rules.retry_refusal(recipient)
+    if refusal:
+        raise errors.ShareError(refusal)
 
 
 @recorder.atomic()  # the share is locked (share_refresh) after import.declined is recorded

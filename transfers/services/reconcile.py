@@ -11,11 +11,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.roles import Capability
+from accounts.selectors import TeamAccess, require
 from audit import recorder
 from audit.recorder import record
-from transfers import scheduling
+from transfers import errors, rules, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import binding, exports, share_state
+from transfers.services import exports, share_state
 from transfers.services.cleanup import export_cleanup_if_done
 from transfers.services.requests import share_expire_stale
 
@@ -94,28 +96,19 @@ def _expire_links(now) -> int:
     return expired
 
 
-def share_reexport(*, access, share: Share) -> Share:
+def share_reexport(*, access: TeamAccess, share: Share) -> Share:
     """One click from the source team: a fresh export for an expired or failed share."""
-    from accounts.roles import Capability
-    from accounts.selectors import require
-    from transfers import errors
-
     require(access, Capability.REQUEST_SHARE, target=share)
     now = timezone.now()
-    ends = binding.approval_ends(share)
-    if share.state in (Share.State.EXPIRED, Share.State.FAILED) and ends is not None and ends <= now:
+    ends = rules.approval_lapsed(share, now)
+    if ends is not None:
         # Outside any transaction: the refusal stays in the trail.
         record(action="share.reexport_requested", outcome="denied", actor=access.user, team=access.team,
                target=share, details={"reason": "approval_lapsed", "approval_expires_at": ends.isoformat()})
         raise errors.ShareError(errors.APPROVAL_LAPSED.format(when=f"{ends:%Y-%m-%d %H:%M} UTC"))
     with recorder.atomic():  # export_begin locks the export it reuses after the event is recorded
-        if not Share.objects.filter(pk=share.pk, team=access.team,
-                                    state__in=[Share.State.EXPIRED, Share.State.FAILED],
-                                    decided_at__isnull=False).update(state=Share.State.APPROVED, updated_at=now) \
-                and not Share.objects.filter(pk=share.pk, team=access.team, approval_required=False,
-                                             state__in=[Share.State.EXPIRED, Share.State.FAILED],
-                                             export__isnull=False).update(state=Share.State.APPROVED,
-                                                                          updated_at=now):
+        if not Share.objects.filter(rules.REEXPORTABLE, pk=share.pk, team=access.team).update(
+                state=Share.State.APPROVED, updated_at=now):
             share.refresh_from_db()
             raise errors.ShareConflict(errors.NOT_REEXPORTABLE.format(state=share.get_state_display().lower()))
         share.refresh_from_db()

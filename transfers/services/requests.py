@@ -18,7 +18,7 @@ from accounts.selectors import TeamAccess, require
 from accounts.twofactor.enforcement import step_up_fresh
 from audit import recorder
 from audit.recorder import record
-from transfers import errors
+from transfers import errors, rules
 from transfers.models import Recipient, Share
 from transfers.services import binding, exports
 
@@ -143,7 +143,7 @@ def share_request(
             approval_deadline=now + timedelta(days=team.request_expiry_days) if needs_approval else None,
             state=Share.State.REQUESTED if needs_approval else Share.State.APPROVED, export_bucket=bucket,
             # Without an approver the request is its own approval: the same lifetime, from now.
-            approval_expires_at=None if needs_approval else binding.approval_expiry(team, start=now),
+            approval_expires_at=None if needs_approval else rules.approval_expiry(team, start=now),
         )
         recipients = [
             Recipient(kind=Recipient.Kind.TEAM, team=a.team, target_account=a, image_name=copy_name,
@@ -173,36 +173,18 @@ def share_request(
     return share
 
 
-def decision_blocker(*, membership: Membership, share: Share) -> tuple[str, str] | None:
-    """Why this approver may not decide on this share, as (audit reason, message), or None.
-
-    No sock puppets: a role given by the requester, or given after the request (an approver added
-    or promoted for the occasion, even re-promoted after a demotion), does not count as a second pair of eyes.
-    """
-    if membership.role_granted_by_id is not None and membership.role_granted_by_id == share.requested_by_id:
-        return "role_granted_by_requester", errors.ROLE_GRANTED_BY_REQUESTER.format(
-            requester=share.requested_by.display_name)
-    if membership.role_granted_at > share.requested_at:
-        return "role_granted_after_request", errors.ROLE_GRANTED_AFTER_REQUEST
-    return None
-
-
 def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, approve: bool,
             verified_at: datetime | None = None) -> Share:
     require(access, Capability.APPROVE, target=share)
     if "\x00" in comment:
         raise errors.ShareError(errors.TEXT_NUL)
     action = "share.approved" if approve else "share.rejected"
-    if share.requested_by_id == access.user.pk:
-        record(action=action, outcome="denied", actor=access.user,
-               team=access.team, target=share, details={"reason": "self_approval"})
-        raise errors.ShareError(errors.SELF_APPROVAL)
     # Re-read: the role's origin is the rule, not what the request happened to load.
-    blocker = decision_blocker(membership=Membership.objects.get(pk=access.membership.pk), share=share)
-    if blocker:
+    refusal = rules.decision_refusal(membership=Membership.objects.get(pk=access.membership.pk), share=share)
+    if refusal:
         record(action=action, outcome="denied", actor=access.user, team=access.team, target=share,
-               details={"reason": blocker[0]})
-        raise errors.ShareError(blocker[1])
+               details={"reason": refusal[0]})
+        raise errors.ShareError(refusal[1])
     # The service holds the step-up rule, so no page or caller can skip it: the caller says when
     # the session last checked a code, and a missing or old time is refused.
     if access.team.require_two_factor_for_privileged and not step_up_fresh(verified_at):
@@ -263,7 +245,7 @@ def _check_still_bound(*, access: TeamAccess, share: Share) -> None:
 
 def _bind_approval(share: Share, now) -> None:
     """Start the approval's lifetime; a request from before binding binds what the approver saw now."""
-    share.approval_expires_at = binding.approval_expiry(share.team, start=now)
+    share.approval_expires_at = rules.approval_expiry(share.team, start=now)
     fields = {"approval_expires_at": share.approval_expires_at}
     if not share.export_bucket:
         share.export_bucket = fields["export_bucket"] = share.source_account.export_bucket
@@ -289,13 +271,9 @@ def share_reject(*, access: TeamAccess, share: Share, digest: str, comment: str 
 @transaction.atomic
 def share_cancel(*, access: TeamAccess, share: Share) -> Share:
     """The requester (or an admin) withdraws a share before its export starts."""
-    if share.requested_by_id != access.user.pk:
-        require(access, Capability.MANAGE_TEAM, target=share)
-    else:
-        require(access, Capability.REQUEST_SHARE, target=share)
+    require(access, rules.cancel_needs(access=access, share=share), target=share)
     now = timezone.now()
-    moved = Share.objects.filter(pk=share.pk, state__in=[Share.State.REQUESTED, Share.State.APPROVED],
-                                 export__isnull=True).update(state=Share.State.CANCELLED, updated_at=now)
+    moved = Share.objects.filter(rules.CANCELLABLE, pk=share.pk).update(state=Share.State.CANCELLED, updated_at=now)
     if not moved:
         share.refresh_from_db()
         raise errors.ShareConflict(errors.NOT_CANCELLABLE.format(state=share.get_state_display().lower()))

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.decorators import team_view
 from accounts.roles import Capability
 from accounts.twofactor.enforcement import step_up_url, verified_at
-from transfers import errors, selectors
+from transfers import errors, rules, selectors
 from transfers.forms import DecisionForm
 from transfers.services import reconcile
 from transfers.services import requests as share_requests
@@ -38,7 +38,7 @@ def approval_list(request, access):
     page = Paginator(selectors.approvals_for_team(team=access.team), APPROVALS_PER_PAGE) \
         .get_page(request.GET.get("page"))
     for share in page.object_list:  # say why a button would fail rather than offer it
-        blocker = share_requests.decision_blocker(membership=access.membership, share=share)
+        blocker = rules.decision_blocker(membership=access.membership, share=share)
         share.cannot_decide = blocker[1] if blocker else ""
     return render(request, "transfers/approval_list.html", {"page": page})
 

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -15,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 import outscale
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from transfers import selectors
+from transfers import rules, selectors
 from transfers.forms import DeclineForm, LinkImportForm
 from transfers.rate_limits import LINK_REVEAL, rate_limited
 from transfers.services import external_links, imports
@@ -54,6 +55,10 @@ def _name(recipient) -> str:
 @require_GET
 def inbox(request, access):
     page = Paginator(selectors.inbox_for_team(team=access.team), INBOX_PER_PAGE).get_page(request.GET.get("page"))
+    now = timezone.now()
+    for r in page.object_list:  # the buttons the services would honour
+        r.can_answer = rules.may_answer(access=access, recipient=r)
+        r.can_retry = rules.may_retry(access=access, recipient=r, now=now)
     return render(request, "transfers/recipient_inbox.html", {
         **selectors.inbox_sections(page.object_list),
         "page": page,

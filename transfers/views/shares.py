@@ -14,16 +14,15 @@ from django.views.decorators.http import require_GET, require_http_methods
 import outscale
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from transfers import selectors
+from transfers import rules, selectors
 from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
-from transfers.models import Recipient, Share
+from transfers.models import Share
 from transfers.rate_limits import IMAGE_LIST, rate_limited
 from transfers.services import requests as share_requests
 
 SHARES_PER_PAGE = 25
 SHARE_REQUESTED = "Your request to copy {image} was sent to the team's approvers."
 SHARE_STARTED = "Copy of {image} started: no approval is needed between your own accounts."
-REVEALABLE_STATES = (Share.State.READY, Share.State.IMPORTING, Share.State.COMPLETED)
 
 
 def _source_account(access, raw):
@@ -90,36 +89,30 @@ def _detail_context(access, share) -> dict:
     is_source = share.team_id == access.team.pk
     is_requester = share.requested_by_id == access.user.pk
     waiting = share.state == Share.State.REQUESTED
-    export = share.export
     now = timezone.now()
-    link_open = bool(export and export.manifest_deadline and export.manifest_deadline > now and not export.cleaned_at)
-    can_accept = access.can(Capability.ACCEPT_SHARE)
     progress = selectors.share_progress(access=access, share=share)
     live = {row["id"]: row for row in progress["recipients"]}
-    rows = []
-    for r in selectors.share_recipients_for_user(access=access, share=share):
-        ours = r.team_id == access.team.pk and r.kind == Recipient.Kind.TEAM
-        rows.append({
-            "recipient": r,
-            "live": live.get(str(r.public_id), {}),
-            "can_answer": ours and can_accept and r.state == Recipient.State.OFFERED,
-            "can_retry": ours and can_accept and r.state == Recipient.State.FAILED,
-            "can_reveal": is_source and access.can_request and r.kind == Recipient.Kind.EXTERNAL and link_open
-            and share.state in REVEALABLE_STATES,
-        })
-    may_decide = is_source and waiting and access.can_approve and not is_requester
-    blocker = share_requests.decision_blocker(membership=access.membership, share=share) if may_decide else None
+    rows = [{
+        "recipient": r,
+        "live": live.get(str(r.public_id), {}),
+        "can_answer": rules.may_answer(access=access, recipient=r),
+        "can_retry": rules.may_retry(access=access, recipient=r, now=now),
+        "can_reveal": rules.may_reveal(access=access, share=share, recipient=r, now=now),
+    } for r in selectors.share_recipients_for_user(access=access, share=share)]
+    cannot_decide = ""  # why an approver who could decide cannot decide this one
+    if is_source and waiting and access.can_approve and not is_requester:
+        refusal = rules.decision_refusal(membership=access.membership, share=share)
+        cannot_decide = refusal[1] if refusal else rules.decision_overdue(share, now)
     return {
         "share": share,
         "is_source": is_source,
         "is_requester": is_requester,
-        "can_decide": may_decide and not blocker,
-        "cannot_decide": blocker[1] if blocker else "",
+        "can_decide": rules.may_decide(access=access, share=share, now=now),
+        "cannot_decide": cannot_decide,
         "requester_waits": is_source and waiting and is_requester,
         "decision_form": DecisionForm(initial={"digest": share.digest}),
-        "can_cancel": is_source and share.state in (Share.State.REQUESTED, Share.State.APPROVED)
-        and share.export_id is None and (access.can_manage or (is_requester and access.can_request)),
-        "can_reexport": is_source and access.can_request and share.state in (Share.State.EXPIRED, Share.State.FAILED),
+        "can_cancel": rules.may_cancel(access=access, share=share),
+        "can_reexport": rules.may_reexport(access=access, share=share, now=now),
         "rows": rows,
         "decline_form": DeclineForm(),
         "progress": progress,
