@@ -5,6 +5,8 @@ the models are resolved lazily so importing this package never touches the app
 registry before it is ready.
 """
 
+import importlib
+
 from audit.errors import AuditError
 
 __all__ = ["AuditError", "AuditTarget", "job_context", "record", "verify_chain"]
@@ -19,7 +21,5 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,9 @@
 from django.apps import AppConfig
+from django.db import connections
+from django.db.migrations.recorder import MigrationRecorder
 from django.db.models.signals import post_migrate
+
+from audit import triggers
 
 TRIGGER_MIGRATION = ("audit", "0002_append_only")
 
@@ -23,11 +27,6 @@ def _ensure_triggers(sender, using, **kwargs):
     # migrate (and test flush) keeps the table append-only without anyone having
     # to remember. Only once the trigger migration is applied, so unapplying it
     # really removes them.
-    from django.db import connections
-    from django.db.migrations.recorder import MigrationRecorder
-
-    from audit import triggers
-
     connection = connections[using]
     if TRIGGER_MIGRATION in MigrationRecorder(connection).applied_migrations():
         triggers.install(connection)

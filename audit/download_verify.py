@@ -10,6 +10,7 @@ line is checked the same way.
 """
 
 import csv
+import datetime
 import itertools
 import json
 from collections.abc import Iterator
@@ -112,8 +113,6 @@ def _fields(row: dict) -> dict[str, Any]:
         raise AuditError("wrong columns")
     if type(row["seq"]) is not int:
         raise AuditError("seq is not an integer")
-    import datetime
-
     fields = {name: row[name] for name in hashing.HASHED_FIELDS}
     try:
         fields["occurred_at"] = datetime.datetime.strptime(row["occurred_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(

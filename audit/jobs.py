@@ -10,6 +10,7 @@ import logging
 
 import django_rq
 from django.conf import settings
+from rq.exceptions import DuplicateJobError
 
 from audit import checkpoints, integrity
 
@@ -43,8 +44,6 @@ def _jobs():
 
 def ensure_audit_jobs_enqueued() -> list[str]:
     """Enqueue whichever audit job's interval has passed; returns the ids enqueued."""
-    from rq.exceptions import DuplicateJobError
-
     queue = django_rq.get_queue(QUEUE)
     enqueued = []
     for job_id, func, interval in _jobs():

@@ -12,7 +12,7 @@ import hashlib
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from django.conf import settings
 
 from audit.errors import AuditError
@@ -76,8 +76,6 @@ def signature_valid(public: Ed25519PublicKey, message: bytes, signature: str) ->
 
 def generate_private_key_b64() -> str:
     """A new key for OMIPORTAL_AUDIT_SIGNING_KEY (``manage.py audit_checkpoint --generate-key``)."""
-    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
     key = Ed25519PrivateKey.generate()
     return base64.b64encode(key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())).decode("ascii")
 
