@@ -8,6 +8,7 @@ class TwoFactorConfig(AppConfig):
     verbose_name = "Two-factor sign-in"
 
     def ready(self):
+        # In ready(), Django's idiom: the receivers import the models, which cannot load before the app registry.
         from accounts.twofactor import signals  # noqa: F401  (connects the receivers)
 
 

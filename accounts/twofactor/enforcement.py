@@ -19,6 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from accounts.models import Role
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess, deny_access
+from accounts.twofactor.services import has_device
 
 PRIVILEGED = frozenset({Capability.APPROVE, Capability.MANAGE_TEAM})
 PRIVILEGED_ROLES = frozenset({Role.APPROVER, Role.ADMIN})
@@ -102,8 +103,6 @@ def step_up_url(*, enrolled: bool, next_url: str) -> str:
 
 def step_up_redirect_url(request, access: TeamAccess, capability) -> str:
     """Record the refusal and say where to go: verify (or enrol first), then come back."""
-    from accounts.twofactor.services import has_device
-
     deny_access(user=access.user, team=access.team, reason="two_factor_required",
                 details={"needs": str(capability), "role": access.role})
     dashboard = reverse(settings.OMIPORTAL_TEAM_HOME, kwargs={"team_id": access.team.public_id})

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from accounts import services
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.selectors import TeamAccess
 from audit.context import job_context
@@ -73,8 +74,6 @@ class Command(BaseCommand):
                 self._register(teams[team_name], by_name[name])
 
     def _register(self, team: Team, item: dict) -> None:
-        from accounts import services
-
         label = f"{item['name']}-{item['region']}"
         if CloudAccount.objects.filter(team=team, label=label).exists():
             return
