@@ -4,7 +4,7 @@ A share is visible to its source team and to every team it offers a copy to; any
 404 (its existence is not leaked), recorded as a denied attempt like accounts.selectors does.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Case, Count, F, IntegerField, Prefetch, Q, QuerySet, Value, When, Window
@@ -12,8 +12,6 @@ from django.db.models.functions import RowNumber, TruncWeek
 from django.http import Http404
 from django.utils import timezone
 
-import outscale
-from accounts.keys import credentials_for
 from accounts.models import CloudAccount
 from accounts.selectors import TeamAccess, cloud_account_directory, deny_access
 from audit.models import AuditEvent
@@ -23,7 +21,6 @@ from transfers.models import Recipient, Share
 CHART_WEEKS = 8
 DASHBOARD_LIMIT = 8
 TIMELINE_LIMIT = 50  # events per share on the audit event page; the rest is one link away
-IMAGES_UNAVAILABLE = "The image list of {label} could not be read from OUTSCALE: {reason}"
 
 
 # --- Shares -----------------------------------------------------------------------------------------
@@ -147,89 +144,7 @@ def recipient_choices_for_share(*, team, source: CloudAccount) -> list[CloudAcco
     return own + list(cloud_account_directory(exclude_team=team))
 
 
-@dataclass
-class ImageChoices:
-    images: list = field(default_factory=list)
-    error: str = ""
-
-
-def shareable_images_for_account(*, account: CloudAccount) -> ImageChoices:
-    """The account's live OMI list (owned, shared with it, public); a cloud error becomes a sentence."""
-    try:
-        creds = credentials_for(account, purpose="list images")
-        images = outscale.list_shareable_images(creds=creds, account_id=account.account_id, include_public=True)
-    except outscale.CloudError as exc:
-        return ImageChoices(error=IMAGES_UNAVAILABLE.format(label=account.label, reason=exc.user_message))
-    order = {"owned": 0, "shared": 1, "public": 2}
-    return ImageChoices(images=sorted(images, key=lambda i: (order.get(str(i.relation), 3), i.name.lower())))
-
-
-# --- Progress and timeline --------------------------------------------------------------------------------
-
-
-def _seconds(delta: timedelta) -> int:
-    return max(0, int(delta.total_seconds()))
-
-
-def duration_text(seconds: int | None) -> str:
-    """"2 h 05 min", "4 min 10 s", "12 s": short enough for a table cell (share-progress.js says the same)."""
-    if seconds is None:
-        return ""
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
-
-
-def export_eta_seconds(export, now: datetime) -> int | None:
-    """Remaining time, extrapolated from the progress made since the export started."""
-    if export is None or export.state not in export.IN_FLIGHT or not export.progress:
-        return None
-    elapsed = (now - export.created_at).total_seconds()
-    return max(0, int(elapsed * (100 - export.progress) / export.progress))
-
-
-def share_progress(*, access: TeamAccess, share: Share) -> dict:
-    """States, progress and messages only: never a link, a key or a bucket path."""
-    now = timezone.now()
-    export = share.export
-    deadline = export.manifest_deadline if export else None
-    return {
-        "state": share.state,
-        "state_label": share.get_state_display(),
-        "message": share.state_message,
-        "final": share.is_final,
-        "export": None if export is None else {
-            "state": export.state,
-            "state_label": export.get_state_display(),
-            "progress": export.progress,
-            "message": export.state_message,
-            "elapsed_seconds": _seconds(now - export.created_at),
-            "eta_seconds": export_eta_seconds(export, now),
-            "eta_text": duration_text(export_eta_seconds(export, now)),
-        },
-        "deadline": deadline.isoformat() if deadline else None,
-        "deadline_seconds": _seconds(deadline - now) if deadline else None,
-        "deadline_text": duration_text(_seconds(deadline - now)) if deadline else "",
-        "recipients": [
-            {
-                "id": str(r.public_id),
-                "state": r.state,
-                "state_label": r.get_state_display(),
-                "message": r.state_message,
-                "image_id": r.image_id if r.state == Recipient.State.COMPLETED else "",
-                "elapsed_text": duration_text(_seconds((r.completed_at or now) - r.started_at))
-                if r.started_at else "",
-            }
-            for r in share_recipients_for_user(access=access, share=share)
-        ],
-    }
+# --- Timeline ---------------------------------------------------------------------------------------------
 
 
 def share_timeline(*, access: TeamAccess, share: Share) -> QuerySet:
@@ -264,13 +179,6 @@ def share_timeline_recent(*, access: TeamAccess, share: Share, limit: int | None
 # --- Dashboard --------------------------------------------------------------------------------------------
 
 
-CHART_SERIES = (
-    ("completed", "Completed", "#12805c"),
-    ("failed", "Failed", "#b42318"),
-    ("other", "Declined, expired or cancelled", "#98a2b3"),
-)
-
-
 def _week_start(moment: datetime) -> datetime:
     local = timezone.localtime(moment)
     day = local.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -297,27 +205,6 @@ def copies_per_week(*, team, now: datetime | None = None) -> list[dict]:
             key = state if state in ("completed", "failed") else "other"
             weeks[index][key] += n
     return weeks
-
-
-def weekly_chart(weeks: list[dict], *, width: int = 320, height: int = 120) -> dict:
-    """Geometry of a stacked bar chart, drawn by the template as inline SVG (no script, no style)."""
-    peak = max([sum(w[k] for k, _, _ in CHART_SERIES) for w in weeks] + [1])
-    plot = height - 20
-    slot = width / len(weeks)
-    bars = []
-    for i, week in enumerate(weeks):
-        y = plot
-        segments = []
-        for key, label, colour in CHART_SERIES:
-            h = round(plot * week[key] / peak, 1)
-            if h:
-                y -= h
-                segments.append({"y": round(y, 1), "height": h, "fill": colour, "label": label, "count": week[key]})
-        bars.append({"x": round(i * slot + slot * 0.15, 1), "width": round(slot * 0.7, 1), "segments": segments,
-                     "label": week["start"].strftime("%d %b"), "text_x": round(i * slot + slot / 2, 1),
-                     "total": sum(week[k] for k, _, _ in CHART_SERIES)})
-    return {"width": width, "height": height, "baseline": plot, "label_y": height - 5, "bars": bars,
-            "peak": peak, "series": CHART_SERIES, "empty": all(b["total"] == 0 for b in bars)}
 
 
 def _first_with_total(qs: QuerySet) -> tuple[list, int]:
@@ -356,5 +243,4 @@ def dashboard_for_team(*, access: TeamAccess) -> dict:
         "in_flight": list(in_flight[:DASHBOARD_LIMIT]),
         "incoming_imports": importing,
         "recent": list(recent[:DASHBOARD_LIMIT]),
-        "chart": weekly_chart(copies_per_week(team=team)),
     }

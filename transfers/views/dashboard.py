@@ -5,7 +5,8 @@ from django.views.decorators.http import require_GET
 
 from accounts import selectors as account_selectors
 from accounts.decorators import team_view
-from transfers.selectors import dashboard_for_team
+from transfers.charts import weekly_chart
+from transfers.selectors import copies_per_week, dashboard_for_team
 
 
 @team_view()
@@ -17,4 +18,5 @@ def dashboard(request, access):
         "valid_accounts": [a for a in accounts if a.is_valid],
         "role_counts": account_selectors.team_role_counts(team=access.team),
         **dashboard_for_team(access=access),
+        "chart": weekly_chart(copies_per_week(team=access.team)),
     })

@@ -14,11 +14,12 @@ from django.views.decorators.http import require_GET, require_http_methods
 import outscale
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from transfers import rules, selectors
+from transfers import presentation, rules, selectors
 from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
 from transfers.models import Share
 from transfers.rate_limits import IMAGE_LIST, rate_limited
 from transfers.services import requests as share_requests
+from transfers.services.images import shareable_images_list
 
 SHARES_PER_PAGE = 25
 SHARE_REQUESTED = "Your request to copy {image} was sent to the team's approvers."
@@ -42,7 +43,7 @@ def share_new(request, access):
         return render(request, "transfers/share_form.html", {
             "source": None, "accounts": selectors.source_accounts_for_team(team=access.team)})
     source = _source_account(access, raw_account)
-    images = selectors.shareable_images_for_account(account=source)
+    images = shareable_images_list(account=source)
     candidates = selectors.recipient_choices_for_share(team=access.team, source=source)
     form = ShareRequestForm(request.POST or None, images=images.images, source=source,
                             recipient_accounts=candidates)
@@ -90,7 +91,7 @@ def _detail_context(access, share) -> dict:
     is_requester = share.requested_by_id == access.user.pk
     waiting = share.state == Share.State.REQUESTED
     now = timezone.now()
-    progress = selectors.share_progress(access=access, share=share)
+    progress = presentation.share_progress(access=access, share=share)
     live = {row["id"]: row for row in progress["recipients"]}
     rows = [{
         "recipient": r,
@@ -132,4 +133,4 @@ def share_detail(request, access, share_id):
 @require_GET
 def share_progress(request, access, share_id):
     share = selectors.share_get_for_user(access=access, public_id=share_id)
-    return JsonResponse(selectors.share_progress(access=access, share=share))
+    return JsonResponse(presentation.share_progress(access=access, share=share))

@@ -1,0 +1,75 @@
+"""What the share pages show that is not a row as stored: a share's live progress, with its
+durations in words. Views and the progress poll use it; the reads themselves stay in selectors."""
+
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from accounts.selectors import TeamAccess
+from transfers.models import Recipient, Share
+from transfers.selectors import share_recipients_for_user
+
+
+def _seconds(delta: timedelta) -> int:
+    return max(0, int(delta.total_seconds()))
+
+
+def duration_text(seconds: int | None) -> str:
+    """"2 h 05 min", "4 min 10 s", "12 s": short enough for a table cell (share-progress.js says the same)."""
+    if seconds is None:
+        return ""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def export_eta_seconds(export, now: datetime) -> int | None:
+    """Remaining time, extrapolated from the progress made since the export started."""
+    if export is None or export.state not in export.IN_FLIGHT or not export.progress:
+        return None
+    elapsed = (now - export.created_at).total_seconds()
+    return max(0, int(elapsed * (100 - export.progress) / export.progress))
+
+
+def share_progress(*, access: TeamAccess, share: Share) -> dict:
+    """States, progress and messages only: never a link, a key or a bucket path."""
+    now = timezone.now()
+    export = share.export
+    deadline = export.manifest_deadline if export else None
+    return {
+        "state": share.state,
+        "state_label": share.get_state_display(),
+        "message": share.state_message,
+        "final": share.is_final,
+        "export": None if export is None else {
+            "state": export.state,
+            "state_label": export.get_state_display(),
+            "progress": export.progress,
+            "message": export.state_message,
+            "elapsed_seconds": _seconds(now - export.created_at),
+            "eta_seconds": export_eta_seconds(export, now),
+            "eta_text": duration_text(export_eta_seconds(export, now)),
+        },
+        "deadline": deadline.isoformat() if deadline else None,
+        "deadline_seconds": _seconds(deadline - now) if deadline else None,
+        "deadline_text": duration_text(_seconds(deadline - now)) if deadline else "",
+        "recipients": [
+            {
+                "id": str(r.public_id),
+                "state": r.state,
+                "state_label": r.get_state_display(),
+                "message": r.state_message,
+                "image_id": r.image_id if r.state == Recipient.State.COMPLETED else "",
+                "elapsed_text": duration_text(_seconds((r.completed_at or now) - r.started_at))
+                if r.started_at else "",
+            }
+            for r in share_recipients_for_user(access=access, share=share)
+        ],
+    }
