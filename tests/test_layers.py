@@ -56,6 +56,7 @@ def tree(tmp_path):
     ("audit/__init__.py", "import accounts.models", "layers", "audit -> accounts.models"),
     ("transfers/selectors.py", "from transfers.services import requests", "transfers",
      "transfers.selectors -> transfers.services.requests"),
+    ("transfers/selectors.py", "import outscale.oapi", "selectors", "transfers.selectors -> outscale.oapi"),
     ("audit/checkpoints.py", "from audit import integrity", "audit", "audit.checkpoints -> audit.integrity"),
 ])
 def test_a_wrong_import_breaks_the_contract_it_crosses(tree, path, statement, contract, reported):
