@@ -76,7 +76,8 @@ def may_decide(*, access: TeamAccess, share: Share, now: datetime | None = None)
 # --- Cancelling (share_cancel) ------------------------------------------------------------------------
 
 
-CANCELLABLE = Q(state__in=[Share.State.REQUESTED, Share.State.APPROVED], export__isnull=True)
+CANCELLABLE_STATES = (Share.State.REQUESTED, Share.State.APPROVED)
+CANCELLABLE = Q(state__in=CANCELLABLE_STATES, export__isnull=True)
 
 
 def cancel_needs(*, access: TeamAccess, share: Share) -> Capability:
@@ -86,7 +87,7 @@ def cancel_needs(*, access: TeamAccess, share: Share) -> Capability:
 
 def cancellable(share: Share) -> bool:
     """Before its export starts (``CANCELLABLE``)."""
-    return share.state in (Share.State.REQUESTED, Share.State.APPROVED) and share.export_id is None
+    return share.state in CANCELLABLE_STATES and share.export_id is None
 
 
 def may_cancel(*, access: TeamAccess, share: Share) -> bool:
@@ -114,21 +115,21 @@ def approval_ends(share: Share) -> datetime | None:
     return None
 
 
-
-REEXPORTABLE = Q(state__in=[Share.State.EXPIRED, Share.State.FAILED]) \
+REEXPORTABLE_STATES = (Share.State.EXPIRED, Share.State.FAILED)
+REEXPORTABLE = Q(state__in=REEXPORTABLE_STATES) \
     & (Q(decided_at__isnull=False) | Q(approval_required=False, export__isnull=False))
 
 
 def reexportable(share: Share) -> bool:
     """Expired or failed after an approval, or (needing none) after its export started
     (``REEXPORTABLE``): a request that expired unanswered was never approved."""
-    return share.state in (Share.State.EXPIRED, Share.State.FAILED) and (
+    return share.state in REEXPORTABLE_STATES and (
         share.decided_at is not None or (not share.approval_required and share.export_id is not None))
 
 
 def approval_lapsed(share: Share, now: datetime | None = None) -> datetime | None:
     """When the approval of an expired or failed share stopped allowing exports, if it has."""
-    if share.state not in (Share.State.EXPIRED, Share.State.FAILED):
+    if share.state not in REEXPORTABLE_STATES:
         return None
     ends = approval_ends(share)
     return ends if ends is not None and ends <= (now or timezone.now()) else None
@@ -143,8 +144,8 @@ def may_reexport(*, access: TeamAccess, share: Share, now: datetime | None = Non
 
 
 def may_answer(*, access: TeamAccess, recipient: Recipient) -> bool:
-    """Accept or decline an offer to the team. Accepting an account changed since the approval is
-    still offered: the service refuses it then, failing the import with the reason."""
+    """Accept or decline an offer to the team. An offer whose account changed since the approval
+    still shows Accept: the service then refuses the import and fails it with the reason."""
     return _receives(access, recipient) and access.can(Capability.ACCEPT_SHARE) \
         and recipient.state == Recipient.State.OFFERED
 
