@@ -29,6 +29,7 @@ _EXPORTS = {
     "PresignedLink": "results", "CallResult": "results", "Relation": "results",
     "record_request_ids": "retries",
     "warm_up": "clients", "clear_clients": "clients",
+    "Config": "config", "configure": "config",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,15 +1,13 @@
 """Where each Region's OAPI and OOS live, and how long to wait for them.
 
-Settings are read at call time (not import time) so tests and the sandbox can
-point Regions elsewhere with override_settings, and so importing this package
-never requires configured Django settings.
+The configuration is read at call time (not import time), so a new one (a test pointing Regions
+at the sandbox) applies to the next call.
 """
 
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from django.conf import settings
-
+from outscale import config
 from outscale.regions import REGIONS, default_api_endpoint, default_oos_endpoint
 
 
@@ -31,7 +29,7 @@ class Timeouts:
 def endpoints_for(region: str) -> Endpoints:
     if region not in REGIONS:
         raise ValueError(f"Unknown OUTSCALE Region {region!r}.")
-    override = (getattr(settings, "OMIPORTAL_OUTSCALE_ENDPOINTS", None) or {}).get(region) or {}
+    override = config.current().endpoints.get(region) or {}
     api = (override.get("api") or default_api_endpoint(region)).rstrip("/")
     oos = (override.get("oos") or default_oos_endpoint(region)).rstrip("/")
     for url in (api, oos):
@@ -46,7 +44,5 @@ def oos_hosts() -> dict[str, str]:
 
 
 def timeouts() -> Timeouts:
-    return Timeouts(
-        connect=float(getattr(settings, "OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT", 5.0)),
-        read=float(getattr(settings, "OMIPORTAL_OUTSCALE_READ_TIMEOUT", 30.0)),
-    )
+    current = config.current()
+    return Timeouts(connect=float(current.connect_timeout), read=float(current.read_timeout))

@@ -9,19 +9,20 @@ Where: CreateImage takes no tags (its parameters in the OAPI spec shipped in osc
 Description is the only free text set at creation), and tags added after the create would leave
 the image unmarked until then, so the mark is in the Description, written with the image.
 
-What: an HMAC-SHA256 of the subject (which transfer and which attempt) under a key derived from
-DJANGO_SECRET_KEY. The account's owner can read and edit the description, but cannot make the
-mark of a subject without the key. Not the credential key ring: `rotate_credential_keys`
-re-seals what the database holds and then retires old keys, and a mark in the cloud cannot be
-re-sealed. A secret key is rotated the Django way (the old one kept in
+What: an HMAC-SHA256 of the subject (which transfer and which attempt) under a key the portal hands
+in (``config.mark_keys``: DJANGO_SECRET_KEY and its fallbacks). The account's owner can read and
+edit the description, but cannot make the mark of a subject without the key. Not the credential key
+ring: `rotate_credential_keys` re-seals what the database holds and then retires old keys, and a
+mark in the cloud cannot be re-sealed. A secret key is rotated the Django way (the old one kept in
 DJANGO_SECRET_KEY_FALLBACKS until the transfers in flight have ended), and marks made under a
 fallback are still recognised.
 """
 
 import hmac
 
-from django.conf import settings
 from django.utils.crypto import salted_hmac
+
+from outscale import config
 
 _SALT = "outscale.marks"
 PREFIX = "omiportal-mark:"
@@ -34,7 +35,7 @@ def _mark(subject: str, secret) -> str:
 
 def mark(subject: str) -> str:
     """The portal's mark for ``subject`` (e.g. ``recipient:<public id>:<attempt>``)."""
-    return _mark(subject, settings.SECRET_KEY)
+    return _mark(subject, _keys()[0])
 
 
 def marked(description: str, *, subject: str) -> str:
@@ -45,10 +46,14 @@ def marked(description: str, *, subject: str) -> str:
 def is_marked(description: str | None, *, subject: str) -> bool:
     """Whether ``description`` carries the portal's mark for ``subject`` (current or fallback key)."""
     text = description or ""
-    for secret in (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())):
-        if hmac.compare_digest(_mark(subject, secret), _find(text)):
-            return True
-    return False
+    return any(hmac.compare_digest(_mark(subject, secret), _find(text)) for secret in _keys())
+
+
+def _keys() -> tuple[str, ...]:
+    keys = config.current().mark_keys
+    if not keys:
+        raise RuntimeError(config.NOT_CONFIGURED)
+    return keys
 
 
 def _find(text: str) -> str:

@@ -43,7 +43,6 @@ from typing import Any
 
 import osc_sdk_python
 import requests
-from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from osc_sdk_python.call import Call
 from osc_sdk_python.credentials import Endpoint, Profile
@@ -54,7 +53,7 @@ from osc_sdk_python.outscale_gateway import (
 )
 from urllib3.exceptions import NewConnectionError
 
-from outscale import errors, retries
+from outscale import config, errors, retries
 from outscale.credentials import Credentials
 from outscale.endpoints import endpoints_for, timeouts
 from outscale.pace import forget_paces, pace_for
@@ -190,7 +189,7 @@ def clear_clients() -> None:
 def gateway_for(creds: Credentials) -> PortalGateway:
     api = endpoints_for(creds.region).api
     timeout = timeouts().as_tuple()
-    rate = int(getattr(settings, "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND", DEFAULT_LIMITER_MAX_REQUESTS))
+    rate = int(config.current().calls_per_second or DEFAULT_LIMITER_MAX_REQUESTS)
     key = (creds.access_key, secret_fingerprint(creds.secret_key), creds.region, api, timeout, rate)
     cache = _thread_cache()
     gateway = cache.get(key)

@@ -26,8 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from django.conf import settings
-
+from outscale import config
 from outscale.errors import CloudError, RetryLater
 
 logger = logging.getLogger("outscale")
@@ -41,13 +40,10 @@ class RetryPolicy:
     max_delay: float
 
     @classmethod
-    def from_settings(cls) -> "RetryPolicy":
-        # Optional settings (not in settings.py): defaults suit the real cloud.
-        return cls(
-            attempts=max(1, int(getattr(settings, "OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS", 3))),
-            base_delay=float(getattr(settings, "OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY", 0.5)),
-            max_delay=float(getattr(settings, "OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY", 4.0)),
-        )
+    def current(cls) -> "RetryPolicy":
+        now = config.current()
+        return cls(attempts=max(1, int(now.retry_attempts)), base_delay=float(now.retry_base_delay),
+                   max_delay=float(now.retry_max_delay))
 
     def delay(self, attempt: int) -> float:
         # Full jitter: workers throttled together must not come back in step.
@@ -95,7 +91,7 @@ def run(
     `translate` maps a transport/SDK exception to a CloudError, or None for
     exceptions that are programming errors and must propagate unchanged.
     """
-    policy = RetryPolicy.from_settings()
+    policy = RetryPolicy.current()
     seen: list[str] = []
     for attempt in range(policy.attempts):
         try:

@@ -1,14 +1,17 @@
 """Credentials, endpoints, timeouts, OOS client isolation and pre-sign arithmetic."""
 
+import ast
 import logging
 import pickle
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.test import override_settings
 
 import outscale
-from outscale import oos, storage
+from outscale import marks, oos, storage
 from outscale.credentials import Credentials
 from outscale.endpoints import endpoints_for, oos_hosts, timeouts
 from outscale.regions import REGIONS
@@ -76,6 +79,42 @@ def test_timeouts_come_from_settings(settings):
     settings.OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT = 2.5
     settings.OMIPORTAL_OUTSCALE_READ_TIMEOUT = 12.0
     assert timeouts().as_tuple() == (2.5, 12.0)
+
+
+# --- the cloud layer is handed its configuration ---------------------------------------------
+
+# Django utilities the layer may use (no settings, no app): masking frames in error reports, an HMAC.
+DJANGO_UTILITIES = {"django.views.decorators.debug", "django.utils.crypto"}
+
+
+def test_the_cloud_layer_reads_no_settings_and_uses_only_djangos_utilities():
+    root = Path(outscale.__file__).parent
+    used = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "django":
+                used.add(node.module)
+            elif isinstance(node, ast.Import):
+                used.update(alias.name for alias in node.names if alias.name.split(".")[0] == "django")
+    assert used <= DJANGO_UTILITIES, used - DJANGO_UTILITIES
+
+
+def test_a_changed_setting_reaches_the_layer_and_a_restored_one_comes_back(settings):
+    before = outscale.config.current()
+    with override_settings(OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS=7, SECRET_KEY="another-key-for-marks-0123456789"):
+        assert outscale.config.current().retry_attempts == 7
+        assert outscale.config.current().mark_keys[0] == "another-key-for-marks-0123456789"
+    assert outscale.config.current() == before
+
+
+def test_marks_need_a_key_handed_in():
+    before = outscale.config.current()
+    outscale.configure(outscale.Config())
+    try:
+        with pytest.raises(RuntimeError, match="no key for the portal's mark"):
+            marks.mark("recipient:abc:1")
+    finally:
+        outscale.configure(before)
 
 
 # --- OOS client isolation --------------------------------------------------------------------
