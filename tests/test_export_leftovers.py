@@ -18,7 +18,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors
 from transfers.models import Export, Recipient, Share
-from transfers.services import cleanup, exports, imports, reconcile
+from transfers.services import cleanup, exports, import_offers, reconcile
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +34,7 @@ def _completed_share(flow, cloud, **kwargs) -> Share:
     approve(flow, share)
     workers.run_jobs(until=lambda: _state(share) == Share.State.READY)
     for recipient in Recipient.objects.filter(share=share, kind="team", state="offered"):
-        imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+        import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
     workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
     workers.run_jobs()
     Team.objects.filter(pk=flow.source.pk).update(cleanup_exports=True)
@@ -217,7 +217,7 @@ def test_a_copy_first_image_is_deleted_once_its_export_is_complete(flow, cloud):
 
     # The recipients still import from the exported files.
     for recipient in Recipient.objects.filter(share=share, kind="team"):
-        imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+        import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
     workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
 
 

@@ -23,7 +23,7 @@ from audit.verify import verify_chain
 from tests import factories, workers
 from tests.transfer_world import access, image_id, sandbox_account
 from transfers.models import Export, Recipient, Share
-from transfers.services import imports
+from transfers.services import import_offers
 from transfers.services import requests as share_requests
 
 pytestmark = [pytest.mark.fault_run, pytest.mark.django_db(transaction=True)]
@@ -212,7 +212,7 @@ def accept_offered(teams) -> int:
     for recipient in Recipient.objects.filter(state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM):
         team, people = by_team[recipient.team_id]
         with contextlib.suppress(Exception):  # a concurrent change or a restarting database: next round
-            imports.recipient_accept(access=access(people["member"], team), recipient=recipient)
+            import_offers.recipient_accept(access=access(people["member"], team), recipient=recipient)
             accepted += 1
     return accepted
 

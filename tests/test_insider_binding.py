@@ -20,7 +20,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors
 from transfers.models import Export, Recipient, Share
-from transfers.services import binding, imports, reconcile
+from transfers.services import binding, import_offers, reconcile
 from transfers.services import requests as share_requests
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,7 +68,7 @@ def test_it_refuses_to_import_into_an_account_re_keyed_after_the_approval(flow, 
     # The recipient team's admin swaps delta's keys for another OUTSCALE account in the same Region.
     _rekey_behind_the_portal(cloud, flow.delta, "outscale-us-east-2")
     with pytest.raises(errors.ShareError) as info:
-        imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+        import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
 
     message = errors.CHANGED_SINCE_APPROVAL.format(
         label="delta", what=f"now OUTSCALE account {OUTSCALE_US}, approved {DELTA}")
@@ -89,7 +89,7 @@ def test_it_refuses_to_import_into_an_account_moved_to_another_region(flow, clou
 
     _rekey_behind_the_portal(cloud, flow.delta, "beta")  # beta's keys, eu-west-2
     with pytest.raises(errors.ShareError) as info:
-        imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+        import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
 
     assert "now in Region eu-west-2, approved in us-east-2" in info.value.messages[0]
     assert Recipient.objects.get(pk=recipient.pk).state == Recipient.State.FAILED
@@ -102,7 +102,7 @@ def test_it_refuses_an_accepted_import_whose_account_changed_before_its_job_ran(
     approve(flow, share)
     workers.run_jobs(until=_ready(share))
     recipient = Recipient.objects.get(share=share)
-    imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
     _rekey_behind_the_portal(cloud, flow.delta, "outscale-us-east-2")
 
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == Recipient.State.FAILED)
@@ -135,13 +135,13 @@ def test_it_refuses_a_retry_into_an_account_whose_keys_are_no_longer_validated(f
     workers.run_jobs(until=_ready(share))
     cloud.faults.fail_import("web-copy", comment="disk image is corrupt")
     recipient = Recipient.objects.get(share=share)
-    imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == Recipient.State.FAILED)
     CloudAccount.objects.filter(pk=flow.delta.pk).update(validation_status="invalid")
     recipient.refresh_from_db()
 
     with pytest.raises(errors.ShareError) as info:
-        imports.recipient_retry(access=access(flow.dst_member, flow.dest), recipient=recipient)
+        import_offers.recipient_retry(access=access(flow.dst_member, flow.dest), recipient=recipient)
 
     assert "its keys are not validated" in info.value.messages[0]
     assert _refused(recipient).count() == 1

@@ -21,7 +21,7 @@ from audit.recorder import keeping_denials, record
 from tests import factories
 from tests.transfer_world import access
 from transfers.models import Recipient, Share
-from transfers.services import imports
+from transfers.services import import_offers
 from transfers.services import requests as share_requests
 
 # --- INS-06: a denial survives the rollback of what it denied ------------------------------------
@@ -42,9 +42,10 @@ def _share(world):
 # Every service that records its refusal inside its own transaction: (who tries, the call).
 DENIED_INSIDE_A_TRANSACTION = {
     "share_cancel": ("member", lambda w, a, s, r: share_requests.share_cancel(access=a, share=s)),
-    "recipient_accept": ("auditor", lambda w, a, s, r: imports.recipient_accept(access=a, recipient=r)),
-    "recipient_retry": ("auditor", lambda w, a, s, r: imports.recipient_retry(access=a, recipient=r)),
-    "recipient_decline": ("auditor", lambda w, a, s, r: imports.recipient_decline(access=a, recipient=r, reason="")),
+    "recipient_accept": ("auditor", lambda w, a, s, r: import_offers.recipient_accept(access=a, recipient=r)),
+    "recipient_retry": ("auditor", lambda w, a, s, r: import_offers.recipient_retry(access=a, recipient=r)),
+    "recipient_decline": ("auditor",
+                          lambda w, a, s, r: import_offers.recipient_decline(access=a, recipient=r, reason="")),
     "membership_add": ("member", lambda w, a, s, r: account_services.membership_add(
         access=a, email="puppet@alpha.test", role=Role.APPROVER)),
     "membership_change_role": ("member", lambda w, a, s, r: account_services.membership_change_role(
@@ -233,7 +234,7 @@ def test_a_share_request_opens_only_the_requesting_teams_keys(flow, cloud):
     workers.run_jobs(until=lambda: Share.objects.get(pk=share.pk).state == Share.State.READY)
     assert not used.filter(team_id=flow.dest.pk).exists()  # the source team's export used its own keys only
     recipient = share.recipients.get()
-    imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == Recipient.State.FAILED)
     recipient.refresh_from_db()
     assert recipient.state_message == errors.NAME_NOT_OURS.format(name="delta-api-2.3")

@@ -22,7 +22,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, external_links, imports, reconcile
+from transfers.services import exports, external_links, import_offers, reconcile
 from transfers.services.requests import ExternalRecipient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -116,14 +116,14 @@ def test_an_import_start_that_cannot_open_its_link_fails_after_the_bound_and_acc
     # Accepting a failed pasted-link import is refused: it would skip the retry checks and start
     # an import whose link is gone, a loop again. Nothing moves, nothing is queued, the trail says so.
     with pytest.raises(errors.ShareConflict, match="not waiting for your team's answer"):
-        imports.recipient_accept(access=member, recipient=bad)
+        import_offers.recipient_accept(access=member, recipient=bad)
     refused = AuditEvent.objects.get(action="import.accepted", outcome="denied", actor_id=flow.dst_member.pk)
     assert refused.details["state"] == "failed"
     assert workers.pending_jobs() == 0
     assert Recipient.objects.filter(pk=bad.pk, state=Recipient.State.FAILED, step_errors=LIMIT).exists()
     # And the retry's checks hold: the link was wiped, only a new link helps.
     with pytest.raises(errors.ShareError, match="expired"):
-        imports.recipient_retry(access=member, recipient=bad)
+        import_offers.recipient_retry(access=member, recipient=bad)
     assert workers.pending_jobs() == 0
     assert verify_chain().ok
 
@@ -260,23 +260,23 @@ def test_accept_moves_only_an_offered_import_and_retry_only_a_failed_one(flow, c
     recipient = Recipient.objects.get(share=share)
 
     with pytest.raises(errors.ShareConflict, match="Only a failed step can be retried"):
-        imports.recipient_retry(access=member, recipient=recipient)
+        import_offers.recipient_retry(access=member, recipient=recipient)
     assert AuditEvent.objects.filter(action="import.retried", outcome="denied").count() == 1
 
     cloud.faults.fail_import("web-copy", comment="disk image is corrupt")
-    imports.recipient_accept(access=member, recipient=recipient)
+    import_offers.recipient_accept(access=member, recipient=recipient)
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == Recipient.State.FAILED)
     workers.run_jobs()
     recipient.refresh_from_db()
     before = Recipient.objects.filter(pk=recipient.pk).values().get()
 
     with pytest.raises(errors.ShareConflict, match=r"not waiting for your team's answer \(it is failed\)"):
-        imports.recipient_accept(access=member, recipient=recipient)
+        import_offers.recipient_accept(access=member, recipient=recipient)
     assert Recipient.objects.filter(pk=recipient.pk).values().get() == before
     assert workers.pending_jobs() == 0
     (refused,) = AuditEvent.objects.filter(action="import.accepted", outcome="denied")
     assert (refused.actor_id, refused.details["state"]) == (flow.dst_member.pk, "failed")
 
-    imports.recipient_retry(access=member, recipient=recipient)  # the way back, with its checks
+    import_offers.recipient_retry(access=member, recipient=recipient)  # the way back, with its checks
     assert Recipient.objects.get(pk=recipient.pk).state == Recipient.State.IMPORTING
     assert verify_chain().ok

@@ -20,7 +20,7 @@ from tests import factories
 from tests.transfer_world import access, make_transfer_world, request_share
 from transfers import selectors
 from transfers.models import Export, Recipient, Share
-from transfers.services import external_links, imports, reconcile
+from transfers.services import external_links, import_offers, reconcile
 from transfers.services import requests as share_requests
 from transfers.services.requests import ExternalRecipient
 
@@ -138,9 +138,10 @@ ACTIONS = {
         access=a, share=_source_share(a, share), digest=share.digest, verified_at=timezone.now()),
     "reject": lambda a, share: share_requests.share_reject(
         access=a, share=_source_share(a, share), digest=share.digest, verified_at=timezone.now()),
-    "accept": lambda a, share: imports.recipient_accept(access=a, recipient=_team_recipient(a, share)),
-    "decline": lambda a, share: imports.recipient_decline(access=a, recipient=_team_recipient(a, share), reason=""),
-    "retry": lambda a, share: imports.recipient_retry(access=a, recipient=_team_recipient(a, share)),
+    "accept": lambda a, share: import_offers.recipient_accept(access=a, recipient=_team_recipient(a, share)),
+    "decline": lambda a, share: import_offers.recipient_decline(access=a, recipient=_team_recipient(a, share),
+                                                                reason=""),
+    "retry": lambda a, share: import_offers.recipient_retry(access=a, recipient=_team_recipient(a, share)),
     "reveal": _reveal,
 }
 

@@ -10,7 +10,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import notifications
 from transfers.models import Export, Recipient, Share
-from transfers.services import imports
+from transfers.services import import_offers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +27,7 @@ def test_a_cross_region_copy_completes_with_one_export_and_one_import_per_recipi
     assert set(Recipient.objects.filter(share=share).values_list("state", flat=True)) == {"offered"}
 
     for recipient in Recipient.objects.filter(share=share):
-        imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+        import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
     workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
 
     recipients = list(Recipient.objects.filter(share=share).select_related("target_account"))
@@ -57,7 +57,7 @@ def _ready(share):
 
 def _accept_all(flow, share):
     for recipient in Recipient.objects.filter(share=share, kind="team", state="offered"):
-        imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
+        import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=recipient)
 
 
 def test_a_public_image_is_copied_into_the_account_before_its_export(flow, cloud):
@@ -126,7 +126,7 @@ def test_a_failed_import_can_be_retried(flow, cloud):
     recipient.refresh_from_db()
     assert "corrupt" in recipient.state_message
     assert _state(share) == Share.State.FAILED or _state(share) == Share.State.IMPORTING
-    imports.recipient_retry(access=access(flow.dst_member, flow.dest), recipient=recipient)
+    import_offers.recipient_retry(access=access(flow.dst_member, flow.dest), recipient=recipient)
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == "completed")
     assert Recipient.objects.get(pk=recipient.pk).image_name == "web-copy (retry 2)"
 

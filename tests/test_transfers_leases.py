@@ -19,7 +19,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors, jobs
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, import_ends, import_starts, import_sweeps, imports, polling, reconcile
+from transfers.services import exports, import_ends, import_offers, import_starts, import_sweeps, polling, reconcile
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,7 +87,7 @@ def test_an_import_held_inside_create_image_past_the_grace_is_not_started_again(
     share = _ready_share(leases, cloud)
     recipient = share.recipients.get()
     cloud.faults.configure(hold_seconds=HOLD, hold_actions={"CreateImage"})
-    imports.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
     workers.flush()  # the start runs in the thread below; the reconciler is the only other run
     held = _in_thread(jobs.import_start_job, str(recipient.public_id))
     _wait(lambda: Recipient.objects.get(pk=recipient.pk).start_tries == 1, "the start to claim its row")
@@ -151,7 +151,7 @@ def test_a_start_whose_lease_ran_out_is_taken_over_and_looks_its_name_up_first(l
     # The run holding the lease died inside its call (here: it never came back to the row).
     share = _ready_share(leases, cloud)
     recipient = share.recipients.get()
-    imports.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
     workers.flush()
     assert import_starts._claim([Recipient.objects.select_related(*import_starts._STARTING).get(pk=recipient.pk)])
     import_starts.import_start(recipient_id=recipient.public_id)  # a second run: the lease holds
@@ -187,7 +187,7 @@ def test_an_image_made_by_hand_under_the_copy_name_is_never_adopted(leases, clou
     by_hand = gw.CreateImage(SourceImageId=own, SourceRegionName="us-east-2", ImageName="web-copy",
                              Description="made by hand")["Image"]["ImageId"]
     before = AuditEvent.objects.count()
-    imports.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state in Recipient.FINAL_STATES)
     recipient.refresh_from_db()
     assert recipient.state == Recipient.State.FAILED and not recipient.image_id
@@ -204,7 +204,7 @@ def test_a_lost_answer_adopts_our_own_image_and_makes_no_second(leases, cloud):
     share = _ready_share(leases, cloud)
     recipient = share.recipients.get()
     cloud.faults.configure(lost_response_rate=1.0, actions={"CreateImage"})
-    imports.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).start_tries >= 1)  # one try, put off
     cloud.faults.reset()
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state in Recipient.FINAL_STATES)
@@ -221,7 +221,7 @@ def test_a_duplicate_name_answer_for_our_own_create_adopts_it(leases, cloud):
     # gets the cloud's duplicate-name answer: it looks the name up and adopts our own image.
     share = _ready_share(leases, cloud)
     recipient = share.recipients.get()
-    imports.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
     workers.flush()
     row = Recipient.objects.select_related(*import_starts._STARTING).get(pk=recipient.pk)
     creds = outscale.Credentials(cloud.account("delta")["access_key"], cloud.account("delta")["secret_key"],
@@ -268,7 +268,7 @@ def test_a_mark_made_under_a_retired_secret_key_is_still_recognised(settings):
 def test_a_late_put_off_start_does_not_move_a_row_another_run_advanced(leases, cloud):
     share = _ready_share(leases, cloud)
     recipient = share.recipients.get()
-    imports.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(leases.dst_member, leases.dest), recipient=recipient)
     workers.flush()
     (read,) = import_starts._claim([Recipient.objects.select_related(*import_starts._STARTING).get(pk=recipient.pk)])
     # Meanwhile (its lease ran out) another run took the row over and its import started.

@@ -33,7 +33,7 @@ from tests import workers
 from tests.transfer_world import access, approve, image_id, request_share
 from transfers import errors
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, external_links, import_sweeps, imports, reconcile
+from transfers.services import exports, external_links, import_offers, import_sweeps, reconcile
 from transfers.services import requests as share_requests
 from transfers.services.requests import ExternalRecipient
 
@@ -173,7 +173,7 @@ def _offered(flow, cloud, *, externals=()):
     approve(flow, share)
     workers.run_jobs(until=lambda: Share.objects.get(pk=share.pk).state == Share.State.READY)
     running = Recipient.objects.get(share=share, target_account=flow.gamma)
-    imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=running)
+    import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=running)
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=running.pk).image_id)
     workers.flush()
     return share, Recipient.objects.get(pk=running.pk)
@@ -194,7 +194,7 @@ def test_declining_meets_the_sweep_that_completes_another_import_of_the_share(fl
     # Both lock the share last among the business rows (share_refresh): the sweep first, at the gate.
     sweep, person = _meet(Share, share.pk,
                           sweep=lambda: import_sweeps.import_sweep(account_id=flow.gamma.public_id),
-                          person=lambda: imports.recipient_decline(access=access(flow.dst_member, flow.dest),
+                          person=lambda: import_offers.recipient_decline(access=access(flow.dst_member, flow.dest),
                                                                    recipient=offered, reason="not needed"))
 
     assert (sweep.error, person.error) == (None, None)
@@ -208,7 +208,7 @@ def test_declining_meets_the_sweep_that_completes_another_import_of_the_share(fl
 def test_an_import_failing_in_one_sweep_meets_another_sweep_completing_the_same_share(flow, cloud, postgres):
     share, running = _offered(flow, cloud)
     failing = Recipient.objects.get(share=share, target_account=flow.delta)
-    imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=failing)
+    import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=failing)
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=failing.pk).image_id)
     workers.flush()
     failing.refresh_from_db()
@@ -238,7 +238,7 @@ def test_an_accept_refused_for_a_moved_account_meets_the_sweep(flow, cloud, post
 
     def accept():
         try:
-            imports.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=offered)
+            import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=offered)
         except errors.ShareError as exc:  # the refusal the person is shown; the import failed
             refused.append(str(exc))
 
@@ -375,12 +375,12 @@ def test_every_transaction_of_a_whole_copy_takes_the_chain_head_last(flow, cloud
         delta_in = Recipient.objects.get(share=main, target_account=flow.delta)
         external = Recipient.objects.get(share=main, kind=Recipient.Kind.EXTERNAL)
         cloud.faults.fail_import("walk-main", comment="corrupt")
-        imports.recipient_accept(access=dst, recipient=gamma_in)
+        import_offers.recipient_accept(access=dst, recipient=gamma_in)
         workers.run_jobs(until=lambda: Recipient.objects.get(pk=gamma_in.pk).state == Recipient.State.FAILED)
         cloud.faults.reset()
-        imports.recipient_retry(access=dst, recipient=Recipient.objects.get(pk=gamma_in.pk))
+        import_offers.recipient_retry(access=dst, recipient=Recipient.objects.get(pk=gamma_in.pk))
         workers.run_jobs(until=lambda: Recipient.objects.get(pk=gamma_in.pk).state == Recipient.State.COMPLETED)
-        imports.recipient_decline(access=dst, recipient=delta_in, reason="not needed")
+        import_offers.recipient_decline(access=dst, recipient=delta_in, reason="not needed")
         link = external_links.link_reveal(access=src, share=main, recipient=external)
         pasted = external_links.link_import_create(access=dst, account=flow.gamma, url=link.url, image_name="walk-link")
         workers.run_jobs(until=lambda: Recipient.objects.get(pk=pasted.pk).state == Recipient.State.COMPLETED)
@@ -388,7 +388,7 @@ def test_every_transaction_of_a_whole_copy_takes_the_chain_head_last(flow, cloud
         reuse_in = Recipient.objects.get(share=reuse)
         CloudAccount.objects.filter(pk=flow.delta.pk).update(account_id="000011112222")
         with pytest.raises(errors.ShareError):
-            imports.recipient_accept(access=dst, recipient=reuse_in)  # refused: delta moved
+            import_offers.recipient_accept(access=dst, recipient=reuse_in)  # refused: delta moved
         CloudAccount.objects.filter(pk=flow.delta.pk).update(account_id=flow.delta.account_id)
         Share.objects.filter(pk=reuse.pk).update(state=Share.State.EXPIRED)
         reconcile.share_reexport(access=src, share=Share.objects.get(pk=reuse.pk))
@@ -422,6 +422,6 @@ def test_a_service_with_nothing_to_lock_after_its_event_still_fails_closed(flow,
 
     monkeypatch.setattr(recorder, "_append", broken)
     with pytest.raises(recorder.AuditError):
-        imports.recipient_decline(access=access(flow.dst_member, flow.dest), recipient=offered, reason="no")
+        import_offers.recipient_decline(access=access(flow.dst_member, flow.dest), recipient=offered, reason="no")
     assert Recipient.objects.get(pk=offered.pk).state == Recipient.State.OFFERED
     assert Share.objects.get(pk=share.pk).state == Share.State.IMPORTING

@@ -12,7 +12,7 @@ from tests.test_transfers_leases import DELTA, _images_named, _ready_share
 from tests.transfer_world import access
 from transfers import jobs
 from transfers.models import Recipient
-from transfers.services import imports
+from transfers.services import import_offers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +36,7 @@ def test_a_create_whose_answer_never_came_is_looked_up_after_the_settle_window_n
     share = _ready_share(abandoned, cloud)
     recipient = share.recipients.get()
     cloud.faults.configure(hold_seconds=HOLD, hold_actions={"CreateImage"})
-    imports.recipient_accept(access=access(abandoned.dst_member, abandoned.dest), recipient=recipient)
+    import_offers.recipient_accept(access=access(abandoned.dst_member, abandoned.dest), recipient=recipient)
     workers.flush()
 
     jobs.import_start_job(str(recipient.public_id))  # the read times out: did the cloud act? unknown

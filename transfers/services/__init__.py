@@ -5,7 +5,7 @@ its audit event in the same transaction and enqueues the next step on commit.
 
 A share, in reading order: requests.py (request, approve, reject, cancel), exports.py (the
 export, its sweep, the offer), cleanup.py (its files deleted). A recipient, in reading order:
-imports.py (accept, decline, retry), import_starts.py (the start), import_sweeps.py (the
+import_offers.py (accept, decline, retry), import_starts.py (the start), import_sweeps.py (the
 looks), import_ends.py (completed or failed). Around them: polling.py (claims, leases, put-offs),
 bounded.py (bounded attempts), binding.py (what an approval binds), reconcile.py (the reconciler).
 

@@ -15,7 +15,7 @@ from audit import recorder
 from audit.recorder import AuditTarget, record
 from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import binding, bounded, import_starts, imports, polling
+from transfers.services import binding, bounded, import_offers, import_starts, polling
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +363,7 @@ def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = 
                details={"export": str(export.public_id), "link_valid_until": export.manifest_deadline.isoformat()})
     auto = Recipient.objects.filter(share__in=ids, state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM,
                                     team__auto_accept_incoming=True).select_related("team", "target_account", "share")
-    begun = imports.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True,
+    begun = import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True,
                                   enqueue=handoff is None)
     if handoff is not None:
         handoff.extend(recipient.public_id for recipient in begun)

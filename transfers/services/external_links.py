@@ -18,7 +18,7 @@ from audit.recorder import record
 from transfers import errors, rules
 from transfers.link_checks import link_fingerprint, validate_manifest_url
 from transfers.models import Recipient, Share
-from transfers.services.imports import import_begin
+from transfers.services.import_offers import import_begin
 from transfers.services.share_state import share_refresh
 
 

@@ -5,7 +5,7 @@ said no, its step gave up (bounded.py), or the portal refused it before any clou
 share's state follows and an email is queued.
 
 Before: import_sweeps.py (the look that sees an import end) and import_starts.py (a create the
-cloud refused). A declined offer ends where it is answered, in imports.py. The words are defined
+cloud refused). A declined offer ends where it is answered, in import_offers.py. The words are defined
 in transfers/services/__init__.py.
 """
 

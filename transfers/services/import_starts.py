@@ -3,7 +3,7 @@
 saw it complete). Each start is claimed (its attempt counted and a lease written) before any cloud
 call, and an attempt after the first looks its image name up before creating.
 
-Before: imports.py, where an offer is accepted (or a failed import retried) and the recipient
+Before: import_offers.py, where an offer is accepted (or a failed import retried) and the recipient
 becomes IMPORTING. Next: import_sweeps.py, the looks that follow the new image until it is
 available; a create the cloud refuses ends at once, in import_ends.py. The words are defined in
 transfers/services/__init__.py.

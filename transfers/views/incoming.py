@@ -19,7 +19,7 @@ from accounts.roles import Capability
 from transfers import rules, selectors
 from transfers.forms import DeclineForm, LinkImportForm
 from transfers.rate_limits import LINK_REVEAL, rate_limited
-from transfers.services import external_links, imports
+from transfers.services import external_links, import_offers
 
 INBOX_PER_PAGE = 25
 ACCEPTED = "Accepted: {name} is being imported into {account}."
@@ -82,7 +82,7 @@ def _answer(request, access, recipient_id, *, act, done: str):
 @require_POST
 def recipient_accept(request, access, recipient_id):
     return _answer(request, access, recipient_id, done=ACCEPTED,
-                   act=lambda r: imports.recipient_accept(access=access, recipient=r))
+                   act=lambda r: import_offers.recipient_accept(access=access, recipient=r))
 
 
 @team_view(Capability.ACCEPT_SHARE)
@@ -91,14 +91,14 @@ def recipient_decline(request, access, recipient_id):
     form = DeclineForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
     return _answer(request, access, recipient_id, done=DECLINED,
-                   act=lambda r: imports.recipient_decline(access=access, recipient=r, reason=reason))
+                   act=lambda r: import_offers.recipient_decline(access=access, recipient=r, reason=reason))
 
 
 @team_view(Capability.ACCEPT_SHARE)
 @require_POST
 def recipient_retry(request, access, recipient_id):
     return _answer(request, access, recipient_id, done=RETRIED,
-                   act=lambda r: imports.recipient_retry(access=access, recipient=r))
+                   act=lambda r: import_offers.recipient_retry(access=access, recipient=r))
 
 
 @secret_page
