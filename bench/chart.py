@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 
 def _worst_p95(run: dict) -> float | None:
     values = [d["p95"] for d in run["detection_lag_seconds"].values() if d.get("count")]
@@ -21,14 +23,11 @@ def _series(runs: list[dict], pattern: str, value) -> tuple[list[int], list[floa
 
 
 def draw(result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = result["runs"]
     o = result["options"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    # A bare Figure, not pyplot: no GUI backend to pick and no global figure to close.
+    fig = Figure(figsize=(10, 4), dpi=100)
+    left, right = fig.subplots(1, 2)
     styles = {"portal": ("tab:blue", "o", "portal (batched sweeps)"),
               "peer": ("tab:red", "s", "peer pattern (one waiter per transfer)")}
     for pattern, (color, marker, label) in styles.items():
@@ -58,5 +57,4 @@ def draw(result: dict, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -39,10 +39,23 @@ from pathlib import Path
 
 import psutil
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
+from django.core.management import call_command
 from django.db import connection, connections
 
+import outscale
+from accounts import services
+from accounts.models import CloudAccount, Membership, Role, Team
+from accounts.models import User as PortalUser
+from accounts.selectors import TeamAccess
+from audit.verify import verify_chain
 from bench import in_force, load
 from bench import transfers as xfer
+from sandbox import seed
+from sandbox.server import Sandbox
+from sandbox.world import Image, Snapshot
+from transfers.models import Export, Recipient, Share
+from transfers.services import requests as share_requests
 
 SOURCE_ACCOUNTS = ("alpha", "delta")  # eu-west-2, us-east-2: imports cross a Region or not
 MAIN_ACCOUNT = "beta"
@@ -109,13 +122,6 @@ class Seeded:
 
 
 def _seed(sandbox, *, tag: str) -> Seeded:
-    from django.contrib.auth.hashers import make_password
-
-    from accounts import services
-    from accounts.models import CloudAccount, Membership, Role, Team
-    from accounts.models import User as PortalUser
-    from accounts.selectors import TeamAccess
-
     password = make_password(None)
     layout = (("source", SOURCE_ACCOUNTS, False), ("main", (MAIN_ACCOUNT,), True), ("other", OTHER_ACCOUNTS, True))
     accounts, source_team, people = {}, None, {}
@@ -144,9 +150,6 @@ def _seed(sandbox, *, tag: str) -> Seeded:
 
 def _own_images(sandbox, account_name: str, names: list[str]) -> list[str]:
     """Owned OMIs added to a source account, one per transfer that has an OMI of its own."""
-    from sandbox import seed
-    from sandbox.world import Image, Snapshot
-
     entry = sandbox.account(account_name)
     ids = []
     with sandbox.world.lock:
@@ -189,9 +192,6 @@ def plan(sandbox, o: Options, *, tag: str) -> list[dict]:
 
 
 def _request_all(seeded: Seeded, transfers: list[dict], log) -> list:
-    from accounts.selectors import TeamAccess
-    from transfers.services import requests as share_requests
-
     requester = seeded.people["requester"]
     access = TeamAccess(user=requester.user, team=seeded.source_team, membership=requester)
     done, started = [], time.monotonic()
@@ -215,9 +215,6 @@ def _request_all(seeded: Seeded, transfers: list[dict], log) -> list:
 
 
 def _approve_all(seeded: Seeded, shares: list, log) -> None:
-    from accounts.selectors import TeamAccess
-    from transfers.services import requests as share_requests
-
     approver = seeded.people["approver"]
     access = TeamAccess(user=approver.user, team=seeded.source_team, membership=approver)
     for k, share in enumerate(shares, 1):
@@ -267,9 +264,6 @@ def _sandbox_ids(seeded: Seeded) -> dict:
 
 
 def check(sandbox, seeded: Seeded, share_ids: list[int], *, tag: str) -> dict:
-    from audit.verify import verify_chain
-    from transfers.models import Export, Recipient, Share
-
     recipients = list(Recipient.objects.filter(share_id__in=share_ids).select_related("share", "target_account"))
     shares = list(Share.objects.filter(pk__in=share_ids))
     exports = list(Export.objects.filter(shares__pk__in=share_ids).distinct().select_related("account"))
@@ -357,22 +351,16 @@ class _ProcessSettings:
         self.saved: dict = {}
 
     def set(self, **values) -> None:
-        import outscale
-
         for name, value in values.items():
             self.saved.setdefault(name, getattr(settings, name))
             setattr(settings, name, value)
         outscale.clear_clients()
 
     def put_back(self, name: str) -> None:
-        import outscale
-
         setattr(settings, name, self.saved.pop(name))
         outscale.clear_clients()
 
     def restore(self) -> None:
-        import outscale
-
         for name, value in self.saved.items():
             setattr(settings, name, value)
         outscale.clear_clients()
@@ -386,11 +374,6 @@ def _worker_env(endpoints: dict, log_dir: Path) -> dict:
 
 
 def run(o: Options, *, log=print) -> dict:
-    from django.core.management import call_command
-
-    from sandbox.server import Sandbox
-    from transfers.models import Export, Recipient
-
     load.check_throwaway_database(yes=o.yes)
     call_command("migrate", interactive=False, verbosity=0)
     tag = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

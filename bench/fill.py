@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models import F
+from django.db.models.sql import UpdateQuery
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import vault
 from accounts.models import CloudAccount, Membership, Role, Team, User
@@ -80,8 +83,6 @@ def _user(email: str, **extra) -> User:
 def ensure_world() -> World:
     """Bench teams, one person per role in each, two valid accounts each, a compliance officer and
     a staff user with a confirmed TOTP device (the admin needs a verified session)."""
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
     teams, members, accounts = [], {}, {}
     for index in range(TEAMS):
         team, _ = Team.objects.get_or_create(name=TEAM_NAME.format(index))
@@ -285,9 +286,6 @@ def advance_head(*, seq: int, hash: str, log: Callable[[str], None] = print) -> 
     committing keeps the row's version chain short). Elsewhere, one ORM update per step. The last
     step also sets the hash. Returns the seconds spent.
     """
-    from django.db.models import F
-    from django.db.models.sql import UpdateQuery
-
     began = time.perf_counter()
     heads = AuditChainHead.objects.filter(pk=AuditChainHead.SINGLETON_ID)
     current = heads.values_list("seq", flat=True).get()

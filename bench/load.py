@@ -32,10 +32,20 @@ from urllib.parse import quote
 
 import requests
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
+from django.core.management import call_command
 from django.db import connection, connections
 
+import outscale
+from accounts import services
+from accounts.models import CloudAccount, Membership, Role, Team
+from accounts.models import User as PortalUser
+from accounts.selectors import TeamAccess
 from bench import in_force
 from bench.users import Persona, Stats, User, percentiles
+from sandbox.server import Sandbox
+from transfers.models import Recipient, Share
+from transfers.services import requests as share_requests
 
 BASE_DIR = Path(settings.BASE_DIR) if hasattr(settings, "BASE_DIR") else Path(__file__).resolve().parents[1]
 BENCH_DOMAIN = "bench.test"
@@ -88,9 +98,6 @@ class Options:
 
 def check_throwaway_database(*, yes: bool) -> None:
     """Refuse a database with anything the benchmark did not create, unless `yes`."""
-    from accounts.models import Team
-    from accounts.models import User as PortalUser
-
     if "accounts_team" not in connection.introspection.table_names():
         return  # empty: migrate creates everything
     foreign_teams = Team.objects.exclude(name__startswith=TEAM_PREFIX).count()
@@ -175,8 +182,6 @@ class Processes:
 def use_sandbox(endpoints: dict, pace: dict) -> None:
     """Point this process (it requests and approves) at the sandbox, with the workers' pace and
     no mail, as `child_env` does for the processes it starts."""
-    import outscale
-
     settings.OMIPORTAL_OUTSCALE_ENDPOINTS = endpoints
     for name, value in pace.items():
         setattr(settings, name, value)
@@ -209,13 +214,6 @@ class Seeded:
 
 
 def seed(sandbox, *, tag: str, users: int) -> Seeded:
-    from django.contrib.auth.hashers import make_password
-
-    from accounts import services
-    from accounts.models import CloudAccount, Membership, Role, Team
-    from accounts.models import User as PortalUser
-    from accounts.selectors import TeamAccess
-
     n_teams = max(2, math.ceil(users / 5))
     password_hash = make_password(PASSWORD)  # one hash for everyone: seeding stays fast
 
@@ -259,10 +257,6 @@ def seed(sandbox, *, tag: str, users: int) -> Seeded:
 
 def request_and_approve(sandbox, seeded: Seeded, *, tag: str, transfers: int, log) -> list:
     """The transfers, requested by each team's requester and approved by its approver (services)."""
-    from accounts.models import Membership
-    from accounts.selectors import TeamAccess
-    from transfers.services import requests as share_requests
-
     def access(user, team):
         return TeamAccess(user=user, team=team, membership=Membership.objects.get(user=user, team=team))
 
@@ -311,18 +305,12 @@ def request_and_approve(sandbox, seeded: Seeded, *, tag: str, transfers: int, lo
 
 
 def transfer_counts(share_ids) -> dict:
-    from transfers.models import Recipient, Share
-
     shares = Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True))
     recipients = Counter(Recipient.objects.filter(share_id__in=share_ids).values_list("state", flat=True))
     return {"shares": dict(shares), "recipients": dict(recipients)}
 
 
 def run(options: Options, *, log=print) -> dict:
-    from django.core.management import call_command
-
-    from sandbox.server import Sandbox
-
     check_throwaway_database(yes=options.yes)
     call_command("migrate", interactive=False, verbosity=0)
     tag = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

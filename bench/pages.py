@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -45,15 +46,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
+import psutil
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.urls import reverse
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from audit import integrity
+from audit.download_format import DOWNLOAD_COLUMNS
+from audit.models import AuditChainHead, AuditEvent
+from audit.stored import stored_rows
+from bench import in_force
 from bench.fill import World, ensure_world, fill
 from bench.load import BASE_DIR, check_throwaway_database, database_url
 from bench.users import percentiles
+from transfers.models import Share
 
 GOAL_QUERIES = 12
 GOAL_LIST_VS_SMALL = 1.5
@@ -91,8 +102,6 @@ def _sized_name(base: str, size: int, vendor: str) -> str:
 @contextlib.contextmanager
 def sized_database(size: int, *, yes: bool, log: Callable[[str], None]) -> Iterator[str]:
     """Point the default connection at the database for ``size`` (created and migrated if needed)."""
-    from django.core.management import call_command
-
     settings_dict = connection.settings_dict
     base = settings_dict["NAME"]
     name = _sized_name(base, size, connection.vendor)
@@ -114,8 +123,6 @@ def sized_database(size: int, *, yes: bool, log: Callable[[str], None]) -> Itera
 
 
 def _prepare(size: int, options: Options, log: Callable[[str], None]) -> tuple[World, dict]:
-    from audit.models import AuditChainHead, AuditEvent
-
     head = AuditChainHead.objects.filter(pk=AuditChainHead.SINGLETON_ID).values_list("seq", flat=True).first()
     last = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
     if last is not None:
@@ -142,9 +149,6 @@ def client_for(user, *, verified: bool = False) -> Client:
     client = Client(HTTP_HOST=_host())
     client.force_login(user)
     if verified:
-        from django_otp import DEVICE_ID_SESSION_KEY
-        from django_otp.plugins.otp_totp.models import TOTPDevice
-
         session = client.session
         session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.filter(user=user, confirmed=True).first().persistent_id
         session.save()
@@ -192,8 +196,6 @@ def measure_page(page: Page, requests: int) -> dict:
 
 
 def pages_for(world: World) -> list[Page]:
-    from audit.models import AuditChainHead, AuditEvent
-
     big = world.big
     people = world.members[big.pk]
     approver, auditor = client_for(people["approver"]), client_for(people["auditor"])
@@ -248,8 +250,6 @@ class RssSampler:
     """The process's peak resident memory while it runs (sampled every ``interval`` seconds)."""
 
     def __init__(self, interval: float = 0.01):
-        import psutil
-
         self.process, self.interval = psutil.Process(), interval
         self.start = self.peak = self.process.memory_info().rss
         self._stop = threading.Event()
@@ -295,9 +295,6 @@ def _export_once(client: Client) -> tuple[dict, int]:
 
 
 def _copy_once(head_seq: int) -> dict:
-    from audit.download_format import DOWNLOAD_COLUMNS
-    from audit.models import AuditEvent
-
     columns = {f.attname: f.column for f in AuditEvent._meta.concrete_fields}
     names, table, seq = ", ".join(columns[name] for name in DOWNLOAD_COLUMNS), AuditEvent._meta.db_table, columns["seq"]
     select = f"SELECT {names} FROM {table} WHERE {seq} <= {head_seq} ORDER BY {seq}"  # noqa: S608 - model names
@@ -345,9 +342,6 @@ def measure_export(world: World, rounds: int = 2) -> dict:
 def bare_loop(chunk_size: int = 2000) -> dict:
     """Read the columns verification reads, the way it reads them (``stored.stored_rows``), in seq
     order, and SHA-256 each row onto the last digest."""
-    from audit.models import AuditEvent
-    from audit.stored import stored_rows
-
     digest, count = b"", 0
     began = time.perf_counter()
     with stored_rows(AuditEvent.objects.order_by("seq"), chunk_size) as (rows, _hash_event):
@@ -359,8 +353,6 @@ def bare_loop(chunk_size: int = 2000) -> dict:
 
 
 def _verify_once() -> dict:
-    from audit import integrity
-
     with tempfile.TemporaryDirectory() as store, override_settings(
             OMIPORTAL_AUDIT_CHECKPOINT_DIR=store, OMIPORTAL_AUDIT_CHECKPOINT_BUCKET="",
             OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ=0):
@@ -401,9 +393,6 @@ class SizeResult:
 def measure_size(size: int, options: Options, *, database: str = "",
                  log: Callable[[str], None] = print) -> SizeResult:
     """Fill (or reuse) the current database to ``size`` events and measure everything."""
-    from audit.models import AuditEvent
-    from transfers.models import Share
-
     world, timings = _prepare(size, options, log)
     result = SizeResult(size=size, database=database or str(connection.settings_dict["NAME"]), fill=timings)
     result.rows = {"audit_events": AuditEvent.objects.count(), "shares": Share.objects.count(),
@@ -472,18 +461,12 @@ VERIFY_OVERRIDE = {
 
 
 def settings_in_force() -> list[dict]:
-    from bench import in_force
-
     rows = in_force.compare(in_force.process_values(PAGE_SETTINGS), in_force.shipped(PAGE_SETTINGS, dict(os.environ)),
                             {}, where="bench process")
     return [*rows, VERIFY_OVERRIDE]
 
 
 def run(options: Options, *, log: Callable[[str], None] = print) -> dict:
-    import logging
-
-    from bench import in_force
-
     logging.getLogger("axes").setLevel(logging.WARNING)  # one "successful login" line per signed-in client
     check_throwaway_database(yes=options.yes)
     settings_rows = settings_in_force()

@@ -20,6 +20,10 @@ import django_rq
 from django.conf import settings
 from django.utils import timezone
 
+import outscale
+from accounts.keys import credentials_for
+from accounts.models import CloudAccount
+
 KEY = "omiportal-bench:peer:{run}:{index}"
 QUEUE_START, QUEUE_POLL = "default", "poll"
 RESULT_TTL = 0
@@ -50,14 +54,10 @@ def enqueue_start(spec: dict) -> None:
 
 
 def _account(pk: int):
-    from accounts.models import CloudAccount
-
     return CloudAccount.objects.get(pk=pk)
 
 
 def _creds(pk: int, purpose: str):
-    from accounts.keys import credentials_for
-
     account = _account(pk)
     return account, credentials_for(account, purpose=purpose)
 
@@ -68,8 +68,6 @@ def _failed(spec: dict, step: str, exc) -> None:
 
 def _guard(step: str, spec: dict, retry_func: str):
     """Run one step; a retryable cloud error polls again after the interval, as a waiter would."""
-    import outscale
-
     class _Guard:
         def __enter__(self):
             return self
@@ -89,8 +87,6 @@ def _guard(step: str, spec: dict, retry_func: str):
 
 
 def _start_export(spec: dict, creds, image_id: str) -> None:
-    import outscale
-
     account = _account(spec["source"])
     task = outscale.start_export(creds=creds, image_id=image_id, bucket=account.export_bucket,
                                  prefix=f"omiportal-peer/{spec['run']}/{spec['index']}/")
@@ -101,8 +97,6 @@ def _start_export(spec: dict, creds, image_id: str) -> None:
 
 def peer_start_job(spec: dict) -> None:
     """The first create: a copy (shared or public OMI) or the export task."""
-    import outscale
-
     with _guard("start", spec, "peer_start_job"):
         account, creds = _creds(spec["source"], "start export")
         if spec.get("copy"):
@@ -116,8 +110,6 @@ def peer_start_job(spec: dict) -> None:
 
 
 def peer_poll_copy_job(spec: dict) -> None:
-    import outscale
-
     with _guard("copy", spec, "peer_poll_copy_job"):
         account, creds = _creds(spec["source"], "watch exports")
         image = outscale.read_images(creds=creds, account_id=account.account_id,
@@ -132,8 +124,6 @@ def peer_poll_copy_job(spec: dict) -> None:
 
 
 def peer_poll_export_job(spec: dict) -> None:
-    import outscale
-
     with _guard("export", spec, "peer_poll_export_job"):
         account, creds = _creds(spec["source"], "watch exports")
         task = outscale.read_export_tasks(creds=creds, task_ids=[spec["task_id"]]).get(spec["task_id"])
@@ -155,8 +145,6 @@ def peer_poll_export_job(spec: dict) -> None:
 
 def peer_import_job(spec: dict) -> None:
     """The second create: CreateImage from the manifest, with the recipient's keys."""
-    import outscale
-
     with _guard("import", spec, "peer_import_job"):
         target, creds = _creds(spec["target"], "start import")
         image = outscale.import_image(creds=creds, file_location=spec["url"], name=spec["name"],
@@ -168,8 +156,6 @@ def peer_import_job(spec: dict) -> None:
 
 
 def peer_poll_import_job(spec: dict) -> None:
-    import outscale
-
     with _guard("import-poll", spec, "peer_poll_import_job"):
         target, creds = _creds(spec["target"], "watch imports")
         image = outscale.read_images(creds=creds, account_id=target.account_id,

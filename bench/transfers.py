@@ -33,11 +33,19 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import django_rq
 import psutil
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
+from rq import Worker
+from rq.suspension import resume, suspend
 
-from bench import in_force, load, peer
+from accounts.models import Team
+from bench import chart, in_force, load, peer
+from sandbox.server import Sandbox
+from transfers.models import Export, Recipient, Share
+from transfers.scheduling import get_queue
 
 # The tuned set (`--tuned`), one pace for every process. By default the benchmark runs at the
 # settings that ship and prints them; either way each setting that differs is printed with its reason.
@@ -219,9 +227,6 @@ def bench_cpu() -> float:
 
 
 def wait_for_workers(n: int, procs: load.Processes, timeout: float = 90) -> None:
-    import django_rq
-    from rq import Worker
-
     conn = django_rq.get_connection("default")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -237,9 +242,6 @@ def suspend_workers(conn, n: int, procs: load.Processes, timeout: float = 60) ->
     """Suspend the workers and wait until each has noticed. An idle worker only checks between
     two blocking reads of its queues, so a job enqueued right after `rq suspend` would still run;
     the transfers must not start before the clock does."""
-    from rq import Worker
-    from rq.suspension import suspend
-
     suspend(conn)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -310,12 +312,6 @@ def _wait(done_count, n: int, timeout: float, procs: load.Processes, label: str,
 
 
 def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, tag: str, n: int, log) -> tuple:
-    import django_rq
-    from rq.suspension import resume
-
-    from accounts.models import Team
-    from transfers.models import Export, Recipient, Share
-
     conn = django_rq.get_connection("default")
     seeded = load.seed(sandbox, tag=tag, users=TEAMS_USERS)
     Team.objects.filter(pk__in=[t.pk for t in seeded.teams]).update(auto_accept_incoming=True)
@@ -371,9 +367,6 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
 
 
 def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares, *, tag: str, log) -> dict:
-    import django_rq
-    from rq.suspension import resume
-
     conn = django_rq.get_connection("default")
     n = len(shares)
     run = f"{tag}-peer"
@@ -457,8 +450,6 @@ def goals(o: Options, portal: dict) -> dict:
 def empty_queues() -> None:
     """Remove every queued and scheduled job of the portal's queues (the bench's Redis database is
     a throwaway one, like its database)."""
-    from transfers.scheduling import get_queue
-
     for name in settings.RQ_QUEUES:
         queue = get_queue(name)
         queue.empty()
@@ -468,10 +459,6 @@ def empty_queues() -> None:
 
 
 def run(o: Options, *, log=print) -> dict:
-    from django.core.management import call_command
-
-    from sandbox.server import Sandbox
-
     load.check_throwaway_database(yes=o.yes)
     call_command("migrate", interactive=False, verbosity=0)
     pace = {**PACE, "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": load.TUNED["OMIPORTAL_OUTSCALE_CALLS_PER_SECOND"]} \
@@ -491,9 +478,6 @@ def run(o: Options, *, log=print) -> dict:
     calls = CallLog(sandbox)
     endpoints = sandbox.endpoints()
     load.use_sandbox(endpoints, pace)
-
-    import django_rq
-    from rq.suspension import resume
 
     env = {**load.child_env(endpoints, tuned=False), **{k: str(v) for k, v in {**pace, **QUIET_AUDIT}.items()}}
     names = in_force.TRANSFER_SETTINGS
@@ -544,8 +528,6 @@ def run(o: Options, *, log=print) -> dict:
         path.write_text(json.dumps(result, indent=2))
         result["path"] = str(path)
     if o.chart and result["runs"]:
-        from bench import chart
-
         result["chart"] = str(chart.draw(result, Path(o.chart)))
     return result
 

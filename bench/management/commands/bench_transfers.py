@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from bench import load
+from bench import chart, load
 from bench import transfers as bench
 
 
@@ -75,8 +75,6 @@ class Command(BaseCommand):
         self.stdout.write(f"\nResults: {result['path']}" + (f"\nChart: {result['chart']}" if "chart" in result else ""))
 
     def _chart_only(self, opts):
-        from bench import chart
-
         if not opts["chart"]:
             raise CommandError("--chart-from needs --chart PATH")
         merged = None
