@@ -38,6 +38,7 @@ class PortalConfig(AppConfig):
 
     def ready(self):
         # Registers the production checks (production fails closed); they read settings only.
+        # In ready(), Django's idiom: checks register once the app registry is loaded.
         from omiportal import checks  # noqa: F401
 
         configure_cloud()
