@@ -3,14 +3,14 @@ service; each is safe to run twice. The start jobs run their step through ``boun
 whatever it raises counts against its row, and the row's transfer fails after
 OMIPORTAL_STEP_MAX_ATTEMPTS instead of coming back for ever."""
 
+from rq import get_current_job
+
 from audit.context import job_context
 from transfers import notifications
 from transfers.services import bounded, cleanup, exports, import_starts, import_sweeps, reconcile
 
 
 def _job_id(kind: str, object_id: str) -> str:
-    from rq import get_current_job
-
     job = get_current_job()
     return job.id if job else f"{kind}-{object_id}"
 

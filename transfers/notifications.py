@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from django.core.mail import send_mass_mail
 
 from accounts.models import Membership, Role
-from transfers import rules
+from transfers import rules, scheduling
 from transfers.models import Recipient, Share
 
 logger = logging.getLogger(__name__)
@@ -19,8 +19,6 @@ def later(kind: str, object_ids: Iterable[int]) -> None:
     """Send the ``kind`` email about each of these shares (or, for ``import_ended``, recipients)
     from one job, once the current transaction commits. A sweep that completes hundreds of
     imports queues one job, not hundreds: queueing and running a job costs more than its email."""
-    from transfers import scheduling
-
     if kind not in KINDS:
         raise ValueError(f"unknown notification {kind!r}")
     ids = sorted({int(pk) for pk in object_ids})

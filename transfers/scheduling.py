@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
+from rq import get_current_job
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
@@ -100,8 +101,6 @@ def schedule_sweep(kind: str, account_public_id, when) -> None:
     The job id names the grid cell (``slot_seconds``) it is due at the end of, so several rows
     asking for looks within one cell share one job, and no row is looked at before it is due.
     """
-    from rq import get_current_job
-
     width = slot_seconds()
     slot = math.ceil(when.timestamp() / width)
     job_id = f"{kind}-sweep-{account_public_id}-{slot}"

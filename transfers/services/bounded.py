@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from transfers import errors
 from transfers.models import Export, Recipient
+from transfers.services.export_ends import export_failed
 from transfers.services.import_ends import import_failed
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,7 @@ class StepError(Exception):
 
 
 def _fail_export(export: Export, message: str) -> None:
-    from transfers.services.exports import _fail
-
-    _fail(export, message)
+    export_failed(export, message)
 
 
 def _fail_import(recipient: Recipient, message: str) -> None:

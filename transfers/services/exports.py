@@ -12,10 +12,11 @@ import outscale
 from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
 from audit import recorder
-from audit.recorder import AuditTarget, record
-from transfers import errors, scheduling
+from audit.recorder import record
+from transfers import errors, notifications, scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import binding, bounded, import_offers, import_starts, polling
+from transfers.services.export_ends import export_failed, export_target
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +24,6 @@ logger = logging.getLogger(__name__)
 # live 7 days (the SigV4 maximum) from the export's completion, less a margin for the clocks.
 MANIFEST_LIFETIME = timedelta(seconds=604_800)
 MANIFEST_DEADLINE_MARGIN = timedelta(minutes=5)
-
-
-def _export_target(export: Export) -> AuditTarget:
-    return AuditTarget("transfers.export", str(export.public_id), f"export of {export.source_image_id}")
 
 
 def export_begin(*, share: Share) -> None:
@@ -63,25 +60,6 @@ def export_begin(*, share: Share) -> None:
                     "copy_first": export.state == Export.State.COPYING and not reused})
     if export.state == Export.State.COMPLETED:
         shares_ready(shares=[share], export=export)
-
-
-def _fail(export: Export, message: str, request_ids=(), *, outcome: str = "failed") -> None:
-    now = timezone.now()
-    with recorder.atomic():  # the shares and recipients are updated after export.failed is recorded
-        if not Export.objects.filter(pk=export.pk, state__in=Export.IN_FLIGHT).update(
-                state=Export.State.FAILED, state_message=message[:500], next_poll_at=None, updated_at=now):
-            return
-        record(action="export.failed", outcome=outcome, actor=None, team=export.account.team,
-               target=_export_target(export), cloud_request_ids=list(request_ids),
-               details={"reason": message, "bucket": export.bucket})
-        failed = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).values_list("pk", flat=True))
-        Share.objects.filter(pk__in=failed).update(state=Share.State.FAILED, state_message=message[:500],
-                                                   updated_at=now)
-        Recipient.objects.filter(share__in=failed, state=Recipient.State.WAITING).update(
-            state=Recipient.State.CANCELLED)
-        from transfers import notifications
-
-        notifications.later("share_failed", failed)
 
 
 class _BucketRefused(Exception):
@@ -143,23 +121,23 @@ def export_start(*, export_id) -> None:
                 changes = {"task_id": task.task_id, "state": Export.State.RUNNING, "progress": task.progress}
                 action = "export.started"
         except _BucketRefused:
-            _fail(export, errors.EXPORT_BUCKET_REFUSED.format(reason=problem), request_ids, outcome="denied")
+            export_failed(export, errors.EXPORT_BUCKET_REFUSED.format(reason=problem), request_ids, outcome="denied")
             return
         except outscale.CloudError as exc:
             if isinstance(exc, outscale.NameTaken):
                 # Someone made an image under the copy's name: never adopted, nothing touched.
-                _fail(export, errors.NAME_NOT_OURS.format(name=f"omiportal-copy-{export.public_id}"),
+                export_failed(export, errors.NAME_NOT_OURS.format(name=f"omiportal-copy-{export.public_id}"),
                       exc.request_ids)
             elif exc.retryable:
                 # attempts was counted when this attempt began
-                polling.put_off_start(export, exc, tries=export.attempts, fail=_fail,
+                polling.put_off_start(export, exc, tries=export.attempts, fail=export_failed,
                                       claimed=Q(state=export.state, attempts=export.attempts,
                                                 **({"copy_image_id": ""} if export.state == Export.State.COPYING
                                                    else {"task_id": ""})),
                                       job="transfers.jobs.export_start_job",
                                       job_id=f"export-start-{export.public_id}-{export.attempts}")
             else:
-                _fail(export, exc.user_message, exc.request_ids)
+                export_failed(export, exc.user_message, exc.request_ids)
             return
     now = timezone.now()
     with transaction.atomic():
@@ -170,7 +148,7 @@ def export_start(*, export_id) -> None:
                 **changes, state_message="", next_poll_at=now + timedelta(seconds=interval),
                 poll_interval=interval, updated_at=now):
             return
-        record(action=action, actor=None, team=account.team, target=_export_target(export),
+        record(action=action, actor=None, team=account.team, target=export_target(export),
                cloud_request_ids=list(request_ids), details={k: str(v) for k, v in changes.items()})
         scheduling.schedule_sweep("export", account.public_id, now + timedelta(seconds=interval))
 
@@ -234,7 +212,7 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
     except outscale.CloudError as exc:
         if not exc.retryable:
             for export in rows:
-                _fail(export, exc.user_message, exc.request_ids)
+                export_failed(export, exc.user_message, exc.request_ids)
             return
         polling.postpone(rows, exc.user_message)
         return
@@ -248,11 +226,11 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
         with bounded.row_errors(bounded.EXPORT_LOOK, export):
             task = tasks.get(export.task_id)
             if task is None:
-                _fail(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
+                export_failed(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
             elif task.state == "completed":
                 export_complete(export=export, task=task, creds=creds, handoff=handoff)
             elif task.state in ("failed", "cancelled"):
-                _fail(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
+                export_failed(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
             else:
                 _progress(export, progress=task.progress, message=task.comment)
     for export in copying:
@@ -265,14 +243,14 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
                         next_poll_at=timezone.now()
                         + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
                     record(action="export.copy_completed", actor=None, team=account.team,
-                           target=_export_target(export), cloud_request_ids=list(images.request_ids),
+                           target=export_target(export), cloud_request_ids=list(images.request_ids),
                            details={"copy_image_id": export.copy_image_id})
                     scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
                                        job_id=f"export-start-{export.public_id}-copied")
             elif image is None or image.state in ("failed", "deleted"):
                 reason = ((image.state_message if image else "")
                           or "OUTSCALE could not copy the image into the account.")
-                _fail(export, reason, images.request_ids)
+                export_failed(export, reason, images.request_ids)
             else:
                 _progress(export, progress=0, message="")
 
@@ -311,7 +289,7 @@ def export_complete(*, export: Export, task, creds, handoff: list | None = None)
             if exc.retryable:
                 polling.postpone([export], exc.user_message)
             else:
-                _fail(export, exc.user_message, exc.request_ids)
+                export_failed(export, exc.user_message, exc.request_ids)
             return
     now = timezone.now()
     message, details = "", {}
@@ -331,7 +309,7 @@ def export_complete(*, export: Export, task, creds, handoff: list | None = None)
                 manifest_deadline=deadline, next_poll_at=None, state_message=message[:500], updated_at=now):
             return
         export.refresh_from_db()
-        record(action="export.completed", actor=None, team=account.team, target=_export_target(export),
+        record(action="export.completed", actor=None, team=account.team, target=export_target(export),
                cloud_request_ids=list(request_ids), details={"task_id": export.task_id,
                                                             "manifest_deadline": deadline.isoformat(), **details})
         shares = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).select_related("team"))
@@ -348,8 +326,6 @@ def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = 
     Auto-accepted imports get a start job each, or, when the caller passes ``handoff``, their ids
     are added to it and the caller starts them itself once this transaction has committed.
     """
-    from transfers import notifications
-
     if not shares:
         return
     now = timezone.now()

@@ -18,7 +18,7 @@ from accounts.selectors import TeamAccess, require
 from accounts.twofactor.enforcement import step_up_fresh
 from audit import recorder
 from audit.recorder import record
-from transfers import errors, rules
+from transfers import errors, notifications, rules
 from transfers.models import Recipient, Share
 from transfers.services import binding, exports
 
@@ -167,8 +167,6 @@ def share_request(
         if not needs_approval:
             exports.export_begin(share=share)
     if needs_approval:
-        from transfers import notifications
-
         notifications.later("approval_needed", [share.pk])
     return share
 
@@ -219,8 +217,6 @@ def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, appr
             exports.export_begin(share=share)
         else:
             share.recipients.update(state=Recipient.State.CANCELLED, updated_at=now)
-    from transfers import notifications
-
     notifications.later("decision_made", [share.pk])
     return share
 

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from audit.recorder import record
 from transfers.models import Recipient, Share
+from transfers.services.cleanup import export_cleanup_if_done
 
 
 def share_refresh(*, share_id) -> None:
@@ -39,8 +40,6 @@ def shares_refresh(*, share_ids) -> None:
     now = timezone.now()
     for (new, message), pks in moves.items():
         Share.objects.filter(pk__in=pks).update(state=new, state_message=message, updated_at=now)
-    from transfers.services.cleanup import export_cleanup_if_done
-
     for export_id in sorted(ended_exports):
         export_cleanup_if_done(export_id=export_id)
 

@@ -1,0 +1,33 @@
+"""An export's failed end: one conditional update, its audit event, the shares waiting on it failed
+and their recipients cancelled, an email queued. Below exports.py and bounded.py, which both end
+exports this way (a successful end is exports.export_complete, which offers the copy).
+"""
+
+from django.utils import timezone
+
+from audit import recorder
+from audit.recorder import AuditTarget, record
+from transfers import notifications
+from transfers.models import Export, Recipient, Share
+
+
+def export_target(export: Export) -> AuditTarget:
+    return AuditTarget("transfers.export", str(export.public_id), f"export of {export.source_image_id}")
+
+
+def export_failed(export: Export, message: str, request_ids=(), *, outcome: str = "failed") -> None:
+    """Fail an export still in flight, and the shares waiting on it (their recipients cancelled)."""
+    now = timezone.now()
+    with recorder.atomic():  # the shares and recipients are updated after export.failed is recorded
+        if not Export.objects.filter(pk=export.pk, state__in=Export.IN_FLIGHT).update(
+                state=Export.State.FAILED, state_message=message[:500], next_poll_at=None, updated_at=now):
+            return
+        record(action="export.failed", outcome=outcome, actor=None, team=export.account.team,
+               target=export_target(export), cloud_request_ids=list(request_ids),
+               details={"reason": message, "bucket": export.bucket})
+        failed = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).values_list("pk", flat=True))
+        Share.objects.filter(pk__in=failed).update(state=Share.State.FAILED, state_message=message[:500],
+                                                   updated_at=now)
+        Recipient.objects.filter(share__in=failed, state=Recipient.State.WAITING).update(
+            state=Recipient.State.CANCELLED)
+        notifications.later("share_failed", failed)
