@@ -51,6 +51,7 @@ from accounts.selectors import TeamAccess
 from audit.verify import verify_chain
 from bench import in_force, load
 from bench import transfers as xfer
+from omiportal.apps import configure_cloud
 from sandbox import seed
 from sandbox.server import Sandbox
 from sandbox.world import Image, Snapshot
@@ -354,15 +355,20 @@ class _ProcessSettings:
         for name, value in values.items():
             self.saved.setdefault(name, getattr(settings, name))
             setattr(settings, name, value)
-        outscale.clear_clients()
+        self._changed()
 
     def put_back(self, name: str) -> None:
         setattr(settings, name, self.saved.pop(name))
-        outscale.clear_clients()
+        self._changed()
 
     def restore(self) -> None:
         for name, value in self.saved.items():
             setattr(settings, name, value)
+        self._changed()
+
+    @staticmethod
+    def _changed() -> None:
+        configure_cloud()  # set directly, not through override_settings: no signal tells the cloud layer
         outscale.clear_clients()
 
 

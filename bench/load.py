@@ -43,6 +43,7 @@ from accounts.models import User as PortalUser
 from accounts.selectors import TeamAccess
 from bench import in_force
 from bench.users import Persona, Stats, User, percentiles
+from omiportal.apps import configure_cloud
 from sandbox.server import Sandbox
 from transfers.models import Recipient, Share
 from transfers.services import requests as share_requests
@@ -186,6 +187,7 @@ def use_sandbox(endpoints: dict, pace: dict) -> None:
     for name, value in pace.items():
         setattr(settings, name, value)
     settings.EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
+    configure_cloud()  # set directly, not through override_settings: no signal tells the cloud layer
     outscale.clear_clients()
     outscale.warm_up()
 
