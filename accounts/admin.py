@@ -14,8 +14,8 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 
+from accounts.access import deny_access
 from accounts.models import CloudAccount, Membership, Team, User
-from accounts.selectors import deny_access
 from audit.recorder import record
 
 NO_PASSWORD_CHANGE = "Passwords are changed by their owner in the portal, or reset by email; never in the admin."

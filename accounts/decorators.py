@@ -7,8 +7,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 
+from accounts.access import refusals_recorded, require
 from accounts.roles import Capability
-from accounts.selectors import require, team_access_for_user
+from accounts.selectors import team_access_for_user
 from accounts.twofactor.enforcement import STEP_UP_MESSAGE, StepUpAccess, step_up_redirect_url, withheld_capabilities
 
 
@@ -25,6 +26,10 @@ def team_view(capability: Capability = Capability.VIEW):
         @login_required
         @wraps(view)
         def wrapped(request, team_id, *args, **kwargs):
+            with refusals_recorded():  # a read's 404 (accounts.access.NotInTeam) is recorded here
+                return _open(request, team_id, *args, **kwargs)
+
+        def _open(request, team_id, *args, **kwargs):
             access = team_access_for_user(user=request.user, team_public_id=team_id)
             withheld = withheld_capabilities(user=request.user, access=access)
             if withheld:

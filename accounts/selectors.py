@@ -1,19 +1,18 @@
 """Reads of team-owned data. Every query starts from what the user may see.
 
-An object outside the user's teams is a 404 (its existence is not leaked); a
-missing role is a 403. Both are recorded as denied attempts.
+An object outside the user's teams is a 404 (its existence is not leaked): the read raises
+``accounts.access.NotInTeam`` and writes nothing; the request's boundary records the refusal.
 """
 
 from dataclasses import dataclass, field
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404
 
 from accounts import dependents
+from accounts.access import NotInTeam
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.roles import COMPLIANCE_CAPABILITIES, ROLE_CAPABILITIES, Capability
-from audit.recorder import AuditTarget, record
+from audit.recorder import AuditTarget
 
 
 @dataclass(frozen=True)
@@ -58,17 +57,6 @@ class TeamAccess:
         return self.can(Capability.VIEW_AUDIT)
 
 
-def deny_access(*, user, team, reason: str, target=None, details=None):
-    record(
-        action="access.denied",
-        outcome="denied",
-        actor=user,
-        team=team,
-        target=target,
-        details={"reason": reason, **(details or {})},
-    )
-
-
 def team_access_for_user(*, user: User, team_public_id) -> TeamAccess:
     # One query for a member: all their memberships with the teams, which the team switcher
     # shows on every page anyway. Anyone else (compliance officers, outsiders) is looked up as before.
@@ -80,17 +68,9 @@ def team_access_for_user(*, user: User, team_public_id) -> TeamAccess:
     if team is not None:
         membership = Membership.objects.filter(team=team, user=user).select_related("team").first()
     if team is None or (membership is None and not user.is_compliance_officer):
-        deny_access(user=user, team=None, reason="not_a_member",
-              target=AuditTarget("accounts.team", str(team_public_id), ""))
-        raise Http404("No such team.")
+        raise NotInTeam("No such team.", user=user, team=None, reason="not_a_member",
+                        target=AuditTarget("accounts.team", str(team_public_id), ""))
     return TeamAccess(user=user, team=team, membership=membership, memberships=memberships)
-
-
-def require(access: TeamAccess, capability: Capability, *, target=None) -> None:
-    if not access.can(capability):
-        deny_access(user=access.user, team=access.team, reason="missing_role", target=target,
-              details={"needs": str(capability), "role": access.role or "compliance"})
-        raise PermissionDenied(f"Your role in {access.team.name} does not allow this.")
 
 
 def memberships_for_user(*, user: User) -> QuerySet:
@@ -110,9 +90,8 @@ def membership_list_for_team(*, team: Team) -> QuerySet:
 def membership_get_for_team(*, access: TeamAccess, public_id) -> Membership:
     membership = Membership.objects.filter(team=access.team, public_id=public_id).select_related("user").first()
     if membership is None:
-        deny_access(user=access.user, team=access.team, reason="not_found_in_team",
-              target=AuditTarget("accounts.membership", str(public_id), ""))
-        raise Http404("No such member in this team.")
+        raise NotInTeam("No such member in this team.", user=access.user, team=access.team,
+                        target=AuditTarget("accounts.membership", str(public_id), ""))
     return membership
 
 
@@ -131,9 +110,8 @@ def cloud_account_list_for_team(*, team: Team) -> QuerySet:
 def cloud_account_get_for_team(*, access: TeamAccess, public_id) -> CloudAccount:
     account = CloudAccount.objects.filter(team=access.team, public_id=public_id).first()
     if account is None:
-        deny_access(user=access.user, team=access.team, reason="not_found_in_team",
-              target=AuditTarget("accounts.cloudaccount", str(public_id), ""))
-        raise Http404("No such cloud account in this team.")
+        raise NotInTeam("No such cloud account in this team.", user=access.user, team=access.team,
+                        target=AuditTarget("accounts.cloudaccount", str(public_id), ""))
     return account
 
 

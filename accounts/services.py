@@ -17,10 +17,11 @@ from django.views.decorators.debug import sensitive_variables
 
 import outscale
 from accounts import dependents, vault
+from accounts.access import require
 from accounts.keys import credentials_for
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.roles import Capability
-from accounts.selectors import TeamAccess, require
+from accounts.selectors import TeamAccess
 from audit import recorder
 from audit.recorder import record
 

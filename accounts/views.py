@@ -11,6 +11,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
+from accounts.access import require
 from accounts.decorators import team_view
 from accounts.forms import CloudAccountForm, LoginForm, MemberAddForm, MemberRoleForm, TeamCreateForm, TeamSettingsForm
 from accounts.models import CloudAccount, Role, Team
@@ -118,7 +119,7 @@ def team_settings(request, access):
 def member_list(request, access):
     form = MemberAddForm(request.POST or None)
     if request.method == "POST":
-        selectors.require(access, Capability.MANAGE_TEAM)
+        require(access, Capability.MANAGE_TEAM)
         if form.is_valid():
             try:
                 membership = services.membership_add(

@@ -5,7 +5,7 @@ from django.core.paginator import Paginator
 from django.db import connections
 from django.utils.functional import cached_property
 
-from accounts.selectors import deny_access
+from accounts.access import deny_access
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget, record
 from review.views import NOT_COMPLIANCE, _recordable

@@ -25,8 +25,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
+from accounts.access import NotInTeam
 from accounts.models import Team, User
-from accounts.selectors import TeamAccess, deny_access
+from accounts.selectors import TeamAccess
 from audit.models import AuditChainHead, AuditEvent
 from audit.recorder import AuditTarget
 from transfers.models import Share
@@ -190,9 +191,8 @@ def event_page(qs: QuerySet, *, before: int | None = None, after: int | None = N
 def event_get_for_team(*, access: TeamAccess, public_id) -> AuditEvent:
     event = AuditEvent.objects.filter(public_id=public_id, team_id=access.team.pk).first()
     if event is None:
-        deny_access(user=access.user, team=access.team, reason="not_found_in_team",
-                    target=AuditTarget("audit.auditevent", str(public_id), ""))
-        raise Http404("No such event in this team's audit trail.")
+        raise NotInTeam("No such event in this team's audit trail.", user=access.user, team=access.team,
+                        target=AuditTarget("audit.auditevent", str(public_id), ""))
     return event
 
 

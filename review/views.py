@@ -16,9 +16,10 @@ from django.utils.text import slugify
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from accounts.access import deny_access, refusals_recorded
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from accounts.selectors import TeamAccess, deny_access
+from accounts.selectors import TeamAccess
 from audit import guard
 from audit.errors import AuditError
 from audit.integrity import latest_status
@@ -44,7 +45,8 @@ def compliance_view(view):
                         target=AuditTarget("audit.trail", "all", "Audit trail of every team"),
                         details={"needs": "compliance"})
             raise PermissionDenied(NOT_COMPLIANCE)
-        return view(request, *args, **kwargs)
+        with refusals_recorded():
+            return view(request, *args, **kwargs)
 
     return wrapped
 

@@ -124,7 +124,7 @@ def test_every_declared_action_is_written_somewhere():
 
 def test_the_scan_sees_the_real_call_sites():
     literals = _action_literals()
-    assert "accounts/selectors.py" in " ".join(literals["access.denied"])
+    assert "accounts/access.py" in " ".join(literals["access.denied"])
     assert "transfers/services/share_state.py" in _built_names()
 
 

@@ -10,10 +10,13 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from accounts.access import NotInTeam
 from accounts.models import CloudAccount, Membership
+from accounts.selectors import team_access_for_user
 from audit.models import AuditEvent
 from audit.recorder import record
 from tests import factories
+from transfers import selectors as transfer_selectors
 from transfers.models import Recipient, Share
 
 # The matrix lives in tests/authz_matrix.json (rendered for auditors as docs/authorization-matrix.md by
@@ -122,9 +125,24 @@ def test_another_team_gets_404_and_nothing_changes(name, method, world, targets,
 def test_an_object_of_another_team_is_404_even_for_an_admin(name, method, world, targets, client):
     client.force_login(world.admin)
     before = _snapshot()
+    denials = AuditEvent.objects.filter(action="access.denied", actor_id=world.admin.pk,
+                                        details__reason="not_found_in_team")
+    denied_before = denials.count()
     response = getattr(client, method.lower())(_url(name, world.alpha, *targets["beta"]))
     assert response.status_code == 404
     assert _snapshot() == before
+    # The read raised, the request's boundary recorded it: once (accounts/access.py).
+    assert denials.count() == denied_before + 1
+
+
+def test_a_read_that_finds_nothing_writes_nothing(world, targets):
+    """Selectors only read: the refusal is recorded where the request is handled, not in the read."""
+    access = team_access_for_user(user=world.admin, team_public_id=world.alpha.public_id)
+    events = AuditEvent.objects.count()
+    with pytest.raises(NotInTeam) as raised:
+        transfer_selectors.share_get_for_user(access=access, public_id=targets["beta"][2]["share"].public_id)
+    assert AuditEvent.objects.count() == events
+    assert (raised.value.reason, raised.value.target.type) == ("not_found_in_team", "transfers.share")
 
 
 MISSING_ROLES = [(name, method, role) for name, method in CASES

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 
 from django.db.models import Case, Count, F, IntegerField, Prefetch, Q, QuerySet, Value, When, Window
 from django.db.models.functions import RowNumber, TruncWeek
-from django.http import Http404
 from django.utils import timezone
 
+from accounts.access import NotInTeam
 from accounts.models import CloudAccount
-from accounts.selectors import TeamAccess, cloud_account_directory, deny_access
+from accounts.selectors import TeamAccess, cloud_account_directory
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget
 from transfers.models import Recipient, Share
@@ -42,10 +42,9 @@ def share_list_for_team(*, team, state: str = "") -> QuerySet:
     return qs.order_by("-requested_at")
 
 
-def _not_found(access: TeamAccess, public_id, kind: str):
-    deny_access(user=access.user, team=access.team, reason="not_found_in_team",
-          target=AuditTarget(kind, str(public_id), ""))
-    return Http404("Not found in this team.")
+def _not_found(access: TeamAccess, public_id, kind: str) -> NotInTeam:
+    return NotInTeam("Not found in this team.", user=access.user, team=access.team,
+                     target=AuditTarget(kind, str(public_id), ""))
 
 
 def share_get_for_user(*, access: TeamAccess, public_id) -> Share:

@@ -16,9 +16,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
+from accounts.access import deny_access
 from accounts.models import Role
 from accounts.roles import Capability
-from accounts.selectors import TeamAccess, deny_access
+from accounts.selectors import TeamAccess
 from accounts.twofactor.services import has_device
 
 PRIVILEGED = frozenset({Capability.APPROVE, Capability.MANAGE_TEAM})

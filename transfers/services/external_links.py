@@ -9,10 +9,11 @@ from django.utils import timezone
 
 import outscale
 from accounts import vault
+from accounts.access import require
 from accounts.keys import credentials_for
 from accounts.models import CloudAccount
 from accounts.roles import Capability
-from accounts.selectors import TeamAccess, require
+from accounts.selectors import TeamAccess
 from audit import recorder
 from audit.recorder import record
 from transfers import errors, rules

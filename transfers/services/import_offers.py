@@ -15,8 +15,9 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from accounts.access import require
 from accounts.roles import Capability
-from accounts.selectors import TeamAccess, require
+from accounts.selectors import TeamAccess
 from audit import recorder
 from audit.recorder import record
 from transfers import errors, rules, scheduling

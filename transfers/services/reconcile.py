@@ -11,8 +11,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.access import require
 from accounts.roles import Capability
-from accounts.selectors import TeamAccess, require
+from accounts.selectors import TeamAccess
 from audit import recorder
 from audit.recorder import record
 from transfers import errors, rules, scheduling

@@ -11,10 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 import outscale
+from accounts.access import require
 from accounts.keys import credentials_for
 from accounts.models import CloudAccount, Membership
 from accounts.roles import Capability
-from accounts.selectors import TeamAccess, require
+from accounts.selectors import TeamAccess
 from accounts.twofactor.enforcement import step_up_fresh
 from audit import recorder
 from audit.recorder import record
