@@ -88,6 +88,17 @@ class Team(models.Model):
     require_two_factor_for_privileged = models.BooleanField(
         default=False, help_text="Approvers and admins must pass two-factor sign-in before approving or managing.")
 
+    class DiskFormat(models.TextChoices):
+        QCOW2 = "qcow2", "qcow2 (smaller files)"
+        RAW = "raw", "raw (no conversion on import)"
+
+    export_disk_format = models.CharField(
+        max_length=8, choices=DiskFormat.choices, default=DiskFormat.QCOW2,
+        help_text="The disk format of this team's exports (OUTSCALE's DiskImageFormat).")
+    # Tag keys of a source image carried to its copies (the portal's provenance tags are always set).
+    copy_tag_allowlist = models.JSONField(
+        default=list, blank=True, help_text="Tag keys of a source image that its copies carry too.")
+
     class Meta:
         ordering = ["name"]
 
@@ -159,6 +170,10 @@ class CloudAccount(models.Model):
     # A used account cannot be deleted (its shares, exports and imports keep pointing at it): it
     # is retired instead, its sealed keys wiped, and no picker or directory offers it again.
     retired_at = models.DateTimeField(null=True, blank=True)
+    # What the last pre-flight check found (export bucket exists and is the account's own, the keys
+    # can use OOS, image quota headroom), each with a message; run at validation and before approval.
+    preflight = models.JSONField(default=dict, blank=True)
+    preflight_checked_at = models.DateTimeField(null=True, blank=True)
     retired_by = models.ForeignKey("User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -61,6 +61,17 @@ class Share(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.REQUESTED)
     state_message = models.CharField(max_length=500, blank=True)
     export = models.ForeignKey("Export", null=True, blank=True, on_delete=models.PROTECT, related_name="shares")
+    # "Launch permission only": the same-Region recipients get a grant and no copy; it stays until the
+    # source team revokes it.
+    launch_permission_only = models.BooleanField(default=False)
+    # The export's disk format (the team's choice at request time, bound in the digest).
+    disk_format = models.CharField(max_length=8, blank=True)
+    # What ReadImages said of the source at request time, shown to the approver and compared with each
+    # copy: size_gib, snapshots, product_codes, architecture, boot_mode, root_device_type, tags.
+    source_facts = models.JSONField(default=dict, blank=True)
+    # Checks made before approval (each recipient's copy name free in its account, ...): what they found.
+    preflight = models.JSONField(default=dict, blank=True)
+    preflight_checked_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -158,6 +169,14 @@ class Recipient(models.Model):
         EXPIRED = "expired", "Expired"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Method(models.TextChoices):
+        EXPORT = "export", "Export, then import from the manifest"
+        LAUNCH_PERMISSION = "launch_permission", "Copy by launch permission (same Region)"
+        DIRECT = "direct", "Direct copy of an image it can already see"
+        PERMISSION_ONLY = "permission_only", "Launch permission only (no copy)"
+        OBJECT_ACL = "object_acl", "Read grant on the export's objects (no bearer URL)"
+        LINK = "link", "Pre-signed manifest link"
+
     OPEN_STATES = (State.WAITING, State.OFFERED, State.IMPORTING)
     FINAL_STATES = (State.COMPLETED, State.FAILED, State.DECLINED, State.EXPIRED, State.CANCELLED)
 
@@ -179,6 +198,19 @@ class Recipient(models.Model):
     link_expires_at = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
     state_message = models.CharField(max_length=500, blank=True)
+    # How this recipient gets its copy, chosen at request time (bound in the digest), and why.
+    method = models.CharField(max_length=20, choices=Method.choices, default=Method.EXPORT)
+    method_reason = models.CharField(max_length=300, blank=True)
+    # Differences between the copy and its source (product codes, architecture, boot mode, root
+    # device), each a sentence: shown as warnings once the copy exists.
+    warnings = models.JSONField(default=list, blank=True)
+    # Pre-flight results for this recipient (its copy name free in its account, checked with its
+    # own keys in its team's job).
+    preflight = models.JSONField(default=dict, blank=True)
+    # An external recipient served by an object ACL on the export's objects: when the grant was put
+    # and when clean-up removed it.
+    acl_granted_at = models.DateTimeField(null=True, blank=True)
+    acl_removed_at = models.DateTimeField(null=True, blank=True)
     image_name = models.CharField(max_length=128, blank=True)
     image_id = models.CharField(max_length=32, blank=True)
     attempt = models.PositiveSmallIntegerField(default=0)  # imports tried, retries included
@@ -217,3 +249,48 @@ class Recipient(models.Model):
     @property
     def region(self) -> str:
         return self.external_region if self.kind == self.Kind.EXTERNAL else self.target_account.region
+
+
+class LaunchGrant(models.Model):
+    """Launch permission on a share's source image, given by the source account to one OUTSCALE
+    account id (a same-Region recipient). Made once and removed once, each by a conditional update:
+    removed as soon as that recipient's copy has ended, or the share has; a grant "launch
+    permission only" stays until the source team revokes it. The reconciler removes any grant left
+    by a crash."""
+
+    class State(models.TextChoices):
+        GRANTING = "granting", "Being granted"
+        GRANTED = "granted", "Granted"
+        REVOKING = "revoking", "Being removed"
+        REVOKED = "revoked", "Removed"
+        FAILED = "failed", "Could not be granted"
+
+    OPEN_STATES = (State.GRANTING, State.GRANTED, State.REVOKING)
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    share = models.ForeignKey(Share, on_delete=models.PROTECT, related_name="grants")
+    account = models.ForeignKey(CloudAccount, on_delete=models.PROTECT, related_name="launch_grants")
+    image_id = models.CharField(max_length=32)
+    grantee_account_id = models.CharField(max_length=32)
+    keep = models.BooleanField(default=False)  # launch permission only: no copy, stays until revoked
+    state = models.CharField(max_length=16, choices=State.choices, default=State.GRANTING)
+    state_message = models.CharField(max_length=500, blank=True)
+    granted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    step_errors = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "state"]), models.Index(fields=["state", "next_poll_at"])]
+        constraints = [
+            # Exactly once: one grant per share and grantee account.
+            models.UniqueConstraint(fields=["share", "grantee_account_id"], name="launchgrant_once_per_share"),
+        ]
+
+    def __str__(self):
+        return f"launch permission on {self.image_id} for {self.grantee_account_id} ({self.state})"
