@@ -345,8 +345,10 @@ def test_it_refuses_a_link_missing_a_signature_parameter(param):
     refused(url(omit=(param,)), link_checks.MSG_MISSING_PARAM.format(param=param))
 
 
-def test_it_refuses_a_link_without_any_query():
-    refused(f"https://{GOOD_HOST}/{BUCKET}/{KEY}", link_checks.MSG_MISSING_PARAM.format(param="X-Amz-Algorithm"))
+def test_a_link_without_any_query_is_an_unsigned_path():
+    link = validate_manifest_url(f"https://{GOOD_HOST}/{BUCKET}/{KEY}", now=NOW)
+
+    assert (link.form, link.signed, link.expires_at) == (link_checks.UNSIGNED, False, None)
 
 
 def test_it_refuses_a_signature_parameter_spelled_in_another_case_as_missing():

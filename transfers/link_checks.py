@@ -1,6 +1,15 @@
-"""Checking a pre-signed OOS manifest URL that a user pastes ("import from a link"): text in,
+"""Checking an OOS manifest URL that a user pastes ("import from a link"): text in,
 `ManifestLink` or `LinkError` out, no I/O. The services that reveal a link or import from a pasted
 one are in `transfers/services/external_links.py`.
+
+Three forms are accepted, as OUTSCALE users paste them (`ManifestLink.form`):
+
+- SIGV4: a query signature (`X-Amz-Algorithm`, `X-Amz-Credential`, …), what boto3 and the portal make;
+- SIGV2: the form OUTSCALE's guide shows ("Importing an OMI from a Bucket"), `AWSAccessKeyId`,
+  `Expires` (an epoch) and `Signature` (base64 of an HMAC-SHA1); it names no Region, so the host must;
+- UNSIGNED: the full path with no query string at all, which works only for an account of the
+  same Region that the owner granted read on the manifest (an object ACL); the import service
+  checks the Region against the account it imports into.
 
 The portal never fetches a user-supplied URL: it checks the text and, if it passes, hands it to
 OUTSCALE as `CreateImage{FileLocation}`. The checks are deliberately strict, and they are done on
@@ -14,7 +23,10 @@ the raw text, with no help from a lenient URL parser:
   at most 4096 characters;
 - a path-style `/<bucket>/<key>` path;
 - a complete, unexpired SigV4 query signature (each parameter once), signed for the Region of the
-  address, valid at most 604,800 s and not dated more than 15 minutes in the future.
+  address, valid at most 604,800 s and not dated more than 15 minutes in the future; or a complete
+  SigV2 signature that has not expired and expires at most 7 days (and 15 minutes of clock skew)
+  ahead; or no query string at all. A query that mixes the two signature forms, or carries other
+  parameters without a signature, is refused.
 
 A pre-signed URL is a bearer secret (DESIGN §2): `ManifestLink` keeps it out of `repr`/`str`, and
 no error message quotes the URL, its signature or any other part of what the user pasted (messages
@@ -23,6 +35,7 @@ name only fixed parameter names, or the host when it is one of ours).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -47,6 +60,12 @@ REQUIRED_PARAMS = (
     "X-Amz-SignedHeaders",
     "X-Amz-Signature",
 )
+
+SIGV4 = "sigv4"
+SIGV2 = "sigv2"
+UNSIGNED = "unsigned"
+V2_PARAMS = ("AWSAccessKeyId", "Expires", "Signature")
+V2_SIGNATURE_BYTES = 20  # HMAC-SHA1
 
 # --- Messages (user-facing; never contain the URL, its signature or other pasted text) ----------
 
@@ -100,6 +119,30 @@ MSG_EXPIRED = "This link expired at {expired_at}. Ask the sender to produce a ne
 MSG_FUTURE = (
     "This link is dated {signed_at}, in the future. Check the sender's clock and ask them to produce a new link."
 )
+MSG_MIXED_SIGNATURES = (
+    "The link carries parts of two different signatures (X-Amz-… and AWSAccessKeyId/Expires/Signature); "
+    "a pre-signed link has one. Copy it again exactly as you received it."
+)
+MSG_UNSIGNED_QUERY = (
+    "The link has a query string but no signature. Paste either the whole pre-signed link, or the plain "
+    "path of the manifest (https://oos.<region>.outscale.com/<bucket>/<manifest>) with nothing after it."
+)
+MSG_V2_ACCESS_KEY = "The link's AWSAccessKeyId is not an OUTSCALE access key (letters and digits only)."
+MSG_V2_EXPIRES_INVALID = "The link's Expires is not a time in whole seconds since 1970 (digits only)."
+MSG_V2_TOO_FAR = (
+    "This link claims to stay valid until {expires_at}, more than 7 days from now, which OUTSCALE never allows. "
+    "Ask the sender to produce a new link."
+)
+MSG_V2_SIGNATURE = "The link's Signature is not a base64 HMAC-SHA1 signature (28 characters ending in “=”)."
+MSG_REGION_UNKNOWN = (
+    "{host} serves several Regions and this link does not say which one it was signed for: "
+    "ask the sender for a SigV4 link (X-Amz-Credential names the Region)."
+)
+MSG_UNSIGNED_REGION = (
+    "A manifest path without a signature can only be imported into an account of its own Region ({region}), "
+    "and only if the image's owner granted that account read on the manifest. Choose an account in {region}, "
+    "or ask the sender for a pre-signed link."
+)
 
 # --- Character classes ---------------------------------------------------------------------------
 
@@ -117,6 +160,9 @@ _ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9]{1,128}")
 _REGION_RE = re.compile(r"[a-z0-9-]{1,64}")
 _SIGNED_HEADERS_RE = re.compile(r"[a-z0-9-]+(?:;[a-z0-9-]+)*")
 _SIGNATURE_RE = re.compile(r"[0-9a-f]{64}")
+_V2_SIGNATURE_RE = re.compile(r"[A-Za-z0-9+/]{27}=")
+_EPOCH_RE = re.compile(r"[0-9]{1,11}")
+_V4_NAMES = frozenset(name.lower() for name in REQUIRED_PARAMS)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -129,14 +175,20 @@ class LinkError(ValidationError):
 
 @dataclass(frozen=True, slots=True)
 class ManifestLink:
-    """A checked pre-signed manifest URL. `url` is a bearer secret: it is left out of repr/str."""
+    """A checked manifest URL. `url` is a bearer secret when signed: it is left out of repr/str.
+    `expires_at` is None for an unsigned path (it never expires; the manifest inside does)."""
 
     url: str = field(repr=False)
     region: str
     bucket: str
     key: str
-    expires_at: datetime
+    expires_at: datetime | None
     fingerprint: str
+    form: str = SIGV4
+
+    @property
+    def signed(self) -> bool:
+        return self.form != UNSIGNED
 
     def __getstate__(self):
         # Like Credentials: a pickled link would carry the bearer URL into job payloads or caches.
@@ -159,7 +211,8 @@ class _Origin:
 
 
 def validate_manifest_url(raw: str, *, now: datetime | None = None) -> ManifestLink:
-    """Check a pasted pre-signed manifest URL without any network I/O; raise LinkError if it is refused."""
+    """Check a pasted manifest URL (pre-signed, or an unsigned path) without any network I/O;
+    raise LinkError if it is refused."""
     if now is None:
         now = datetime.now(UTC)
     elif now.tzinfo is None:
@@ -177,20 +230,27 @@ def validate_manifest_url(raw: str, *, now: datetime | None = None) -> ManifestL
     path, _, query = rest.partition("?")
     bucket, key = _bucket_and_key(path, origin.path_prefix)
     params = _query_params(query)
-    signed_at, expires, credential_region = _check_signature_fields(params)
-    region = _resolve_region(scheme, host, port, path, credential_region)
-
-    expires_at = signed_at + timedelta(seconds=expires)
-    if expires_at <= now:
-        raise LinkError(MSG_EXPIRED.format(expired_at=_when(expires_at)), "expired")
-    if signed_at > now + MAX_FUTURE_SKEW:
-        raise LinkError(MSG_FUTURE.format(signed_at=_when(signed_at)), "future")
+    form = _form(params)
+    expires_at: datetime | None = None
+    if form == SIGV4:
+        signed_at, expires, credential_region = _check_signature_fields(params)
+        region = _resolve_region(scheme, host, port, path, credential_region)
+        expires_at = signed_at + timedelta(seconds=expires)
+        if expires_at <= now:
+            raise LinkError(MSG_EXPIRED.format(expired_at=_when(expires_at)), "expired")
+        if signed_at > now + MAX_FUTURE_SKEW:
+            raise LinkError(MSG_FUTURE.format(signed_at=_when(signed_at)), "future")
+    else:
+        region = _region_of_host(scheme, host, port, path)
+        if form == SIGV2:
+            expires_at = _check_v2_fields(params, now)
+        else:
+            rest = path  # "…/manifest?" with nothing after it is the same path
 
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
     url = f"{scheme}://{netloc}{rest}"
-    return ManifestLink(
-        url=url, region=region, bucket=bucket, key=key, expires_at=expires_at, fingerprint=link_fingerprint(url)
-    )
+    return ManifestLink(url=url, region=region, bucket=bucket, key=key, expires_at=expires_at,
+                        fingerprint=link_fingerprint(url), form=form)
 
 
 # --- Steps ---------------------------------------------------------------------------------------
@@ -337,12 +397,58 @@ def _query_params(query: str) -> dict[str, str]:
             raise LinkError(MSG_BAD_CHARACTERS, "bad_characters") from None
         folded = name.lower()
         if folded in seen:
-            known = next((p for p in REQUIRED_PARAMS if p.lower() == folded), None)
+            known = next((p for p in (*REQUIRED_PARAMS, *V2_PARAMS) if p.lower() == folded), None)
             message = MSG_DUPLICATE_PARAM.format(param=known) if known else MSG_DUPLICATE_QUERY
             raise LinkError(message, "duplicate_param")
         seen.add(folded)
         params[name] = value
     return params
+
+
+def _form(params: dict[str, str]) -> str:
+    """Which signature the query carries: SigV4, SigV2, or none (then no query at all)."""
+    v4 = any(name.lower() in _V4_NAMES for name in params)
+    v2 = any(name in V2_PARAMS for name in params)
+    if v4 and v2:
+        raise LinkError(MSG_MIXED_SIGNATURES, "mixed_signatures")
+    if v4:
+        return SIGV4
+    if v2:
+        return SIGV2
+    if params:
+        raise LinkError(MSG_UNSIGNED_QUERY, "unsigned_query")
+    return UNSIGNED
+
+
+def _check_v2_fields(params: dict[str, str], now: datetime) -> datetime:
+    """When a SigV2 link expires, from well-formed fields: not past, at most 7 days ahead."""
+    for name in V2_PARAMS:
+        if name not in params:
+            raise LinkError(MSG_MISSING_PARAM.format(param=name), "missing_param")
+    if not _ACCESS_KEY_RE.fullmatch(params["AWSAccessKeyId"]):
+        raise LinkError(MSG_V2_ACCESS_KEY, "access_key")
+    if not _EPOCH_RE.fullmatch(params["Expires"]):
+        raise LinkError(MSG_V2_EXPIRES_INVALID, "expires")
+    signature = params["Signature"]
+    if not _V2_SIGNATURE_RE.fullmatch(signature) or len(base64.b64decode(signature)) != V2_SIGNATURE_BYTES:
+        raise LinkError(MSG_V2_SIGNATURE, "signature")
+    try:
+        expires_at = datetime.fromtimestamp(int(params["Expires"]), tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise LinkError(MSG_V2_TOO_FAR.format(expires_at="a date beyond any calendar"), "expires_too_long") from None
+    if expires_at <= now:
+        raise LinkError(MSG_EXPIRED.format(expired_at=_when(expires_at)), "expired")
+    if expires_at > now + timedelta(seconds=MAX_EXPIRES_SECONDS) + MAX_FUTURE_SKEW:
+        raise LinkError(MSG_V2_TOO_FAR.format(expires_at=_when(expires_at)), "expires_too_long")
+    return expires_at
+
+
+def _region_of_host(scheme: str, host: str, port: int | str | None, path: str) -> str:
+    """The one Region whose OOS this address is (a link that names no Region of its own)."""
+    regions = _candidate_regions(scheme, host, port, path)
+    if len(regions) != 1:
+        raise LinkError(MSG_REGION_UNKNOWN.format(host=host), "region_unknown")
+    return regions[0]
 
 
 def _check_signature_fields(params: dict[str, str]) -> tuple[datetime, int, str]:
@@ -392,16 +498,19 @@ def _check_signature_fields(params: dict[str, str]) -> tuple[datetime, int, str]
 def _resolve_region(scheme: str, host: str, port: int | str | None, path: str, credential_region: str) -> str:
     """The Region whose OOS the link names. When several Regions share one configured endpoint (a
     sandbox serving every Region), the credential scope picks among them; otherwise it must agree."""
+    if credential_region in _candidate_regions(scheme, host, port, path):
+        return credential_region
+    raise LinkError(MSG_REGION_MISMATCH.format(host=host), "region_mismatch")
+
+
+def _candidate_regions(scheme: str, host: str, port: int | str | None, path: str) -> list[str]:
     effective_port = _DEFAULT_PORTS[scheme] if port is None else port
-    candidates = [
+    return [
         o.region
         for o in _configured_origins()
         if (o.scheme, o.host, o.port) == (scheme, host, effective_port)
         and (not o.path_prefix or path.startswith(o.path_prefix + "/"))
     ]
-    if credential_region in candidates:
-        return credential_region
-    raise LinkError(MSG_REGION_MISMATCH.format(host=host), "region_mismatch")
 
 
 def _when(moment: datetime) -> str:
