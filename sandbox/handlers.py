@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import re
 import select
 import socket
 import time
@@ -114,6 +115,20 @@ class BaseHandler(BaseHTTPRequestHandler):
             return True
 
 
+# OUTSCALE serves OAPI under /api/v1 and /api/latest (osc-cli calls the latter, as
+# `<endpoint>//api/latest/<Action>`, and signs the path with one slash).
+API_PREFIXES = ("/api/v1/", "/api/latest/")
+
+
+def oapi_action(path: str) -> tuple[str, str]:
+    """(path with repeated slashes collapsed, as signed; the action it names, or "")."""
+    clean = re.sub(r"/{2,}", "/", path)
+    for prefix in API_PREFIXES:
+        if clean.startswith(prefix):
+            return clean, clean[len(prefix) :]
+    return clean, ""
+
+
 class OapiHandler(BaseHandler):
     def do_GET(self):  # noqa: N802 - http.server's naming
         request_id = str(uuid.uuid4())
@@ -123,9 +138,7 @@ class OapiHandler(BaseHandler):
     def do_POST(self):  # noqa: N802
         ctx = self.ctx
         request_id = str(uuid.uuid4())
-        path = self.path.split("?", 1)[0]
-        prefix = ctx.api_path + "/"
-        action = path[len(prefix) :] if path.startswith(prefix) else ""
+        path, action = oapi_action(self.path.split("?", 1)[0])
         try:
             body = self.read_body()
         except ValueError:
@@ -139,7 +152,7 @@ class OapiHandler(BaseHandler):
         try:
             if not action or "/" in action:
                 raise OapiError(codes.INVALID_METHOD_NAME, "The URL must be <api base>/<Action>.")
-            signed = SignedRequest("POST", self.path, self.lower_headers(), body)
+            signed = SignedRequest("POST", path, self.lower_headers(), body)
             account = authenticate(ctx.world, self.region, signed, ctx.lockout_after)
             if decision.throttle_code:
                 raise OapiError(decision.throttle_code, "Request rate exceeded.")
@@ -254,6 +267,12 @@ class ControlHandler(BaseHandler):
                 return self._answer(200, {"reset": True})
             if path == "/durations":
                 return self._answer(200, ctx.set_durations(**data))
+            if path.startswith("/quotas/"):
+                account_id = path.rsplit("/", 1)[1]
+                quotas = {}
+                for name, value in data.items():
+                    quotas = ctx.set_quota(account_id, name, value)
+                return self._answer(200, quotas)
             if path.startswith("/exports/") and path.endswith("/age"):
                 ctx.world.age_export(path.split("/")[2], float(data["seconds"]))
                 return self._answer(200, {"aged": True})

@@ -11,6 +11,11 @@ Choices where the public documentation does not say which code OUTSCALE returns:
     4047 invalid-parameter-value (OAPI copies only within a Region).
   * `DeleteExportTask` on a task past `pending/queued`: 6003 invalid-state.
   * `CreateImageExportTask` with an `OsuApiKey` that opens no account of the Region: 4000.
+  * `DryRun: true`: the spec says only "checks whether you have the required permissions" and
+    lists no dry-run answer or code, so a dry run runs every check of the real call and answers
+    as it would (the same error when refused), but a permitted one answers 200 with only
+    `ResponseContext` and changes nothing (`World.save_state`/`restore_state`).
+  * `UpdateImage` with both `Additions` and `Removals` ("specify either" in the spec): 4045.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import time
 
 from . import oapi_errors as codes
+from . import oapi_quotas as quotas
 from . import oapi_support as support
 from .faults import Faults
 from .imports import load_manifest
@@ -56,19 +62,34 @@ class Oapi:
         "DeleteExportTask",
         "CreateTags",
         "DeleteTags",
+        "ReadQuotas",
     )
 
-    def call(self, account: Account, action: str, params: dict) -> dict:
+    def call(self, account: Account, action: str, params: dict, counted_as: str | None = None) -> dict:
+        """Run one action. `counted_as` names the call in counters and `created` when another
+        API reaches the same action (FCU `RegisterImage` -> `CreateImage`)."""
         if action not in self.ACTIONS:
             raise OapiError(codes.INVALID_METHOD_NAME, f"The action {action} is not implemented by the sandbox.")
+        dry_run = support.want_bool(params, "DryRun")
+        name = counted_as or action
         with self.world.lock:
             self.world.tick()
-            self.world.count(account.account_id, action)
+            if dry_run:
+                # A dry run is a call (counted apart, so counts of real calls stay exact): every
+                # check runs, then the world is put back as it was.
+                self.world.count(account.account_id, f"{name}:DryRun")
+                saved = self.world.save_state()
+                try:
+                    getattr(self, action)(account, params)
+                finally:
+                    self.world.restore_state(saved)
+                return {}
+            self.world.count(account.account_id, name)
             body = getattr(self, action)(account, params)
             if action in ("CreateImage", "CreateImageExportTask"):  # it raised if it did not create
-                name = (params.get("ImageName") if action == "CreateImage"
-                        else (params.get("OsuExport") or {}).get("OsuPrefix"))
-                self.world.count_created(account.account_id, action, str(name or ""))
+                created = (params.get("ImageName") if action == "CreateImage"
+                           else (params.get("OsuExport") or {}).get("OsuPrefix"))
+                self.world.count_created(account.account_id, name, str(created or ""))
             return body
 
     # --- lookups -------------------------------------------------------------------------------
@@ -139,9 +160,10 @@ class Oapi:
             for name, value in checks.items():
                 if lists.get(name) is not None and value not in lists[name]:
                     return False
+            shown = support.render_image(image, account.account_id)["PermissionsToLaunch"]["AccountIds"]
             if lists.get("PermissionsToLaunchAccountIds") is not None and not set(
                 lists["PermissionsToLaunchAccountIds"]
-            ) & set(image.permitted_accounts):
+            ) & set(shown):
                 return False
             if global_permission is not None and image.global_permission != global_permission:
                 return False
@@ -153,7 +175,7 @@ class Oapi:
 
         images = [image for image in self.world.images.values() if keep(image)]
         page, token = support.paginate(images, params, ["ReadImages", account.account_id, flt])
-        body = {"Images": [support.render_image(image) for image in page]}
+        body = {"Images": [support.render_image(image, account.account_id) for image in page]}
         if token:
             body["NextPageToken"] = token
         return body
@@ -190,6 +212,7 @@ class Oapi:
         description = support.want_str(params, "Description")
         if any(i.account_id == account.account_id and i.name == name for i in self.world.images.values()):
             raise OapiError(codes.DUPLICATE_NAME, f"An OMI named {name!r} already exists in the account.")
+        quotas.check_image_quota(self.world, account)
 
         if source_id:
             region = support.want_str(params, "SourceRegionName")
@@ -241,14 +264,22 @@ class Oapi:
             fail_with=self.faults.import_failure(name),
         )
         self.world.images[image.image_id] = image
-        return {"Image": support.render_image(image)}
+        return {"Image": support.render_image(image, account.account_id)}
 
     def UpdateImage(self, account: Account, params: dict) -> dict:
         support.check_params(params, {"ImageId", "PermissionsToLaunch", "Description", "ProductCodes"}, ("ImageId",))
         image = self._owned_image(account, support.want_str(params, "ImageId"), "update")
         permissions = support.want_dict(params, "PermissionsToLaunch")
+        unknown = set(permissions) - {"Additions", "Removals"}
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise OapiError(codes.INVALID_PARAMETER, f"Unknown PermissionsToLaunch parameter(s): {names}.")
+        if "Additions" in permissions and "Removals" in permissions:
+            raise OapiError(codes.INVALID_PARAMETER, "PermissionsToLaunch takes Additions or Removals, not both.")
         for part in ("Additions", "Removals"):
             change = support.want_dict(permissions, part)
+            if set(change) - {"AccountIds", "GlobalPermission"}:
+                raise OapiError(codes.INVALID_PARAMETER, f"{part} takes AccountIds and GlobalPermission only.")
             ids = support.want_str_list(change, "AccountIds") or []
             support.check_account_ids(ids)
             flag = support.want_bool(change, "GlobalPermission")
@@ -263,13 +294,16 @@ class Oapi:
         description = support.want_str(params, "Description")
         if description is not None:
             image.description = description
-        return {"Image": support.render_image(image)}
+        return {"Image": support.render_image(image, account.account_id)}
 
     def DeleteImage(self, account: Account, params: dict) -> dict:
         support.check_params(params, {"ImageId"}, ("ImageId",))
         image = self._owned_image(account, support.want_str(params, "ImageId"), "delete")
         del self.world.images[image.image_id]
         return {}
+
+    def ReadQuotas(self, account: Account, params: dict) -> dict:
+        return quotas.read_quotas(self.world, account, params)
 
     # --- exports -------------------------------------------------------------------------------
 

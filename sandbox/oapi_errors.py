@@ -64,6 +64,8 @@ NO_SUCH_TASK = "5058"
 INVALID_IMAGE_STATE = "6001"
 INVALID_STATE = "6003"
 DUPLICATE_NAME = "9015"
+# Not in the published catalogue: the OMI quota's refusal (oapi_quotas.py, *chosen*).
+TOO_MANY_IMAGES = "10000"
 
 
 def status_and_type(code: str) -> tuple[int, str]:

@@ -19,9 +19,6 @@ def check_params(params: dict, allowed: set[str], required: tuple[str, ...] = ()
     unknown = sorted(set(params) - allowed - {"DryRun"})
     if unknown:
         raise OapiError(codes.INVALID_PARAMETER, f"Unknown parameter(s): {', '.join(unknown)}.")
-    if params.get("DryRun"):
-        # Accepting DryRun silently would let a caller believe a check happened.
-        raise OapiError(codes.INVALID_PARAMETER, "DryRun is not supported by the sandbox.")
     for name in required:
         if params.get(name) in (None, "", [], {}):
             raise OapiError(codes.MISSING_PARAMETER, f"The parameter {name} is required.")
@@ -122,7 +119,13 @@ def render_account(account: Account) -> dict:
     }
 
 
-def render_image(image: Image) -> dict:
+def render_image(image: Image, viewer: str | None = None) -> dict:
+    """The OMI as `viewer` (an account id) sees it: its owner sees every account it is shared
+    with; another account sees only whether it is public and, if it is granted, itself (*chosen*:
+    OUTSCALE does not document what a grantee sees of the others)."""
+    accounts = list(image.permitted_accounts)
+    if viewer is not None and viewer != image.account_id:
+        accounts = [viewer] if viewer in accounts else []
     data = {
         "AccountId": image.account_id,
         "Architecture": image.architecture,
@@ -147,7 +150,7 @@ def render_image(image: Image) -> dict:
         "ImageType": "machine",
         "PermissionsToLaunch": {
             "GlobalPermission": image.global_permission,
-            "AccountIds": list(image.permitted_accounts),
+            "AccountIds": accounts,
         },
         "ProductCodes": list(image.product_codes),
         "RootDeviceName": "/dev/sda1",

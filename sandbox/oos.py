@@ -195,7 +195,7 @@ class Oos:
             f"<Bucket><Name>{escape(b.name)}</Name><CreationDate>{iso_z(b.created)}</CreationDate></Bucket>"
             for b in buckets
         )
-        owner = f"<Owner><ID>{principal.account_id}</ID><DisplayName>{escape(principal.name)}</DisplayName></Owner>"
+        owner = f"<Owner>{oos_acl.owner_xml(principal)}</Owner>"
         body = f'<ListAllMyBucketsResult xmlns="{XMLNS}">{owner}<Buckets>{items}</Buckets></ListAllMyBucketsResult>'
         return S3Response(200, xml(body), {"Content-Type": "application/xml"})
 
@@ -328,7 +328,7 @@ class Oos:
         bucket = self._owned_bucket(request, principal, name)
         if len(body) > MAX_OBJECT_BYTES:
             raise S3Error(400, "EntityTooLarge", "The sandbox stores objects of at most 64 MiB.")
-        grants = oos_acl.grants_from_headers(request.headers)
+        grants = oos_acl.grants_from_headers(self.world, request.headers)
         obj = StoredObject(
             data=body,
             etag=hashlib.md5(body, usedforsecurity=False).hexdigest(),
@@ -398,10 +398,11 @@ class Oos:
         obj = bucket.objects.get(key)
         if obj is None:
             raise S3Error(404, "NoSuchKey", "The specified key does not exist.", Key=key)
-        grants = oos_acl.grants_from_headers(request.headers)
+        grants = oos_acl.grants_from_headers(self.world, request.headers)
         if grants is None:
             if not body.strip():
                 raise S3Error(400, "MissingSecurityHeader", "Your request was missing a required header or body.")
-            grants = oos_acl.grants_from_xml(parse_xml(body), bucket.owner_id)
+            owner = self.world.accounts[bucket.owner_id]
+            grants = oos_acl.grants_from_xml(self.world, parse_xml(body), owner.canonical_id)
         obj.grants = grants
         return S3Response(200)

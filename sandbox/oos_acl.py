@@ -1,8 +1,13 @@
 """Object ACLs for OOS: canned ACLs, `x-amz-grant-*` headers and AccessControlPolicy XML.
 
-Grantees are OUTSCALE accounts, named by account id (`id="111122223333"`, the sandbox's canonical
-user id) or by email (`emailAddress="alpha@sandbox.example"`), or the AllUsers /
-AuthenticatedUsers groups. The owner always has FULL_CONTROL and is not stored as a grant.
+Grantees are OUTSCALE accounts, named by their OOS canonical id ("S3 user ID", 64 hex digits:
+`id="<canonical id>"`, the form OUTSCALE's guide shows, `--grant-read "id=USER_ID"`) or by email
+(`emailAddress="alpha@sandbox.example"`, the S3 form; OUTSCALE does not document it), or the
+AllUsers / AuthenticatedUsers groups. An id that is no account's canonical id (a 12-digit account
+id included) is refused with S3's `InvalidArgument` "Invalid id", an unknown email with
+`UnresolvableGrantByEmailAddress`, as S3 does. The owner always has FULL_CONTROL and is not stored
+as a grant. Answers name each account as OUTSCALE documents it: ID = canonical id, DisplayName =
+the OUTSCALE account id.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ _GRANT_HEADERS = {
     "x-amz-grant-write-acp": "WRITE_ACP",
     "x-amz-grant-full-control": "FULL_CONTROL",
 }
-_GRANTEE = re.compile(r'(id|emailAddress|uri)\s*=\s*"?([^",]+)"?')
+_GRANTEE = re.compile(r'(id|emailaddress|uri)\s*=\s*"?([^",]+)"?', re.IGNORECASE)
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 
 
@@ -44,14 +49,14 @@ def allows(grants: list[Grant], principal: Account | None, permission: str) -> b
             continue
         if grant.kind == "group" and grant.value == AUTHENTICATED_USERS:
             return True
-        if grant.kind == "id" and grant.value == principal.account_id:
+        if grant.kind == "id" and grant.value == principal.canonical_id:
             return True
         if grant.kind == "email" and grant.value.lower() == principal.email.lower():
             return True
     return False
 
 
-def grants_from_headers(headers: dict[str, str]) -> list[Grant] | None:
+def grants_from_headers(world: World, headers: dict[str, str]) -> list[Grant] | None:
     """Grants from `x-amz-acl` or `x-amz-grant-*` headers; None when there are none."""
     canned = headers.get("x-amz-acl")
     if canned is not None:
@@ -61,19 +66,29 @@ def grants_from_headers(headers: dict[str, str]) -> list[Grant] | None:
     grants = []
     for header, permission in _GRANT_HEADERS.items():
         for kind, value in _GRANTEE.findall(headers.get(header, "")):
-            grants.append(_grant(kind, value.strip(), permission))
+            grants.append(_grant(world, kind.lower(), value.strip(), permission))
     return grants or None
 
 
-def _grant(kind: str, value: str, permission: str) -> Grant:
+def _grant(world: World, kind: str, value: str, permission: str) -> Grant:
     if kind == "uri":
         if value not in (ALL_USERS, AUTHENTICATED_USERS):
             raise S3Error(400, "InvalidArgument", "Only the AllUsers and AuthenticatedUsers groups are supported.")
         return Grant("group", value, permission)
-    return Grant("email" if kind == "emailAddress" else "id", value, permission)
+    if kind == "emailaddress":
+        if world.account_by_email(value) is None:
+            raise S3Error(
+                400,
+                "UnresolvableGrantByEmailAddress",
+                "The email address you provided does not match any account on record.",
+            )
+        return Grant("email", value, permission)
+    if world.account_by_canonical_id(value) is None:
+        raise S3Error(400, "InvalidArgument", "Invalid id", ArgumentName="CanonicalUser/ID", ArgumentValue=value)
+    return Grant("id", value, permission)
 
 
-def grants_from_xml(root: ElementTree.Element, owner_id: str) -> list[Grant]:
+def grants_from_xml(world: World, root: ElementTree.Element, owner_canonical_id: str) -> list[Grant]:
     grants = []
     for grant in root.iter():
         if grant.tag.rsplit("}", 1)[-1] != "Grant":
@@ -83,18 +98,22 @@ def grants_from_xml(root: ElementTree.Element, owner_id: str) -> list[Grant]:
         if permission not in PERMISSIONS:
             raise S3Error(400, "MalformedACLError", "The XML you provided was not well-formed or did not validate.")
         if "URI" in fields:
-            grants.append(_grant("uri", fields["URI"].text or "", permission))
+            grants.append(_grant(world, "uri", fields["URI"].text or "", permission))
         elif "EmailAddress" in fields:
-            grants.append(_grant("emailAddress", fields["EmailAddress"].text or "", permission))
-        elif "ID" in fields and (fields["ID"].text or "") != owner_id:
-            grants.append(_grant("id", fields["ID"].text or "", permission))
+            grants.append(_grant(world, "emailaddress", fields["EmailAddress"].text or "", permission))
+        elif "ID" in fields and (fields["ID"].text or "") != owner_canonical_id:
+            grants.append(_grant(world, "id", fields["ID"].text or "", permission))
     return grants
 
 
+def owner_xml(account: Account) -> str:
+    """`<ID>` is the canonical id, `<DisplayName>` the OUTSCALE account id (OUTSCALE's guide)."""
+    return f"<ID>{account.canonical_id}</ID><DisplayName>{account.account_id}</DisplayName>"
+
+
 def policy_xml(world: World, owner_id: str, grants: list[Grant]) -> bytes:
-    owner = world.accounts.get(owner_id)
-    owner_name = escape(owner.name if owner else owner_id)
-    items = [_grant_xml("CanonicalUser", f"<ID>{owner_id}</ID><DisplayName>{owner_name}</DisplayName>", "FULL_CONTROL")]
+    owner = world.accounts[owner_id]
+    items = [_grant_xml("CanonicalUser", owner_xml(owner), "FULL_CONTROL")]
     for grant in grants:
         if grant.kind == "group":
             items.append(_grant_xml("Group", f"<URI>{escape(grant.value)}</URI>", grant.permission))
@@ -105,13 +124,13 @@ def policy_xml(world: World, owner_id: str, grants: list[Grant]) -> bytes:
                 )
             )
         else:
-            account = world.accounts.get(grant.value)
-            name = f"<DisplayName>{escape(account.name)}</DisplayName>" if account else ""
-            items.append(_grant_xml("CanonicalUser", f"<ID>{escape(grant.value)}</ID>{name}", grant.permission))
+            grantee = world.account_by_canonical_id(grant.value)
+            inner = owner_xml(grantee) if grantee else f"<ID>{escape(grant.value)}</ID>"
+            items.append(_grant_xml("CanonicalUser", inner, grant.permission))
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<AccessControlPolicy xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-        f"<Owner><ID>{owner_id}</ID><DisplayName>{owner_name}</DisplayName></Owner>"
+        f"<Owner>{owner_xml(owner)}</Owner>"
         f"<AccessControlList>{''.join(items)}</AccessControlList></AccessControlPolicy>"
     )
     return body.encode("utf-8")

@@ -66,6 +66,11 @@ def secret_key_for(name: str) -> str:
     return _digest("sk", name)[:40].upper()
 
 
+def canonical_id_for(name: str) -> str:
+    # OOS's "S3 user ID": 64 hex digits, unrelated to the 12-digit account id.
+    return _digest("canonical", name)
+
+
 def image_id_for(name: str) -> str:
     return "ami-" + _digest("ami", name)[:8]
 
@@ -88,6 +93,7 @@ def populate(world: World) -> None:
                 secret_key=secret_key_for(name),
                 bucket=f"{name}-exports",
                 publisher=publisher,
+                canonical_id=canonical_id_for(name),
             )
             world.accounts[account_id] = account
             world.buckets[(region, account.bucket)] = Bucket(account.bucket, region, account_id, SEED_DATE)
@@ -129,6 +135,7 @@ def describe_accounts(world: World) -> list[dict]:
                 {
                     "name": account.name,
                     "account_id": account.account_id,
+                    "canonical_id": account.canonical_id,
                     "region": account.region,
                     "email": account.email,
                     "access_key": account.access_key,

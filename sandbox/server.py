@@ -18,7 +18,7 @@ import sys
 import threading
 from http.server import ThreadingHTTPServer
 
-from . import seed
+from . import oapi_quotas, seed
 from .exports import ExportWriter
 from .faults import Faults
 from .handlers import ControlHandler, OapiHandler, OosHandler
@@ -203,6 +203,17 @@ class Sandbox:
         for (action, name), count in items:
             out.setdefault(action, {})[name] = count
         return out
+
+    def set_quota(self, account_id: str, name: str, value: int) -> dict[str, int]:
+        """Set one quota's MaxValue for an account (e.g. `set_quota(BETA, "image_limit", 3)`);
+        `reset()` restores the defaults. Returns the account's quotas set so far."""
+        if name not in oapi_quotas.QUOTAS:
+            raise ValueError(f"unknown quota {name!r}; known: {', '.join(oapi_quotas.QUOTAS)}")
+        if int(value) < 0:
+            raise ValueError("a quota is >= 0 (0: no limit)")
+        with self.world.lock:
+            self.world.quotas[account_id][name] = int(value)
+            return dict(self.world.quotas[account_id])
 
     def set_durations(
         self, export_seconds=None, import_seconds=None, copy_seconds=None, export_spread_seconds=None

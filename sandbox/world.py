@@ -8,6 +8,7 @@ before it reads or writes, so no background thread is needed and tests see a con
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 import time
@@ -35,11 +36,15 @@ class Account:
     secret_key: str
     bucket: str
     publisher: bool = False
+    # OOS names an account by its "S3 user ID" (a canonical id, 64 hex digits), not by its account
+    # id: ACL grants use it (`id=<canonical id>`), and GetObjectAcl reports it as the grantee's ID
+    # with the account id as DisplayName, as OUTSCALE documents for get-bucket-acl/get-object-acl.
+    canonical_id: str = ""
 
 
 @dataclass
 class Grant:
-    kind: str  # "id" (an account id), "email", or "group" (AllUsers / AuthenticatedUsers)
+    kind: str  # "id" (a canonical id), "email", or "group" (AllUsers / AuthenticatedUsers)
     value: str
     permission: str  # READ, READ_ACP, WRITE_ACP, FULL_CONTROL
 
@@ -150,6 +155,9 @@ class World:
             self.locked_until: dict[str, float] = {}
             # (action, HTTP status, body) of recent OAPI answers, for spec checks in tests.
             self.responses: deque[tuple[str, int, dict]] = deque(maxlen=20000)
+            # Per-account quota limits set by tests (account id -> {QuotaName: MaxValue}); a quota
+            # not named here has its default (oapi_quotas.DEFAULTS).
+            self.quotas: dict[str, dict[str, int]] = defaultdict(dict)
 
     # --- ids -----------------------------------------------------------------------------------
 
@@ -176,6 +184,18 @@ class World:
                 return account
         return None
 
+    def account_by_canonical_id(self, canonical_id: str) -> Account | None:
+        for account in self.accounts.values():
+            if account.canonical_id == canonical_id:
+                return account
+        return None
+
+    def account_by_email(self, email: str) -> Account | None:
+        for account in self.accounts.values():
+            if account.email.lower() == email.lower():
+                return account
+        return None
+
     def bucket(self, region: str, name: str) -> Bucket | None:
         return self.buckets.get((region, name))
 
@@ -184,6 +204,18 @@ class World:
 
     def count_created(self, account_id: str, action: str, name: str) -> None:
         self.created[account_id][(action, name)] += 1
+
+    # --- dry runs ------------------------------------------------------------------------------
+
+    def save_state(self) -> tuple:
+        """What an OAPI action may change (OMIs, export tasks, the id generator), so that a dry
+        run can run the real action and then leave no trace (`restore_state`)."""
+        return copy.deepcopy(self.images), copy.deepcopy(self.tasks), self.rng.getstate()
+
+    def restore_state(self, saved: tuple) -> None:
+        images, tasks, rng_state = saved
+        self.images, self.tasks = images, tasks
+        self.rng.setstate(rng_state)
 
     # --- time ----------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 import requests
 
+from sandbox.seed import canonical_id_for
 from tests.fixtures_sandbox import export, manifest_key, oapi_error, read_image
 
 ALPHA, BETA, DELTA = "111122223333", "222233334444", "444455556666"
@@ -64,7 +65,8 @@ def test_it_imports_in_the_same_region_through_an_object_acl(sandbox_world, expo
     plain_url = exported["OsuExport"]["OsuManifestUrl"]  # not pre-signed
     status, body = import_error(oapi, plain_url, account="beta")
     assert (status, body["Errors"][0]["Code"]) == (400, "4074")
-    oos("alpha").put_object_acl(Bucket="alpha-exports", Key=manifest_key(exported), GrantRead=f'id="{BETA}"')
+    grant = f'id="{canonical_id_for("beta")}"'
+    oos("alpha").put_object_acl(Bucket="alpha-exports", Key=manifest_key(exported), GrantRead=grant)
     created = oapi("beta").CreateImage(FileLocation=plain_url, ImageName="web-by-acl")["Image"]
     assert created["AccountId"] == BETA
 

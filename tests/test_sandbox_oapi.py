@@ -307,13 +307,13 @@ def test_it_tags_and_untags_an_image(sandbox_world, oapi):
     assert error_code(excinfo) == "4104"
 
 
-def test_it_refuses_unknown_parameters_and_dry_runs(sandbox_world, oapi):
+def test_it_refuses_unknown_parameters_and_a_dry_run_that_is_not_a_boolean(sandbox_world, oapi):
     with pytest.raises(requests.HTTPError) as excinfo:
         oapi("alpha").raw("ReadImages", Bogus=1)
     assert error_code(excinfo) == "4045"
     with pytest.raises(requests.HTTPError) as excinfo:
-        oapi("alpha").raw("ReadImages", DryRun=True)
-    assert error_code(excinfo) == "4045"
+        oapi("alpha").raw("ReadImages", DryRun="yes")
+    assert error_code(excinfo) == "4108"
 
 
 def test_every_answer_carries_a_request_id(sandbox_world, oapi):

@@ -5,7 +5,11 @@ import botocore.exceptions
 import pytest
 import requests
 
+from sandbox.seed import canonical_id_for
+
 ALPHA, BETA = "111122223333", "222233334444"
+# OOS grants name an account by its canonical id (S3 user ID), not its account id.
+ALPHA_CANONICAL, BETA_CANONICAL = canonical_id_for("alpha"), canonical_id_for("beta")
 
 
 def code_of(excinfo):
@@ -15,7 +19,7 @@ def code_of(excinfo):
 def test_it_lists_the_accounts_own_buckets(sandbox_world, oos):
     response = oos("alpha").list_buckets()
     assert [b["Name"] for b in response["Buckets"]] == ["alpha-exports"]
-    assert response["Owner"]["ID"] == ALPHA
+    assert response["Owner"] == {"ID": ALPHA_CANONICAL, "DisplayName": ALPHA}
 
 
 def test_it_creates_and_heads_buckets(sandbox_world, oos):
@@ -85,15 +89,18 @@ def test_it_keeps_objects_owner_only_until_an_acl_grants_them(sandbox_world, oos
         oos("beta").list_objects_v2(Bucket="alpha-exports")
     assert code_of(excinfo) == "AccessDenied"
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
-        oos("beta").put_object_acl(Bucket="alpha-exports", Key="m.json", GrantRead=f'id="{BETA}"')
+        oos("beta").put_object_acl(Bucket="alpha-exports", Key="m.json", GrantRead=f'id="{BETA_CANONICAL}"')
     assert code_of(excinfo) == "AccessDenied"
 
-    oos("alpha").put_object_acl(Bucket="alpha-exports", Key="m.json", GrantRead=f'id="{BETA}"')
+    oos("alpha").put_object_acl(Bucket="alpha-exports", Key="m.json", GrantRead=f'id="{BETA_CANONICAL}"')
     assert oos("beta").get_object(Bucket="alpha-exports", Key="m.json")["Body"].read() == b"{}"
     with pytest.raises(botocore.exceptions.ClientError):
         oos("gamma").get_object(Bucket="alpha-exports", Key="m.json")
     grants = oos("alpha").get_object_acl(Bucket="alpha-exports", Key="m.json")["Grants"]
-    assert {(g["Grantee"].get("ID"), g["Permission"]) for g in grants} == {(ALPHA, "FULL_CONTROL"), (BETA, "READ")}
+    assert {(g["Grantee"].get("ID"), g["Grantee"].get("DisplayName"), g["Permission"]) for g in grants} == {
+        (ALPHA_CANONICAL, ALPHA, "FULL_CONTROL"),
+        (BETA_CANONICAL, BETA, "READ"),
+    }
 
 
 def test_it_grants_by_email_and_to_everyone(sandbox_world, oos):
