@@ -19,6 +19,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler
 
+from . import fcu
 from . import oapi_errors as codes
 from .auth_osc4 import SignedRequest, authenticate
 from .faults import Decision
@@ -177,6 +178,43 @@ class OapiHandler(BaseHandler):
             status, payload = error.status, error.body(request_id)
         ctx.world.responses.append((action, status, payload))
         self.send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+
+class FcuHandler(BaseHandler):
+    """FCU (EC2 Query protocol, SigV4, XML): see fcu.py."""
+
+    def _serve(self):
+        ctx = self.ctx
+        request_id = str(uuid.uuid4())
+        raw_path, _, raw_query = self.path.partition("?")
+        try:
+            body = self.read_body()
+        except ValueError:
+            self.send(413, b"", {"Connection": "close"})
+            return
+        headers = self.lower_headers()
+        params = fcu.parse_params(raw_query, body, headers.get("content-type", ""))
+        decision = ctx.faults.decide(params.get("Action") or "?")
+        if not self.wait(decision):
+            self.close_connection = True
+            return
+        try:
+            account = fcu.authenticate(ctx.world, self.region, self.command, raw_path, raw_query, headers, body)
+            if decision.throttle_code:
+                raise fcu.FcuError(503, "RequestLimitExceeded", "Request limit exceeded.")
+            if decision.error:
+                raise fcu.FcuError(500, "InternalError", "An internal error has occurred (sandbox fault).")
+            status, payload = ctx.fcu.call(account, params, request_id)
+            if decision.lose_response == "drop":
+                self.drop()
+                return
+            if decision.lose_response == "500":
+                raise fcu.FcuError(500, "InternalError", "An internal error has occurred (sandbox fault).")
+        except fcu.FcuError as error:
+            status, payload = error.status, error.xml(request_id)
+        self.send(status, payload, {"Content-Type": "text/xml;charset=UTF-8", "x-amzn-RequestId": request_id})
+
+    do_GET = do_POST = _serve  # noqa: N815
 
 
 class OosHandler(BaseHandler):

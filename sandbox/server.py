@@ -6,7 +6,7 @@ osc-sdk-python and boto3, and assert on `world`, `counters()` and `faults`.
 
     sb = Sandbox(export_seconds=0.3, import_seconds=0.3, copy_seconds=0.1)
     sb.start()
-    sb.endpoints()["eu-west-2"]  # {"api": "http://127.0.0.1:P/api/v1", "oos": "http://127.0.0.1:Q"}
+    sb.endpoints()["eu-west-2"]  # {"api": "http://127.0.0.1:P/api/v1", "oos": ..., "fcu": ...}
     sb.stop()
 """
 
@@ -21,7 +21,8 @@ from http.server import ThreadingHTTPServer
 from . import oapi_quotas, seed
 from .exports import ExportWriter
 from .faults import Faults
-from .handlers import ControlHandler, OapiHandler, OosHandler
+from .fcu import Fcu
+from .handlers import ControlHandler, FcuHandler, OapiHandler, OosHandler
 from .oapi import Oapi
 from .oos import Oos
 from .world import World
@@ -63,7 +64,7 @@ class Sandbox:
         export_spread_seconds: float = 0.0,
     ):
         """`base_port=0` picks free ports; otherwise control = base, OAPI = base+1.. and
-        OOS = base+11.. in the order of `REGIONS`.
+        OOS = base+11.. and FCU = base+21.. in the order of `REGIONS`.
         `lockout_after`: bad signatures in a row that lock a key for 60 s (0 disables).
         `export_spread_seconds`: each export takes `export_seconds` plus a share of this, fixed by
         its task id, so that exports started together do not all finish together."""
@@ -82,6 +83,7 @@ class Sandbox:
         self.faults = Faults()
         self.oos = Oos(self.world)
         self.oapi = Oapi(self.world, self.faults, self.oos, self.durations)
+        self.fcu = Fcu(self.oapi)
         self.world.on_export_completed = ExportWriter(self.world, self.oos)
         seed.populate(self.world)
         self._servers: list[_Server] = []
@@ -94,6 +96,7 @@ class Sandbox:
                 region: {
                     "api": f"http://{host}:{base_port + 1 + index}{API_PATH}",
                     "oos": f"http://{host}:{base_port + 11 + index}",
+                    "fcu": f"http://{host}:{base_port + 21 + index}",
                 }
                 for index, region in enumerate(REGIONS)
             }
@@ -124,9 +127,11 @@ class Sandbox:
             for index, region in enumerate(REGIONS):
                 api_port = self._serve(OapiHandler, base + 1 + index if base else 0, region)
                 oos_port = self._serve(OosHandler, base + 11 + index if base else 0, region)
+                fcu_port = self._serve(FcuHandler, base + 21 + index if base else 0, region)
                 endpoints[region] = {
                     "api": f"http://{self.host}:{api_port}{API_PATH}",
                     "oos": f"http://{self.host}:{oos_port}",
+                    "fcu": f"http://{self.host}:{fcu_port}",
                 }
         except OSError:
             self.stop()

@@ -18,10 +18,11 @@ def test_it_serves_every_region_on_its_own_ports(sandbox_world):
     for entry in endpoints.values():
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api/v1", entry["api"])
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", entry["oos"])
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", entry["fcu"])
     ports = [e["api"].split(":")[2].split("/")[0] for e in endpoints.values()] + [
-        e["oos"].rsplit(":", 1)[1] for e in endpoints.values()
+        e[service].rsplit(":", 1)[1] for e in endpoints.values() for service in ("oos", "fcu")
     ]
-    assert len(set(ports)) == 10
+    assert len(set(ports)) == 15
     assert sorted(sandbox_world.oos_hosts()) == sorted(e["oos"][len("http://") :] for e in endpoints.values())
 
 
@@ -63,7 +64,9 @@ def test_its_ids_and_keys_are_the_same_on_every_run():
 def test_fixed_ports_follow_the_base_port():
     described = Sandbox(base_port=8700).describe()
     assert described["control"] == "http://127.0.0.1:8700"
-    assert described["regions"]["eu-west-2"] == {"api": "http://127.0.0.1:8701/api/v1", "oos": "http://127.0.0.1:8711"}
+    assert described["regions"]["eu-west-2"] == {
+        "api": "http://127.0.0.1:8701/api/v1", "oos": "http://127.0.0.1:8711", "fcu": "http://127.0.0.1:8721"
+    }
     assert described["regions"]["ap-northeast-1"]["oos"] == "http://127.0.0.1:8715"
 
 
