@@ -6,6 +6,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
 from accounts.models import CloudAccount, Role, Team, bucket_name_validator
+from accounts.tag_keys import MAX_KEYS, clean_tag_keys
 from outscale.regions import REGION_CHOICES
 
 ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{20}$")
@@ -94,6 +95,18 @@ class TeamSettingsForm(forms.ModelForm):
         label="Approvals last (days)", min_value=1, max_value=365,
         help_text=Team._meta.get_field("approval_lifetime_days").help_text,
     )
+    copy_tag_allowlist = forms.CharField(
+        label="Tags carried to copies", required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "mono"}),
+        help_text=f"Tag keys of a source image that its copies carry too, one per line (at most {MAX_KEYS}). "
+                  "The portal's own provenance tags (omiportal:…) are always set.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["copy_tag_allowlist"].initial = "\n".join(self.instance.copy_tag_allowlist or [])
+
+    def clean_copy_tag_allowlist(self):
+        return clean_tag_keys(self.cleaned_data["copy_tag_allowlist"])
 
     class Meta:
         model = Team

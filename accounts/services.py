@@ -22,6 +22,7 @@ from accounts.keys import credentials_for
 from accounts.models import CloudAccount, Membership, Role, Team, User
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess
+from accounts.tag_keys import clean_tag_keys
 from audit import recorder
 from audit.recorder import record
 
@@ -443,6 +444,7 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
 # --- Team settings ----------------------------------------------------------------------
 
 TEAM_SETTINGS = ("require_approval_for_own_accounts", "request_expiry_days", "approval_lifetime_days",
+                 "copy_tag_allowlist",
                  "auto_accept_incoming", "cleanup_exports", "require_two_factor_for_privileged")
 APPROVAL_LIFETIME_RANGE = (1, 365)
 APPROVAL_LIFETIME_MESSAGE = "An approval lasts between 1 and 365 days."
@@ -455,6 +457,8 @@ def team_settings_change(*, access: TeamAccess, **values) -> Team:
     if lifetime is not None and not (type(lifetime) is int and
                                      APPROVAL_LIFETIME_RANGE[0] <= lifetime <= APPROVAL_LIFETIME_RANGE[1]):
         raise TeamError(APPROVAL_LIFETIME_MESSAGE)
+    if "copy_tag_allowlist" in values:  # one rule for the form and any other caller
+        values["copy_tag_allowlist"] = clean_tag_keys(values["copy_tag_allowlist"])
     team = Team.objects.select_for_update().get(pk=access.team.pk)
     before, after = {}, {}
     for field in TEAM_SETTINGS:

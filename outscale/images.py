@@ -18,6 +18,7 @@ from outscale.results import (
     AccountIdentity,
     CallResult,
     ExportTask,
+    ImageFacts,
     ImageState,
     ImageSummary,
     Relation,
@@ -31,6 +32,10 @@ MAX_PAGES = 50  # a guard against a paging loop, far above any real account
 DISK_FORMATS = ("qcow2", "raw")
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9 _()/.\-]{3,128}$")
 IMAGE_NAME_RULE = "3 to 128 letters, digits, spaces or _ ( ) / . -"
+# The longest Description an OMI keeps (the EC2-compatible limit OUTSCALE's API shares), and what
+# of it is left for the text once the portal's mark is appended.
+DESCRIPTION_MAX = 255
+DESCRIPTION_ROOM = DESCRIPTION_MAX - marks.SPACE
 
 
 def validate_image_name(name: str) -> str:
@@ -54,6 +59,22 @@ def _read_pages(creds: Credentials, action: str, items_key: str, **params) -> tu
     return items, tuple(request_ids)
 
 
+def _image_facts(raw: dict) -> ImageFacts:
+    mappings = [m for m in raw.get("BlockDeviceMappings") or [] if isinstance(m, dict)]
+    disks = [m.get("Bsu") or {} for m in mappings]
+    return ImageFacts(
+        size_gib=sum(int(disk.get("VolumeSize") or 0) for disk in disks),
+        snapshots=sum(1 for disk in disks if disk.get("SnapshotId")),
+        product_codes=tuple(str(code) for code in raw.get("ProductCodes") or ()),
+        architecture=raw.get("Architecture", "") or "",
+        boot_modes=tuple(str(mode) for mode in raw.get("BootModes") or ()),
+        root_device_type=raw.get("RootDeviceType", "") or "",
+        root_device_name=raw.get("RootDeviceName", "") or "",
+        tags=tuple((str(t.get("Key", "")), str(t.get("Value", "") or "")) for t in raw.get("Tags") or ()
+                   if isinstance(t, dict) and t.get("Key")),
+    )
+
+
 def _image_state(raw: dict, request_ids: tuple[str, ...] = ()) -> ImageState:
     comment = raw.get("StateComment") or {}
     return ImageState(
@@ -65,6 +86,7 @@ def _image_state(raw: dict, request_ids: tuple[str, ...] = ()) -> ImageState:
         state_message=scrub(comment.get("StateMessage")),
         request_ids=request_ids,
         description=scrub(raw.get("Description")),
+        facts=_image_facts(raw),
     )
 
 
@@ -125,13 +147,18 @@ def list_shareable_images(
                 relation=relation, state=raw.get("State", ""), description=scrub(raw.get("Description")),
                 account_alias=raw.get("AccountAlias", "") or "", architecture=raw.get("Architecture", "") or "",
                 creation_date=raw.get("CreationDate", "") or "",
-                product_codes=tuple(raw.get("ProductCodes") or ()),
+                product_codes=tuple(raw.get("ProductCodes") or ()), facts=_image_facts(raw),
             ))
     return images
 
 
 def _description(description: str, subject: str) -> str | None:
-    return (marks.marked(description, subject=subject) if subject else description) or None
+    """The Description sent with a create: cut so that the portal's mark, appended last, always
+    fits within what OUTSCALE keeps (a mark cut off would leave the portal unable to adopt its own
+    image)."""
+    if not subject:
+        return description[:DESCRIPTION_MAX] or None
+    return marks.marked(description[:DESCRIPTION_ROOM], subject=subject)
 
 
 def copy_image(*, creds: Credentials, source_image_id: str, name: str, description: str = "",

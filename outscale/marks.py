@@ -27,6 +27,8 @@ from outscale import config
 _SALT = "outscale.marks"
 PREFIX = "omiportal-mark:"
 _LENGTH = 32  # hex characters: 128 bits
+# What `marked` adds to a description: " [" + the mark + "]".
+SPACE = len(" []") + len(PREFIX) + _LENGTH
 
 
 def _mark(subject: str, secret) -> str:

@@ -47,6 +47,21 @@ class AccountIdentity:
 
 
 @dataclass(frozen=True)
+class ImageFacts:
+    """What an image is, as ReadImages describes it: what an approver weighs (size, licences) and
+    what a copy must keep (product codes, architecture, boot modes, root device)."""
+
+    size_gib: int = 0  # the sum of the VolumeSize of its BlockDeviceMappings
+    snapshots: int = 0  # the BlockDeviceMappings with a snapshot
+    product_codes: tuple[str, ...] = ()
+    architecture: str = ""
+    boot_modes: tuple[str, ...] = ()
+    root_device_type: str = ""
+    root_device_name: str = ""
+    tags: tuple[tuple[str, str], ...] = ()  # (key, value), in the cloud's order
+
+
+@dataclass(frozen=True)
 class ImageSummary:
     image_id: str
     name: str
@@ -58,6 +73,7 @@ class ImageSummary:
     architecture: str = ""
     creation_date: str = ""
     product_codes: tuple[str, ...] = ()
+    facts: ImageFacts = field(default_factory=ImageFacts)
 
     @property
     def needs_copy(self) -> bool:
@@ -75,6 +91,7 @@ class ImageState:
     state_message: str = ""  # scrubbed of URLs
     request_ids: tuple[str, ...] = ()
     description: str = ""  # scrubbed of URLs; carries the portal's mark on the images it made
+    facts: ImageFacts = field(default_factory=ImageFacts)
 
     @property
     def is_final(self) -> bool:

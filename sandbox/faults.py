@@ -37,6 +37,8 @@ class FaultConfig:
     hold_actions: frozenset[str] | None = None
     failed_exports: dict[str, str] = field(default_factory=dict)  # image id -> Comment
     failed_imports: dict[str, str] = field(default_factory=dict)  # ImageName -> StateComment message
+    # ImageName -> attributes the new OMI gets instead of its source's (a copy that differs)
+    drifted_imports: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,21 @@ class Faults:
         """A CreateImage (import or copy) with this ImageName ends `failed` with this StateComment."""
         with self._lock:
             self._config.failed_imports[image_name] = comment
+
+    DRIFTABLE = ("product_codes", "architecture", "boot_modes")
+
+    def drift_import(self, image_name: str, **attributes) -> None:
+        """A CreateImage (import or copy) with this ImageName makes an OMI that differs from its
+        source in these attributes (product_codes, architecture, boot_modes)."""
+        unknown = set(attributes) - set(self.DRIFTABLE)
+        if unknown:
+            raise ValueError(f"only {', '.join(self.DRIFTABLE)} can differ, not {', '.join(sorted(unknown))}")
+        with self._lock:
+            self._config.drifted_imports[image_name] = dict(attributes)
+
+    def import_drift(self, image_name: str) -> dict:
+        with self._lock:
+            return dict(self._config.drifted_imports.get(image_name, {}))
 
     def export_failure(self, image_id: str) -> str:
         with self._lock:

@@ -231,6 +231,7 @@ class Oapi:
             location = f"{account.account_id}/{name}"
             description = source.description if description is None else description
             duration, architecture, boot_modes = self.durations["copy_seconds"], source.architecture, source.boot_modes
+            product_codes = list(source.product_codes)
         else:
             manifest = load_manifest(self.world, self.oos, account, file_location)
             meta = manifest["Image"]
@@ -247,6 +248,7 @@ class Oapi:
             duration = self.durations["import_seconds"]
             architecture = str(meta.get("Architecture", "x86_64"))
             boot_modes = list(meta.get("BootModes", ["legacy"]))
+            product_codes = list(meta.get("ProductCodes", ["0001"]))
 
         image = Image(
             image_id=self.world.new_id("ami"),
@@ -260,9 +262,12 @@ class Oapi:
             file_location=location,
             architecture=architecture,
             boot_modes=boot_modes,
+            product_codes=product_codes,
             ready_at=time.monotonic() + duration,
             fail_with=self.faults.import_failure(name),
         )
+        for attribute, value in self.faults.import_drift(name).items():  # a seeded copy that differs
+            setattr(image, attribute, value)
         self.world.images[image.image_id] = image
         return {"Image": support.render_image(image, account.account_id)}
 

@@ -27,7 +27,10 @@ class ShareRequestForm(forms.Form):
     copy_name = forms.CharField(max_length=128, strip=True, label="Name of the copy",
                                 help_text="3 to 128 letters, digits, spaces and _ ( ) / . - ; unique in each "
                                           "recipient account.")
-    description = forms.CharField(max_length=255, required=False, strip=True)
+    description = forms.CharField(
+        max_length=255, required=False, strip=True,
+        help_text=f"The Description of every copy. Copies keep its first {outscale.DESCRIPTION_ROOM} characters: "
+                  f"OUTSCALE keeps {outscale.DESCRIPTION_MAX}, and the portal's mark takes the rest.")
     reason = forms.CharField(max_length=2000, strip=True, widget=forms.Textarea(attrs={"rows": 3}),
                              help_text="Why this copy is needed; the approver reads it.")
     licence_confirmed = forms.BooleanField(

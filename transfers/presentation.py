@@ -5,9 +5,12 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+import outscale
 from accounts.selectors import TeamAccess
+from transfers import selectors
 from transfers.models import Recipient, Share
 from transfers.selectors import share_recipients_for_user
+from transfers.services import copy_facts
 
 
 def _seconds(delta: timedelta) -> int:
@@ -72,4 +75,41 @@ def share_progress(*, access: TeamAccess, share: Share) -> dict:
             }
             for r in share_recipients_for_user(access=access, share=share)
         ],
+    }
+
+
+def decision_panel(share: Share, *, history: list | None = None) -> dict:
+    """What an approver weighs, for the panel on the share page and the approvals list
+    (templates/transfers/_decision_facts.html): the source's size and licence classes as the request
+    read them, the requester's licence confirmation, each recipient's method and why, the tags the
+    copies carry, the Description they get, and how long such copies took here lately. ``history``:
+    ``selectors.copy_history()``, read once for a whole list."""
+    facts = share.source_facts or {}
+    history = selectors.copy_history() if history is None else history
+    size = facts.get("size_gib") if isinstance(facts.get("size_gib"), int) else None
+    recipients = []
+    for r in share.recipients.all():
+        estimate = selectors.expected_duration(history, method=r.method, size_gib=size)
+        recipients.append({
+            "label": r.label, "method": r.get_method_display(), "reason": r.method_reason,
+            "expected": f"about {duration_text(int(estimate.seconds))}" if estimate.seconds is not None else "",
+            "history_count": estimate.count,
+        })
+    carried = copy_facts.carried_tags(share)
+    return {
+        "known": bool(facts),
+        "size_gib": size,
+        "snapshots": facts.get("snapshots"),
+        "licences": [(code, outscale.licence_class(code)) for code in facts.get("product_codes", [])],
+        "architecture": facts.get("architecture", ""),
+        "boot_modes": facts.get("boot_modes", []),
+        "root_device": " ".join(filter(None, (facts.get("root_device_type"), facts.get("root_device_name")))),
+        "licence_confirmed_by": share.requested_by.display_name,
+        "licence_confirmed_at": share.licence_confirmed_at,
+        "recipients": recipients,
+        "tags": sorted(carried.items()),
+        "tags_left": sorted(set(facts.get("tags", {})) - set(carried)),
+        "description": copy_facts.copy_description(share),
+        "description_cut": copy_facts.description_is_cut(share.description),
+        "history_days": selectors.HISTORY_DAYS,
     }

@@ -6,6 +6,7 @@ A share is visible to its source team and to every team it offers a copy to; any
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from statistics import median
 
 from django.db.models import Case, Count, F, IntegerField, Prefetch, Q, QuerySet, Value, When, Window
 from django.db.models.functions import RowNumber, TruncWeek
@@ -243,3 +244,57 @@ def dashboard_for_team(*, access: TeamAccess) -> dict:
         "incoming_imports": importing,
         "recent": list(recent[:DASHBOARD_LIMIT]),
     }
+
+
+# --- Expected duration, from the portal's own history ----------------------------------------------
+
+HISTORY_DAYS = 90
+HISTORY_ROWS = 2000  # the newest completed copies read: bounds the read; a page reads them once
+# Methods whose copy comes through the share's export: the export's run is part of the copy's time.
+_THROUGH_EXPORT = (Recipient.Method.EXPORT, Recipient.Method.OBJECT_ACL, Recipient.Method.LINK)
+
+
+@dataclass(frozen=True)
+class PastCopy:
+    method: str
+    size_gib: int | None  # the source's size at request time (None for a request from before source facts)
+    seconds: float  # the cloud's work: the export's run (when the copy came through one), then the copy's
+
+
+def copy_history(*, now: datetime | None = None) -> list[PastCopy]:
+    """The copies completed in the last HISTORY_DAYS days across the portal, newest first, in one
+    query. Only medians and counts of them reach a page (``expected_duration``), never a row of
+    another team. Waiting for a person (an approver, an accepting member) is not counted."""
+    now = now or timezone.now()
+    rows = Recipient.objects.filter(
+        state=Recipient.State.COMPLETED, share__isnull=False, started_at__isnull=False,
+        completed_at__gte=now - timedelta(days=HISTORY_DAYS),
+    ).order_by("-completed_at").values_list(
+        "method", "share__source_facts__size_gib", "started_at", "completed_at",
+        "share__export__created_at", "share__export__completed_at")[:HISTORY_ROWS]
+    history = []
+    for method, size, started, completed, export_created, export_completed in rows:
+        seconds = (completed - started).total_seconds()
+        if method in _THROUGH_EXPORT and export_created and export_completed:
+            seconds += (export_completed - export_created).total_seconds()
+        history.append(PastCopy(method=method, size_gib=size if isinstance(size, int) else None,
+                                seconds=max(0.0, seconds)))
+    return history
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float | None  # the median; None: no history yet
+    count: int  # the copies it is the median of
+
+
+def expected_duration(history: list[PastCopy], *, method: str, size_gib: int | None) -> Estimate:
+    """The median time of past copies by ``method`` of a similar size (half to twice ``size_gib``;
+    any size when the request recorded none)."""
+    if size_gib is None:
+        similar = [copy.seconds for copy in history if copy.method == method]
+    else:
+        low, high = size_gib / 2, max(size_gib, 1) * 2
+        similar = [copy.seconds for copy in history if copy.method == method and copy.size_gib is not None
+                   and low <= copy.size_gib <= high]
+    return Estimate(seconds=median(similar) if similar else None, count=len(similar))

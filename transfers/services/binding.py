@@ -15,6 +15,7 @@ from accounts.keys import credentials_for
 from accounts.models import CloudAccount
 from transfers import errors
 from transfers.models import Recipient, Share
+from transfers.services import copy_facts
 from transfers.services.import_ends import import_failed
 
 
@@ -33,6 +34,8 @@ def digest_of(*, share: Share, recipients: list[Recipient], source: CloudAccount
         "copy": [share.copy_name, share.description],
         "recipients": sorted(_recipient_line(r, *bound.get(r.target_account_id, ("", ""))) for r in recipients),
     }
+    if copy_facts.bound_tags(share) is not None:  # the source's tags its copies carry (older requests: none)
+        content["tags"] = copy_facts.bound_tags(share)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

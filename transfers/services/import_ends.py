@@ -16,7 +16,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import notifications
 from transfers.models import Recipient
-from transfers.services import polling
+from transfers.services import copy_facts, polling
 from transfers.services.share_state import share_refresh, shares_refresh
 
 
@@ -54,11 +54,13 @@ def imports_complete(tagged: list[tuple[Recipient, dict, list]], read_ids) -> No
 
 
 def import_tag(recipient: Recipient, creds, tagged: list) -> None:
-    """Tag the new OMI with where it came from, and add it to ``tagged`` (unless the cloud asks
+    """Tag the new OMI with where it came from (and the source's tags on its team's allowlist,
+    which the provenance tags always override), and add it to ``tagged`` (unless the cloud asks
     us to come back later)."""
     tags = {"omiportal:recipient": str(recipient.public_id)}
     if recipient.share_id:
         share = recipient.share
+        tags = {**copy_facts.carried_tags(share), **tags}
         tags.update({"omiportal:share": str(share.public_id),
                      "omiportal:source-account": share.source_account.account_id,
                      "omiportal:source-image": share.source_image_id})
@@ -76,12 +78,16 @@ def import_tag(recipient: Recipient, creds, tagged: list) -> None:
 
 def _complete(recipient: Recipient, tags: dict, request_ids: list) -> bool:
     """IMPORTING → COMPLETED, in the caller's transaction (which then refreshes the shares);
-    False if it was no longer importing."""
+    False if it was no longer importing. ``recipient.warnings``: how the copy differs from its
+    source (copy_facts.copy_warnings, set by the look that saw it available), kept and recorded."""
     now = timezone.now()
+    warnings = list(recipient.warnings or [])
     if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING).update(
-            state=Recipient.State.COMPLETED, completed_at=now, next_poll_at=None, state_message="", updated_at=now):
+            state=Recipient.State.COMPLETED, completed_at=now, next_poll_at=None, state_message="", updated_at=now,
+            warnings=warnings):
         return False
     record(action="import.completed", actor=None, team=recipient.team, target=share_target(recipient),
            cloud_request_ids=request_ids,
-           details={"recipient": str(recipient.public_id), "image_id": recipient.image_id, "tags": tags})
+           details={"recipient": str(recipient.public_id), "image_id": recipient.image_id, "tags": tags,
+                    "warnings": warnings})
     return True

@@ -25,7 +25,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, scheduling
 from transfers.models import Recipient
-from transfers.services import binding, polling
+from transfers.services import binding, copy_facts, polling
 from transfers.services.import_ends import import_failed, share_target
 
 
@@ -71,8 +71,8 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
         return None  # its account changed since the approval: refused, nothing asked of the cloud
     tried = recipient.start_tries - 1
     account = recipient.target_account
-    description = (f"Copied by OMI Portal from {recipient.share.source_image_id}, share {recipient.share.public_id}"
-                   if recipient.share_id else "Imported by OMI Portal from a link")
+    description = copy_facts.copy_description(recipient.share) if recipient.share_id \
+        else "Imported by OMI Portal from a link"
     subject = image_subject(recipient)
     with outscale.record_request_ids() as request_ids:
         try:

@@ -19,7 +19,7 @@ from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
 from transfers import scheduling
 from transfers.models import Recipient
-from transfers.services import bounded, polling
+from transfers.services import bounded, copy_facts, polling
 from transfers.services.import_ends import import_failed, import_tag, imports_complete
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,10 @@ def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipien
     # Each completion tags its OMI (one call each), side by side like the starts; then one
     # transaction records them all. A sweep that dies in between leaves them IMPORTING: the next
     # one tags them again (the same tags) and completes them.
-    by_pk = Recipient.objects.select_related("share__source_account", "team").in_bulk([r.pk for r in available])
+    by_pk = Recipient.objects.select_related("share__source_account", "share__team", "team") \
+        .in_bulk([r.pk for r in available])
+    for recipient in by_pk.values():  # how each copy differs from its source, recorded with its completion
+        recipient.warnings = copy_facts.copy_warnings(recipient.share, images.get(recipient.image_id))
     tagged: list[tuple[Recipient, dict, list]] = []
 
     def tag(recipient):

@@ -21,7 +21,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, notifications, rules
 from transfers.models import Recipient, Share
-from transfers.services import binding, exports
+from transfers.services import binding, copy_facts, exports
 
 EXTERNAL_ID_RE = re.compile(r"^\d{12}$")
 
@@ -153,6 +153,8 @@ def share_request(
             Recipient(kind=Recipient.Kind.EXTERNAL, external_account_id=e.account_id, external_region=e.region)
             for e in externals
         ]
+        # What the approver is shown of the source, from the ReadImages above; its carried tags are bound.
+        share.source_facts = copy_facts.source_facts(image, allowlist=team.copy_tag_allowlist)
         share.digest = request_digest(share, recipients)
         share.save()
         for recipient in recipients:
@@ -164,6 +166,7 @@ def share_request(
             "approval_required": needs_approval, "recipients": [r.label for r in recipients],
             "export_bucket": bucket, "source_account_id": source_account.account_id,
             "bound": [[r.bound_account_id, r.bound_region] for r in recipients if r.kind == Recipient.Kind.TEAM],
+            "source_facts": share.source_facts,
         })
         if not needs_approval:
             exports.export_begin(share=share)

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.decorators import team_view
 from accounts.roles import Capability
 from accounts.twofactor.enforcement import step_up_url, verified_at
-from transfers import errors, rules, selectors
+from transfers import errors, presentation, rules, selectors
 from transfers.forms import DecisionForm
 from transfers.services import reconcile
 from transfers.services import requests as share_requests
@@ -37,9 +37,11 @@ def _error(request, exc: ValidationError) -> None:
 def approval_list(request, access):
     page = Paginator(selectors.approvals_for_team(team=access.team), APPROVALS_PER_PAGE) \
         .get_page(request.GET.get("page"))
+    history = selectors.copy_history()  # read once: each row's expected durations come from it
     for share in page.object_list:  # say why a button would fail rather than offer it
         blocker = rules.decision_blocker(membership=access.membership, share=share)
         share.cannot_decide = blocker[1] if blocker else ""
+        share.decision_panel = presentation.decision_panel(share, history=history)
     return render(request, "transfers/approval_list.html", {"page": page})
 
 

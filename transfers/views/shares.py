@@ -18,12 +18,15 @@ from transfers import presentation, rules, selectors
 from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
 from transfers.models import Share
 from transfers.rate_limits import IMAGE_LIST, rate_limited
+from transfers.services import copy_facts
 from transfers.services import requests as share_requests
 from transfers.services.images import shareable_images_list
 
 SHARES_PER_PAGE = 25
 SHARE_REQUESTED = "Your request to copy {image} was sent to the team's approvers."
 SHARE_STARTED = "Copy of {image} started: no approval is needed between your own accounts."
+DESCRIPTION_CUT = ("The description is longer than the {room} characters a copy keeps beside the portal's mark: "
+                   "the copies' Description will be \"{kept}\".")
 
 
 def _source_account(access, raw):
@@ -62,6 +65,9 @@ def share_new(request, access):
         else:
             text = SHARE_REQUESTED if share.state == Share.State.REQUESTED else SHARE_STARTED
             messages.success(request, text.format(image=share.source_image_name))
+            if copy_facts.description_is_cut(share.description):
+                messages.warning(request, DESCRIPTION_CUT.format(room=outscale.DESCRIPTION_ROOM,
+                                                                 kept=copy_facts.copy_description(share)))
             return redirect("transfers:share-detail", team_id=access.team.public_id, share_id=share.public_id)
     chosen = set(form["recipients"].value() or [])
     own = [a for a in candidates if a.team_id == access.team.pk]
@@ -100,6 +106,7 @@ def _detail_context(access, share) -> dict:
         "can_retry": rules.may_retry(access=access, recipient=r, now=now),
         "can_reveal": rules.may_reveal(access=access, share=share, recipient=r, now=now),
     } for r in selectors.share_recipients_for_user(access=access, share=share)]
+    can_decide = rules.may_decide(access=access, share=share, now=now)
     cannot_decide = ""  # why an approver who could decide cannot decide this one
     if is_source and waiting and access.can_approve and not is_requester:
         refusal = rules.decision_refusal(membership=access.membership, share=share)
@@ -108,7 +115,8 @@ def _detail_context(access, share) -> dict:
         "share": share,
         "is_source": is_source,
         "is_requester": is_requester,
-        "can_decide": rules.may_decide(access=access, share=share, now=now),
+        "can_decide": can_decide,
+        "decision_panel": presentation.decision_panel(share) if can_decide else None,
         "cannot_decide": cannot_decide,
         "requester_waits": is_source and waiting and is_requester,
         "decision_form": DecisionForm(initial={"digest": share.digest}),
