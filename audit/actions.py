@@ -123,6 +123,11 @@ _DECLARED = (
            "secret).", (SHARE,)),
     Action("link.import_requested", "A team pasted a manifest link to import an image from "
            "outside.", (RECIPIENT,)),
+    Action("link.acl_granted", "An external account of the source's Region was granted read on an "
+           "export's manifest and snapshots (an object ACL, instead of a link; failed: OOS refused, or the "
+           "OOS user ID given is another account's).", (SHARE,)),
+    Action("link.acl_removed", "That read was taken back: the manifest's deadline passed or its files were "
+           "deleted (failed: OOS kept refusing, and the portal stopped trying).", (SHARE,)),
     # Teams and their people.
     Action("team.created", "A team was created.", (TEAM,)),
     Action("team.settings_changed", "A team's settings changed (the before/after are in the "

@@ -1,4 +1,4 @@
-"""OOS operations on exports: find the manifest, pre-sign it, clean up, ensure the bucket.
+"""OOS operations on exports: find the manifest, pre-sign it, grant read on it, clean up, ensure the bucket.
 
 Export layout: OUTSCALE writes an export under `<OsuPrefix><ImageId>/` (the
 prefix a task reports already ends with `<ImageId>/`): the disk snapshots
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from posixpath import basename
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from outscale import errors, oos
+from outscale import endpoints, errors, oos
 from outscale.credentials import Credentials
 from outscale.results import CallResult, PresignedLink
 
@@ -202,3 +202,148 @@ def bucket_ownership(*, creds: Credentials, bucket: str) -> BucketOwnership:
     except errors.CredentialError as exc:
         request_ids.extend(exc.request_ids)
     return BucketOwnership(owned=False, exists=True, request_ids=tuple(request_ids))
+
+
+# --- Object ACLs: read on an export's objects for another account of the Region ----------------
+#
+# OUTSCALE's guide ("Configuring an Object ACL"): `put-object-acl --grant-read "id=USER_ID, …"`,
+# where USER_ID is the grantee's OOS user ID (the S3 canonical id; GetObjectAcl reports it as the
+# grantee's ID, with the OUTSCALE account id as DisplayName). A put replaces every grant, so each
+# change reads the ACL, changes one grantee's READ and writes the whole list back, the owner's
+# FULL_CONTROL included. Callers serialise changes to one export's objects (see
+# transfers/services/object_grants.py): two read-modify-writes at once would lose one.
+
+ACL_HEADERS = {"READ": "GrantRead", "READ_ACP": "GrantReadACP", "WRITE_ACP": "GrantWriteACP",
+               "FULL_CONTROL": "GrantFullControl"}
+ACL_PROBE_NAME = "omiportal-grantee-check"
+
+
+@dataclass(frozen=True)
+class ObjectKeys:
+    """The objects an account needs to read to import an export: its manifest and the snapshots it lists."""
+
+    keys: tuple[str, ...]
+    request_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grantee:
+    """Whose OOS user ID this is: the OUTSCALE account id OOS reports for it ('' if none)."""
+
+    account_id: str
+    request_ids: tuple[str, ...] = ()
+
+
+def object_path(*, region: str, bucket: str, key: str) -> str:
+    """The full, unsigned OOS path of an object in a Region (path-style, the key quoted as S3 does):
+    what an account granted read by an object ACL imports from. Not a secret."""
+    base = endpoints.endpoints_for(region).oos.rstrip("/")
+    return f"{base}/{quote(bucket, safe='')}/{quote(key, safe='/-_.~')}"
+
+
+def list_export_keys(*, creds: Credentials, bucket: str, prefix: str) -> ObjectKeys:
+    """Every object under an export's prefix."""
+    if not prefix or not prefix.endswith("/"):
+        raise ValueError("Export prefixes end with '/' and are never empty.")
+    keys, request_ids = _list_keys(creds, bucket, prefix)
+    return ObjectKeys(keys=tuple(keys), request_ids=tuple(request_ids))
+
+
+def manifest_object_keys(*, creds: Credentials, bucket: str, manifest_key: str, prefix: str) -> ObjectKeys:
+    """The manifest and the objects of this bucket its snapshot entries name ("Key", or the path of
+    their URLs), kept to the export's prefix: a grant never reaches beyond the export's own files.
+    The manifest's URLs are bearer secrets: parsed here, never kept or logged."""
+    answer, request_ids = oos.call(creds, "get_object", Bucket=bucket, Key=manifest_key)
+    with answer["Body"] as body:
+        raw = body.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise errors.InvalidInput("The manifest is larger than any export manifest should be.", code="ManifestTooLarge")
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise errors.InvalidInput("The manifest is not valid JSON.", code="InvalidManifest",
+                                  request_ids=request_ids) from None
+    keys = [manifest_key]
+    for text in _strings(document):
+        if "://" in text:
+            path = unquote(urlsplit(text).path)
+            _, found, key = path.partition(f"/{bucket}/")
+            text = key if found else ""
+        if text.startswith(prefix) and text not in keys and len(text) <= 1024:
+            keys.append(text)
+    return ObjectKeys(keys=tuple(keys), request_ids=tuple(request_ids))
+
+
+def _grantee_text(grantee: dict) -> str | None:
+    if grantee.get("ID"):
+        return f"id={grantee['ID']}"
+    if grantee.get("URI"):
+        return f"uri={grantee['URI']}"
+    if grantee.get("EmailAddress"):
+        return f"emailAddress={grantee['EmailAddress']}"
+    return None
+
+
+def _change_read(creds: Credentials, bucket: str, key: str, user_id: str, *, grant: bool) -> list[str]:
+    """Give ``user_id`` READ on one object (or take it away), keeping every other grant."""
+    acl, request_ids = oos.call(creds, "get_object_acl", Bucket=bucket, Key=key)
+    request_ids = list(request_ids)
+    owner = (acl.get("Owner") or {}).get("ID", "")
+    by_permission: dict[str, list[str]] = {permission: [] for permission in ACL_HEADERS}
+    for item in acl.get("Grants") or []:
+        text = _grantee_text(item.get("Grantee") or {})
+        if text and item.get("Permission") in by_permission and text not in by_permission[item["Permission"]]:
+            by_permission[item["Permission"]].append(text)
+    mine = f"id={user_id}"
+    if (mine in by_permission["READ"]) == grant:
+        return request_ids  # already as asked: nothing to write
+    if grant:
+        by_permission["READ"].append(mine)
+    else:
+        by_permission["READ"].remove(mine)
+    if owner and f"id={owner}" not in by_permission["FULL_CONTROL"]:
+        by_permission["FULL_CONTROL"].insert(0, f"id={owner}")
+    headers = {ACL_HEADERS[permission]: ", ".join(grantees) for permission, grantees in by_permission.items()
+               if grantees}
+    _, ids = oos.call(creds, "put_object_acl", Bucket=bucket, Key=key, **headers)
+    return request_ids + list(ids)
+
+
+def grant_object_read(*, creds: Credentials, bucket: str, keys: tuple[str, ...], user_id: str) -> CallResult:
+    """READ on each object for the account whose OOS user ID this is (idempotent)."""
+    request_ids: list[str] = []
+    for key in keys:
+        request_ids += _change_read(creds, bucket, key, user_id, grant=True)
+    return CallResult(tuple(request_ids))
+
+
+def remove_object_read(*, creds: Credentials, bucket: str, keys: tuple[str, ...], user_id: str) -> CallResult:
+    """Take that READ away again (idempotent); an object already deleted holds no grant."""
+    request_ids: list[str] = []
+    for key in keys:
+        try:
+            request_ids += _change_read(creds, bucket, key, user_id, grant=False)
+        except errors.NotFound as exc:
+            request_ids += exc.request_ids
+    return CallResult(tuple(request_ids))
+
+
+def object_grantee(*, creds: Credentials, bucket: str, prefix: str, user_id: str) -> Grantee:
+    """Which OUTSCALE account an OOS user ID stands for, before anything of value is granted to it.
+
+    OOS names a grantee's account only in an ACL (DisplayName), so a probe object of no content is
+    written under the export's prefix, granted to the user ID, read back and deleted. An ID that is
+    no account's is refused by PutObjectAcl (InvalidInput)."""
+    key = f"{prefix}{ACL_PROBE_NAME}"
+    _, request_ids = oos.call(creds, "put_object", Bucket=bucket, Key=key, Body=b"")
+    request_ids = list(request_ids)
+    try:
+        request_ids += _change_read(creds, bucket, key, user_id, grant=True)
+        acl, ids = oos.call(creds, "get_object_acl", Bucket=bucket, Key=key)
+        request_ids += ids
+    finally:
+        _, ids = oos.call(creds, "delete_object", Bucket=bucket, Key=key)
+        request_ids += ids
+    names = [(item.get("Grantee") or {}).get("DisplayName") or "" for item in acl.get("Grants") or []
+             if (item.get("Grantee") or {}).get("ID") == user_id]
+    return Grantee(account_id=names[0] if names else "", request_ids=tuple(request_ids))

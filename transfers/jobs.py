@@ -8,6 +8,8 @@ from rq import get_current_job
 from audit.context import job_context
 from transfers import notifications
 from transfers.services import bounded, cleanup, exports, import_starts, import_sweeps, reconcile
+from transfers.services.object_grants import OBJECT_GRANT, object_grant
+from transfers.services.object_revokes import object_grant_remove
 
 
 def _job_id(kind: str, object_id: str) -> str:
@@ -44,6 +46,16 @@ def import_sweep_job(account_id: str) -> None:
 def export_cleanup_job(export_id: str) -> None:
     with job_context(job_id=_job_id("export-cleanup", export_id)):
         cleanup.export_cleanup(export_id=export_id)
+
+
+def object_grant_job(recipient_id: str) -> None:
+    with job_context(job_id=_job_id("object-grant", recipient_id)):
+        bounded.run_step(OBJECT_GRANT, recipient_id, lambda: object_grant(recipient_id=recipient_id))
+
+
+def object_grant_remove_job(recipient_id: str) -> None:
+    with job_context(job_id=_job_id("object-grant-remove", recipient_id)):
+        object_grant_remove(recipient_id=recipient_id)
 
 
 def reconcile_job() -> None:

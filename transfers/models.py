@@ -211,6 +211,10 @@ class Recipient(models.Model):
     # and when clean-up removed it.
     acl_granted_at = models.DateTimeField(null=True, blank=True)
     acl_removed_at = models.DateTimeField(null=True, blank=True)
+    # Its OOS user ID (the S3 canonical id OUTSCALE's object ACLs name a grantee by), given at request
+    # time and bound in the digest; only an external account of the source's Region that gave one is
+    # served by an object ACL. The grant checks that OOS reports it as external_account_id's.
+    external_oos_user_id = models.CharField(max_length=128, blank=True)
     image_name = models.CharField(max_length=128, blank=True)
     image_id = models.CharField(max_length=32, blank=True)
     attempt = models.PositiveSmallIntegerField(default=0)  # imports tried, retries included

@@ -20,8 +20,11 @@ from transfers.services.import_ends import import_failed
 
 
 def _recipient_line(r: Recipient, account_id: str, region: str) -> list[str]:
-    return [r.kind, str(r.target_account.public_id) if r.target_account_id else "", account_id, region,
+    line = [r.kind, str(r.target_account.public_id) if r.target_account_id else "", account_id, region,
             r.external_account_id, r.external_region]
+    if r.external_oos_user_id:  # what an object ACL names (object_grants.py): bound too
+        line.append(r.external_oos_user_id)
+    return line
 
 
 def digest_of(*, share: Share, recipients: list[Recipient], source: CloudAccount, bucket: str,

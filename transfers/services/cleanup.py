@@ -17,6 +17,7 @@ from accounts.keys import credentials_for
 from audit.recorder import AuditTarget, record
 from transfers import scheduling
 from transfers.models import Export, Recipient, Share
+from transfers.services import object_revokes
 
 
 def _still_needed(export: Export) -> bool:
@@ -69,6 +70,9 @@ def export_cleanup(*, export_id) -> None:
     if export.cleanup_claimed_at is None and (not export.account.team.cleanup_exports or not _claim(export)):
         return  # a later share reused it meanwhile, or another run claimed it
     target = _target(export)
+    # An external account granted read on the files loses it first (a failed removal goes on at a
+    # later reconcile, or goes with the files).
+    object_revokes.object_grants_remove_for_export(export=export)
     try:
         creds = credentials_for(export.account, purpose="delete export files")
         deleted = outscale.delete_export_objects(creds=creds, bucket=export.bucket, prefix=export.prefix)
@@ -84,6 +88,7 @@ def export_cleanup(*, export_id) -> None:
         if Export.objects.filter(pk=export.pk, cleaned_at__isnull=True).update(cleaned_at=timezone.now()):
             record(action="export.cleaned", actor=None, team=export.account.team, target=target,
                    cloud_request_ids=list(request_ids), details={"objects_deleted": count})
+            object_revokes.object_grants_gone_with_files(export=export)
 
 
 def _target(export: Export) -> AuditTarget:

@@ -15,7 +15,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, notifications, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import binding, bounded, import_offers, import_starts, polling
+from transfers.services import binding, bounded, import_offers, import_starts, object_grants, polling
 from transfers.services.export_ends import export_failed, export_target
 
 logger = logging.getLogger(__name__)
@@ -343,4 +343,5 @@ def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = 
                                   enqueue=handoff is None)
     if handoff is not None:
         handoff.extend(recipient.public_id for recipient in begun)
+    object_grants.object_grants_begin(share_ids=ids)  # external accounts served by an object ACL
     notifications.later("share_ready", ids)

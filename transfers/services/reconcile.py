@@ -18,7 +18,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, rules, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, share_state
+from transfers.services import exports, object_grants, object_revokes, share_state
 from transfers.services.cleanup import export_cleanup_if_done
 from transfers.services.requests import share_expire_stale
 
@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 def reconcile(*, now=None) -> dict:
     now = now or timezone.now()
     overdue = now - timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
-    counts = {"expired_requests": share_expire_stale(now=now), "expired_links": _expire_links(now)}
+    counts = {"expired_requests": share_expire_stale(now=now), "expired_links": _expire_links(now),
+              "object_grants": object_grants.object_grants_due(now=now),
+              "object_revokes": object_revokes.object_revokes_due(now=now)}
 
     with transaction.atomic():
         stalled = Export.objects.filter(state__in=Export.IN_FLIGHT, next_poll_at__lt=overdue).select_related("account")

@@ -22,14 +22,24 @@ from audit.recorder import record
 from transfers import errors, notifications, rules
 from transfers.models import Recipient, Share
 from transfers.services import binding, copy_facts, exports
+from transfers.services.object_grants import external_method
 
 EXTERNAL_ID_RE = re.compile(r"^\d{12}$")
+# An OOS user ID (S3 canonical id: 64 hex digits on OUTSCALE); what `aws s3api list-buckets --query
+# Owner.ID` prints for the account.
+OOS_USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+OOS_USER_ID_INVALID = ("The OOS user ID of account {account_id} is not one: 16 to 128 letters, digits, - or _ "
+                       "(its owner reads it with `aws s3api list-buckets --query Owner.ID`).")
+OOS_USER_ID_OTHER_REGION = ("An OOS user ID only serves an external account in the source's Region ({region}), "
+                            "which is granted read on the export; account {account_id} receives a link: leave it "
+                            "empty.")
 
 
 @dataclass(frozen=True)
 class ExternalRecipient:
     account_id: str
     region: str
+    oos_user_id: str = ""  # its OOS user ID: in the source's Region, it is served by an object ACL
 
 
 def request_digest(share: Share, recipients: list[Recipient]) -> str:
@@ -70,6 +80,11 @@ def _check_recipients(access: TeamAccess, source: CloudAccount, accounts: list[C
             raise errors.ShareError(errors.EXTERNAL_ID)
         if external.account_id == source.account_id and external.region == source.region:
             raise errors.ShareError(errors.SOURCE_AS_RECIPIENT)
+        if external.oos_user_id and not OOS_USER_ID_RE.match(external.oos_user_id):
+            raise errors.ShareError(OOS_USER_ID_INVALID.format(account_id=external.account_id))
+        if external.oos_user_id and external.region != source.region:
+            raise errors.ShareError(OOS_USER_ID_OTHER_REGION.format(account_id=external.account_id,
+                                                                    region=source.region))
 
 
 def _check_name_free(access: TeamAccess, name: str, accounts: list[CloudAccount]) -> None:
@@ -150,9 +165,14 @@ def share_request(
             Recipient(kind=Recipient.Kind.TEAM, team=a.team, target_account=a, image_name=copy_name,
                       bound_account_id=a.account_id, bound_region=a.region) for a in accounts
         ] + [
-            Recipient(kind=Recipient.Kind.EXTERNAL, external_account_id=e.account_id, external_region=e.region)
+            Recipient(kind=Recipient.Kind.EXTERNAL, external_account_id=e.account_id, external_region=e.region,
+                      external_oos_user_id=e.oos_user_id)
             for e in externals
         ]
+        for recipient in recipients:  # an external account of the source's Region that gave its OOS user ID
+            chosen = external_method(source_region=source_account.region, recipient=recipient)
+            if chosen:
+                recipient.method, recipient.method_reason = chosen
         # What the approver is shown of the source, from the ReadImages above; its carried tags are bound.
         share.source_facts = copy_facts.source_facts(image, allowlist=team.copy_tag_allowlist)
         share.digest = request_digest(share, recipients)
