@@ -5,13 +5,21 @@ checks both itself: the signature over the canonical request, the credential sco
 of header-signed requests, and `X-Amz-Date + X-Amz-Expires` of pre-signed ones (at most 7 days).
 Canonicalisation follows botocore's S3 signer: the path is used as sent (no re-encoding), the query
 is sorted, and the payload hash is the `x-amz-content-sha256` header (or `UNSIGNED-PAYLOAD`).
+
+Pre-signed URLs of the older Signature Version 2 (`?AWSAccessKeyId=…&Expires=…&Signature=…`, the
+form OUTSCALE's guide prints for `CreateImage --FileLocation`) are verified too, as S3 does:
+base64 HMAC-SHA1 of `METHOD\n\n\n<Expires>\n<x-amz-* headers><path>`, then `Expires` (epoch
+seconds) against the clock. SigV2 sets no 7-day ceiling on `Expires`, and neither does the sandbox.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from . import signing
 from .world import Account, World
@@ -96,12 +104,20 @@ def _check_signature(
 
 
 def is_presigned(raw_query: str) -> bool:
-    return "X-Amz-Signature=" in raw_query or "x-amz-signature=" in raw_query.lower()
+    """A SigV4 (`X-Amz-Signature`) or SigV2 (`Signature` with `AWSAccessKeyId`) query signature."""
+    return "x-amz-signature=" in raw_query.lower() or is_presigned_v2(raw_query)
+
+
+def is_presigned_v2(raw_query: str) -> bool:
+    names = {name for name, _ in parse_qsl(raw_query, keep_blank_values=True)}
+    return {"AWSAccessKeyId", "Signature"} <= names
 
 
 def authenticate(world: World, request: S3Request, now: datetime | None = None) -> Account | None:
     """Return the signing account, None for an anonymous request, or raise S3Error."""
     now = now or datetime.now(UTC)
+    if is_presigned_v2(request.raw_query) and "x-amz-signature=" not in request.raw_query.lower():
+        return _authenticate_presigned_v2(world, request, now)
     if is_presigned(request.raw_query):
         return _authenticate_presigned(world, request, now)
     header = request.headers.get("authorization", "")
@@ -181,6 +197,59 @@ def _authenticate_presigned(world: World, request: S3Request, now: datetime) -> 
         )
     if when - now > timedelta(seconds=MAX_SKEW_SECONDS):
         raise S3Error(403, "AccessDenied", "Request is not valid yet")
+    return account
+
+
+# Sub-resources that SigV2 signs as part of the resource (the ones the sandbox serves).
+_V2_SUBRESOURCES = ("acl",)
+
+
+def _authenticate_presigned_v2(world: World, request: S3Request, now: datetime) -> Account:
+    params = dict(parse_qsl(request.raw_query, keep_blank_values=True))
+    try:
+        expires = int(params.get("Expires", ""))
+    except ValueError as exc:
+        raise S3Error(403, "AccessDenied", "Query-string authentication requires the Expires parameter") from exc
+    with world.lock:
+        account = _lookup(world, params["AWSAccessKeyId"], request.region)
+    amz = sorted(
+        (name, " ".join(value.split())) for name, value in request.headers.items() if name.startswith("x-amz-")
+    )
+    subresources = [name for name in _V2_SUBRESOURCES if name in params]
+    suffix = "?" + "&".join(subresources) if subresources else ""
+    # The path as sent (botocore signs it percent-encoded), or decoded, as clients differ.
+    for path in dict.fromkeys((request.raw_path or "/", unquote(request.raw_path or "/"))):
+        string_to_sign = "\n".join(
+            [
+                request.method,
+                request.headers.get("content-md5", ""),
+                request.headers.get("content-type", ""),
+                str(expires),
+                *(f"{name}:{value}" for name, value in amz),
+                path + suffix,
+            ]
+        )
+        expected = base64.b64encode(
+            hmac.new(account.secret_key.encode(), string_to_sign.encode("utf-8"), hashlib.sha1).digest()
+        ).decode()
+        if signing.same(expected, params.get("Signature", "")):
+            break
+    else:
+        raise S3Error(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your key and signing method.",
+        )
+    if now.timestamp() > expires:
+        expiry = datetime.fromtimestamp(expires, UTC)
+        raise S3Error(
+            403,
+            "AccessDenied",
+            "Request has expired",
+            Expires=expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
     return account
 
 
