@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from outscale import config
-from outscale.regions import REGIONS, default_api_endpoint, default_oos_endpoint
+from outscale.regions import REGIONS, default_api_endpoint, default_fcu_endpoint, default_oos_endpoint
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
     api: str
     oos: str
+    fcu: str = ""  # the EC2-compatible API, for commands shown to people (the portal itself never calls it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +33,11 @@ def endpoints_for(region: str) -> Endpoints:
     override = config.current().endpoints.get(region) or {}
     api = (override.get("api") or default_api_endpoint(region)).rstrip("/")
     oos = (override.get("oos") or default_oos_endpoint(region)).rstrip("/")
-    for url in (api, oos):
+    fcu = (override.get("fcu") or default_fcu_endpoint(region)).rstrip("/")
+    for url in (api, oos, fcu):
         if urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"OUTSCALE endpoint for {region} must be an http(s) URL, got {url!r}.")
-    return Endpoints(api=api, oos=oos)
+    return Endpoints(api=api, oos=oos, fcu=fcu)
 
 
 def oos_hosts() -> dict[str, str]:

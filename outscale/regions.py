@@ -20,3 +20,8 @@ def default_api_endpoint(region: str) -> str:
 
 def default_oos_endpoint(region: str) -> str:
     return f"https://oos.{region}.outscale.com"
+
+
+def default_fcu_endpoint(region: str) -> str:
+    """The EC2-compatible API (FCU) of a Region, which the AWS CLI's `--endpoint` names."""
+    return f"https://fcu.{region}.outscale.com"

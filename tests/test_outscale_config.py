@@ -54,17 +54,21 @@ def test_credentials_check_region_and_keys():
 
 def test_it_uses_the_real_endpoints_by_default():
     assert endpoints_for("cloudgouv-eu-west-1") == outscale.Endpoints(
-        api="https://api.cloudgouv-eu-west-1.outscale.com/api/v1", oos="https://oos.cloudgouv-eu-west-1.outscale.com")
+        api="https://api.cloudgouv-eu-west-1.outscale.com/api/v1", oos="https://oos.cloudgouv-eu-west-1.outscale.com",
+        fcu="https://fcu.cloudgouv-eu-west-1.outscale.com")
 
 
 def test_settings_override_endpoints_per_region(settings):
     settings.OMIPORTAL_OUTSCALE_ENDPOINTS = {"eu-west-2": {"api": "http://127.0.0.1:8701/api/v1/",
                                                           "oos": "http://127.0.0.1:8711"}}
     assert endpoints_for("eu-west-2") == outscale.Endpoints(api="http://127.0.0.1:8701/api/v1",
-                                                            oos="http://127.0.0.1:8711")
+                                                            oos="http://127.0.0.1:8711",
+                                                            fcu="https://fcu.eu-west-2.outscale.com")
     assert endpoints_for("us-east-2").api == "https://api.us-east-2.outscale.com/api/v1"
     assert oos_hosts()["eu-west-2"] == "127.0.0.1:8711"
     assert set(oos_hosts()) == set(REGIONS)
+    settings.OMIPORTAL_OUTSCALE_ENDPOINTS = {"eu-west-2": {"fcu": "http://127.0.0.1:8721/"}}
+    assert endpoints_for("eu-west-2").fcu == "http://127.0.0.1:8721"  # shown in the AWS CLI's command only
 
 
 def test_it_refuses_unknown_regions_and_odd_endpoints(settings):

@@ -50,6 +50,8 @@ NOT_REEXPORTABLE = "Only an expired or failed share can be exported again (it is
 LINK_EXPIRED = "The link expired on {when}. Ask the source team to export the image again."
 LINK_SOURCE_ONLY = "Only the source team can reveal the link of an external recipient."
 LINK_NOT_YET = "The link exists once the export has completed."
+LINK_NOT_NEEDED = ("This account is granted read on the export's files (an object ACL): it imports from the OOS path "
+                   "shown on the share, and needs no link.")
 TEXT_NUL = "Text may not contain NUL characters."
 BUCKET_NOT_OWNED = ("The export bucket {bucket} belongs to another OUTSCALE account, not to {label}: set a bucket "
                     "the account owns on the Cloud accounts page.")

@@ -6,7 +6,7 @@ from django import forms
 import outscale
 from outscale.regions import REGION_CHOICES
 from transfers import errors
-from transfers.link_checks import validate_manifest_url
+from transfers.link_checks import MSG_UNSIGNED_REGION, validate_manifest_url
 from transfers.services.requests import EXTERNAL_ID_RE, ExternalRecipient
 
 EXTERNAL_ROWS = 3
@@ -14,6 +14,12 @@ RECIPIENT_NOT_LISTED = "Pick recipients from the list: one of the chosen account
 IMAGE_NOT_LISTED = "Pick one of the images listed for this account."
 EXTERNAL_REGION_REQUIRED = "Choose the Region of external account {account_id}."
 ACCOUNT_NOT_LISTED = "Pick one of your team's validated accounts."
+OOS_USER_HELP = ("For an account in {region}: its owner's OOS user ID (aws s3api list-buckets --query Owner.ID). "
+                 "It is then granted read on the export instead of receiving a link.")
+LINK_HELP = ("The manifest's pre-signed OOS link (SigV4, or the AWSAccessKeyId / Expires / Signature form of "
+             "OUTSCALE's guide), or its plain path https://oos.<region>.outscale.com/<bucket>/<manifest> with nothing "
+             "after it, if the image's owner granted your account read on the manifest and its snapshots (an object "
+             "ACL; same Region only).")
 
 
 class ShareRequestForm(forms.Form):
@@ -49,6 +55,9 @@ class ShareRequestForm(forms.Form):
                 required=False, max_length=12, strip=True, label="External account id")
             self.fields[f"external_region_{n}"] = forms.ChoiceField(
                 required=False, choices=[("", "Region…"), *REGION_CHOICES], label="Region")
+            self.fields[f"external_oos_user_{n}"] = forms.CharField(
+                required=False, max_length=128, strip=True, label="OOS user ID (optional)",
+                help_text=OOS_USER_HELP.format(region=source.region))
 
     def clean_copy_name(self):
         name = self.cleaned_data["copy_name"]
@@ -74,14 +83,15 @@ class ShareRequestForm(forms.Form):
         externals = []
         for n in range(1, EXTERNAL_ROWS + 1):
             account_id, region = data.get(f"external_account_{n}", ""), data.get(f"external_region_{n}", "")
-            if not account_id and not region:
+            oos_user_id = data.get(f"external_oos_user_{n}", "")
+            if not account_id and not region and not oos_user_id:
                 continue
             if not EXTERNAL_ID_RE.match(account_id or ""):
                 self.add_error(f"external_account_{n}", errors.EXTERNAL_ID)
             elif not region:
                 self.add_error(f"external_region_{n}", EXTERNAL_REGION_REQUIRED.format(account_id=account_id))
             else:
-                externals.append(ExternalRecipient(account_id=account_id, region=region))
+                externals.append(ExternalRecipient(account_id=account_id, region=region, oos_user_id=oos_user_id))
         data["externals"] = externals
         data["accounts"] = [self.recipient_accounts[key] for key in data.get("recipients", [])]
         external_errors = any(key.startswith("external_") for key in self.errors)
@@ -90,7 +100,8 @@ class ShareRequestForm(forms.Form):
         return data
 
     def external_rows(self):
-        return [(self[f"external_account_{n}"], self[f"external_region_{n}"]) for n in range(1, EXTERNAL_ROWS + 1)]
+        return [(self[f"external_account_{n}"], self[f"external_region_{n}"], self[f"external_oos_user_{n}"])
+                for n in range(1, EXTERNAL_ROWS + 1)]
 
 
 class DecisionForm(forms.Form):
@@ -115,7 +126,7 @@ class SecretTextarea(forms.Textarea):
 class LinkImportForm(forms.Form):
     url = forms.CharField(label="Manifest link", max_length=8192, strip=True,
                           widget=SecretTextarea(attrs={"rows": 4, "autocomplete": "off", "spellcheck": "false"}),
-                          help_text="The pre-signed OOS link of an exported image's manifest.")
+                          help_text=LINK_HELP)
     account = forms.ChoiceField(label="Import into", error_messages={"invalid_choice": ACCOUNT_NOT_LISTED})
     image_name = forms.CharField(max_length=128, strip=True, label="Name of the imported image")
     description = forms.CharField(max_length=255, required=False, strip=True)
@@ -140,3 +151,11 @@ class LinkImportForm(forms.Form):
 
     def clean_account(self):
         return self.accounts[self.cleaned_data["account"]]
+
+    def clean(self):
+        data = super().clean()
+        if "url" in data and "account" in data:
+            link = validate_manifest_url(data["url"])
+            if not link.signed and link.region != data["account"].region:
+                self.add_error("account", MSG_UNSIGNED_REGION.format(region=link.region))
+        return data

@@ -138,6 +138,11 @@ MSG_REGION_UNKNOWN = (
     "{host} serves several Regions and this link does not say which one it was signed for: "
     "ask the sender for a SigV4 link (X-Amz-Credential names the Region)."
 )
+MSG_UNSIGNED_REFUSED = (
+    "OUTSCALE would not import from this manifest path ({reason}). A path without a signature works only for an "
+    "account its owner granted read on the manifest and its snapshots (an object ACL): ask them to grant read to "
+    "the OOS user ID of account {account}, or to send a pre-signed link instead."
+)
 MSG_UNSIGNED_REGION = (
     "A manifest path without a signature can only be imported into an account of its own Region ({region}), "
     "and only if the image's owner granted that account read on the manifest. Choose an account in {region}, "

@@ -173,6 +173,9 @@ def link_refusal(*, access: TeamAccess, share: Share, recipient: Recipient, now:
     """Why the source team cannot reveal this recipient's manifest link now ("" when it can)."""
     if share.team_id != access.team.pk or recipient.share_id != share.pk or recipient.kind != Recipient.Kind.EXTERNAL:
         return errors.LINK_SOURCE_ONLY
+    if recipient.method == Recipient.Method.OBJECT_ACL and recipient.state != Recipient.State.FAILED:
+        # Read is granted to the account itself: no bearer link (a grant that failed may fall back to one).
+        return errors.LINK_NOT_NEEDED
     export = share.export
     if share.state not in LINK_STATES or export is None or export.manifest_deadline is None:
         return errors.LINK_NOT_YET

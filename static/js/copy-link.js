@@ -4,7 +4,9 @@
   document.querySelectorAll("[data-copy-target]").forEach(function (button) {
     button.addEventListener("click", function () {
       var field = document.getElementById(button.dataset.copyTarget);
-      var status = document.querySelector("[data-copy-status]");
+      // The status beside this button (a page may hold several), else the page's one.
+      var status = (button.parentElement && button.parentElement.querySelector("[data-copy-status]")) ||
+        document.querySelector("[data-copy-status]");
       if (!field) { return; }
       function done(text) { if (status) { status.textContent = text; } }
       if (navigator.clipboard && window.isSecureContext) {

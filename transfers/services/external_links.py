@@ -3,7 +3,7 @@ recipients), and importing from a link that reached a team outside the portal. T
 is checked by `transfers/link_checks.py`."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -17,10 +17,15 @@ from accounts.selectors import TeamAccess
 from audit import recorder
 from audit.recorder import record
 from transfers import errors, rules
-from transfers.link_checks import link_fingerprint, validate_manifest_url
+from transfers.link_checks import MSG_UNSIGNED_REGION, link_fingerprint, validate_manifest_url
 from transfers.models import Recipient, Share
 from transfers.services.import_offers import import_begin
 from transfers.services.share_state import share_refresh
+
+UNSIGNED_PATH_LIFETIME = timedelta(days=7)
+REASON_PASTED_LINK = "A pre-signed manifest link, pasted."
+REASON_PASTED_PATH = ("A manifest path without a signature, pasted: the image's owner granted this account read on "
+                      "the manifest and its snapshots (an object ACL).")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ def link_import_create(*, access: TeamAccess, account: CloudAccount, url: str, i
     if account.team_id != access.team.pk or not account.is_valid:
         raise errors.ShareError(errors.RECIPIENT_INVALID.format(label=account.label))
     link = validate_manifest_url(url)
+    if not link.signed and link.region != account.region:
+        raise errors.ShareError(MSG_UNSIGNED_REGION.format(region=link.region))
     try:
         outscale.validate_image_name(image_name)
     except ValueError as exc:
@@ -72,15 +79,20 @@ def link_import_create(*, access: TeamAccess, account: CloudAccount, url: str, i
                                    account_id=account.account_id, name=image_name):
         raise errors.ShareError(errors.NAME_TAKEN.format(name=image_name, label=account.label))
     with recorder.atomic():
+        # An unsigned path never expires itself; the manifest behind it dies at most 7 days after its export.
+        expires_at = link.expires_at or timezone.now() + UNSIGNED_PATH_LIFETIME
+        method, reason = (Recipient.Method.LINK, REASON_PASTED_LINK) if link.signed \
+            else (Recipient.Method.OBJECT_ACL, REASON_PASTED_PATH)
         recipient = Recipient(kind=Recipient.Kind.LINK, team=access.team, target_account=account,
-                              state=Recipient.State.OFFERED, image_name=image_name,
-                              link_fingerprint=link.fingerprint, link_expires_at=link.expires_at)
+                              state=Recipient.State.OFFERED, image_name=image_name, method=method,
+                              method_reason=reason, link_fingerprint=link.fingerprint, link_expires_at=expires_at)
         recipient.link_sealed = vault.seal(link.url, team_id=access.team.public_id, object_id=recipient.public_id,
                                            field="link")
         recipient.save()
         record(action="link.import_requested", actor=access.user, team=access.team, target=recipient,
                details={"account": account.label, "image_name": image_name, "link_region": link.region,
-                        "fingerprint": link.fingerprint, "link_expires_at": link.expires_at.isoformat(),
+                        "fingerprint": link.fingerprint, "link_expires_at": expires_at.isoformat(),
+                        "link_form": link.form,
                         "description": description})
         import_begin(recipient=recipient, actor=access.user)
     return recipient

@@ -24,6 +24,7 @@ from accounts.models import CloudAccount
 from audit import recorder
 from audit.recorder import record
 from transfers import errors, scheduling
+from transfers.link_checks import MSG_UNSIGNED_REFUSED
 from transfers.models import Recipient
 from transfers.services import binding, copy_facts, polling
 from transfers.services.import_ends import import_failed, share_target
@@ -106,7 +107,10 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
                     job="transfers.jobs.import_start_job",
                     job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-{recipient.start_tries}")
             else:
-                import_failed(recipient, exc.user_message, exc.request_ids)
+                message = exc.user_message
+                if not recipient.share_id and recipient.method == Recipient.Method.OBJECT_ACL:  # a pasted path
+                    message = MSG_UNSIGNED_REFUSED.format(reason=message.rstrip("."), account=account.account_id)
+                import_failed(recipient, message, exc.request_ids)
             return None
     return recipient, image.image_id, list(request_ids)
 

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 import outscale
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from transfers import rules, selectors
+from transfers import delivery, rules, selectors
 from transfers.forms import DeclineForm, LinkImportForm
 from transfers.rate_limits import LINK_REVEAL, rate_limited
 from transfers.services import external_links, import_offers
@@ -138,5 +138,7 @@ def share_reveal_link(request, access, share_id, recipient_id):
     except outscale.CloudError as exc:
         messages.error(request, exc.user_message)
     else:
-        return render(request, "transfers/link_reveal.html", {"share": share, "recipient": recipient, "link": link})
+        commands = delivery.link_delivery(share=share, recipient=recipient, url=link.url, expires_at=link.expires_at)
+        return render(request, "transfers/link_reveal.html", {"share": share, "recipient": recipient, "link": link,
+                                                              "deliveries": [commands]})
     return redirect("transfers:share-detail", team_id=access.team.public_id, share_id=share.public_id)

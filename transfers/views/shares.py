@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 import outscale
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from transfers import presentation, rules, selectors
+from transfers import delivery, presentation, rules, selectors
 from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
 from transfers.models import Share
 from transfers.rate_limits import IMAGE_LIST, rate_limited
@@ -123,6 +123,7 @@ def _detail_context(access, share) -> dict:
         "can_cancel": rules.may_cancel(access=access, share=share),
         "can_reexport": rules.may_reexport(access=access, share=share, now=now),
         "rows": rows,
+        "deliveries": delivery.share_deliveries(access=access, share=share, recipients=[r["recipient"] for r in rows]),
         "decline_form": DeclineForm(),
         "progress": progress,
         "timeline": selectors.share_timeline(access=access, share=share),
