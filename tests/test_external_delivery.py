@@ -312,3 +312,27 @@ def test_an_object_acl_recipient_is_bound_to_its_gateway_account(flow, cloud):
     path = outscale.object_path(region="eu-west-2", bucket=export.bucket, key=export.manifest_key)
     with pytest.raises(Exception):  # noqa: B017, PT011 - the sandbox refuses with 4074
         gateway_for(cloud, cloud.account("beta")).CreateImage(FileLocation=path, ImageName="no-grant")
+
+
+def test_the_approver_sees_the_oos_user_id_the_grant_will_name(flow, cloud, client):
+    user_id = cloud.account("beta")["canonical_id"]
+    share = request_share(flow, cloud, accounts=[], externals=[
+        ExternalRecipient(account_id=BETA, region="eu-west-2", oos_user_id=user_id)])
+
+    page = _page(client, flow.src_approver, share).content.decode()
+
+    assert f'data-oos-user-id>{user_id}<' in page and "Approve" in page
+
+
+def test_an_account_whose_grant_failed_may_still_be_given_a_link(flow, cloud, client):
+    share = _granted(flow, cloud, ExternalRecipient(account_id=BETA, region="eu-west-2",
+                                                    oos_user_id=cloud.account("gamma")["canonical_id"]),
+                     ExternalRecipient(account_id=DELTA, region="us-east-2"))
+    recipient = share.recipients.get(external_account_id=BETA)
+    assert recipient.state == Recipient.State.FAILED and share.state == Share.State.READY
+    client.force_login(flow.src_member)
+
+    response = client.post(reverse("transfers:share-reveal-link", kwargs={
+        "team_id": share.team.public_id, "share_id": share.public_id, "recipient_id": recipient.public_id}))
+
+    assert response.status_code == 200 and response.context["deliveries"][0].signed

@@ -8,6 +8,8 @@ export, its sweep, the offer), cleanup.py (its files deleted). A recipient, in r
 import_offers.py (accept, decline, retry), import_starts.py (the start), import_sweeps.py (the
 looks), import_ends.py (completed or failed). Around them: polling.py (claims, leases, put-offs),
 bounded.py (bounded attempts), binding.py (what an approval binds), reconcile.py (the reconciler).
+An external account: external_links.py (a link revealed, or a pasted one imported), object_grants.py
+and object_revokes.py (read on the export granted to it by an object ACL, and taken back).
 
 Glossary: the words these modules use for themselves.
 
