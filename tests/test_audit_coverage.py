@@ -157,8 +157,9 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
         data = {"image_id": image_id(cloud, "alpha", image),
                 "recipients": [str(a.public_id) for a in accounts],
                 "copy_name": copy_name, "reason": "walk", "licence_confirmed": "on"}
-        for n, (account_id, region) in enumerate(externals, start=1):
-            data |= {f"external_account_{n}": account_id, f"external_region_{n}": region}
+        for n, (account_id, region, *oos_user_id) in enumerate(externals, start=1):
+            data |= {f"external_account_{n}": account_id, f"external_region_{n}": region,
+                     f"external_oos_user_{n}": "".join(oos_user_id)}
         client.force_login(w.src_member)
         posted.add("transfers:share-new")
         with audited("POST transfers:share-new"):
@@ -166,7 +167,9 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
         return Share.objects.get(copy_name=copy_name)
 
     cancelled, rejected = request("walk-cancel"), request("walk-reject")
-    main = request("walk-main", externals=[("999988887777", "us-west-1")])
+    # beta, in alpha's Region with its OOS user ID, is granted read (object_grant_job), taken back at expiry.
+    main = request("walk-main", externals=[("999988887777", "us-west-1"),
+                                           ("222233334444", "eu-west-2", cloud.account("beta")["canonical_id"])])
     post("transfers:share-cancel", share_id=cancelled.public_id, **src)
     client.force_login(w.src_approver)
     post("transfers:share-reject", {"digest": rejected.digest, "comment": "no"}, share_id=rejected.public_id, **src)
@@ -175,7 +178,7 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
 
     # The recipient team: accept, then a failed import retried; the source team reveals the link.
     delta_in = Recipient.objects.get(share=main, kind="team")
-    external = Recipient.objects.get(share=main, kind="external")
+    external = Recipient.objects.get(share=main, kind="external", external_account_id="999988887777")
     cloud.faults.fail_import("walk-main", comment="corrupt")
     client.force_login(w.dst_member)
     post("transfers:recipient-accept", recipient_id=delta_in.public_id, **dst)
@@ -208,7 +211,7 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     Team.objects.filter(pk=w.dest.pk).update(auto_accept_incoming=False)
 
     # Expiry, one-click re-export, the reconciler and cleanup jobs.
-    Export.objects.filter(shares=other).update(manifest_deadline=timezone.now() - timedelta(seconds=1))
+    Export.objects.filter(shares__in=[other, main]).update(manifest_deadline=timezone.now() - timedelta(seconds=1))
     stale = request("walk-expire")
     client.force_login(w.src_approver)
     post("transfers:share-approve", {"digest": stale.digest}, share_id=stale.public_id, **src)
