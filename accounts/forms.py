@@ -111,10 +111,12 @@ class TeamSettingsForm(forms.ModelForm):
     class Meta:
         model = Team
         fields = ["require_approval_for_own_accounts", "request_expiry_days", "approval_lifetime_days",
-                  "auto_accept_incoming", "cleanup_exports", "require_two_factor_for_privileged"]
+                  "auto_accept_incoming", "cleanup_exports", "require_two_factor_for_privileged",
+                  "export_disk_format"]
         labels = {
             "require_approval_for_own_accounts": "Require approval between the team's own accounts",
             "auto_accept_incoming": "Accept incoming images automatically",
             "cleanup_exports": "Clean up export files",
             "require_two_factor_for_privileged": "Require two-factor sign-in for approvers and admins",
+            "export_disk_format": "Disk format of exports",
         }

@@ -16,7 +16,7 @@ from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.debug import sensitive_variables
 
 import outscale
-from accounts import dependents, vault
+from accounts import dependents, preflight, vault
 from accounts.access import require
 from accounts.keys import credentials_for
 from accounts.models import CloudAccount, Membership, Role, Team, User
@@ -291,6 +291,9 @@ def _cloud_account_update(
         ownership_cleared = False
     if not diff and not keys_replaced:
         return account
+    if keys_replaced or diff.keys() & {"region", "export_bucket"}:
+        # What the pre-flight checks found was about the old keys, Region or bucket.
+        account.preflight, account.preflight_checked_at = {}, None
     account.updated_at = timezone.now()
     account.full_clean()
     account.save()
@@ -416,9 +419,10 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
     if account.is_retired:
         raise TeamError(ACCOUNT_RETIRED_MESSAGE.format(label=account.label))
     with outscale.record_request_ids() as request_ids:
-        identity, retryable = None, False
+        identity, retryable, creds = None, False, None
         try:
-            identity = outscale.identify_account(creds=credentials_for(account, purpose="validate keys"))
+            creds = credentials_for(account, purpose="validate keys")
+            identity = outscale.identify_account(creds=creds)
         except outscale.CloudError as exc:
             problem, code, retryable = exc.user_message, exc.code, exc.retryable
         except vault.VaultError as exc:
@@ -438,6 +442,9 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
         record(action="cloud_account.validated", outcome="success" if identity else "failed", actor=access.user,
                team=access.team, target=account, cloud_request_ids=list(request_ids),
                details={"account_id": account.account_id} if identity else {"reason": problem, "code": code})
+    if identity is not None:
+        # Keys OUTSCALE accepts can still fail an export hours later: the pre-flight checks say now.
+        account = preflight.cloud_account_preflight(account=account, actor=access.user, creds=creds)
     return account
 
 
@@ -445,7 +452,7 @@ def cloud_account_validate(*, access: TeamAccess, account: CloudAccount) -> Clou
 
 TEAM_SETTINGS = ("require_approval_for_own_accounts", "request_expiry_days", "approval_lifetime_days",
                  "copy_tag_allowlist",
-                 "auto_accept_incoming", "cleanup_exports", "require_two_factor_for_privileged")
+                 "auto_accept_incoming", "cleanup_exports", "require_two_factor_for_privileged", "export_disk_format")
 APPROVAL_LIFETIME_RANGE = (1, 365)
 APPROVAL_LIFETIME_MESSAGE = "An approval lasts between 1 and 365 days."
 

@@ -21,6 +21,8 @@ urlpatterns = [
     path("t/<uuid:team_id>/accounts/new/", views.account_create, name="account-create"),
     path("t/<uuid:team_id>/accounts/<uuid:account_id>/edit/", views.account_edit, name="account-edit"),
     path("t/<uuid:team_id>/accounts/<uuid:account_id>/validate/", views.account_validate, name="account-validate"),
+    path("t/<uuid:team_id>/accounts/<uuid:account_id>/create-bucket/", views.account_create_bucket,
+         name="account-create-bucket"),
     path("t/<uuid:team_id>/accounts/<uuid:account_id>/confirm-ownership/", views.account_confirm_ownership,
          name="account-confirm-ownership"),
     path("t/<uuid:team_id>/accounts/<uuid:account_id>/delete/", views.account_delete, name="account-delete"),

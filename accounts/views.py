@@ -10,7 +10,7 @@ from django.urls import reverse_lazy
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import selectors, services
+from accounts import preflight, selectors, services
 from accounts.access import require
 from accounts.decorators import team_view
 from accounts.forms import CloudAccountForm, LoginForm, MemberAddForm, MemberRoleForm, TeamCreateForm, TeamSettingsForm
@@ -214,6 +214,8 @@ def _after_save(request, access, account, *, created: bool):
     verb = "saved" if created else "updated"
     if account.validation_status == CloudAccount.Validation.PENDING:
         account = services.cloud_account_validate(access=access, account=account)
+    elif account.is_valid and account.preflight_checked_at is None:  # another bucket: check it
+        account = preflight.cloud_account_preflight(account=account, actor=access.user)
     if account.validation_status == CloudAccount.Validation.INVALID:
         messages.error(request, f"Cloud account {account.label} {verb}, but OUTSCALE refused its keys: "
                                 "see below.")
@@ -224,6 +226,9 @@ def _after_save(request, access, account, *, created: bool):
         return redirect("accounts:account-list", team_id=access.team.public_id)
     messages.success(request, f"Cloud account {account.label} {verb} and validated: OUTSCALE account "
                               f"{account.account_id}.")
+    if account.preflight.get("problems"):
+        messages.warning(request, f"The pre-flight checks of {account.label} found problems that would stop its "
+                                  "exports or copies: see below.")
     return redirect("accounts:account-list", team_id=access.team.public_id)
 
 
@@ -253,10 +258,28 @@ def account_validate(request, access, account_id):
     if account.is_valid:
         messages.success(request, f"{account.label}: {services.VALIDATION_OK_MESSAGE} "
                                   f"OUTSCALE account {account.account_id}.")
+        if account.preflight.get("problems"):
+            messages.warning(request, f"The pre-flight checks of {account.label} found problems that would stop "
+                                      "its exports or copies: see below.")
     elif account.validation_status == CloudAccount.Validation.INVALID:
         messages.error(request, f"{account.label}: OUTSCALE refused the keys: {account.validation_message}")
     else:
         messages.warning(request, f"{account.label}: the keys could not be checked yet: {account.validation_message}")
+    return redirect("accounts:account-list", team_id=access.team.public_id)
+
+
+@team_view(Capability.MANAGE_TEAM)
+@require_POST
+def account_create_bucket(request, access, account_id):
+    """Create the account's missing export bucket, as the pre-flight checks offered."""
+    account = selectors.cloud_account_get_for_team(access=access, public_id=account_id)
+    try:
+        account = preflight.cloud_account_create_bucket(access=access, account=account)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, preflight.BUCKET_CREATED_MESSAGE.format(
+            bucket=account.export_bucket, label=account.label, region=account.region))
     return redirect("accounts:account-list", team_id=access.team.public_id)
 
 

@@ -81,9 +81,13 @@ _DECLARED = (
     Action("share.approved", "An approver allowed a requested copy (denied: self-approval, a role or "
            "step-up check).", (SHARE,)),
     Action("share.rejected", "An approver refused a requested copy.", (SHARE,)),
-    Action("share.cancelled", "The requester or an admin withdrew a share before its export started.", (SHARE,)),
+    Action("share.cancelled", "The requester or an admin withdrew a share before its export finished (the "
+           "details say whether its export was cancelled with it).", (SHARE,)),
     Action("share.expired", "A share ended unused: nobody decided in time, or its manifest link "
            "passed its 7-day deadline.", (SHARE,)),
+    Action("share.preflight_checked", "The source side of a waiting share was checked with its account's keys "
+           "before approval: OOS, the export bucket, the OMI quota, a dry run of the export (failed: a check found "
+           "a problem).", (SHARE,)),
     Action("share.offered", "The export finished and the copy was offered to its recipients.", (SHARE,)),
     Action("share.reexport_requested", "The source team asked for a fresh export of an expired or "
            "failed share.", (SHARE,)),
@@ -100,11 +104,17 @@ _DECLARED = (
     Action("export.started", "OUTSCALE accepted the export task.", (EXPORT,)),
     Action("export.completed", "The export finished: the manifest is in the bucket.", (EXPORT,)),
     Action("export.failed", "The export could not be made (denied: the bucket was refused).", (EXPORT,)),
+    Action("export.cancelled", "Every share that needed an export still in flight was withdrawn, so the "
+           "export was cancelled (DeleteExportTask; failed: OUTSCALE would not, and it ran to its end).",
+           (EXPORT,)),
     Action("export.cleaned", "An export no share needs any more was deleted from the bucket.", (EXPORT,)),
     Action("export.cleanup_failed", "Deleting an unneeded export from the bucket failed.", (EXPORT,)),
     Action("export.copy_deleted", "The temporary copy made for an export was deleted.", (EXPORT,)),
     Action("export.copy_delete_failed", "Deleting that temporary copy failed.", (EXPORT,)),
     # Imports: the copy made in each recipient account.
+    Action("import.preflight_checked", "A recipient team's job checked its account for a waiting share, with "
+           "that account's own keys: the copy's name free, the OMI quota, a dry run of the copy (failed: a check "
+           "found a problem).", (SHARE,)),
     Action("import.accepted", "A recipient team accepted an offered copy (denied: it was no longer "
            "offered).", (SHARE, RECIPIENT)),
     Action("import.auto_accepted", "An offered copy was accepted automatically: the recipient team "
@@ -143,6 +153,11 @@ _DECLARED = (
            "depend on it).", (CLOUD_ACCOUNT,)),
     Action("cloud_account.validated", "The account's keys were checked with OUTSCALE (failed: they "
            "were refused).", (CLOUD_ACCOUNT,)),
+    Action("cloud_account.preflight_checked", "The account was checked for what would stop its exports or "
+           "copies: OOS access, its export bucket, its OMI quota (failed: a check found a problem).",
+           (CLOUD_ACCOUNT,)),
+    Action("cloud_account.bucket_created", "An admin had the account's missing export bucket created with its "
+           "keys (failed: it exists already, belongs to another account, or OUTSCALE refused).", (CLOUD_ACCOUNT,)),
     Action("cloud_account.ownership_confirmed", "A second admin or approver confirmed the account is "
            "the team's own (denied: not allowed to).", (CLOUD_ACCOUNT,)),
     Action("cloud_account.retired", "A used cloud account was retired and its keys wiped (denied: "

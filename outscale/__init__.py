@@ -27,6 +27,7 @@ _EXPORTS = {
     "find_manifest_key": "storage", "manifest_deadline": "storage", "presign_manifest": "storage",
     "delete_export_objects": "storage", "ensure_bucket": "storage", "bucket_ownership": "storage",
     "BucketOwnership": "storage",
+    "read_quota": "quotas", "dry_run": "quotas", "Quota": "quotas", "IMAGE_QUOTA": "quotas",
     "object_path": "storage", "manifest_object_keys": "storage", "grant_object_read": "storage",
     "remove_object_read": "storage", "object_grantee": "storage", "list_export_keys": "storage",
     "AccountIdentity": "results", "ImageSummary": "results", "ImageState": "results", "ExportTask": "results",

@@ -31,6 +31,7 @@ What this module fixes in `osc-sdk-python` 0.42.0, and why:
 """
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -233,13 +234,22 @@ class OapiResponse:
 # SEC-10: a crash inside a call must not show its parameters (a pre-signed FileLocation) or the
 # SDK's signing locals in Django's error report: every local here and in the frames below is masked.
 @sensitive_variables()
-def call(creds: Credentials, action: str, **params: Any) -> OapiResponse:
-    """Send one OAPI action under the retry policy; return its body and every attempt's RequestId."""
-    send = getattr(gateway_for(creds), action)  # the SDK checks names and types against the spec
+def call(creds: Credentials, action: str, *, dry_run: bool = False, **params: Any) -> OapiResponse:
+    """Send one OAPI action under the retry policy; return its body and every attempt's RequestId.
+    ``dry_run``: with DryRun: true, which the spec allows on every action but the SDK's checks drop
+    (its converter leaves DryRun out of every action), so the call goes through its unchecked
+    ``raw``; a dry run changes nothing, so it is repeated like a read."""
+    gateway = gateway_for(creds)
+    if dry_run:
+        gateway._check(action, **params)  # what the SDK's action method checks first, DryRun aside
+        send = functools.partial(gateway.raw, action, DryRun=True)
+    else:
+        send = getattr(gateway, action)  # the SDK checks names and types against the spec
 
     def request_id_of(body: Any) -> str | None:
         return (body.get("ResponseContext") or {}).get("RequestId") if isinstance(body, dict) else None
 
-    body, request_ids = retries.run(action=action, idempotent=is_idempotent(action), send=lambda: send(**params),
+    body, request_ids = retries.run(action=action, idempotent=dry_run or is_idempotent(action),
+                                    send=lambda: send(**params),
                                     request_id_of=request_id_of, translate=_translate)
     return OapiResponse(body=body if isinstance(body, dict) else {}, request_ids=request_ids)

@@ -143,6 +143,8 @@ class Oos:
             handler = getattr(self, "_" + op, None)
             if handler is None:
                 raise S3Error(501, "NotImplemented", f"{op} is not implemented by the sandbox.")
+            if principal is not None and not authenticated and principal.account_id in self.world.oos_refused:
+                raise S3Error(403, "AccessDenied", "Access Denied")
             if principal is not None:
                 self.world.count(principal.account_id, "oos:" + op)
             return handler(request, principal, bucket_name, key, params, body)

@@ -209,6 +209,12 @@ class Sandbox:
             out.setdefault(action, {})[name] = count
         return out
 
+    def refuse_oos(self, account_id: str, refused: bool = True) -> None:
+        """Make OOS refuse (403 AccessDenied) every request signed with the account's keys, while OAPI
+        still takes them: keys of an EIM user without OOS rights. `reset()` lifts it."""
+        with self.world.lock:
+            (self.world.oos_refused.add if refused else self.world.oos_refused.discard)(account_id)
+
     def set_quota(self, account_id: str, name: str, value: int) -> dict[str, int]:
         """Set one quota's MaxValue for an account (e.g. `set_quota(BETA, "image_limit", 3)`);
         `reset()` restores the defaults. Returns the account's quotas set so far."""

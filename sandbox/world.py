@@ -158,6 +158,9 @@ class World:
             # Per-account quota limits set by tests (account id -> {QuotaName: MaxValue}); a quota
             # not named here has its default (oapi_quotas.DEFAULTS).
             self.quotas: dict[str, dict[str, int]] = defaultdict(dict)
+            # Accounts whose keys OOS refuses (AccessDenied) while OAPI takes them: an EIM user
+            # without OOS rights, as the portal's pre-flight checks must notice.
+            self.oos_refused: set[str] = set()
 
     # --- ids -----------------------------------------------------------------------------------
 

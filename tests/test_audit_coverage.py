@@ -144,6 +144,8 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     post("accounts:account-edit", {"label": "eps2", "region": eps.region, "access_key": "", "secret_key": "",
                                    "export_bucket": eps.export_bucket}, account_id=eps.public_id, **src)
     post("accounts:account-validate", account_id=eps.public_id, **src)
+    CloudAccount.objects.filter(pk=eps.pk).update(export_bucket="eps-new-exports")  # missing: offered, created
+    post("accounts:account-create-bucket", account_id=eps.public_id, **src)
     post("accounts:account-confirm-ownership", account_id=eps.public_id, **src)  # its registrant: refused
     client.force_login(w.src_approver)  # a second person confirms it is the team's own (INS-02)
     post("accounts:account-confirm-ownership", account_id=eps.public_id, **src)
@@ -174,7 +176,13 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     client.force_login(w.src_approver)
     post("transfers:share-reject", {"digest": rejected.digest, "comment": "no"}, share_id=rejected.public_id, **src)
     post("transfers:share-approve", {"digest": main.digest, "comment": "yes"}, share_id=main.public_id, **src)
-    workers.run_jobs(until=lambda: Share.objects.get(pk=main.pk).state == "ready")
+    withdrawn = request("walk-withdrawn", image="alpha-db-base")  # withdrawn while exporting: its export too
+    client.force_login(w.src_approver)
+    post("transfers:share-approve", {"digest": withdrawn.digest}, share_id=withdrawn.public_id, **src)
+    client.force_login(w.src_member)
+    post("transfers:share-cancel", share_id=withdrawn.public_id, **src)
+    workers.run_jobs(until=lambda: Share.objects.get(pk=main.pk).state == "ready"
+                     and Export.objects.get(shares=withdrawn).state == "failed")
 
     # The recipient team: accept, then a failed import retried; the source team reveals the link.
     delta_in = Recipient.objects.get(share=main, kind="team")

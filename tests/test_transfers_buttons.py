@@ -189,7 +189,8 @@ NOBODY = set()
 TABLE = [
     ("cancel", "requested", REQUESTER | ADMIN),
     ("cancel", "approved", REQUESTER | ADMIN),
-    ("cancel", "exporting", NOBODY),
+    ("cancel", "exporting", REQUESTER | ADMIN),  # its export, if no other share uses it, is cancelled too
+    ("cancel", "ready", NOBODY),
     ("cancel", "expired unanswered", NOBODY),
     ("cancel", "cancelled", NOBODY),
     ("reexport", "export failed", SOURCE_TEAM),

@@ -38,7 +38,14 @@ STEP_UP_NEEDED = ("{team} asks approvers for a fresh two-factor code: enter one 
 MOVED_ON = "This share is no longer waiting for a decision (it is now {state})."
 STALE_DIGEST = "This request changed after you opened it; review it again before deciding."
 REQUEST_EXPIRED = "This request expired on {when}: ask for a new one."
-NOT_CANCELLABLE = "Only a share that has not started exporting can be cancelled (it is {state})."
+NOT_CANCELLABLE = "Only a share whose export has not finished can be cancelled (it is {state})."
+# The last share of an export in flight was withdrawn (transfers/services/export_cancels.py).
+EXPORT_CANCELLED = ("Cancelled: every share that needed this export was withdrawn, so OMI Portal cancelled the "
+                    "export task.")
+EXPORT_CANCELLED_UNSTARTED = ("Cancelled: every share that needed this export was withdrawn before OUTSCALE "
+                              "started it.")
+EXPORT_CANCEL_REFUSED = ("Every share that needed this export was withdrawn, but OUTSCALE would not cancel the "
+                         "export task ({reason}): it runs to its end, and nobody is offered it.")
 NOT_OFFERED = "This image is not waiting for your team's answer (it is {state})."
 NOT_RETRYABLE = "Only a failed step can be retried (it is {state})."
 # A step that kept raising something other than an answer from OUTSCALE (transfers/services/bounded.py).

@@ -7,7 +7,16 @@ from rq import get_current_job
 
 from audit.context import job_context
 from transfers import notifications
-from transfers.services import bounded, cleanup, exports, import_starts, import_sweeps, reconcile
+from transfers.services import (
+    bounded,
+    cleanup,
+    export_cancels,
+    exports,
+    import_starts,
+    import_sweeps,
+    preflight,
+    reconcile,
+)
 from transfers.services.object_grants import OBJECT_GRANT, object_grant
 from transfers.services.object_revokes import object_grant_remove
 
@@ -20,6 +29,23 @@ def _job_id(kind: str, object_id: str) -> str:
 def export_start_job(export_id: str) -> None:
     with job_context(job_id=_job_id("export-start", export_id)):
         bounded.run_step(bounded.EXPORT_START, export_id, lambda: exports.export_start(export_id=export_id))
+
+
+def export_cancel_job(export_id: str) -> None:
+    with job_context(job_id=_job_id("export-cancel", export_id)):
+        bounded.run_step(export_cancels.EXPORT_CANCEL, export_id,
+                         lambda: export_cancels.export_cancel(export_id=export_id))
+
+
+def share_preflight_job(share_id: str) -> None:
+    with job_context(job_id=_job_id("share-preflight", share_id)):
+        preflight.share_preflight(share_id=share_id)
+
+
+def recipient_preflight_job(recipient_id: str) -> None:
+    # The recipient team's own job: its keys, its trail (never the source team's request).
+    with job_context(job_id=_job_id("recipient-preflight", recipient_id)):
+        preflight.recipient_preflight(recipient_id=recipient_id)
 
 
 def export_sweep_job(account_id: str) -> None:

@@ -16,7 +16,7 @@ from accounts.models import Membership
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess
 from transfers import errors
-from transfers.models import Recipient, Share
+from transfers.models import Export, Recipient, Share
 
 LINK_STATES = (Share.State.READY, Share.State.IMPORTING, Share.State.COMPLETED)
 
@@ -77,7 +77,10 @@ def may_decide(*, access: TeamAccess, share: Share, now: datetime | None = None)
 
 
 CANCELLABLE_STATES = (Share.State.REQUESTED, Share.State.APPROVED)
-CANCELLABLE = Q(state__in=CANCELLABLE_STATES, export__isnull=True)
+# Before its export starts, or while it runs: withdrawing the last share of an export still in flight
+# cancels the export task (transfers/services/export_cancels.py).
+CANCELLABLE = Q(state__in=CANCELLABLE_STATES, export__isnull=True) \
+    | Q(state=Share.State.EXPORTING, export__state__in=Export.IN_FLIGHT)
 
 
 def cancel_needs(*, access: TeamAccess, share: Share) -> Capability:
@@ -86,7 +89,9 @@ def cancel_needs(*, access: TeamAccess, share: Share) -> Capability:
 
 
 def cancellable(share: Share) -> bool:
-    """Before its export starts (``CANCELLABLE``)."""
+    """Before its export starts, or while it is still in flight (``CANCELLABLE``)."""
+    if share.state == Share.State.EXPORTING:
+        return share.export_id is not None and share.export.state in Export.IN_FLIGHT
     return share.state in CANCELLABLE_STATES and share.export_id is None
 
 

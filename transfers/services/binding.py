@@ -39,6 +39,8 @@ def digest_of(*, share: Share, recipients: list[Recipient], source: CloudAccount
     }
     if copy_facts.bound_tags(share) is not None:  # the source's tags its copies carry (older requests: none)
         content["tags"] = copy_facts.bound_tags(share)
+    if share.disk_format:  # requests made before the team chose a format keep their digest
+        content["disk_format"] = share.disk_format
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

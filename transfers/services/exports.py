@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 import outscale
@@ -32,14 +32,17 @@ def export_begin(*, share: Share) -> None:
     margin = timedelta(hours=settings.OMIPORTAL_EXPORT_REUSE_MIN_HOURS)
     # The bucket the approval bound, not the account's current one (older shares bound none).
     bucket = share.export_bucket or share.source_account.export_bucket
-    # Never one a clean-up has claimed (its objects may be going). The row lock held until the
-    # caller commits orders this against the claim (cleanup._claim), which locks the row too.
+    # Never one a clean-up or a cancellation has claimed (its objects may be going, its task being
+    # cancelled). The row lock held until the caller commits orders this against those claims
+    # (cleanup._claim, export_cancels.claim_for_cancel), which lock the row too. Only one written in
+    # the disk format this share asked for.
     export = (
         Export.objects.select_for_update()
-        .filter(account=share.source_account, source_image_id=share.source_image_id, bucket=bucket)
+        .filter(account=share.source_account, source_image_id=share.source_image_id, bucket=bucket,
+                cleanup_claimed_at__isnull=True)
+        .filter(Exists(Share.objects.filter(export=OuterRef("pk"), disk_format__in=same_format(share))))
         .filter(Q(state__in=Export.IN_FLIGHT)
-                | Q(state=Export.State.COMPLETED, manifest_deadline__gt=now + margin, cleaned_at__isnull=True,
-                    cleanup_claimed_at__isnull=True))
+                | Q(state=Export.State.COMPLETED, manifest_deadline__gt=now + margin, cleaned_at__isnull=True))
         .order_by("-created_at").first()
     )
     reused = export is not None
@@ -57,9 +60,26 @@ def export_begin(*, share: Share) -> None:
     share.export, share.state = export, Share.State.EXPORTING
     record(action="export.reused" if reused else "export.requested", actor=None, team=share.team, target=share,
            details={"export": str(export.public_id), "image_id": share.source_image_id,
-                    "copy_first": export.state == Export.State.COPYING and not reused})
+                    "copy_first": export.state == Export.State.COPYING and not reused,
+                    "disk_format": share.disk_format or DEFAULT_DISK_FORMAT})
     if export.state == Export.State.COMPLETED:
         shares_ready(shares=[share], export=export)
+
+
+DEFAULT_DISK_FORMAT = "qcow2"  # what every export was written in before teams chose
+
+
+def same_format(share: Share) -> tuple[str, ...]:
+    """The Share.disk_format values that mean the same disk format as ``share``'s ("" is the default)."""
+    chosen = share.disk_format or DEFAULT_DISK_FORMAT
+    return (chosen, "") if chosen == DEFAULT_DISK_FORMAT else (chosen,)
+
+
+def export_disk_format(export: Export) -> str:
+    """The disk format an export is written in: that of the shares it serves (export_begin gives
+    an export only to shares of one format)."""
+    chosen = Share.objects.filter(export=export).exclude(disk_format="").values_list("disk_format", flat=True).first()
+    return chosen or DEFAULT_DISK_FORMAT
 
 
 class _BucketRefused(Exception):
@@ -83,8 +103,9 @@ def export_start(*, export_id) -> None:
     # The attempt is counted and the step leased in one conditional UPDATE: no other run (the
     # reconciler's, a retry's, a second worker's) starts it again while this one may still be
     # inside its cloud calls (polling.start_free).
+    # A cancelled export (export_cancels.py, cleanup_claimed_at) starts nothing more.
     if not Export.objects.filter(polling.start_free(now, tried=tried), pk=export.pk, state=export.state,
-                                 attempts=tried).update(
+                                 attempts=tried, cleanup_claimed_at__isnull=True).update(
             attempts=tried + 1, next_poll_at=polling.start_lease_until(now, calls=EXPORT_START_CALLS)):
         return  # another run of this step got here first, or holds it
     export.attempts = tried + 1
@@ -117,7 +138,8 @@ def export_start(*, export_id) -> None:
             else:
                 found = tried and outscale.find_export_task(creds=creds, bucket=export.bucket, prefix=export.prefix)
                 task = found or outscale.start_export(
-                    creds=creds, image_id=export.exported_image_id, bucket=export.bucket, prefix=export.prefix)
+                    creds=creds, image_id=export.exported_image_id, bucket=export.bucket, prefix=export.prefix,
+                    disk_format=export_disk_format(export))
                 changes = {"task_id": task.task_id, "state": Export.State.RUNNING, "progress": task.progress}
                 action = "export.started"
         except _BucketRefused:

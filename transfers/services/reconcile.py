@@ -42,8 +42,12 @@ def reconcile(*, now=None) -> dict:
                     .update(next_poll_at=now):
                 continue
             counts["exports"] += 1
-            if export.state == Export.State.STARTING or (export.state == Export.State.COPYING
-                                                         and not export.copy_image_id):
+            if export.cleanup_claimed_at is not None and export.state != Export.State.RUNNING:
+                # Its last share was withdrawn: what is left is the cancellation (export_cancels.py).
+                scheduling.enqueue("transfers.jobs.export_cancel_job", str(export.public_id),
+                                   job_id=f"export-cancel-{export.public_id}-r{int(now.timestamp())}")
+            elif export.state == Export.State.STARTING or (export.state == Export.State.COPYING
+                                                           and not export.copy_image_id):
                 scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
                                    job_id=f"export-start-{export.public_id}-r{int(now.timestamp())}")
             else:

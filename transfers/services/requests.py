@@ -21,7 +21,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, notifications, rules
 from transfers.models import Recipient, Share
-from transfers.services import binding, copy_facts, exports
+from transfers.services import binding, copy_facts, export_cancels, exports, preflight
 from transfers.services.object_grants import external_method
 
 EXTERNAL_ID_RE = re.compile(r"^\d{12}$")
@@ -158,6 +158,7 @@ def share_request(
             requested_by=access.user, requested_at=now, approval_required=needs_approval,
             approval_deadline=now + timedelta(days=team.request_expiry_days) if needs_approval else None,
             state=Share.State.REQUESTED if needs_approval else Share.State.APPROVED, export_bucket=bucket,
+            disk_format=team.export_disk_format,  # the team's choice now, bound in the digest
             # Without an approver the request is its own approval: the same lifetime, from now.
             approval_expires_at=None if needs_approval else rules.approval_expiry(team, start=now),
         )
@@ -184,12 +185,14 @@ def share_request(
             "source_account": source_account.label, "image_id": image.image_id, "image_name": image.name,
             "relation": str(image.relation), "copy_name": copy_name, "licence_confirmed": True,
             "approval_required": needs_approval, "recipients": [r.label for r in recipients],
-            "export_bucket": bucket, "source_account_id": source_account.account_id,
+            "export_bucket": bucket, "source_account_id": source_account.account_id, "disk_format": share.disk_format,
             "bound": [[r.bound_account_id, r.bound_region] for r in recipients if r.kind == Recipient.Kind.TEAM],
             "source_facts": share.source_facts,
         })
         if not needs_approval:
             exports.export_begin(share=share)
+        else:  # what would fail later, found before the approver decides (each team's keys in its own job)
+            preflight.preflight_begin(share=share)
     if needs_approval:
         notifications.later("approval_needed", [share.pk])
     return share
@@ -290,16 +293,21 @@ def share_reject(*, access: TeamAccess, share: Share, digest: str, comment: str 
 
 @transaction.atomic
 def share_cancel(*, access: TeamAccess, share: Share) -> Share:
-    """The requester (or an admin) withdraws a share before its export starts."""
+    """The requester (or an admin) withdraws a share before its export has finished. The last
+    share of an export still in flight takes the export with it (export_cancels.py)."""
     require(access, rules.cancel_needs(access=access, share=share), target=share)
     now = timezone.now()
+    export_id = export_cancels.lock_export_of(share)  # the export's row before the share's
     moved = Share.objects.filter(rules.CANCELLABLE, pk=share.pk).update(state=Share.State.CANCELLED, updated_at=now)
     if not moved:
         share.refresh_from_db()
         raise errors.ShareConflict(errors.NOT_CANCELLABLE.format(state=share.get_state_display().lower()))
     share.recipients.update(state=Recipient.State.CANCELLED, updated_at=now)
     share.refresh_from_db()
-    record(action="share.cancelled", actor=access.user, team=access.team, target=share)
+    details = {}
+    if export_id is not None:
+        details["export_cancelled"] = export_cancels.claim_for_cancel(export_id)
+    record(action="share.cancelled", actor=access.user, team=access.team, target=share, details=details)
     return share
 
 

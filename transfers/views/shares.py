@@ -18,7 +18,7 @@ from transfers import delivery, presentation, rules, selectors
 from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
 from transfers.models import Share
 from transfers.rate_limits import IMAGE_LIST, rate_limited
-from transfers.services import copy_facts
+from transfers.services import copy_facts, preflight
 from transfers.services import requests as share_requests
 from transfers.services.images import shareable_images_list
 
@@ -134,6 +134,8 @@ def _detail_context(access, share) -> dict:
 @require_GET
 def share_detail(request, access, share_id):
     share = selectors.share_get_for_user(access=access, public_id=share_id)
+    if rules.may_decide(access=access, share=share):
+        preflight.preflight_refresh(share=share)  # checks older than a few minutes run again (jobs)
     return render(request, "transfers/share_detail.html", _detail_context(access, share))
 
 
