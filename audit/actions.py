@@ -63,6 +63,7 @@ GROUPS = {
     "export": "Exports",
     "import": "Imports",
     "link": "Links",
+    "grant": "Launch permissions",
     "team": "Teams",
     "membership": "Members",
     "cloud_account": "Cloud accounts",
@@ -88,7 +89,8 @@ _DECLARED = (
     Action("share.preflight_checked", "The source side of a waiting share was checked with its account's keys "
            "before approval: OOS, the export bucket, the OMI quota, a dry run of the export (failed: a check found "
            "a problem).", (SHARE,)),
-    Action("share.offered", "The export finished and the copy was offered to its recipients.", (SHARE,)),
+    Action("share.offered", "The copy was offered to its recipients: the export finished, or (same Region) "
+           "the launch permission was granted, or the image can be copied directly.", (SHARE,)),
     Action("share.reexport_requested", "The source team asked for a fresh export of an expired or "
            "failed share.", (SHARE,)),
     Action("share.completed", "Every recipient's import ended and at least one succeeded.", (SHARE,),
@@ -120,7 +122,8 @@ _DECLARED = (
     Action("import.auto_accepted", "An offered copy was accepted automatically: the recipient team "
            "accepts every incoming copy (a team setting).", (SHARE,)),
     Action("import.declined", "A recipient team declined an offered copy.", (SHARE, RECIPIENT)),
-    Action("import.started", "OUTSCALE accepted the import into the recipient account.", (SHARE, RECIPIENT)),
+    Action("import.started", "OUTSCALE accepted the import (or, same Region, the copy) into the recipient "
+           "account.", (SHARE, RECIPIENT)),
     Action("import.completed", "The image is available in the recipient account.", (SHARE, RECIPIENT)),
     Action("import.failed", "The import did not succeed; the reason is in the details.", (SHARE, RECIPIENT)),
     Action("import.refused", "The portal refused to start an import, before any cloud call: the "
@@ -128,6 +131,16 @@ _DECLARED = (
            denial=True),
     Action("import.retried", "A recipient team started a failed import again (denied: it could not be "
            "retried).", (SHARE, RECIPIENT)),
+    # Launch permissions: the same-Region copy (granted, copied, removed) and "launch permission only".
+    Action("grant.added", "The source account granted launch permission on the source image to the "
+           "same-Region recipients' OUTSCALE accounts (UpdateImage, one call per share).", (SHARE,)),
+    Action("grant.failed", "OUTSCALE refused the launch permission: the copies waiting for it failed.", (SHARE,)),
+    Action("grant.removed", "The launch permission was taken back (UpdateImage Removals): the copies it "
+           "served ended, the share ended, or the source team revoked it.", (SHARE,)),
+    Action("grant.remove_failed", "OUTSCALE refused to take a launch permission back; the portal tries again "
+           "later.", (SHARE,)),
+    Action("grant.revoke_requested", "Someone of the source team revoked a launch permission (denied: it was "
+           "not in place, or a copy by it was under way).", (SHARE,)),
     # Manifest links, for accounts outside the portal.
     Action("link.revealed", "The source team displayed a share's pre-signed manifest link (a bearer "
            "secret).", (SHARE,)),

@@ -22,6 +22,8 @@ _EXPORTS = {
     "start_export": "images", "read_export_tasks": "images", "cancel_export": "images", "delete_image": "images",
     "find_export_task": "images", "PAGE_SIZE": "images",
     "tag_resources": "images", "validate_image_name": "images",
+    "grant_launch": "permissions", "revoke_launch": "permissions", "launch_permissions": "permissions",
+    "LaunchPermissions": "permissions",
     "DESCRIPTION_MAX": "images", "DESCRIPTION_ROOM": "images", "ImageFacts": "results",
     "licence_class": "product_codes",
     "find_manifest_key": "storage", "manifest_deadline": "storage", "presign_manifest": "storage",

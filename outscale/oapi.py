@@ -203,8 +203,9 @@ def gateway_for(creds: Credentials) -> PortalGateway:
 # --- Sending a call ---------------------------------------------------------------------
 
 def is_idempotent(action: str) -> bool:
-    # Repeating these cannot create a second resource.
-    return action.startswith("Read") or action in {"CreateTags", "DeleteTags"}
+    # Repeating these cannot create a second resource (UpdateImage sets a description and adds or
+    # removes launch permissions: set operations, the same after a repeat).
+    return action.startswith("Read") or action in {"CreateTags", "DeleteTags", "UpdateImage"}
 
 
 def _translate(exc: Exception) -> errors.CloudError | None:

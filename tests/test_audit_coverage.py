@@ -210,12 +210,15 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     post("transfers:recipient-decline", {"reason": "not needed"},
          recipient_id=Recipient.objects.get(share=other).public_id, **dst)
 
-    # An auto-accepting team and two imports: with no sweep budget, a hand-off job starts one.
+    # An auto-accepting team and two imports: with no sweep budget, a hand-off job starts one. Two
+    # shares of one new export (gamma, in alpha's Region, copies by launch permission and grants).
     Team.objects.filter(pk=w.dest.pk).update(auto_accept_incoming=True)
     auto = request("walk-auto", accounts=[w.delta, w.gamma], image="alpha-db-base")  # a new export
+    auto_too = request("walk-auto-2", image="alpha-db-base")  # the same export
     client.force_login(w.src_approver)
-    post("transfers:share-approve", {"digest": auto.digest}, share_id=auto.public_id, **src)
-    workers.run_jobs(until=lambda: Share.objects.get(pk=auto.pk).state == "completed")
+    for share in (auto, auto_too):
+        post("transfers:share-approve", {"digest": share.digest}, share_id=share.public_id, **src)
+    workers.run_jobs(until=lambda: Share.objects.filter(pk__in=[auto.pk, auto_too.pk], state="completed").count() == 2)
     Team.objects.filter(pk=w.dest.pk).update(auto_accept_incoming=False)
 
     # Expiry, one-click re-export, the reconciler and cleanup jobs.

@@ -71,7 +71,7 @@ def test_a_reuse_holding_the_export_makes_its_cleanup_give_up(flow, cloud, monke
     first = _completed_share(flow, cloud)
     export = Export.objects.select_related("account").get(shares=first)
     assert _objects(cloud, export)
-    second = request_share(flow, cloud, accounts=[flow.gamma], copy_name="web-copy-2")
+    second = request_share(flow, cloud, accounts=[flow.delta], copy_name="web-copy-2")  # by export
     held, release = threading.Event(), threading.Event()
     real_begin = exports.export_begin
 
@@ -106,7 +106,7 @@ def test_an_export_claimed_for_cleanup_is_never_reused(flow, cloud, monkeypatch)
     share gets a new export instead of the one whose files are going."""
     first = _completed_share(flow, cloud)
     export = Export.objects.select_related("account").get(shares=first)
-    second = request_share(flow, cloud, accounts=[flow.gamma], copy_name="web-copy-2")
+    second = request_share(flow, cloud, accounts=[flow.delta], copy_name="web-copy-2")  # by export
     deleting, release = threading.Event(), threading.Event()
     real_delete = outscale.delete_export_objects
 
@@ -141,7 +141,7 @@ def test_a_failed_cleanup_keeps_its_claim_and_finishes_later(flow, cloud):
     assert export.cleanup_claimed_at is not None and export.cleaned_at is None
     assert AuditEvent.objects.filter(action="export.cleanup_failed").exists()
     # Claimed, so no share reuses it while its files may be half gone.
-    second = request_share(flow, cloud, accounts=[flow.gamma], copy_name="web-copy-2")
+    second = request_share(flow, cloud, accounts=[flow.delta], copy_name="web-copy-2")  # by export
     approve(flow, second)
     assert Share.objects.get(pk=second.pk).export_id != export.pk
     cloud.faults.reset()

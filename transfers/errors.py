@@ -57,6 +57,10 @@ NOT_REEXPORTABLE = "Only an expired or failed share can be exported again (it is
 LINK_EXPIRED = "The link expired on {when}. Ask the source team to export the image again."
 LINK_SOURCE_ONLY = "Only the source team can reveal the link of an external recipient."
 LINK_NOT_YET = "The link exists once the export has completed."
+# Launch permissions (transfers/services/grants.py).
+GRANT_SOURCE_ONLY = "Only the team that shared the image can take its launch permission back."
+GRANT_NOT_OPEN = "This launch permission is not in place any more (it is {state})."
+GRANT_IN_USE = "A copy by this launch permission is under way: it is removed as soon as the copy ends."
 LINK_NOT_NEEDED = ("This account is granted read on the export's files (an object ACL): it imports from the OOS path "
                    "shown on the share, and needs no link.")
 TEXT_NUL = "Text may not contain NUL characters."

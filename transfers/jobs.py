@@ -17,6 +17,7 @@ from transfers.services import (
     preflight,
     reconcile,
 )
+from transfers.services.grants import grants_add, grants_release
 from transfers.services.object_grants import OBJECT_GRANT, object_grant
 from transfers.services.object_revokes import object_grant_remove
 
@@ -82,6 +83,17 @@ def object_grant_job(recipient_id: str) -> None:
 def object_grant_remove_job(recipient_id: str) -> None:
     with job_context(job_id=_job_id("object-grant-remove", recipient_id)):
         object_grant_remove(recipient_id=recipient_id)
+
+
+def grant_add_job(share_id: str) -> None:
+    # Bounded inside: an error counts against the share's grant rows (grants.GRANT_ADD).
+    with job_context(job_id=_job_id("grant-add", share_id)):
+        grants_add(share_id=share_id)
+
+
+def grant_release_job(share_id: str) -> None:
+    with job_context(job_id=_job_id("grant-release", share_id)):
+        grants_release(share_id=share_id)
 
 
 def reconcile_job() -> None:

@@ -177,6 +177,13 @@ class Recipient(models.Model):
         OBJECT_ACL = "object_acl", "Read grant on the export's objects (no bearer URL)"
         LINK = "link", "Pre-signed manifest link"
 
+    # Copied by the recipient's keys from the source image itself (CreateImage{SourceImageId}): no export.
+    COPY_METHODS = (Method.LAUNCH_PERMISSION, Method.DIRECT)
+    # Served by a launch permission the source account grants first (transfers/services/grants.py).
+    GRANT_METHODS = (Method.LAUNCH_PERMISSION, Method.PERMISSION_ONLY)
+    # Served by the share's export: its manifest, by import, link or object grant.
+    EXPORT_METHODS = (Method.EXPORT, Method.OBJECT_ACL, Method.LINK)
+
     OPEN_STATES = (State.WAITING, State.OFFERED, State.IMPORTING)
     FINAL_STATES = (State.COMPLETED, State.FAILED, State.DECLINED, State.EXPIRED, State.CANCELLED)
 

@@ -121,15 +121,16 @@ def approval_ends(share: Share) -> datetime | None:
 
 
 REEXPORTABLE_STATES = (Share.State.EXPIRED, Share.State.FAILED)
-REEXPORTABLE = Q(state__in=REEXPORTABLE_STATES) \
-    & (Q(decided_at__isnull=False) | Q(approval_required=False, export__isnull=False))
+# Only a share that had an export: one whose recipients all copied in their Region has none to redo.
+REEXPORTABLE = Q(state__in=REEXPORTABLE_STATES, export__isnull=False) \
+    & (Q(decided_at__isnull=False) | Q(approval_required=False))
 
 
 def reexportable(share: Share) -> bool:
-    """Expired or failed after an approval, or (needing none) after its export started
+    """Expired or failed after its export started, approved or needing no approval
     (``REEXPORTABLE``): a request that expired unanswered was never approved."""
-    return share.state in REEXPORTABLE_STATES and (
-        share.decided_at is not None or (not share.approval_required and share.export_id is not None))
+    return share.state in REEXPORTABLE_STATES and share.export_id is not None and (
+        share.decided_at is not None or not share.approval_required)
 
 
 def approval_lapsed(share: Share, now: datetime | None = None) -> datetime | None:
@@ -157,7 +158,11 @@ def may_answer(*, access: TeamAccess, recipient: Recipient) -> bool:
 
 def retry_refusal(recipient: Recipient, now: datetime | None = None) -> str:
     """Why a failed import cannot run again ("" when it can): past its link's deadline, or the
-    files (or the pasted link) are gone, and only a new export helps."""
+    files (or the pasted link) are gone, and only a new export helps. A copy made from the source
+    image itself (same Region) needs no link: it can run again (by launch permission, granted
+    again first)."""
+    if recipient.share_id and recipient.method in Recipient.COPY_METHODS:
+        return ""
     export = recipient.share.export if recipient.share_id else None
     deadline = export.manifest_deadline if export is not None else recipient.link_expires_at
     if deadline is None or deadline <= (now or timezone.now()) or (export is not None and export.cleaned_at) or \
@@ -192,3 +197,25 @@ def link_refusal(*, access: TeamAccess, share: Share, recipient: Recipient, now:
 def may_reveal(*, access: TeamAccess, share: Share, recipient: Recipient, now: datetime | None = None) -> bool:
     return access.can(Capability.REQUEST_SHARE) and not link_refusal(access=access, share=share, recipient=recipient,
                                                                       now=now)
+
+
+# --- Revoking a launch permission (grants.grant_revoke, the team's open grants page) ------------------
+
+
+def grant_revoke_refusal(*, access: TeamAccess, grant) -> str:
+    """Why the source team cannot take this launch permission back now ("" when it can): it is not
+    in place, or a copy by it is under way (it is removed as soon as that copy ends). ``grant`` is a
+    LaunchGrant; a page's list may carry ``copying`` already (one query for the whole list)."""
+    if grant.share.team_id != access.team.pk:
+        return errors.GRANT_SOURCE_ONLY
+    if grant.state != grant.State.GRANTED:
+        return errors.GRANT_NOT_OPEN.format(state=grant.get_state_display().lower())
+    copying = getattr(grant, "copying", None)
+    if copying is None:
+        copying = Recipient.objects.filter(share_id=grant.share_id, bound_account_id=grant.grantee_account_id,
+                                           method__in=Recipient.GRANT_METHODS, state=Recipient.State.IMPORTING).exists()
+    return errors.GRANT_IN_USE if copying else ""
+
+
+def may_revoke_grant(*, access: TeamAccess, grant) -> bool:
+    return access.can(Capability.REQUEST_SHARE) and not grant_revoke_refusal(access=access, grant=grant)

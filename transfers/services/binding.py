@@ -24,7 +24,10 @@ def _recipient_line(r: Recipient, account_id: str, region: str) -> list[str]:
             r.external_account_id, r.external_region]
     if r.external_oos_user_id:  # what an object ACL names (object_grants.py): bound too
         line.append(r.external_oos_user_id)
-    return line
+    # How it gets its copy (transfers/services/methods.py) is signed too; a request made before
+    # methods were chosen (a portal account by export, an external one by link) keeps its digest.
+    legacy = Recipient.Method.LINK if r.kind == Recipient.Kind.EXTERNAL else Recipient.Method.EXPORT
+    return line if r.method == legacy else [*line, r.method]
 
 
 def digest_of(*, share: Share, recipients: list[Recipient], source: CloudAccount, bucket: str,
@@ -37,6 +40,8 @@ def digest_of(*, share: Share, recipients: list[Recipient], source: CloudAccount
         "copy": [share.copy_name, share.description],
         "recipients": sorted(_recipient_line(r, *bound.get(r.target_account_id, ("", ""))) for r in recipients),
     }
+    if share.launch_permission_only:
+        content["launch_permission_only"] = True
     if copy_facts.bound_tags(share) is not None:  # the source's tags its copies carry (older requests: none)
         content["tags"] = copy_facts.bound_tags(share)
     if share.disk_format:  # requests made before the team chose a format keep their digest

@@ -9,6 +9,7 @@ from audit import recorder
 from audit.recorder import AuditTarget, record
 from transfers import notifications
 from transfers.models import Export, Recipient, Share
+from transfers.services.share_state import shares_refresh
 
 
 def export_target(export: Export) -> AuditTarget:
@@ -25,9 +26,15 @@ def export_failed(export: Export, message: str, request_ids=(), *, outcome: str 
         record(action="export.failed", outcome=outcome, actor=None, team=export.account.team,
                target=export_target(export), cloud_request_ids=list(request_ids),
                details={"reason": message, "bucket": export.bucket})
-        failed = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).values_list("pk", flat=True))
+        shares = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).values_list("pk", flat=True))
+        Recipient.objects.filter(share__in=shares, state=Recipient.State.WAITING,
+                                 method__in=Recipient.EXPORT_METHODS).update(state=Recipient.State.CANCELLED)
+        # A share with same-Region copies (grants.py) goes on without the export: it follows them.
+        going_on = set(Recipient.objects.filter(share__in=shares).exclude(method__in=Recipient.EXPORT_METHODS)
+                       .values_list("share_id", flat=True))
+        failed = [pk for pk in shares if pk not in going_on]
         Share.objects.filter(pk__in=failed).update(state=Share.State.FAILED, state_message=message[:500],
                                                    updated_at=now)
-        Recipient.objects.filter(share__in=failed, state=Recipient.State.WAITING).update(
-            state=Recipient.State.CANCELLED)
+        Share.objects.filter(pk__in=going_on).update(state=Share.State.IMPORTING, updated_at=now)
+        shares_refresh(share_ids=going_on)
         notifications.later("share_failed", failed)

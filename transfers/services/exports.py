@@ -353,14 +353,16 @@ def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = 
     now = timezone.now()
     ids = [share.pk for share in shares]
     Share.objects.filter(pk__in=ids).update(state=Share.State.READY, state_message="", updated_at=now)
-    Recipient.objects.filter(share__in=ids, state=Recipient.State.WAITING).update(
-        state=Recipient.State.OFFERED, updated_at=now)
+    # The recipients the export serves; a same-Region copy was offered when its grant was made (grants.py).
+    Recipient.objects.filter(share__in=ids, state=Recipient.State.WAITING, method__in=Recipient.EXPORT_METHODS) \
+        .update(state=Recipient.State.OFFERED, updated_at=now)
     for share in shares:
         share.state = Share.State.READY
         record(action="share.offered", actor=None, team=share.team, target=share,
                details={"export": str(export.public_id), "link_valid_until": export.manifest_deadline.isoformat()})
     auto = Recipient.objects.filter(share__in=ids, state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM,
-                                    team__auto_accept_incoming=True).select_related("team", "target_account", "share")
+                                    method__in=Recipient.EXPORT_METHODS, team__auto_accept_incoming=True) \
+        .select_related("team", "target_account", "share")
     begun = import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True,
                                   enqueue=handoff is None)
     if handoff is not None:

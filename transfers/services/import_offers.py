@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from accounts.access import require
@@ -22,7 +22,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, rules, scheduling
 from transfers.models import Recipient, Share
-from transfers.services import binding
+from transfers.services import binding, grant_state
 from transfers.services.import_ends import share_target
 from transfers.services.share_state import share_refresh
 
@@ -86,10 +86,14 @@ def imports_begin(*, recipients: list[Recipient], actor, auto: bool = False, enq
                 for field, value in values.items():
                     setattr(recipient, field, value)
                 recipient.image_name = names[recipient.pk]
-        # A retry re-opens a share that failed because its only imports failed.
-        Share.objects.filter(pk__in={r.share_id for r in moved if r.share_id},
-                             state__in=[Share.State.READY, Share.State.FAILED], export__state="completed") \
+        # A retry re-opens a share that failed because its only imports failed (a share whose copies
+        # all stay in their Region has no export).
+        Share.objects.filter(Q(export__state="completed") | Q(export__isnull=True),
+                             pk__in={r.share_id for r in moved if r.share_id},
+                             state__in=[Share.State.READY, Share.State.FAILED]) \
             .update(state=Share.State.IMPORTING, updated_at=now)
+        if retry:  # a copy by launch permission whose grant was removed when it failed is granted again
+            grant_state.grants_reopen(recipients=moved)
         first = "import.auto_accepted" if auto else "import.accepted"
         for recipient in moved:
             action = "import.retried" if recipient.attempt > 1 else first

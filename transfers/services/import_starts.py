@@ -26,7 +26,7 @@ from audit.recorder import record
 from transfers import errors, scheduling
 from transfers.link_checks import MSG_UNSIGNED_REFUSED
 from transfers.models import Recipient
-from transfers.services import binding, copy_facts, polling
+from transfers.services import binding, copy_facts, grant_state, polling
 from transfers.services.import_ends import import_failed, share_target
 
 
@@ -56,7 +56,8 @@ def import_start(*, recipient_id) -> None:
     deterministic image name up before creating (the answer to an earlier one may have been lost).
     """
     recipient = Recipient.objects.select_related(*_STARTING).filter(public_id=recipient_id).first()
-    started = recipient and _start(recipient)
+    # A copy by launch permission waits for its grant (which queues this start once in place).
+    started = recipient and not grant_state.copy_waits_for_grant(recipient) and _start(recipient)
     if started:
         with transaction.atomic():
             _started(*started)
@@ -86,9 +87,7 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
             image = tried and own_image()
             if not image:
                 try:
-                    image = outscale.import_image(creds=creds, file_location=_file_location(recipient),
-                                                  name=recipient.image_name, description=description,
-                                                  subject=subject)
+                    image = _create(creds, recipient, description=description, subject=subject)
                 except outscale.Conflict as exc:
                     # The name is used: by this import's own earlier create (its answer was lost,
                     # or a run whose lease ran out is still inside the call), or by someone else.
@@ -113,6 +112,16 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
                 import_failed(recipient, message, exc.request_ids)
             return None
     return recipient, image.image_id, list(request_ids)
+
+
+def _create(creds, recipient: Recipient, *, description: str, subject: str):
+    """The create itself: a same-Region copy of the source image (by launch permission, or of an
+    image the account can already see: transfers/services/methods.py), or an import of the manifest."""
+    if recipient.share_id and recipient.method in Recipient.COPY_METHODS:
+        return outscale.copy_image(creds=creds, source_image_id=recipient.share.source_image_id,
+                                   name=recipient.image_name, description=description, subject=subject)
+    return outscale.import_image(creds=creds, file_location=_file_location(recipient), name=recipient.image_name,
+                                 description=description, subject=subject)
 
 
 def image_subject(recipient: Recipient) -> str:
@@ -222,7 +231,8 @@ def import_handoff(*, account_id) -> None:
     if account is None:
         return
     waiting = Recipient.objects.filter(share__export__account=account, state=Recipient.State.IMPORTING,
-                                       image_id="", start_tries=0).order_by("pk").values_list("public_id", flat=True)
+                                       method__in=Recipient.EXPORT_METHODS, image_id="", start_tries=0) \
+        .order_by("pk").values_list("public_id", flat=True)
     ids = list(waiting)
     if ids:
         with opened_once():

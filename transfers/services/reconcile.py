@@ -18,7 +18,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, rules, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, object_grants, object_revokes, share_state
+from transfers.services import exports, grants, object_grants, object_revokes, share_state
 from transfers.services.cleanup import export_cleanup_if_done
 from transfers.services.requests import share_expire_stale
 
@@ -76,6 +76,8 @@ def reconcile(*, now=None) -> dict:
         with transaction.atomic():
             scheduling.enqueue("transfers.jobs.export_cleanup_job", str(public_id),
                                job_id=f"export-copy-delete-{public_id}-r{int(now.timestamp())}")
+    # Launch grants: an add or a removal whose run died, a grant left open after its copies ended.
+    counts["grants"] = grants.grants_reconcile(now=now, overdue=overdue)
     if any(counts.values()):
         logger.info("Reconciled: %s", counts)
     return counts
@@ -87,7 +89,9 @@ def _expire_links(now) -> int:
     for share in Share.objects.filter(state__in=[Share.State.READY, Share.State.EXPORTING],
                                       export__manifest_deadline__lte=now).select_related("team", "export"):
         with transaction.atomic():
-            n = share.recipients.filter(state__in=[Recipient.State.OFFERED, Recipient.State.WAITING]).update(
+            # Only those the export serves: a same-Region copy has no link to outlive.
+            n = share.recipients.filter(state__in=[Recipient.State.OFFERED, Recipient.State.WAITING],
+                                        method__in=Recipient.EXPORT_METHODS).update(
                 state=Recipient.State.EXPIRED, state_message="The link expired before the import started.",
                 updated_at=now)
             if not share.recipients.exclude(state__in=[Recipient.State.EXPIRED, Recipient.State.DECLINED,

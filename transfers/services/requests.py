@@ -21,7 +21,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, notifications, rules
 from transfers.models import Recipient, Share
-from transfers.services import binding, copy_facts, export_cancels, exports, preflight
+from transfers.services import binding, copy_facts, export_cancels, exports, grant_state, grants, methods, preflight
 from transfers.services.object_grants import external_method
 
 EXTERNAL_ID_RE = re.compile(r"^\d{12}$")
@@ -112,6 +112,7 @@ def share_request(
     description: str,
     reason: str,
     licence_confirmed: bool,
+    launch_permission_only: bool = False,
 ) -> Share:
     require(access, Capability.REQUEST_SHARE)
     if source_account.team_id != access.team.pk:
@@ -142,6 +143,10 @@ def share_request(
                target=source_account, cloud_request_ids=list(request_ids),
                details={"reason": "export_bucket_not_owned", "bucket": bucket, "image_id": image.image_id})
         raise errors.ShareError(problem)
+    # How each recipient gets its copy (methods.py): a shared image is looked at once, outside the transaction.
+    if launch_permission_only:
+        methods.check_permission_only(source=source_account, image=image, accounts=accounts)
+    visible = methods.shared_with(source=source_account, image=image, accounts=accounts)
 
     now = timezone.now()
     team = access.team
@@ -155,6 +160,7 @@ def share_request(
             team=team, source_account=source_account, source_image_id=image.image_id,
             source_image_name=image.name, source_image_relation=str(image.relation),
             copy_name=copy_name, description=description, reason=reason, licence_confirmed_at=now,
+            launch_permission_only=launch_permission_only,
             requested_by=access.user, requested_at=now, approval_required=needs_approval,
             approval_deadline=now + timedelta(days=team.request_expiry_days) if needs_approval else None,
             state=Share.State.REQUESTED if needs_approval else Share.State.APPROVED, export_bucket=bucket,
@@ -170,6 +176,8 @@ def share_request(
                       external_oos_user_id=e.oos_user_id)
             for e in externals
         ]
+        methods.recipients_choose(source=source_account, image=image, recipients=recipients,
+                                  permission_only=launch_permission_only, visible=visible)
         for recipient in recipients:  # an external account of the source's Region that gave its OOS user ID
             chosen = external_method(source_region=source_account.region, recipient=recipient)
             if chosen:
@@ -185,12 +193,13 @@ def share_request(
             "source_account": source_account.label, "image_id": image.image_id, "image_name": image.name,
             "relation": str(image.relation), "copy_name": copy_name, "licence_confirmed": True,
             "approval_required": needs_approval, "recipients": [r.label for r in recipients],
+            "methods": [r.method for r in recipients], "launch_permission_only": launch_permission_only,
             "export_bucket": bucket, "source_account_id": source_account.account_id, "disk_format": share.disk_format,
             "bound": [[r.bound_account_id, r.bound_region] for r in recipients if r.kind == Recipient.Kind.TEAM],
             "source_facts": share.source_facts,
         })
         if not needs_approval:
-            exports.export_begin(share=share)
+            _deliver(share)
         else:  # what would fail later, found before the approver decides (each team's keys in its own job)
             preflight.preflight_begin(share=share)
     if needs_approval:
@@ -241,7 +250,7 @@ def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, appr
         record(action="share.approved" if approve else "share.rejected", actor=access.user, team=access.team,
                target=share, details={"comment": comment})
         if approve:
-            exports.export_begin(share=share)
+            _deliver(share)
         else:
             share.recipients.update(state=Recipient.State.CANCELLED, updated_at=now)
     notifications.later("decision_made", [share.pk])
@@ -278,6 +287,14 @@ def _bind_approval(share: Share, now) -> None:
     Share.objects.filter(pk=share.pk).update(**fields)
 
 
+def _deliver(share: Share) -> None:
+    """The share may run (in the caller's transaction): one export for the recipients it serves, if
+    any; launch grants, and offers of direct copies, for the same-Region ones (grants.py)."""
+    if methods.needs_export(share.recipients.all()):
+        exports.export_begin(share=share)
+    grants.grants_begin(share=share)
+
+
 def share_approve(*, access: TeamAccess, share: Share, digest: str, comment: str = "",
                   verified_at: datetime | None = None) -> Share:
     """``verified_at``: when the deciding session last checked a two-factor code (teams that require it)."""
@@ -302,7 +319,10 @@ def share_cancel(*, access: TeamAccess, share: Share) -> Share:
     if not moved:
         share.refresh_from_db()
         raise errors.ShareConflict(errors.NOT_CANCELLABLE.format(state=share.get_state_display().lower()))
-    share.recipients.update(state=Recipient.State.CANCELLED, updated_at=now)
+    # Only those still to come: a same-Region copy may have completed, or be running, already.
+    share.recipients.filter(state__in=[Recipient.State.WAITING, Recipient.State.OFFERED]).update(
+        state=Recipient.State.CANCELLED, updated_at=now)
+    grant_state.grants_release_later(share_ids=[share.pk])
     share.refresh_from_db()
     details = {}
     if export_id is not None:

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from audit.recorder import record
 from transfers.models import Recipient, Share
+from transfers.services import grant_state
 from transfers.services.cleanup import export_cleanup_if_done
 
 
@@ -19,6 +20,8 @@ def share_refresh(*, share_id) -> None:
 def shares_refresh(*, share_ids) -> None:
     """``share_refresh`` for many shares: the same few queries for one or hundreds (a sweep that
     completes hundreds of imports), one UPDATE per new state, one cleanup check per export."""
+    # A launch grant whose copies just ended is removed now, whatever the share's state (grants.py).
+    grant_state.grants_release_later(share_ids=share_ids)
     shares = list(Share.objects.select_for_update(of=("self",)).select_related("team")
                   .filter(pk__in=share_ids, state__in=[Share.State.READY, Share.State.IMPORTING]).order_by("pk"))
     if not shares:

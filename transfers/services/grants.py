@@ -1,0 +1,378 @@
+"""The same-Region fast path: grant → copy → revoke (methods.py says which recipients take it).
+
+Once the share may run (its approval, or a request needing none), the source account grants launch
+permission on the source image to every same-Region grantee of the share in one UpdateImage
+(PermissionsToLaunch.Additions), one LaunchGrant row per share and grantee; their recipients are
+then offered (auto-accepted as ever), and each copy is an import start whose create is
+CreateImage{SourceImageId, SourceRegionName} with the recipient's keys (import_starts.py), looked at
+and ended as imports are. As soon as the copies a grant served have ended (available or failed,
+declined, cancelled) one UpdateImage (Removals) takes it back. A "launch permission only" grant
+(keep) serves no copy and stays until the source team revokes it (grant_revoke).
+
+Exactly once, as the creates: each call is claimed first (a conditional UPDATE that counts the
+attempt and writes a lease, polling.start_lease_until), the add moves GRANTING → GRANTED and the
+removal GRANTED → REVOKING (its claim) → REVOKED, each end with one audit event carrying the
+RequestIds. Both calls are set operations, so a repeat after a lost answer or a killed worker does
+no harm, and a removal that finds the permission (or the image) gone has succeeded. The reconciler
+(grants_reconcile) puts back an add or a removal whose run died, and removes any grant left open
+after its recipients ended.
+"""
+
+from collections import defaultdict
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Exists, F, Q
+from django.utils import timezone
+
+import outscale
+from accounts.access import require
+from accounts.keys import credentials_for
+from accounts.roles import Capability
+from accounts.selectors import TeamAccess
+from audit import recorder
+from audit.recorder import record
+from transfers import errors, notifications, rules, scheduling
+from transfers.models import LaunchGrant, Recipient, Share
+from transfers.services import bounded, grant_state, import_offers, polling
+from transfers.services.import_ends import import_failed
+from transfers.services.share_state import shares_refresh
+
+# One UpdateImage per run (polling.start_call_seconds sizes the lease from it).
+GRANT_CALLS = 1
+# A removal the cloud refused for good (keys, a changed owner) is tried again this much later.
+REMOVE_RETRY = timedelta(hours=1)
+
+PERMISSION_GRANTED = "Launch permission on {image_id} granted: the account can launch it. No copy is made."
+GRANT_FAILED = "The source account could not grant launch permission: {reason}"
+REVOKED_BY_SOURCE = "The source team removed the launch permission before the copy started."
+
+S, R = LaunchGrant.State, Recipient.State
+
+
+# --- Beginning: grants to make, direct copies to offer --------------------------------------------
+
+
+def grants_begin(*, share: Share) -> None:
+    """In the caller's transaction, once the share may run: one grant row per same-Region grantee
+    (one job grants them all), and the recipients that copy directly offered at once."""
+    now = timezone.now()
+    waiting = list(share.recipients.filter(state=R.WAITING).select_related("team", "target_account"))
+    grantees = sorted({r.bound_account_id for r in waiting if r.method in Recipient.GRANT_METHODS})
+    if grantees:
+        LaunchGrant.objects.bulk_create([
+            LaunchGrant(share=share, account_id=share.source_account_id, image_id=share.source_image_id,
+                        grantee_account_id=grantee, keep=share.launch_permission_only,
+                        next_poll_at=now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
+            for grantee in grantees], ignore_conflicts=True)
+        grant_state.add_later(share.public_id)
+    direct = [r for r in waiting if r.method == Recipient.Method.DIRECT]
+    if direct:
+        _offer(share, direct, method=Recipient.Method.DIRECT)
+
+
+def _ready_without_export(share: Share, now) -> None:
+    # A share that waits for no export is ready now; one whose export runs stays exporting until
+    # the export ends (exports.shares_ready), its fast recipients going on meanwhile.
+    Share.objects.filter(pk=share.pk, state=Share.State.APPROVED).update(state=Share.State.READY, state_message="",
+                                                                         updated_at=now)
+
+
+def _offer(share: Share, recipients: list[Recipient], *, method: str) -> None:
+    """Offer these copies (in the caller's transaction) and accept for the teams that auto-accept."""
+    now = timezone.now()
+    ids = [r.pk for r in recipients]
+    Recipient.objects.filter(pk__in=ids, state=R.WAITING).update(state=R.OFFERED, updated_at=now)
+    _ready_without_export(share, now)
+    record(action="share.offered", actor=None, team=share.team, target=share,
+           details={"method": method, "recipients": [r.label for r in recipients]})
+    auto = Recipient.objects.filter(pk__in=ids, state=R.OFFERED, kind=Recipient.Kind.TEAM,
+                                    team__auto_accept_incoming=True).select_related("team", "target_account", "share")
+    import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True)
+    notifications.later("share_ready", [share.pk])
+
+
+# --- Claims ------------------------------------------------------------------------------------
+
+
+def _claim(queryset, **changes) -> list[LaunchGrant]:
+    """Take these grant rows for one run before any cloud call: the attempt counted and a lease
+    written in one UPDATE, only where no other run holds them (polling.start_free: never tried,
+    put off, or a lease that ran out). A second run at the same time gets none, and makes no call."""
+    now = timezone.now()
+    lease = polling.start_lease_until(now, calls=GRANT_CALLS)
+    with transaction.atomic():
+        rows = list(queryset.select_for_update(skip_locked=True).filter(
+            Q(attempts=0) | polling.start_free(now, tried=1)).order_by("pk"))
+        LaunchGrant.objects.filter(pk__in=[g.pk for g in rows]).update(
+            attempts=F("attempts") + 1, next_poll_at=lease, updated_at=now, **changes)
+    for grant in rows:
+        grant.attempts, grant.next_poll_at = grant.attempts + 1, lease
+        for field, value in changes.items():
+            setattr(grant, field, value)
+    return rows
+
+
+def _grantees(rows) -> list[str]:
+    return sorted(g.grantee_account_id for g in rows)
+
+
+# --- Granting --------------------------------------------------------------------------------------
+
+
+def grants_add(*, share_id) -> None:
+    """Grant every grantee of the share still waiting for its grant: one UpdateImage. Safe twice."""
+    share = Share.objects.select_related("team", "source_account").filter(public_id=share_id).first()
+    if share is None:
+        return
+    rows = _claim(LaunchGrant.objects.filter(share=share, state=S.GRANTING))
+    if rows:
+        # An error that is not OUTSCALE's answer counts against each row (bounded.py).
+        with bounded.rows_errors(GRANT_ADD, rows):
+            _add(share, rows)
+
+
+def _add(share: Share, rows: list[LaunchGrant]) -> None:
+    with outscale.record_request_ids() as request_ids:
+        try:
+            creds = credentials_for(share.source_account, purpose="grant launch permission")
+            outscale.grant_launch(creds=creds, image_id=rows[0].image_id, account_ids=_grantees(rows))
+        except outscale.CloudError as exc:
+            if exc.retryable:
+                _put_off_add(share, rows, exc)
+            else:
+                _add_failed(share, rows, exc.user_message, exc.request_ids)
+            return
+    _added(share, rows, list(request_ids))
+
+
+def _put_off_add(share: Share, rows: list[LaunchGrant], exc) -> None:
+    tries = max(g.attempts for g in rows)
+    if tries >= polling.MAX_START_ATTEMPTS:
+        _add_failed(share, rows, f"OUTSCALE stayed unavailable: {exc.user_message}", exc.request_ids)
+        return
+    delay = polling.start_retry_delay(tries)
+    now = timezone.now()
+    with transaction.atomic():
+        moved = 0
+        for grant in rows:  # only as this run claimed it: a run taken over changes nothing
+            moved += LaunchGrant.objects.filter(pk=grant.pk, state=S.GRANTING, next_poll_at=grant.next_poll_at).update(
+                next_poll_at=polling.start_deadline(delay), updated_at=now,
+                state_message=f"{polling.WAITING_PREFIX}{exc.user_message}"[:500])
+        if moved:
+            grant_state.add_later(share.public_id, delay=delay, tag=str(tries))
+
+
+def _add_failed(share: Share, rows: list[LaunchGrant], message: str, request_ids=()) -> None:
+    """The cloud refused the grant: the grants fail, and the copies waiting for them with them."""
+    now = timezone.now()
+    with recorder.atomic():
+        ids = list(LaunchGrant.objects.select_for_update().filter(pk__in=[g.pk for g in rows], state=S.GRANTING)
+                   .values_list("pk", flat=True))
+        if not ids:
+            return
+        LaunchGrant.objects.filter(pk__in=ids).update(state=S.FAILED, state_message=message[:500], next_poll_at=None,
+                                                      updated_at=now)
+        grantees = _grantees(g for g in rows if g.pk in ids)
+        record(action="grant.failed", outcome="failed", actor=None, team=share.team, target=share,
+               cloud_request_ids=list(request_ids),
+               details={"image_id": share.source_image_id, "grantee_account_ids": grantees, "reason": message})
+        _ready_without_export(share, now)  # so that the share follows its failed recipients
+        for recipient in Recipient.objects.filter(
+                share=share, bound_account_id__in=grantees, method__in=Recipient.GRANT_METHODS,
+                state__in=[R.WAITING, R.IMPORTING], image_id="").select_related("team", "share"):
+            import_failed(recipient, GRANT_FAILED.format(reason=message), request_ids, states=(R.WAITING, R.IMPORTING))
+
+
+def _added(share: Share, rows: list[LaunchGrant], request_ids: list) -> None:
+    now = timezone.now()
+    with recorder.atomic():
+        ids = set(LaunchGrant.objects.select_for_update().filter(pk__in=[g.pk for g in rows], state=S.GRANTING)
+                  .values_list("pk", flat=True))
+        if not ids:
+            return  # another run, whose lease had not run out after all, recorded it
+        LaunchGrant.objects.filter(pk__in=ids).update(state=S.GRANTED, granted_at=now, next_poll_at=None,
+                                                      state_message="", updated_at=now)
+        grantees = _grantees(g for g in rows if g.pk in ids)
+        record(action="grant.added", actor=None, team=share.team, target=share, cloud_request_ids=request_ids,
+               details={"image_id": share.source_image_id, "grantee_account_ids": grantees,
+                        "kept": share.launch_permission_only})
+        _granted(share, grantees, now)
+
+
+def _granted(share: Share, grantees: list[str], now) -> None:
+    """The grant is in place: permission-only recipients have what they asked for; the copies are
+    offered; a copy started over (a retry) whose grant was made again starts now."""
+    waiting = list(Recipient.objects.filter(share=share, state=R.WAITING, method__in=Recipient.GRANT_METHODS,
+                                            bound_account_id__in=grantees).select_related("team", "target_account"))
+    only = [r.pk for r in waiting if r.method == Recipient.Method.PERMISSION_ONLY]
+    if only:
+        Recipient.objects.filter(pk__in=only, state=R.WAITING).update(
+            state=R.COMPLETED, completed_at=now, updated_at=now,
+            state_message=PERMISSION_GRANTED.format(image_id=share.source_image_id))
+        _ready_without_export(share, now)
+    copies = [r for r in waiting if r.method == Recipient.Method.LAUNCH_PERMISSION]
+    if copies:
+        _offer(share, copies, method=Recipient.Method.LAUNCH_PERMISSION)
+    for recipient in Recipient.objects.filter(share=share, state=R.IMPORTING, image_id="",
+                                              method=Recipient.Method.LAUNCH_PERMISSION,
+                                              bound_account_id__in=grantees):
+        scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
+                           job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-granted")
+    shares_refresh(share_ids=[share.pk])
+
+
+def _fail_add_row(grant: LaunchGrant, message: str) -> None:
+    _add_failed(grant.share, [grant], message)
+
+
+GRANT_ADD = bounded.Step("grant add", LaunchGrant, Q(state=S.GRANTING), ("share__team", "share__source_account"),
+                         _fail_add_row, claims="attempts")
+
+
+# --- Removing ----------------------------------------------------------------------------------------
+
+
+def grants_release(*, share_id) -> None:
+    """Remove the share's grants no open recipient needs any more, in one UpdateImage, and take over
+    a removal whose run died. Two runs at once: one claims, the other makes no call."""
+    share = Share.objects.select_related("team", "source_account").filter(public_id=share_id).first()
+    if share is None:
+        return
+    due = Q(pk__in=grant_state.releasable().filter(share=share).values("pk")) | Q(state=S.REVOKING)
+    rows = _claim(LaunchGrant.objects.filter(due, share=share), state=S.REVOKING)
+    if rows:
+        _remove(share, rows)
+
+
+def _remove(share: Share, rows: list[LaunchGrant]) -> bool:
+    """UpdateImage Removals for claimed rows; True once they are REVOKED."""
+    with bounded.rows_errors(GRANT_REMOVE, rows):
+        gone = False
+        with outscale.record_request_ids() as request_ids:
+            try:
+                creds = credentials_for(share.source_account, purpose="remove launch permission")
+                outscale.revoke_launch(creds=creds, image_id=rows[0].image_id, account_ids=_grantees(rows))
+            except outscale.NotFound:
+                gone = True  # the image is gone, and every permission on it
+            except outscale.CloudError as exc:
+                _put_back(share, rows, exc.user_message, exc.request_ids, retryable=exc.retryable)
+                return False
+        _removed(share, rows, list(request_ids), gone)
+        return True
+    return False
+
+
+def _put_back(share: Share, rows: list[LaunchGrant], message: str, request_ids=(), *, retryable: bool) -> None:
+    """The removal did not happen: the grants stay GRANTED, to be removed later (throttled: soon,
+    with a job; refused: REMOVE_RETRY later, by the reconciler, and the trail says why)."""
+    now = timezone.now()
+    if retryable:  # as a put-off create: free for the job that comes after ``delay``, the reconciler after that
+        delay = polling.start_retry_delay(max(g.attempts for g in rows))
+        next_poll_at, text = polling.start_deadline(delay), f"{polling.WAITING_PREFIX}{message}"
+    else:  # beyond the start horizon: held until then, from every job and the reconciler
+        delay, next_poll_at, text = 0, now + REMOVE_RETRY, message
+    with recorder.atomic():
+        moved = [g for g in rows if LaunchGrant.objects.filter(pk=g.pk, state=S.REVOKING, next_poll_at=g.next_poll_at)
+                 .update(state=S.GRANTED, next_poll_at=next_poll_at, state_message=text[:500], updated_at=now)]
+        if not moved:
+            return
+        if retryable:
+            grant_state.release_later(share.public_id, delay=delay)
+        else:
+            record(action="grant.remove_failed", outcome="failed", actor=None, team=share.team, target=share,
+                   cloud_request_ids=list(request_ids),
+                   details={"image_id": share.source_image_id, "grantee_account_ids": _grantees(moved),
+                            "reason": message})
+
+
+def _removed(share: Share, rows: list[LaunchGrant], request_ids: list, gone: bool) -> None:
+    now = timezone.now()
+    with recorder.atomic():
+        done = [g for g in rows if LaunchGrant.objects.filter(pk=g.pk, state=S.REVOKING, next_poll_at=g.next_poll_at)
+                .update(state=S.REVOKED, revoked_at=now, next_poll_at=None, state_message="", updated_at=now)]
+        if not done:
+            return  # taken over by a run whose removal came back first: it recorded it
+        by_person = defaultdict(list)
+        for grant in done:
+            by_person[grant.revoked_by_id].append(grant)
+        people = get_user_model().objects.in_bulk([pk for pk in by_person if pk])
+        for person_id, grants in by_person.items():
+            record(action="grant.removed", actor=people.get(person_id), team=share.team, target=share,
+                   cloud_request_ids=request_ids,
+                   details={"image_id": share.source_image_id, "grantee_account_ids": _grantees(grants),
+                            "image_gone": gone})
+        # A copy started over while its grant was going (a retry) needs it again.
+        grant_state.grants_reopen(recipients=list(Recipient.objects.filter(
+            share=share, bound_account_id__in=_grantees(done), method=Recipient.Method.LAUNCH_PERMISSION,
+            state=R.IMPORTING, image_id="").select_related("share")))
+
+
+def _remove_gave_up(grant: LaunchGrant, message: str) -> None:
+    _put_back(grant.share, [grant], message, retryable=False)
+
+
+GRANT_REMOVE = bounded.Step("grant removal", LaunchGrant, Q(state=S.REVOKING), ("share__team", "share__source_account"),
+                            _remove_gave_up, claims="attempts")
+
+
+# --- A person revokes (the team's open grants page) -----------------------------------------------
+
+
+def grant_revoke(*, access: TeamAccess, grant: LaunchGrant) -> LaunchGrant:
+    """The source team takes a launch permission back now: a kept one ("launch permission only"),
+    or one whose copy has not started (that offer is cancelled). One UpdateImage Removals."""
+    share = grant.share
+    require(access, Capability.REQUEST_SHARE, target=share)
+    refusal = rules.grant_revoke_refusal(access=access, grant=grant)
+    if refusal:
+        record(action="grant.revoke_requested", outcome="denied", actor=access.user, team=access.team, target=share,
+               details={"grantee_account_id": grant.grantee_account_id, "reason": refusal})
+        raise errors.ShareError(refusal)
+    now = timezone.now()
+    served = Recipient.objects.filter(share=share, bound_account_id=grant.grantee_account_id,
+                                      method__in=Recipient.GRANT_METHODS)
+    with recorder.atomic():
+        # Not while a copy by it runs (accepted since the page was drawn): that one ends first.
+        if not LaunchGrant.objects.filter(pk=grant.pk, state=S.GRANTED).exclude(
+                Exists(served.filter(state=R.IMPORTING))).update(
+                keep=False, revoked_by=access.user, next_poll_at=None, updated_at=now):
+            grant.refresh_from_db()
+            raise errors.ShareConflict(rules.grant_revoke_refusal(access=access, grant=grant)
+                                       or errors.GRANT_NOT_OPEN.format(state=grant.get_state_display().lower()))
+        cancelled = served.filter(state__in=[R.WAITING, R.OFFERED]).update(
+            state=R.CANCELLED, state_message=REVOKED_BY_SOURCE, updated_at=now)
+        record(action="grant.revoke_requested", actor=access.user, team=access.team, target=share,
+               details={"grantee_account_id": grant.grantee_account_id, "image_id": grant.image_id,
+                        "offers_cancelled": cancelled})
+        shares_refresh(share_ids=[share.pk])
+    rows = _claim(LaunchGrant.objects.filter(pk=grant.pk, state=S.GRANTED), state=S.REVOKING)
+    if rows:
+        _remove(share, rows)
+    grant.refresh_from_db()
+    return grant
+
+
+# --- The reconciler's part -------------------------------------------------------------------------
+
+
+def grants_reconcile(*, now, overdue) -> int:
+    """What a killed worker or a flushed Redis left: an add or a removal whose run died (its lease a
+    grace period late) or whose job was lost, a grant left open after its recipients ended (a crash
+    between the grant and the copy, or after the copy), a retried copy whose grant is gone."""
+    adds = set(LaunchGrant.objects.filter(state=S.GRANTING, next_poll_at__lt=overdue)
+               .values_list("share__public_id", flat=True))
+    removals = set(LaunchGrant.objects.filter(state=S.REVOKING, next_poll_at__lt=overdue)
+                   .values_list("share__public_id", flat=True))
+    removals |= set(grant_state.releasable().filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lt=overdue))
+                    .values_list("share__public_id", flat=True))
+    with transaction.atomic():
+        for share_id in sorted(adds, key=str):
+            grant_state.add_later(share_id, tag=f"r{int(now.timestamp())}")
+        for share_id in sorted(removals, key=str):
+            grant_state.release_later(share_id)
+        reopened = grant_state.grants_reopen(recipients=list(
+            grant_state.waiting_for_grant().filter(next_poll_at__lt=overdue).select_related("share")))
+    return len(adds) + len(removals) + reopened
