@@ -3,8 +3,10 @@
 Each checks the rule it owns, moves state with a conditional update, records
 its audit event in the same transaction and enqueues the next step on commit.
 
-A share, in reading order: requests.py (request, approve, reject, cancel), exports.py (the
-export, its sweep, the offer), cleanup.py (its files deleted). A recipient, in reading order:
+A share, in reading order: requests.py (request, approve, reject, cancel), preflight.py (the
+checks before approval, each account with its own keys), exports.py (the export, its sweep, the
+offer), export_cancels.py (the export of a withdrawn share cancelled), cleanup.py (its files
+deleted). A recipient, in reading order:
 import_offers.py (accept, decline, retry), import_starts.py (the start), import_sweeps.py (the
 looks), import_ends.py (completed or failed). Around them: polling.py (claims, leases, put-offs),
 bounded.py (bounded attempts), binding.py (what an approval binds), reconcile.py (the reconciler).
