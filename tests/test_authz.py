@@ -17,7 +17,7 @@ from audit.models import AuditEvent
 from audit.recorder import record
 from tests import factories
 from transfers import selectors as transfer_selectors
-from transfers.models import Recipient, Share
+from transfers.models import LaunchGrant, Recipient, Share
 
 # The matrix lives in tests/authz_matrix.json (rendered for auditors as docs/authorization-matrix.md by
 # tests/render_authz_matrix.py). team_urls: name -> methods and who may: "view" = any role,
@@ -76,7 +76,11 @@ def targets(world):
         incoming = Recipient.objects.create(kind=Recipient.Kind.LINK, team=team, target_account=account,
                                             state=Recipient.State.OFFERED, image_name="pasted")
         event = record(action="share.requested", actor=membership.user, team=team, target=share)
-        objects[key] = (account, membership, {"share": share, "recipient": incoming,
+        # A launch permission the team's account gave ("launch permission only"): the object of grant-revoke.
+        grant = LaunchGrant.objects.create(share=share, account=account, image_id=share.source_image_id,
+                                           grantee_account_id="333344445555", keep=True,
+                                           state=LaunchGrant.State.GRANTED)
+        objects[key] = (account, membership, {"share": share, "recipient": incoming, "grant": grant,
                                               "share_recipient": share.recipients.get(), "event": event})
     return objects
 
@@ -91,6 +95,8 @@ def _url(name, team, account, membership, objects):
             kwargs["recipient_id"] = objects["share_recipient"].public_id
     elif name.startswith("transfers:recipient-"):
         kwargs["recipient_id"] = objects["recipient"].public_id
+    elif name.startswith("transfers:grant-"):
+        kwargs["grant_id"] = objects["grant"].public_id
     elif name == "audit:event-detail":
         kwargs["event_id"] = objects["event"].public_id
     if "account-" in name:
@@ -101,7 +107,8 @@ def _url(name, team, account, membership, objects):
 
 
 def _snapshot():
-    return tuple(list(model.objects.order_by("pk").values()) for model in (CloudAccount, Membership, Share, Recipient))
+    return tuple(list(model.objects.order_by("pk").values())
+                 for model in (CloudAccount, Membership, Share, Recipient, LaunchGrant))
 
 
 CASES = [(name, method) for name, (methods, _) in MATRIX.items() for method in methods]

@@ -41,6 +41,10 @@ class ShareRequestForm(forms.Form):
                              help_text="Why this copy is needed; the approver reads it.")
     licence_confirmed = forms.BooleanField(
         required=False, label="I confirm that the image's third-party licences allow exporting it.")
+    launch_permission_only = forms.BooleanField(
+        required=False, label="Launch permission only (no copy)",
+        help_text="The accounts in the image's Region may launch it, and make no copy, until your team revokes "
+                  "the permission on its Launch permissions page. Only for an image the account owns.")
 
     def __init__(self, *args, images, source, recipient_accounts, **kwargs):
         super().__init__(*args, **kwargs)

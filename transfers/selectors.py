@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import median
 
-from django.db.models import Case, Count, F, IntegerField, Prefetch, Q, QuerySet, Value, When, Window
+from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Value, When, Window
 from django.db.models.functions import RowNumber, TruncWeek
 from django.utils import timezone
 
@@ -17,7 +17,7 @@ from accounts.models import CloudAccount
 from accounts.selectors import TeamAccess, cloud_account_directory
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget
-from transfers.models import Recipient, Share
+from transfers.models import LaunchGrant, Recipient, Share
 
 CHART_WEEKS = 8
 DASHBOARD_LIMIT = 8
@@ -298,3 +298,27 @@ def expected_duration(history: list[PastCopy], *, method: str, size_gib: int | N
         similar = [copy.seconds for copy in history if copy.method == method and copy.size_gib is not None
                    and low <= copy.size_gib <= high]
     return Estimate(seconds=median(similar) if similar else None, count=len(similar))
+
+
+# --- Launch permissions (the source team's open grants) --------------------------------------------------
+
+
+def _grants(team) -> QuerySet:
+    copying = Recipient.objects.filter(share=OuterRef("share"), bound_account_id=OuterRef("grantee_account_id"),
+                                       method__in=Recipient.GRANT_METHODS, state=Recipient.State.IMPORTING)
+    return LaunchGrant.objects.filter(share__team=team).select_related("share__team", "account") \
+        .annotate(copying=Exists(copying))
+
+
+def launch_grants_open_for_team(*, team) -> QuerySet:
+    """The launch permissions the team's accounts have given and not yet taken back, newest first;
+    each says whether a copy by it is under way (``copying``, for rules.grant_revoke_refusal)."""
+    return _grants(team).filter(state__in=LaunchGrant.OPEN_STATES).order_by("-created_at")
+
+
+def launch_grant_get_for_source_team(*, access: TeamAccess, public_id) -> LaunchGrant:
+    """One of the team's grants (to revoke it); another team's is not found."""
+    grant = _grants(access.team).filter(public_id=public_id).first()
+    if grant is None:
+        raise _not_found(access, public_id, "transfers.launchgrant")
+    return grant

@@ -10,6 +10,10 @@ deleted). A recipient, in reading order:
 import_offers.py (accept, decline, retry), import_starts.py (the start), import_sweeps.py (the
 looks), import_ends.py (completed or failed). Around them: polling.py (claims, leases, put-offs),
 bounded.py (bounded attempts), binding.py (what an approval binds), reconcile.py (the reconciler).
+A recipient in the source's Region skips the export: methods.py (which method each recipient
+gets), grants.py (the launch permission granted before its copy and removed after it; its copy is
+an import start whose create is CreateImage{SourceImageId}), grant_state.py (which grants are
+still needed).
 An external account: external_links.py (a link revealed, or a pasted one imported), object_grants.py
 and object_revokes.py (read on the export granted to it by an object ACL, and taken back).
 
@@ -52,4 +56,7 @@ Glossary: the words these modules use for themselves.
   the approval bound (``import.refused``).
 - deadline: when the manifest's pre-signed snapshot links die, 7 days after the export; after it
   only a new export helps.
+- grant: launch permission on the source image given by the source account to a same-Region
+  recipient's OUTSCALE account (UpdateImage), one LaunchGrant row per share and account; removed
+  (revoked) as soon as the copies it served ended, unless kept ("launch permission only").
 """

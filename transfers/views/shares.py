@@ -16,7 +16,7 @@ from accounts.decorators import team_view
 from accounts.roles import Capability
 from transfers import delivery, presentation, rules, selectors
 from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
-from transfers.models import Share
+from transfers.models import Recipient, Share
 from transfers.rate_limits import IMAGE_LIST, rate_limited
 from transfers.services import copy_facts, preflight
 from transfers.services import requests as share_requests
@@ -56,7 +56,8 @@ def share_new(request, access):
             share = share_requests.share_request(
                 access=access, source_account=source, image_id=data["image_id"], accounts=data["accounts"],
                 externals=data["externals"], copy_name=data["copy_name"], description=data["description"],
-                reason=data["reason"], licence_confirmed=data["licence_confirmed"])
+                reason=data["reason"], licence_confirmed=data["licence_confirmed"],
+                launch_permission_only=data["launch_permission_only"])
         except ValidationError as exc:
             for message in exc.messages:
                 form.add_error(None, message)
@@ -123,6 +124,9 @@ def _detail_context(access, share) -> dict:
         "can_cancel": rules.may_cancel(access=access, share=share),
         "can_reexport": rules.may_reexport(access=access, share=share, now=now),
         "rows": rows,
+        # An export serves some recipient (transfers/services/methods.py); the others copy in the Region.
+        "needs_export": share.export_id is not None
+        or any(row["recipient"].method in Recipient.EXPORT_METHODS for row in rows),
         "deliveries": delivery.share_deliveries(access=access, share=share, recipients=[r["recipient"] for r in rows]),
         "decline_form": DeclineForm(),
         "progress": progress,
