@@ -126,6 +126,8 @@ _DECLARED = (
            "account.", (SHARE, RECIPIENT)),
     Action("import.completed", "The image is available in the recipient account.", (SHARE, RECIPIENT)),
     Action("import.failed", "The import did not succeed; the reason is in the details.", (SHARE, RECIPIENT)),
+    Action("import.expired", "A copy offered in the source's Region that nobody accepted before the approval's "
+           "lifetime ended expired; its launch permission was then removed.", (SHARE,)),
     Action("import.refused", "The portal refused to start an import, before any cloud call: the "
            "target account changed since approval, or its keys are not validated.", (SHARE, RECIPIENT),
            denial=True),
