@@ -281,3 +281,23 @@ def test_the_approver_signs_the_methods(flow, cloud):
     with pytest.raises(share_requests.errors.ShareError):
         approve(flow, share)
     assert _state(share) == Share.State.REQUESTED and not LaunchGrant.objects.exists()
+
+
+def test_an_offer_nobody_accepts_expires_with_the_approval_and_its_grant_goes(flow, cloud, oapi):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    approve(flow, share)
+    workers.run_jobs(until=lambda: _state(share) == Share.State.READY)
+    assert reconcile.reconcile()["grants"] == 0  # the approval still runs: the offer stays
+    assert _permitted(oapi, share.source_image_id) == [GAMMA]
+    Share.objects.filter(pk=share.pk).update(approval_expires_at=timezone.now() - timedelta(seconds=1))
+    assert reconcile.reconcile()["grants"] >= 1
+    workers.run_jobs()
+    recipient = Recipient.objects.get(share=share)
+    assert recipient.state == Recipient.State.EXPIRED and "approval ended" in recipient.state_message
+    assert LaunchGrant.objects.get(share=share).state == LaunchGrant.State.REVOKED
+    assert _permitted(oapi, share.source_image_id) == []
+    assert _actions("import.expired").count() == 1

@@ -357,11 +357,40 @@ def grant_revoke(*, access: TeamAccess, grant: LaunchGrant) -> LaunchGrant:
 
 # --- The reconciler's part -------------------------------------------------------------------------
 
+OFFER_EXPIRED = "Nobody accepted the copy before the approval ended ({when}); its launch permission is removed."
+
+
+def offers_expire(*, now) -> int:
+    """A same-Region copy nobody accepted within the approval's lifetime (Share.approval_expires_at)
+    expires: it has no link to outlive, but its grant must not stay open for ever. Its share
+    follows, and the grant goes (shares_refresh). Kept grants ("launch permission only") stay."""
+    stale = Recipient.objects.filter(method__in=Recipient.COPY_METHODS, state=R.OFFERED,
+                                     share__approval_expires_at__lte=now)
+    expired = 0
+    for share in Share.objects.filter(pk__in=stale.values("share_id")).select_related("team").order_by("pk"):
+        with recorder.atomic():
+            ids = list(Recipient.objects.select_for_update().filter(
+                share=share, method__in=Recipient.COPY_METHODS, state=R.OFFERED).values_list("pk", flat=True))
+            if not ids:
+                continue
+            when = f"{share.approval_expires_at:%Y-%m-%d %H:%M} UTC"
+            Recipient.objects.filter(pk__in=ids).update(state=R.EXPIRED, state_message=OFFER_EXPIRED.format(when=when),
+                                                        next_poll_at=None, updated_at=now)
+            record(action="import.expired", actor=None, team=share.team, target=share,
+                   details={"recipients": [str(pk) for pk in Recipient.objects.filter(pk__in=ids)
+                                           .values_list("public_id", flat=True)],
+                            "approval_expires_at": share.approval_expires_at.isoformat()})
+            shares_refresh(share_ids=[share.pk])
+            expired += len(ids)
+    return expired
+
 
 def grants_reconcile(*, now, overdue) -> int:
     """What a killed worker or a flushed Redis left: an add or a removal whose run died (its lease a
     grace period late) or whose job was lost, a grant left open after its recipients ended (a crash
-    between the grant and the copy, or after the copy), a retried copy whose grant is gone."""
+    between the grant and the copy, or after the copy), a retried copy whose grant is gone; and the
+    same-Region offers nobody accepted in time (offers_expire)."""
+    expired = offers_expire(now=now)
     adds = set(LaunchGrant.objects.filter(state=S.GRANTING, next_poll_at__lt=overdue)
                .values_list("share__public_id", flat=True))
     removals = set(LaunchGrant.objects.filter(state=S.REVOKING, next_poll_at__lt=overdue)
@@ -375,4 +404,4 @@ def grants_reconcile(*, now, overdue) -> int:
             grant_state.release_later(share_id)
         reopened = grant_state.grants_reopen(recipients=list(
             grant_state.waiting_for_grant().filter(next_poll_at__lt=overdue).select_related("share")))
-    return len(adds) + len(removals) + reopened
+    return expired + len(adds) + len(removals) + reopened
