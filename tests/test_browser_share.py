@@ -1,6 +1,7 @@
 """The issue's acceptance test: a whole copy through the pages, in a real Chromium.
 
-A Platform member asks for a copy of alpha's image to Research's gamma account, a Platform
+A Platform member asks for a copy of alpha's image to Research's delta account (another Region: by
+export; tests/test_browser_methods.py has the same-Region copy), a Platform
 approver approves it and watches the export progress live, a Research member accepts the image
 and watches the import complete. The portal talks to the OUTSCALE sandbox; the RQ jobs run in
 this process (``workers.run_jobs``) while the browser keeps the page open.
@@ -55,7 +56,7 @@ def test_a_member_asks_an_approver_approves_and_another_team_accepts_the_copy(
     expect(page.get_by_text("Step 2 of 2")).to_be_visible()
     page.get_by_label(IMAGE, exact=True).check()
     expect(page.get_by_label("delta", exact=True)).not_to_be_checked()
-    page.get_by_label("gamma", exact=True).check()
+    page.get_by_label("delta", exact=True).check()
     page.get_by_label("Name of the copy").fill(COPY_NAME)
     page.get_by_label("Reason").fill(REASON)
     page.get_by_label("I confirm that the image's third-party licences allow exporting it.").check()
@@ -69,7 +70,7 @@ def test_a_member_asks_an_approver_approves_and_another_team_accepts_the_copy(
     expect(page.get_by_role("status")).to_contain_text("was sent to the team's approvers")
     share = Share.objects.get(copy_name=COPY_NAME)
     assert share.state == Share.State.REQUESTED and share.requested_by == flow.src_member
-    assert list(share.recipients.values_list("target_account", flat=True)) == [flow.gamma.pk]
+    assert list(share.recipients.values_list("target_account", flat=True)) == [flow.delta.pk]
     share_path = re.compile(rf"/shares/{share.public_id}/$")
     expect(page).to_have_url(share_path)
     # The requester cannot approve their own request.
@@ -108,8 +109,8 @@ def test_a_member_asks_an_approver_approves_and_another_team_accepts_the_copy(
     expect(page.locator("[data-export-percent]")).to_have_text("100")
     expect(page.locator("[data-export-state]")).to_have_text("Completed")
     expect(page.get_by_role("progressbar", name="Export progress")).to_have_attribute("value", "100")
-    gamma_row = page.locator(f'[data-recipient="{share.recipients.get().public_id}"]')
-    expect(gamma_row.locator('[data-field="state"]')).to_have_text("Offered")
+    recipient_row = page.locator(f'[data-recipient="{share.recipients.get().public_id}"]')
+    expect(recipient_row.locator('[data-field="state"]')).to_have_text("Offered")
     expect(page.locator("[data-countdown]")).to_contain_text("left")
     expect(page.locator("[data-reload-hint]")).to_be_visible()
     assert page.evaluate("window.__sameDocument") is True
@@ -123,12 +124,12 @@ def test_a_member_asks_an_approver_approves_and_another_team_accepts_the_copy(
     expect(page.get_by_role("heading", level=1, name="Incoming images")).to_be_visible()
     offer = page.get_by_role("row").filter(has_text=COPY_NAME)
     expect(offer).to_have_count(1)
-    expect(offer).to_contain_text("gamma")
+    expect(offer).to_contain_text("delta")
     expect(offer).to_contain_text("left")
     page.screenshot(path=tmp_path / "6-inbox.png", full_page=True)
     offer.get_by_role("button", name="Accept").click()
 
-    expect(page.get_by_role("status")).to_contain_text(f"Accepted: {COPY_NAME} is being imported into gamma.")
+    expect(page.get_by_role("status")).to_contain_text(f"Accepted: {COPY_NAME} is being imported into delta.")
     running = page.get_by_role("row").filter(has_text=COPY_NAME)
     expect(running.locator(".status")).to_have_text("Importing")
     running.get_by_role("link", name=COPY_NAME).click()
@@ -140,16 +141,16 @@ def test_a_member_asks_an_approver_approves_and_another_team_accepts_the_copy(
     workers.run_jobs(until=lambda: _state() == Share.State.COMPLETED)
     recipient = Recipient.objects.get(share=share)
     assert recipient.state == Recipient.State.COMPLETED and recipient.image_id.startswith("ami-")
-    assert cloud.world.images[recipient.image_id].account_id == flow.gamma.account_id
+    assert cloud.world.images[recipient.image_id].account_id == flow.delta.account_id
     expect(share_state).to_have_text("Completed", timeout=LIVE_MS)
-    expect(gamma_row.locator('[data-field="state"]')).to_have_text("Completed")
-    expect(gamma_row.locator('[data-field="image"]')).to_have_text(recipient.image_id)
+    expect(recipient_row.locator('[data-field="state"]')).to_have_text("Completed")
+    expect(recipient_row.locator('[data-field="image"]')).to_have_text(recipient.image_id)
     assert page.evaluate("window.__sameDocument") is True
 
     # The timeline is drawn by the server: a reload lists every step.
     page.reload()
     expect(share_state).to_have_text("Completed")
-    expect(gamma_row.locator('[data-field="image"]')).to_have_text(re.compile(r"^ami-[0-9a-f]+$"))
+    expect(recipient_row.locator('[data-field="image"]')).to_have_text(re.compile(r"^ami-[0-9a-f]+$"))
     steps = page.locator("ol.timeline li strong")
     for action in ("share.requested", "share.approved", "export.completed", "share.offered",
                    "import.accepted", "import.completed", "share.completed"):
