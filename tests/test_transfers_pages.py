@@ -14,7 +14,7 @@ from transfers import errors, link_checks
 from transfers.forms import RECIPIENT_NOT_LISTED
 from transfers.models import Recipient, Share
 from transfers.services.requests import ExternalRecipient
-from transfers.views.decisions import APPROVED, CANCELLED, REJECTED
+from transfers.views.decisions import APPROVED, APPROVED_IN_REGION, CANCELLED, REJECTED
 
 
 @pytest.fixture
@@ -148,6 +148,15 @@ def test_an_approver_approves_from_the_share_page(w, cloud, client):
     share.refresh_from_db()
     assert share.state == Share.State.EXPORTING and share.decided_by == w.src_approver
     assert share.decision_comment == "fine"
+
+
+def test_approving_a_share_within_the_region_says_no_export_starts(w, cloud, client):
+    share = request_share(w, cloud, accounts=[w.gamma])  # alpha's Region: a copy by launch permission
+    client.force_login(w.src_approver)
+    response = client.post(_share_url("share-approve", share), {"digest": share.digest}, follow=True)
+    assert _messages(response) == [APPROVED_IN_REGION.format(image="alpha-web-2025.01")]
+    share.refresh_from_db()
+    assert share.state == Share.State.APPROVED and share.export is None
 
 
 def test_the_requester_sees_no_approve_form_and_cannot_approve(w, cloud, client):

@@ -1,5 +1,7 @@
 """The source team's decisions: approve or reject (four eyes), cancel, export again."""
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -12,11 +14,15 @@ from accounts.roles import Capability
 from accounts.twofactor.enforcement import step_up_url, verified_at
 from transfers import errors, presentation, rules, selectors
 from transfers.forms import DecisionForm
-from transfers.services import reconcile
+from transfers.models import Share
+from transfers.services import methods, reconcile
 from transfers.services import requests as share_requests
 
 APPROVALS_PER_PAGE = 25
 APPROVED = "Approved: the export of {image} starts now."
+# A share whose recipients are all in the source's Region makes no export (services/methods.py).
+APPROVED_IN_REGION = "Approved: {image} goes to its recipients in its Region now, without an export."
+APPROVED_BOTH = "Approved: the export of {image} starts now; the recipients in its Region get it without one."
 REJECTED = "Rejected: {image} will not be copied."
 CANCELLED = "Cancelled: {image} will not be copied."
 REEXPORTING = "{image} is being exported again; recipients get a fresh link when it is ready."
@@ -45,7 +51,7 @@ def approval_list(request, access):
     return render(request, "transfers/approval_list.html", {"page": page})
 
 
-def _decide(request, access, share_id, *, service, done: str):
+def _decide(request, access, share_id, *, service, done: str | Callable[[Share], str]):
     share = selectors.share_get_for_source_team(access=access, public_id=share_id)
     form = DecisionForm(request.POST)
     if not form.is_valid():
@@ -62,14 +68,22 @@ def _decide(request, access, share_id, *, service, done: str):
     except ValidationError as exc:
         _error(request, exc)
     else:
-        messages.success(request, done.format(image=share.source_image_name))
+        messages.success(request, (done(share) if callable(done) else done).format(image=share.source_image_name))
     return _back(access, share)
+
+
+def _approved(share: Share) -> str:
+    """What the approval starts: an export, copies within the Region, or both."""
+    recipients = list(share.recipients.all())
+    if not methods.needs_export(recipients):
+        return APPROVED_IN_REGION
+    return APPROVED if all(methods.needs_export([r]) for r in recipients) else APPROVED_BOTH
 
 
 @team_view(Capability.APPROVE)
 @require_POST
 def share_approve(request, access, share_id):
-    return _decide(request, access, share_id, service=share_requests.share_approve, done=APPROVED)
+    return _decide(request, access, share_id, service=share_requests.share_approve, done=_approved)
 
 
 @team_view(Capability.APPROVE)
