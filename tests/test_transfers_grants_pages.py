@@ -130,3 +130,19 @@ def test_a_grant_whose_copy_is_under_way_is_not_revoked(flow, cloud, client):
     assert LaunchGrant.objects.get(pk=grant.pk).state == LaunchGrant.State.GRANTED
     assert cloud.counters("111122223333").get("UpdateImage") == calls
     assert AuditEvent.objects.filter(action="grant.revoke_requested", outcome="denied").exists()
+
+
+def test_the_inbox_shows_a_same_region_offer_until_the_approval_ends_not_the_links_deadline(flow, cloud, client):
+    share = request_share(flow, cloud, accounts=[flow.delta, flow.gamma])
+    approve(flow, share)
+    workers.run_jobs(until=lambda: Share.objects.get(pk=share.pk).state == Share.State.READY
+                     and not share.recipients.filter(state="waiting").exists())
+    share.refresh_from_db()
+    client.force_login(flow.dst_member)
+    page = client.get(_url("inbox", flow.dest)).content.decode()
+    rows = page.split("<tr>")[1:]
+    gamma_row = next(row for row in rows if "gamma" in row)
+    delta_row = next(row for row in rows if "delta" in row)
+    assert f'until {share.approval_expires_at:%Y-%m-%d %H:%M} UTC' in gamma_row and "no link" in gamma_row
+    assert "left" not in gamma_row
+    assert f'until {share.export.manifest_deadline:%Y-%m-%d %H:%M} UTC' in delta_row and "left" in delta_row
