@@ -49,7 +49,7 @@ from accounts.models import CloudAccount, Membership, Role, Team
 from accounts.models import User as PortalUser
 from accounts.selectors import TeamAccess
 from audit.verify import verify_chain
-from bench import in_force, load
+from bench import in_force, load, measure
 from bench import transfers as xfer
 from omiportal.apps import configure_cloud
 from sandbox import seed
@@ -422,7 +422,7 @@ def run(o: Options, *, log=print) -> dict:
         log(f"Faults once approved: {o.throttle:.0%} throttled, {o.lost:.0%} answers lost, {o.errors:.0%} server "
             f"errors, {o.held:.0%} of creates held {hold:g}s before they are applied (the grace is {grace:g}s)")
         xfer.empty_queues()  # a cut earlier run leaves its jobs queued
-        xfer.wait_for_workers(o.workers, procs)
+        measure.wait_for_workers(o.workers, procs)
 
         seeded = _seed(sandbox, tag=tag)
         transfers = plan(sandbox, o, tag=tag)
@@ -442,7 +442,7 @@ def run(o: Options, *, log=print) -> dict:
         sandbox.faults.configure(throttle_rate=o.throttle, error_rate=o.errors, lost_response_rate=o.lost,
                                  latency=o.latency, lost_response_mode="mixed", hold_seconds=hold,
                                  hold_rate=o.held, hold_actions=set(HELD_ACTIONS))
-        before, cpu0 = xfer.counters(sandbox), xfer.worker_cpu(procs)
+        before, cpu0 = measure.counters(sandbox), measure.worker_cpu(procs)
         started = time.monotonic()
         _approve_all(seeded, shares, log)
         log(f"{len(shares)} transfers approved in {time.monotonic() - started:.1f}s; faults on")
@@ -468,10 +468,10 @@ def run(o: Options, *, log=print) -> dict:
         transfer_seconds = time.monotonic() - started
         log(f"All final after {transfer_seconds:.0f}s")
         result["held_wait_seconds"] = round(holds.wait(log), 1)
-        after, cpu1 = xfer.counters(sandbox), xfer.worker_cpu(procs)
+        after, cpu1 = measure.counters(sandbox), measure.worker_cpu(procs)
         sandbox.faults.reset()
         procs.stop()  # nothing moves while the rows and the cloud are compared
-        calls = xfer.counters_diff(before, after)
+        calls = measure.counters_diff(before, after)
         total = sum(calls.values())
         n = len(share_ids)
         result.update({

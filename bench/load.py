@@ -257,50 +257,86 @@ def seed(sandbox, *, tag: str, users: int) -> Seeded:
     return Seeded(teams=teams, staff=staff, accounts=accounts, personas=personas)
 
 
-def request_and_approve(sandbox, seeded: Seeded, *, tag: str, transfers: int, log) -> list:
-    """The transfers, requested by each team's requester and approved by its approver (services)."""
-    def access(user, team):
-        return TeamAccess(user=user, team=team, membership=Membership.objects.get(user=user, team=team))
-
+def source_images(sandbox) -> dict[str, list[dict]]:
+    """Each seeded account's images a transfer may take: its own (but the one whose export always
+    fails) and one it does not own (shared or public: copied first)."""
     images = {}
     for name in SANDBOX_ACCOUNTS:
         entry = sandbox.account(name)
         owned = [i for i in entry["images"] if i["kind"] == "owned" and i["name"] not in NEVER_EXPORT]
         others = [i for i in entry["images"] if i["kind"] != "owned"]  # shared or public: copied first
         images[name] = owned + others[:1]
+    return images
+
+
+def plan_any(seeded: Seeded, images: dict, i: int) -> tuple:
+    """Transfer ``i``: (team, source account, image, target account), the target an account of
+    another team, in any Region."""
     teams = seeded.teams
+    team = teams[i % len(teams)]
+    source = seeded.accounts[team.pk][(i // len(teams)) % 2]
+    image = images[source.label][(i // (2 * len(teams))) % len(images[source.label])]
+    other = teams[(i + 1 + (i // len(teams)) % (len(teams) - 1)) % len(teams)]
+    if other.pk == team.pk:
+        other = teams[(i + 1) % len(teams)]
+    choices = [a for a in seeded.accounts[other.pk] if a.label != source.label] or seeded.accounts[other.pk]
+    return team, source, image, choices[i % len(choices)]
+
+
+def team_access(user, team) -> TeamAccess:
+    return TeamAccess(user=user, team=team, membership=Membership.objects.get(user=user, team=team))
+
+
+def _side_by_side(func, items) -> list:
+    """``func`` over ``items`` eight at a time (each request and approval checks with the cloud:
+    network-bound), each thread closing its database connections."""
+    def run_in_thread(item):
+        try:
+            return func(item)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(run_in_thread, items))
+
+
+def approve(seeded: Seeded, share: Share) -> Share:
+    """The share approved by its team's approver, on the digest it now has."""
+    approver = seeded.staff[share.team_id]["approver"]
+    share = Share.objects.select_related("team").get(pk=share.pk)
+    return share_requests.share_approve(access=team_access(approver, share.team), share=share, digest=share.digest,
+                                        comment="load benchmark")
+
+
+def approve_all(seeded: Seeded, shares: list) -> list:
+    return _side_by_side(lambda share: approve(seeded, share), shares)
+
+
+def request_and_approve(sandbox, seeded: Seeded, *, tag: str, transfers: int, log, plan=plan_any,
+                        approved: bool = True) -> list:
+    """The transfers, requested by each team's requester and approved by its approver (services;
+    with ``approved`` false, left waiting for ``approve_all``); ``plan(seeded, images, i)`` picks
+    transfer i's team, source account, image and target."""
+    images = source_images(sandbox)
     started = time.monotonic()
     done = []
 
     def one(i: int):
-        team = teams[i % len(teams)]
-        source = seeded.accounts[team.pk][(i // len(teams)) % 2]
-        image = images[source.label][(i // (2 * len(teams))) % len(images[source.label])]
-        other = teams[(i + 1 + (i // len(teams)) % (len(teams) - 1)) % len(teams)]
-        if other.pk == team.pk:
-            other = teams[(i + 1) % len(teams)]
-        choices = [a for a in seeded.accounts[other.pk] if a.label != source.label] or seeded.accounts[other.pk]
-        target = choices[i % len(choices)]
+        team, source, image, target = plan(seeded, images, i)
         share = share_requests.share_request(
-            access=access(seeded.staff[team.pk]["requester"], team), source_account=source,
+            access=team_access(seeded.staff[team.pk]["requester"], team), source_account=source,
             image_id=image["image_id"], accounts=[target], externals=[], copy_name=f"bench-{tag}-{i:04d}",
             description="load benchmark", reason="load benchmark", licence_confirmed=True)
-        share_requests.share_approve(access=access(seeded.staff[team.pk]["approver"], team), share=share,
-                                     digest=share.digest, comment="load benchmark")
+        if approved:
+            share_requests.share_approve(access=team_access(seeded.staff[team.pk]["approver"], team), share=share,
+                                         digest=share.digest, comment="load benchmark")
         done.append(i)
         if len(done) % 100 == 0:
-            log(f"  {len(done)} transfers requested and approved ({time.monotonic() - started:.0f}s)")
+            log(f"  {len(done)} transfers requested{' and approved' if approved else ''} "
+                f"({time.monotonic() - started:.0f}s)")
         return share
 
-    def run_in_thread(i: int):
-        try:
-            return one(i)
-        finally:
-            connections.close_all()
-
-    # Each request checks the OMI and the names with the cloud: network-bound, so side by side.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(run_in_thread, range(transfers)))
+    return _side_by_side(one, range(transfers))
 
 
 # --- the run --------------------------------------------------------------------------------------

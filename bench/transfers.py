@@ -7,12 +7,16 @@
    worker processes, sharing this process's database and Redis.
    Every OAPI action the sandbox runs is also noted here, with its time and what it answered
    (`CallLog`): that is where "the cloud finished" and "the portal noticed" come from.
-3. For each size: seeds teams and accounts, then
-   - **portal**: with the workers suspended, requests and approves the transfers through the
-     services (recipient teams accept automatically), resumes the workers and waits until every
-     recipient is final. Batched sweeps (DESIGN §4) watch them.
-   - **peer**: the same transfers (same accounts and images), each watched on its own by a chain of
-     jobs (`bench.peer`), as Terraform's and Packer's waiters do, on the same workers.
+3. For each size and workload (`workloads`: export, same-region; bench/workloads.py), on a
+   clean sandbox world each: seeds teams and accounts, then
+   - **export path, portal**: every target in another Region than its source. With the workers
+     suspended, requests and approves the transfers through the services (recipient teams accept
+     automatically), resumes the workers and waits until every recipient is final. Batched sweeps
+     (DESIGN §4) watch them.
+   - **export path, peer**: the same transfers (same accounts and images), each watched on its own
+     by a chain of jobs (`bench.peer`), as Terraform's and Packer's waiters do, on the same workers.
+   - **same Region** (`bench.same_region`): every target in its source's Region, each transfer
+     grant → copy → revoke; its own figures against the cloud's copy time.
 4. Reports, per phase (portal, peer), from the sandbox's counters and its call log:
    OAPI calls per completed transfer by action; detection lag (cloud finished -> first answer that
    showed it) per phase; hand-off lag (export first seen completed -> CreateImage reached the cloud);
@@ -24,11 +28,9 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
-import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,11 +40,25 @@ import psutil
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
-from rq import Worker
-from rq.suspension import resume, suspend
+from rq.suspension import resume
 
 from accounts.models import Team
-from bench import chart, in_force, load, peer
+from bench import chart, in_force, load, peer, same_region, workloads
+from bench.measure import (
+    PURPOSES,
+    CallLog,
+    bench_cpu,
+    counters,
+    counters_diff,
+    lag,
+    spread,
+    stats,
+    summary,
+    suspend_workers,
+    wait_final,
+    wait_for_workers,
+    worker_cpu,
+)
 from sandbox.server import Sandbox
 from transfers.models import Export, Recipient, Share
 from transfers.scheduling import get_queue
@@ -84,205 +100,13 @@ class Options:
     tuned: bool = False  # PACE and load.TUNED instead of the shipped settings
     timeout: float = 900.0  # per phase
     peer: bool = True
+    workloads: list[str] = field(default_factory=lambda: list(workloads.WORKLOADS))  # export, same-region
     out_dir: Path = load.BASE_DIR / "bench-results"
     chart: Path | None = None
     yes: bool = False
 
 
-# --- what the cloud saw ---------------------------------------------------------------------------
-
-
-class CallLog:
-    """Wraps the sandbox's OAPI dispatcher: every action it ran, when, for whom, and the first time
-    each export task was answered `completed` and each OMI `available`."""
-
-    def __init__(self, sandbox):
-        self.sandbox = sandbox
-        self.lock = threading.Lock()
-        self.calls: list[tuple[float, str, str, str]] = []  # (time, account id, action, purpose)
-        self.task_seen: dict[str, float] = {}  # task id -> first answer showing it completed
-        self.image_seen: dict[str, float] = {}  # image id -> first answer showing it available
-        self.created: dict[str, tuple[float, float, str]] = {}  # image id -> (CreateImage at, ready at, name)
-        self.task_created: dict[str, float] = {}
-        self._orig = sandbox.oapi.call
-        sandbox.oapi.call = self._call
-
-    def clear(self) -> None:
-        with self.lock:
-            self.calls, self.task_seen, self.image_seen, self.created, self.task_created = [], {}, {}, {}, {}
-
-    @staticmethod
-    def purpose(action: str, params: dict) -> str:
-        """create | lookup (find-before-create) | poll (watching known ids) | tag | other."""
-        filters = params.get("Filters") or {}
-        if action in ("CreateImage", "CreateImageExportTask"):
-            return "create"
-        if action == "CreateTags":
-            return "tag"
-        if action == "ReadImages":
-            return "poll" if "ImageIds" in filters else "lookup"
-        if action == "ReadImageExportTasks":
-            return "poll" if "TaskIds" in filters else "lookup"
-        return "other"
-
-    def _call(self, account, action, params):
-        body = self._orig(account, action, params)
-        now = time.time()
-        with self.lock:
-            self.calls.append((now, account.account_id, action, self.purpose(action, params)))
-            if action == "ReadImageExportTasks":
-                for task in body.get("ImageExportTasks") or []:
-                    if task.get("State") == "completed":
-                        self.task_seen.setdefault(task["TaskId"], now)
-            elif action == "ReadImages":
-                for image in body.get("Images") or []:
-                    if image.get("State") == "available":
-                        self.image_seen.setdefault(image["ImageId"], now)
-            elif action == "CreateImage":
-                image_id = (body.get("Image") or {}).get("ImageId")
-                img = self.sandbox.world.images.get(image_id)
-                if img is not None and img.ready_at is not None:
-                    ready = now + (img.ready_at - time.monotonic())
-                    self.created.setdefault(image_id, (now, ready, img.name))
-            elif action == "CreateImageExportTask":
-                task_id = (body.get("ImageExportTask") or {}).get("TaskId")
-                if task_id:
-                    self.task_created.setdefault(task_id, now)
-        return body
-
-    def task_finished(self, task_id: str) -> float | None:
-        task = self.sandbox.world.tasks.get(task_id)
-        if task is None or task.completed_at is None:
-            return None
-        return task.completed_at.timestamp()
-
-    def task_duration(self, task_id: str) -> float | None:
-        """How long the sandbox made this export take (with a spread, every task has its own)."""
-        task = self.sandbox.world.tasks.get(task_id)
-        return None if task is None else task.duration
-
-    def window(self, start: float, end: float) -> list[tuple[float, str, str, str]]:
-        with self.lock:
-            return [c for c in self.calls if start <= c[0] <= end]
-
-
-def counters(sandbox) -> dict[str, Counter]:
-    return {a["account_id"]: Counter(sandbox.counters(a["account_id"])) for a in sandbox.describe()["accounts"]}
-
-
-def counters_diff(before: dict, after: dict) -> Counter:
-    total = Counter()
-    for account_id, now in after.items():
-        total.update(now - before.get(account_id, Counter()))
-    return total
-
-
-def stats(values) -> dict:
-    vals = sorted(v for v in values if v is not None)
-    if not vals:
-        return {"count": 0}
-
-    def pct(p):
-        return round(vals[min(len(vals) - 1, max(0, math.ceil(p / 100 * len(vals)) - 1))], 3)
-
-    return {"count": len(vals), "p50": pct(50), "p95": pct(95), "max": round(vals[-1], 3),
-            "mean": round(sum(vals) / len(vals), 3)}
-
-
-def lag(seen: float | None, finished: float | None) -> float | None:
-    if seen is None or finished is None:
-        return None
-    return max(0.0, seen - finished)
-
-
-# --- the workers ----------------------------------------------------------------------------------
-
-
-def worker_cpu(procs: load.Processes) -> float:
-    """CPU seconds of the worker processes, their finished children (reaped: counted in the
-    parent's children times) and their live ones (the scheduler)."""
-    total = 0.0
-    for _, proc in procs.procs:
-        try:
-            p = psutil.Process(proc.pid)
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-            for child in p.children(recursive=True):
-                try:
-                    c = child.cpu_times()
-                    total += c.user + c.system
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def bench_cpu() -> float:
-    """CPU seconds of this process: the sandbox answering every call, the call log and the
-    progress checks. (The database's backends come and go with their connections, so their CPU
-    cannot be read reliably from here.)"""
-    me = psutil.Process().cpu_times()
-    return me.user + me.system
-
-
-def wait_for_workers(n: int, procs: load.Processes, timeout: float = 90) -> None:
-    conn = django_rq.get_connection("default")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if procs.dead():
-            raise RuntimeError(f"a worker stopped while starting: {procs.dead()} (logs in {procs.log_dir})")
-        if len(Worker.all(connection=conn)) >= n:
-            return
-        time.sleep(0.3)
-    raise RuntimeError(f"the workers did not register within {timeout}s (logs in {procs.log_dir})")
-
-
-def suspend_workers(conn, n: int, procs: load.Processes, timeout: float = 60) -> None:
-    """Suspend the workers and wait until each has noticed. An idle worker only checks between
-    two blocking reads of its queues, so a job enqueued right after `rq suspend` would still run;
-    the transfers must not start before the clock does."""
-    suspend(conn)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sum(w.get_state() == "suspended" for w in Worker.all(connection=conn)) >= n:
-            return
-        if procs.dead():
-            raise RuntimeError(f"a worker stopped: {procs.dead()} (logs in {procs.log_dir})")
-        time.sleep(0.2)
-    raise RuntimeError(f"the workers did not acknowledge the suspension within {timeout}s")
-
-
 # --- the two phases -------------------------------------------------------------------------------
-
-
-def _spread(calls) -> dict:
-    """Peak calls in any one second, per account (sandbox account id)."""
-    per = defaultdict(Counter)
-    for t, account_id, _, _ in calls:
-        per[account_id][int(t)] += 1
-    peaks = {account_id: max(c.values()) for account_id, c in per.items()}
-    return {"peak_calls_per_second_per_account": max(peaks.values(), default=0), "by_account": peaks}
-
-
-def _summary(*, kind, n, completed, failed, calls: Counter, cpu, bench_seconds, started, ended, window, detection,
-             handoff, overhead, totals, exports, log_calls) -> dict:
-    per_action = {a: round(c / max(1, completed), 3) for a, c in sorted(calls.items())}
-    total = sum(calls.values())
-    return {
-        "pattern": kind, "transfers": n, "completed": completed, "failed": failed,
-        "all_completed": completed == n,
-        "oapi_calls": dict(sorted(calls.items())), "oapi_calls_total": total,
-        "oapi_calls_per_transfer": round(total / max(1, completed), 3), "oapi_calls_per_transfer_by_action": per_action,
-        "oapi_calls_per_transfer_by_purpose": {
-            k: round(v / max(1, completed), 3) for k, v in sorted(Counter(c[3] for c in log_calls).items())},
-        "exports_created": exports,
-        "detection_lag_seconds": detection, "handoff_lag_seconds": stats(handoff),
-        "overhead_seconds": stats(overhead), "total_seconds": stats(totals),
-        "worker_cpu_seconds": round(cpu, 2), "worker_cpu_seconds_per_transfer": round(cpu / max(1, n), 4),
-        "sandbox_and_bench_cpu_seconds_per_transfer": round(bench_seconds / max(1, n), 4),
-        "wall_seconds": round(ended - started, 1), **window,
-    }
 
 
 def _cloud_time(o: Options, copy: bool, export_seconds: float | None) -> float:
@@ -293,31 +117,13 @@ def _cloud_time(o: Options, copy: bool, export_seconds: float | None) -> float:
     return (copy_seconds if copy else 0.0) + export + o.import_seconds
 
 
-def _wait(done_count, n: int, timeout: float, procs: load.Processes, label: str, log) -> float:
-    started = time.monotonic()
-    next_report = started + 10
-    while True:
-        done = done_count()
-        if done >= n:
-            return time.time()
-        if time.monotonic() - started > timeout:
-            log(f"  {label}: timed out after {timeout:.0f}s with {done}/{n} final")
-            return time.time()
-        if procs.dead():
-            log(f"  !! {label}: worker stopped: {procs.dead()}")
-        if time.monotonic() >= next_report:
-            next_report += 10
-            log(f"  {label}: t={time.monotonic() - started:5.0f}s {done}/{n} final")
-        time.sleep(0.5)
-
-
 def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, tag: str, n: int, log) -> tuple:
     conn = django_rq.get_connection("default")
     seeded = load.seed(sandbox, tag=tag, users=TEAMS_USERS)
     Team.objects.filter(pk__in=[t.pk for t in seeded.teams]).update(auto_accept_incoming=True)
     suspend_workers(conn, o.workers, procs)
     try:
-        shares = load.request_and_approve(sandbox, seeded, tag=tag, transfers=n, log=log)
+        shares = load.request_and_approve(sandbox, seeded, tag=tag, transfers=n, log=log, plan=workloads.plan_export)
     except BaseException:
         resume(conn)
         raise
@@ -330,7 +136,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
     def done_count():
         return Recipient.objects.filter(share_id__in=share_ids, state__in=final).count()
 
-    ended = _wait(done_count, n, o.timeout, procs, "portal", log)
+    ended = wait_final(done_count, n, o.timeout, procs, "portal", log)
     time.sleep(1.5)  # let the workers settle (the last sweep schedules nothing; the reconciler ticks)
     after, cpu1, bench1 = counters(sandbox), worker_cpu(procs), bench_cpu()
 
@@ -355,10 +161,10 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
             totals.append(total)
             overhead.append(total - _cloud_time(o, bool(export and export.copy_image_id),
                                                 calls.task_duration(export.task_id) if export else None))
-    result = _summary(kind="portal", n=n, completed=completed, failed=len(recipients) - completed,
+    result = summary(kind="portal", n=n, completed=completed, failed=len(recipients) - completed,
                       calls=counters_diff(before, after), cpu=cpu1 - cpu0,
                       bench_seconds=bench1 - bench0, started=started, ended=ended,
-                      window=_spread(calls.window(started, ended + 1.5)), detection=detection, handoff=handoff,
+                      window=spread(calls.window(started, ended + 1.5)), detection=detection, handoff=handoff,
                       overhead=overhead, totals=totals, exports=Export.objects.filter(
                           pk__in=[e.pk for e in exports]).exclude(task_id="").count(),
                       log_calls=calls.window(started, ended + 1.5))
@@ -394,7 +200,7 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
     def done_count():
         return sum(1 for h in read_all() if "done_at" in h or "failed_at" in h)
 
-    ended = _wait(done_count, n, o.timeout, procs, "peer", log)
+    ended = wait_final(done_count, n, o.timeout, procs, "peer", log)
     time.sleep(1.5)
     after, cpu1, bench1 = counters(sandbox), worker_cpu(procs), bench_cpu()
     records = read_all()
@@ -416,10 +222,10 @@ def run_peer(o: Options, sandbox, calls: CallLog, procs: load.Processes, shares,
         "import": stats(lag(calls.image_seen.get(h["import_id"]), (calls.created.get(h["import_id"]) or (0, None))[1])
                         for h in records if h.get("import_id")),
     }
-    result = _summary(kind="peer", n=n, completed=completed, failed=sum("failed_at" in h for h in records),
+    result = summary(kind="peer", n=n, completed=completed, failed=sum("failed_at" in h for h in records),
                       calls=counters_diff(before, after), cpu=cpu1 - cpu0,
                       bench_seconds=bench1 - bench0, started=started, ended=ended,
-                      window=_spread(calls.window(started, ended + 1.5)), detection=detection, handoff=handoff,
+                      window=spread(calls.window(started, ended + 1.5)), detection=detection, handoff=handoff,
                       overhead=overhead, totals=totals, exports=sum(1 for h in records if h.get("task_id")),
                       log_calls=calls.window(started, ended + 1.5))
     result["failures"] = [h["failed"] for h in records if "failed" in h][:10]
@@ -456,6 +262,13 @@ def empty_queues() -> None:
         registry = queue.scheduled_job_registry
         for job_id in registry.get_job_ids():
             registry.remove(job_id, delete_job=True)
+
+
+def _clean_world(sandbox, calls: CallLog, o: Options) -> None:
+    """A clean world per phase: ids restart, so the call log restarts too."""
+    sandbox.reset()
+    sandbox.faults.configure(latency=o.latency)
+    calls.clear()
 
 
 def run(o: Options, *, log=print) -> dict:
@@ -505,16 +318,21 @@ def run(o: Options, *, log=print) -> dict:
         log(f"{o.workers} RQ workers ready")
         for n in o.sizes:
             size_tag = f"{tag}-n{n}"
-            sandbox.reset()  # a clean world per size: ids restart, so the call log restarts too
-            sandbox.faults.configure(latency=o.latency)
-            calls.clear()
-            log(f"--- {n} transfers: portal (batched sweeps)")
-            portal, shares = run_portal(o, sandbox, calls, procs, tag=size_tag, n=n, log=log)
-            entry = {"transfers": n, "portal": portal, "goals": goals(o, portal)}
-            if o.peer:
-                log(f"--- {n} transfers: peer pattern (each transfer polled on its own)")
-                entry["peer"] = run_peer(o, sandbox, calls, procs, shares, tag=size_tag, log=log)
-                empty_queues()  # a cut peer phase keeps polling: not into the next size's figures
+            entry = {"transfers": n}
+            if "export" in o.workloads:
+                _clean_world(sandbox, calls, o)
+                log(f"--- {n} transfers: export path, portal (batched sweeps)")
+                portal, shares = run_portal(o, sandbox, calls, procs, tag=size_tag, n=n, log=log)
+                entry.update({"portal": portal, "goals": goals(o, portal)})
+                if o.peer:
+                    log(f"--- {n} transfers: export path, peer pattern (each transfer polled on its own)")
+                    entry["peer"] = run_peer(o, sandbox, calls, procs, shares, tag=size_tag, log=log)
+                    empty_queues()  # a cut peer phase keeps polling: not into the next size's figures
+            if "same-region" in o.workloads:
+                _clean_world(sandbox, calls, o)
+                log(f"--- {n} transfers: same Region (grant → copy → revoke)")
+                entry["same_region"] = same_region.run(o, sandbox, calls, procs, tag=f"{size_tag}-sr", n=n, log=log)
+                entry["same_region_goals"] = same_region.goals(entry["same_region"])
             result["runs"].append(entry)
             log(f"--- {n} transfers done")
     finally:
@@ -527,7 +345,7 @@ def run(o: Options, *, log=print) -> dict:
         path = out_dir / f"transfers-{tag}.json"
         path.write_text(json.dumps(result, indent=2))
         result["path"] = str(path)
-    if o.chart and result["runs"]:
+    if o.chart and any("portal" in entry for entry in result["runs"]):
         result["chart"] = str(chart.draw(result, Path(o.chart)))
     return result
 
@@ -546,7 +364,7 @@ def table_one(entry: dict) -> str:
     actions = sorted({a for _, r in cols for a in r["oapi_calls_per_transfer_by_action"]})
     for a in actions:
         rows.append((f"  {a}", lambda r, a=a: f"{r['oapi_calls_per_transfer_by_action'].get(a, 0):.2f}"))
-    for k in ("create", "lookup", "poll", "tag", "other"):
+    for k in PURPOSES:
         rows.append((f"  by purpose: {k}", lambda r, k=k: f"{r['oapi_calls_per_transfer_by_purpose'].get(k, 0):.2f}"))
     rows.append(("exports created", lambda r: str(r["exports_created"])))
     for phase in ("copy", "export", "import"):
@@ -569,4 +387,10 @@ def table_one(entry: dict) -> str:
 
 
 def table(result: dict) -> str:
-    return "\n\n".join(table_one(e) for e in result["runs"])
+    parts = []
+    for entry in result["runs"]:
+        if "portal" in entry:
+            parts.append(table_one(entry))
+        if "same_region" in entry:
+            parts.append(same_region.table(entry))
+    return "\n\n".join(parts)

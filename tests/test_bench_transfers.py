@@ -1,6 +1,8 @@
-"""bench_transfers, smoke-sized: five transfers the portal's way and the peers' way, on real worker
-processes against the sandbox. Checks the report's shape and that every transfer completed; the
-figures themselves are the benchmark's business, not a test's."""
+"""bench_transfers, smoke-sized: five transfers on the export path the portal's way and the peers'
+way, and four same-Region ones (grant → copy → revoke), on real worker processes against the
+sandbox. Checks the report's shape, that every transfer completed and, in the same Region, that it
+took no export and one launch permission added and removed per share; the figures themselves
+are the benchmark's business, not a test's."""
 
 import pytest
 
@@ -8,18 +10,22 @@ from bench import transfers as bench
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+CHANGED_BY_THE_BENCHMARK = ("OMIPORTAL_OUTSCALE_ENDPOINTS", "OMIPORTAL_SWEEP_MIN_SECONDS",
+                            "OMIPORTAL_SWEEP_MAX_SECONDS", "OMIPORTAL_RECONCILE_GRACE_SECONDS",
+                            "OMIPORTAL_RECONCILE_EVERY_SECONDS", "EMAIL_BACKEND")
+
 
 def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_figure(settings, tmp_path):
-    for name in ("OMIPORTAL_OUTSCALE_ENDPOINTS", "OMIPORTAL_SWEEP_MIN_SECONDS", "OMIPORTAL_SWEEP_MAX_SECONDS",
-                 "OMIPORTAL_RECONCILE_GRACE_SECONDS", "OMIPORTAL_RECONCILE_EVERY_SECONDS", "EMAIL_BACKEND"):
+    for name in CHANGED_BY_THE_BENCHMARK:
         setattr(settings, name, getattr(settings, name))  # restored after the test; the benchmark changes them
     options = bench.Options(sizes=[5], workers=1, latency=0.01, export_seconds=1.5, export_spread=1.0,
                             import_seconds=1.0, sweep_min=0.3, sweep_max=1.0, tuned=True, timeout=60, out_dir=tmp_path,
-                            chart=tmp_path / "chart.png")
+                            chart=tmp_path / "chart.png", workloads=["export"])
 
     result = bench.run(options, log=lambda line: None)
 
     (entry,) = result["runs"]
+    assert "same_region" not in entry
     for pattern in ("portal", "peer"):
         report = entry[pattern]
         assert report["completed"] == report["transfers"] == 5, report
@@ -40,3 +46,38 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     assert changed["OMIPORTAL_SWEEP_MIN_SECONDS"]["value"] == 0.3
     assert changed["OMIPORTAL_RECONCILE_GRACE_SECONDS"]["value"] == 300.0
     assert all(r["reason"] for r in changed.values())
+
+
+def test_a_small_same_region_run_grants_copies_and_revokes_each_transfer_without_an_export(settings, tmp_path):
+    for name in CHANGED_BY_THE_BENCHMARK:
+        setattr(settings, name, getattr(settings, name))
+    options = bench.Options(sizes=[4], workers=1, latency=0.01, import_seconds=1.0, copy_seconds=0.5, sweep_min=0.3,
+                            sweep_max=1.0, tuned=True, timeout=60, out_dir=tmp_path, workloads=["same-region"])
+
+    result = bench.run(options, log=lambda line: None)
+
+    (entry,) = result["runs"]
+    assert "portal" not in entry and "peer" not in entry
+    report = entry["same_region"]
+    assert report["completed"] == report["transfers"] == 4, report
+    assert report["methods"] == {"launch_permission": 4}
+    # No export: no task in the cloud, none on the shares.
+    assert report["exports_created"] == 0 and report["export_rows"] == 0
+    assert "CreateImageExportTask" not in report["oapi_calls"]
+    # One UpdateImage addition and one removal per share, each grant removed, none left on the sources.
+    assert report["grants"]["additions"] == report["grants"]["removals"] == 4
+    assert report["oapi_calls"]["UpdateImage"] == 8
+    assert report["grants"]["states"] == {"revoked": 4}
+    assert report["permissions_left"] == {} and report["seeded_permissions_removed"] == {}
+    assert report["oapi_calls"]["CreateImage"] == 4  # one copy each
+    assert report["refused_by_the_cloud"] == {}
+    # The time against the cloud's own copy time, and where it went, for every transfer.
+    assert report["copy_seconds"]["count"] == 4 and 0.4 < report["copy_seconds"]["p50"] < 0.7
+    assert report["over_copy_seconds"]["count"] == 4
+    assert all(stage["count"] == 4 for stage in report["stages_seconds"].values()), report["stages_seconds"]
+    goals = entry["same_region_goals"]
+    assert all(goals[name]["met"] for name in ("all_completed", "no_export", "one_grant_one_removal",
+                                                "no_permission_left")), goals
+    assert "within_copy_plus_2s" in goals
+    text = bench.table(result)
+    assert "same Region (grant → copy → revoke)" in text and "end-to-end minus copy time" in text

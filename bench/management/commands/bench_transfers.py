@@ -1,12 +1,14 @@
 """python manage.py bench_transfers [--transfers 1000] [--workers 2] [--latency 0.1] [--export-seconds 20]
-[--export-spread 0] [--import-seconds 10] [--tuned] [--no-peer] [--chart docs/performance/transfers.png]
+[--export-spread 0] [--import-seconds 10] [--workload both] [--tuned] [--no-peer]
+[--chart docs/performance/transfers.png]
 
 A benchmark on loopback (not a test): the sandbox, a Redis and N RQ workers run the transfers the
-portal's way (batched sweeps) and the peers' way (each transfer polled on its own), and it prints
-calls per transfer, detection and hand-off lag, overhead and CPU. It runs at the settings that ship
-unless told `--tuned` (sweeps 1-5 s, grace 300 s, 50 calls/s) or `--sweep-min`/`--sweep-max`, and
-prints the settings in force, each changed one with its reason. Point DATABASE_URL at a throwaway
-database; see bench/transfers.py.
+portal's way (batched sweeps) and the peers' way (each transfer polled on its own) on the export
+path, and same-Region transfers (grant → copy → revoke), and it prints calls per transfer,
+detection and hand-off lag, overhead and CPU, and the same-Region time against the copy time. It
+runs at the settings that ship unless told `--tuned` (sweeps 1-5 s, grace 300 s, 50 calls/s) or
+`--sweep-min`/`--sweep-max`, and prints the settings in force, each changed one with its reason.
+Point DATABASE_URL at a throwaway database; see bench/transfers.py.
 """
 
 import json
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from bench import chart, load
+from bench import chart, load, workloads
 from bench import transfers as bench
 
 
@@ -40,6 +42,9 @@ class Command(BaseCommand):
                                  "with a 300 s grace, 50 calls/s per account and process")
         parser.add_argument("--timeout", type=float, default=900, help="seconds each phase may take")
         parser.add_argument("--no-peer", action="store_true", help="skip the peer pattern")
+        parser.add_argument("--workload", choices=[*workloads.WORKLOADS, "both"], default="both",
+                            help="export: every target in another Region (export, bucket, import); same-region: "
+                                 "every target in the source's Region (grant, copy, revoke); both, one after the other")
         parser.add_argument("--out", default=str(load.BASE_DIR / "bench-results"), help="results directory")
         parser.add_argument("--chart", default=None, help="write the PNG chart here")
         parser.add_argument("--chart-from", default=None, metavar="JSON",
@@ -65,6 +70,7 @@ class Command(BaseCommand):
             export_spread=opts["export_spread"], import_seconds=opts["import_seconds"],
             copy_seconds=opts["copy_seconds"], sweep_min=opts["sweep_min"], sweep_max=opts["sweep_max"],
             tuned=opts["tuned"], timeout=opts["timeout"], peer=not opts["no_peer"], out_dir=Path(opts["out"]),
+            workloads=list(workloads.WORKLOADS) if opts["workload"] == "both" else [opts["workload"]],
             chart=Path(opts["chart"]) if opts["chart"] else None, yes=opts["yes"])
         try:
             result = bench.run(options, log=lambda line: self.stdout.write(line))

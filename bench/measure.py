@@ -1,0 +1,247 @@
+"""What the transfer benchmarks measure, shared by their phases (`bench.transfers`,
+`bench.same_region`, `bench.faults`): the sandbox's call log and counters, percentiles, the
+workers' CPU, suspending the workers until the clock starts, waiting for a phase to end and the
+summary every phase reports."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter, defaultdict
+
+import django_rq
+import psutil
+from rq import Worker
+from rq.suspension import suspend
+
+from bench import load
+
+# --- what the cloud saw ---------------------------------------------------------------------------
+
+
+class CallLog:
+    """Wraps the sandbox's OAPI dispatcher: every action it ran, when, for whom, and the first time
+    each export task was answered `completed` and each OMI `available`."""
+
+    def __init__(self, sandbox):
+        self.sandbox = sandbox
+        self.lock = threading.Lock()
+        self.calls: list[tuple[float, str, str, str]] = []  # (time, account id, action, purpose)
+        self.task_seen: dict[str, float] = {}  # task id -> first answer showing it completed
+        self.image_seen: dict[str, float] = {}  # image id -> first answer showing it available
+        self.created: dict[str, tuple[float, float, str]] = {}  # image id -> (CreateImage at, ready at, name)
+        self.task_created: dict[str, float] = {}
+        self.refused: Counter = Counter()  # "Action code" -> how many calls the sandbox answered with an error
+        self._orig = sandbox.oapi.call
+        sandbox.oapi.call = self._call
+
+    def clear(self) -> None:
+        with self.lock:
+            self.calls, self.task_seen, self.image_seen, self.created, self.task_created = [], {}, {}, {}, {}
+            self.refused = Counter()
+
+    @staticmethod
+    def purpose(action: str, params: dict) -> str:
+        """create | lookup (find-before-create) | poll (watching known ids) | tag | grant | revoke
+        (UpdateImage's launch permission Additions, Removals) | other."""
+        filters = params.get("Filters") or {}
+        if action in ("CreateImage", "CreateImageExportTask"):
+            return "create"
+        if action == "CreateTags":
+            return "tag"
+        if action == "UpdateImage":
+            permissions = params.get("PermissionsToLaunch") or {}
+            return "grant" if "Additions" in permissions else "revoke" if "Removals" in permissions else "other"
+        if action == "ReadImages":
+            return "poll" if "ImageIds" in filters else "lookup"
+        if action == "ReadImageExportTasks":
+            return "poll" if "TaskIds" in filters else "lookup"
+        return "other"
+
+    def _call(self, account, action, params, *args, **kwargs):
+        try:
+            body = self._orig(account, action, params, *args, **kwargs)
+        except Exception as exc:  # counted by the sandbox as well: the action ran and said no
+            with self.lock:
+                self.calls.append((time.time(), account.account_id, action, self.purpose(action, params)))
+                self.refused[f"{action} {getattr(exc, 'code', type(exc).__name__)}"] += 1
+            raise
+        now = time.time()
+        with self.lock:
+            self.calls.append((now, account.account_id, action, self.purpose(action, params)))
+            if action == "ReadImageExportTasks":
+                for task in body.get("ImageExportTasks") or []:
+                    if task.get("State") == "completed":
+                        self.task_seen.setdefault(task["TaskId"], now)
+            elif action == "ReadImages":
+                for image in body.get("Images") or []:
+                    if image.get("State") == "available":
+                        self.image_seen.setdefault(image["ImageId"], now)
+            elif action == "CreateImage":
+                image_id = (body.get("Image") or {}).get("ImageId")
+                img = self.sandbox.world.images.get(image_id)
+                if img is not None and img.ready_at is not None:
+                    ready = now + (img.ready_at - time.monotonic())
+                    self.created.setdefault(image_id, (now, ready, img.name))
+            elif action == "CreateImageExportTask":
+                task_id = (body.get("ImageExportTask") or {}).get("TaskId")
+                if task_id:
+                    self.task_created.setdefault(task_id, now)
+        return body
+
+    def task_finished(self, task_id: str) -> float | None:
+        task = self.sandbox.world.tasks.get(task_id)
+        if task is None or task.completed_at is None:
+            return None
+        return task.completed_at.timestamp()
+
+    def task_duration(self, task_id: str) -> float | None:
+        """How long the sandbox made this export take (with a spread, every task has its own)."""
+        task = self.sandbox.world.tasks.get(task_id)
+        return None if task is None else task.duration
+
+    def window(self, start: float, end: float) -> list[tuple[float, str, str, str]]:
+        with self.lock:
+            return [c for c in self.calls if start <= c[0] <= end]
+
+
+# What CallLog.purpose names, in the order the tables print them.
+PURPOSES = ("create", "lookup", "poll", "tag", "grant", "revoke", "other")
+
+
+def counters(sandbox) -> dict[str, Counter]:
+    return {a["account_id"]: Counter(sandbox.counters(a["account_id"])) for a in sandbox.describe()["accounts"]}
+
+
+def counters_diff(before: dict, after: dict) -> Counter:
+    total = Counter()
+    for account_id, now in after.items():
+        total.update(now - before.get(account_id, Counter()))
+    return total
+
+
+def stats(values) -> dict:
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return {"count": 0}
+
+    def pct(p):
+        return round(vals[min(len(vals) - 1, max(0, math.ceil(p / 100 * len(vals)) - 1))], 3)
+
+    return {"count": len(vals), "p50": pct(50), "p95": pct(95), "max": round(vals[-1], 3),
+            "mean": round(sum(vals) / len(vals), 3)}
+
+
+def lag(seen: float | None, finished: float | None) -> float | None:
+    if seen is None or finished is None:
+        return None
+    return max(0.0, seen - finished)
+
+
+# --- the workers ----------------------------------------------------------------------------------
+
+
+def worker_cpu(procs: load.Processes) -> float:
+    """CPU seconds of the worker processes, their finished children (reaped: counted in the
+    parent's children times) and their live ones (the scheduler)."""
+    total = 0.0
+    for _, proc in procs.procs:
+        try:
+            p = psutil.Process(proc.pid)
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+            for child in p.children(recursive=True):
+                try:
+                    c = child.cpu_times()
+                    total += c.user + c.system
+                except psutil.NoSuchProcess:
+                    pass
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def bench_cpu() -> float:
+    """CPU seconds of this process: the sandbox answering every call, the call log and the
+    progress checks. (The database's backends come and go with their connections, so their CPU
+    cannot be read reliably from here.)"""
+    me = psutil.Process().cpu_times()
+    return me.user + me.system
+
+
+def wait_for_workers(n: int, procs: load.Processes, timeout: float = 90) -> None:
+    conn = django_rq.get_connection("default")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if procs.dead():
+            raise RuntimeError(f"a worker stopped while starting: {procs.dead()} (logs in {procs.log_dir})")
+        if len(Worker.all(connection=conn)) >= n:
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"the workers did not register within {timeout}s (logs in {procs.log_dir})")
+
+
+def suspend_workers(conn, n: int, procs: load.Processes, timeout: float = 60) -> None:
+    """Suspend the workers and wait until each has noticed. An idle worker only checks between
+    two blocking reads of its queues, so a job enqueued right after `rq suspend` would still run;
+    the transfers must not start before the clock does."""
+    suspend(conn)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(w.get_state() == "suspended" for w in Worker.all(connection=conn)) >= n:
+            return
+        if procs.dead():
+            raise RuntimeError(f"a worker stopped: {procs.dead()} (logs in {procs.log_dir})")
+        time.sleep(0.2)
+    raise RuntimeError(f"the workers did not acknowledge the suspension within {timeout}s")
+
+
+# --- a phase's figures ----------------------------------------------------------------------------
+
+
+def spread(calls) -> dict:
+    """Peak calls in any one second, per account (sandbox account id)."""
+    per = defaultdict(Counter)
+    for t, account_id, _, _ in calls:
+        per[account_id][int(t)] += 1
+    peaks = {account_id: max(c.values()) for account_id, c in per.items()}
+    return {"peak_calls_per_second_per_account": max(peaks.values(), default=0), "by_account": peaks}
+
+
+def summary(*, kind, n, completed, failed, calls: Counter, cpu, bench_seconds, started, ended, window, detection,
+             handoff, overhead, totals, exports, log_calls) -> dict:
+    per_action = {a: round(c / max(1, completed), 3) for a, c in sorted(calls.items())}
+    total = sum(calls.values())
+    return {
+        "pattern": kind, "transfers": n, "completed": completed, "failed": failed,
+        "all_completed": completed == n,
+        "oapi_calls": dict(sorted(calls.items())), "oapi_calls_total": total,
+        "oapi_calls_per_transfer": round(total / max(1, completed), 3), "oapi_calls_per_transfer_by_action": per_action,
+        "oapi_calls_per_transfer_by_purpose": {
+            k: round(v / max(1, completed), 3) for k, v in sorted(Counter(c[3] for c in log_calls).items())},
+        "exports_created": exports,
+        "detection_lag_seconds": detection, "handoff_lag_seconds": stats(handoff),
+        "overhead_seconds": stats(overhead), "total_seconds": stats(totals),
+        "worker_cpu_seconds": round(cpu, 2), "worker_cpu_seconds_per_transfer": round(cpu / max(1, n), 4),
+        "sandbox_and_bench_cpu_seconds_per_transfer": round(bench_seconds / max(1, n), 4),
+        "wall_seconds": round(ended - started, 1), **window,
+    }
+
+
+def wait_final(done_count, n: int, timeout: float, procs: load.Processes, label: str, log) -> float:
+    started = time.monotonic()
+    next_report = started + 10
+    while True:
+        done = done_count()
+        if done >= n:
+            return time.time()
+        if time.monotonic() - started > timeout:
+            log(f"  {label}: timed out after {timeout:.0f}s with {done}/{n} final")
+            return time.time()
+        if procs.dead():
+            log(f"  !! {label}: worker stopped: {procs.dead()}")
+        if time.monotonic() >= next_report:
+            next_report += 10
+            log(f"  {label}: t={time.monotonic() - started:5.0f}s {done}/{n} final")
+        time.sleep(0.5)
