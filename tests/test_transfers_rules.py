@@ -9,7 +9,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from tests.transfer_world import access, approve, confirm_own, make_transfer_world, request_share, sandbox_account
 from transfers import errors
-from transfers.models import Recipient, Share
+from transfers.models import Export, Recipient, Share
 from transfers.services import requests as share_requests
 from transfers.services.requests import ExternalRecipient
 
@@ -164,8 +164,14 @@ def test_the_requester_can_cancel_before_the_export_starts(w, cloud):
         share_requests.share_cancel(access=access(w.src_member, w.source), share=share)
 
 
-def test_an_exporting_share_cannot_be_cancelled(w, cloud):
+def test_a_share_whose_export_has_ended_cannot_be_cancelled(w, cloud):
+    # While the export is in flight, withdrawing cancels it (tests/test_export_cancel.py); once it
+    # has completed and the copy is offered, the share can no longer be withdrawn.
     share = request_share(w, cloud)
     approve(w, share)
+    share.refresh_from_db()
+    Export.objects.filter(pk=share.export_id).update(state=Export.State.COMPLETED)
+    Share.objects.filter(pk=share.pk).update(state=Share.State.READY)
     with pytest.raises(errors.ShareConflict):
         share_requests.share_cancel(access=access(w.src_member, w.source), share=share)
+    assert Share.objects.get(pk=share.pk).state == Share.State.READY
