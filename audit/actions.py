@@ -139,6 +139,8 @@ _DECLARED = (
     Action("grant.failed", "OUTSCALE refused the launch permission: the copies waiting for it failed.", (SHARE,)),
     Action("grant.removed", "The launch permission was taken back (UpdateImage Removals): the copies it "
            "served ended, the share ended, or the source team revoked it.", (SHARE,)),
+    Action("grant.released", "A share was done with a launch permission that another share's grant still "
+           "needs: no call; the permission goes with the last grant that needs it.", (SHARE,)),
     Action("grant.remove_failed", "OUTSCALE refused to take a launch permission back; the portal tries again "
            "later.", (SHARE,)),
     Action("grant.revoke_requested", "Someone of the source team revoked a launch permission (denied: it was "

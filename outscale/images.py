@@ -148,6 +148,7 @@ def list_shareable_images(
                 account_alias=raw.get("AccountAlias", "") or "", architecture=raw.get("Architecture", "") or "",
                 creation_date=raw.get("CreationDate", "") or "",
                 product_codes=tuple(raw.get("ProductCodes") or ()), facts=_image_facts(raw),
+                launch_account_ids=tuple((raw.get("PermissionsToLaunch") or {}).get("AccountIds") or ()),
             ))
     return images
 

@@ -74,6 +74,8 @@ class ImageSummary:
     creation_date: str = ""
     product_codes: tuple[str, ...] = ()
     facts: ImageFacts = field(default_factory=ImageFacts)
+    # Accounts the owner already lets launch the image (PermissionsToLaunch, as the owner reads it).
+    launch_account_ids: tuple[str, ...] = ()
 
     @property
     def needs_copy(self) -> bool:

@@ -36,7 +36,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, notifications, rules, scheduling
 from transfers.models import LaunchGrant, Recipient, Share
-from transfers.services import bounded, grant_state, import_offers, polling
+from transfers.services import bounded, grant_state, import_offers, locks, polling
 from transfers.services.import_ends import import_failed
 from transfers.services.share_state import shares_refresh
 
@@ -48,6 +48,7 @@ REMOVE_RETRY = timedelta(hours=1)
 PERMISSION_GRANTED = "Launch permission on {image_id} granted: the account can launch it. No copy is made."
 GRANT_FAILED = "The source account could not grant launch permission: {reason}"
 REVOKED_BY_SOURCE = "The source team removed the launch permission before the copy started."
+KEPT_FOR_OTHERS = "Released: another share still needs this launch permission; it goes with the last one."
 
 S, R = LaunchGrant.State, Recipient.State
 
@@ -135,6 +136,13 @@ def grants_add(*, share_id) -> None:
 
 
 def _add(share: Share, rows: list[LaunchGrant]) -> None:
+    # OUTSCALE keeps one permission per image and account, the portal one grant per share and account:
+    # additions and removals for the same pair take turns (held until the outcome is recorded).
+    with locks.launch_permission_locks(rows[0].image_id, _grantees(rows)):
+        _add_locked(share, rows)
+
+
+def _add_locked(share: Share, rows: list[LaunchGrant]) -> None:
     with outscale.record_request_ids() as request_ids:
         try:
             creds = credentials_for(share.source_account, purpose="grant launch permission")
@@ -248,7 +256,36 @@ def grants_release(*, share_id) -> None:
 
 
 def _remove(share: Share, rows: list[LaunchGrant]) -> bool:
-    """UpdateImage Removals for claimed rows; True once they are REVOKED."""
+    """UpdateImage Removals for claimed rows; True once they are REVOKED.
+
+    Under the (image, account) locks: an account another share's grant still holds (GRANTED) keeps
+    the permission, and only this share's row ends (``grant.released``); the permission goes with
+    the last grant that needs it. An addition waiting on the lock comes after the removal, so it is
+    never undone by it."""
+    with locks.launch_permission_locks(rows[0].image_id, _grantees(rows)):
+        held = set(LaunchGrant.objects.filter(image_id=rows[0].image_id, grantee_account_id__in=_grantees(rows),
+                                              state=S.GRANTED).exclude(pk__in=[g.pk for g in rows])
+                   .values_list("grantee_account_id", flat=True))
+        kept = [g for g in rows if g.grantee_account_id in held]
+        if kept:
+            _released(share, kept)
+        rest = [g for g in rows if g.grantee_account_id not in held]
+        return _remove_locked(share, rest) if rest else True
+
+
+def _released(share: Share, rows: list[LaunchGrant]) -> None:
+    """This share is done with the permission, another share's grant still needs it: no call."""
+    now = timezone.now()
+    with recorder.atomic():
+        done = [g for g in rows if LaunchGrant.objects.filter(pk=g.pk, state=S.REVOKING, next_poll_at=g.next_poll_at)
+                .update(state=S.REVOKED, revoked_at=now, next_poll_at=None, updated_at=now,
+                        state_message=KEPT_FOR_OTHERS)]
+        if done:
+            record(action="grant.released", actor=None, team=share.team, target=share,
+                   details={"image_id": share.source_image_id, "grantee_account_ids": _grantees(done)})
+
+
+def _remove_locked(share: Share, rows: list[LaunchGrant]) -> bool:
     with bounded.rows_errors(GRANT_REMOVE, rows):
         gone = False
         with outscale.record_request_ids() as request_ids:

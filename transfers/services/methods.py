@@ -19,7 +19,7 @@ import outscale
 from accounts.keys import credentials_for
 from accounts.models import CloudAccount
 from transfers import errors
-from transfers.models import Recipient
+from transfers.models import LaunchGrant, Recipient
 
 M = Recipient.Method
 
@@ -29,6 +29,10 @@ REASON_PERMISSION_ONLY = ("Launch permission only, as asked: the account may lau
 REASON_PUBLIC = "The image is public in {region}: the account copies it directly, no export."
 REASON_SHARED_VISIBLE = "The image is shared with this account too: it copies it directly, no export."
 REASON_OWN_ACCOUNT = "The same OUTSCALE account as the source: it copies the image directly, no export."
+REASON_ALREADY_GRANTED = ("The source account already lets this account launch the image (a permission given outside "
+                          "the portal): it copies it directly; the portal grants and removes nothing.")
+PERMISSION_ONLY_ALREADY = ("{account} may already launch {image}: its owner granted it outside the portal. "
+                           "Launch permission only has nothing to add.")
 REASON_SHARED_HIDDEN = ("Same Region, but the image is shared with the source account only: the source copies it "
                         "first and exports it.")
 REASON_OTHER_REGION = ("In {region}, not the source's Region ({source_region}): OUTSCALE copies across Regions "
@@ -72,8 +76,13 @@ def recipients_choose(*, source: CloudAccount, image, recipients: list[Recipient
                       visible: set[str]) -> None:
     """Set ``method`` and ``method_reason`` on each (unsaved) recipient; ``image`` is the source's
     ImageSummary, ``visible`` what ``shared_with`` found."""
+    # A permission the owner gave outside the portal is not the portal's to take back: such an
+    # account copies directly (the revoke would otherwise remove it at the end).
+    granted = set(getattr(image, "launch_account_ids", ()) or ()) - _held_by_portal(image.image_id)
     for r in recipients:
-        r.method, r.method_reason = _choose(source, str(image.relation), r, permission_only, visible)
+        if permission_only and r.bound_account_id in granted and _same_region_team(source, r):
+            raise errors.ShareError(PERMISSION_ONLY_ALREADY.format(account=r.bound_account_id, image=image.name))
+        r.method, r.method_reason = _choose(source, str(image.relation), r, permission_only, visible | granted)
 
 
 def _choose(source: CloudAccount, relation: str, r: Recipient, permission_only: bool,
@@ -84,6 +93,8 @@ def _choose(source: CloudAccount, relation: str, r: Recipient, permission_only: 
         return M.EXPORT, REASON_OTHER_REGION.format(region=r.bound_region, source_region=source.region)
     if r.bound_account_id == source.account_id:
         return M.DIRECT, REASON_OWN_ACCOUNT
+    if relation == "owned" and r.bound_account_id in visible:
+        return M.DIRECT, REASON_ALREADY_GRANTED
     if relation == "owned":
         return (M.PERMISSION_ONLY, REASON_PERMISSION_ONLY) if permission_only \
             else (M.LAUNCH_PERMISSION, REASON_LAUNCH_PERMISSION)
@@ -92,6 +103,12 @@ def _choose(source: CloudAccount, relation: str, r: Recipient, permission_only: 
     if r.bound_account_id in visible:
         return M.DIRECT, REASON_SHARED_VISIBLE
     return M.EXPORT, REASON_SHARED_HIDDEN
+
+
+def _held_by_portal(image_id: str) -> set[str]:
+    """Accounts whose launch permission on the image the portal gave (for another share) and will take back."""
+    return set(LaunchGrant.objects.filter(image_id=image_id, state__in=LaunchGrant.OPEN_STATES)
+               .values_list("grantee_account_id", flat=True))
 
 
 def needs_export(recipients) -> bool:
