@@ -29,7 +29,7 @@ from tests import factories, workers
 from tests.test_authz import MATRIX
 from tests.transfer_world import image_id, make_transfer_world
 from transfers import jobs
-from transfers.models import Export, Recipient, Share
+from transfers.models import Export, LaunchGrant, Recipient, Share
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -154,11 +154,11 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     post("accounts:account-delete", account_id=eps.public_id, **src)
 
     # Shares: request three (one cancelled, one rejected, one approved with an external recipient).
-    def request(copy_name, externals=(), accounts=None, image="alpha-web-2025.01"):
+    def request(copy_name, externals=(), accounts=None, image="alpha-web-2025.01", **extra):
         accounts = accounts or [w.delta]
         data = {"image_id": image_id(cloud, "alpha", image),
                 "recipients": [str(a.public_id) for a in accounts],
-                "copy_name": copy_name, "reason": "walk", "licence_confirmed": "on"}
+                "copy_name": copy_name, "reason": "walk", "licence_confirmed": "on", **extra}
         for n, (account_id, region, *oos_user_id) in enumerate(externals, start=1):
             data |= {f"external_account_{n}": account_id, f"external_region_{n}": region,
                      f"external_oos_user_{n}": "".join(oos_user_id)}
@@ -220,6 +220,15 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
         post("transfers:share-approve", {"digest": share.digest}, share_id=share.public_id, **src)
     workers.run_jobs(until=lambda: Share.objects.filter(pk__in=[auto.pk, auto_too.pk], state="completed").count() == 2)
     Team.objects.filter(pk=w.dest.pk).update(auto_accept_incoming=False)
+
+    # Launch permission only: granted, kept, then revoked by the source team on its page.
+    kept = request("walk-permission", accounts=[w.gamma], launch_permission_only="on")
+    client.force_login(w.src_approver)
+    post("transfers:share-approve", {"digest": kept.digest}, share_id=kept.public_id, **src)
+    workers.run_jobs(until=lambda: LaunchGrant.objects.filter(share=kept, state="granted").exists())
+    client.force_login(w.src_member)
+    post("transfers:grant-revoke", grant_id=LaunchGrant.objects.get(share=kept).public_id, **src)
+    workers.run_jobs(until=lambda: LaunchGrant.objects.get(share=kept).state == "revoked")
 
     # Expiry, one-click re-export, the reconciler and cleanup jobs.
     Export.objects.filter(shares__in=[other, main]).update(manifest_deadline=timezone.now() - timedelta(seconds=1))

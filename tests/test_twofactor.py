@@ -280,6 +280,7 @@ def test_an_admin_changes_the_team_settings_and_it_is_audited(world, client):
     url = _team_url("accounts:team-settings", world.alpha)
     assert client.get(url).status_code == 200
     response = client.post(url, {"request_expiry_days": "14", "approval_lifetime_days": "30", "cleanup_exports": "on",
+                                 "export_disk_format": "qcow2",  # the select posts its value
                                  "require_approval_for_own_accounts": "on",  # the default, kept
                                  "require_two_factor_for_privileged": "on"})
     assert response.status_code == 302
