@@ -114,14 +114,8 @@ def _strings(value) -> Iterator[str]:
             yield from _strings(item)
 
 
-def manifest_deadline(*, creds: Credentials, bucket: str, key: str) -> ManifestDeadline:
-    """When the manifest goes stale: the earliest expiry of the snapshot URLs it embeds.
-
-    This is the export's true 7-day deadline (completion + 604,800 s), read from the
-    signatures themselves rather than from when the portal happened to notice the
-    completion. The manifest's URLs are bearer secrets: parsed here, never kept or logged.
-    deadline is None when the manifest holds no recognisable pre-signed URL.
-    """
+def _read_manifest(creds: Credentials, bucket: str, key: str):
+    """The manifest's JSON and the call's RequestIds; refused if too large or not JSON."""
     answer, request_ids = oos.call(creds, "get_object", Bucket=bucket, Key=key)
     with answer["Body"] as body:
         raw = body.read(MAX_MANIFEST_BYTES + 1)
@@ -132,6 +126,18 @@ def manifest_deadline(*, creds: Credentials, bucket: str, key: str) -> ManifestD
     except ValueError:
         raise errors.InvalidInput("The manifest is not valid JSON.", code="InvalidManifest",
                                   request_ids=request_ids) from None
+    return document, request_ids
+
+
+def manifest_deadline(*, creds: Credentials, bucket: str, key: str) -> ManifestDeadline:
+    """When the manifest goes stale: the earliest expiry of the snapshot URLs it embeds.
+
+    This is the export's true 7-day deadline (completion + 604,800 s), read from the
+    signatures themselves rather than from when the portal happened to notice the
+    completion. The manifest's URLs are bearer secrets: parsed here, never kept or logged.
+    deadline is None when the manifest holds no recognisable pre-signed URL.
+    """
+    document, request_ids = _read_manifest(creds, bucket, key)
     expiries = [expiry for text in _strings(document) if "://" in text and (expiry := _url_expiry(text))]
     return ManifestDeadline(deadline=min(expiries) if expiries else None, request_ids=request_ids)
 
@@ -253,16 +259,7 @@ def manifest_object_keys(*, creds: Credentials, bucket: str, manifest_key: str, 
     """The manifest and the objects of this bucket its snapshot entries name ("Key", or the path of
     their URLs), kept to the export's prefix: a grant never reaches beyond the export's own files.
     The manifest's URLs are bearer secrets: parsed here, never kept or logged."""
-    answer, request_ids = oos.call(creds, "get_object", Bucket=bucket, Key=manifest_key)
-    with answer["Body"] as body:
-        raw = body.read(MAX_MANIFEST_BYTES + 1)
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise errors.InvalidInput("The manifest is larger than any export manifest should be.", code="ManifestTooLarge")
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        raise errors.InvalidInput("The manifest is not valid JSON.", code="InvalidManifest",
-                                  request_ids=request_ids) from None
+    document, request_ids = _read_manifest(creds, bucket, manifest_key)
     keys = [manifest_key]
     for text in _strings(document):
         if "://" in text:

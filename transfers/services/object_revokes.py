@@ -9,12 +9,11 @@ Changes to one export's ACLs are serialised by a PostgreSQL advisory lock (``exp
 a put replaces the whole list, so two at once would lose one.
 """
 
-import contextlib
 import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -24,12 +23,10 @@ from audit import recorder
 from audit.recorder import record
 from transfers import scheduling
 from transfers.models import Export, Recipient
-from transfers.services import polling
+from transfers.services import locks, polling
 
 logger = logging.getLogger(__name__)
 
-# pg_advisory_lock(namespace, export pk): the namespace keeps these apart from any other lock.
-ACL_LOCK_NAMESPACE = 16_0016
 # The most calls a removal (or a grant) makes per object: read the ACL, write it.
 CALLS_PER_OBJECT = 2
 LEASE_CALLS = 16
@@ -39,17 +36,10 @@ MSG_REMOVE_FAILED = ("The read grant on the export's files could not be removed 
                      "trying. Remove account {account}'s grants on {bucket}/{prefix} by hand.")
 
 
-@contextlib.contextmanager
 def export_acl_lock(export_pk: int):
-    """Only one change to an export's object ACLs at a time, across workers. A session lock: it
-    holds no row, and goes with the connection if the worker dies."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [ACL_LOCK_NAMESPACE, export_pk])
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ACL_LOCK_NAMESPACE, export_pk])
+    """Only one change to an export's object ACLs at a time, across workers (locks.py: a session
+    lock that holds no row and goes with the connection if the worker dies)."""
+    return locks.advisory_locks([f"export-acl:{export_pk}"])
 
 
 def lease_free(now) -> Q:
