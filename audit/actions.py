@@ -41,6 +41,7 @@ TEAM = "accounts.team"
 MEMBERSHIP = "accounts.membership"
 USER = "accounts.user"
 TRAIL = "audit.trail"
+API_TOKEN = "api.apitoken"
 EVENT = "audit.auditevent"
 CHECKPOINT = "audit.checkpoint"
 NONE = ""  # the event names no target (AuditEvent.target_type is blank)
@@ -71,6 +72,7 @@ GROUPS = {
     "user": "People",
     "auth": "Sign-in",
     "twofactor": "Two-factor sign-in",
+    "api_token": "API tokens",
     "access": "Refusals",
     "audit": "The audit trail",
 }
@@ -200,6 +202,10 @@ _DECLARED = (
     Action("twofactor.failed", "A wrong two-factor code was entered.", (USER,)),
     Action("twofactor.removed", "An authenticator device was removed, by its owner or an "
            "operator.", (USER,)),
+    # API tokens (api/tokens.py). Each event an API request records also names its token under "via".
+    Action("api_token.created", "Someone created an API token for a team (personal or the team's service "
+           "token), with its role and expiry; the token itself is shown once and never recorded.", (API_TOKEN,)),
+    Action("api_token.revoked", "An API token was revoked: by its owner or a team admin.", (API_TOKEN,)),
     # Refusals and the trail itself.
     Action("access.denied", "Someone was refused a page or an action: a missing role, another team's "
            "object, a form without its CSRF token, too many requests.", (ANY,), denial=True),

@@ -139,6 +139,15 @@ def _details(details: Mapping[str, Any] | None) -> dict[str, Any]:
     return normalised
 
 
+def _with_via(details: Mapping[str, Any] | None, context: AuditContext | None) -> Mapping[str, Any] | None:
+    """An API request names the token it came through (``request.audit_via``, set by the API's
+    authentication) in every event it records: who acted is the token's person, how is the token."""
+    via = getattr(context.request, "audit_via", None) if context is not None and context.request is not None else None
+    if not via or not isinstance(details, Mapping | None):
+        return details
+    return {**(details or {}), "via": via}
+
+
 def _lock_head() -> AuditChainHead:
     """Lock the chain head for this transaction, creating it on a fresh database."""
     head = AuditChainHead.objects.select_for_update().filter(pk=AuditChainHead.SINGLETON_ID).first()
@@ -191,7 +200,7 @@ def record(
         "action": action,
         "outcome": str(outcome),
         **_target_fields(target),
-        "details": _details(details),
+        "details": _details(_with_via(details, context)),
         "request_id": _exact(request_id or (context.request_id if context else ""), field="request_id"),
         "ip": context.ip if context else None,
         "user_agent": context.user_agent if context else "",

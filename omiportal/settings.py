@@ -74,7 +74,11 @@ INSTALLED_APPS = [
     "accounts.twofactor.apps.TwoFactorConfig",
     "axes",
     "django_ratelimit",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "omiportal.apps.PortalConfig",
+    "api",
     "audit",
     "review",
     "sandbox",
@@ -171,6 +175,34 @@ def _rate(name: str, default: str) -> str:
 # and each link reveal signs a new bearer URL to the disk snapshots.
 OMIPORTAL_IMAGE_LIST_RATE = _rate("OMIPORTAL_IMAGE_LIST_RATE", "30/m")
 OMIPORTAL_LINK_REVEAL_RATE = _rate("OMIPORTAL_LINK_REVEAL_RATE", "10/m")
+# Requests per API token (api/throttling.py); a 429 says when to come back (Retry-After).
+OMIPORTAL_API_RATE = _rate("OMIPORTAL_API_RATE", "300/m")
+
+# --- The JSON API (api/) ------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.HasToken"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"token": OMIPORTAL_API_RATE},
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.problems.handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "OMI Portal API",
+    "DESCRIPTION": "Share OUTSCALE machine images between accounts and Regions, with four eyes. "
+                   "Authenticate with a team token (Authorization: Bearer omi_...); every POST needs an "
+                   "Idempotency-Key header; errors are application/problem+json (RFC 9457).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 # --- Auth -----------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

@@ -16,6 +16,7 @@ urlpatterns = [
     path("password/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
+    path("", include("api.urls")),
     path("", include("accounts.urls")),
     path("", include("transfers.urls")),
     path("", include("review.urls")),

@@ -9,7 +9,8 @@ from accounts.models import Role
 from outscale.regions import REGIONS
 from tests import factories
 
-pytest_plugins = ["tests.fixtures_audit", "tests.fixtures_sandbox", "tests.fixtures_browser", "tests.fixtures_totp"]
+pytest_plugins = ["tests.fixtures_audit", "tests.fixtures_sandbox", "tests.fixtures_browser", "tests.fixtures_totp",
+                  "tests.fixtures_api"]
 
 
 @pytest.fixture(autouse=True)
