@@ -4,6 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from api.views import accounts
+from api.views import audit as audit_views
 
 app_name = "api"
 
@@ -14,4 +15,7 @@ urlpatterns = [
     path(V1 + "docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path(V1 + "accounts/", accounts.AccountList.as_view(), name="account-list"),
     path(V1 + "accounts/<uuid:account_id>/", accounts.AccountDetail.as_view(), name="account-detail"),
+    path(V1 + "audit/events/", audit_views.AuditEventList.as_view(), name="audit-event-list"),
+    path(V1 + "audit/events/<uuid:event_id>/", audit_views.AuditEventDetail.as_view(), name="audit-event-detail"),
+    path(V1 + "audit/integrity/", audit_views.AuditIntegrity.as_view(), name="audit-integrity"),
 ]
