@@ -186,7 +186,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"token": OMIPORTAL_API_RATE},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "api.schema.ApiAutoSchema",  # problems, Idempotency-Key, cursor pages
     "EXCEPTION_HANDLER": "api.problems.handler",
     "UNAUTHENTICATED_USER": None,
 }

@@ -1,0 +1,129 @@
+"""Who may call what in the API: every route × every kind of token and role, checked for real.
+
+The routes come from the URL resolver (tests/api_routes.py), the expectations from
+tests/api_authz_matrix.json: a route without an entry, or an entry without a request to make,
+fails here. Allowed calls get their status with objects made by the services against the sandbox
+(so an approval really approves); refused ones change nothing, enqueue nothing and are recorded as
+``access.denied`` naming the token.
+"""
+
+import json
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from api.models import ApiToken, IdempotentRequest
+from audit.models import AuditEvent
+from tests import api_routes
+from tests.api_routes import MATRIX, NO_TOKEN, OTHER_TEAMS_ID, OUTSIDER, REQUESTS, Targets, cell, client_for, shape
+from transfers.models import Export, LaunchGrant, Recipient, Share
+
+pytestmark = pytest.mark.django_db
+
+PROBLEM = "application/problem+json"
+PAGES_MATRIX = json.loads((api_routes.MATRIX_FILE.parent / "authz_matrix.json").read_text())
+
+# What a list must show the team's own tokens and never another team's (made before the call).
+LISTED = {
+    "/api/v1/accounts/": lambda t: t.account("alpha").public_id,
+    "/api/v1/shares/": lambda t: t.share("alpha").public_id,
+    "/api/v1/incoming/": lambda t: t.incoming("alpha").public_id,
+    "/api/v1/audit/events/": lambda t: t.event("alpha").public_id,
+}
+
+
+@pytest.fixture
+def targets(world, request):
+    # The sandbox starts only for the cells that make Alpha's real objects.
+    return Targets(world, lambda: request.getfixturevalue("cloud"))
+
+
+def _snapshot():
+    tokens = ApiToken.objects.order_by("pk").values_list("pk", "role", "revoked_at", "expires_at")
+    return (list(tokens), *(list(model.objects.order_by("pk").values())
+                            for model in (Share, Recipient, Export, LaunchGrant, IdempotentRequest)))
+
+
+def test_every_api_route_and_method_is_in_the_matrix():
+    routes = api_routes.api_routes()
+    described = set(MATRIX["routes"]) | set(MATRIX["public"])
+    assert not set(routes) - described, f"add to tests/api_authz_matrix.json: {sorted(set(routes) - described)}"
+    assert not described - set(routes), f"the matrix names routes that do not exist: {sorted(described - set(routes))}"
+    for path, methods in MATRIX["routes"].items():
+        assert set(methods) == set(routes[path].methods), f"{path}: the view answers {routes[path].methods}"
+        for method, entry in methods.items():
+            assert entry["who"] in MATRIX["groups"], (path, method)
+            assert method in REQUESTS.get(shape(path), {}), f"tests/api_routes.py REQUESTS: add {method} {path}"
+
+
+def test_the_pages_matrix_sends_every_api_route_here():
+    """tests/test_authz.py checks every URL of the portal: it must know these are the API's."""
+    routes = api_routes.api_routes()
+    missing = {route.name for route in routes.values()} - set(PAGES_MATRIX["unscoped"])
+    assert not missing, f"add to tests/authz_matrix.json 'unscoped' (pointing to the API's matrix): {sorted(missing)}"
+
+
+def test_the_api_matrix_document_is_up_to_date():
+    from tests import render_api_authz_matrix
+
+    assert render_api_authz_matrix.DOC_FILE.read_text() == render_api_authz_matrix.render(), (
+        "docs/api/authorization-matrix.md is stale; run .venv/bin/python tests/render_api_authz_matrix.py")
+
+
+def _call(client, method, url, body):
+    if method == "GET":
+        return client.get(url)
+    return client.post(url, body)
+
+
+@pytest.mark.parametrize(("path", "method", "principal"), list(api_routes.cells()))
+def test_cell(path, method, principal, world, targets, django_capture_on_commit_callbacks):
+    expected = cell(path, method, principal)
+    client = client_for(world, principal)
+    url, body = api_routes.request_for(targets, path, method, side="beta" if principal == OTHER_TEAMS_ID else "alpha")
+    listed = LISTED[path](targets) if method == "GET" and path in LISTED and expected == 200 else None
+    before, seq = _snapshot(), AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = _call(client, method, url, body)
+    assert response.status_code == expected, response.content.decode()[:600]
+
+    if expected >= 400:
+        assert response["Content-Type"] == PROBLEM and response.json()["status"] == expected
+        assert _snapshot() == before, "a refused call changed something"
+        assert callbacks == [], "a refused call enqueued work"
+    if expected == 401:
+        assert response["WWW-Authenticate"] == "Bearer"
+    elif expected in (403, 404):
+        denials = AuditEvent.objects.filter(seq__gt=seq, action="access.denied", outcome="denied")
+        vias = [event.details.get("via", {}).get("id") for event in denials]
+        assert str(client.token.public_id) in vias, f"the refusal was not recorded naming the token: {vias}"
+        reason = denials.get(details__via__id=str(client.token.public_id)).details["reason"]
+        assert reason == "missing_role" if expected == 403 else reason != "missing_role"
+    else:
+        assert response["Content-Type"] == "application/json"
+    if listed is not None:  # the team's own list shows the team's object; another team's list never does
+        assert (str(listed) in response.content.decode()) is (principal != OUTSIDER)
+
+
+def test_a_service_token_never_holds_a_role_that_approves(world):
+    from tests.fixtures_api import make_token
+
+    token, _ = make_token(world.admin, world.alpha, kind="service", role="member")
+    for role in ("approver", "admin"):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            ApiToken.objects.filter(pk=token.pk).update(role=role)
+
+
+@pytest.mark.parametrize("path", sorted(MATRIX["routes"]))
+def test_methods_a_route_does_not_list_answer_405(path, world, targets):
+    client = client_for(world, "admin")
+    url, _ = api_routes.request_for(targets, path, next(iter(MATRIX["routes"][path])))
+    for method in {"GET", "POST", "PUT", "PATCH", "DELETE"} - set(MATRIX["routes"][path]):
+        response = getattr(client._client, method.lower())(url, headers={"Idempotency-Key": "k"})
+        assert response.status_code == 405, (method, response.status_code)
+        assert response["Content-Type"] == PROBLEM
+
+
+@pytest.mark.parametrize("path", sorted(MATRIX["public"]))
+def test_the_schema_and_reference_need_no_token(path, world):
+    assert client_for(world, NO_TOKEN).get(path).status_code == 200
