@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from api.views import accounts
+from api.views import accounts, token_pages
 from api.views import audit as audit_views
 
 app_name = "api"
@@ -18,4 +18,8 @@ urlpatterns = [
     path(V1 + "audit/events/", audit_views.AuditEventList.as_view(), name="audit-event-list"),
     path(V1 + "audit/events/<uuid:event_id>/", audit_views.AuditEventDetail.as_view(), name="audit-event-detail"),
     path(V1 + "audit/integrity/", audit_views.AuditIntegrity.as_view(), name="audit-integrity"),
+    # The token pages (server-rendered, signed-in people; not part of /api/v1/).
+    path("t/<uuid:team_id>/api-tokens/", token_pages.token_list, name="token-list"),
+    path("t/<uuid:team_id>/api-tokens/new/", token_pages.token_create, name="token-create"),
+    path("t/<uuid:team_id>/api-tokens/<uuid:token_id>/revoke/", token_pages.token_revoke, name="token-revoke"),
 ]
