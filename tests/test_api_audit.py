@@ -222,6 +222,13 @@ def test_each_read_is_recorded_with_the_pages_details_and_the_token(world, trail
         by_page.target_type, by_page.target_id, by_page.target_label)
 
 
+@pytest.mark.parametrize("query", [{"before": str(2**63 - 1)}, {"after": str(2**63 - 1), "q": "copy"},
+                                   {"date_from": "9999-12-31"}, {"date_to": "9999-12-30"}, {"date_to": "0001-01-01"}])
+def test_extreme_but_valid_values_are_an_answer(query, world, trail, api):
+    response = api.client(world.auditor).get(EVENTS, query)
+    assert response.status_code == 200
+
+
 def test_a_filter_that_looks_like_a_secret_is_withheld_from_the_read_event(world, api):
     api.client(world.auditor).get(EVENTS, {"q": "X-Amz-Signature=abc"})
     assert _reads().latest("seq").details["filters"]["q"].startswith("(withheld")
@@ -236,6 +243,9 @@ def test_a_filter_that_looks_like_a_secret_is_withheld_from_the_read_event(world
     ({"before": "5", "after": "3"}, "non_field_errors", BOTH_CURSORS),
     ({"q": "x"}, "q", "Search for at least"),
     ({"target_type": "share"}, "target_type", "target type"),
+    ({"before": str(2**63)}, "before", "less than or equal to"),
+    ({"after": "99999999999999999999999"}, "after", "less than or equal to"),
+    ({"date_to": "9999-12-31"}, "date_to", "Enter a date up to 9999-12-30"),
     ({"page_size": "0"}, "page_size", "greater than or equal to 1"),
     ({"page_size": "101"}, "page_size", "less than or equal to 100"),
 ])
