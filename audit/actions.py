@@ -42,6 +42,7 @@ MEMBERSHIP = "accounts.membership"
 USER = "accounts.user"
 TRAIL = "audit.trail"
 API_TOKEN = "api.apitoken"
+WEBHOOK = "webhooks.webhookendpoint"
 EVENT = "audit.auditevent"
 CHECKPOINT = "audit.checkpoint"
 NONE = ""  # the event names no target (AuditEvent.target_type is blank)
@@ -73,6 +74,7 @@ GROUPS = {
     "auth": "Sign-in",
     "twofactor": "Two-factor sign-in",
     "api_token": "API tokens",
+    "webhook": "Webhooks",
     "access": "Refusals",
     "audit": "The audit trail",
 }
@@ -206,6 +208,15 @@ _DECLARED = (
     Action("api_token.created", "Someone created an API token for a team (personal or the team's service "
            "token), with its role and expiry; the token itself is shown once and never recorded.", (API_TOKEN,)),
     Action("api_token.revoked", "An API token was revoked: by its owner or a team admin.", (API_TOKEN,)),
+    # Webhook endpoints (webhooks/services.py). Deliveries are not events: each endpoint's delivery log has them.
+    Action("webhook.created", "A team admin added a webhook endpoint (its host and events); its signing secret "
+           "is shown once and never recorded.", (WEBHOOK,)),
+    Action("webhook.changed", "A team admin changed a webhook endpoint's URL, description or events.", (WEBHOOK,)),
+    Action("webhook.deleted", "A team admin deleted a webhook endpoint, with its messages and their log.", (WEBHOOK,)),
+    Action("webhook.secret_rotated", "A team admin gave a webhook endpoint a new signing secret (the old one "
+           "signs too for a while).", (WEBHOOK,)),
+    Action("webhook.redelivery_requested", "A team admin asked for a webhook message to be sent again (same "
+           "webhook-id, a new attempt).", (WEBHOOK,)),
     # Refusals and the trail itself.
     Action("access.denied", "Someone was refused a page or an action: a missing role, another team's "
            "object, a form without its CSRF token, too many requests.", (ANY,), denial=True),
