@@ -352,3 +352,26 @@ def test_another_team_s_token_is_a_recorded_404(api, login, world):
     assert outsider.get(_url("token-list", world.alpha)).status_code == 404
     assert _create(outsider, world.alpha).status_code == 404
     assert not ApiToken.objects.filter(team=world.alpha).exists()
+
+
+def test_the_list_reads_a_flat_number_of_queries(api, login, world):
+    def queries():
+        client = login(world.admin)
+        with CaptureQueriesContext(connection) as context:
+            assert client.get(_url("token-list", world.alpha)).status_code == 200
+        return len(context.captured_queries)
+
+    api.client(world.member)
+    queries()  # the first visit also remembers the team in the session
+    few = queries()
+    for n in range(20):
+        maker = world.admin if n % 2 else world.member
+        token = api.client(maker, kind="service" if maker == world.admin and n % 3 else "personal").token
+        if n % 4 == 0:
+            ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now(), revoked_by=world.approver)
+    assert queries() == few <= 8
+
+
+def test_the_token_pages_are_not_in_the_api_schema(client):
+    schema = client.get("/api/v1/schema/", headers={"Accept": "application/vnd.oai.openapi+json"}).json()
+    assert not [path for path in schema["paths"] if "api-tokens" in path]
