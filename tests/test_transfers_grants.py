@@ -99,16 +99,25 @@ def test_a_share_with_only_same_region_recipients_makes_no_export(flow, cloud, o
     assert _actions("import.auto_accepted").count() == 1
 
 
-def test_a_crash_between_grant_and_copy_still_ends_with_the_grant_removed(flow, cloud, oapi, settings):
+def test_a_crash_between_grant_and_copy_still_ends_with_the_grant_removed(flow, cloud, oapi, settings, monkeypatch):
     settings.OMIPORTAL_RECONCILE_GRACE_SECONDS = 0
     _auto_accept(flow)
     share = request_share(flow, cloud, accounts=[flow.gamma])
     approve(flow, share)
-    grants.grants_add(share_id=share.public_id)  # the grant step runs...
+
+    def worker_dies(**_):
+        raise SystemExit("killed")
+
+    # The grant job records its grant and goes on to the copy in the same job: the worker dies
+    # in between (after the grant's commit, before the copy's claim).
+    monkeypatch.setattr(import_starts, "copies_start", worker_dies)
+    with pytest.raises(SystemExit):
+        grants.grants_add(share_id=share.public_id)
+    monkeypatch.undo()
     assert _permitted(oapi, share.source_image_id) == [GAMMA]
-    workers.flush()  # ...and the worker dies before the copy's start: its job is gone
+    workers.flush()  # whatever else was queued is gone with it
     recipient = Recipient.objects.get(share=share)
-    assert recipient.state == Recipient.State.IMPORTING and not recipient.image_id
+    assert recipient.state == Recipient.State.IMPORTING and not recipient.image_id and recipient.start_tries == 0
     reconcile.reconcile()  # puts the start back
     workers.run_jobs(until=lambda: LaunchGrant.objects.get(share=share).state == LaunchGrant.State.REVOKED)
     assert Recipient.objects.get(pk=recipient.pk).state == Recipient.State.COMPLETED
@@ -122,10 +131,10 @@ def _copied_not_revoked(flow, cloud, oapi, wait_for):
     _auto_accept(flow)
     share = request_share(flow, cloud, accounts=[flow.gamma])
     approve(flow, share)
-    grants.grants_add(share_id=share.public_id)
+    grants.grants_add(share_id=share.public_id)  # the grant, and in the same job the copy by gamma's keys
     recipient = Recipient.objects.get(share=share)
-    import_starts.import_start(recipient_id=recipient.public_id)  # the copy, by gamma's keys
     copy_id = Recipient.objects.get(pk=recipient.pk).image_id
+    assert copy_id
     wait_for(lambda: oapi("gamma").ReadImages(Filters={"ImageIds": [copy_id]})["Images"][0]["State"],
              lambda state: state == "available")
     import_sweeps.import_sweep(account_id=flow.gamma.public_id)

@@ -38,11 +38,20 @@ def sweep_max() -> float:
     return float(settings.OMIPORTAL_SWEEP_MAX_SECONDS)
 
 
-def slot_seconds() -> float:
+# rq keeps a scheduled time in whole seconds: the finest cell a look can ask for.
+FINE_SLOT_SECONDS = 1.0
+
+
+def slot_seconds(interval: float = 0) -> float:
     """Sweeps of one account are due on a grid of the minimum interval: the looks that rows ask
     for within one cell share one sweep, and so one call (each start in a burst asks for its own
-    first look), so an account is read at most once a minimum interval per phase."""
-    return max(0.1, sweep_min())
+    first look), so an account is read at most once a minimum interval per phase. A row looked
+    at every ``interval`` seconds, shorter than that (a copy near its expected end,
+    transfers/services/copy_looks.py), gets a grid of whole seconds as fine as its interval."""
+    grid = max(0.1, sweep_min())
+    if 0 < interval < grid:
+        return min(grid, float(max(FINE_SLOT_SECONDS, math.floor(interval))))
+    return grid
 
 
 def next_interval(previous: float) -> float:
@@ -95,21 +104,24 @@ def enqueue(func: str, *args, job_id: str, queue: str = "default", delay: float 
     transaction.on_commit(lambda: _send(func, args, job_id=job_id, queue=queue, delay=delay, result_ttl=result_ttl))
 
 
-def schedule_sweep(kind: str, account_public_id, when) -> None:
+def schedule_sweep(kind: str, account_public_id, when, *, interval: float = 0) -> None:
     """Schedule the ``kind`` ("export" or "import") sweep of one account at ``when``, or just after.
 
-    The job id names the grid cell (``slot_seconds``) it is due at the end of, so several rows
-    asking for looks within one cell share one job, and no row is looked at before it is due.
+    The job id names the grid cell (``slot_seconds``, finer for a row looked at every ``interval``
+    seconds when that is shorter than the grid's) it is due at the end of, so several rows asking
+    for looks within one cell share one job, and no row is looked at before it is due.
     """
-    width = slot_seconds()
+    width = slot_seconds(interval)
+    # A finer grid's cells are named apart: its slot numbers count other seconds.
+    grid = "" if width == slot_seconds() else f"-{int(width)}s"
     slot = math.ceil(when.timestamp() / width)
-    job_id = f"{kind}-sweep-{account_public_id}-{slot}"
+    job_id = f"{kind}-sweep-{account_public_id}-{slot}{grid}"
     current = get_current_job()
     if current is not None and current.id == job_id:
         # A sweep that ran early (the scheduler works to the second) asks for its own slot
         # again: take the next one, or the running job's id would swallow the request.
         slot += 1
-        job_id = f"{kind}-sweep-{account_public_id}-{slot}"
+        job_id = f"{kind}-sweep-{account_public_id}-{slot}{grid}"
     delay = max(0.0, slot * width - timezone.now().timestamp())
 
     def send():

@@ -34,9 +34,9 @@ from accounts.roles import Capability
 from accounts.selectors import TeamAccess
 from audit import recorder
 from audit.recorder import record
-from transfers import errors, notifications, rules, scheduling
+from transfers import errors, notifications, rules
 from transfers.models import LaunchGrant, Recipient, Share
-from transfers.services import bounded, grant_state, import_offers, locks, polling
+from transfers.services import bounded, grant_state, import_offers, import_starts, locks, polling
 from transfers.services.import_ends import import_failed
 from transfers.services.share_state import shares_refresh
 
@@ -81,8 +81,9 @@ def _ready_without_export(share: Share, now) -> None:
                                                                          updated_at=now)
 
 
-def _offer(share: Share, recipients: list[Recipient], *, method: str) -> None:
-    """Offer these copies (in the caller's transaction) and accept for the teams that auto-accept."""
+def _offer(share: Share, recipients: list[Recipient], *, method: str, enqueue: bool = True) -> None:
+    """Offer these copies (in the caller's transaction) and accept for the teams that auto-accept
+    (their starts queued, unless the caller starts them itself after commit: ``enqueue=False``)."""
     now = timezone.now()
     ids = [r.pk for r in recipients]
     Recipient.objects.filter(pk__in=ids, state=R.WAITING).update(state=R.OFFERED, updated_at=now)
@@ -91,7 +92,7 @@ def _offer(share: Share, recipients: list[Recipient], *, method: str) -> None:
            details={"method": method, "recipients": [r.label for r in recipients]})
     auto = Recipient.objects.filter(pk__in=ids, state=R.OFFERED, kind=Recipient.Kind.TEAM,
                                     team__auto_accept_incoming=True).select_related("team", "target_account", "share")
-    import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True)
+    import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True, enqueue=enqueue)
     notifications.later("share_ready", [share.pk])
 
 
@@ -129,20 +130,27 @@ def grants_add(*, share_id) -> None:
     if share is None:
         return
     rows = _claim(LaunchGrant.objects.filter(share=share, state=S.GRANTING))
+    copies = []
     if rows:
         # An error that is not OUTSCALE's answer counts against each row (bounded.py).
         with bounded.rows_errors(GRANT_ADD, rows):
-            _add(share, rows)
+            copies = _add(share, rows)
+    if copies:
+        # Straight on to the copies the grant was waiting for, in this job, once the grant is
+        # recorded and its locks let go: no job between grant and copy. A job that dies here
+        # leaves them IMPORTING and never tried, for the reconciler to start after its grace.
+        import_starts.copies_start(recipient_ids=copies)
 
 
-def _add(share: Share, rows: list[LaunchGrant]) -> None:
+def _add(share: Share, rows: list[LaunchGrant]) -> list:
     # OUTSCALE keeps one permission per image and account, the portal one grant per share and account:
     # additions and removals for the same pair take turns (held until the outcome is recorded).
     with locks.launch_permission_locks(rows[0].image_id, _grantees(rows)):
-        _add_locked(share, rows)
+        return _add_locked(share, rows)
 
 
-def _add_locked(share: Share, rows: list[LaunchGrant]) -> None:
+def _add_locked(share: Share, rows: list[LaunchGrant]) -> list:
+    """UpdateImage Additions for claimed rows; the copies to start now that they are granted."""
     with outscale.record_request_ids() as request_ids:
         try:
             creds = credentials_for(share.source_account, purpose="grant launch permission")
@@ -152,8 +160,8 @@ def _add_locked(share: Share, rows: list[LaunchGrant]) -> None:
                 _put_off_add(share, rows, exc)
             else:
                 _add_failed(share, rows, exc.user_message, exc.request_ids)
-            return
-    _added(share, rows, list(request_ids))
+            return []
+    return _added(share, rows, list(request_ids))
 
 
 def _put_off_add(share: Share, rows: list[LaunchGrant], exc) -> None:
@@ -194,25 +202,26 @@ def _add_failed(share: Share, rows: list[LaunchGrant], message: str, request_ids
             import_failed(recipient, GRANT_FAILED.format(reason=message), request_ids, states=(R.WAITING, R.IMPORTING))
 
 
-def _added(share: Share, rows: list[LaunchGrant], request_ids: list) -> None:
+def _added(share: Share, rows: list[LaunchGrant], request_ids: list) -> list:
     now = timezone.now()
     with recorder.atomic():
         ids = set(LaunchGrant.objects.select_for_update().filter(pk__in=[g.pk for g in rows], state=S.GRANTING)
                   .values_list("pk", flat=True))
         if not ids:
-            return  # another run, whose lease had not run out after all, recorded it
+            return []  # another run, whose lease had not run out after all, recorded it
         LaunchGrant.objects.filter(pk__in=ids).update(state=S.GRANTED, granted_at=now, next_poll_at=None,
                                                       state_message="", updated_at=now)
         grantees = _grantees(g for g in rows if g.pk in ids)
         record(action="grant.added", actor=None, team=share.team, target=share, cloud_request_ids=request_ids,
                details={"image_id": share.source_image_id, "grantee_account_ids": grantees,
                         "kept": share.launch_permission_only})
-        _granted(share, grantees, now)
+        return _granted(share, grantees, now)
 
 
-def _granted(share: Share, grantees: list[str], now) -> None:
+def _granted(share: Share, grantees: list[str], now) -> list:
     """The grant is in place: permission-only recipients have what they asked for; the copies are
-    offered; a copy started over (a retry) whose grant was made again starts now."""
+    offered. Returns the copies to start now (public ids): the ones accepted at once, and any
+    started over (a retry) whose grant was made again; the caller starts them after commit."""
     waiting = list(Recipient.objects.filter(share=share, state=R.WAITING, method__in=Recipient.GRANT_METHODS,
                                             bound_account_id__in=grantees).select_related("team", "target_account"))
     only = [r.pk for r in waiting if r.method == Recipient.Method.PERMISSION_ONLY]
@@ -223,13 +232,11 @@ def _granted(share: Share, grantees: list[str], now) -> None:
         _ready_without_export(share, now)
     copies = [r for r in waiting if r.method == Recipient.Method.LAUNCH_PERMISSION]
     if copies:
-        _offer(share, copies, method=Recipient.Method.LAUNCH_PERMISSION)
-    for recipient in Recipient.objects.filter(share=share, state=R.IMPORTING, image_id="",
-                                              method=Recipient.Method.LAUNCH_PERMISSION,
-                                              bound_account_id__in=grantees):
-        scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
-                           job_id=f"import-start-{recipient.public_id}-{recipient.attempt}-granted")
+        _offer(share, copies, method=Recipient.Method.LAUNCH_PERMISSION, enqueue=False)
     shares_refresh(share_ids=[share.pk])
+    return list(Recipient.objects.filter(share=share, state=R.IMPORTING, image_id="",
+                                         method=Recipient.Method.LAUNCH_PERMISSION, bound_account_id__in=grantees)
+                .order_by("pk").values_list("public_id", flat=True))
 
 
 def _fail_add_row(grant: LaunchGrant, message: str) -> None:

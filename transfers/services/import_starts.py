@@ -9,6 +9,7 @@ available; a create the cloud refuses ends at once, in import_ends.py. The words
 transfers/services/__init__.py.
 """
 
+import logging
 import time
 from collections import defaultdict
 from datetime import timedelta
@@ -26,7 +27,7 @@ from audit.recorder import record
 from transfers import errors, scheduling
 from transfers.link_checks import MSG_UNSIGNED_REFUSED
 from transfers.models import Recipient
-from transfers.services import binding, copy_facts, grant_state, polling
+from transfers.services import binding, bounded, copy_facts, copy_looks, grant_state, polling
 from transfers.services.import_ends import import_failed, share_target
 
 
@@ -41,6 +42,8 @@ def _file_location(recipient: Recipient) -> str:
         return link.url
     return open_pasted_link(recipient)
 
+
+logger = logging.getLogger(__name__)
 
 # The cloud calls one import start can make (polling.start_call_seconds): a lookup before a
 # retried create, the create, and a lookup after a duplicate-name answer.
@@ -114,6 +117,20 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
     return recipient, image.image_id, list(request_ids)
 
 
+def copies_start(*, recipient_ids) -> None:
+    """Start these copies by launch permission now, in the job that has just granted it (grants.py):
+    each exactly as its start job would (``import_start`` under ``bounded.run_step``: claimed
+    first, looked up when retried, an error counted against it), side by side. One that is not
+    started here (a job that died first) is IMPORTING and never tried: the reconciler starts it."""
+    def start(recipient_id):
+        try:
+            bounded.run_step(bounded.IMPORT_START, recipient_id, lambda: import_start(recipient_id=recipient_id))
+        except bounded.StepError as exc:  # counted against its row; the reconciler puts the start back
+            logger.warning("%s", exc)
+
+    polling.run_each(start, list(recipient_ids), what="start copy")
+
+
 def _create(creds, recipient: Recipient, *, description: str, subject: str):
     """The create itself: a same-Region copy of the source image (by launch permission, or of an
     image the account can already see: transfers/services/methods.py), or an import of the manifest."""
@@ -174,19 +191,27 @@ def _unclaim(recipients: list[Recipient]) -> None:
 
 
 def _started(recipient: Recipient, image_id: str, request_ids: list) -> None:
-    """Note the import's image and book its first look (in the caller's transaction)."""
+    """Note the import's image and book its first look (in the caller's transaction): a copy's
+    where similar copies ended (copy_looks.py), from its create, which is when it started; an
+    import's (or a copy's without such a history) a sweep_min later."""
     now = timezone.now()
-    interval = scheduling.sweep_min()
+    interval = first = scheduling.sweep_min()
+    changes = {}
+    if recipient.method in Recipient.COPY_METHODS:
+        changes["started_at"] = now  # what its duration counts from, for the next copies' looks
+        plan = copy_looks.plan_for_recipient(recipient)
+        if plan is not None:
+            interval, first = plan.step, plan.first
     if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING, image_id="").update(
             image_id=image_id, link_sealed="", poll_interval=interval,
-            next_poll_at=now + timedelta(seconds=interval), updated_at=now):
+            next_poll_at=now + timedelta(seconds=first), updated_at=now, **changes):
         return
     account = recipient.target_account
     record(action="import.started", actor=None, team=recipient.team, target=share_target(recipient),
            cloud_request_ids=request_ids,
            details={"recipient": str(recipient.public_id), "image_id": image_id,
                     "image_name": recipient.image_name, "account": account.label})
-    scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=interval))
+    scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=first), interval=interval)
 
 
 def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:

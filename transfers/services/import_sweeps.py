@@ -11,7 +11,7 @@ import logging
 from collections import defaultdict
 from datetime import timedelta
 
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 import outscale
@@ -19,7 +19,7 @@ from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
 from transfers import scheduling
 from transfers.models import Recipient
-from transfers.services import bounded, copy_facts, polling
+from transfers.services import bounded, copy_facts, copy_looks, polling
 from transfers.services.import_ends import import_failed, import_tag, imports_complete
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,24 @@ def import_sweep(*, account_id) -> None:
     polling.schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
 
 
+def _copy_sizes(rows: list[Recipient]) -> dict:
+    """The source's size (GiB) of each copy among ``rows``, in one query: where to look next."""
+    copies = [r.pk for r in rows if r.method in Recipient.COPY_METHODS and r.share_id]
+    if not copies:
+        return {}
+    return dict(Recipient.objects.filter(pk__in=copies).values_list("pk", "share__source_facts__size_gib"))
+
+
+def _next_look(recipient: Recipient, sizes: dict, now) -> tuple[float, float | None]:
+    """(interval, first look after the create or None) for a row still pending: an import backs
+    off; a copy follows where similar copies ended (copy_looks.py)."""
+    if recipient.pk not in sizes or recipient.started_at is None:
+        return scheduling.next_interval(recipient.poll_interval), None
+    plan = copy_looks.plan_for(sizes[recipient.pk])
+    return copy_looks.next_look(plan, elapsed=(now - recipient.started_at).total_seconds(),
+                                previous=recipient.poll_interval)
+
+
 def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipient]) -> None:
     try:
         creds = credentials_for(account, purpose="watch imports")
@@ -58,7 +76,7 @@ def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipien
     # Riders that are still importing keep their own pace; the ones that ended join the rows.
     ended = {r.pk for r in riders if polling.image_ended(images.get(r.image_id))}
     rows = rows + polling.claim_riders(Recipient, riders, ended)
-    available, waiting = [], defaultdict(list)  # waiting: next interval -> pks
+    available, pending = [], []
     for recipient in rows:
         image = images.get(recipient.image_id)
         if image is None or image.state in ("failed", "deleted"):
@@ -68,11 +86,16 @@ def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipien
         elif image.state == "available":
             available.append(recipient)
         else:
-            waiting[scheduling.next_interval(recipient.poll_interval)].append(recipient.pk)
-    now = timezone.now()
-    for interval, pks in waiting.items():  # imports started together back off together: one UPDATE
+            pending.append(recipient)
+    sizes, now = _copy_sizes(pending), timezone.now()
+    waiting = defaultdict(list)  # (next interval, first look or None) -> pks
+    for recipient in pending:
+        waiting[_next_look(recipient, sizes, now)].append(recipient.pk)
+    for (interval, first), pks in waiting.items():  # imports started together back off together: one UPDATE
+        # A copy looked at before its plan's first look (riding with another row) keeps that look.
+        at = now + timedelta(seconds=interval) if first is None else F("started_at") + timedelta(seconds=first)
         Recipient.objects.filter(pk__in=pks, state=Recipient.State.IMPORTING).update(
-            poll_interval=interval, next_poll_at=now + timedelta(seconds=interval), state_message="", updated_at=now)
+            poll_interval=interval, next_poll_at=at, state_message="", updated_at=now)
     if not available:
         return
     # Each completion tags its OMI (one call each), side by side like the starts; then one

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Min, Q
+from django.db.models import Q
 from django.utils import timezone
 
 import outscale
@@ -198,10 +198,12 @@ def claim_riders(model, riders: list, ended: set) -> list:
 
 def schedule_next(model, account: CloudAccount, kind: str, states, extra: Q) -> None:
     field = "account" if model is Export else "target_account"
-    nxt = model.objects.filter(extra, state__in=states, **{field: account}).aggregate(n=Min("next_poll_at"))["n"]
+    # The earliest look, on the grid its row's interval asks for (a copy near its end: finer).
+    nxt = model.objects.filter(extra, state__in=states, next_poll_at__isnull=False, **{field: account}) \
+        .order_by("next_poll_at").values_list("next_poll_at", "poll_interval").first()
     if nxt is not None:
         with transaction.atomic():
-            scheduling.schedule_sweep(kind, account.public_id, max(nxt, timezone.now()))
+            scheduling.schedule_sweep(kind, account.public_id, max(nxt[0], timezone.now()), interval=nxt[1])
 
 
 def postpone(rows, message: str) -> None:
