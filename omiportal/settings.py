@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "omiportal.apps.PortalConfig",
     "api",
+    "webhooks",
     "audit",
     "review",
     "sandbox",
@@ -366,6 +367,20 @@ OMIPORTAL_EXPORT_REUSE_MIN_HOURS = env.float("OMIPORTAL_EXPORT_REUSE_MIN_HOURS",
 OMIPORTAL_STEP_MAX_ATTEMPTS = env.int("OMIPORTAL_STEP_MAX_ATTEMPTS", default=5)
 # How long Redis keeps a failed job (rq's default is a year): long enough to look at, no longer.
 OMIPORTAL_JOB_FAILURE_TTL_SECONDS = env.int("OMIPORTAL_JOB_FAILURE_TTL_SECONDS", default=7 * 24 * 3600)
+
+# --- Webhooks (webhooks/, docs/api/webhooks.md) ---
+# Waits before each retry of a message that was not delivered (each give or take a fifth); after
+# the last one it has failed. A 2xx answer delivers; every request waits at most the timeout.
+OMIPORTAL_WEBHOOK_RETRY_SECONDS = env.list("OMIPORTAL_WEBHOOK_RETRY_SECONDS", cast=float,
+                                           default=[10, 60, 300, 1800, 7200, 21600])
+OMIPORTAL_WEBHOOK_TIMEOUT_SECONDS = env.float("OMIPORTAL_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# Hosts ("127.0.0.1") or host:port pairs exempt from the public-address rule and allowed over plain
+# http: a receiver on the operator's machine or the tests'. Empty in production.
+OMIPORTAL_WEBHOOK_ALLOW_HOSTS = env.list("OMIPORTAL_WEBHOOK_ALLOW_HOSTS", default=[])
+# After a secret is rotated the old one also signs messages this long (a second signature).
+OMIPORTAL_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("OMIPORTAL_WEBHOOK_SECRET_OVERLAP_HOURS", default=24.0)
+# "link.expiring" is sent once this close to a manifest link's deadline.
+OMIPORTAL_WEBHOOK_LINK_WARNING_HOURS = env.float("OMIPORTAL_WEBHOOK_LINK_WARNING_HOURS", default=24.0)
 
 # --- Audit checkpoints ---
 # Signed checkpoints of the audit chain head, stored outside the database (README: "Checkpoints

@@ -19,6 +19,7 @@ urlpatterns = [
     path("", include("api.urls")),
     path("", include("accounts.urls")),
     path("", include("transfers.urls")),
+    path("", include("webhooks.urls")),
     path("", include("review.urls")),
 ]
 

@@ -13,7 +13,7 @@ from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
 from audit import recorder
 from audit.recorder import record
-from transfers import errors, notifications, scheduling
+from transfers import errors, events, notifications, scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import binding, bounded, import_offers, import_starts, object_grants, polling
 from transfers.services.export_ends import export_failed, export_target
@@ -368,4 +368,5 @@ def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = 
     if handoff is not None:
         handoff.extend(recipient.public_id for recipient in begun)
     object_grants.object_grants_begin(share_ids=ids)  # external accounts served by an object ACL
+    events.emit("share.ready", ids, occasion=str(export.public_id))
     notifications.later("share_ready", ids)

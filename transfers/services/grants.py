@@ -34,7 +34,7 @@ from accounts.roles import Capability
 from accounts.selectors import TeamAccess
 from audit import recorder
 from audit.recorder import record
-from transfers import errors, notifications, rules
+from transfers import errors, events, notifications, rules
 from transfers.models import LaunchGrant, Recipient, Share
 from transfers.services import bounded, grant_state, import_offers, import_starts, locks, polling
 from transfers.services.import_ends import import_failed
@@ -93,6 +93,7 @@ def _offer(share: Share, recipients: list[Recipient], *, method: str, enqueue: b
     auto = Recipient.objects.filter(pk__in=ids, state=R.OFFERED, kind=Recipient.Kind.TEAM,
                                     team__auto_accept_incoming=True).select_related("team", "target_account", "share")
     import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True, enqueue=enqueue)
+    events.emit("share.ready", [share.pk], occasion=method)
     notifications.later("share_ready", [share.pk])
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 import outscale
 from audit import recorder
 from audit.recorder import record
-from transfers import notifications
+from transfers import events, notifications
 from transfers.models import Recipient
 from transfers.services import copy_facts, polling
 from transfers.services.share_state import share_refresh, shares_refresh
@@ -40,6 +40,7 @@ def import_failed(recipient: Recipient, message: str, request_ids=(), *, states=
                target=share_target(recipient), cloud_request_ids=list(request_ids),
                details={"recipient": str(recipient.public_id), "reason": message, **(details or {})})
         share_refresh(share_id=recipient.share_id)
+        events.emit("import.failed", [recipient.pk])
         notifications.later("import_ended", [recipient.pk])
     return True
 
@@ -50,6 +51,7 @@ def imports_complete(tagged: list[tuple[Recipient, dict, list]], read_ids) -> No
         done = [recipient for recipient, tags, request_ids in tagged
                 if _complete(recipient, tags, [*read_ids, *request_ids])]
         shares_refresh(share_ids={recipient.share_id for recipient in done if recipient.share_id})
+        events.emit("import.completed", [recipient.pk for recipient in done])
         notifications.later("import_ended", [recipient.pk for recipient in done])
 
 

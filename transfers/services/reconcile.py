@@ -16,7 +16,7 @@ from accounts.roles import Capability
 from accounts.selectors import TeamAccess
 from audit import recorder
 from audit.recorder import record
-from transfers import errors, rules, scheduling
+from transfers import errors, events, rules, scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import exports, grants, object_grants, object_revokes, share_state
 from transfers.services.cleanup import export_cleanup_if_done
@@ -78,6 +78,7 @@ def reconcile(*, now=None) -> dict:
                                job_id=f"export-copy-delete-{public_id}-r{int(now.timestamp())}")
     # Launch grants: an add or a removal whose run died, a grant left open after its copies ended.
     counts["grants"] = grants.grants_reconcile(now=now, overdue=overdue)
+    counts["registered_sweeps"] = events.sweep(now=now)  # the apps above (webhooks: links expiring, lost deliveries)
     if any(counts.values()):
         logger.info("Reconciled: %s", counts)
     return counts
@@ -101,6 +102,7 @@ def _expire_links(now) -> int:
                     updated_at=now)
                 record(action="share.expired", actor=None, team=share.team, target=share,
                        details={"reason": "manifest_deadline", "recipients_expired": n})
+                events.emit("share.expired", [share.pk], occasion=str(share.export.public_id))
             else:
                 share_state.share_refresh(share_id=share.pk)
             expired += 1

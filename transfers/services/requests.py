@@ -19,7 +19,7 @@ from accounts.selectors import TeamAccess
 from accounts.twofactor.enforcement import step_up_fresh
 from audit import recorder
 from audit.recorder import record
-from transfers import errors, notifications, rules
+from transfers import errors, events, notifications, rules
 from transfers.models import Recipient, Share
 from transfers.services import binding, copy_facts, export_cancels, exports, grant_state, grants, methods, preflight
 from transfers.services.object_grants import external_method
@@ -198,7 +198,9 @@ def share_request(
             "bound": [[r.bound_account_id, r.bound_region] for r in recipients if r.kind == Recipient.Kind.TEAM],
             "source_facts": share.source_facts,
         })
-        if not needs_approval:
+        events.emit("share.requested", [share.pk])
+        if not needs_approval:  # its own approval: the share runs now
+            events.emit("share.approved", [share.pk])
             _deliver(share)
         else:  # what would fail later, found before the approver decides (each team's keys in its own job)
             preflight.preflight_begin(share=share)
@@ -250,9 +252,11 @@ def _decide(*, access: TeamAccess, share: Share, digest: str, comment: str, appr
         record(action="share.approved" if approve else "share.rejected", actor=access.user, team=access.team,
                target=share, details={"comment": comment})
         if approve:
+            events.emit("share.approved", [share.pk])
             _deliver(share)
         else:
             share.recipients.update(state=Recipient.State.CANCELLED, updated_at=now)
+            events.emit("share.rejected", [share.pk])
     notifications.later("decision_made", [share.pk])
     return share
 
@@ -342,5 +346,6 @@ def share_expire_stale(*, now=None) -> int:
                 share.recipients.update(state=Recipient.State.EXPIRED, updated_at=now)
                 record(action="share.expired", actor=None, team=share.team, target=share,
                        details={"reason": "approval_deadline"})
+                events.emit("share.expired", [share.pk], occasion="request")
                 expired += 1
     return expired
