@@ -1,6 +1,7 @@
 """Cursor pagination: stable under inserts (a pipeline paging while shares are made sees each once),
 and one indexed range query per page whatever the table's size."""
 
+from rest_framework import exceptions, serializers
 from rest_framework.pagination import CursorPagination
 
 
@@ -9,6 +10,25 @@ class Cursor(CursorPagination):
     max_page_size = 100
     page_size_query_param = "page_size"
     ordering = "-created_at"
+
+    def get_page_size(self, request):
+        # DRF falls back to the default on a bad value; a pipeline asking for page_size=1000 or
+        # "ten" should hear that it did not get what it asked (found by tests/test_api_schema.py).
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        try:
+            return serializers.IntegerField(min_value=1, max_value=self.max_page_size).run_validation(raw)
+        except exceptions.ValidationError as exc:
+            raise exceptions.ValidationError({self.page_size_query_param: exc.detail}) from None
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size,
+                                       "default": self.page_size}
+        return parameters
 
 
 class NewestShares(Cursor):

@@ -6,7 +6,8 @@
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -86,3 +87,16 @@ def handler(exc, context):
     headers = {k: v for k, v in response.items() if k in ("Retry-After", "WWW-Authenticate", "Allow")}
     return problem_response(status_code=response.status_code, code=code, detail=detail, title=title,
                             errors=errors, headers=headers)
+
+
+API_PATH = "/api/"
+
+
+def not_found(request, exception=None):
+    """The site's handler404: a URL under /api/ that matches no route (an id that is not a UUID, a
+    typo) is a problem like any other 404 of the API; a page's 404 stays Django's page."""
+    if not request.path.startswith(API_PATH):
+        return defaults.page_not_found(request, exception)
+    body = {"type": TYPE_BASE + "not_found", "title": _DEFAULTS[404][1], "status": 404,
+            "detail": "No such URL in this API.", "code": "not_found"}
+    return JsonResponse(body, status=404, content_type=CONTENT_TYPE)

@@ -14,13 +14,14 @@ say what the views really answer, so that a client generated from it, and Schema
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 from api.pagination import Cursor
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# api/idempotency.py KEY_RE: visible ASCII.
+IDEMPOTENCY_KEY = {"type": "string", "pattern": "^[!-~]{1,255}$", "minLength": 1, "maxLength": 255}
 
 # What any operation may answer (problems.py); a POST may also refuse its body or its key.
 COMMON_PROBLEMS = {
@@ -63,7 +64,7 @@ class ApiAutoSchema(AutoSchema):
         parameters = list(super().get_override_parameters())
         if self.method == "POST":
             parameters.append(OpenApiParameter(
-                "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+                "Idempotency-Key", IDEMPOTENCY_KEY, OpenApiParameter.HEADER, required=True,
                 description="1 to 255 visible ASCII characters, new for each request and the same on its retries: "
                             "a retry gets the first answer again, with Idempotent-Replayed: true."))
         return parameters

@@ -24,3 +24,4 @@ urlpatterns = [
 ]
 
 handler500 = "omiportal.views.server_error"
+handler404 = "api.problems.not_found"  # a problem under /api/, Django's page elsewhere

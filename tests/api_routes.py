@@ -179,15 +179,16 @@ class Targets:
                                          not_after=timezone.now() + timedelta(days=2)).url
 
     def incoming(self, side, state="offered") -> Recipient:
+        """A copy offered to the team (or one that failed). Alpha's comes from a real pasted-link import
+        (a sealed, unexpired link, as the services leave it), put back to the state asked for."""
         if side == "beta":
             return Recipient.objects.create(kind=Recipient.Kind.LINK, team=self.world.beta,
                                             target_account=self.beta_account, state=state, image_name="pasted")
         recipient = external_links.link_import_create(
             access=access(self.world.member, self.world.alpha), account=self.alpha_account, url=self.link(),
             image_name=self._name("pasted"))
-        if state != "offered":
-            Recipient.objects.filter(pk=recipient.pk).update(state=state)
-            recipient.refresh_from_db()
+        Recipient.objects.filter(pk=recipient.pk).update(state=state, decided_by=None, decided_at=None)
+        recipient.refresh_from_db()
         return recipient
 
     def event(self, side) -> AuditEvent:
