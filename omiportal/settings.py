@@ -203,6 +203,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Fields of one name with different choices (a share's state and a recipient's) get their own names.
+    "ENUM_NAME_OVERRIDES": {
+        "ShareStateEnum": "transfers.models.Share.State",
+        "RecipientStateEnum": "transfers.models.Recipient.State",
+        "RecipientKindEnum": "transfers.models.Recipient.Kind",
+        "IncomingKindEnum": ["team", "link"],
+    },
 }
 
 # --- Auth -----------------------------------------------------------------------
