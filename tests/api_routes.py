@@ -187,7 +187,9 @@ class Targets:
         recipient = external_links.link_import_create(
             access=access(self.world.member, self.world.alpha), account=self.alpha_account, url=self.link(),
             image_name=self._name("pasted"))
-        Recipient.objects.filter(pk=recipient.pk).update(state=state, decided_by=None, decided_at=None)
+        # Offered: as if nobody had answered yet (no attempt); failed: its one attempt ended.
+        Recipient.objects.filter(pk=recipient.pk).update(state=state, decided_by=None, decided_at=None,
+                                                         attempt=0 if state == "offered" else 1)
         recipient.refresh_from_db()
         return recipient
 
