@@ -15,10 +15,10 @@ from django.utils import timezone
 from accounts.models import Membership
 from accounts.selectors import TeamAccess
 from audit.models import AuditEvent
-from tests import factories, workers
-from tests.webhook_receiver import Receiver
+from tests import workers
+from tests.webhook_receiver import Receiver, emit, make_share
 from transfers import events
-from transfers.models import Recipient, Share
+from transfers.models import Recipient
 from transfers.services import reconcile
 from webhooks import delivery as webhook_delivery
 from webhooks import services
@@ -46,28 +46,11 @@ def _access(user, team) -> TeamAccess:
     return TeamAccess(user=user, team=team, membership=Membership.objects.get(user=user, team=team))
 
 
-def _share(team, user) -> Share:
-    account = factories.make_cloud_account(team, label=f"{team.name}-prod")
-    share = Share.objects.create(
-        team=team, source_account=account, source_image_id="ami-00000001", source_image_name="web",
-        source_image_relation="owned", copy_name="web-copy", reason="tests", licence_confirmed_at=timezone.now(),
-        requested_by=user, approval_required=True, approval_deadline=timezone.now() + timedelta(days=1),
-        digest="0" * 64)
-    Recipient.objects.create(share=share, kind=Recipient.Kind.EXTERNAL, external_account_id="123456789012",
-                             external_region="eu-west-2")
-    return share
-
-
 def _endpoint(world, receiver, *, events_=("share.requested",), team=None, user=None, path="/hooks/omi"):
     endpoint, secret = services.endpoint_create(access=_access(user or world.admin, team or world.alpha),
                                                 url=receiver.url(path), description="ci", events=list(events_))
     receiver.secret = receiver.secret or secret
     return endpoint, secret
-
-
-def _emit(kind, ids, **kwargs):
-    with transaction.atomic():  # as a service does: in the transaction of its change
-        events.emit(kind, ids, **kwargs)
 
 
 def _delivery(endpoint) -> WebhookDelivery:
@@ -80,8 +63,8 @@ def _delivered(endpoint, count=1):
 
 def test_a_message_is_signed_and_delivered_once(world, receiver):
     endpoint, _ = _endpoint(world, receiver)
-    share = _share(world.alpha, world.member)
-    _emit("share.requested", [share.pk])
+    share = make_share(world.alpha, world.member)
+    emit("share.requested", [share.pk])
     workers.run_jobs(until=_delivered(endpoint))
     [message] = receiver.messages
     assert message.verified, message.error
@@ -95,7 +78,7 @@ def test_a_message_is_signed_and_delivered_once(world, receiver):
 def test_a_500_is_retried_with_backoff_and_delivered_once_with_the_same_webhook_id(world, receiver):
     endpoint, _ = _endpoint(world, receiver)
     receiver.script = [500]
-    _emit("share.requested", [_share(world.alpha, world.member).pk])
+    emit("share.requested", [make_share(world.alpha, world.member).pk])
     workers.run_jobs(until=_delivered(endpoint), timeout=20)
     first, second = receiver.messages
     assert [first.status, second.status] == [500, 200]
@@ -117,7 +100,7 @@ def test_a_500_is_retried_with_backoff_and_delivered_once_with_the_same_webhook_
 def test_a_receiver_that_keeps_failing_fails_the_delivery_after_the_schedule(world, receiver):
     endpoint, _ = _endpoint(world, receiver)
     receiver.script = [503] * 10
-    _emit("share.requested", [_share(world.alpha, world.member).pk])
+    emit("share.requested", [make_share(world.alpha, world.member).pk])
     workers.run_jobs(until=lambda: _delivery(endpoint).state == "failed", timeout=20)
     assert len(receiver.messages) == len(BACKOFF) + 1  # the first try and one per wait
     assert len({m.webhook_id for m in receiver.messages}) == 1
@@ -125,7 +108,7 @@ def test_a_receiver_that_keeps_failing_fails_the_delivery_after_the_schedule(wor
 
 def test_one_click_redelivery_sends_the_same_webhook_id_as_a_new_attempt(world, receiver):
     endpoint, _ = _endpoint(world, receiver)
-    _emit("share.requested", [_share(world.alpha, world.member).pk])
+    emit("share.requested", [make_share(world.alpha, world.member).pk])
     workers.run_jobs(until=_delivered(endpoint))
     delivery = _delivery(endpoint)
     client = Client()
@@ -160,9 +143,9 @@ def test_an_event_emitted_twice_makes_one_delivery_per_endpoint(world, receiver)
     first, _ = _endpoint(world, receiver)
     second, _ = _endpoint(world, receiver, path="/other")
     other_team, _ = _endpoint(world, receiver, team=world.beta, user=world.outsider)
-    share = _share(world.alpha, world.member)
-    _emit("share.requested", [share.pk])
-    _emit("share.requested", [share.pk])  # a retried job, a sweep on two workers
+    share = make_share(world.alpha, world.member)
+    emit("share.requested", [share.pk])
+    emit("share.requested", [share.pk])  # a retried job, a sweep on two workers
     assert WebhookDelivery.objects.filter(endpoint=first).count() == 1
     assert WebhookDelivery.objects.filter(endpoint=second).count() == 1
     assert not WebhookDelivery.objects.filter(endpoint=other_team).exists()  # another team's share
@@ -172,16 +155,16 @@ def test_an_event_emitted_twice_makes_one_delivery_per_endpoint(world, receiver)
     recipient = share.recipients.get()
     Recipient.objects.filter(pk=recipient.pk).update(team=world.alpha, state="failed", attempt=1)
     endpoint, _ = _endpoint(world, receiver, events_=("import.failed",), path="/imports")
-    _emit("import.failed", [recipient.pk])
-    _emit("import.failed", [recipient.pk])
+    emit("import.failed", [recipient.pk])
+    emit("import.failed", [recipient.pk])
     Recipient.objects.filter(pk=recipient.pk).update(attempt=2)
-    _emit("import.failed", [recipient.pk])
+    emit("import.failed", [recipient.pk])
     assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 2
 
 
 def test_an_event_rolled_back_with_its_change_is_never_sent(world, receiver):
     endpoint, _ = _endpoint(world, receiver)
-    share = _share(world.alpha, world.member)
+    share = make_share(world.alpha, world.member)
     with pytest.raises(RuntimeError), transaction.atomic():
         events.emit("share.requested", [share.pk])
         raise RuntimeError("the service failed after its event")
@@ -191,7 +174,7 @@ def test_an_event_rolled_back_with_its_change_is_never_sent(world, receiver):
 
 def test_after_a_flushed_redis_the_sweep_puts_a_pending_delivery_back(world, receiver, settings):
     endpoint, _ = _endpoint(world, receiver)
-    _emit("share.requested", [_share(world.alpha, world.member).pk])
+    emit("share.requested", [make_share(world.alpha, world.member).pk])
     assert workers.pending_jobs() == 1
     workers.flush()  # Redis lost the job
     workers.run_jobs()
@@ -207,7 +190,7 @@ def test_after_a_flushed_redis_the_sweep_puts_a_pending_delivery_back(world, rec
 
 def test_a_send_cut_short_by_a_dead_worker_is_taken_back_when_its_lease_lapses(world, receiver):
     endpoint, _ = _endpoint(world, receiver)
-    _emit("share.requested", [_share(world.alpha, world.member).pk])
+    emit("share.requested", [make_share(world.alpha, world.member).pk])
     workers.flush()
     # A worker claimed it, then died before writing anything down.
     WebhookDelivery.objects.filter(endpoint=endpoint).update(
@@ -221,7 +204,7 @@ def test_a_send_cut_short_by_a_dead_worker_is_taken_back_when_its_lease_lapses(w
 
 def test_two_workers_running_the_same_delivery_send_it_once(world, receiver):
     endpoint, _ = _endpoint(world, receiver)
-    _emit("share.requested", [_share(world.alpha, world.member).pk])
+    emit("share.requested", [make_share(world.alpha, world.member).pk])
     workers.flush()
     delivery_id = str(_delivery(endpoint).public_id)
     receiver.delay = 0.5  # the first send is still under way when the second worker claims
@@ -249,8 +232,8 @@ def test_a_rotated_secret_signs_beside_the_old_one_for_the_overlap(world, receiv
     new = services.endpoint_rotate_secret(access=_access(world.admin, world.alpha), endpoint=endpoint)
     assert new != old and new.startswith("whsec_")
     receiver.secret, receiver.other_secrets = new, [old]
-    share = _share(world.alpha, world.member)
-    _emit("share.requested", [share.pk])
+    share = make_share(world.alpha, world.member)
+    emit("share.requested", [share.pk])
     workers.run_jobs(until=_delivered(endpoint))
     assert receiver.messages[0].signed_by == [new, old]
     assert len(receiver.messages[0].headers["webhook-signature"].split(" ")) == 2
@@ -267,7 +250,7 @@ def test_a_rotated_secret_signs_beside_the_old_one_for_the_overlap(world, receiv
 def test_an_unreachable_receiver_is_logged_in_words(world, receiver, settings):
     endpoint, _ = _endpoint(world, receiver)
     receiver.stop()  # nothing listens on its port any more
-    _emit("share.requested", [_share(world.alpha, world.member).pk])
+    emit("share.requested", [make_share(world.alpha, world.member).pk])
     workers.run_jobs(until=lambda: WebhookAttempt.objects.filter(delivery__endpoint=endpoint).exists())
     attempt = WebhookAttempt.objects.get(delivery__endpoint=endpoint)
     assert attempt.status_code is None and not attempt.ok

@@ -12,9 +12,34 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from django.db import transaction
+from django.utils import timezone
 from standardwebhooks import Webhook, WebhookVerificationError
+
+from tests import factories
+from transfers import events
+from transfers.models import Recipient, Share
+
+
+def make_share(team, user) -> Share:
+    """A share waiting for approval, with one external recipient: something for events to be about."""
+    account = factories.make_cloud_account(team, label=f"{team.name}-prod")
+    share = Share.objects.create(
+        team=team, source_account=account, source_image_id="ami-00000001", source_image_name="web",
+        source_image_relation="owned", copy_name="web-copy", reason="tests", licence_confirmed_at=timezone.now(),
+        requested_by=user, approval_required=True, approval_deadline=timezone.now() + timedelta(days=1),
+        digest="0" * 64)
+    Recipient.objects.create(share=share, kind=Recipient.Kind.EXTERNAL, external_account_id="123456789012",
+                             external_region="eu-west-2")
+    return share
+
+
+def emit(kind, ids, **kwargs):
+    with transaction.atomic():  # as a service does: in the transaction of its change
+        events.emit(kind, ids, **kwargs)
 
 
 @dataclass

@@ -38,9 +38,9 @@ MSG_NO_HOST = "The URL names no host."
 MSG_PORT = "The URL's port is not a number from 1 to 65535."
 MSG_FRAGMENT = "The URL ends with a “#…” fragment, which is never sent to a server: remove it."
 MSG_UNRESOLVED = "{host} does not resolve to any address: check the host name."
-MSG_NOT_PUBLIC = ("{host} resolves to {address}, a {kind} address: webhooks are sent to public addresses only "
+MSG_NOT_PUBLIC = ("{host} resolves to {address}, {kind}: webhooks are sent to public addresses only "
                   "(OMIPORTAL_WEBHOOK_ALLOW_HOSTS exempts a test receiver).")
-MSG_IP_NOT_PUBLIC = ("{address} is a {kind} address: webhooks are sent to public addresses only "
+MSG_IP_NOT_PUBLIC = ("{address} is {kind}: webhooks are sent to public addresses only "
                      "(OMIPORTAL_WEBHOOK_ALLOW_HOSTS exempts a test receiver).")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -144,12 +144,12 @@ def _ip(host: str):
 
 
 def _kind(ip) -> str:
-    """What makes an address unfit ("" when it is public)."""
+    """What makes an address unfit, in words ("" when it is public)."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 reaches 127.0.0.1
-    for test, kind in ((ip.is_unspecified, "unspecified"), (ip.is_loopback, "loopback"),
-                       (ip.is_link_local, "link-local"), (ip.is_multicast, "multicast"),
-                       (ip.is_private, "private"), (ip.is_reserved, "reserved")):
+    for test, kind in ((ip.is_unspecified, "an unspecified address"), (ip.is_loopback, "a loopback address"),
+                       (ip.is_link_local, "a link-local address"), (ip.is_multicast, "a multicast address"),
+                       (ip.is_private, "a private address"), (ip.is_reserved, "a reserved address")):
         if test:
             return kind
-    return "" if ip.is_global else "non-public"
+    return "" if ip.is_global else "not a public address"
