@@ -4,13 +4,17 @@ and words, the team's list, and one share as each team may see it. Against the s
 from types import SimpleNamespace
 
 import pytest
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import CloudAccount
+from accounts.twofactor.services import WRONG_CODE_MESSAGE
 from audit.models import AuditEvent
+from tests.test_twofactor import code_for, enrol
 from tests.transfer_world import image_id, sandbox_account
 from transfers import errors
 from transfers.forms import IMAGE_NOT_LISTED, RECIPIENT_NOT_LISTED
 from transfers.models import Recipient, Share
+from transfers.views.decisions import APPROVED, CANCELLED, REEXPORTING, REJECTED
 from transfers.views.shares import SHARE_REQUESTED
 
 pytestmark = pytest.mark.django_db
@@ -222,3 +226,141 @@ def test_a_completed_copy_shows_its_new_image_id(shares):
     shown = client.get(f"/api/v1/shares/{body['id']}/").json()
     assert shown["recipients"][0]["image_id"] == "ami-12345678"
     assert shown["progress"]["recipients"][0]["image_id"] == "ami-12345678"
+
+
+# --- Deciding ---------------------------------------------------------------------------------------------
+
+
+def _decide(s, client, share_id, action="approve", **body):
+    return client.post(f"/api/v1/shares/{share_id}/{action}/", body)
+
+
+def test_an_approver_approves_what_they_read(shares):
+    body = request_share(shares)
+    client = shares.api.client(shares.world.approver)
+    response = _decide(shares, client, body["id"], digest=body["digest"], comment="ok")
+    assert response.status_code == 200, response.content
+    assert response.json()["message"] == APPROVED.format(image="alpha-web-2025.01")
+    share = Share.objects.get(public_id=body["id"])
+    assert share.decided_by == shares.world.approver and share.decision_comment == "ok"
+    assert response.json()["state"] == share.state != "requested"
+    event = AuditEvent.objects.get(action="share.approved", outcome="success")
+    assert event.details["via"]["id"] == str(client.token.public_id)
+
+
+def test_a_member_or_a_service_token_never_approves(shares):
+    body = request_share(shares)
+    for client in (shares.api.client(shares.world.member), shares.api.client(shares.world.admin, kind="service")):
+        response = _decide(shares, client, body["id"], digest=body["digest"], otp="123456")
+        assert response.status_code == 403 and response.json()["code"] == "forbidden"
+        assert _denials(client.token).get().details["reason"] == "missing_role"
+    assert Share.objects.get(public_id=body["id"]).state == Share.State.REQUESTED
+
+
+def test_the_requester_never_approves_their_own_request(shares):
+    client = shares.api.client(shares.world.approver)
+    body = request_share(shares, client=client)
+    response = _decide(shares, client, body["id"], digest=body["digest"])
+    assert response.status_code == 422 and response.json()["detail"] == errors.SELF_APPROVAL
+    denied = AuditEvent.objects.get(action="share.approved", outcome="denied")
+    assert denied.details["reason"] == "self_approval" and denied.details["via"]["id"] == str(client.token.public_id)
+    assert Share.objects.get(public_id=body["id"]).state == Share.State.REQUESTED
+
+
+def test_a_decision_on_a_changed_request_is_refused(shares):
+    body = request_share(shares)
+    client = shares.api.client(shares.world.approver)
+    response = _decide(shares, client, body["id"], digest="0" * 64)
+    assert response.status_code == 422 and response.json()["detail"] == errors.STALE_DIGEST
+    missing = _decide(shares, client, body["id"], comment="no digest")
+    assert missing.status_code == 400 and "digest" in missing.json()["errors"]
+
+
+def test_an_approver_rejects(shares):
+    body = request_share(shares)
+    response = _decide(shares, shares.api.client(shares.world.admin), body["id"], "reject", digest=body["digest"],
+                       comment="not this one")
+    assert response.status_code == 200 and response.json()["message"] == REJECTED.format(image="alpha-web-2025.01")
+    assert response.json()["state"] == "rejected" and response.json()["decision_comment"] == "not this one"
+    assert {r["state"] for r in response.json()["recipients"]} == {"cancelled"}
+
+
+@pytest.fixture
+def strict(shares, clock):
+    """Alpha requires two-factor sign-in for approvers; its approver has an authenticator app."""
+    shares.world.alpha.require_two_factor_for_privileged = True
+    shares.world.alpha.save()
+    shares.device = enrol(shares.world.approver, clock)
+    shares.clock = clock
+    return shares
+
+
+def _code(s, steps=1):
+    s.clock.now += 30 * steps  # a new 30-second step: each code is used once
+    return code_for(s.device, s.clock.now)
+
+
+def test_with_two_factor_required_an_approval_needs_a_current_code(strict):
+    body = request_share(strict)
+    client = strict.api.client(strict.world.approver)
+    url = f"/api/v1/shares/{body['id']}/approve/"
+
+    none = client.post(url, {"digest": body["digest"]})
+    assert none.status_code == 403 and none.json()["code"] == "two_factor_required"
+    assert none.json()["detail"] == errors.STEP_UP_NEEDED.format(team="Alpha", minutes=5)
+    assert _denials(client.token).get().details["reason"] == "two_factor_required"
+
+    wrong = client.post(url, {"digest": body["digest"], "otp": f"{(int(_code(strict)) + 1) % 10**6:06d}"})
+    assert wrong.status_code == 403 and wrong.json()["detail"] == WRONG_CODE_MESSAGE
+    # The wrong code counts towards the device's throttle although the request was refused.
+    assert TOTPDevice.objects.get(pk=strict.device.pk).throttling_failure_count == 1
+    assert AuditEvent.objects.filter(action="twofactor.failed", actor_id=strict.world.approver.pk).exists()
+    assert Share.objects.get(public_id=body["id"]).state == Share.State.REQUESTED
+
+    TOTPDevice.objects.filter(pk=strict.device.pk).update(throttling_failure_count=0,
+                                                          throttling_failure_timestamp=None)
+    code = _code(strict)
+    right = client.post(url, {"digest": body["digest"], "otp": code})
+    assert right.status_code == 200, right.content
+    assert Share.objects.get(public_id=body["id"]).decided_by == strict.world.approver
+    verified = AuditEvent.objects.get(action="twofactor.verified", actor_id=strict.world.approver.pk)
+    assert verified.details["via"]["id"] == str(client.token.public_id)
+
+    again = request_share(strict, copy_name="web-copy-2")  # the same code cannot serve twice
+    replayed = client.post(f"/api/v1/shares/{again['id']}/approve/", {"digest": again["digest"], "otp": code})
+    assert replayed.status_code == 403 and replayed.json()["detail"] == WRONG_CODE_MESSAGE
+
+
+def test_with_two_factor_required_a_member_is_still_refused_for_the_role(strict):
+    body = request_share(strict)
+    client = strict.api.client(strict.world.member)
+    response = client.post(f"/api/v1/shares/{body['id']}/reject/", {"digest": body["digest"], "otp": _code(strict)})
+    assert response.status_code == 403 and response.json()["code"] == "forbidden"
+
+
+# --- Cancelling and exporting again ------------------------------------------------------------------------
+
+
+def test_the_requester_cancels_and_an_approver_may_not(shares):
+    body = request_share(shares)
+    approver = shares.api.client(shares.world.approver)
+    refused = approver.post(f"/api/v1/shares/{body['id']}/cancel/")
+    assert refused.status_code == 403 and _denials(approver.token).get().details["reason"] == "missing_role"
+    response = shares.api.client(shares.world.member).post(f"/api/v1/shares/{body['id']}/cancel/")
+    assert response.status_code == 200 and response.json()["message"] == CANCELLED.format(image="alpha-web-2025.01")
+    assert Share.objects.get(public_id=body["id"]).state == Share.State.CANCELLED
+    again = shares.api.client(shares.world.member).post(f"/api/v1/shares/{body['id']}/cancel/")
+    assert again.status_code == 422 and again.json()["detail"] == errors.NOT_CANCELLABLE.format(state="cancelled")
+
+
+def test_an_expired_share_is_exported_again(shares):
+    body = request_share(shares)
+    client = shares.api.client(shares.world.member)
+    not_yet = client.post(f"/api/v1/shares/{body['id']}/reexport/")
+    assert not_yet.status_code == 422
+    assert not_yet.json()["detail"] == errors.NOT_REEXPORTABLE.format(state="waiting for approval")
+    _decide(shares, shares.api.client(shares.world.approver), body["id"], digest=body["digest"])
+    Share.objects.filter(public_id=body["id"]).update(state=Share.State.EXPIRED)
+    response = client.post(f"/api/v1/shares/{body['id']}/reexport/")
+    assert response.status_code == 200 and response.json()["message"] == REEXPORTING.format(image="alpha-web-2025.01")
+    assert AuditEvent.objects.filter(action="share.reexport_requested", outcome="success").exists()
