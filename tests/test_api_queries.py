@@ -42,6 +42,7 @@ class Probe:
     who: str = "admin"  # admin | auditor | compliance (an auditor-role token, no membership)
     query: dict | None = None
     label: str = ""
+    follow: int = 0  # measure the page this many "next" links further
 
     @property
     def key(self) -> str:
@@ -53,8 +54,17 @@ def _probes(head: int) -> list[Probe]:
     return [
         Probe("schema"), Probe("docs"),
         Probe("account-list"), Probe("account-detail"),
+        Probe("share-list"), Probe("share-list", "auditor"), Probe("share-detail"), Probe("share-detail", "auditor"),
+        Probe("share-list", query={"state": "failed"}, label="share-list state"),
+        Probe("share-list", query={"page_size": 100}, label="share-list 100"),
+        Probe("share-list", query={"page_size": 5}, follow=3, label="share-list fourth page"),
+        Probe("incoming-list"), Probe("incoming-detail"),
+        Probe("incoming-list", query={"state": "completed"}, label="incoming-list state"),
+        Probe("incoming-list", query={"page_size": 100}, label="incoming-list 100"),
+        Probe("incoming-list", query={"page_size": 2}, follow=2, label="incoming-list third page"),
         Probe("audit-event-list"), Probe("audit-event-list", "auditor"), Probe("audit-event-list", "compliance"),
         Probe("audit-event-list", query={"before": deep}, label="audit-event-list deep"),
+        Probe("audit-event-list", query={"page_size": 5}, follow=3, label="audit-event-list fourth page"),
         Probe("audit-event-list", query={"action": "share."}, label="audit-event-list action prefix"),
         Probe("audit-event-list", query={"outcome": "denied"}, label="audit-event-list denied"),
         Probe("audit-event-list", query={"q": "copy-"}, label="audit-event-list text"),
@@ -108,11 +118,16 @@ class Bench:
 
     def count(self, probe: Probe) -> int:
         client = self.clients[probe.who]
-        url = self.url(probe.route)
-        assert client.get(url, probe.query).status_code == 200, (probe.key, url)  # first use: last_used_at
+        url, query = self.url(probe.route), probe.query
+        for _ in range(probe.follow):
+            url, query = client.get(url, query).json()["next"], None
+        assert client.get(url, query).status_code == 200, (probe.key, url)  # first use: last_used_at
         with CaptureQueriesContext(connection) as captured:
-            response = client.get(url, probe.query)
+            response = client.get(url, query)
         assert response.status_code == 200, (probe.key, response.content[:300])
+        body = response.json() if response["Content-Type"].startswith("application/json") else None
+        if isinstance(body, dict) and "results" in body:
+            assert body["results"], f"{probe.key}: an empty page proves nothing"
         return len(captured)
 
     def counts(self) -> dict[str, int]:
