@@ -13,7 +13,8 @@ CI run id, so a retried job finds the share its first attempt asked for instead 
 
 Standard library only, in one file: a CI job runs it with any python3 >= 3.9, without the portal.
 Exit codes (docs/api/ci-recipe.md): 0 completed, 2 usage, 3 refused, 4 token, 5 rejected,
-6 failed, 7 expired, 8 cancelled, 9 timed out, 10 portal unreachable.
+6 failed, 7 expired, 8 cancelled, 9 timed out, 10 portal unreachable
+(5xx or no answer 9 times in a row, or until the timeout).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ENDS = {"rejected": REJECTED, "failed": FAILED, "expired": EXPIRED, "cancelled":
 RUN_ID_VARIABLES = ("OMIPORTAL_RUN_ID", "GITHUB_RUN_ID", "CI_PIPELINE_ID")  # not per attempt: a retry keeps them
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 HTTP_TIMEOUT = 30
+MAX_FAILURES = 8  # 5xx or no answer in a row, about 5 minutes with the doubling pauses: then it is not a blip
 HEARTBEAT = 300  # a line now and then, so a long wait for a person does not look like a hang
 USER_AGENT = "omiportal-distribute/1"
 WAITING = {
@@ -42,6 +44,7 @@ WAITING = {
     "exporting": "exporting the image",
     "ready": "offered to the recipient accounts",
     "importing": "importing into the recipient accounts",
+    "completed": "done",
 }
 
 
@@ -69,7 +72,7 @@ class Portal:
     def call(self, method: str, path: str, body: bytes | None = None, key: str | None = None):
         """(status, headers, JSON) of one answer; waits out 429s, 5xx and network errors until the deadline
         (a POST may be repeated: its Idempotency-Key makes the portal answer the first one's result)."""
-        delay = 2.0
+        delay, failures, last = 2.0, 0, "none"
         while True:
             # The scheme was checked in arguments(): https, or http to this machine only.
             request = urllib.request.Request(self.base + path, data=body, method=method)  # noqa: S310
@@ -85,19 +88,19 @@ class Portal:
                     return answer.status, answer.headers, _json(answer.read())
             except urllib.error.HTTPError as error:
                 status, headers, data = error.code, error.headers, _json(error.read())
-                if status == 429:
+                if status == 429:  # asked to slow down: not a failure, however often
                     wait = retry_after(headers, delay)
                     say(f"the portal asks to slow down (429): next try in {wait:g} s")
                 elif status >= 500:
-                    wait = delay
-                    say(f"the portal answered {status}: next try in {wait:g} s")
+                    wait, failures, last = delay, failures + 1, problem_text(status, data)
+                    say(f"the portal answered {last}: next try in {wait:g} s")
                 else:
                     return status, headers, data
             except (urllib.error.URLError, OSError) as error:
-                wait = delay
-                say(f"the portal did not answer ({getattr(error, 'reason', error)}): next try in {wait:g} s")
-            if time.monotonic() + wait > self.deadline:
-                raise Stop(UNREACHABLE, "gave up: the portal did not answer before the timeout")
+                wait, failures, last = delay, failures + 1, str(getattr(error, "reason", error))
+                say(f"the portal did not answer ({last}): next try in {wait:g} s")
+            if failures > MAX_FAILURES or time.monotonic() + wait > self.deadline:
+                raise Stop(UNREACHABLE, f"gave up: {failures} tries in a row went unanswered; the last: {last}")
             time.sleep(wait)
             delay = min(delay * 2, 60.0)
 
@@ -122,14 +125,19 @@ def retry_after(headers, default: float) -> float:
 def problem_text(status: int, data) -> str:
     if not isinstance(data, dict):
         return f"HTTP {status}"
-    text = f"{data.get('detail') or data.get('title') or 'HTTP ' + str(status)} ({data.get('code', status)})"
-    for field, messages in (data.get("errors") or {}).items():
+    errors = data.get("errors") or {}
+    # With field errors, the title heads them (the detail only repeats them, joined).
+    head = (data.get("title") if errors else data.get("detail")) or data.get("detail") or f"HTTP {status}"
+    text = f"{head} ({data.get('code', status)})"
+    for field, messages in errors.items():
         text += f"\n  {field}: {' '.join(map(str, messages)) if isinstance(messages, list) else messages}"
     return text
 
 
 def refuse(status: int, data) -> Stop:
-    return Stop(TOKEN if status == 401 else REFUSED, f"the portal refused: {problem_text(status, data)}")
+    if status == 401:
+        return Stop(TOKEN, f"the token was not accepted: {problem_text(status, data)}")
+    return Stop(REFUSED, f"the portal refused: {problem_text(status, data)}")
 
 
 def run_id() -> str:
@@ -154,20 +162,30 @@ def ask(portal: Portal, args) -> dict:
     status, headers, share = portal.call("POST", "shares/", raw, idempotency_key(args.portal, body, run))
     if status not in (200, 201):
         raise refuse(status, share)
-    again = headers.get("Idempotent-Replayed") == "true"
-    say(f"share {share['id']} {'was already asked for by this run' if again else 'asked for'}")
+    if headers.get("Idempotent-Replayed") != "true":
+        say(f"share {share['id']} asked for")
+        return share
+    # The replayed answer is the share as it was then: read it as it is now.
+    say(f"share {share['id']} was already asked for by this run")
+    return look(portal, share["id"])
+
+
+def look(portal: Portal, share_id: str) -> dict:
+    status, _, share = portal.call("GET", f"shares/{urllib.parse.quote(share_id)}/")
+    if status != 200:
+        raise refuse(status, share)
     return share
 
 
 def describe(share: dict) -> list[str]:
     """What a person reading the CI log wants to know now, one line per fact."""
     state = share.get("state", "")
-    lines = [f"{state}: {WAITING.get(state, share.get('state_message') or share.get('state_label') or state)}"]
-    progress = share.get("progress")
-    if isinstance(progress, dict):
-        progress = progress.get("percent", progress.get("export_percent"))
-    if isinstance(progress, (int, float)) and state == "exporting":
-        lines[0] += f" ({progress:g} %)"
+    said = WAITING.get(state) or share.get("state_message") or share.get("state_label") or state
+    lines = [f"{state}: {said}"]
+    export = (share.get("progress") or {}).get("export") or {}
+    if state == "exporting" and isinstance(export.get("progress"), (int, float)):
+        eta = f", about {export['eta_text']} left" if export.get("eta_text") else ""
+        lines[0] += f" ({export['progress']:g} %{eta})"
     for r in share.get("recipients") or []:
         line = f"  {r.get('account_id')} {r.get('region')}: {r.get('state_label') or r.get('state')}"
         if r.get("state") == "offered":
@@ -179,25 +197,23 @@ def describe(share: dict) -> list[str]:
 
 
 def wait(portal: Portal, share: dict, first: float, longest: float) -> dict:
-    seen, delay, last_line = None, first, time.monotonic()
+    seen, states, delay, last_line = None, None, first, time.monotonic()
     while True:
         lines = describe(share)
         if lines != seen or time.monotonic() - last_line >= HEARTBEAT:
             for line in lines:
                 say(line)
-            if lines != seen:
-                delay = first  # something moves: look again soon
             seen, last_line = lines, time.monotonic()
+        now = (share.get("state"), [r.get("state") for r in share.get("recipients") or []])
+        if now != states:
+            states, delay = now, first  # a state moved: the next one may follow soon
         if share.get("state") in ("completed", *ENDS):
             return share
         if time.monotonic() + delay > portal.deadline:
             raise Stop(TIMED_OUT, f"timed out in state {share.get('state')}; wait again with --share {share['id']}")
         time.sleep(delay)
         delay = min(delay * 1.5, longest)
-        status, _, answer = portal.call("GET", f"shares/{urllib.parse.quote(share['id'])}/")
-        if status != 200:
-            raise refuse(status, answer)
-        share = answer
+        share = look(portal, share["id"])
 
 
 def outcome(share: dict) -> dict:
@@ -263,12 +279,7 @@ def main(argv=None) -> int:
     args = arguments(argv)
     portal = Portal(args.portal, os.environ["OMIPORTAL_TOKEN"], time.monotonic() + args.timeout)
     try:
-        if args.share:
-            status, _, share = portal.call("GET", f"shares/{urllib.parse.quote(args.share)}/")
-            if status != 200:
-                raise refuse(status, share)
-        else:
-            share = ask(portal, args)
+        share = look(portal, args.share) if args.share else ask(portal, args)
         if args.no_wait:
             print(share["id"])
             return OK

@@ -32,7 +32,7 @@ IMAGE = "alpha-web-2025.01"
 COPY_NAME = "web-ci-1.2.0"
 REASON = "Release 1.2.0 built by the pipeline."
 # Exit codes, as docs/api/ci-recipe.md documents them.
-OK, USAGE, REFUSED, TOKEN, REJECTED = 0, 2, 3, 4, 5
+OK, USAGE, REFUSED, TOKEN, REJECTED, TIMED_OUT = 0, 2, 3, 4, 5, 9
 WORKER_PACE = {"OMIPORTAL_SWEEP_MIN_SECONDS": 0.2, "OMIPORTAL_SWEEP_MAX_SECONDS": 0.5,
                "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": 100, "OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY": 0.05,
                "OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY": 0.2, "OMIPORTAL_SWEEP_BUDGET_SECONDS": 1,
@@ -171,6 +171,8 @@ def test_a_retried_job_asks_once_and_prints_the_same_result(
 
     again = Run(args, token=service_token, run_id="pipeline-77", tmp_path=tmp_path, name="again")
     assert again.wait() == OK, again.stderr
+    # It reads the share as it is now, not as the replayed answer left it.
+    assert "waiting for approval" not in again.stderr
     assert again.stdout == retried.stdout and json.loads(again.stdout)["share"] == str(share.public_id)
     # One share, one key, one copy in the account.
     assert Share.objects.count() == 1 and IdempotentRequest.objects.count() == 1
@@ -207,3 +209,17 @@ def test_a_bad_token_or_a_refused_request_ends_with_its_own_code_and_the_portals
     refused = Run(unknown, token=service_token, run_id="1", tmp_path=tmp_path, name="refused")
     assert refused.wait() == REFUSED and "the portal refused" in refused.stderr
     assert refused.stdout == "" and not Share.objects.exists()
+
+
+def test_no_wait_prints_the_share_id_and_a_later_job_waits_for_it_until_its_timeout(
+        flow, cloud, service_token, live_server, tmp_path):
+    args = distribute_args(flow, cloud, live_server, flow.delta)
+    ask = Run([*args, "--no-wait"], token=service_token, run_id="split-1", tmp_path=tmp_path, name="ask")
+    assert ask.wait() == OK, ask.stderr
+    share = Share.objects.get()
+    assert ask.stdout == f"{share.public_id}\n"
+
+    later = Run(["--portal", live_server.url, "--share", str(share.public_id), "--timeout", "2",
+                 "--poll-interval", "0.3"], token=service_token, run_id="split-1", tmp_path=tmp_path, name="later")
+    assert later.wait() == TIMED_OUT and later.stdout == ""
+    assert f"timed out in state requested; wait again with --share {share.public_id}" in later.stderr
