@@ -364,3 +364,22 @@ def test_an_expired_share_is_exported_again(shares):
     response = client.post(f"/api/v1/shares/{body['id']}/reexport/")
     assert response.status_code == 200 and response.json()["message"] == REEXPORTING.format(image="alpha-web-2025.01")
     assert AuditEvent.objects.filter(action="share.reexport_requested", outcome="success").exists()
+
+
+def test_an_image_list_outscale_refuses_is_said_so(world, cloud, api):
+    from tests import factories
+    from transfers.services.images import IMAGES_UNAVAILABLE
+
+    alpha = cloud.account("alpha")  # its access key with a wrong secret: OUTSCALE refuses the signature
+    account = factories.make_cloud_account(world.alpha, label="rekeyed", access_key=alpha["access_key"],
+                                           secret_key="W" * 40, bucket=alpha["bucket"], validation_status="valid",
+                                           account_id=alpha["account_id"])
+    client = api.client(world.member)
+    listed = client.get(f"/api/v1/accounts/{account.public_id}/images/")
+    assert listed.status_code == 200 and listed.json()["images"] == []
+    assert listed.json()["error"].startswith(IMAGES_UNAVAILABLE.split("{")[0] + "rekeyed")
+    asked = client.post("/api/v1/shares/", {"source_account": str(account.public_id), "image_id": "ami-12345678",
+                                            "copy_name": "web-copy", "reason": "r", "licence_confirmed": True,
+                                            "externals": [{"account_id": "123456789012", "region": "us-east-2"}]})
+    assert asked.status_code == 502 and asked.json()["code"] == "cloud_error"
+    assert asked.json()["detail"] == listed.json()["error"]
