@@ -187,7 +187,7 @@ _DECLARED = (
     Action("credential.used", "A cloud account's stored keys were opened for calls to OUTSCALE (failed: "
            "they would not open).", (CLOUD_ACCOUNT,)),
     Action("credential.rotated", "A stored secret was re-encrypted under the active key (failed: it "
-           "would not open).", (CLOUD_ACCOUNT, RECIPIENT)),
+           "would not open).", (CLOUD_ACCOUNT, RECIPIENT, WEBHOOK)),
     # People and sign-in.
     Action("user.password_changed", "A person changed their password.", (USER,)),
     Action("user.password_reset", "A person set a new password from an emailed link.", (USER,)),

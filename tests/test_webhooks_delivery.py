@@ -2,11 +2,14 @@
 Redis, real database commits. Retries with backoff, one-click redelivery, exactly once, the sweep after a
 flushed Redis, the lease between two workers, secret rotation."""
 
+import base64
 import threading
 import time
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
@@ -26,6 +29,8 @@ from webhooks.models import WebhookAttempt, WebhookDelivery
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+K1 = f"w1:{base64.b64encode(b'1' * 32).decode()}"
+K2 = f"w2:{base64.b64encode(b'2' * 32).decode()}"
 BACKOFF = [0.3, 0.6, 1.2]  # the tests' retry schedule (production: 10 s, 1 min, 5 min, 30 min, 2 h, 6 h)
 
 
@@ -256,3 +261,20 @@ def test_an_unreachable_receiver_is_logged_in_words(world, receiver, settings):
     assert attempt.status_code is None and not attempt.ok
     assert attempt.error == f"127.0.0.1 (127.0.0.1) refused the connection on port {receiver.port}."
     assert _delivery(endpoint).state == "pending"  # tried again later
+
+
+def test_secrets_are_resealed_by_the_key_rotation_and_still_sign(world, receiver, settings):
+    settings.OMIPORTAL_CREDENTIAL_KEYS = K1
+    endpoint, secret = _endpoint(world, receiver)
+    services.endpoint_rotate_secret(access=_access(world.admin, world.alpha), endpoint=endpoint)  # both columns used
+    receiver.secret = ""
+    settings.OMIPORTAL_CREDENTIAL_KEYS = f"{K2},{K1}"
+    call_command("rotate_credential_keys", stdout=StringIO())
+    endpoint.refresh_from_db()
+    assert endpoint.secret_sealed.startswith("v1$w2$") and endpoint.previous_secret_sealed.startswith("v1$w2$")
+    assert AuditEvent.objects.filter(action="credential.rotated", target_id=str(endpoint.public_id)).count() == 1
+    settings.OMIPORTAL_CREDENTIAL_KEYS = K2  # the old key is gone: only re-sealed values open
+    receiver.secret = secret  # the previous secret, still signing during the overlap
+    emit("share.requested", [make_share(world.alpha, world.member).pk])
+    workers.run_jobs(until=_delivered(endpoint))
+    assert receiver.messages[0].verified, receiver.messages[0].error

@@ -109,6 +109,9 @@ def _finish(delivery: WebhookDelivery, token, started, outcome: sender.Outcome) 
     now = timezone.now()
     state = WebhookDelivery.State
     with transaction.atomic():
+        # Locked first: an endpoint deleted meanwhile (its deliveries with it) waits, or is gone.
+        if not WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk).exists():
+            return "gone"
         # The log says what happened, even when the lease lapsed meanwhile.
         WebhookAttempt.objects.create(delivery=delivery, number=delivery.attempt_count, started_at=started,
                                       duration_ms=outcome.duration_ms, status_code=outcome.status, ok=outcome.ok,

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts.models import Team
 from transfers.events import KINDS
+from webhooks.url_checks import host_of
 
 EVENT_CHOICES = [
     ("share.requested", "Share requested"),
@@ -60,8 +61,6 @@ class WebhookEndpoint(models.Model):
 
     @property
     def host(self) -> str:
-        from webhooks.url_checks import host_of
-
         return host_of(self.url)
 
     def event_labels(self) -> list[str]:
