@@ -35,7 +35,7 @@ ENDS = {"rejected": REJECTED, "failed": FAILED, "expired": EXPIRED, "cancelled":
 RUN_ID_VARIABLES = ("OMIPORTAL_RUN_ID", "GITHUB_RUN_ID", "CI_PIPELINE_ID")  # not per attempt: a retry keeps them
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 HTTP_TIMEOUT = 30
-MAX_FAILURES = 8  # 5xx or no answer in a row, about 5 minutes with the doubling pauses: then it is not a blip
+MAX_FAILURES = 8  # 5xx or no answer in a row, about 4 minutes with the doubling pauses: then it is not a blip
 HEARTBEAT = 300  # a line now and then, so a long wait for a person does not look like a hang
 USER_AGENT = "omiportal-distribute/1"
 WAITING = {
@@ -45,6 +45,12 @@ WAITING = {
     "ready": "offered to the recipient accounts",
     "importing": "importing into the recipient accounts",
     "completed": "done",
+}
+# What a person can do about an ended share before the pipeline waits again.
+NEXT = {
+    "failed": "\nA member of the recipient team can retry a failed import; then: --share {id}",
+    "expired": "\nA member of the source team can export again (share page, or POST shares/{id}/reexport/); "
+               "then: --share {id}",
 }
 
 
@@ -221,14 +227,17 @@ def outcome(share: dict) -> dict:
     state = share.get("state")
     # An external recipient gets a link, not an image id: only the portal's accounts are counted.
     recipients = [r for r in share.get("recipients") or [] if r.get("kind", "team") == "team"]
+    if state == "rejected":
+        who = share.get("decided_by") or "an approver"
+        who = who.get("name") or who.get("email") if isinstance(who, dict) else who
+        raise Stop(REJECTED, f"rejected by {who}: {share.get('decision_comment') or '(no comment)'}")
     if state in ENDS:
-        why = share.get("decision_comment") or share.get("state_message") or ""
-        if state == "rejected":
-            who = share.get("decided_by") or "an approver"
-            who = who.get("name") or who.get("email") if isinstance(who, dict) else who
-            raise Stop(REJECTED, f"rejected by {who}: {why or '(no comment)'}")
-        detail = "; ".join(f"{r.get('account_id')}: {r['state_message']}" for r in recipients if r.get("state_message"))
-        raise Stop(ENDS[state], f"share {state}: {why} {detail}".strip())
+        detail = "".join(f"\n  {r.get('account_id')}: {r['state_message']}" for r in recipients
+                         if r.get("state_message"))
+        # A request nobody approved in time has no export to renew: only an approved share gets the hint.
+        hint = NEXT.get(state, "") if share.get("decided_by") else ""
+        raise Stop(ENDS[state], f"share {state}: {share.get('state_message') or share.get('state_label')}{detail}"
+                                f"{hint.format(id=share['id'])}")
     missing = [r for r in recipients if r.get("state") != "completed" or not r.get("image_id")]
     if missing:
         detail = "; ".join(f"{r.get('account_id')} {r.get('state')} {r.get('state_message', '')}".strip()

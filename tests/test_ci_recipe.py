@@ -32,7 +32,7 @@ IMAGE = "alpha-web-2025.01"
 COPY_NAME = "web-ci-1.2.0"
 REASON = "Release 1.2.0 built by the pipeline."
 # Exit codes, as docs/api/ci-recipe.md documents them.
-OK, USAGE, REFUSED, TOKEN, REJECTED, TIMED_OUT = 0, 2, 3, 4, 5, 9
+OK, USAGE, REFUSED, TOKEN, REJECTED, FAILED, TIMED_OUT = 0, 2, 3, 4, 5, 6, 9
 WORKER_PACE = {"OMIPORTAL_SWEEP_MIN_SECONDS": 0.2, "OMIPORTAL_SWEEP_MAX_SECONDS": 0.5,
                "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": 100, "OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY": 0.05,
                "OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY": 0.2, "OMIPORTAL_SWEEP_BUDGET_SECONDS": 1,
@@ -193,6 +193,22 @@ def test_a_rejection_ends_the_job_with_its_code_and_the_approvers_comment(
     assert run.stdout == ""
     assert re.search(rf"rejected by .+: {re.escape(comment)}", run.stderr), run.stderr
     assert not cloud.counters(flow.delta.account_id).get("CreateImage")
+
+
+def test_a_failed_import_ends_the_job_with_its_code_the_clouds_reason_and_what_to_do(
+        flow, cloud, worker, service_token, live_server, wait_for, tmp_path):
+    flow.dest.auto_accept_incoming = True
+    flow.dest.save()
+    cloud.faults.fail_import(COPY_NAME, comment="disk image is corrupt")
+    run = Run(distribute_args(flow, cloud, live_server, flow.delta), token=service_token, run_id="gh-5",
+              tmp_path=tmp_path, name="distribute")
+    share = _share_asked(wait_for, run)
+    approve(flow, share)
+
+    assert run.wait() == FAILED, run.stderr
+    assert run.stdout == ""
+    assert f"{flow.delta.account_id}: " in run.stderr and "disk image is corrupt" in run.stderr
+    assert f"retry a failed import; then: --share {share.public_id}" in run.stderr
 
 
 def test_a_bad_token_or_a_refused_request_ends_with_its_own_code_and_the_portals_words(
