@@ -206,9 +206,12 @@ def wait(portal: Portal, share: dict, first: float, longest: float) -> dict:
     seen, states, delay, last_line = None, None, first, time.monotonic()
     while True:
         lines = describe(share)
-        if lines != seen or time.monotonic() - last_line >= HEARTBEAT:
-            for line in lines:
-                say(line)
+        if time.monotonic() - last_line >= HEARTBEAT or len(lines) != len(seen or ()):
+            seen = [None] * len(lines)  # everything again, now and then
+        changed = [line for n, line in enumerate(lines) if line != seen[n]]  # same length, checked above
+        for line in changed:  # only what moved: a long export is one line a look, not one per recipient
+            say(line)
+        if changed:
             seen, last_line = lines, time.monotonic()
         now = (share.get("state"), [r.get("state") for r in share.get("recipients") or []])
         if now != states:
