@@ -8,6 +8,7 @@ count must be unchanged.
 """
 
 import itertools
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, reverse
 
 from api import urls as api_urls
+from api.throttling import TokenRateThrottle
 from audit.models import AuditChainHead, AuditEvent
 from bench import fill
 from tests.fixtures_api import ApiClient, make_token
@@ -72,6 +74,13 @@ def _probes(head: int) -> list[Probe]:
         Probe("audit-event-detail"), Probe("audit-event-detail", "compliance"),
         Probe("audit-integrity"), Probe("audit-integrity", "compliance"),
     ]
+
+
+@pytest.fixture(autouse=True)
+def _own_throttle_counts(monkeypatch):
+    # The per-token counts live in Redis under the token's pk, which a new test database hands out
+    # again: counts left by an earlier run within the minute would throttle this one.
+    monkeypatch.setattr(TokenRateThrottle, "cache_format", f"throttle-{uuid.uuid4().hex}-%(scope)s-%(ident)s")
 
 
 def _api_get_routes() -> set[str]:

@@ -9,68 +9,132 @@ window per request. Every read is recorded as ``audit.read`` with the page's det
 token included (the site-wide trail stays on the pages).
 """
 
-from datetime import date, timedelta
+import re
+from datetime import date
 
 from django import forms
-from django.core.validators import MaxValueValidator
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.core.validators import MaxValueValidator, RegexValidator
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from accounts.roles import Capability
+from api.problems import CONTENT_TYPE, Problem
+from api.schema import ProblemSerializer
 from api.serializers.audit import AuditEventPageSerializer, AuditEventSerializer, AuditIntegritySerializer
 from api.views.base import TeamAPIView
 from audit.integrity import latest_status
-from audit.models import AuditEvent
 from audit.recorder import AuditTarget, record
 from review import selectors
-from review.forms import AuditFilterForm
+from review.forms import BOTH_CURSORS, DATES_INVERTED, AuditFilterForm
 from review.views import _recordable, _trail_target
 
 MAX_PAGE_SIZE = 100
 MAX_SEQ = 2**63 - 1  # seq is a bigint, and the audit.read event records the cursor as one
-LAST_DAY = date.max - timedelta(days=1)  # date_to's search ends at the next midnight, which must exist
-DATE_TOO_LATE = f"Enter a date up to {LAST_DAY.isoformat()}."
-
-_TEXT = OpenApiTypes.STR
-FILTERS = [
-    OpenApiParameter("actor", _TEXT, description="Email or name contains (2 characters or more)."),
-    OpenApiParameter("action", _TEXT, description="Exact (share.approved), or a prefix ending with a dot (share.)."),
-    OpenApiParameter("outcome", _TEXT, enum=AuditEvent.Outcome.values),
-    OpenApiParameter("target_type", _TEXT, description="Such as transfers.share or accounts.cloudaccount."),
-    OpenApiParameter("target_id", _TEXT),
-    OpenApiParameter("date_from", OpenApiTypes.DATE, description="UTC day, included."),
-    OpenApiParameter("date_to", OpenApiTypes.DATE, description="UTC day, included."),
-    OpenApiParameter("q", _TEXT, description="Contains, in the target, the actor's name or the action "
-                                             "(2 characters or more)."),
-    OpenApiParameter("before", OpenApiTypes.INT, description="Events below this seq (the \"next\" link sets it)."),
-    OpenApiParameter("after", OpenApiTypes.INT, description="Events above this seq (the \"previous\" link sets it)."),
-    OpenApiParameter("page_size", OpenApiTypes.INT, description=f"1 to {MAX_PAGE_SIZE}; "
-                                                                f"{selectors.PAGE_SIZE} as on the page."),
-]
+DAY_FORMAT = "Enter a date as YYYY-MM-DD."
+WHOLE_NUMBER = "Enter a whole number."
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_INTEGER = re.compile(r"\d{1,19}")
+TEXT_FIELDS = ("actor", "action", "target_type", "target_id", "q")
+# What a request the schema allows can still break: refused as a 422, not as malformed.
+RULES = {DATES_INVERTED, BOTH_CURSORS}
 
 
 class TrailFilterForm(AuditFilterForm):
-    """The page's form, with the bounds the page's form lacks (there, a cursor past a bigint or
-    date_to 9999-12-31 is a 500): a script finds such values first. To move into AuditFilterForm."""
+    """The page's form, exactly as strict as the published schema says (Schemathesis holds it to it).
+
+    - Text is taken as sent: the page trims what a search box adds, a script sends what it means,
+      and a length or pattern in the schema is then the form's own. ``filters()`` still trims.
+    - Dates are YYYY-MM-DD, and whole numbers only digits (Django also takes 2025-3-1 and 5.0).
+    - Cursors fit a bigint, and date_to 9999-12-31 means no end (the day after it does not exist).
+      The page's form lacks both bounds (a 500 there): to move into AuditFilterForm.
+    """
 
     def __init__(self, data=None):
         super().__init__(data, site_wide=False)
+        for name in TEXT_FIELDS:
+            field = self.fields[name]
+            field.strip = False
+            for validator in [v for v in field.validators if isinstance(v, RegexValidator)]:
+                # "$" also matches before a final newline in Python; the schema's pattern does not.
+                field.validators.append(RegexValidator(validator.regex.pattern.removesuffix("$") + r"\Z",
+                                                       validator.message))
         for name in ("before", "after"):
             self.fields[name].validators.append(MaxValueValidator(MAX_SEQ))
 
+    def _as_sent(self, name, pattern: re.Pattern, message: str, *, empty: bool):
+        """The value as sent must match ``pattern`` (or be empty, where the page's own links send it so)."""
+        raw = self.data.get(name)
+        if raw is not None and not (empty and raw == "") and not pattern.fullmatch(raw):
+            raise forms.ValidationError(message)
+        return self.cleaned_data.get(name)
+
+    def clean_date_from(self):
+        return self._as_sent("date_from", _DAY, DAY_FORMAT, empty=True)
+
     def clean_date_to(self):
-        day = self.cleaned_data.get("date_to")
-        if day is not None and day > LAST_DAY:
-            raise forms.ValidationError(DATE_TOO_LATE)
-        return day
+        day = self._as_sent("date_to", _DAY, DAY_FORMAT, empty=True)
+        return None if day == date.max else day
+
+    # The page never sends an empty cursor; a script that does has a bug worth hearing about.
+    def clean_before(self):
+        return self._as_sent("before", _INTEGER, WHOLE_NUMBER, empty=False)
+
+    def clean_after(self):
+        return self._as_sent("after", _INTEGER, WHOLE_NUMBER, empty=False)
 
 
-def _form_errors(form) -> dict:
-    return {("non_field_errors" if name == "__all__" else name): list(messages)
-            for name, messages in form.errors.items()}
+def _param_schema(name: str) -> dict:
+    """A filter's schema, read from the form's field. An empty value means "no filter", as the page's
+    filter form sends it, so it is allowed beside the field's own bounds."""
+    field = AuditFilterForm.base_fields[name]
+    if isinstance(field, forms.IntegerField):
+        return {"type": "integer", "minimum": field.min_value, "maximum": MAX_SEQ}
+    if isinstance(field, forms.DateField):
+        return {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}]}
+    if isinstance(field, forms.ChoiceField):
+        return {"type": "string", "enum": [value for value, _label in field.choices]}
+    schema = {"type": "string", "maxLength": field.max_length}
+    patterns = [v.regex.pattern for v in field.validators if isinstance(v, RegexValidator)]
+    if field.min_length:
+        patterns.append(f"^[\\s\\S]{{{field.min_length},}}$")
+    if patterns:
+        (pattern,) = patterns
+        schema["pattern"] = f"^$|{pattern}"
+    return schema
+
+
+_DESCRIPTIONS = {
+    "actor": "Email or name contains.",
+    "action": "Exact (share.approved), or a prefix ending with a dot (share.).",
+    "outcome": "Empty: any outcome.",
+    "target_type": "Such as transfers.share or accounts.cloudaccount.",
+    "date_from": "UTC day, included.",
+    "date_to": "UTC day, included.",
+    "q": "Contains, in the target, the actor's name or the action.",
+    "before": "Events below this seq (the \"next\" link sets it).",
+    "after": "Events above this seq (the \"previous\" link sets it); not with before.",
+}
+FILTERS = [
+    *(OpenApiParameter(name, _param_schema(name), description=_DESCRIPTIONS.get(name, ""))
+      for name in (*AuditFilterForm.FILTER_FIELDS, "before", "after") if name != "team"),
+    OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                     description=f"{selectors.PAGE_SIZE} by default, as on the page."),
+]
+REFUSED_422 = {(422, CONTENT_TYPE): OpenApiResponse(
+    ProblemSerializer, description="Filters that are each valid but not together: a start date after the end "
+                                   "date, or both before and after (code refused, with errors per field).")}
+
+
+def _form_problem(form) -> exceptions.APIException:
+    errors = {("non_field_errors" if name == "__all__" else name): list(messages)
+              for name, messages in form.errors.items()}
+    messages = [message for field_messages in errors.values() for message in field_messages]
+    if set(messages) <= RULES:
+        return Problem(status_code=422, code="refused", detail=" ".join(messages), errors=errors,
+                       title="The request cannot be carried out")
+    return exceptions.ValidationError(errors)
 
 
 def _page_size(request) -> int:
@@ -95,7 +159,8 @@ def _links(request, page) -> tuple[str | None, str | None]:
 class AuditEventList(TeamAPIView):
     capability = Capability.VIEW_AUDIT
 
-    @extend_schema(operation_id="audit_events_list", parameters=FILTERS, responses=AuditEventPageSerializer,
+    @extend_schema(operation_id="audit_events_list", parameters=FILTERS,
+                   responses={200: AuditEventPageSerializer, **REFUSED_422},
                    description="The token's team's audit trail, newest first, with the review page's filters: the "
                                "same query string gives the same events as the team's Audit trail page. Needs "
                                "the admin or auditor role (or a compliance officer's token). Each read is itself "
@@ -103,7 +168,7 @@ class AuditEventList(TeamAPIView):
     def get(self, request):
         form = TrailFilterForm(request.query_params)
         if not form.is_valid():  # nothing read, nothing recorded: as the page
-            raise exceptions.ValidationError(_form_errors(form))
+            raise _form_problem(form)
         size = _page_size(request)
         filters = form.filters()
         cursor = {key: form.cleaned_data[key] for key in ("before", "after") if form.cleaned_data.get(key) is not None}
