@@ -40,6 +40,7 @@ TOO_MANY_EXTERNALS = f"At most {EXTERNAL_ROWS} external accounts per request."
 _FORM_NAMES = {f"external_{part}_{n}": f"externals[{n - 1}].{field}" for n in range(1, EXTERNAL_ROWS + 1)
                for part, field in (("account", "account_id"), ("region", "region"), ("oos_user", "oos_user_id"))}
 
+
 def _image_list_refused(request, access):
     """The share form's per-person limit on image lists (transfers.rate_limits), counted together
     with the pages: each list opens the account's keys and spends its OUTSCALE quota. A 429, and
