@@ -40,6 +40,13 @@ def render() -> str:
         for method, entry in methods.items():
             cells = [str(cell(path, method, p) or "n/a") for p in principals]
             lines.append("| " + " | ".join([method, f"`{path}`", f"`{name}`", entry["who"], *cells]) + " |")
+    two_factor = MATRIX["two_factor"]
+    lines += ["", "## In a team that requires two-factor sign-in", "", two_factor["about"], "",
+              "| Method | Path | Column | Status |", "|---|---|---|---|"]
+    for path, methods in two_factor["overrides"].items():
+        for method, cells in methods.items():
+            for principal, status in cells.items():
+                lines.append(f"| {method} | `{path}` | {principal} | {status} |")
     lines += ["", "## Columns", "", "| Column | Token |", "|---|---|"]
     for name, spec in MATRIX["principals"].items():
         lines.append(f"| {name} | {spec['about']} |")
