@@ -114,7 +114,10 @@ def schedule_sweep(kind: str, account_public_id, when, *, interval: float = 0) -
     width = slot_seconds(interval)
     # A finer grid's cells are named apart: its slot numbers count other seconds.
     grid = "" if width == slot_seconds() else f"-{int(width)}s"
-    slot = math.ceil(when.timestamp() / width)
+    # On it, a look is due at the start of its cell, not the end: rq's scheduler moves a job up to
+    # a second after its time, so every look a second apart would come two seconds apart. Up to a
+    # cell early is on time: the sweep takes the rows due within the grid's next cell.
+    slot = (math.floor if grid else math.ceil)(when.timestamp() / width)
     job_id = f"{kind}-sweep-{account_public_id}-{slot}{grid}"
     current = get_current_job()
     if current is not None and current.id == job_id:

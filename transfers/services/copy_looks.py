@@ -8,10 +8,12 @@ source facts) ended before: from the fastest tenth of them, then a look every ``
 slowest tenth has passed, then the usual backoff from ``step``. With fewer than MIN_HISTORY such
 copies there is no plan, and the grid's looks stand.
 
-A copy's duration here is its row's started_at (set when its CreateImage was answered,
-import_starts._started) to completed_at: the cloud's time plus the look that saw it end, the same
-duration the approval page's expected time is the median of (transfers.selectors.copy_history).
-Each process reads the history once every HISTORY_SECONDS: a burst of starts makes one query.
+What a past copy says of the cloud's time: it ended after the look before the one that saw it
+available, so its row's started_at (set when its CreateImage was answered,
+import_starts._started) to completed_at, less the interval that look came after (its
+poll_interval, kept at completion). Without that, a copy seen late (the grid's looks) would set
+the next ones' first look late in turn. Each process reads the history once every
+HISTORY_SECONDS: a burst of starts makes one query.
 """
 
 import math
@@ -65,9 +67,10 @@ def _history() -> list[tuple[int | None, float]]:
     rows = Recipient.objects.filter(
         state=Recipient.State.COMPLETED, method__in=Recipient.COPY_METHODS, share__isnull=False,
         started_at__isnull=False, completed_at__gte=since,
-    ).order_by("-completed_at").values_list("share__source_facts__size_gib", "started_at", "completed_at")
-    history = [(size if isinstance(size, int) else None, max(0.0, (completed - started).total_seconds()))
-               for size, started, completed in rows[:HISTORY_ROWS]]
+    ).order_by("-completed_at").values_list("share__source_facts__size_gib", "started_at", "completed_at",
+                                            "poll_interval")
+    history = [(size if isinstance(size, int) else None, max(0.0, (completed - started).total_seconds() - interval))
+               for size, started, completed, interval in rows[:HISTORY_ROWS]]
     with _lock:
         _cache.update(at=time.monotonic(), rows=history)
     return history
