@@ -17,6 +17,7 @@ from rest_framework.response import Response
 
 from api.models import IdempotentRequest
 from api.problems import Problem
+from audit import recorder
 
 HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as the IETF draft's examples
@@ -43,7 +44,10 @@ def idempotent(handler):
         if not KEY_RE.match(key):
             raise Problem(status_code=400, code="idempotency_key_malformed", detail=MALFORMED)
         fingerprint = _fingerprint(request._request)
-        with transaction.atomic():
+        # recorder.atomic: every event of the POST (a credential.used before the service's own
+        # block included) is appended at the end, so the audit chain head is the transaction's last
+        # lock, as in every service and sweep, even though this transaction spans the cloud calls.
+        with recorder.atomic():
             try:
                 with transaction.atomic():
                     row = IdempotentRequest.objects.create(token=request.auth, key=key, fingerprint=fingerprint)

@@ -272,7 +272,9 @@ def atomic():
     writers can hold one each and wait for the other's. It also makes many events cheap: one
     INSERT, where each event alone costs a savepoint, a lock, an INSERT and an UPDATE.
 
-    Nested blocks join the outer one (their events are appended at the outermost end). Inside a
+    Nested blocks join the outer one: their events are appended at the outermost end, and each
+    nested block is a savepoint, so an error leaving it undoes its writes and drops its events
+    while the outer block may go on (the API's idempotent POSTs answer a refusal that way). Inside a
     plain ``transaction.atomic()`` the events are appended when this block ends, which is the
     transaction's end only if the caller locks nothing after it: open this one outermost.
     The events are appended even if a savepoint inside the block rolled back and the block went
@@ -280,8 +282,15 @@ def atomic():
     block rolls everything back, events included (denials are kept, see below). The returned
     events get their ``seq`` and hashes when the block ends.
     """
-    if _pending() is not None:
-        yield
+    pending = _pending()
+    if pending is not None:
+        mark = len(pending)
+        with transaction.atomic():
+            try:
+                yield
+            except BaseException:
+                del pending[mark:]  # rolled back with the savepoint (a denial among them is kept aside)
+                raise
         return
     with transaction.atomic():
         _batch.events = []

@@ -331,3 +331,20 @@ def test_another_thread_inside_a_batch_records_on_its_own(team):
     assert list(AuditEvent.objects.order_by("seq").values_list("action", flat=True)) == [
         "team.renamed", "team.created"]
     assert verify_chain().ok
+
+
+def test_a_nested_block_that_fails_is_a_savepoint_its_events_go_with_it(team):
+    # The API's idempotent POSTs run a service's recorder.atomic() inside their own and answer
+    # its refusal: the refused block's writes and events must go, the outer block's stay.
+    with recorder.atomic():
+        record(action="team.created", team=team, target=team, details={"step": "outer"})
+        with contextlib.suppress(ValueError), recorder.atomic():
+            Team.objects.filter(pk=team.pk).update(name="renamed inside")
+            record(action="team.created", team=team, target=team, details={"step": "inner"})
+            raise ValueError("refused")
+        record(action="team.created", team=team, target=team, details={"step": "after"})
+    team.refresh_from_db()
+    assert team.name != "renamed inside"
+    steps = [e.details["step"] for e in AuditEvent.objects.filter(action="team.created").order_by("seq")]
+    assert steps == ["outer", "after"]
+    assert verify_chain().ok

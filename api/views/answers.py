@@ -5,10 +5,8 @@ ValidationError, a missing role, a 404, a cloud error, a bad body) becomes the a
 an exception, so ``idempotent`` frees the key and *commits* what the service chose to keep, as the
 page would under autocommit: its denial, the failure of an import refused because its account
 changed since the approval (``import_offers._refuse_if_changed``), a wrong two-factor code's count
-towards the device's throttle. What the service undid, it undid itself: each of its transactions is
-a savepoint of ``idempotent``'s, as long as no ``recorder.atomic()`` is open around the handler
-(then its blocks would join that one and nothing would be undone, so the handlers here open one
-only around work that raises, and answer outside it).
+towards the device's throttle. What the service undid, it undid itself: each of its transactions (plain or
+``recorder.atomic()``) is a savepoint of ``idempotent``'s, whose writes and events go when it raises.
 """
 
 from functools import wraps
