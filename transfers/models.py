@@ -244,7 +244,9 @@ class Recipient(models.Model):
         indexes = [models.Index(fields=["team", "state"]), models.Index(fields=["state", "next_poll_at"]),
                    models.Index(fields=["target_account", "state"]),
                    # The inbox's past copies and the dashboard's weekly chart: last updated first.
-                   models.Index(fields=["team", "-updated_at"], name="recipient_team_updated")]
+                   models.Index(fields=["team", "-updated_at"], name="recipient_team_updated"),
+                   # The API's incoming list (cursor pages, newest first).
+                   models.Index(fields=["team", "-created_at", "-id"], name="recipient_team_created")]
 
     def __str__(self):
         return self.label
