@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -278,3 +279,13 @@ def test_secrets_are_resealed_by_the_key_rotation_and_still_sign(world, receiver
     emit("share.requested", [make_share(world.alpha, world.member).pk])
     workers.run_jobs(until=_delivered(endpoint))
     assert receiver.messages[0].verified, receiver.messages[0].error
+
+
+def test_an_event_no_endpoint_of_its_teams_listens_to_costs_one_query(world, receiver):
+    _endpoint(world, receiver, team=world.beta, user=world.outsider)  # another team's endpoint
+    _endpoint(world, receiver, events_=("share.rejected",))  # this team's, another event
+    share = make_share(world.alpha, world.member)
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        events.emit("share.requested", [share.pk])
+    assert len([q for q in queries.captured_queries if q["sql"].startswith(("SELECT", "INSERT", "UPDATE"))]) == 1
+    assert not WebhookDelivery.objects.exists()

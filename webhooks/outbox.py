@@ -8,10 +8,12 @@ endpoint however many times the event is emitted: a job run twice, a sweep run o
 
 import uuid
 
+from django.db.models import Q
 from django.utils import timezone
 
 from transfers import scheduling
 from transfers.events import RECIPIENT_EVENTS
+from transfers.models import Recipient, Share
 from webhooks import payloads
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 
@@ -30,9 +32,20 @@ def _event_key(kind: str, subject_public_id, occasion: str) -> str:
     return f"{kind}:{subject_public_id}:{occasion}"
 
 
+def _teams_concerned(kind: str, ids: list[int]) -> Q:
+    """The endpoints of the teams an event may concern (payloads.subjects says exactly which), as
+    subqueries: one query finds them, however many teams have endpoints."""
+    if kind in RECIPIENT_EVENTS:
+        return (Q(team__in=Recipient.objects.filter(pk__in=ids).values("team_id"))
+                | Q(team__in=Share.objects.filter(recipients__in=ids).values("team_id")))
+    return (Q(team__in=Share.objects.filter(pk__in=ids).values("team_id"))
+            | Q(team__in=Recipient.objects.filter(share__in=ids).values("team_id")))
+
+
 def record_event(kind: str, ids: list[int], occasion: str) -> None:
-    """The sink: in the caller's transaction. One query when no endpoint listens to ``kind``."""
-    endpoints = [e for e in WebhookEndpoint.objects.only("pk", "team_id", "events") if kind in e.events]
+    """The sink: in the caller's transaction. One query when no endpoint of the teams concerned listens."""
+    endpoints = [e for e in WebhookEndpoint.objects.filter(_teams_concerned(kind, ids)).only("pk", "team_id", "events")
+                 .order_by() if kind in e.events]
     if not endpoints:
         return
     subjects = payloads.subjects(kind, ids)
