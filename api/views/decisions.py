@@ -29,7 +29,7 @@ from transfers import errors, selectors
 from transfers.forms import DecisionForm
 from transfers.services import reconcile
 from transfers.services import requests as share_requests
-from transfers.views.decisions import CANCELLED, REEXPORTING, REJECTED, _approved
+from transfers.views.decisions import CANCELLED, REEXPORTING, REJECTED, approved_message
 
 TWO_FACTOR = "two_factor_required"
 
@@ -98,7 +98,7 @@ class _Decide(TeamAPIView):
 
 class ShareApprove(_Decide):
     service = staticmethod(share_requests.share_approve)
-    done = staticmethod(_approved)
+    done = staticmethod(approved_message)
 
     @_action_schema("shares_approve", DecisionIn, two_factor=True)
     def post(self, request, share_id):

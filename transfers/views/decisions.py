@@ -72,7 +72,7 @@ def _decide(request, access, share_id, *, service, done: str | Callable[[Share],
     return _back(access, share)
 
 
-def _approved(share: Share) -> str:
+def approved_message(share: Share) -> str:
     """What the approval starts: an export, copies within the Region, or both."""
     recipients = list(share.recipients.all())
     if not methods.needs_export(recipients):
@@ -83,7 +83,7 @@ def _approved(share: Share) -> str:
 @team_view(Capability.APPROVE)
 @require_POST
 def share_approve(request, access, share_id):
-    return _decide(request, access, share_id, service=share_requests.share_approve, done=_approved)
+    return _decide(request, access, share_id, service=share_requests.share_approve, done=approved_message)
 
 
 @team_view(Capability.APPROVE)
