@@ -263,6 +263,19 @@ class Recipient(models.Model):
     def region(self) -> str:
         return self.external_region if self.kind == self.Kind.EXTERNAL else self.target_account.region
 
+    def get_state_display(self) -> str:
+        """A recipient copied in the source's Region waits for a launch permission, not an export."""
+        if self.state == self.State.WAITING and self.method in _WAITING_FOR:
+            return _WAITING_FOR[self.method]
+        return self.State(self.state).label
+
+
+_WAITING_FOR = {
+    Recipient.Method.LAUNCH_PERMISSION: "Waiting for the launch permission",
+    Recipient.Method.PERMISSION_ONLY: "Waiting for the launch permission",
+    Recipient.Method.DIRECT: "Waiting to copy",
+}
+
 
 class LaunchGrant(models.Model):
     """Launch permission on a share's source image, given by the source account to one OUTSCALE
