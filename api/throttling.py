@@ -11,5 +11,5 @@ class TokenRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request, view):
         if isinstance(request.auth, ApiToken):
-            return self.cache_format % {"scope": self.scope, "ident": f"t{request.auth.pk}"}
+            return self.cache_format % {"scope": self.scope, "ident": f"t{request.auth.public_id}"}
         return self.cache_format % {"scope": self.scope, "ident": f"ip{self.get_ident(request)}"}

@@ -8,7 +8,7 @@ from django.utils.functional import cached_property
 from accounts.access import deny_access
 from audit.models import AuditEvent
 from audit.recorder import AuditTarget, record
-from review.views import NOT_COMPLIANCE, _recordable
+from review.views import NOT_COMPLIANCE, recordable
 
 ESTIMATE_ABOVE = 100_000  # rows; below this an exact COUNT(*) is cheap enough
 
@@ -77,7 +77,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         self._require_compliance(request)
         record(action="audit.read", target=AuditTarget("audit.trail", "all", "Audit trail of every team"),
-               details={"view": "admin-list", "filters": _recordable(request.GET.dict())})
+               details={"view": "admin-list", "filters": recordable(request.GET.dict())})
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -57,6 +57,9 @@ class _TeamChoice(forms.ModelChoiceField):
             raise forms.ValidationError(UNKNOWN_TEAM, code="invalid_choice") from None
 
 
+SEQ_MAX = 2**63 - 1  # AuditEvent.seq is a bigint: a cursor past it is a form error, not a database one
+
+
 class AuditFilterForm(forms.Form):
     team = _TeamChoice(queryset=Team.objects.order_by("name"), to_field_name="public_id", required=False,
                        empty_label="Every team", error_messages={"invalid_choice": UNKNOWN_TEAM})
@@ -76,8 +79,8 @@ class AuditFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=100, min_length=MIN_TEXT, label="Text",
                         help_text="Contains, in the target, the actor's name or the action.")
     # Cursors: validated here with the rest, never rendered as inputs.
-    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
-    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    before = forms.IntegerField(required=False, min_value=1, max_value=SEQ_MAX, widget=forms.HiddenInput)
+    after = forms.IntegerField(required=False, min_value=0, max_value=SEQ_MAX, widget=forms.HiddenInput)
 
     FILTER_FIELDS = ("team", "actor", "action", "outcome", "target_type", "target_id", "date_from", "date_to", "q")
 

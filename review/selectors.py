@@ -93,7 +93,7 @@ def _filtered(qs: QuerySet, filters: AuditFilters) -> QuerySet:
         qs = qs.filter(target_id=filters.target_id)
     if filters.date_from:
         qs = qs.filter(occurred_at__gte=_day_start(filters.date_from))
-    if filters.date_to:
+    if filters.date_to and filters.date_to < date.max:  # the last day there is ends nothing
         qs = qs.filter(occurred_at__lt=_day_start(filters.date_to + timedelta(days=1)))
     if filters.q:
         qs = qs.filter(Q(target_label__icontains=filters.q) | Q(actor_name__icontains=filters.q)

@@ -59,7 +59,7 @@ def _integrity():
     return latest_status()
 
 
-def _recordable(params: dict) -> dict:
+def recordable(params: dict) -> dict:
     """Filters as typed by the reviewer, minus anything the audit guard would refuse to store."""
     out = {}
     for key, value in params.items():
@@ -72,7 +72,7 @@ def _recordable(params: dict) -> dict:
     return out
 
 
-def _trail_target(access: TeamAccess | None) -> AuditTarget:
+def trail_target(access: TeamAccess | None) -> AuditTarget:
     if access is None:
         return AuditTarget("audit.trail", "all", "Audit trail of every team")
     return AuditTarget("audit.trail", str(access.team.public_id), f"Audit trail of {access.team.name}")
@@ -106,8 +106,8 @@ def _event_list(request, access: TeamAccess | None):
     cursor = {key: form.cleaned_data[key] for key in ("before", "after") if form.cleaned_data.get(key) is not None}
     page = selectors.event_page(_scope_qs(access, filters), bounded=filters.bounded, **cursor)
     params = filters.as_params()
-    record(action="audit.read", team=access.team if access else filters.team, target=_trail_target(access),
-           details={"view": "list", "filters": _recordable(params), "cursor": cursor})
+    record(action="audit.read", team=access.team if access else filters.team, target=trail_target(access),
+           details={"view": "list", "filters": recordable(params), "cursor": cursor})
     return render(request, "audit/event_list.html", {**context, "page": page, "filters": filters,
                                                      "params": params})
 
@@ -152,8 +152,8 @@ def _event_download(request, access: TeamAccess | None):
     params = filters.as_params()
     team = access.team if access else filters.team
     scope = (slugify(team.name) or str(team.public_id)) if team else "all"
-    record(action="audit.exported", team=team, target=_trail_target(access),
-           details={"format": fmt, "filters": _recordable(params), "head_seq": head[0]})
+    record(action="audit.exported", team=team, target=trail_target(access),
+           details={"format": fmt, "filters": recordable(params), "head_seq": head[0]})
     return downloads.download_response(_scope_qs(access, filters), fmt=fmt, head=head, scope=scope)
 
 

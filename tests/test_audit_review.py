@@ -612,3 +612,10 @@ def test_postgresqls_copy_leaves_a_time_bc_empty_and_the_export_check_names_the_
     result = download_verify.verify_download(path)
     assert not result.ok and result.first_bad_seq == 2, result
 
+
+
+@pytest.mark.parametrize("query", [{"before": str(2**63)}, {"after": str(2**63)}, {"date_to": "9999-12-31"},
+                                   {"date_from": "9999-12-31", "date_to": "9999-12-31"}])
+def test_extreme_filters_are_answered_not_a_server_error(query, world, trail, login):
+    response = login(world.admin).get(_list_url(world.alpha), query)
+    assert response.status_code in (200, 400)

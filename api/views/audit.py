@@ -28,7 +28,7 @@ from audit.integrity import latest_status
 from audit.recorder import AuditTarget, record
 from review import selectors
 from review.forms import BOTH_CURSORS, DATES_INVERTED, AuditFilterForm
-from review.views import _recordable, _trail_target
+from review.views import recordable, trail_target
 
 MAX_PAGE_SIZE = 100
 MAX_SEQ = 2**63 - 1  # seq is a bigint, and the audit.read event records the cursor as one
@@ -176,8 +176,8 @@ class AuditEventList(TeamAPIView):
         page = selectors.event_page(selectors.event_list_for_team(team=team, filters=filters),
                                     bounded=filters.bounded, size=size, window=selectors.SCAN_WINDOW,
                                     **cursor)
-        record(action="audit.read", team=team, target=_trail_target(self.access),
-               details={"view": "list", "filters": _recordable(filters.as_params()), "cursor": cursor})
+        record(action="audit.read", team=team, target=trail_target(self.access),
+               details={"view": "list", "filters": recordable(filters.as_params()), "cursor": cursor})
         older, newer = _links(request, page)
         return Response({"next": older, "previous": newer, "searched": list(page.searched) if page.searched else None,
                          "results": AuditEventSerializer(page.events, many=True).data})
