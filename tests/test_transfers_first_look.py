@@ -1,0 +1,311 @@
+"""Issue 16's same-Region goal: a copy is seen soon after it ends, and the grant job starts it.
+
+- The first look at a copy goes where similar copies ended (transfers/services/copy_looks.py),
+  bounded, then a look every step around that end, then the usual backoff; with too little
+  history, the grid's looks stand.
+- The grant job goes straight on to the copy (no start job in between), takes other shares'
+  waiting grants along, and every exactly-once rule holds: one CreateImage per recipient, one
+  UpdateImage addition per share, the permission removed once.
+
+Real sandbox over HTTP, real database commits; the timing test runs a real worker process with its
+scheduler, at a sweep_min (20 s) that the grid's first look could not hide behind.
+alpha (the source) and gamma are in eu-west-2 (tests/transfer_world.py).
+"""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from tests import workers
+from tests.transfer_world import approve, request_share
+from transfers.models import LaunchGrant, Recipient, Share
+from transfers.services import copy_looks, grants, reconcile
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ALPHA, GAMMA = "111122223333", "333344445555"
+
+
+@pytest.fixture
+def shipped_looks(flow, settings):
+    """The looks' settings as shipped (the flow fixture makes them fast), and no history read yet."""
+    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 5.0
+    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 60.0
+    flow.dest.auto_accept_incoming = True
+    flow.dest.save()
+    copy_looks.forget()
+    yield
+    copy_looks.forget()
+
+
+def _past_copies(flow, cloud, seconds, *, size, interval=1.0):
+    """Copies by launch permission completed a while ago, each ``seconds`` from its create to its
+    completion, the last look ``interval`` after the one before (as the portal leaves them)."""
+    share = request_share(flow, cloud, accounts=[flow.gamma], copy_name="past-copies")
+    Share.objects.filter(pk=share.pk).update(source_facts={**share.source_facts, "size_gib": size})
+    past = Recipient.objects.get(share=share)
+    done = timezone.now() - timedelta(hours=1)
+    Recipient.objects.bulk_create([
+        Recipient(share=share, kind=past.kind, team=past.team, target_account=past.target_account,
+                  bound_account_id=past.bound_account_id, bound_region=past.bound_region, method=past.method,
+                  state=Recipient.State.COMPLETED, started_at=done - timedelta(seconds=s), completed_at=done,
+                  poll_interval=interval) for s in seconds])
+    past.delete()
+    copy_looks.forget()
+
+
+def _size(share) -> int:
+    return share.source_facts["size_gib"]
+
+
+def _scheduled_sweeps() -> list[str]:
+    queue = workers.queues()[0]  # poll
+    return [job_id for job_id in queue.scheduled_job_registry.get_job_ids() if job_id.startswith("import-sweep-")]
+
+
+def _queued(prefix: str) -> list[str]:
+    ids = []
+    for queue in workers.queues():
+        ids += [i for i in queue.job_ids + queue.scheduled_job_registry.get_job_ids() if i.startswith(prefix)]
+    return ids
+
+
+def _first_look_after_create(recipient) -> float:
+    recipient.refresh_from_db()
+    return (recipient.next_poll_at - recipient.started_at).total_seconds()
+
+
+# --- where the first look goes -------------------------------------------------------------------
+
+
+def test_a_copy_without_enough_similar_history_is_looked_at_on_the_grid(flow, cloud, shipped_looks):
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    # Two similar copies, and plenty of another size (half to twice is similar): not enough to say.
+    _past_copies(flow, cloud, [30, 31], size=_size(share))
+    _past_copies(flow, cloud, [30] * 5, size=_size(share) * 5)
+    assert copy_looks.plan_for(_size(share)) is None
+    approve(flow, share)
+    grants.grants_add(share_id=share.public_id)
+    recipient = Recipient.objects.get(share=share)
+    assert _first_look_after_create(recipient) == pytest.approx(5.0, abs=0.01)
+    assert recipient.poll_interval == 5.0
+    assert all(not job_id.endswith("s") for job_id in _scheduled_sweeps())  # the 5 s grid's cells
+
+
+def test_the_first_look_goes_where_similar_copies_ended(flow, cloud, shipped_looks):
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    # Seen 41-51 s after their creates, a second after the look before: they ended after 40-50 s.
+    _past_copies(flow, cloud, [41, 42, 44, 46, 51], size=_size(share))
+    plan = copy_looks.plan_for(_size(share))
+    assert (plan.expected, plan.count) == (43.0, 5)
+    assert plan.step == pytest.approx(43 / 20)  # a twentieth of the expected time
+    assert plan.first == pytest.approx(40 - 43 / 20)  # a step before the fastest tenth ended
+    assert plan.last == pytest.approx(50 + 43 / 20)  # a step after the slowest tenth ended
+    approve(flow, share)
+    grants.grants_add(share_id=share.public_id)  # grants, then copies in the same job
+    recipient = Recipient.objects.get(share=share)
+    created = AuditEvent.objects.get(action="import.started").occurred_at
+    assert abs((recipient.started_at - created).total_seconds()) < 1  # a copy's clock starts at its create
+    assert _first_look_after_create(recipient) == pytest.approx(plan.first, abs=0.01)
+    assert recipient.poll_interval == pytest.approx(plan.step)
+    # Its sweep is booked on a grid of whole seconds as fine as the step, at the start of the cell.
+    sweeps = [job_id for job_id in _scheduled_sweeps() if job_id.endswith("-2s")]
+    due = (recipient.next_poll_at.timestamp() // 2)
+    assert sweeps == [f"import-sweep-{flow.gamma.public_id}-{int(due)}-2s"]
+
+
+def test_the_first_look_stays_within_bounds(flow, cloud, shipped_looks):
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    _past_copies(flow, cloud, [0.2, 0.3, 0.3], size=_size(share), interval=0.1)
+    fast = copy_looks.plan_for(_size(share))
+    assert (fast.first, fast.step) == (copy_looks.LOOK_FLOOR, copy_looks.LOOK_FLOOR)  # not below rq's second
+    Recipient.objects.filter(state=Recipient.State.COMPLETED).delete()
+    _past_copies(flow, cloud, [20 * 3600, 21 * 3600, 22 * 3600], size=_size(share))
+    slow = copy_looks.plan_for(_size(share))
+    assert slow.first == copy_looks.FIRST_LOOK_MAX  # a history of stuck copies does not put it off for a day
+    assert slow.step == 60.0  # never more than sweep_max apart
+    # Widely spread copies widen the step, so the window holds at most WINDOW_LOOKS looks.
+    Recipient.objects.filter(state=Recipient.State.COMPLETED).delete()
+    _past_copies(flow, cloud, [10, 20, 300, 600, 900], size=_size(share))
+    spread = copy_looks.plan_for(_size(share))
+    assert (spread.last - spread.first) / spread.step <= copy_looks.WINDOW_LOOKS + 2
+
+
+def test_a_pending_look_keeps_to_the_plan_then_backs_off(flow, cloud, shipped_looks):
+    cloud.set_durations(copy_seconds=300)  # the copy stays pending throughout
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    _past_copies(flow, cloud, [41, 42, 44, 46, 51], size=_size(share))
+    plan = copy_looks.plan_for(_size(share))
+    approve(flow, share)
+    grants.grants_add(share_id=share.public_id)
+    recipient = Recipient.objects.get(share=share)
+
+    def look_at(elapsed):
+        # As if ``elapsed`` seconds had passed since the create, and the row were due now.
+        now = timezone.now()
+        Recipient.objects.filter(pk=recipient.pk).update(started_at=now - timedelta(seconds=elapsed), next_poll_at=now)
+        from transfers.services import import_sweeps
+        import_sweeps.import_sweep(account_id=flow.gamma.public_id)
+        recipient.refresh_from_db()
+        assert recipient.state == Recipient.State.IMPORTING
+        return recipient.poll_interval, (recipient.next_poll_at - timezone.now()).total_seconds()
+
+    # Looked at early (riding with another row's look): its first look stays where it was.
+    interval, ahead = look_at(10)
+    assert interval == pytest.approx(plan.step) and ahead == pytest.approx(plan.first - 10, abs=1)
+    interval, ahead = look_at(45)  # inside the window: a step later
+    assert interval == pytest.approx(plan.step) and ahead == pytest.approx(plan.step, abs=1)
+    interval, ahead = look_at(60)  # past it: the usual backoff, from the step
+    assert interval == pytest.approx(plan.step * 1.5) and ahead == pytest.approx(plan.step * 1.5, abs=1)
+    interval, _ = look_at(70)
+    assert interval == pytest.approx(plan.step * 1.5 * 1.5)
+
+
+# --- the grant job starts the copy --------------------------------------------------------------
+
+
+def test_the_grant_job_starts_the_copy_itself_once(flow, cloud, oapi, shipped_looks):
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    approve(flow, share)
+    grants.grants_add(share_id=share.public_id)
+    recipient = Recipient.objects.get(share=share)
+    assert recipient.state == Recipient.State.IMPORTING and recipient.image_id
+    assert _queued("import-start-") == []  # no job between the grant and the copy
+    assert cloud.counters(GAMMA).get("CreateImage") == 1
+    # The share's own job again, and a start job a reconciler might have queued: nothing more.
+    grants.grants_add(share_id=share.public_id)
+    from transfers import jobs
+    jobs.import_start_job(str(recipient.public_id))
+    assert cloud.counters(GAMMA).get("CreateImage") == 1 and cloud.counters(ALPHA).get("UpdateImage") == 1
+    cloud.set_durations(copy_seconds=0.1)
+    Recipient.objects.filter(pk=recipient.pk).update(next_poll_at=timezone.now())
+    workers.run_jobs(until=lambda: LaunchGrant.objects.get(share=share).state == LaunchGrant.State.REVOKED)
+    assert Recipient.objects.get(pk=recipient.pk).state == Recipient.State.COMPLETED
+    assert cloud.counters(GAMMA).get("CreateImage") == 1 and cloud.counters(ALPHA).get("UpdateImage") == 2
+    assert AuditEvent.objects.filter(action="grant.added").count() == 1
+    assert AuditEvent.objects.filter(action="grant.removed").count() == 1
+    assert oapi("alpha").ReadImages(Filters={"ImageIds": [share.source_image_id]})["Images"][0][
+        "PermissionsToLaunch"]["AccountIds"] == []
+
+
+def test_a_burst_of_approvals_is_granted_and_copied_once_each_by_jobs_racing(flow, cloud, shipped_looks):
+    shares = [request_share(flow, cloud, accounts=[flow.gamma], copy_name=f"burst-{i}") for i in range(4)]
+    for share in shares:
+        approve(flow, share)
+    # Two workers take two of the shares' jobs at once; each takes the other waiting grants along.
+    cloud.faults.configure(hold_seconds=0.5, hold_actions={"UpdateImage"})
+    start = threading.Barrier(2)
+
+    def job(share):
+        try:
+            start.wait()
+            grants.grants_add(share_id=share.public_id)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=job, args=(share,)) for share in shares[:2]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cloud.faults.reset()
+    for share in shares:  # the shares' own jobs, when their turn comes: nothing left to do
+        grants.grants_add(share_id=share.public_id)
+    copies = Recipient.objects.filter(share__in=shares)
+    assert set(copies.values_list("state", flat=True)) == {Recipient.State.IMPORTING}
+    assert all(copies.values_list("image_id", flat=True))
+    assert cloud.counters(GAMMA).get("CreateImage") == 4  # one per recipient
+    assert cloud.counters(ALPHA).get("UpdateImage") == 4  # one addition per share
+    assert AuditEvent.objects.filter(action="grant.added").count() == 4
+    assert set(LaunchGrant.objects.filter(share__in=shares).values_list("attempts", flat=True)) == {1}
+    assert _queued("import-start-") == []
+
+
+def test_a_worker_dying_between_a_riders_grant_and_its_copy_is_put_back_by_the_reconciler(
+        flow, cloud, oapi, shipped_looks, settings, monkeypatch):
+    settings.OMIPORTAL_RECONCILE_GRACE_SECONDS = 0
+    shares = [request_share(flow, cloud, accounts=[flow.gamma], copy_name=f"crash-{i}") for i in range(2)]
+    for share in shares:
+        approve(flow, share)
+    from transfers.services import import_starts
+
+    def worker_dies(**_):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(import_starts, "copies_start", worker_dies)
+    with pytest.raises(SystemExit):  # the first share's job: both grants recorded, then the worker dies
+        grants.grants_add(share_id=shares[0].public_id)
+    monkeypatch.undo()
+    workers.flush()
+    granted = LaunchGrant.objects.filter(share__in=shares, state=LaunchGrant.State.GRANTED)
+    assert granted.count() >= 1 and cloud.counters(GAMMA).get("CreateImage") is None
+    # A rider whose grant the dead job had claimed but not made is held by its lease, as any start
+    # a killed worker was inside: once that has run out, the reconciler puts it back.
+    LaunchGrant.objects.filter(share__in=shares, state=LaunchGrant.State.GRANTING).update(
+        next_poll_at=timezone.now() - timedelta(seconds=1))
+    reconcile.reconcile()
+    cloud.set_durations(copy_seconds=0.1)
+    workers.run_jobs(until=lambda: set(LaunchGrant.objects.filter(share__in=shares).values_list("state", flat=True))
+                     == {LaunchGrant.State.REVOKED}, timeout=60)
+    assert set(Recipient.objects.filter(share__in=shares).values_list("state", flat=True)) == {
+        Recipient.State.COMPLETED}
+    assert cloud.counters(GAMMA).get("CreateImage") == 2
+    assert oapi("alpha").ReadImages(Filters={"ImageIds": [shares[0].source_image_id]})["Images"][0][
+        "PermissionsToLaunch"]["AccountIds"] == []
+
+
+# --- with a real worker and its scheduler -------------------------------------------------------
+
+
+@pytest.fixture
+def slow_grid_worker(flow, cloud, tmp_path):
+    """A real worker whose grid's first look would come 20 s after a create."""
+    pace = {"OMIPORTAL_SWEEP_MIN_SECONDS": 20, "OMIPORTAL_SWEEP_MAX_SECONDS": 60,
+            "OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS": 0, "OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS": 0}
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = workers.start_worker(workers.worker_env(
+            cloud, OMIPORTAL_AUDIT_CHECKPOINT_DIR=tmp_path / "worker-checkpoints", **pace), stdout=out)
+        try:
+            yield log
+        finally:
+            workers.kill_tree(proc)
+
+
+def test_a_real_worker_sees_the_copy_within_a_second_or_two_of_its_end(
+        flow, cloud, shipped_looks, slow_grid_worker, monkeypatch, wait_for):
+    cloud.set_durations(copy_seconds=3.0)
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    _past_copies(flow, cloud, [4.0] * 5, size=_size(share))  # ended 3 s after their creates
+    seen: dict[str, float] = {}
+    ready: dict[str, float] = {}  # when the sandbox makes each copy available (it forgets once it has)
+    call = cloud.oapi.call
+
+    def noting(account, action, params, *args, **kwargs):
+        body = call(account, action, params, *args, **kwargs)
+        if action == "CreateImage":
+            image_id = body["Image"]["ImageId"]
+            ready[image_id] = cloud.world.images[image_id].ready_at
+        elif action == "ReadImages":
+            for image in body.get("Images") or []:
+                if image.get("State") == "available":
+                    seen.setdefault(image["ImageId"], time.monotonic())
+        return body
+
+    monkeypatch.setattr(cloud.oapi, "call", noting)
+    wait_for(lambda: workers.pending_jobs(), lambda n: n == 0, timeout=30)  # the pre-flight checks ran
+    approve(flow, share)
+    recipient = wait_for(lambda: Recipient.objects.get(share=share),
+                         lambda r: r.state == Recipient.State.COMPLETED, timeout=30, interval=0.1)
+    lag = seen[recipient.image_id] - ready[recipient.image_id]
+    # The grid would have looked 20 s after the create; the plan looks a second apart from 2 s on.
+    assert 0 <= lag < 2.5, lag
+    wait_for(lambda: LaunchGrant.objects.get(share=share).state, lambda s: s == LaunchGrant.State.REVOKED,
+             timeout=30, interval=0.1)
+    assert cloud.counters(GAMMA).get("CreateImage") == 1 and cloud.counters(ALPHA).get("UpdateImage") == 2
+    assert "import-start-" not in slow_grid_worker.read_text()  # the grant job started the copy
