@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts import views as account_views
+from api.problems import not_found
 
 urlpatterns = [
     path("login/", account_views.LoginView.as_view(), name="login"),
@@ -24,4 +25,4 @@ urlpatterns = [
 ]
 
 handler500 = "omiportal.views.server_error"
-handler404 = "api.problems.not_found"  # a problem under /api/, Django's page elsewhere
+handler404 = not_found  # a problem under /api/, Django's page elsewhere

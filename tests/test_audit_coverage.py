@@ -14,6 +14,7 @@ import pytest
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
 from django.contrib.auth.models import Group, Permission
+from django.db import transaction
 from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
@@ -22,14 +23,16 @@ from django_otp.plugins.otp_totp import models as totp_models
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import CloudAccount, Membership, Team, User
+from api.models import ApiToken
 from audit.models import AuditEvent
 from audit.recorder import record
 from audit.verify import verify_chain
 from tests import factories, workers
 from tests.test_authz import MATRIX
 from tests.transfer_world import image_id, make_transfer_world
-from transfers import jobs
+from transfers import events, jobs
 from transfers.models import Export, LaunchGrant, Recipient, Share
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,6 +47,9 @@ TRACKED = {
     Share: ["state", "decided_by_id", "export_id"],
     Export: ["state", "task_id", "copy_image_id", "cleaned_at"],
     Recipient: ["state", "image_id", "attempt"],
+    WebhookEndpoint: ["url", "description", "events", "secret_sealed", "previous_secret_sealed"],
+    WebhookDelivery: ["state", "tries"],
+    ApiToken: ["kind", "role", "expires_at", "revoked_at"],
 }
 AUTH_POSTS = {"login", "logout", "password_change", "password_reset", "password_reset_confirm",
               "accounts:team-list", "accounts:member-list", "accounts:twofactor-confirm", "accounts:twofactor-verify",
@@ -103,7 +109,7 @@ def _totp_code(device, at):
     return f"{totp.token():06d}"
 
 
-def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
+def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch, settings):
     w, client, post, posted, exercised_jobs = walk
     src, dst = _team(w, w.source), _team(w, w.dest)
     epsilon = cloud.account("epsilon")
@@ -152,6 +158,9 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     assert CloudAccount.objects.get(pk=eps.pk).ownership_confirmed_by_id == w.src_approver.pk
     client.force_login(w.src_admin)
     post("accounts:account-delete", account_id=eps.public_id, **src)
+    # API tokens: the team's service token made, then revoked.
+    post("api:token-create", {"name": "ci", "kind": "service", "role": "member", "days": 30, "once": "walk"}, **src)
+    post("api:token-revoke", token_id=ApiToken.objects.get(name="ci").public_id, **src)
 
     # Shares: request three (one cancelled, one rejected, one approved with an external recipient).
     def request(copy_name, externals=(), accounts=None, image="alpha-web-2025.01", **extra):
@@ -243,6 +252,25 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch):
     post("transfers:share-reexport", share_id=stale.public_id, **src)
     workers.run_jobs(until=lambda: Share.objects.get(pk=stale.pk).state == "ready")
 
+    # Webhooks: an endpoint added, changed, its secret rotated, a message sent again, the endpoint deleted.
+    settings.OMIPORTAL_WEBHOOK_ALLOW_HOSTS = ["127.0.0.1"]
+    settings.OMIPORTAL_WEBHOOK_RETRY_SECONDS = []  # nothing listens on port 9: the first attempt fails for good
+    client.force_login(w.src_admin)
+    hook = {"url": "http://127.0.0.1:9/hooks", "description": "ci", "events": ["share.requested"]}
+    post("webhooks:endpoint-create", hook, **src)
+    endpoint = WebhookEndpoint.objects.get(team=w.source)
+    post("webhooks:endpoint-edit", {**hook, "events": ["share.requested", "share.approved"]},
+         endpoint_id=endpoint.public_id, **src)
+    post("webhooks:endpoint-rotate", endpoint_id=endpoint.public_id, **src)
+    with transaction.atomic():
+        events.emit("share.requested", [stale.pk])
+    workers.run_jobs(until=lambda: WebhookDelivery.objects.filter(endpoint=endpoint, state="failed").exists())
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    post("webhooks:delivery-redeliver", endpoint_id=endpoint.public_id, delivery_id=delivery.public_id, **src)
+    assert WebhookDelivery.objects.get(pk=delivery.pk).state == "pending"
+    post("webhooks:endpoint-delete", endpoint_id=endpoint.public_id, **src)
+    client.force_login(w.src_member)
+
     # Passwords and signing out.
     post("password_change", {"old_password": factories.PASSWORD, "new_password1": "another long passphrase",
                              "new_password2": "another long passphrase"})
@@ -277,6 +305,8 @@ ADMIN_TRACKED = {
     AccessAttempt: ["username", "failures_since_start"],
     AccessLog: ["username"],
     AccessFailureLog: ["username", "locked_out"],
+    WebhookEndpoint: ["url", "description", "events", "secret_sealed"],
+    WebhookDelivery: ["state", "payload", "msg_id"],
 }
 
 
@@ -295,6 +325,8 @@ def _tampered(value):
 
 def _admin_objects(world):
     seen = {"ip_address": "198.51.100.9", "user_agent": "t", "http_accept": "*/*", "path_info": "/login/"}
+    endpoint = WebhookEndpoint.objects.create(team=world.alpha, url="https://hooks.example.com/omi",
+                                              events=["share.approved"], secret_sealed="never opened here")
     return {
         User: world.approver, Team: world.alpha, CloudAccount: factories.make_cloud_account(world.alpha),
         Group: Group.objects.create(name="ops"), TOTPDevice: TOTPDevice.objects.create(user=world.approver),
@@ -302,6 +334,10 @@ def _admin_objects(world):
         AccessLog: AccessLog.objects.create(username=world.approver.email, **seen),
         AccessFailureLog: AccessFailureLog.objects.create(username=world.approver.email, locked_out=True, **seen),
         AuditEvent: record(action="share.requested", actor=world.member, team=world.alpha),
+        WebhookEndpoint: endpoint,
+        WebhookDelivery: WebhookDelivery.objects.create(endpoint=endpoint, event_type="share.approved", event_key="k",
+                                                        subject_id=endpoint.public_id, msg_id="msg_admin",
+                                                        payload="{}"),
     }
 
 

@@ -13,11 +13,14 @@ from django.utils import timezone
 from accounts.access import NotInTeam
 from accounts.models import CloudAccount, Membership
 from accounts.selectors import team_access_for_user
+from api.models import ApiToken
 from audit.models import AuditEvent
 from audit.recorder import record
 from tests import factories
+from tests.fixtures_api import make_token
 from transfers import selectors as transfer_selectors
 from transfers.models import LaunchGrant, Recipient, Share
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 # The matrix lives in tests/authz_matrix.json (rendered for auditors as docs/authorization-matrix.md by
 # tests/render_authz_matrix.py). team_urls: name -> methods and who may: "view" = any role,
@@ -80,8 +83,18 @@ def targets(world):
         grant = LaunchGrant.objects.create(share=share, account=account, image_id=share.source_image_id,
                                            grantee_account_id="333344445555", keep=True,
                                            state=LaunchGrant.State.GRANTED)
+        # A webhook endpoint with one delivered message: the objects of the webhooks:* URLs.
+        endpoint = WebhookEndpoint.objects.create(team=team, url="https://hooks.example.com/omi",
+                                                  events=["share.approved"], secret_sealed="never opened here")
+        delivery = WebhookDelivery.objects.create(endpoint=endpoint, event_type="share.approved", event_key="k",
+                                                  subject_id=share.public_id, msg_id=f"msg_{key}", payload="{}",
+                                                  state="delivered")
+        # The team's service token, made by its admin: the object of api:token-revoke.
+        admin = world.admin if key == "alpha" else world.outsider
+        token = make_token(admin, team, kind=ApiToken.Kind.SERVICE)[0]
         objects[key] = (account, membership, {"share": share, "recipient": incoming, "grant": grant,
-                                              "share_recipient": share.recipients.get(), "event": event})
+                                              "share_recipient": share.recipients.get(), "event": event,
+                                              "endpoint": endpoint, "delivery": delivery, "token": token})
     return objects
 
 
@@ -97,6 +110,12 @@ def _url(name, team, account, membership, objects):
         kwargs["recipient_id"] = objects["recipient"].public_id
     elif name.startswith("transfers:grant-"):
         kwargs["grant_id"] = objects["grant"].public_id
+    elif name.startswith("webhooks:"):
+        kwargs["endpoint_id"] = objects["endpoint"].public_id
+        if name == "webhooks:delivery-redeliver":
+            kwargs["delivery_id"] = objects["delivery"].public_id
+    elif name == "api:token-revoke":
+        kwargs["token_id"] = objects["token"].public_id
     elif name == "audit:event-detail":
         kwargs["event_id"] = objects["event"].public_id
     if "account-" in name:
@@ -108,7 +127,8 @@ def _url(name, team, account, membership, objects):
 
 def _snapshot():
     return tuple(list(model.objects.order_by("pk").values())
-                 for model in (CloudAccount, Membership, Share, Recipient, LaunchGrant))
+                 for model in (CloudAccount, Membership, Share, Recipient, LaunchGrant,
+                               WebhookEndpoint, WebhookDelivery, ApiToken))
 
 
 CASES = [(name, method) for name, (methods, _) in MATRIX.items() for method in methods]
@@ -301,6 +321,12 @@ def admin_objects(world):
         "otp_totp_totpdevice": TOTPDevice.objects.create(user=world.approver, name="phone").pk,
         "audit_auditevent": record(action="share.requested", actor=world.member, team=world.alpha).pk,
     }
+    endpoint = WebhookEndpoint.objects.create(team=world.alpha, url="https://hooks.example.com/omi",
+                                              events=["share.approved"], secret_sealed="never opened here")
+    objects["webhooks_webhookendpoint"] = endpoint.pk
+    objects["webhooks_webhookdelivery"] = WebhookDelivery.objects.create(
+        endpoint=endpoint, event_type="share.approved", event_key="k", subject_id=endpoint.public_id,
+        msg_id="msg_admin", payload="{}").pk
     objects["view_on_site"] = (ContentType.objects.get_for_model(world.alpha).pk, world.alpha.pk)
     return objects
 
