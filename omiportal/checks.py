@@ -89,6 +89,20 @@ def local_services_allowed_check(app_configs=None, **kwargs):
     return []
 
 
+WEBHOOK_HOSTS_ALLOWED = ("OMIPORTAL_WEBHOOK_ALLOW_HOSTS lets webhook endpoints reach {hosts}: addresses that "
+                         "endpoint URLs are otherwise refused (loopback, private networks).")
+WEBHOOK_HOSTS_ALLOWED_HINT = "Unset it outside tests, unless a receiver inside your network is meant to get them."
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def webhook_hosts_allowed_check(app_configs=None, **kwargs):
+    if not settings.DEBUG and settings.OMIPORTAL_WEBHOOK_ALLOW_HOSTS:
+        hosts = ", ".join(settings.OMIPORTAL_WEBHOOK_ALLOW_HOSTS)
+        return [checks.Warning(WEBHOOK_HOSTS_ALLOWED.format(hosts=hosts), hint=WEBHOOK_HOSTS_ALLOWED_HINT,
+                               id="omiportal.W011")]
+    return []
+
+
 def refuse_to_start_on_errors() -> None:
     """Raise SystemCheckError when a check fails, as manage.py commands do; nothing in DEBUG."""
     if settings.DEBUG:

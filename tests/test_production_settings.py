@@ -124,6 +124,14 @@ def test_allowing_local_services_skips_the_refusals_and_check_deploy_warns(produ
     assert _ids(production.local_services_allowed_check()) == ["omiportal.W010"]
 
 
+def test_a_webhook_host_allowance_is_warned_about_in_production(production_settings):
+    assert production.webhook_hosts_allowed_check() == []
+    production_settings.OMIPORTAL_WEBHOOK_ALLOW_HOSTS = ["127.0.0.1"]
+    assert _ids(production.webhook_hosts_allowed_check()) == ["omiportal.W011"]
+    production_settings.DEBUG = True
+    assert production.webhook_hosts_allowed_check() == []
+
+
 def test_refuse_to_start_raises_on_an_error_and_not_in_debug(production_settings, db):
     production_settings.OMIPORTAL_REDIS_EMBEDDED = True
     with pytest.raises(SystemCheckError, match="omiportal.E012"):
