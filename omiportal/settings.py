@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "omiportal.apps.PortalConfig",
     "api",
     "webhooks",
+    "distribution",
     "audit",
     "review",
     "sandbox",

@@ -20,7 +20,7 @@ from transfers.models import Share
 
 ROOT = Path(__file__).resolve().parent.parent
 # The packages that record events (outscale imports no app, so it records none).
-PRODUCT = ("omiportal", "api", "webhooks", "review", "transfers", "accounts", "audit")
+PRODUCT = ("omiportal", "api", "webhooks", "distribution", "review", "transfers", "accounts", "audit")
 REGISTRY = ROOT / "audit" / "actions.py"
 
 

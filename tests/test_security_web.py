@@ -267,7 +267,8 @@ def _called_names(tree) -> set[str]:
     return called
 
 
-APP_PACKAGES = ("accounts", "transfers", "review", "audit", "outscale", "bench", "omiportal", "webhooks")
+APP_PACKAGES = ("accounts", "transfers", "review", "audit", "outscale", "bench", "omiportal", "webhooks", "api",
+                "distribution")
 
 
 def _app_modules():
