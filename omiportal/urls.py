@@ -21,6 +21,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("transfers.urls")),
     path("", include("webhooks.urls")),
+    path("", include("distribution.urls")),
     path("", include("review.urls")),
 ]
 
