@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
+from django.views.decorators.cache import never_cache
 
 from accounts.access import refusals_recorded, require
 from accounts.roles import Capability
@@ -61,3 +62,17 @@ def _fields(access) -> dict:
 def _step_up(request, access, capability):
     messages.info(request, STEP_UP_MESSAGE.format(team=access.team.name))
     return redirect(step_up_redirect_url(request, access, capability))
+
+
+def secret_page(view):
+    """No cache, no referrer: for answers that show or take a secret (a manifest link, an API token,
+    a webhook signing secret)."""
+
+    @never_cache
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response["Referrer-Policy"] = "no-referrer"
+        return response
+
+    return wrapped

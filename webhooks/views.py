@@ -3,16 +3,14 @@
 Admins manage endpoints; every role reads the list and the log. A signing secret is shown once, in
 the answer to the POST that made it (never in a redirect, a session or a cache)."""
 
-from functools import wraps
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
-from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.decorators import team_view
+from accounts.decorators import secret_page, team_view
 from accounts.roles import Capability
 from webhooks import selectors, services
 from webhooks.forms import EndpointForm
@@ -25,18 +23,6 @@ SAVED = "Endpoint for {host} saved."
 DELETED = "Endpoint for {host} deleted, with its messages and their log."
 REDELIVERING = "{event} {msg_id} will be sent again to {host} (same webhook-id, a new attempt)."
 
-
-def secret_page(view):
-    """No cache, no referrer: for answers that show a signing secret."""
-
-    @never_cache
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
-        response["Referrer-Policy"] = "no-referrer"
-        return response
-
-    return wrapped
 
 
 def _refused(form, exc: ValidationError) -> None:

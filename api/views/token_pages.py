@@ -14,12 +14,11 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.access import require
-from accounts.decorators import team_view
+from accounts.decorators import secret_page, team_view
 from accounts.roles import Capability
 from api import tokens
 from api.forms import TokenCreateForm
 from api.models import ApiToken
-from transfers.views.incoming import secret_page
 
 PER_PAGE = 50
 # The hidden "once" values of forms that already made a token (a reload posts the form again).

@@ -2,19 +2,17 @@
 a manifest link to the source team for an external account. Links are bearer secrets: pages that
 show or take one are never cached and send no referrer."""
 
-from functools import wraps
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 import outscale
-from accounts.decorators import team_view
+from accounts.decorators import secret_page, team_view
 from accounts.roles import Capability
 from transfers import delivery, rules, selectors
 from transfers.forms import DeclineForm, LinkImportForm
@@ -27,18 +25,6 @@ DECLINED = "Declined: {name} will not be imported."
 RETRIED = "Import of {name} started again."
 LINK_IMPORT_STARTED = "Import of {name} into {account} started."
 
-
-def secret_page(view):
-    """No cache, no referrer: for responses that show or receive a manifest link."""
-
-    @never_cache
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
-        response["Referrer-Policy"] = "no-referrer"
-        return response
-
-    return wrapped
 
 
 def _back(request, access, recipient):
