@@ -260,6 +260,33 @@ def tag_resources(*, creds: Credentials, resource_ids: Iterable[str], tags: Mapp
     return CallResult(response.request_ids)
 
 
+def untag_resources(*, creds: Credentials, resource_ids: Iterable[str], tags: Mapping[str, str]) -> CallResult:
+    """Remove tags (DeleteTags). A tag is removed only where its value matches; an empty value
+    removes the key whatever its value. Removing a tag a resource does not carry is no error."""
+    ids = list(resource_ids)
+    if not ids or not tags:
+        raise ValueError("untag_resources needs at least one resource and one tag.")
+    response = oapi.call(creds, "DeleteTags", ResourceIds=ids,
+                         Tags=[{"Key": key, "Value": value} for key, value in tags.items()])
+    return CallResult(response.request_ids)
+
+
+def read_tagged_images(*, creds: Credentials, account_id: str, tag_keys: Iterable[str] = (),
+                       tags: Mapping[str, str] | None = None) -> ResultDict:
+    """The account's own images (any state) carrying one of ``tag_keys``, or one of ``tags``
+    (key and value), in one call per page; each with its tags (``facts.tags``)."""
+    filters: dict = {"AccountIds": [account_id]}
+    if tag_keys:
+        filters["TagKeys"] = sorted(set(tag_keys))
+    if tags:
+        filters["Tags"] = sorted(f"{key}={value}" for key, value in tags.items())
+    if len(filters) == 1:
+        raise ValueError("read_tagged_images needs tag keys or tags: the filter would match every image.")
+    raws, request_ids = _read_pages(creds, "ReadImages", "Images", Filters=filters)
+    return ResultDict(((raw["ImageId"], _image_state(raw, request_ids)) for raw in raws if raw.get("ImageId")),
+                      request_ids=request_ids)
+
+
 def find_export_task(*, creds: Credentials, bucket: str, prefix: str) -> ExportTask | None:
     """The export task writing under ``bucket``/``prefix`` (our deterministic prefix), if any.
 
