@@ -22,7 +22,7 @@ _EXPORTS = {
     "start_export": "images", "read_export_tasks": "images", "cancel_export": "images", "delete_image": "images",
     "find_export_task": "images", "PAGE_SIZE": "images",
     "tag_resources": "images", "untag_resources": "images", "read_tagged_images": "images",
-    "validate_image_name": "images",
+    "list_own_images": "images", "validate_image_name": "images",
     "grant_launch": "permissions", "revoke_launch": "permissions", "launch_permissions": "permissions",
     "LaunchPermissions": "permissions",
     "DESCRIPTION_MAX": "images", "DESCRIPTION_ROOM": "images", "ImageFacts": "results",

@@ -287,6 +287,24 @@ def read_tagged_images(*, creds: Credentials, account_id: str, tag_keys: Iterabl
                       request_ids=request_ids)
 
 
+def list_own_images(*, creds: Credentials, account_id: str, tag_keys: Iterable[str] = ()) -> ResultList:
+    """The account's own available images, in one call per page, each with its creation date and
+    tags: what a sweep matches families against (name patterns are matched by the caller, since
+    ``ImageNames`` takes exact names only). ``tag_keys`` narrows the answer to images carrying one
+    of them, when every family of the account matches by tag."""
+    filters: dict = {"AccountIds": [account_id], "States": ["available"]}
+    keys = sorted(set(tag_keys))
+    if keys:
+        filters["TagKeys"] = keys
+    raws, request_ids = _read_pages(creds, "ReadImages", "Images", Filters=filters)
+    return ResultList((ImageSummary(
+        image_id=raw.get("ImageId", ""), name=raw.get("ImageName", ""), account_id=raw.get("AccountId", ""),
+        relation=Relation.OWNED, state=raw.get("State", ""), description=scrub(raw.get("Description")),
+        architecture=raw.get("Architecture", "") or "", creation_date=raw.get("CreationDate", "") or "",
+        product_codes=tuple(raw.get("ProductCodes") or ()), facts=_image_facts(raw),
+    ) for raw in raws if raw.get("ImageId") and raw.get("AccountId") == account_id), request_ids=request_ids)
+
+
 def find_export_task(*, creds: Credentials, bucket: str, prefix: str) -> ExportTask | None:
     """The export task writing under ``bucket``/``prefix`` (our deterministic prefix), if any.
 
