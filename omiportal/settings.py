@@ -421,3 +421,9 @@ OTP_TOTP_THROTTLE_FACTOR = env.int("OMIPORTAL_TOTP_THROTTLE_FACTOR", default=1)
 OMIPORTAL_APPROVAL_STEP_UP_SECONDS = env.int("OMIPORTAL_APPROVAL_STEP_UP_SECONDS", default=300)
 # The admin never shows a device's secret or QR code: staff could otherwise make anyone's codes.
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# --- Distribution: standing approvals (distribution/services/approvals.py) ---
+# The longest a standing approval may run, and the most versions one may release: a signature
+# never allows automatic shares for ever.
+OMIPORTAL_STANDING_APPROVAL_MAX_DAYS = env.int("OMIPORTAL_STANDING_APPROVAL_MAX_DAYS", default=180)
+OMIPORTAL_STANDING_APPROVAL_MAX_VERSIONS = env.int("OMIPORTAL_STANDING_APPROVAL_MAX_VERSIONS", default=52)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -40,6 +41,22 @@ class ExternalRecipient:
     account_id: str
     region: str
     oos_user_id: str = ""  # its OOS user ID: in the source's Region, it is served by an object ACL
+
+
+@dataclass(frozen=True)
+class StandingDecision:
+    """An approval given in advance for this very request (the distribution app's standing
+    approvals): the share is created approved, decided by ``signer`` (never the requester: the
+    database's four-eyes constraint holds), with ``comment`` as the decision's words, and runs at
+    once like any approved share. ``label`` and ``digest`` name what was signed in the trail.
+    ``claim(share)`` runs in the share's transaction right after the share is saved; whatever it
+    raises undoes the share (the caller's exactly-once claim on what the share is for)."""
+
+    signer: object  # accounts.models.User
+    label: str
+    digest: str
+    comment: str
+    claim: Callable[[Share], None] | None = None
 
 
 def request_digest(share: Share, recipients: list[Recipient]) -> str:
@@ -113,7 +130,9 @@ def share_request(
     reason: str,
     licence_confirmed: bool,
     launch_permission_only: bool = False,
+    standing: StandingDecision | None = None,
 ) -> Share:
+    """``standing``: the request comes approved already (``StandingDecision``); nobody is asked."""
     require(access, Capability.REQUEST_SHARE)
     if source_account.team_id != access.team.pk:
         raise errors.ShareError(errors.ACCOUNT_NOT_VALID.format(label=source_account.label))
@@ -168,6 +187,10 @@ def share_request(
             # Without an approver the request is its own approval: the same lifetime, from now.
             approval_expires_at=None if needs_approval else rules.approval_expiry(team, start=now),
         )
+        if standing is not None:  # decided in advance: approved now, by its signer, with the usual lifetime
+            share.state, share.approval_deadline = Share.State.APPROVED, None
+            share.decided_by, share.decided_at, share.decision_comment = standing.signer, now, standing.comment
+            share.approval_expires_at = rules.approval_expiry(team, start=now)
         recipients = [
             Recipient(kind=Recipient.Kind.TEAM, team=a.team, target_account=a, image_name=copy_name,
                       bound_account_id=a.account_id, bound_region=a.region) for a in accounts
@@ -186,25 +209,33 @@ def share_request(
         share.source_facts = copy_facts.source_facts(image, allowlist=team.copy_tag_allowlist)
         share.digest = request_digest(share, recipients)
         share.save()
+        if standing is not None and standing.claim is not None:
+            standing.claim(share)  # first, before any other row is locked: a second claimant waits here
         for recipient in recipients:
             recipient.share = share
         Recipient.objects.bulk_create(recipients)
-        record(action="share.requested", actor=access.user, team=team, target=share, details={
+        # A standing approval's share is asked for by nobody at this moment: the system records it.
+        requested = {"standing_approval": standing.label} if standing is not None else {}
+        record(action="share.requested", actor=None if standing else access.user, team=team, target=share, details={
             "source_account": source_account.label, "image_id": image.image_id, "image_name": image.name,
             "relation": str(image.relation), "copy_name": copy_name, "licence_confirmed": True,
             "approval_required": needs_approval, "recipients": [r.label for r in recipients],
             "methods": [r.method for r in recipients], "launch_permission_only": launch_permission_only,
             "export_bucket": bucket, "source_account_id": source_account.account_id, "disk_format": share.disk_format,
             "bound": [[r.bound_account_id, r.bound_region] for r in recipients if r.kind == Recipient.Kind.TEAM],
-            "source_facts": share.source_facts,
+            "source_facts": share.source_facts, **requested,
         })
         events.emit("share.requested", [share.pk])
-        if not needs_approval:  # its own approval: the share runs now
+        if standing is not None:
+            record(action="share.approved", actor=None, team=team, target=share, details={
+                "comment": standing.comment, "standing_approval": standing.label,
+                "signed_by": standing.signer.display_name, "digest": standing.digest})
+        if not needs_approval or standing is not None:  # approved already: the share runs now
             events.emit("share.approved", [share.pk])
             _deliver(share)
         else:  # what would fail later, found before the approver decides (each team's keys in its own job)
             preflight.preflight_begin(share=share)
-    if needs_approval:
+    if needs_approval and standing is None:
         notifications.later("approval_needed", [share.pk])
     return share
 
