@@ -243,6 +243,8 @@ class InventoryEntry(models.Model):
     orphan = models.BooleanField(default=False)
     pinned = models.BooleanField(default=False)  # tagged omiportal:pinned in the cloud: retention never proposes it
     is_latest = models.BooleanField(default=False)  # carries the family's latest tag
+    # When the family (and, if newest, latest) tags were put on it: null while the tagging job is owed.
+    family_tagged_at = models.DateTimeField(null=True, blank=True)
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
@@ -251,11 +253,32 @@ class InventoryEntry(models.Model):
         ordering = ["-first_seen_at"]
         indexes = [models.Index(fields=["team", "-first_seen_at", "-id"], name="inventory_team_seen"),
                    models.Index(fields=["family", "account"], name="inventory_family_account"),
-                   models.Index(fields=["account", "cloud_state"], name="inventory_account_state")]
+                   models.Index(fields=["account", "cloud_state"], name="inventory_account_state"),
+                   # The copies whose tagging job is still owed: the sweep's safety net reads only those.
+                   models.Index(fields=["first_seen_at"], name="inventory_tag_owed",
+                                condition=Q(family__isnull=False, family_tagged_at__isnull=True))]
         constraints = [models.UniqueConstraint(fields=["account", "image_id"], name="inventoryentry_once")]
 
     def __str__(self):
         return f"{self.image_id} in {self.account}"
+
+
+class InventoryCheck(models.Model):
+    """When a recipient account's copies were last confirmed in the cloud, and when next: the
+    refresh's schedule lives in the database (Redis only carries the job), one lease at a time."""
+
+    account = models.OneToOneField(CloudAccount, on_delete=models.CASCADE, related_name="inventory_check")
+    due_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    images_seen = models.PositiveIntegerField(default=0)
+    message = models.CharField(max_length=500, blank=True)  # why the last refresh could not read the account
+
+    class Meta:
+        indexes = [models.Index(fields=["due_at"], name="inventorycheck_due")]
+
+    def __str__(self):
+        return f"inventory check of {self.account}"
 
 
 class RetentionPolicy(models.Model):
