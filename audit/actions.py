@@ -45,6 +45,7 @@ API_TOKEN = "api.apitoken"
 WEBHOOK = "webhooks.webhookendpoint"
 EVENT = "audit.auditevent"
 CHECKPOINT = "audit.checkpoint"
+INVENTORY_ENTRY = "distribution.inventoryentry"  # a copy in a recipient account, as the inventory knows it
 NONE = ""  # the event names no target (AuditEvent.target_type is blank)
 ANY = "*"  # whatever was refused: a team, a share, an account (or nothing, for a page)
 
@@ -75,6 +76,8 @@ GROUPS = {
     "twofactor": "Two-factor sign-in",
     "api_token": "API tokens",
     "webhook": "Webhooks",
+    "latest": "Latest pointer",
+    "inventory": "Inventory of copies",
     "access": "Refusals",
     "audit": "The audit trail",
 }
@@ -217,6 +220,18 @@ _DECLARED = (
            "signs too for a while).", (WEBHOOK,)),
     Action("webhook.redelivery_requested", "A team admin asked for a webhook message to be sent again (same "
            "webhook-id, a new attempt).", (WEBHOOK,)),
+    # The latest pointer and the inventory of copies (distribution/services/latest.py, inventory.py): calls made with
+    # the recipient account's own keys, in that account's team's trail.
+    Action("latest.moved", "A family's latest tag moved to a new version's copy in a recipient account (CreateTags "
+           "on it, DeleteTags on the previous latest copy; failed: the cloud refused the tags).", (INVENTORY_ENTRY,)),
+    Action("latest.kept", "An older version's copy completed after a newer one: it got the family tag only, and the "
+           "latest tag stayed on the newer copy (failed: the cloud refused the tag).", (INVENTORY_ENTRY,)),
+    Action("inventory.refreshed", "A recipient account's copies were confirmed in the cloud with one tag-filtered "
+           "ReadImages (counts in the details; failed: the account could not be read).", (CLOUD_ACCOUNT,)),
+    Action("inventory.copy_lost", "A copy the portal made was found deleted, or failed, in its account.",
+           (INVENTORY_ENTRY,)),
+    Action("inventory.orphan_found", "An image tagged by the portal, but unknown to it, was found in a recipient "
+           "account.", (INVENTORY_ENTRY,)),
     # Refusals and the trail itself.
     Action("access.denied", "Someone was refused a page or an action: a missing role, another team's "
            "object, a form without its CSRF token, too many requests.", (ANY,), denial=True),
