@@ -390,6 +390,13 @@ OMIPORTAL_WEBHOOK_SECRET_OVERLAP_HOURS = env.float("OMIPORTAL_WEBHOOK_SECRET_OVE
 # "link.expiring" is sent once this close to a manifest link's deadline.
 OMIPORTAL_WEBHOOK_LINK_WARNING_HOURS = env.float("OMIPORTAL_WEBHOOK_LINK_WARNING_HOURS", default=24.0)
 
+# --- Distribution: the inventory of copies (docs/distribution/inventory.md) ---
+# Each recipient account's copies are confirmed this often (one tag-filtered ReadImages per account).
+OMIPORTAL_INVENTORY_REFRESH_SECONDS = env.float("OMIPORTAL_INVENTORY_REFRESH_SECONDS", default=3600.0)
+if OMIPORTAL_INVENTORY_REFRESH_SECONDS < 60:
+    raise ImproperlyConfigured("OMIPORTAL_INVENTORY_REFRESH_SECONDS is at least 60: each refresh reads every "
+                               "recipient account.")
+
 # --- Audit checkpoints ---
 # Signed checkpoints of the audit chain head, stored outside the database (README: "Checkpoints
 # and verification"). Without a signing key they are off (a system check warns when not DEBUG).
