@@ -36,6 +36,11 @@ ACTION_MAX_LENGTH = 64  # AuditEvent.action
 SHARE = "transfers.share"
 RECIPIENT = "transfers.recipient"  # an import from a pasted link has no share
 EXPORT = "transfers.export"
+# Retention of a recipient team's copies of a family (distribution/services/retention*.py).
+RETENTION_POLICY = "distribution.retentionpolicy"
+RETENTION_RUN = "distribution.retentionrun"
+RETENTION_COPY = "distribution.inventoryentry"
+RETENTION_VERSION = "distribution.familyversion"
 CLOUD_ACCOUNT = "accounts.cloudaccount"
 TEAM = "accounts.team"
 MEMBERSHIP = "accounts.membership"
@@ -67,6 +72,7 @@ GROUPS = {
     "import": "Imports",
     "link": "Links",
     "grant": "Launch permissions",
+    "retention": "Retention of copies",
     "team": "Teams",
     "membership": "Members",
     "cloud_account": "Cloud accounts",
@@ -162,6 +168,27 @@ _DECLARED = (
            "OOS user ID given is another account's).", (SHARE,)),
     Action("link.acl_removed", "That read was taken back: the manifest's deadline passed or its files were "
            "deleted (failed: OOS kept refusing, and the portal stopped trying).", (SHARE,)),
+    # Retention (distribution/services/retention.py, retention_deletes.py): a recipient team's rule for a family's
+    # copies; a run proposes copies, an approver who did not set the rule confirms, then each is deleted once.
+    Action("retention.policy_created", "An approver or admin of a recipient team set a retention rule for a family's "
+           "copies in the team's accounts (keep the last N versions, delete after end of life).", (RETENTION_POLICY,)),
+    Action("retention.policy_changed", "A retention rule changed (the before/after are in the details); a run still "
+           "waiting for confirmation under the old rule was cancelled with it.", (RETENTION_POLICY,)),
+    Action("retention.end_of_life_set", "The source team set or cleared a family version's end-of-life date, after "
+           "which recipient teams' retention may propose its copies.", (RETENTION_VERSION,)),
+    Action("retention.proposed", "A retention run proposed copies to delete (by the reconciler's sweep, or someone's "
+           "\"Propose now\"); nothing is deleted before an approver confirms.", (RETENTION_RUN,)),
+    Action("retention.confirmed", "An approver of the recipient team confirmed a run: its copies are deleted "
+           "(denied: they set the rule themselves, or their role came from that person or after the rule).",
+           (RETENTION_RUN,)),
+    Action("retention.cancelled", "A run waiting for confirmation was cancelled: by an approver, or because its "
+           "rule changed.", (RETENTION_RUN,)),
+    Action("retention.copy_deleted", "A proposed copy was deleted with its account's keys (DeleteImage), or found "
+           "already gone (failed: OUTSCALE refused; the details say why).", (RETENTION_COPY,)),
+    Action("retention.copy_kept", "A confirmed copy was kept after all: checked right before deleting, it was "
+           "pinned, carried the latest tag, or was in use by a launch permission or a share.", (RETENTION_COPY,)),
+    Action("retention.completed", "Every copy of a confirmed run was deleted, found gone, kept or failed.",
+           (RETENTION_RUN,)),
     # Teams and their people.
     Action("team.created", "A team was created.", (TEAM,)),
     Action("team.settings_changed", "A team's settings changed (the before/after are in the "

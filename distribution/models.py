@@ -291,6 +291,10 @@ class RetentionPolicy(models.Model):
     delete_after_end_of_life = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+    # Who last set its rules (created or changed them), and when: never the one who confirms a run (four eyes).
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    changed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
@@ -316,6 +320,10 @@ class RetentionRun(models.Model):
     policy = models.ForeignKey(RetentionPolicy, on_delete=models.PROTECT, related_name="runs")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PROPOSED)
     proposed_at = models.DateTimeField(default=timezone.now)
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="+")  # None: the reconciler's sweep
+    cancelled_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
     confirmed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
                                      related_name="+")
     confirmed_at = models.DateTimeField(null=True, blank=True)
@@ -346,8 +354,13 @@ class RetentionItem(models.Model):
     message = models.CharField(max_length=500, blank=True)
     cloud_request_ids = models.JSONField(default=list, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The lease of the job that claimed it (proposed -> deleting): the reconciler resumes a deleting
+    # item only once it ran out, or at once when it is None (a call the cloud throttled).
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
+        indexes = [models.Index(fields=["state", "claimed_at"], name="retentionitem_state_claimed")]
         constraints = [
             models.UniqueConstraint(fields=["run", "entry"], name="retentionitem_once_per_run"),
             # Exactly one delete per copy, whatever the runs: a second item for it can only be proposed.
