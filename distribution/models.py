@@ -43,6 +43,8 @@ class Family(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     archived_at = models.DateTimeField(null=True, blank=True)
     last_scanned_at = models.DateTimeField(null=True, blank=True)
+    # Why the last look at the source account found nothing (a cloud error, keys refused); "" when it worked.
+    scan_error = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["team__name", "name"]
