@@ -100,3 +100,14 @@ def not_found(request, exception=None):
     body = {"type": TYPE_BASE + "not_found", "title": _DEFAULTS[404][1], "status": 404,
             "detail": "No such URL in this API.", "code": "not_found"}
     return JsonResponse(body, status=404, content_type=CONTENT_TYPE)
+
+
+def server_error_problem(request) -> JsonResponse | None:
+    """Under /api/, a crash answers as a problem too (with the request id to quote), nothing more."""
+    if not request.path.startswith(API_PATH):
+        return None
+    body = {"type": TYPE_BASE + "server_error", "title": "Server error", "status": 500,
+            "detail": "Something went wrong on the portal's side; nothing about it is shown here. Quote "
+                      f"request id {getattr(request, 'request_id', '') or '-'} to the operators.",
+            "code": "server_error"}
+    return JsonResponse(body, status=500, content_type=CONTENT_TYPE)

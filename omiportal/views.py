@@ -3,6 +3,7 @@
 from django.http import HttpResponseForbidden, HttpResponseServerError
 from django.template import loader
 
+from api.problems import server_error_problem
 from audit.recorder import record
 
 PATH_MAX = 500
@@ -11,8 +12,12 @@ PATH_MAX = 500
 def server_error(request):
     """A 500 page with the request id and nothing else: no settings, no traceback.
 
-    Rendered without context processors, which could fail again for the same reason.
+    Rendered without context processors, which could fail again for the same reason. Under /api/,
+    the same as a problem (application/problem+json).
     """
+    problem = server_error_problem(request)
+    if problem is not None:
+        return problem
     template = loader.get_template("500.html")
     return HttpResponseServerError(template.render({"request_id": getattr(request, "request_id", "")}))
 

@@ -26,3 +26,20 @@ def test_not_found_uses_the_portal_layout(world, client):
     response = client.get("/no/such/page/")
     assert response.status_code == 404
     assert "There is nothing here" in response.content.decode()
+
+
+def test_a_crash_under_the_api_is_a_problem_with_the_request_id(api, world, monkeypatch):
+    from accounts import selectors as account_selectors
+
+    def crash(**kwargs):
+        raise RuntimeError("secret internals: DATABASE password=hunter2")
+
+    monkeypatch.setattr(account_selectors, "cloud_account_list_for_team", crash)
+    client = api.client(world.member)
+    client._client.raise_request_exception = False
+    response = client.get("/api/v1/accounts/")
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == "server_error" and response["X-Request-ID"] in body["detail"]
+    assert "hunter2" not in response.content.decode() and "Traceback" not in response.content.decode()

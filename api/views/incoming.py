@@ -37,7 +37,7 @@ def _name(recipient) -> str:
 
 class IncomingList(TeamAPIView):
     @extend_schema(operation_id="incoming_list", responses=IncomingOut(many=True),
-                   parameters=[OpenApiParameter("state", str, enum=Recipient.State.values,
+                   parameters=[OpenApiParameter("state", str, enum=["", *Recipient.State.values],
                                                 description="Only the copies in this state.")])
     def get(self, request):
         query = IncomingQuery(data=request.query_params)

@@ -78,7 +78,7 @@ class ShareList(TeamAPIView):
         super().initial(request, *args, **kwargs)
 
     @extend_schema(operation_id="shares_list", responses=ShareListRecipientsOut(many=True),
-                   parameters=[OpenApiParameter("state", str, enum=Share.State.values,
+                   parameters=[OpenApiParameter("state", str, enum=["", *Share.State.values],
                                                 description="Only the shares in this state.")])
     def get(self, request):
         query = ShareListQuery(data=request.query_params)
