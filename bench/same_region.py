@@ -17,13 +17,17 @@
    recipient completed) against the cloud's own copy time (CreateImage → the copy available in
    the sandbox), its p50/p95 over the copy time (goal: within 2 s), and where that time went
    (approval → granted → CreateImage → available → seen by a look → completed → grant removed).
-   The bench process's CPU includes the approvals.
+   The bench process's CPU includes the approvals. Where the first look at each copy goes
+   depends on the portal's history of similar copies (transfers/services/copy_looks.py): the
+   plan in force when the phase starts (None: too little history, the grid's looks) is reported
+   too, so a run on an empty database is told apart from one on a database with earlier runs.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import asdict
 
 from accounts.models import Team
 from bench import load, workloads
@@ -40,6 +44,7 @@ from bench.measure import (
     worker_cpu,
 )
 from transfers.models import LaunchGrant, Recipient, Share
+from transfers.services import copy_looks
 
 GOAL_OVER_COPY_SECONDS = 2.0  # issue 16: done within the cloud's copy time plus 2 s
 FINAL = (Recipient.State.COMPLETED, Recipient.State.FAILED, Recipient.State.CANCELLED, Recipient.State.EXPIRED)
@@ -74,6 +79,8 @@ def run(o, sandbox, calls: CallLog, procs, *, tag: str, n: int, log) -> dict:
                                       plan=workloads.plan_same_region, approved=False)
     share_ids = [s.pk for s in shares]
     _wait_for_preflight(share_ids, o.timeout, procs, log)
+    plans = first_look_plans(shares)
+    log(f"  first look (from the portal's history of similar copies): {plans}")
     calls.clear()
     before, cpu0, bench0 = counters(sandbox), worker_cpu(procs), bench_cpu()
     started = time.time()
@@ -91,9 +98,18 @@ def run(o, sandbox, calls: CallLog, procs, *, tag: str, n: int, log) -> dict:
     time.sleep(1.5)  # let the workers settle, as the export phase does
     after, cpu1, bench1 = counters(sandbox), worker_cpu(procs), bench_cpu()
     window = calls.window(started, ended + 1.5)
-    return _figures(o, sandbox, calls, shares, seeded_permissions, started=started, ended=ended,
-                    copies_ended=copies_ended, calls_diff=counters_diff(before, after), cpu=cpu1 - cpu0,
-                    bench_seconds=bench1 - bench0, window=window)
+    result = _figures(o, sandbox, calls, shares, seeded_permissions, started=started, ended=ended,
+                      copies_ended=copies_ended, calls_diff=counters_diff(before, after), cpu=cpu1 - cpu0,
+                      bench_seconds=bench1 - bench0, window=window)
+    result["first_look_plans"] = plans
+    return result
+
+
+def first_look_plans(shares) -> dict:
+    """The first-look plan each source size gets as the phase starts (read as a worker reads it)."""
+    copy_looks.forget()
+    sizes = sorted({(s.source_facts or {}).get("size_gib") for s in shares}, key=str)
+    return {str(size): (asdict(plan) if (plan := copy_looks.plan_for(size)) else None) for size in sizes}
 
 
 def _figures(o, sandbox, calls: CallLog, shares, seeded_permissions, *, started, ended, copies_ended, calls_diff,
@@ -224,6 +240,11 @@ def table(entry: dict) -> str:
               f"p50 / p95 / max {_q(sr['over_copy_seconds'], 'p50', 'p95', 'max')} s; where it went (p50 / p95 s):"]
     for name, _, _ in STAGES:
         lines.append(f"  {name:<34}{_q(sr['stages_seconds'][name], 'p50', 'p95'):>16}")
+    for size, plan in (sr.get("first_look_plans") or {}).items():
+        lines.append(f"same Region: first look at a {size} GiB copy: " + (
+            f"{plan['first']:.1f} s after its create, then every {plan['step']:.1f} s until {plan['last']:.1f} s "
+            f"(from {plan['count']} similar copies, median {plan['expected']:.1f} s)" if plan
+            else "on the grid (too few similar copies in the history)"))
     if sr["refused_by_the_cloud"] or sr["failures"]:
         lines.append(f"same Region: refused by the cloud {sr['refused_by_the_cloud']}; not completed {sr['failures']}")
     lines.append("goals (same Region): " + "; ".join(f"{k} {'met' if g['met'] else 'NOT met'} ({g['value']})"

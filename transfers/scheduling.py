@@ -117,9 +117,16 @@ def schedule_sweep(kind: str, account_public_id, when, *, interval: float = 0) -
     # On it, a look is due at the start of its cell, not the end: rq's scheduler moves a job up to
     # a second after its time, so every look a second apart would come two seconds apart. Up to a
     # cell early is on time: the sweep takes the rows due within the grid's next cell.
-    slot = (math.floor if grid else math.ceil)(when.timestamp() / width)
-    job_id = f"{kind}-sweep-{account_public_id}-{slot}{grid}"
+    at = when.timestamp()
     current = get_current_job()
+    prefix = f"{kind}-sweep-{account_public_id}-"
+    if grid and current is not None and current.id.startswith(prefix) and current.id.endswith(grid):
+        # A sweep on this grid keeps its rhythm: its rows' next look a step after this one was
+        # due, not after it ran (the scheduler and the queue let it run up to a cell late).
+        running = int(current.id[len(prefix):-len(grid)]) * width
+        at -= min(width, max(0.0, timezone.now().timestamp() - running))
+    slot = (math.floor if grid else math.ceil)(at / width)
+    job_id = f"{kind}-sweep-{account_public_id}-{slot}{grid}"
     if current is not None and current.id == job_id:
         # A sweep that ran early (the scheduler works to the second) asks for its own slot
         # again: take the next one, or the running job's id would swallow the request.

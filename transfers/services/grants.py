@@ -29,7 +29,7 @@ from django.utils import timezone
 
 import outscale
 from accounts.access import require
-from accounts.keys import credentials_for
+from accounts.keys import credentials_for, opened_once
 from accounts.roles import Capability
 from accounts.selectors import TeamAccess
 from audit import recorder
@@ -146,8 +146,9 @@ def grants_add(*, share_id) -> None:
     for grant in rows:
         by_share[grant.share_id].append(grant)
     shares = Share.objects.select_related("team", "source_account").in_bulk(list(by_share))
-    polling.run_each(lambda share_id: _add_and_copy(shares[share_id], by_share[share_id]), sorted(by_share),
-                     what="grant launch permission")
+    with opened_once():  # each account's keys opened (and recorded) once for the job, as in a sweep
+        polling.run_each(lambda share_id: _add_and_copy(shares[share_id], by_share[share_id]), sorted(by_share),
+                         what="grant launch permission")
 
 
 def _add_and_copy(share: Share, rows: list[LaunchGrant]) -> None:
