@@ -9,6 +9,7 @@ sweep), when its versions are used up (releases.py), and when what it covers cha
 checks again before every share).
 """
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -82,6 +83,23 @@ def check_terms(*, expires_at: datetime, max_versions: int, now: datetime | None
         raise ApprovalError(MAX_RANGE.format(most=max_versions_allowed()))
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """What the sign page shows: exactly whom a signature would cover now, what stops it, its digest."""
+
+    accounts: list
+    problems: list[str]
+    digest: str
+
+
+def standing_approval_preview(*, family: Family, group: RecipientGroup | None, expires_at: datetime,
+                              max_versions: int) -> Proposal:
+    accounts = binding.recipients_now(family, group)
+    return Proposal(accounts=accounts, problems=binding.recipient_problems(family, accounts),
+                    digest=binding.proposal_digest(family=family, group=group, accounts=accounts,
+                                                   expires_at=expires_at, max_versions=max_versions))
+
+
 def _deny(access: TeamAccess, family: Family, reason: str, **details) -> None:
     # No transaction is open: the refusal stays in the trail.
     record(action="standing_approval.signed", outcome="denied", actor=access.user, team=access.team, target=family,
@@ -147,13 +165,13 @@ def standing_approval_sign(*, access: TeamAccess, family: Family, group: Recipie
                 "recipients": [[a.label, a.team.name, a.account_id, a.region] for a in accounts],
                 "expires_at": expires_at.isoformat(), "max_versions": max_versions, "digest": digest,
                 "licence_confirmed": True})
-            _release_waiting(family)
+            _release_waiting(family, approval)
     except IntegrityError:  # another signature won the family's one active slot
         raise ApprovalConflict(SIGNED_MEANWHILE) from None
     return approval
 
 
-def _release_waiting(family: Family) -> None:
+def _release_waiting(family: Family, approval: StandingApproval) -> None:
     """A new signature releases the family's newest waiting version (on commit); older waiting
     ones are skipped when it is shared (releases.py: only the newest version is ever released)."""
     from distribution.services.releases import release_later
@@ -161,7 +179,7 @@ def _release_waiting(family: Family) -> None:
     newest = FamilyVersion.objects.filter(family=family, state__in=[FamilyVersion.State.WAITING,
                                                                     FamilyVersion.State.FOUND]).order_by("-number").first()
     if newest is not None:
-        release_later(newest)
+        release_later(newest, occasion=f"a{approval.pk}")
 
 
 def _stop(approval: StandingApproval, *, state: str, reason: str, stopped_by=None, now=None) -> bool:

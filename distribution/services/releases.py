@@ -59,10 +59,12 @@ class _NotClaimed(Exception):
         self.why = why
 
 
-def release_later(version: FamilyVersion) -> None:
-    """Release the version once the current transaction commits (a duplicate job is harmless)."""
+def release_later(version: FamilyVersion, *, occasion: str) -> None:
+    """Release the version once the current transaction commits (a duplicate job is harmless).
+    ``occasion`` tells this release apart from the one enqueued when the version was found: a job
+    id that ran within its result's lifetime would be refused as a duplicate, and nothing would run."""
     scheduling.enqueue("distribution.jobs.releases.release_job", str(version.public_id),
-                       job_id=f"family-version-release-{version.public_id}")
+                       job_id=f"family-version-release-{version.public_id}-{occasion}")
 
 
 def copy_name(family: Family, version: FamilyVersion) -> str:
@@ -231,6 +233,6 @@ def releases_sweep(*, now=None) -> int:
         | Q(state=FamilyVersion.State.WAITING, updated_at__lte=again,
             family__standing_approvals__state=StandingApproval.State.ACTIVE)).distinct().order_by("updated_at")[:200]
     for version in stuck:
-        release_later(version)
+        release_later(version, occasion=f"s{int(now.timestamp())}")
         done += 1
     return done
