@@ -50,6 +50,8 @@ API_TOKEN = "api.apitoken"
 WEBHOOK = "webhooks.webhookendpoint"
 EVENT = "audit.auditevent"
 CHECKPOINT = "audit.checkpoint"
+RECIPIENT_GROUP = "distribution.recipientgroup"
+GROUP_MEMBER = "distribution.groupmember"
 INVENTORY_ENTRY = "distribution.inventoryentry"  # a copy in a recipient account, as the inventory knows it
 NONE = ""  # the event names no target (AuditEvent.target_type is blank)
 ANY = "*"  # whatever was refused: a team, a share, an account (or nothing, for a page)
@@ -82,6 +84,8 @@ GROUPS = {
     "twofactor": "Two-factor sign-in",
     "api_token": "API tokens",
     "webhook": "Webhooks",
+    "recipient_group": "Recipient groups",
+    "group_member": "Recipient group members",
     "latest": "Latest pointer",
     "inventory": "Inventory of copies",
     "access": "Refusals",
@@ -259,6 +263,25 @@ _DECLARED = (
            (INVENTORY_ENTRY,)),
     Action("inventory.orphan_found", "An image tagged by the portal, but unknown to it, was found in a recipient "
            "account.", (INVENTORY_ENTRY,)),
+    # Recipient groups (distribution/services/groups.py): named sets of accounts across teams, joined with the
+    # consent of each account's own team. The group's team records its own acts, the account's team its answers.
+    Action("recipient_group.created", "An approver or admin made a recipient group for the team's share requests "
+           "and standing approvals.", (RECIPIENT_GROUP,)),
+    Action("recipient_group.changed", "A recipient group's name or description changed (the before/after are in the "
+           "details).", (RECIPIENT_GROUP,)),
+    Action("recipient_group.deleted", "A recipient group was deleted with its invitations and members (denied: a "
+           "standing approval names it).", (RECIPIENT_GROUP,)),
+    Action("group_member.invited", "The group's team invited an account to join its recipient group; the account's "
+           "own team answers.", (GROUP_MEMBER,)),
+    Action("group_member.joined", "An approver or admin of the account's own team accepted the invitation (an "
+           "account of the group's own team joins when invited; denied: the invitation was no longer "
+           "waiting).", (GROUP_MEMBER,)),
+    Action("group_member.declined", "An approver or admin of the account's own team declined the invitation "
+           "(denied: it was no longer waiting).", (GROUP_MEMBER,)),
+    Action("group_member.left", "The account's own team took it out of a recipient group (denied: it was not in "
+           "it).", (GROUP_MEMBER,)),
+    Action("group_member.removed", "The group's team took an account out of its recipient group, or withdrew its "
+           "invitation.", (GROUP_MEMBER,)),
     # Refusals and the trail itself.
     Action("access.denied", "Someone was refused a page or an action: a missing role, another team's "
            "object, a form without its CSRF token, too many requests.", (ANY,), denial=True),

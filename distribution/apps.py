@@ -7,6 +7,16 @@ class DistributionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        # Recipient groups: what points at an account (accounts.dependents), and the share form's
+        # "Recipient group" (transfers/recipient_sources.py): transfers may not import distribution.
+        from distribution import account_uses
+        from distribution.selectors import groups
+        from transfers import recipient_sources
+
+        account_uses.register()
+        recipient_sources.register(recipient_sources.Provider(prefix=groups.SOURCE_PREFIX,
+                                                              choices=groups.group_recipient_sources,
+                                                              accounts=groups.group_recipient_accounts))
         # Retention: the tick proposes a run for each rule with copies to delete, and takes back
         # deletions whose job was lost or whose worker died (services/retention_deletes.py).
         from distribution.services import retention_deletes

@@ -2,8 +2,29 @@
 
 from django.urls import path  # noqa: F401 - each part adds its routes below
 
+from distribution.views import groups
+
 app_name = "distribution"
 
 T = "t/<uuid:team_id>/distribution/"
 
 urlpatterns = []
+
+GROUP = T + "groups/<uuid:group_id>/"
+
+# Recipient groups: the group's team (groups/...), the account's team (group-memberships/...).
+urlpatterns += [
+    path(T + "groups/", groups.group_list, name="group-list"),
+    path(T + "groups/new/", groups.group_create, name="group-create"),
+    path(GROUP, groups.group_detail, name="group-detail"),
+    path(GROUP + "edit/", groups.group_edit, name="group-edit"),
+    path(GROUP + "delete/", groups.group_delete, name="group-delete"),
+    path(GROUP + "invite/", groups.group_invite, name="group-invite"),
+    path(GROUP + "members/<uuid:member_id>/remove/", groups.group_member_remove, name="group-member-remove"),
+    path(T + "group-memberships/<uuid:member_id>/accept/", groups.group_membership_accept,
+         name="group-membership-accept"),
+    path(T + "group-memberships/<uuid:member_id>/decline/", groups.group_membership_decline,
+         name="group-membership-decline"),
+    path(T + "group-memberships/<uuid:member_id>/leave/", groups.group_membership_leave,
+         name="group-membership-leave"),
+]

@@ -27,6 +27,7 @@ from api.models import ApiToken
 from audit.models import AuditEvent
 from audit.recorder import record
 from audit.verify import verify_chain
+from distribution.models import GroupMember, RecipientGroup
 from tests import factories, workers
 from tests.test_authz import MATRIX
 from tests.transfer_world import image_id, make_transfer_world
@@ -50,6 +51,8 @@ TRACKED = {
     WebhookEndpoint: ["url", "description", "events", "secret_sealed", "previous_secret_sealed"],
     WebhookDelivery: ["state", "tries"],
     ApiToken: ["kind", "role", "expires_at", "revoked_at"],
+    RecipientGroup: ["name", "description"],
+    GroupMember: ["group_id", "account_id", "state", "answered_by_id"],
 }
 AUTH_POSTS = {"login", "logout", "password_change", "password_reset", "password_reset_confirm",
               "accounts:team-list", "accounts:member-list", "accounts:twofactor-confirm", "accounts:twofactor-verify",
@@ -269,6 +272,24 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch, 
     post("webhooks:delivery-redeliver", endpoint_id=endpoint.public_id, delivery_id=delivery.public_id, **src)
     assert WebhookDelivery.objects.get(pk=delivery.pk).state == "pending"
     post("webhooks:endpoint-delete", endpoint_id=endpoint.public_id, **src)
+    client.force_login(w.src_member)
+
+    # Recipient groups: made and renamed by the source team, which invites the destination team's two accounts;
+    # that team accepts one, declines the other, then takes the first out; the source team removes and deletes.
+    client.force_login(w.src_approver)
+    post("distribution:group-create", {"name": "walk"}, **src)
+    group = {"group_id": RecipientGroup.objects.get(team=w.source, name="walk").public_id, **src}
+    post("distribution:group-edit", {"name": "walk-prod", "description": "all"}, **group)
+    post("distribution:group-invite", {"accounts": [str(w.delta.public_id), str(w.gamma.public_id)]}, **group)
+    delta_member, gamma_member = (GroupMember.objects.get(account=account) for account in (w.delta, w.gamma))
+    client.force_login(w.dst_approver)
+    post("distribution:group-membership-accept", member_id=delta_member.public_id, **dst)
+    post("distribution:group-membership-decline", member_id=gamma_member.public_id, **dst)
+    post("distribution:group-membership-leave", member_id=delta_member.public_id, **dst)
+    client.force_login(w.src_approver)
+    post("distribution:group-member-remove", member_id=gamma_member.public_id, **group)
+    post("distribution:group-delete", **group)
+    assert not RecipientGroup.objects.exists() and not GroupMember.objects.exists()
     client.force_login(w.src_member)
 
     # Passwords and signing out.

@@ -16,6 +16,7 @@ from accounts.selectors import team_access_for_user
 from api.models import ApiToken
 from audit.models import AuditEvent
 from audit.recorder import record
+from distribution.models import GroupMember, RecipientGroup
 from tests import factories
 from tests.fixtures_api import make_token
 from transfers import selectors as transfer_selectors
@@ -92,9 +93,14 @@ def targets(world):
         # The team's service token, made by its admin: the object of api:token-revoke.
         admin = world.admin if key == "alpha" else world.outsider
         token = make_token(admin, team, kind=ApiToken.Kind.SERVICE)[0]
+        # A recipient group inviting the team's own account: the object of distribution:group-* (the
+        # group-membership-* URLs find that invitation as one to the team's account).
+        group = RecipientGroup.objects.create(team=team, name="production", created_by=admin)
+        group_member = GroupMember.objects.create(group=group, account=account, invited_by=admin)
         objects[key] = (account, membership, {"share": share, "recipient": incoming, "grant": grant,
                                               "share_recipient": share.recipients.get(), "event": event,
-                                              "endpoint": endpoint, "delivery": delivery, "token": token})
+                                              "endpoint": endpoint, "delivery": delivery, "token": token,
+                                              "group": group, "group_member": group_member})
     return objects
 
 
@@ -114,6 +120,12 @@ def _url(name, team, account, membership, objects):
         kwargs["endpoint_id"] = objects["endpoint"].public_id
         if name == "webhooks:delivery-redeliver":
             kwargs["delivery_id"] = objects["delivery"].public_id
+    elif name.startswith("distribution:group-"):
+        key = "member_id" if name.startswith("distribution:group-membership-") else "group_id"
+        kwargs[key] = objects["group_member" if key == "member_id" else "group"].public_id
+        if name == "distribution:group-member-remove":
+            kwargs["member_id"] = objects["group_member"].public_id
+        return reverse(name, kwargs=kwargs)
     elif name == "api:token-revoke":
         kwargs["token_id"] = objects["token"].public_id
     elif name == "audit:event-detail":
@@ -128,7 +140,7 @@ def _url(name, team, account, membership, objects):
 def _snapshot():
     return tuple(list(model.objects.order_by("pk").values())
                  for model in (CloudAccount, Membership, Share, Recipient, LaunchGrant,
-                               WebhookEndpoint, WebhookDelivery, ApiToken))
+                               WebhookEndpoint, WebhookDelivery, ApiToken, RecipientGroup, GroupMember))
 
 
 CASES = [(name, method) for name, (methods, _) in MATRIX.items() for method in methods]

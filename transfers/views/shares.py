@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 import outscale
 from accounts.decorators import team_view
 from accounts.roles import Capability
-from transfers import delivery, presentation, rules, selectors
+from transfers import delivery, presentation, recipient_sources, rules, selectors
 from transfers.forms import DecisionForm, DeclineForm, ShareRequestForm
 from transfers.models import Recipient, Share
 from transfers.rate_limits import IMAGE_LIST, rate_limited
@@ -42,14 +42,22 @@ def _source_account(access, raw):
 @rate_limited(IMAGE_LIST, applies=lambda request: bool(request.GET.get("account")))  # the form lists images then
 def share_new(request, access):
     raw_account = request.GET.get("account", "")
+    # A recipient list chosen (a group of the team, kept by an app above: transfers/recipient_sources.py).
+    group = {"sources": recipient_sources.sources_for_team(team=access.team), "key": request.GET.get("group", "")}
     if not raw_account:
         return render(request, "transfers/share_form.html", {
-            "source": None, "accounts": selectors.source_accounts_for_team(team=access.team)})
+            "source": None, "accounts": selectors.source_accounts_for_team(team=access.team), "group": group})
     source = _source_account(access, raw_account)
-    images = shareable_images_list(account=source)
     candidates = selectors.recipient_choices_for_share(team=access.team, source=source)
-    form = ShareRequestForm(request.POST or None, images=images.images, source=source,
-                            recipient_accounts=candidates)
+    # Its accounts now are ticked; the request names exactly what is ticked when sent, and the approver
+    # signs each one as usual. An account the group gains later is in no request made before.
+    listed = recipient_sources.source_accounts(access=access, key=group["key"]) if group["key"] else []
+    keys = {str(a.public_id) for a in candidates}
+    group |= {"ticked": [a for a in listed if str(a.public_id) in keys],
+              "left_out": [a for a in listed if str(a.public_id) not in keys]}
+    images = shareable_images_list(account=source)
+    form = ShareRequestForm(request.POST or None, images=images.images, source=source, recipient_accounts=candidates,
+                            initial={"recipients": [str(a.public_id) for a in group["ticked"]]})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -77,7 +85,7 @@ def share_new(request, access):
         "source": source, "form": form, "images": images.images, "images_error": images.error,
         "chosen_image": form["image_id"].value(),
         "own_accounts": [(a, str(a.public_id) in chosen) for a in own],
-        "directory": [(a, str(a.public_id) in chosen) for a in directory],
+        "directory": [(a, str(a.public_id) in chosen) for a in directory], "group": group,
     }, status=400 if form.errors else 200)
 
 

@@ -1,0 +1,24 @@
+"""What distribution keeps pointing at a cloud account, told to accounts at start-up
+(accounts.dependents): accounts sits below and may not import distribution.
+
+Each part adds its own rows here. Their foreign keys protect the account, so an account they name is
+retired (keys wiped, out of every picker), never deleted: deleting it would fail on them anyway.
+"""
+
+from django.db.models import Exists
+
+from accounts import dependents
+from distribution.models import GroupMember
+
+
+def _history(account_ref) -> Exists:
+    # Recipient groups: any invitation or membership of the account, whatever its state.
+    return Exists(GroupMember.objects.filter(account=account_ref))
+
+
+def _in_flight(account) -> int:
+    return 0  # a group membership never holds up retiring the account: a retired account is in no group's list
+
+
+def register() -> None:
+    dependents.register_uses(dependents.AccountUses(history=_history, in_flight=_in_flight))
