@@ -3,6 +3,7 @@
 from django.urls import path  # noqa: F401 - each part adds its routes below
 
 from distribution.views import groups
+from distribution.views import retention as retention_views
 
 app_name = "distribution"
 
@@ -27,4 +28,20 @@ urlpatterns += [
          name="group-membership-decline"),
     path(T + "group-memberships/<uuid:member_id>/leave/", groups.group_membership_leave,
          name="group-membership-leave"),
+]
+
+# Retention: the recipient team's rules and runs per family, and the source team's end-of-life dates.
+RETENTION = T + "retention/"
+urlpatterns += [
+    path(RETENTION, retention_views.retention_list, name="retention-list"),
+    path(RETENTION + "<uuid:family_id>/", retention_views.retention_family, name="retention-family"),
+    path(RETENTION + "<uuid:family_id>/rule/", retention_views.retention_rule, name="retention-rule"),
+    path(RETENTION + "<uuid:family_id>/propose/", retention_views.retention_propose, name="retention-propose"),
+    path(RETENTION + "runs/<uuid:run_id>/", retention_views.retention_run, name="retention-run"),
+    path(RETENTION + "runs/<uuid:run_id>/confirm/", retention_views.retention_confirm, name="retention-confirm"),
+    path(RETENTION + "runs/<uuid:run_id>/cancel/", retention_views.retention_cancel, name="retention-cancel"),
+    path(RETENTION + "end-of-life/<uuid:family_id>/", retention_views.retention_end_of_life,
+         name="retention-end-of-life"),
+    path(RETENTION + "end-of-life/versions/<uuid:version_id>/", retention_views.retention_end_of_life_set,
+         name="retention-end-of-life-set"),
 ]

@@ -427,3 +427,84 @@ def test_a_copy_deleted_behind_the_portals_back_is_gone_without_a_call(w):
     outscale.delete_image(creds=credentials_for(w.gamma, purpose="tests"), image_id=w.copies[0].image_id)
     delete_now(run)
     assert run.items.get().state == State.GONE and deletes(w) == 1  # only the one made behind its back
+
+
+# --- the pages ------------------------------------------------------------------------------------
+
+def url(name, team, **kwargs):
+    return reverse(f"distribution:{name}", kwargs={"team_id": team.public_id, **kwargs})
+
+
+def test_the_pages_walk_a_rule_from_setting_to_deletion(w, client):
+    fam = {"family_id": w.family.public_id}
+    client.force_login(w.dst_member)
+    page = client.get(url("retention-list", w.dest))
+    assert page.status_code == 200 and b"golden-web" in page.content and b"No rule: every copy stays" in page.content
+    assert b"Set a rule" not in client.get(url("retention-family", w.dest, **fam)).content  # a member reads only
+
+    client.force_login(w.dst_admin)
+    response = client.post(url("retention-rule", w.dest, **fam), {"keep_last": "1"}, follow=True)
+    assert b"Retention rule for golden-web saved." in response.content
+    assert b"What a run would propose now" in response.content and b"Propose now" in response.content
+    response = client.post(url("retention-propose", w.dest, **fam), follow=True)
+    assert b"1 copy of golden-web proposed for deletion" in response.content
+    run = RetentionRun.objects.get()
+    # The admin set the rule: no confirm button, the reason instead; the approver gets the button.
+    page = client.get(url("retention-run", w.dest, run_id=run.public_id))
+    assert b"You set this rule" in page.content and b"Confirm: delete" not in page.content
+    client.force_login(w.dst_approver)
+    page = client.get(url("retention-family", w.dest, **fam))
+    assert b"Confirm: delete 1 copy" in page.content and w.copies[0].image_id.encode() in page.content
+    response = client.post(url("retention-confirm", w.dest, run_id=run.public_id), follow=True)
+    assert b"Confirmed: 1 copy of golden-web will be deleted now." in response.content
+    workers.run_jobs()
+    page = client.get(url("retention-run", w.dest, run_id=run.public_id))
+    assert b'data-state="deleted"' in page.content and b"RequestId" in page.content
+    assert deletes(w) == 1 and not in_cloud(w, w.copies[0])
+    history = client.get(url("retention-family", w.dest, **fam))
+    assert b"confirmed by" in history.content and b"Nothing: the rule keeps every copy" in history.content
+
+
+def test_cancel_from_the_page_deletes_nothing(w, client):
+    run = propose(w, set_rule(w, keep_last=1))
+    client.force_login(w.dst_approver)
+    response = client.post(url("retention-cancel", w.dest, run_id=run.public_id), follow=True)
+    assert b"Run cancelled: nothing was deleted." in response.content
+    assert RetentionRun.objects.get(pk=run.pk).state == RetentionRun.State.CANCELLED and deletes(w) == 0
+    response = client.post(url("retention-confirm", w.dest, run_id=run.public_id), follow=True)
+    assert b"no longer waiting for confirmation" in response.content
+
+
+def test_the_source_team_sets_a_versions_end_of_life_on_its_page(w, client):
+    client.force_login(w.src_member)
+    page = client.get(url("retention-end-of-life", w.source, family_id=w.family.public_id))
+    assert page.status_code == 200 and b'data-end-of-life="3"' in page.content
+    v1 = w.versions[0]
+    response = client.post(url("retention-end-of-life-set", w.source, version_id=v1.public_id),
+                           {"end_of_life": "2025-06-30"}, follow=True)
+    assert b"End of life of golden-web v1 set to 2025-06-30." in response.content
+    assert str(FamilyVersion.objects.get(pk=v1.pk).end_of_life) == "2025-06-30"
+    client.post(url("retention-end-of-life-set", w.source, version_id=v1.public_id), {"end_of_life": ""})
+    assert FamilyVersion.objects.get(pk=v1.pk).end_of_life is None
+    # The recipient team reaches neither the page nor the version: not its family.
+    client.force_login(w.dst_admin)
+    assert client.get(url("retention-end-of-life", w.dest, family_id=w.family.public_id)).status_code == 404
+    assert client.post(url("retention-end-of-life-set", w.dest, version_id=v1.public_id),
+                       {"end_of_life": "2025-06-30"}).status_code == 404
+
+
+def test_the_family_page_reads_in_a_few_queries_whatever_the_copies(w, client, django_assert_max_num_queries):
+    set_rule(w, keep_last=1)
+    more = [FamilyVersion.objects.create(family=w.family, number=n, image_id=f"ami-1{n:07d}", image_name=f"g-{n}")
+            for n in range(4, 24)]
+    InventoryEntry.objects.bulk_create([InventoryEntry(team=w.dest, account=w.gamma, image_id=f"ami-2{v.number:07d}",
+                                                       family=w.family, version=v, cloud_state="available")
+                                        for v in more])
+    client.force_login(w.dst_approver)
+    with django_assert_max_num_queries(20):
+        page = client.get(url("retention-family", w.dest, family_id=w.family.public_id))
+    assert page.status_code == 200 and page.content.count(b"data-candidate=") == 21
+    run = propose(w, RetentionPolicy.objects.get())
+    with django_assert_max_num_queries(20):
+        page = client.get(url("retention-run", w.dest, run_id=run.public_id))
+    assert page.content.count(b"data-item=") == 20  # v2 carries the latest tag: held back
