@@ -270,3 +270,94 @@ def test_the_groups_creator_cannot_sign_for_it(dist):
     group = groups.group_create(access=access(dist.src_approver, dist.source), name="production")
     with pytest.raises(approvals.ApprovalError, match="You created the recipient group production"):
         sign(dist, group=group)
+
+
+# --- The pages ----------------------------------------------------------------------------------------
+
+
+def _urls(w, approval=None):
+    from django.urls import reverse
+
+    team, family = w.source.public_id, w.family.public_id
+    urls = {"list": reverse("distribution:approval-list", kwargs={"team_id": team, "family_id": family}),
+            "sign": reverse("distribution:approval-sign", kwargs={"team_id": team, "family_id": family})}
+    if approval is not None:
+        urls["stop"] = reverse("distribution:approval-stop",
+                               kwargs={"team_id": team, "approval_id": approval.public_id})
+    return urls
+
+
+def _review(day=None, most=4):
+    day = day or (timezone.now() + timedelta(days=30)).date()
+    return {"group": "", "expires_on": day.isoformat(), "max_versions": str(most)}
+
+
+def test_the_sign_page_shows_exactly_the_accounts_and_signs_what_it_showed(dist, client):
+    client.force_login(dist.src_approver)
+    page = client.get(_urls(dist)["sign"])
+    assert page.status_code == 200 and b"data-review" not in page.content
+    review = client.get(_urls(dist)["sign"], _review())
+    html = review.content.decode()
+    assert review.status_code == 200 and "data-sign-form" in html
+    assert all(text in html for text in ("delta", "Research", "444455556666", "us-east-2"))
+    digest = review.context["proposal"].digest
+    assert f'value="{digest}"' in html
+    signed = client.post(_urls(dist)["sign"], {**_review(), "digest": digest, "licence_confirmed": "on"}, follow=True)
+    approval = StandingApproval.objects.get()
+    assert approval.digest == digest and approval.max_versions == 4
+    assert approval.expires_at.hour == 0 and approval.expires_at.date() == (timezone.now() + timedelta(days=31)).date()
+    assert f"Standing approval {approval.pk} signed" in signed.content.decode()
+    listing = client.get(_urls(dist)["list"]).content.decode()
+    assert "0 of 4 released" in listing and "data-stop" in listing
+
+
+def test_a_page_signed_after_the_list_changed_shows_the_new_list(dist, client):
+    client.force_login(dist.src_approver)
+    digest = client.get(_urls(dist)["sign"], _review()).context["proposal"].digest
+    subscriptions.subscription_change(access=access(dist.dst_member, dist.dest), subscription=dist.subscription,
+                                      accounts=[dist.delta, dist.gamma])
+    answer = client.post(_urls(dist)["sign"], {**_review(), "digest": digest, "licence_confirmed": "on"})
+    assert answer.status_code == 400 and not StandingApproval.objects.exists()
+    html = answer.content.decode()
+    assert approvals.STALE in html and "333344445555" in html  # gamma, now listed, to review again
+
+
+def test_the_declarer_sees_why_they_cannot_sign_instead_of_a_button(dist, client):
+    Membership.objects.filter(user=dist.src_member).update(role=Role.APPROVER)
+    client.force_login(dist.src_member)
+    html = client.get(_urls(dist)["sign"], _review()).content.decode()
+    assert "data-cannot-sign" in html and "data-sign-form" not in html
+
+
+def test_members_read_the_list_and_approvers_stop(dist, client):
+    approval = sign(dist)
+    client.force_login(dist.src_member)
+    html = client.get(_urls(dist)["list"]).content.decode()
+    assert "data-active-approval" in html and "data-stop" not in html and "444455556666" in html
+    assert client.post(_urls(dist, approval)["stop"]).status_code == 403
+    client.force_login(dist.src_approver)
+    client.post(_urls(dist, approval)["stop"])
+    assert StandingApproval.objects.get(pk=approval.pk).state == "stopped"
+
+
+def test_the_list_says_when_what_it_covers_changed(dist, client):
+    sign(dist)
+    dist.delta.account_id = "999988887777"
+    dist.delta.save()
+    client.force_login(dist.src_approver)
+    html = client.get(_urls(dist)["list"]).content.decode()
+    assert "data-drift" in html and "now OUTSCALE account 999988887777" in html
+
+
+def test_another_teams_family_and_approval_are_not_found(dist, client):
+    approval = sign(dist)
+    client.force_login(dist.dst_admin)
+    from django.urls import reverse
+
+    for url in _urls(dist).values():
+        other = url.replace(str(dist.source.public_id), str(dist.dest.public_id))
+        assert client.get(other).status_code == 404
+    stop = reverse("distribution:approval-stop", kwargs={"team_id": dist.dest.public_id,
+                                                         "approval_id": approval.public_id})
+    assert client.post(stop).status_code == 404
+    assert StandingApproval.objects.get(pk=approval.pk).state == "active"
