@@ -144,6 +144,27 @@ def test_a_declined_invitation_cannot_be_accepted_after(g, client):
     assert _events("group_member.invited", details__again=True).exists()
 
 
+def test_two_answers_at_once_one_wins_and_the_other_is_refused(g):
+    [member] = _invite(g, g.beta_prod)
+    stale = GroupMember.objects.get(pk=member.pk)  # what the second approver's page loaded
+    services.group_member_answer(access=access(g.outsider, g.beta), member=member, accept=True)
+    with pytest.raises(ValidationError, match=services.NOT_WAITING):
+        services.group_member_answer(access=access(g.beta_approver, g.beta), member=stale, accept=False)
+    assert GroupMember.objects.get(pk=member.pk).state == GroupMember.State.JOINED
+    assert _events("group_member.declined", outcome="denied", actor=g.beta_approver).exists()
+
+
+def test_an_invitation_withdrawn_while_its_team_accepts_is_not_joined(g):
+    [member] = _invite(g, g.beta_prod)
+    stale = GroupMember.objects.select_related("group__team", "account__team").get(pk=member.pk)
+    services.group_member_remove(access=access(g.approver, g.alpha), member=member)
+    with pytest.raises(ValidationError, match=services.NOT_WAITING):
+        services.group_member_answer(access=access(g.outsider, g.beta), member=stale, accept=True)
+    assert not GroupMember.objects.exists() and group_accounts_joined(g.group) == []
+    with pytest.raises(ValidationError, match=services.MEMBER_GONE):
+        services.group_member_remove(access=access(g.approver, g.alpha), member=stale)
+
+
 def test_an_account_of_the_groups_own_team_joins_when_invited(g):
     [member] = _invite(g, g.alpha_prod)
     assert (member.state, member.answered_by) == (GroupMember.State.JOINED, g.approver)
@@ -340,3 +361,27 @@ def test_the_share_form_refuses_another_teams_group(sw, client):
     # The chooser lists the team's own groups only.
     page = client.get(reverse("transfers:share-new", kwargs={"team_id": w.source.public_id})).content.decode()
     assert "production (1 account)" in page and "research" not in page
+
+
+def test_a_standing_approval_naming_the_group_shares_a_version_to_the_accounts_signed_not_a_later_joiner(sw, cloud):
+    from distribution.models import FamilyVersion
+    from distribution.services import approvals, releases
+
+    w = sw
+    family = Family.objects.create(team=w.source, source_account=w.alpha, name="golden-web", match="name",
+                                   name_pattern="alpha-web-*", created_by=w.src_member)
+    terms = {"expires_at": (timezone.now() + timedelta(days=30)).replace(microsecond=0), "max_versions": 3}
+    shown = approvals.standing_approval_preview(family=family, group=w.group, **terms)
+    assert shown.accounts == [w.delta]  # gamma is only invited
+    approval = approvals.standing_approval_sign(access=access(w.src_admin, w.source), family=family, group=w.group,
+                                                digest=shown.digest, licence_confirmed=True, **terms)
+    assert [r.account for r in approval.recipients.all()] == [w.delta]
+    # gamma's team accepts after the signature: the group now holds both, the approval still one.
+    services.group_member_answer(access=access(w.dst_admin, w.dest), member=w.gamma_invitation, accept=True)
+    assert set(group_accounts_joined(w.group)) == {w.delta, w.gamma}
+    version = FamilyVersion.objects.create(family=family, number=1, image_name="alpha-web-2025.01",
+                                           image_id=image_id(cloud, "alpha", "alpha-web-2025.01"))
+    assert releases.version_release(version_id=version.pk) == "shared"
+    share = Share.objects.get(family_version=version)
+    assert [r.target_account for r in share.recipients.all()] == [w.delta]
+    assert share.decided_by == w.src_admin  # signed by the standing approval's signer, asked of nobody
