@@ -16,7 +16,15 @@ from accounts.selectors import team_access_for_user
 from api.models import ApiToken
 from audit.models import AuditEvent
 from audit.recorder import record
-from distribution.models import GroupMember, RecipientGroup
+from distribution.models import (
+    Family,
+    FamilyVersion,
+    GroupMember,
+    RecipientGroup,
+    RetentionPolicy,
+    RetentionRun,
+    Subscription,
+)
 from tests import factories
 from tests.fixtures_api import make_token
 from transfers import selectors as transfer_selectors
@@ -97,10 +105,21 @@ def targets(world):
         # group-membership-* URLs find that invitation as one to the team's account).
         group = RecipientGroup.objects.create(team=team, name="production", created_by=admin)
         group_member = GroupMember.objects.create(group=group, account=account, invited_by=admin)
+        # A family the team publishes and subscribes itself, with a version, a retention rule and a run
+        # waiting for confirmation: the objects of the distribution:retention-* URLs.
+        family = Family.objects.create(team=team, source_account=account, name="retention-golden", match="name",
+                                       name_pattern="golden-*", created_by=admin)
+        version = FamilyVersion.objects.create(family=family, number=1, image_id="ami-0000000f", image_name="golden-1")
+        Subscription.objects.create(family=family, team=team, created_by=admin)
+        policy = RetentionPolicy.objects.create(team=team, family=family, keep_last=1, created_by=admin,
+                                                changed_by=admin)
+        retention_run = RetentionRun.objects.create(policy=policy)
         objects[key] = (account, membership, {"share": share, "recipient": incoming, "grant": grant,
                                               "share_recipient": share.recipients.get(), "event": event,
                                               "endpoint": endpoint, "delivery": delivery, "token": token,
-                                              "group": group, "group_member": group_member})
+                                              "group": group, "group_member": group_member,
+                                              "retention_family": family, "retention_version": version,
+                                              "retention_run": retention_run})
     return objects
 
 
@@ -126,6 +145,14 @@ def _url(name, team, account, membership, objects):
         if name == "distribution:group-member-remove":
             kwargs["member_id"] = objects["group_member"].public_id
         return reverse(name, kwargs=kwargs)
+    elif name.startswith("distribution:retention-"):
+        if name == "distribution:retention-end-of-life-set":
+            kwargs["version_id"] = objects["retention_version"].public_id
+        elif name in ("distribution:retention-run", "distribution:retention-confirm", "distribution:retention-cancel"):
+            kwargs["run_id"] = objects["retention_run"].public_id
+        else:
+            kwargs["family_id"] = objects["retention_family"].public_id
+        return reverse(name, kwargs=kwargs)
     elif name == "api:token-revoke":
         kwargs["token_id"] = objects["token"].public_id
     elif name == "audit:event-detail":
@@ -140,7 +167,8 @@ def _url(name, team, account, membership, objects):
 def _snapshot():
     return tuple(list(model.objects.order_by("pk").values())
                  for model in (CloudAccount, Membership, Share, Recipient, LaunchGrant,
-                               WebhookEndpoint, WebhookDelivery, ApiToken, RecipientGroup, GroupMember))
+                               WebhookEndpoint, WebhookDelivery, ApiToken, RecipientGroup, GroupMember,
+                               FamilyVersion, RetentionPolicy, RetentionRun))
 
 
 CASES = [(name, method) for name, (methods, _) in MATRIX.items() for method in methods]
