@@ -79,14 +79,18 @@ def discovery_sweep(*, now) -> int:
     period = int(now.timestamp() // every)
     for account_id in accounts:
         scheduling.enqueue("distribution.jobs.discovery.family_scan_job", account_id,
-                           job_id=f"family-scan-{account_id}-{period}", queue="poll")
+                           job_id=f"family-scan-{account_id}-{period}", queue="poll", result_ttl=0)
     return len(accounts)
 
 
 def _claim(account: CloudAccount, now, *, force: bool) -> list[Family]:
     """The account's live families, once its look is ours: none when another scan looked within
     the period (a person's scan, ``force``, looks whatever the period)."""
-    live = Family.objects.filter(LIVE, source_account=account)
+    if account.is_retired or not account.is_valid:
+        return []
+    # Only the family's own columns: an UPDATE with a join becomes "WHERE id IN (subquery)", whose
+    # rows PostgreSQL does not check again after waiting for another scan's claim.
+    live = Family.objects.filter(source_account_id=account.pk, archived_at__isnull=True)
     if not force:
         cutoff = now - timedelta(seconds=scan_seconds())
         # One conditional update: of two scans at once, the second finds nothing left to claim.

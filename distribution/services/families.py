@@ -123,7 +123,8 @@ def family_declare(*, access: TeamAccess, source_account: CloudAccount, name: st
                         "source_region": source_account.region, "description": family.description})
         # Its last_scanned_at is empty, so the account is due: the versions already there show up now.
         scheduling.enqueue("distribution.jobs.discovery.family_scan_job", str(source_account.public_id),
-                           job_id=f"family-scan-{source_account.public_id}-d{family.public_id}", queue="poll")
+                           job_id=f"family-scan-{source_account.public_id}-d{family.public_id}", queue="poll",
+                           result_ttl=0)
     return family
 
 
