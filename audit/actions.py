@@ -50,9 +50,13 @@ API_TOKEN = "api.apitoken"
 WEBHOOK = "webhooks.webhookendpoint"
 EVENT = "audit.auditevent"
 CHECKPOINT = "audit.checkpoint"
+FAMILY = "distribution.family"
+FAMILY_VERSION = "distribution.familyversion"
+SUBSCRIPTION = "distribution.subscription"
+STANDING_APPROVAL = "distribution.standingapproval"
+INVENTORY_ENTRY = "distribution.inventoryentry"  # a copy in a recipient account, as the inventory knows it
 RECIPIENT_GROUP = "distribution.recipientgroup"
 GROUP_MEMBER = "distribution.groupmember"
-INVENTORY_ENTRY = "distribution.inventoryentry"  # a copy in a recipient account, as the inventory knows it
 NONE = ""  # the event names no target (AuditEvent.target_type is blank)
 ANY = "*"  # whatever was refused: a team, a share, an account (or nothing, for a page)
 
@@ -84,10 +88,14 @@ GROUPS = {
     "twofactor": "Two-factor sign-in",
     "api_token": "API tokens",
     "webhook": "Webhooks",
-    "recipient_group": "Recipient groups",
-    "group_member": "Recipient group members",
+    "family": "Image families",
+    "family_version": "Family versions",
+    "subscription": "Family subscriptions",
+    "standing_approval": "Standing approvals",
     "latest": "Latest pointer",
     "inventory": "Inventory of copies",
+    "recipient_group": "Recipient groups",
+    "group_member": "Recipient group members",
     "access": "Refusals",
     "audit": "The audit trail",
 }
@@ -96,8 +104,8 @@ _DECLARED = (
     # Shares: asking to copy an image, deciding, and how the share ends.
     Action("share.requested", "Someone asked to copy an image to other accounts (denied: the export "
            "bucket is not the account's).", (SHARE, CLOUD_ACCOUNT)),
-    Action("share.approved", "An approver allowed a requested copy (denied: self-approval, a role or "
-           "step-up check).", (SHARE,)),
+    Action("share.approved", "An approver allowed a requested copy, or a family's standing approval did (the details "
+           "name it and its signer) (denied: self-approval, a role or step-up check).", (SHARE,)),
     Action("share.rejected", "An approver refused a requested copy.", (SHARE,)),
     Action("share.cancelled", "The requester or an admin withdrew a share before its export finished (the "
            "details say whether its export was cancelled with it).", (SHARE,)),
@@ -251,18 +259,6 @@ _DECLARED = (
            "signs too for a while).", (WEBHOOK,)),
     Action("webhook.redelivery_requested", "A team admin asked for a webhook message to be sent again (same "
            "webhook-id, a new attempt).", (WEBHOOK,)),
-    # The latest pointer and the inventory of copies (distribution/services/latest.py, inventory.py): calls made with
-    # the recipient account's own keys, in that account's team's trail.
-    Action("latest.moved", "A family's latest tag moved to a new version's copy in a recipient account (CreateTags "
-           "on it, DeleteTags on the previous latest copy; failed: the cloud refused the tags).", (INVENTORY_ENTRY,)),
-    Action("latest.kept", "An older version's copy completed after a newer one: it got the family tag only, and the "
-           "latest tag stayed on the newer copy (failed: the cloud refused the tag).", (INVENTORY_ENTRY,)),
-    Action("inventory.refreshed", "A recipient account's copies were confirmed in the cloud with one tag-filtered "
-           "ReadImages (counts in the details; failed: the account could not be read).", (CLOUD_ACCOUNT,)),
-    Action("inventory.copy_lost", "A copy the portal made was found deleted, or failed, in its account.",
-           (INVENTORY_ENTRY,)),
-    Action("inventory.orphan_found", "An image tagged by the portal, but unknown to it, was found in a recipient "
-           "account.", (INVENTORY_ENTRY,)),
     # Recipient groups (distribution/services/groups.py): named sets of accounts across teams, joined with the
     # consent of each account's own team. The group's team records its own acts, the account's team its answers.
     Action("recipient_group.created", "An approver or admin made a recipient group for the team's share requests "
@@ -282,6 +278,50 @@ _DECLARED = (
            "it).", (GROUP_MEMBER,)),
     Action("group_member.removed", "The group's team took an account out of its recipient group, or withdrew its "
            "invitation.", (GROUP_MEMBER,)),
+    # The latest pointer and the inventory of copies (distribution/services/latest.py, inventory.py): calls made with
+    # the recipient account's own keys, in that account's team's trail.
+    Action("latest.moved", "A family's latest tag moved to a new version's copy in a recipient account (CreateTags "
+           "on it, DeleteTags on the previous latest copy; failed: the cloud refused the tags).", (INVENTORY_ENTRY,)),
+    Action("latest.kept", "An older version's copy completed after a newer one: it got the family tag only, and the "
+           "latest tag stayed on the newer copy (failed: the cloud refused the tag).", (INVENTORY_ENTRY,)),
+    Action("inventory.refreshed", "A recipient account's copies were confirmed in the cloud with one tag-filtered "
+           "ReadImages (counts in the details; failed: the account could not be read).", (CLOUD_ACCOUNT,)),
+    Action("inventory.copy_lost", "A copy the portal made was found deleted, or failed, in its account.",
+           (INVENTORY_ENTRY,)),
+    Action("inventory.orphan_found", "An image tagged by the portal, but unknown to it, was found in a recipient "
+           "account.", (INVENTORY_ENTRY,)),
+    # Image families and their subscriptions (distribution/services/families.py, subscriptions.py, discovery.py).
+    Action("family.declared", "Someone of the source team declared an image family: a source account and the "
+           "name pattern or tag that finds its versions.", (FAMILY,)),
+    Action("family.archived", "The source team archived a family: no more versions are looked for or "
+           "shared.", (FAMILY,)),
+    Action("family_version.found", "A sweep (or someone's scan) found a new available image of a family in its "
+           "source account and gave it the next version number.", (FAMILY_VERSION,)),
+    Action("subscription.created", "A recipient team subscribed a family with some of its accounts (a standing "
+           "approval signed before does not cover them).", (SUBSCRIPTION,)),
+    Action("subscription.changed", "A recipient team changed the accounts of its subscription: the family's "
+           "standing approval stops until a new one is signed.", (SUBSCRIPTION,)),
+    Action("subscription.ended", "A recipient team ended its subscription: its accounts receive no more "
+           "versions.", (SUBSCRIPTION,)),
+    # Standing approvals and automatic releases (distribution/services/approvals.py, releases.py).
+    Action("standing_approval.signed", "An approver of the source team signed a family's standing approval: the "
+           "exact recipient accounts (ids and Regions), an expiry and a maximum number of versions (denied: they "
+           "declared the family or set up a subscription it covers, their role came from the declarer or after the "
+           "family, no fresh two-factor code, or the list changed since the page was shown).",
+           (STANDING_APPROVAL, FAMILY)),
+    Action("standing_approval.stopped", "A standing approval stopped: an approver stopped it, a new one replaced "
+           "it, what it covers changed (a subscription, a group member, an account re-keyed, moved or retired), its "
+           "signer left the approvers, or the family was archived.", (STANDING_APPROVAL,)),
+    Action("standing_approval.expired", "A standing approval reached its expiry: the family's next versions wait "
+           "for a new signature.", (STANDING_APPROVAL,)),
+    Action("standing_approval.exhausted", "A standing approval released its maximum number of versions: the "
+           "family's next versions wait for a new signature.", (STANDING_APPROVAL,)),
+    Action("family_version.shared", "A family's new version was shared automatically, under its standing approval "
+           "(one share, every recipient it covers).", (FAMILY_VERSION,)),
+    Action("family_version.waited", "A family's new version was not shared: no valid standing approval (or the "
+           "share could not be asked for); the reason is in the details.", (FAMILY_VERSION,)),
+    Action("family_version.skipped", "A family's version will not be shared: a newer version came before it was "
+           "released, or the family was archived.", (FAMILY_VERSION,)),
     # Refusals and the trail itself.
     Action("access.denied", "Someone was refused a page or an action: a missing role, another team's "
            "object, a form without its CSRF token, too many requests.", (ANY,), denial=True),

@@ -27,7 +27,8 @@ from api.models import ApiToken
 from audit.models import AuditEvent
 from audit.recorder import record
 from audit.verify import verify_chain
-from distribution.models import GroupMember, RecipientGroup
+from distribution.jobs.releases import release_job
+from distribution.models import Family, FamilyVersion, GroupMember, RecipientGroup, StandingApproval, Subscription
 from tests import factories, workers
 from tests.test_authz import MATRIX
 from tests.transfer_world import image_id, make_transfer_world
@@ -53,6 +54,8 @@ TRACKED = {
     ApiToken: ["kind", "role", "expires_at", "revoked_at"],
     RecipientGroup: ["name", "description"],
     GroupMember: ["group_id", "account_id", "state", "answered_by_id"],
+    StandingApproval: ["state", "versions_used", "stopped_by_id"],
+    FamilyVersion: ["state", "share_id", "approval_id"],
 }
 AUTH_POSTS = {"login", "logout", "password_change", "password_reset", "password_reset_confirm",
               "accounts:team-list", "accounts:member-list", "accounts:twofactor-confirm", "accounts:twofactor-verify",
@@ -290,6 +293,26 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch, 
     post("distribution:group-member-remove", member_id=gamma_member.public_id, **group)
     post("distribution:group-delete", **group)
     assert not RecipientGroup.objects.exists() and not GroupMember.objects.exists()
+    client.force_login(w.src_member)
+
+    # Standing approvals: the source team's family (declared by its member) that the destination team subscribes
+    # with delta; an approver signs what the page showed, the version's release job shares it, the approver stops.
+    family = Family.objects.create(team=w.source, source_account=w.alpha, name="walk-web", match="name",
+                                   name_pattern="walk-web-*", created_by=w.src_member)
+    Subscription.objects.create(family=family, team=w.dest, created_by=w.dst_member).accounts.set([w.delta])
+    client.force_login(w.src_approver)
+    terms = {"group": "", "expires_on": (timezone.now() + timedelta(days=30)).date().isoformat(), "max_versions": 3}
+    shown = client.get(reverse("distribution:approval-sign", kwargs={"family_id": family.public_id, **src}), terms)
+    post("distribution:approval-sign", {**terms, "digest": shown.context["proposal"].digest, "licence_confirmed": "on"},
+         family_id=family.public_id, **src)
+    approval = StandingApproval.objects.get(family=family, state="active")
+    version = FamilyVersion.objects.create(family=family, number=1, image_name="alpha-web-2025.01",
+                                           image_id=image_id(cloud, "alpha", "alpha-web-2025.01"))
+    with audited("job distribution release_job"):
+        release_job(str(version.public_id))
+    assert FamilyVersion.objects.get(pk=version.pk).state == "shared"
+    post("distribution:approval-stop", approval_id=approval.public_id, **src)
+    assert StandingApproval.objects.get(pk=approval.pk).state == "stopped"
     client.force_login(w.src_member)
 
     # Passwords and signing out.

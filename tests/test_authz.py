@@ -23,6 +23,7 @@ from distribution.models import (
     RecipientGroup,
     RetentionPolicy,
     RetentionRun,
+    StandingApproval,
     Subscription,
 )
 from tests import factories
@@ -114,12 +115,15 @@ def targets(world):
         policy = RetentionPolicy.objects.create(team=team, family=family, keep_last=1, created_by=admin,
                                                 changed_by=admin)
         retention_run = RetentionRun.objects.create(policy=policy)
+        # Its standing approval: the object of distribution:approval-stop (the family, of approval-list and -sign).
+        approval = StandingApproval.objects.create(family=family, signed_by=admin, max_versions=3, digest="0" * 64,
+                                                   expires_at=timezone.now() + timedelta(days=30))
         objects[key] = (account, membership, {"share": share, "recipient": incoming, "grant": grant,
                                               "share_recipient": share.recipients.get(), "event": event,
                                               "endpoint": endpoint, "delivery": delivery, "token": token,
                                               "group": group, "group_member": group_member,
                                               "retention_family": family, "retention_version": version,
-                                              "retention_run": retention_run})
+                                              "retention_run": retention_run, "approval": approval})
     return objects
 
 
@@ -153,6 +157,12 @@ def _url(name, team, account, membership, objects):
         else:
             kwargs["family_id"] = objects["retention_family"].public_id
         return reverse(name, kwargs=kwargs)
+    elif name.startswith("distribution:approval-"):
+        if name == "distribution:approval-stop":
+            kwargs["approval_id"] = objects["approval"].public_id
+        else:
+            kwargs["family_id"] = objects["retention_family"].public_id
+        return reverse(name, kwargs=kwargs)
     elif name == "api:token-revoke":
         kwargs["token_id"] = objects["token"].public_id
     elif name == "audit:event-detail":
@@ -168,7 +178,7 @@ def _snapshot():
     return tuple(list(model.objects.order_by("pk").values())
                  for model in (CloudAccount, Membership, Share, Recipient, LaunchGrant,
                                WebhookEndpoint, WebhookDelivery, ApiToken, RecipientGroup, GroupMember,
-                               FamilyVersion, RetentionPolicy, RetentionRun))
+                               FamilyVersion, RetentionPolicy, RetentionRun, StandingApproval))
 
 
 CASES = [(name, method) for name, (methods, _) in MATRIX.items() for method in methods]
