@@ -23,3 +23,7 @@ class DistributionConfig(AppConfig):
         from transfers import events
 
         events.register_sweep(retention_deletes.retention_sweep)
+        # Standing approvals past their expiry end; releases whose job was lost are put back.
+        from distribution.services import releases
+
+        events.register_sweep(releases.releases_sweep)

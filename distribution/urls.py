@@ -2,6 +2,7 @@
 
 from django.urls import path  # noqa: F401 - each part adds its routes below
 
+from distribution.views import approvals as approval_views
 from distribution.views import groups
 from distribution.views import retention as retention_views
 
@@ -44,4 +45,11 @@ urlpatterns += [
          name="retention-end-of-life"),
     path(RETENTION + "end-of-life/versions/<uuid:version_id>/", retention_views.retention_end_of_life_set,
          name="retention-end-of-life-set"),
+]
+
+# Standing approvals of a family (the source team's): the list, signing, stopping.
+urlpatterns += [
+    path(T + "families/<uuid:family_id>/approvals/", approval_views.approval_list, name="approval-list"),
+    path(T + "families/<uuid:family_id>/approvals/sign/", approval_views.approval_sign, name="approval-sign"),
+    path(T + "approvals/<uuid:approval_id>/stop/", approval_views.approval_stop, name="approval-stop"),
 ]
