@@ -30,6 +30,7 @@ from audit.verify import verify_chain
 from distribution.jobs.releases import release_job
 from distribution.models import Family, FamilyVersion, GroupMember, RecipientGroup, StandingApproval, Subscription
 from tests import factories, workers
+from tests.retention_world import RETENTION_TRACKED, walk_retention
 from tests.test_authz import MATRIX
 from tests.transfer_world import image_id, make_transfer_world
 from transfers import events, jobs
@@ -54,6 +55,7 @@ TRACKED = {
     ApiToken: ["kind", "role", "expires_at", "revoked_at"],
     RecipientGroup: ["name", "description"],
     GroupMember: ["group_id", "account_id", "state", "answered_by_id"],
+    **RETENTION_TRACKED,
     StandingApproval: ["state", "versions_used", "stopped_by_id"],
     FamilyVersion: ["state", "share_id", "approval_id"],
 }
@@ -275,6 +277,10 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch, 
     post("webhooks:delivery-redeliver", endpoint_id=endpoint.public_id, delivery_id=delivery.public_id, **src)
     assert WebhookDelivery.objects.get(pk=delivery.pk).state == "pending"
     post("webhooks:endpoint-delete", endpoint_id=endpoint.public_id, **src)
+    client.force_login(w.src_member)
+
+    # Retention (tests/retention_world.py): a rule, runs proposed, cancelled, confirmed; the delete job; an end of life.
+    walk_retention(w, cloud, client, post, audited)
     client.force_login(w.src_member)
 
     # Recipient groups: made and renamed by the source team, which invites the destination team's two accounts;
