@@ -297,6 +297,12 @@ _DECLARED = (
            "shared.", (FAMILY,)),
     Action("family_version.found", "A sweep (or someone's scan) found a new available image of a family in its "
            "source account and gave it the next version number.", (FAMILY_VERSION,)),
+    Action("family_version.shared", "A family's new version was shared automatically, under its standing approval "
+           "(one share, every recipient it covers).", (FAMILY_VERSION,)),
+    Action("family_version.waited", "A family's new version was not shared: no valid standing approval (or the "
+           "share could not be asked for); the reason is in the details.", (FAMILY_VERSION,)),
+    Action("family_version.skipped", "A family's version will not be shared: a newer version came before it was "
+           "released, or the family was archived.", (FAMILY_VERSION,)),
     Action("subscription.created", "A recipient team subscribed a family with some of its accounts (a standing "
            "approval signed before does not cover them).", (SUBSCRIPTION,)),
     Action("subscription.changed", "A recipient team changed the accounts of its subscription: the family's "
@@ -316,12 +322,6 @@ _DECLARED = (
            "for a new signature.", (STANDING_APPROVAL,)),
     Action("standing_approval.exhausted", "A standing approval released its maximum number of versions: the "
            "family's next versions wait for a new signature.", (STANDING_APPROVAL,)),
-    Action("family_version.shared", "A family's new version was shared automatically, under its standing approval "
-           "(one share, every recipient it covers).", (FAMILY_VERSION,)),
-    Action("family_version.waited", "A family's new version was not shared: no valid standing approval (or the "
-           "share could not be asked for); the reason is in the details.", (FAMILY_VERSION,)),
-    Action("family_version.skipped", "A family's version will not be shared: a newer version came before it was "
-           "released, or the family was archived.", (FAMILY_VERSION,)),
     # Refusals and the trail itself.
     Action("access.denied", "Someone was refused a page or an action: a missing role, another team's "
            "object, a form without its CSRF token, too many requests.", (ANY,), denial=True),
