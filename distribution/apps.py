@@ -27,3 +27,7 @@ class DistributionConfig(AppConfig):
         from distribution.services import releases
 
         events.register_sweep(releases.releases_sweep)
+        # New versions of families: one scan job per source account due (services/discovery.py).
+        from distribution.services import discovery
+
+        events.register_sweep(discovery.discovery_sweep)

@@ -3,7 +3,7 @@
 from django.urls import path  # noqa: F401 - each part adds its routes below
 
 from distribution.views import approvals as approval_views
-from distribution.views import groups
+from distribution.views import families, groups, subscriptions
 from distribution.views import retention as retention_views
 
 app_name = "distribution"
@@ -52,4 +52,20 @@ urlpatterns += [
     path(T + "families/<uuid:family_id>/approvals/", approval_views.approval_list, name="approval-list"),
     path(T + "families/<uuid:family_id>/approvals/sign/", approval_views.approval_sign, name="approval-sign"),
     path(T + "approvals/<uuid:approval_id>/stop/", approval_views.approval_stop, name="approval-stop"),
+]
+
+# Families (the source team's) and subscriptions (the recipient team's), and the landing page.
+FAMILY = T + "families/<uuid:family_id>/"
+SUBSCRIPTION = T + "subscriptions/<uuid:subscription_id>/"
+urlpatterns += [
+    path(T, families.distribution_home, name="home"),
+    path(T + "families/new/", families.family_create, name="family-create"),
+    path(FAMILY, families.family_detail, name="family-detail"),
+    path(FAMILY + "archive/", families.family_archive, name="family-archive"),
+    path(FAMILY + "scan/", families.family_scan, name="family-scan"),
+    path(T + "directory/", subscriptions.family_directory, name="family-directory"),
+    path(T + "subscriptions/new/", subscriptions.subscription_create, name="subscription-create"),
+    path(SUBSCRIPTION, subscriptions.subscription_detail, name="subscription-detail"),
+    path(SUBSCRIPTION + "edit/", subscriptions.subscription_edit, name="subscription-edit"),
+    path(SUBSCRIPTION + "end/", subscriptions.subscription_end, name="subscription-end"),
 ]

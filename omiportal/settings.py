@@ -397,6 +397,13 @@ if OMIPORTAL_INVENTORY_REFRESH_SECONDS < 60:
     raise ImproperlyConfigured("OMIPORTAL_INVENTORY_REFRESH_SECONDS is at least 60: each refresh reads every "
                                "recipient account.")
 
+# --- Distribution: families' new versions (docs/distribution/families.md) ---
+# Each source account with live families is read at most this often (one ReadImages for all its
+# families) by the reconciler's ticks; a person's "Scan now" and a new family look at once.
+OMIPORTAL_FAMILY_SCAN_SECONDS = env.float("OMIPORTAL_FAMILY_SCAN_SECONDS", default=300.0)
+if OMIPORTAL_FAMILY_SCAN_SECONDS < 10:
+    raise ImproperlyConfigured("OMIPORTAL_FAMILY_SCAN_SECONDS is at least 10: each scan reads a source account.")
+
 # --- Audit checkpoints ---
 # Signed checkpoints of the audit chain head, stored outside the database (README: "Checkpoints
 # and verification"). Without a signing key they are off (a system check warns when not DEBUG).

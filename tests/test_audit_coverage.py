@@ -58,6 +58,8 @@ TRACKED = {
     **RETENTION_TRACKED,
     StandingApproval: ["state", "versions_used", "stopped_by_id"],
     FamilyVersion: ["state", "share_id", "approval_id"],
+    Family: ["name", "source_account_id", "match", "name_pattern", "tag_key", "tag_value", "archived_at"],
+    Subscription: ["family_id", "team_id", "changed_at", "ended_at"],
 }
 AUTH_POSTS = {"login", "logout", "password_change", "password_reset", "password_reset_confirm",
               "accounts:team-list", "accounts:member-list", "accounts:twofactor-confirm", "accounts:twofactor-verify",
@@ -320,6 +322,25 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch, 
     post("distribution:approval-stop", approval_id=approval.public_id, **src)
     assert StandingApproval.objects.get(pk=approval.pk).state == "stopped"
     client.force_login(w.src_member)
+
+    # Families and subscriptions: the source team declares a family of alpha's images and scans it now (version 1
+    # found); the destination team subscribes with gamma, adds delta, ends; the source team archives the family.
+    client.force_login(w.src_member)
+    post("distribution:family-create", {"name": "walk-family", "source_account": str(w.alpha.public_id),
+                                        "match": "name", "name_pattern": "alpha-web-*"}, **src)
+    walked = {"family_id": Family.objects.get(name="walk-family").public_id, **src}
+    post("distribution:family-scan", **walked)
+    assert FamilyVersion.objects.filter(family__name="walk-family").count() == 1
+    client.force_login(w.dst_member)
+    post("distribution:subscription-create", {"family": str(walked["family_id"]),
+                                              "accounts": [str(w.gamma.public_id)]}, **dst)
+    subscribed = {"subscription_id": Subscription.objects.get(family__name="walk-family").public_id, **dst}
+    post("distribution:subscription-edit", {"accounts": [str(w.gamma.public_id), str(w.delta.public_id)]},
+         **subscribed)
+    post("distribution:subscription-end", **subscribed)
+    client.force_login(w.src_member)
+    post("distribution:family-archive", **walked)
+    assert Family.objects.get(name="walk-family").archived_at is not None
 
     # Passwords and signing out.
     post("password_change", {"old_password": factories.PASSWORD, "new_password1": "another long passphrase",

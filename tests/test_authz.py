@@ -111,7 +111,8 @@ def targets(world):
         family = Family.objects.create(team=team, source_account=account, name="retention-golden", match="name",
                                        name_pattern="golden-*", created_by=admin)
         version = FamilyVersion.objects.create(family=family, number=1, image_id="ami-0000000f", image_name="golden-1")
-        Subscription.objects.create(family=family, team=team, created_by=admin)
+        # The team also subscribes its own family: the object of distribution:subscription-* (the family, of family-*).
+        subscription = Subscription.objects.create(family=family, team=team, created_by=admin)
         policy = RetentionPolicy.objects.create(team=team, family=family, keep_last=1, created_by=admin,
                                                 changed_by=admin)
         retention_run = RetentionRun.objects.create(policy=policy)
@@ -123,7 +124,8 @@ def targets(world):
                                               "endpoint": endpoint, "delivery": delivery, "token": token,
                                               "group": group, "group_member": group_member,
                                               "retention_family": family, "retention_version": version,
-                                              "retention_run": retention_run, "approval": approval})
+                                              "retention_run": retention_run, "approval": approval,
+                                              "subscription": subscription})
     return objects
 
 
@@ -163,6 +165,12 @@ def _url(name, team, account, membership, objects):
         else:
             kwargs["family_id"] = objects["retention_family"].public_id
         return reverse(name, kwargs=kwargs)
+    elif name.startswith("distribution:subscription-"):
+        kwargs["subscription_id"] = objects["subscription"].public_id
+        return reverse(name, kwargs=kwargs)
+    elif name.startswith("distribution:family-"):
+        kwargs["family_id"] = objects["retention_family"].public_id
+        return reverse(name, kwargs=kwargs)
     elif name == "api:token-revoke":
         kwargs["token_id"] = objects["token"].public_id
     elif name == "audit:event-detail":
@@ -178,7 +186,8 @@ def _snapshot():
     return tuple(list(model.objects.order_by("pk").values())
                  for model in (CloudAccount, Membership, Share, Recipient, LaunchGrant,
                                WebhookEndpoint, WebhookDelivery, ApiToken, RecipientGroup, GroupMember,
-                               FamilyVersion, RetentionPolicy, RetentionRun, StandingApproval))
+                               FamilyVersion, RetentionPolicy, RetentionRun, StandingApproval, Family, Subscription,
+                               Subscription.accounts.through))
 
 
 CASES = [(name, method) for name, (methods, _) in MATRIX.items() for method in methods]
