@@ -278,6 +278,14 @@ def test_the_sweep_proposes_once_and_not_again_what_was_cancelled(w):
     assert deletes(w) == 0
 
 
+def test_a_run_the_rules_change_cancelled_is_proposed_again_by_the_sweep(w):
+    policy = set_rule(w, keep_last=1)
+    propose(w, policy)
+    set_rule(w, keep_last=1, end_of_life=True, by=w.dst_approver)  # cancels the run, same copy under the new rule
+    assert retention_deletes.retention_sweep(now=timezone.now()) == 1
+    assert RetentionRun.objects.get(state="proposed").items.get().entry == w.copies[0]
+
+
 def test_two_sweeps_at_once_make_one_run(w):
     set_rule(w, keep_last=1)
     barrier, results = threading.Barrier(2), []

@@ -47,6 +47,7 @@ LOST_ANSWER_GONE = "OUTSCALE's answer to DeleteImage was lost; the image is no l
 PINNED_SINCE = "Kept: the image was tagged omiportal:pinned in the cloud since the proposal."
 OTHER_RUN = "Not deleted here: another retention run is deleting this copy."
 WAITING = "Waiting for OUTSCALE: {reason}"
+SWEEP_BATCH = 200  # rules looked at, and runs taken back, per reconciler tick
 
 
 def lease_seconds() -> float:
@@ -230,17 +231,24 @@ def retention_sweep(*, now) -> int:
 
 
 def _propose_due(now) -> int:
-    proposed = 0
     open_runs = RetentionRun.objects.filter(state__in=[RetentionRun.State.PROPOSED, RetentionRun.State.CONFIRMED])
-    policies = RetentionPolicy.objects.filter(Q(keep_last__isnull=False) | Q(delete_after_end_of_life=True)) \
-        .exclude(pk__in=open_runs.values("policy_id")).select_related("team", "family").order_by("pk")
-    for policy in policies[:200]:
+    due = list(RetentionPolicy.objects.filter(Q(keep_last__isnull=False) | Q(delete_after_end_of_life=True))
+               .exclude(pk__in=open_runs.values("policy_id")).order_by("pk").values_list("pk", flat=True))
+    if len(due) > SWEEP_BATCH:  # a different slice each tick: every rule gets its turn
+        tick = int(now.timestamp() // max(1.0, float(settings.OMIPORTAL_RECONCILE_EVERY_SECONDS)))
+        start = tick * SWEEP_BATCH % len(due)
+        due = (due[start:] + due[:start])[:SWEEP_BATCH]
+    proposed = 0
+    for policy in RetentionPolicy.objects.filter(pk__in=due).select_related("team", "family").order_by("pk"):
         last = RetentionRun.objects.filter(policy=policy).order_by("-proposed_at", "-pk").first()
-        if last is not None and last.state == RetentionRun.State.CANCELLED:
+        # A run someone cancelled (not one the rule's change cancelled) is not proposed again by the
+        # sweep until another copy may go; "Propose now" still can.
+        if last is not None and last.state == RetentionRun.State.CANCELLED and last.finished_at \
+                and last.finished_at > policy.changed_at:
             refused = set(last.items.values_list("entry_id", flat=True))
             fresh = [c for c in selectors.retention_candidates(policy=policy) if not c.held]
             if {c.entry.pk for c in fresh} <= refused:
-                continue  # the same copies someone just cancelled: not proposed again until another is due
+                continue
         if retention_propose(policy=policy) is not None:
             proposed += 1
     return proposed
@@ -253,7 +261,7 @@ def _resume(now) -> int:
     resumed = 0
     runs = RetentionRun.objects.filter(state=RetentionRun.State.CONFIRMED).filter(
         Q(pk__in=lapsed) | Q(pk__in=unclaimed) | ~Q(items__state__in=[State.PROPOSED, State.DELETING]))
-    for run in runs.select_related("policy__team", "policy__family").distinct()[:200]:
+    for run in runs.select_related("policy__team", "policy__family").distinct()[:SWEEP_BATCH]:
         if run_finish(run):
             continue
         with transaction.atomic():
