@@ -8,7 +8,7 @@ retired (keys wiped, out of every picker), never deleted: deleting it would fail
 from django.db.models import Exists
 
 from accounts import dependents
-from distribution.models import GroupMember
+from distribution.models import GroupMember, StandingRecipient
 
 
 def _history(account_ref) -> Exists:
@@ -20,5 +20,12 @@ def _in_flight(account) -> int:
     return 0  # a group membership never holds up retiring the account: a retired account is in no group's list
 
 
+def _signed_history(account_ref) -> Exists:
+    # Standing approvals: an account signed for stays on their record (its bound id and Region).
+    return Exists(StandingRecipient.objects.filter(account=account_ref))
+
+
 def register() -> None:
     dependents.register_uses(dependents.AccountUses(history=_history, in_flight=_in_flight))
+    # A retired account stops the approvals that name it (their digest no longer matches): nothing to wait for.
+    dependents.register_uses(dependents.AccountUses(history=_signed_history, in_flight=_in_flight))

@@ -220,6 +220,18 @@ def test_a_rekeyed_moved_or_retired_account_no_longer_matches(dist):
     assert approvals.approvals_stop_for_change(dist.family, "") == 1
 
 
+def test_an_account_signed_for_is_retired_not_deleted_and_its_retirement_stops_the_approval(dist):
+    from accounts import services as account_services
+
+    approval = sign(dist)
+    assert account_services.cloud_account_has_history(dist.gamma) is False
+    assert account_services.cloud_account_has_history(dist.delta) is True
+    account_services.cloud_account_retire(access=access(dist.dst_admin, dist.dest), account=dist.delta)
+    assert approval_binding.drift(approval) == "delta was retired"
+    assert approvals.approvals_stop_for_change(dist.family, "") == 1
+    assert "delta was retired" in StandingApproval.objects.get(pk=approval.pk).stopped_reason
+
+
 def test_expired_approvals_end_on_the_reconcilers_tick(dist):
     approval = sign(dist)
     StandingApproval.objects.filter(pk=approval.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
