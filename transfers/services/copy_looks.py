@@ -93,7 +93,9 @@ def plan_for(size_gib) -> Plan | None:
     similar.sort()
     expected, low, high = median(similar), _quantile(similar, 0.1), _quantile(similar, 0.9)
     step = min(scheduling.sweep_max(), max(LOOK_FLOOR, expected / STEP_PART, (high - low) / WINDOW_LOOKS))
-    first = min(FIRST_LOOK_MAX, max(LOOK_FLOOR, low - step))
+    # Each past end is a lower bound (see above): where the fastest tenth had ended, the copy most
+    # likely has not, and a look then is the last one before it is seen.
+    first = min(FIRST_LOOK_MAX, max(LOOK_FLOOR, low))
     return Plan(first=first, step=step, last=max(first, high + step), expected=expected, count=len(similar))
 
 

@@ -147,8 +147,9 @@ def grants_add(*, share_id) -> None:
         by_share[grant.share_id].append(grant)
     shares = Share.objects.select_related("team", "source_account").in_bulk(list(by_share))
     with opened_once():  # each account's keys opened (and recorded) once for the job, as in a sweep
+        # A thread per share: each waits on its UpdateImage, then on its copies' CreateImage.
         polling.run_each(lambda share_id: _add_and_copy(shares[share_id], by_share[share_id]), sorted(by_share),
-                         what="grant launch permission")
+                         what="grant launch permission", threads=len(by_share))
 
 
 def _add_and_copy(share: Share, rows: list[LaunchGrant]) -> None:

@@ -217,7 +217,7 @@ def postpone(rows, message: str) -> None:
             state_message=f"{WAITING_PREFIX}{message}"[:500])
 
 
-def run_each(func, items, *, what: str, budget: float | None = None) -> list:
+def run_each(func, items, *, what: str, budget: float | None = None, threads: int | None = None) -> list:
     """``func(item)`` for every item, ``OMIPORTAL_SWEEP_CONCURRENCY`` at a time: each call waits
     mostly on OUTSCALE. One item failing does not stop the others; its row stays in flight and the
     reconciler comes back to it after the grace period.
@@ -225,6 +225,8 @@ def run_each(func, items, *, what: str, budget: float | None = None) -> list:
     With a ``budget`` (seconds), no item is begun after it runs out: the items left are returned,
     for the caller to hand to a job of their own. A sweep then keeps its worker for about the
     budget, and the sweeps waiting behind it (other accounts' finished exports) get their turn.
+    ``threads`` asks for that many threads (still at most the concurrency), where each item waits
+    on several calls in turn.
     """
     deadline = None if budget is None else time.monotonic() + budget
     pending, left, left_lock = queue.SimpleQueue(), [], threading.Lock()
@@ -251,7 +253,7 @@ def run_each(func, items, *, what: str, budget: float | None = None) -> list:
                 connections.close_all()  # this thread's own connections
 
     # A thread costs a database connection: a few rows are done faster in line.
-    concurrency = max(1, min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), pending.qsize() // 2))
+    concurrency = max(1, min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), threads or pending.qsize() // 2))
     if concurrency == 1:
         drain(own_thread=False)
         return left
