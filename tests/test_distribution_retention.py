@@ -7,6 +7,7 @@ inventory rows are made here, so nothing waits for the inventory's own refresh.
 """
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -516,3 +517,35 @@ def test_the_family_page_reads_in_a_few_queries_whatever_the_copies(w, client, d
     with django_assert_max_num_queries(20):
         page = client.get(url("retention-run", w.dest, run_id=run.public_id))
     assert page.content.count(b"data-item=") == 20  # v2 carries the latest tag: held back
+
+
+def test_a_worker_killed_inside_delete_image_leaves_one_delete(w):
+    """A real `manage.py rqworker` killed with SIGKILL while OUTSCALE holds its DeleteImage (applied
+    after the worker died): a second worker's reconciler takes the copy back once its lease ran out,
+    looks it up, finds it gone, and calls DeleteImage no more."""
+    run = confirmed_run(w)
+    env = dict(OMIPORTAL_SWEEP_MIN_SECONDS=0.2, OMIPORTAL_SWEEP_MAX_SECONDS=0.5, OMIPORTAL_RECONCILE_GRACE_SECONDS=1,
+               OMIPORTAL_RECONCILE_EVERY_SECONDS=1, OMIPORTAL_OUTSCALE_READ_TIMEOUT=5,
+               OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT=1, OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS=1, OMIPORTAL_SWEEP_CONCURRENCY=1,
+               OMIPORTAL_OUTSCALE_CALLS_PER_SECOND=100, OMIPORTAL_SWEEP_BUDGET_SECONDS=0.5)
+    w.cloud.faults.configure(hold_seconds=3, hold_actions={"DeleteImage"})
+    retention.enqueue_deletes(run)  # outside a transaction: sent at once
+    item = run.items.get()
+    first = workers.start_worker(workers.worker_env(w.cloud, **env))
+    try:
+        w.wait_for(lambda: RetentionItem.objects.get(pk=item.pk).state, lambda state: state == State.DELETING,
+                   timeout=60)
+        time.sleep(1.0)  # inside DeleteImage, held by OUTSCALE
+    finally:
+        workers.kill_tree(first)
+    w.wait_for(lambda: deletes(w), lambda n: n == 1, timeout=10)  # OUTSCALE went on without the worker
+    w.cloud.faults.reset()
+    assert RetentionItem.objects.get(pk=item.pk).state == State.DELETING
+    second = workers.start_worker(workers.worker_env(w.cloud, **env))
+    try:
+        w.wait_for(lambda: RetentionItem.objects.get(pk=item.pk).state, lambda state: state == State.GONE,
+                   timeout=90, interval=0.2)
+    finally:
+        workers.kill_tree(second)
+    assert deletes(w) == 1 and not in_cloud(w, w.copies[0]) and in_cloud(w, w.copies[1])
+    assert RetentionRun.objects.get(pk=run.pk).state == RetentionRun.State.DONE
