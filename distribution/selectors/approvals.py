@@ -28,5 +28,4 @@ def approval_get_for_team(*, access: TeamAccess, public_id) -> StandingApproval:
 
 def versions_waiting(*, family: Family) -> QuerySet:
     """The versions held back, newest first: what a new signature would release (the newest)."""
-    return FamilyVersion.objects.filter(family=family, state__in=[FamilyVersion.State.WAITING,
-                                                                  FamilyVersion.State.FOUND]).order_by("-number")
+    return FamilyVersion.objects.filter(family=family, state=FamilyVersion.State.WAITING).order_by("-number")
