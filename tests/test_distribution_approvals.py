@@ -352,6 +352,17 @@ def test_members_read_the_list_and_approvers_stop(dist, client):
     assert StandingApproval.objects.get(pk=approval.pk).state == "stopped"
 
 
+def test_the_list_says_which_version_waits_and_why(dist, client):
+    from distribution.models import FamilyVersion
+
+    FamilyVersion.objects.create(family=dist.family, number=3, image_id="ami-00000003", image_name="golden-web-3",
+                                 state="waiting", state_message="No standing approval is active for golden-web.")
+    client.force_login(dist.src_approver)
+    html = client.get(_urls(dist)["list"]).content.decode()
+    assert "data-waiting" in html and "Version 3 (golden-web-3) is waiting: No standing approval" in html
+    assert "data-no-active" in html and "data-sign-link" in html
+
+
 def test_the_list_says_when_what_it_covers_changed(dist, client):
     sign(dist)
     dist.delta.account_id = "999988887777"
