@@ -57,7 +57,7 @@ TRACKED = {
     GroupMember: ["group_id", "account_id", "state", "answered_by_id"],
     **RETENTION_TRACKED,
     StandingApproval: ["state", "versions_used", "stopped_by_id"],
-    FamilyVersion: ["state", "share_id", "approval_id"],
+    FamilyVersion: ["state", "share_id", "approval_id", "end_of_life"],
     Family: ["name", "source_account_id", "match", "name_pattern", "tag_key", "tag_value", "archived_at"],
     Subscription: ["family_id", "team_id", "changed_at", "ended_at"],
 }
