@@ -342,3 +342,26 @@ def test_the_landing_page_explains_what_to_do_and_is_in_the_team_menu(world, d, 
     family = _declare(world, d)
     page = login(world.auditor).get(home).content.decode()
     assert f'data-family="{family.public_id}"' in page and "Declare a family" not in page
+
+
+def test_the_family_page_shows_each_version_with_its_share_and_approval(world, d, login):
+    from transfers.models import Share
+
+    family = _declare(world, d)
+    approval = StandingApproval.objects.create(family=family, signed_by=world.approver, max_versions=5,
+                                               expires_at=timezone.now() + timedelta(days=30), digest="0" * 64)
+    share = Share.objects.create(team=world.alpha, source_account=d.src, source_image_id="ami-00000002",
+                                 source_image_name="golden-web-2", source_image_relation="owned",
+                                 copy_name="golden-web-v2", reason="family", licence_confirmed_at=timezone.now(),
+                                 requested_by=world.member, approval_required=True, digest="0" * 64,
+                                 approval_deadline=timezone.now() + timedelta(days=1))
+    family.versions.create(number=1, image_id="ami-00000001", image_name="golden-web-1", state="skipped",
+                           state_message="A newer version came first.")
+    family.versions.create(number=2, image_id="ami-00000002", image_name="golden-web-2", state="shared",
+                           share=share, approval=approval)
+    page = login(world.auditor).get(_url("distribution:family-detail", world.alpha, family_id=family.public_id))
+    html = page.content.decode()
+    assert page.status_code == 200 and 'data-version="2" data-state="shared"' in html
+    assert _url("transfers:share-detail", world.alpha, share_id=share.public_id) in html
+    assert f"under standing approval {approval.pk}" in html and "A newer version came first." in html
+    assert "data-scan>" not in html and "Archive golden-web" not in html  # an auditor reads only
