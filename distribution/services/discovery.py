@@ -131,7 +131,9 @@ def family_scan_account(*, account_id: str, force: bool = False) -> ScanOutcome:
 def family_versions_record(*, family_id: int, images) -> list[FamilyVersion]:
     """Record the images the family does not have yet as its next versions, oldest first: once,
     however many scans see them at the same time (the family's row is locked while numbering)."""
-    if not images:
+    # Most looks find nothing new: no lock, no transaction for those.
+    if not {i.image_id for i in images} - set(FamilyVersion.objects.filter(family_id=family_id)
+                                              .values_list("image_id", flat=True)):
         return []
     with recorder.atomic():
         family = Family.objects.select_for_update().select_related("team", "source_account") \
