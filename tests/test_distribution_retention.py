@@ -495,6 +495,12 @@ def test_the_source_team_sets_a_versions_end_of_life_on_its_page(w, client):
     assert str(FamilyVersion.objects.get(pk=v1.pk).end_of_life) == "2025-06-30"
     client.post(url("retention-end-of-life-set", w.source, version_id=v1.public_id), {"end_of_life": ""})
     assert FamilyVersion.objects.get(pk=v1.pk).end_of_life is None
+    # The same form on each row of the family's own page, which it comes back to.
+    detail = url("family-detail", w.source, family_id=w.family.public_id)
+    assert b'data-end-of-life="1"' in client.get(detail).content
+    response = client.post(url("retention-end-of-life-set", w.source, version_id=v1.public_id),
+                           {"end_of_life": "2026-01-31", "next": "family"})
+    assert response.status_code == 302 and response["Location"] == detail
     # The recipient team reaches neither the page nor the version: not its family.
     client.force_login(w.dst_admin)
     assert client.get(url("retention-end-of-life", w.dest, family_id=w.family.public_id)).status_code == 404
