@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from api.views import accounts, decisions, incoming, shares, token_pages
+from api.views import accounts, decisions, incoming, latest, shares, token_pages
 from api.views import audit as audit_views
 
 app_name = "api"
@@ -28,6 +28,7 @@ urlpatterns = [
     path(V1 + "incoming/<uuid:recipient_id>/decline/", incoming.IncomingDecline.as_view(), name="incoming-decline"),
     path(V1 + "incoming/<uuid:recipient_id>/retry/", incoming.IncomingRetry.as_view(), name="incoming-retry"),
     path(V1 + "link-imports/", incoming.LinkImportCreate.as_view(), name="link-import-create"),
+    path(V1 + "families/<uuid:family_id>/latest/", latest.FamilyLatest.as_view(), name="family-latest"),
     path(V1 + "audit/events/", audit_views.AuditEventList.as_view(), name="audit-event-list"),
     path(V1 + "audit/events/<uuid:event_id>/", audit_views.AuditEventDetail.as_view(), name="audit-event-detail"),
     path(V1 + "audit/integrity/", audit_views.AuditIntegrity.as_view(), name="audit-integrity"),

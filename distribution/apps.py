@@ -17,16 +17,23 @@ class DistributionConfig(AppConfig):
         recipient_sources.register(recipient_sources.Provider(prefix=groups.SOURCE_PREFIX,
                                                               choices=groups.group_recipient_sources,
                                                               accounts=groups.group_recipient_accounts))
-        # Retention: the tick proposes a run for each rule with copies to delete, and takes back
-        # deletions whose job was lost or whose worker died (services/retention_deletes.py).
-        from distribution.services import retention_deletes
+        # The inventory's rows and the latest pointer's tags follow each completed import (in its
+        # transaction); the reconciler's tick runs their schedules and safety nets (transfers/events.py).
+        from distribution.services import inventory, latest
         from transfers import events
 
-        events.register_sweep(retention_deletes.retention_sweep)
+        events.register_sink(inventory.on_import_completed)
+        events.register_sweep(inventory.inventory_sweep)
+        events.register_sweep(latest.latest_sweep)
         # Standing approvals past their expiry end; releases whose job was lost are put back.
         from distribution.services import releases
 
         events.register_sweep(releases.releases_sweep)
+        # Retention: the tick proposes a run for each rule with copies to delete, and takes back
+        # deletions whose job was lost or whose worker died (services/retention_deletes.py).
+        from distribution.services import retention_deletes
+
+        events.register_sweep(retention_deletes.retention_sweep)
         # New versions of families: one scan job per source account due (services/discovery.py).
         from distribution.services import discovery
 

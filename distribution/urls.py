@@ -4,6 +4,8 @@ from django.urls import path  # noqa: F401 - each part adds its routes below
 
 from distribution.views import approvals as approval_views
 from distribution.views import families, groups, subscriptions
+from distribution.views import inventory as inventory_views
+from distribution.views import latest as latest_views
 from distribution.views import retention as retention_views
 
 app_name = "distribution"
@@ -29,6 +31,14 @@ urlpatterns += [
          name="group-membership-decline"),
     path(T + "group-memberships/<uuid:member_id>/leave/", groups.group_membership_leave,
          name="group-membership-leave"),
+]
+
+
+# The inventory of copies (the team's, or its shares' in other teams' accounts) and a family's latest copy per account.
+urlpatterns += [
+    path(T + "inventory/", inventory_views.inventory_list, name="inventory"),
+    path(T + "inventory/export.csv", inventory_views.inventory_export, name="inventory-export"),
+    path(T + "families/<uuid:family_id>/latest/", latest_views.family_latest, name="family-latest"),
 ]
 
 # Retention: the recipient team's rules and runs per family, and the source team's end-of-life dates.

@@ -24,6 +24,7 @@ from accounts.models import Team
 from api.models import ApiToken
 from audit.models import AuditEvent
 from audit.recorder import record
+from distribution.models import Family
 from tests import factories
 from tests.fixtures_api import ApiClient, make_token
 from tests.transfer_world import access, image_id, sandbox_account
@@ -193,6 +194,15 @@ class Targets:
         recipient.refresh_from_db()
         return recipient
 
+    def family(self, side) -> Family:
+        """A family the team publishes, from an account of its own (plain rows: its latest answer
+        reads no cloud)."""
+        team = self.team(side)
+        account = factories.make_cloud_account(team, label=self._name("golden-source"))
+        user = self.world.admin if side == "alpha" else self.world.outsider
+        return Family.objects.create(team=team, source_account=account, name=self._name("golden"),
+                                     match=Family.Match.NAME, name_pattern="golden-*", created_by=user)
+
     def event(self, side) -> AuditEvent:
         team = self.team(side)
         actor = self.world.member if side == "alpha" else self.world.outsider
@@ -230,6 +240,7 @@ REQUESTS = {
     "/api/v1/link-imports/": {"POST": lambda t, side: ([], {
         "account": str(t.account(side).public_id), "url": t.link(), "image_name": t._name("api-link"),
         "description": ""})},
+    "/api/v1/families/{}/latest/": {"GET": lambda t, side: ([t.family(side).public_id], None)},
     "/api/v1/audit/events/": {"GET": lambda t, side: ([], None)},
     "/api/v1/audit/events/{}/": {"GET": lambda t, side: ([t.event(side).public_id], None)},
     "/api/v1/audit/integrity/": {"GET": lambda t, side: ([], None)},

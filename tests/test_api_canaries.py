@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.models import CloudAccount
 from api.models import ApiToken
 from audit.models import AuditEvent
+from distribution.models import Family
 from tests import api_routes, workers
 from tests.fixtures_api import make_token
 from tests.test_security_canaries import (  # noqa: F401 - presigned is a fixture
@@ -50,6 +51,7 @@ IDS = {
     "/api/v1/shares/{}/": lambda team: Share.objects.filter(team=team),
     "/api/v1/incoming/{}/": lambda team: Recipient.objects.filter(team=team),
     "/api/v1/audit/events/{}/": lambda team: AuditEvent.objects.filter(team_id=team.pk),
+    "/api/v1/families/{}/latest/": lambda team: Family.objects.filter(team=team),
 }
 
 

@@ -21,6 +21,7 @@ from api import urls as api_urls
 from api.throttling import TokenRateThrottle
 from audit.models import AuditChainHead, AuditEvent
 from bench import fill
+from distribution.models import Family, FamilyVersion, InventoryEntry
 from tests.fixtures_api import ApiClient, make_token
 from tests.fixtures_audit import AuditTamper
 from transfers.models import Recipient, Share
@@ -64,6 +65,7 @@ def _probes(head: int) -> list[Probe]:
         Probe("incoming-list", query={"state": "completed"}, label="incoming-list state"),
         Probe("incoming-list", query={"page_size": 100}, label="incoming-list 100"),
         Probe("incoming-list", query={"page_size": 2}, follow=2, label="incoming-list third page"),
+        Probe("family-latest"), Probe("family-latest", "auditor"),
         Probe("audit-event-list"), Probe("audit-event-list", "auditor"), Probe("audit-event-list", "compliance"),
         Probe("audit-event-list", query={"before": deep}, label="audit-event-list deep"),
         Probe("audit-event-list", query={"page_size": 5}, follow=3, label="audit-event-list fourth page"),
@@ -118,6 +120,7 @@ class Bench:
                 "public_id", flat=True).first(),
             "event_id": AuditEvent.objects.filter(team_id=big.pk, target_type="transfers.share").order_by(
                 "-seq").values_list("public_id", flat=True).first(),
+            "family_id": _family_with_copies(world).public_id,
         }
 
     def url(self, route: str) -> str:
@@ -148,6 +151,25 @@ class Bench:
         total = Share.objects.filter(team__in=self.world.teams).count()
         fill.fill_shares(self.world, total * GROWTH, log=_quiet)
         _append_events(self.world, AuditEvent.objects.count() * (GROWTH - 1))
+
+
+def _family_with_copies(world: fill.World, accounts: int = 8) -> Family:
+    """A family of the big team whose version's copies, made by its completed shares, hold the latest
+    tag in several recipient accounts (the latest answer's rows)."""
+    big = world.big
+    family = Family.objects.create(team=big, source_account=world.accounts[big.pk][0], name="bench-golden",
+                                   match=Family.Match.NAME, name_pattern="bench-golden-*",
+                                   created_by=world.members[big.pk]["admin"])
+    recipients = list(Recipient.objects.filter(share__team=big, state="completed").select_related("share")
+                      .order_by("pk")[:accounts])
+    for number, recipient in enumerate(recipients, start=1):
+        made = FamilyVersion.objects.create(family=family, number=number, image_id=recipient.share.source_image_id,
+                                            image_name=f"bench-golden-{number}", share=recipient.share,
+                                            state=FamilyVersion.State.SHARED)
+        InventoryEntry.objects.create(team_id=recipient.team_id, account_id=recipient.target_account_id,
+                                      image_id=f"ami-{number:08x}", recipient=recipient, family=family, version=made,
+                                      cloud_state="available", is_latest=True)
+    return family
 
 
 def _append_events(world: fill.World, count: int) -> None:
