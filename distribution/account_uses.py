@@ -8,7 +8,7 @@ retired (keys wiped, out of every picker), never deleted: deleting it would fail
 from django.db.models import Exists
 
 from accounts import dependents
-from distribution.models import GroupMember, StandingRecipient
+from distribution.models import GroupMember, InventoryEntry, StandingRecipient
 
 
 def _history(account_ref) -> Exists:
@@ -25,7 +25,13 @@ def _signed_history(account_ref) -> Exists:
     return Exists(StandingRecipient.objects.filter(account=account_ref))
 
 
+def _inventory_history(account_ref) -> Exists:
+    # The inventory: a copy known in the account (an orphan included) keeps its record.
+    return Exists(InventoryEntry.objects.filter(account=account_ref))
+
+
 def register() -> None:
     dependents.register_uses(dependents.AccountUses(history=_history, in_flight=_in_flight))
     # A retired account stops the approvals that name it (their digest no longer matches): nothing to wait for.
     dependents.register_uses(dependents.AccountUses(history=_signed_history, in_flight=_in_flight))
+    dependents.register_uses(dependents.AccountUses(history=_inventory_history, in_flight=_in_flight))
