@@ -338,7 +338,8 @@ def test_the_landing_page_explains_what_to_do_and_is_in_the_team_menu(world, d, 
     page = login(world.member).get(home).content.decode()
     assert f'href="{home}" aria-current="page">Distribution</a>' in page
     assert "No family yet" in page and "No subscription yet" in page and "Declare a family" in page
-    assert reverse("distribution:group-list", kwargs={"team_id": world.alpha.public_id}) in page
+    for section in ("group-list", "inventory", "retention-list", "family-directory"):
+        assert reverse(f"distribution:{section}", kwargs={"team_id": world.alpha.public_id}) in page
     family = _declare(world, d)
     page = login(world.auditor).get(home).content.decode()
     assert f'data-family="{family.public_id}"' in page and "Declare a family" not in page
