@@ -49,7 +49,9 @@ class Family(models.Model):
     class Meta:
         ordering = ["team__name", "name"]
         constraints = [
-            models.UniqueConstraint(fields=["team", "name"], name="family_unique_team_name"),
+            # Site-wide: the name is the value of the family and latest tags in every recipient account,
+            # which may receive families of several teams.
+            models.UniqueConstraint(fields=["name"], name="family_unique_name"),
             models.CheckConstraint(condition=(Q(match="name") & ~Q(name_pattern=""))
                                    | (Q(match="tag") & ~Q(tag_key="")), name="family_match_complete"),
         ]

@@ -111,15 +111,17 @@ def test_a_source_account_must_be_the_teams_validated_and_live_one(world, d):
     assert not Family.objects.exists()
 
 
-def test_a_name_is_taken_once_per_team_archived_ones_included(world, d):
+def test_a_name_is_taken_once_across_the_portal_archived_ones_included(world, d):
     families.family_archive(access=access(world.member, world.alpha), family=_declare(world, d))
     with pytest.raises(ValidationError) as refused:
         _declare(world, d, name_pattern="golden-web-2*")
     assert refused.value.message_dict == {"name": [families.NAME_TAKEN.format(name="golden-web")]}
+    # Nor may another team take it: the name is the tag value in recipient accounts, which may receive
+    # families of both teams and must tell them apart.
+    with pytest.raises(ValidationError):
+        families.family_declare(access=access(world.outsider, world.beta), source_account=d.beta_prod,
+                                name="golden-web", match="name", name_pattern="golden-web-*")
     assert Family.objects.count() == 1
-    # Another team may use the same name (it is a tag value in its own recipients' accounts).
-    families.family_declare(access=access(world.outsider, world.beta), source_account=d.beta_prod, name="golden-web",
-                            match="name", name_pattern="golden-web-*")
 
 
 def test_the_form_shows_the_refusal_on_its_field_and_saves_nothing(world, d, login):

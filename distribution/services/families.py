@@ -32,7 +32,8 @@ PORTAL_TAG_PREFIX = "omiportal:"
 
 NAME_INVALID = ("A family name is 2 to 64 letters, digits, dots, underscores or hyphens, starting with a letter or "
                 "digit.")
-NAME_TAKEN = "Your team already has a family named {name} (archived ones keep their name): choose another."
+NAME_TAKEN = ("A family named {name} already exists (names are unique across the portal, archived ones "
+              "included: the name tags every copy): choose another.")
 PATTERN_MISSING = "Give the name pattern of the family's images, e.g. golden-web-*."
 PATTERN_INVALID = ("A name pattern uses the characters of image names (letters, digits, space, _ ( ) / . -) and the "
                    "wildcards * ? [ ]; at most 128 characters.")
