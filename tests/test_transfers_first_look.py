@@ -112,7 +112,7 @@ def test_the_first_look_goes_where_similar_copies_ended(flow, cloud, shipped_loo
     created = AuditEvent.objects.get(action="import.started").occurred_at
     assert abs((recipient.started_at - created).total_seconds()) < 1  # a copy's clock starts at its create
     assert _first_look_after_create(recipient) == pytest.approx(plan.first, abs=0.01)
-    assert recipient.poll_interval == pytest.approx(plan.step)
+    assert recipient.poll_interval == pytest.approx(plan.first)  # what a copy seen then counts back to
     # Its sweep is booked on a grid of whole seconds as fine as the step, at the start of the cell.
     sweeps = [job_id for job_id in _scheduled_sweeps() if job_id.endswith("-2s")]
     due = (recipient.next_poll_at.timestamp() // 2)

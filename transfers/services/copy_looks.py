@@ -11,9 +11,10 @@ copies there is no plan, and the grid's looks stand.
 What a past copy says of the cloud's time: it ended after the look before the one that saw it
 available, so its row's started_at (set when its CreateImage was answered,
 import_starts._started) to completed_at, less the interval that look came after (its
-poll_interval, kept at completion). Without that, a copy seen late (the grid's looks) would set
-the next ones' first look late in turn. Each process reads the history once every
-HISTORY_SECONDS: a burst of starts makes one query.
+poll_interval, kept at completion: for a copy seen at its first look, the time from its create).
+Without that, a copy seen late (the grid's looks, or a first look placed too late) would set the
+next ones' first look late in turn. Each process reads the history once every HISTORY_SECONDS: a
+burst of starts makes one query.
 """
 
 import math

@@ -195,15 +195,17 @@ def _started(recipient: Recipient, image_id: str, request_ids: list) -> None:
     where similar copies ended (copy_looks.py), from its create, which is when it started; an
     import's (or a copy's without such a history) a sweep_min later."""
     now = timezone.now()
-    interval = first = scheduling.sweep_min()
+    grid = first = scheduling.sweep_min()
     changes = {}
     if recipient.method in Recipient.COPY_METHODS:
         changes["started_at"] = now  # what its duration counts from, for the next copies' looks
         plan = copy_looks.plan_for_recipient(recipient)
         if plan is not None:
-            interval, first = plan.step, plan.first
+            grid, first = plan.step, plan.first
+    # The first look comes ``first`` after the create: a copy seen then had ended after its create
+    # only, which is what its history counts back to (copy_looks.py).
     if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING, image_id="").update(
-            image_id=image_id, link_sealed="", poll_interval=interval,
+            image_id=image_id, link_sealed="", poll_interval=first,
             next_poll_at=now + timedelta(seconds=first), updated_at=now, **changes):
         return
     account = recipient.target_account
@@ -211,7 +213,7 @@ def _started(recipient: Recipient, image_id: str, request_ids: list) -> None:
            cloud_request_ids=request_ids,
            details={"recipient": str(recipient.public_id), "image_id": image_id,
                     "image_name": recipient.image_name, "account": account.label})
-    scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=first), interval=interval)
+    scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=first), interval=grid)
 
 
 def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
