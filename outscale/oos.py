@@ -38,10 +38,22 @@ _NO_FILE = os.path.join(os.devnull, "omiportal-no-aws-config")  # can never exis
 # At DEBUG botocore logs canonical requests and signatures: enough to rebuild a
 # pre-signed URL. These loggers get an explicit level (never more verbose than
 # INFO) so a root or "botocore" logger at DEBUG cannot turn them on.
+# A level alone does not hold: logging.config.dictConfig (Django's LOGGING applied again, by a
+# test or a library) resets the levels of the children of the loggers it names ("botocore") to
+# NOTSET. A filter on the logger itself survives that, so DEBUG records are dropped whatever the
+# levels say.
+
+
+def _info_and_above(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.INFO
+
+
 for _name in ("botocore.auth", "botocore.endpoint", "botocore.httpsession", "botocore.hooks",
               "botocore.parsers", "botocore.client", "botocore.utils"):
     _logger = logging.getLogger(_name)
     _logger.setLevel(max(_logger.level, logging.INFO))
+    if _info_and_above not in _logger.filters:
+        _logger.addFilter(_info_and_above)
 
 
 def isolated_botocore_session() -> botocore.session.Session:

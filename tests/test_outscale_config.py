@@ -216,6 +216,17 @@ def test_presigned_link_repr_hides_the_url_and_logs_stay_quiet(caplog):
     assert signature not in caplog.text and SECRET not in caplog.text
 
 
+def test_logs_stay_quiet_after_logging_is_configured_again(caplog, settings):
+    # dictConfig resets the levels of botocore's child loggers to NOTSET; the signature stays out anyway.
+    import logging.config
+
+    logging.config.dictConfig(settings.LOGGING)
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="botocore")
+    link = storage.presign_manifest(creds=CREDS, bucket="b", key="k", not_after=datetime.now(UTC) + timedelta(days=1))
+    assert signed_fields(link.url)["X-Amz-Signature"] not in caplog.text and SECRET not in caplog.text
+
+
 def test_delete_refuses_prefixes_that_could_match_other_exports():
     for prefix in ("", "exports/abc"):
         with pytest.raises(ValueError):
