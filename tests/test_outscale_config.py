@@ -221,6 +221,7 @@ def test_logs_stay_quiet_after_logging_is_configured_again(caplog, settings):
     import logging.config
 
     logging.config.dictConfig(settings.LOGGING)
+    logging.getLogger().addHandler(caplog.handler)  # dictConfig replaced the root's handlers, caplog's too
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="botocore")
     link = storage.presign_manifest(creds=CREDS, bucket="b", key="k", not_after=datetime.now(UTC) + timedelta(days=1))
