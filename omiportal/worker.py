@@ -11,6 +11,8 @@ crashes the process is what a killed worker already is: the reconciler puts its 
 import contextlib
 import importlib
 import logging
+import os
+import socket
 import time
 
 import django_rq
@@ -18,6 +20,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from rq import SimpleWorker
 from rq.exceptions import DuplicateJobError
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.serializers import JSONSerializer
 
 import outscale
@@ -38,6 +41,46 @@ def ensure_reconcile_enqueued() -> None:
     with contextlib.suppress(DuplicateJobError):
         django_rq.get_queue("poll").enqueue("transfers.jobs.reconcile_job", job_id=f"reconcile-{slot}", unique=True,
                                             result_ttl=0, failure_ttl=300)
+
+
+# Deletes a queue's scheduler lock only while it still names the dead scheduler.
+_RELEASE_IF_HELD_BY = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def release_dead_scheduler_locks(connection, queue_names) -> list[str]:
+    """Let go of the scheduler locks that a worker killed on this machine left behind.
+
+    A scheduler holds each queue's lock for 61 s at a time (rq: its interval + 60 s), renewed every
+    second. When its worker is killed (SIGKILL, the OOM killer), no other scheduler may move the
+    queue's delayed jobs (every sweep, every retry) until the lock expires: a minute in which no
+    transfer is polled. A lock whose scheduler recorded this machine's name and a pid that no longer
+    exists is deleted at once, and this worker's own scheduler takes it at its maintenance tick. A
+    scheduler on another machine cannot be checked: its lock expires as before. (A live scheduler
+    wrongly taken for dead, in another PID namespace under the same host name, only hands its lock
+    over: one scheduler still moves each queue.)
+    """
+    host, released = socket.gethostname(), []
+    for name in queue_names:
+        key = RQScheduler.get_locking_key(name)
+        holder = connection.get(key)
+        if holder is None:
+            continue
+        hostname, pid = connection.hmget(SCHEDULER_KEY_TEMPLATE % holder.decode(), "hostname", "pid")
+        if hostname is None or hostname.decode() != host or int(pid or 0) <= 0 or _alive(int(pid)):
+            continue
+        if connection.eval(_RELEASE_IF_HELD_BY, 1, key, holder):
+            released.append(name)
+    return released
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 JOB_MODULES = ("transfers.jobs", "transfers.notifications", "audit.jobs")
@@ -81,6 +124,15 @@ class PortalWorker(SimpleWorker):
         return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
 
     def run_maintenance_tasks(self):
+        if self.scheduler is not None:  # --with-scheduler: rq's maintenance then takes the locks let go here
+            try:
+                released = release_dead_scheduler_locks(self.connection, self.queue_names())
+            except Exception:  # noqa: BLE001 - the locks then expire as rq intends; the next tick retries
+                logger.exception("Could not check the scheduler locks")
+            else:
+                if released:
+                    logger.warning("Scheduler locks of %s released: their scheduler's process is gone.",
+                                   ", ".join(released))
         super().run_maintenance_tasks()
         try:
             ensure_reconcile_enqueued()

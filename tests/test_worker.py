@@ -55,3 +55,33 @@ def test_a_failed_reconcile_does_not_switch_the_safety_net_off(queues, settings)
     worker.run_maintenance_tasks()
     [second] = django_rq.get_queue("poll").job_ids
     assert second != first
+
+
+def test_a_scheduler_lock_left_by_a_worker_killed_on_this_machine_is_let_go(queues):
+    """rq keeps a killed scheduler's lock 61 s, and no delayed job (every sweep) moves meanwhile."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
+
+    from omiportal.worker import release_dead_scheduler_locks
+
+    connection = queues[0].connection
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    def held_by(queue, host, pid):
+        connection.set(RQScheduler.get_locking_key(queue), f"scheduler-{queue}")
+        connection.hset(SCHEDULER_KEY_TEMPLATE % f"scheduler-{queue}", mapping={"hostname": host, "pid": pid})
+
+    held_by("default", socket.gethostname(), gone.pid)  # its process is gone: let go at once
+    held_by("poll", socket.gethostname(), os.getpid())  # alive: kept
+    assert release_dead_scheduler_locks(connection, ["default", "poll"]) == ["default"]
+    assert connection.get(RQScheduler.get_locking_key("default")) is None
+    assert connection.get(RQScheduler.get_locking_key("poll")) == b"scheduler-poll"
+    held_by("default", "another-machine", gone.pid)  # cannot be checked from here: it expires as rq intends
+    assert release_dead_scheduler_locks(connection, ["default", "poll"]) == []
+    for queue in ("default", "poll"):
+        connection.delete(RQScheduler.get_locking_key(queue), SCHEDULER_KEY_TEMPLATE % f"scheduler-{queue}")
