@@ -198,13 +198,17 @@ def test_a_family_goes_from_its_declaration_to_its_second_automatic_release(
     expect(page.locator(f'[data-recipient="{recipient.public_id}"] [data-field="image"]')).to_have_text(
         second.image_id)
     page.screenshot(path=tmp_path / "4-share.png", full_page=True)
-    page.goto(f"{live_server.url}/t/{flow.source.public_id}/distribution/families/{family.public_id}/approvals/")
+    page.goto(family_url)
+    page.locator("[data-approvals-link]").click()
     expect(page.locator("[data-versions-used]")).to_have_text("2 of 5 released")
     _sign_out(page)
 
     # --- Research sees where the latest copy is, and gamma's one filter finds only it. ------------
     sign_in(page, live_server, flow.dst_member.email, factories.PASSWORD)
-    page.goto(f"{live_server.url}/t/{flow.dest.public_id}/distribution/families/{family.public_id}/latest/")
+    _nav(page).get_by_role("link", name="Distribution").click()
+    page.locator("[data-subscriptions] tr", has_text=FAMILY).get_by_role("link", name="Open").click()
+    expect(page.locator('[data-versions] tr[data-version="2"]')).to_contain_text(f"{FAMILY}-2026.02")
+    page.get_by_role("link", name="Latest copy per account").click()
     expect(page.get_by_role("heading", level=1, name=f"Latest {FAMILY} in each account")).to_be_visible()
     latest_rows = page.locator("[data-latest-table] tbody tr")
     expect(latest_rows).to_have_count(1)
@@ -217,6 +221,7 @@ def test_a_family_goes_from_its_declaration_to_its_second_automatic_release(
     expect(copies).to_have_count(2)
     expect(page.locator(f'tr[data-copy="{second.image_id}"] [data-latest]')).to_be_visible()
     expect(page.locator(f'tr[data-copy="{first.image_id}"] [data-latest]')).to_have_count(0)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # the filters wrap
     page.screenshot(path=tmp_path / "6-inventory.png", full_page=True)
 
     answer = oapi("gamma").ReadImages(Filters={"Tags": [f"{LATEST_TAG}={FAMILY}"]})["Images"]
