@@ -8,7 +8,8 @@ checks before approval, each account with its own keys), exports.py (the export,
 offer), export_cancels.py (the export of a withdrawn share cancelled), cleanup.py (its files
 deleted). A recipient, in reading order:
 import_offers.py (accept, decline, retry), import_starts.py (the start), import_sweeps.py (the
-looks), import_ends.py (completed or failed). Around them: polling.py (claims, leases, put-offs),
+looks; copy_looks.py places a copy's first look where similar copies ended), import_ends.py
+(completed or failed). Around them: polling.py (claims, leases, put-offs),
 bounded.py (bounded attempts), binding.py (what an approval binds), reconcile.py (the reconciler).
 A recipient in the source's Region skips the export: methods.py (which method each recipient
 gets), grants.py (the launch permission granted before its copy and removed after it; its copy is
