@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from accounts.models import CloudAccount, Team
+from accounts.models import CloudAccount
 from audit.models import AuditEvent
 from audit.verify import verify_chain
 from distribution.models import Family, FamilyVersion, StandingApproval
@@ -38,12 +38,11 @@ def new_image(cloud, oapi, name: str) -> str:
 def rel(flow, cloud):
     """flow's teams (Platform publishes from alpha, Research receives), the family golden-web declared
     by Platform's member, Research subscribed with delta (us-east-2: by export) and gamma (eu-west-2:
-    by launch permission), accepting incoming copies by itself."""
+    by launch permission). Research does not accept every incoming copy: its subscription is its yes."""
     flow.family = Family.objects.create(team=flow.source, source_account=flow.alpha, name="golden-web", match="name",
                                         name_pattern="golden-web-*", created_by=flow.src_member)
     flow.subscription = subscriptions.subscription_create(access=access(flow.dst_member, flow.dest),
                                                           family=flow.family, accounts=[flow.delta, flow.gamma])
-    Team.objects.filter(pk=flow.dest.pk).update(auto_accept_incoming=True)
     return flow
 
 
@@ -245,6 +244,8 @@ def test_versions_go_out_without_any_request_until_the_approval_expires(rel, clo
         assert {label: (image.name, image.state) for label, image in copies.items()} == {
             "delta": (f"golden-web-v{number}", "available"), "gamma": (f"golden-web-v{number}", "available")}
         assert copies["delta"].account_id == "444455556666" and copies["gamma"].account_id == "333344445555"
+        # Nobody answered the offers: the subscription accepted them in advance.
+        assert all(Recipient.objects.filter(share=share).values_list("accepted_in_advance", flat=True))
     assert Share.objects.filter(requested_by=rel.src_member).count() == 3
     assert not AuditEvent.objects.filter(action="share.requested").exclude(actor=None).exists()  # nobody asked
     assert StandingApproval.objects.get(pk=approval.pk).versions_used == 3

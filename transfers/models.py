@@ -224,6 +224,9 @@ class Recipient(models.Model):
     external_oos_user_id = models.CharField(max_length=128, blank=True)
     image_name = models.CharField(max_length=128, blank=True)
     image_id = models.CharField(max_length=32, blank=True)
+    # Its team said yes before it was offered (a subscription to a family, in the distribution app):
+    # its import starts as soon as it is offered, as for a team that accepts everything.
+    accepted_in_advance = models.BooleanField(default=False)
     attempt = models.PositiveSmallIntegerField(default=0)  # imports tried, retries included
     start_tries = models.PositiveSmallIntegerField(default=0)  # CreateImage calls put off by throttling
     # As Export.step_errors, for this import's start and looks; a person's retry starts it again at 0.

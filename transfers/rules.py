@@ -73,6 +73,11 @@ def may_decide(*, access: TeamAccess, share: Share, now: datetime | None = None)
         and not decision_overdue(share, now) and decision_refusal(membership=access.membership, share=share) is None
 
 
+# An offer that starts its import without anyone answering it: its team accepts everything, or
+# accepted this one in advance (a subscription to a family).
+STARTS_WITHOUT_ANSWER = Q(team__auto_accept_incoming=True) | Q(accepted_in_advance=True)
+
+
 # --- Cancelling (share_cancel) ------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from accounts.roles import ROLE_CAPABILITIES, Capability
 from accounts.selectors import TeamAccess
 from audit import recorder
 from audit.recorder import record
-from distribution.models import Family, FamilyVersion, StandingApproval
+from distribution.models import Family, FamilyVersion, StandingApproval, Subscription
 from distribution.services import approval_binding as binding
 from distribution.services import approvals
 from transfers import scheduling
@@ -195,7 +195,10 @@ def version_release(*, version_id, again: bool = True) -> str:
         signer=approval.signed_by, label=f"standing approval {approval.pk}", digest=approval.digest,
         comment=COMMENT.format(number=approval.pk, name=approval.signed_by.display_name,
                                when=f"{approval.signed_at:%Y-%m-%d}"),
-        claim=_claim(version, approval))
+        claim=_claim(version, approval),
+        # A subscription is its team's yes to every version: those accounts' imports start when offered.
+        accept_for=frozenset(Subscription.objects.filter(family=family, ended_at__isnull=True)
+                             .values_list("accounts", flat=True)))
     try:
         share_requests.share_request(
             access=access, source_account=family.source_account, image_id=version.image_id, accounts=accounts,

@@ -13,7 +13,7 @@ from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
 from audit import recorder
 from audit.recorder import record
-from transfers import errors, events, notifications, scheduling
+from transfers import errors, events, notifications, rules, scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import binding, bounded, import_offers, import_starts, object_grants, polling
 from transfers.services.export_ends import export_failed, export_target
@@ -360,8 +360,8 @@ def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = 
         share.state = Share.State.READY
         record(action="share.offered", actor=None, team=share.team, target=share,
                details={"export": str(export.public_id), "link_valid_until": export.manifest_deadline.isoformat()})
-    auto = Recipient.objects.filter(share__in=ids, state=Recipient.State.OFFERED, kind=Recipient.Kind.TEAM,
-                                    method__in=Recipient.EXPORT_METHODS, team__auto_accept_incoming=True) \
+    auto = Recipient.objects.filter(rules.STARTS_WITHOUT_ANSWER, share__in=ids, state=Recipient.State.OFFERED,
+                                    kind=Recipient.Kind.TEAM, method__in=Recipient.EXPORT_METHODS) \
         .select_related("team", "target_account", "share")
     begun = import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True,
                                   enqueue=handoff is None)

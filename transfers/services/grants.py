@@ -90,8 +90,8 @@ def _offer(share: Share, recipients: list[Recipient], *, method: str, enqueue: b
     _ready_without_export(share, now)
     record(action="share.offered", actor=None, team=share.team, target=share,
            details={"method": method, "recipients": [r.label for r in recipients]})
-    auto = Recipient.objects.filter(pk__in=ids, state=R.OFFERED, kind=Recipient.Kind.TEAM,
-                                    team__auto_accept_incoming=True).select_related("team", "target_account", "share")
+    auto = Recipient.objects.filter(rules.STARTS_WITHOUT_ANSWER, pk__in=ids, state=R.OFFERED,
+                                    kind=Recipient.Kind.TEAM).select_related("team", "target_account", "share")
     import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True, enqueue=enqueue)
     events.emit("share.ready", [share.pk], occasion=method)
     notifications.later("share_ready", [share.pk])

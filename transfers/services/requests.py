@@ -57,6 +57,9 @@ class StandingDecision:
     digest: str
     comment: str
     claim: Callable[[Share], None] | None = None
+    # Recipient accounts (pks) whose team accepted in advance (a subscription): their imports start
+    # as soon as they are offered, without anyone answering the offer.
+    accept_for: frozenset = frozenset()
 
 
 def request_digest(share: Share, recipients: list[Recipient]) -> str:
@@ -201,6 +204,9 @@ def share_request(
         ]
         methods.recipients_choose(source=source_account, image=image, recipients=recipients,
                                   permission_only=launch_permission_only, visible=visible)
+        if standing is not None:
+            for recipient in recipients:
+                recipient.accepted_in_advance = recipient.target_account_id in standing.accept_for
         for recipient in recipients:  # an external account of the source's Region that gave its OOS user ID
             chosen = external_method(source_region=source_account.region, recipient=recipient)
             if chosen:
