@@ -113,7 +113,7 @@ def _report() -> str:
     lines = [f"v{v.number} {v.state} {v.state_message!r} share={v.share_id}"
              for v in FamilyVersion.objects.order_by("number")]
     lines += [f"recipient {r.share.copy_name} -> {r.target_account.label}: {r.state} {r.state_message!r} "
-              f"image={r.image_id!r} next_poll_at={r.next_poll_at} started={r.started_at} now={timezone.now()}"
+              f"image={r.image_id!r} next look {r.next_poll_at} (now {timezone.now()})"
               for r in Recipient.objects.select_related("share", "target_account")]
     lines += [f"copy {e.image_id} {e.account.label} v{e.version.number if e.version else '?'} "
               f"tagged={e.family_tagged_at is not None} latest={e.is_latest} {e.cloud_state}"
