@@ -2,8 +2,8 @@
 in a real Chromium, with a real worker process running every job against the sandbox.
 
 A Platform member declares the family golden-web (images of alpha named golden-web-*); a Research
-member finds it in the family directory and subscribes with gamma (Research takes what it is
-sent: auto-accept); a Platform approver, not the declarer, signs a standing approval for exactly
+member finds it in the family directory and subscribes with gamma (its yes to every version:
+nobody accepts each copy); a Platform approver, not the declarer, signs a standing approval for exactly
 gamma on its page. Then, twice: a new image is made in alpha with alpha's own keys (a copy of its
 web image under a new matching name, as a release pipeline would), "Scan now" finds it, and with
 nobody asking or approving anything it is shared, copied into gamma and tagged there. The pages
@@ -92,8 +92,7 @@ def _release(page, cloud, oapi, wait_for, number: int, image_name: str) -> Inven
 
 def test_a_family_goes_from_its_declaration_to_its_second_automatic_release(
         flow, cloud, oapi, worker, page, live_server, sign_in, wait_for, tmp_path):
-    flow.dest.auto_accept_incoming = True  # Research takes what it is sent: nobody clicks per version
-    flow.dest.save()
+    assert not flow.dest.auto_accept_incoming  # the subscription is Research's yes to every version
     family_heading = page.get_by_role("heading", level=1, name=FAMILY)
 
     # --- A Platform member declares the family. ---------------------------------------------------

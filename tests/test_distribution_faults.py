@@ -3,7 +3,7 @@ versions of a family, while the sandbox throttles calls and loses answers and a 
 with SIGKILL in the middle of a job.
 
 Platform publishes golden-web from alpha; Research subscribes with delta (us-east-2: by export) and
-gamma (eu-west-2: by launch permission) and takes what it is sent; a standing approval covers three
+gamma (eu-west-2: by launch permission), its yes to every version's copy; a standing approval covers three
 versions. Two real `manage.py rqworker` processes do the work. Each version is a new image in alpha,
 found by discovery (the test's own scans and the workers' sweep, at once). While version 2's copies
 are being tagged, the latest job's DeleteTags is held by OUTSCALE and the worker inside it is
@@ -27,7 +27,6 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from rq import Worker
 
-from accounts.models import Team
 from audit.verify import verify_chain
 from distribution.models import (
     FAMILY_TAG,
@@ -161,7 +160,6 @@ def _latest_in_cloud(oapi, name) -> list[str]:
 def run(flow, cloud, tmp_path, settings, monkeypatch):
     for name, value in PACE.items():
         setattr(settings, name, value)
-    Team.objects.filter(pk=flow.dest.pk).update(auto_accept_incoming=True)
     run = Run(cloud, tmp_path)
     real_delete, real_wait = sandbox_oapi.Oapi.DeleteImage, handlers.BaseHandler.wait
 
