@@ -13,6 +13,10 @@ from accounts import vault
 from audit.recorder import record
 from outscale.credentials import Credentials
 
+# What ``credentials_for`` raises when sealed keys do not open (recorded as a failed use first): the
+# name callers catch, so that only this bridge and the services that seal import the vault.
+KeysDoNotOpen = vault.VaultError
+
 # Set by `opened_once()`: the keys opened so far in this sweep, by account.
 _opened: ContextVar[tuple[threading.Lock, dict] | None] = ContextVar("omiportal_opened_keys", default=None)
 

@@ -108,7 +108,7 @@ def targets(world):
         group_member = GroupMember.objects.create(group=group, account=account, invited_by=admin)
         # A family the team publishes and subscribes itself, with a version, a retention rule and a run
         # waiting for confirmation: the objects of the distribution:retention-* URLs.
-        family = Family.objects.create(team=team, source_account=account, name="retention-golden", match="name",
+        family = Family.objects.create(team=team, source_account=account, name=f"retention-golden-{key}", match="name",
                                        name_pattern="golden-*", created_by=admin)
         version = FamilyVersion.objects.create(family=family, number=1, image_id="ami-0000000f", image_name="golden-1")
         # The team also subscribes its own family: the object of distribution:subscription-* (the family, of family-*).

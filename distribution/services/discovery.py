@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 import outscale
-from accounts import vault
+from accounts import keys
 from accounts.access import require
 from accounts.keys import credentials_for
 from accounts.models import CloudAccount
@@ -114,7 +114,7 @@ def family_scan_account(*, account_id: str, force: bool = False) -> ScanOutcome:
     try:
         creds = credentials_for(account, purpose="find family versions")
         images = outscale.list_own_images(creds=creds, account_id=account.account_id, tag_keys=tag_keys)
-    except (outscale.CloudError, vault.VaultError) as exc:
+    except (outscale.CloudError, keys.KeysDoNotOpen) as exc:
         reason = getattr(exc, "user_message", None) or "the stored keys would not open"
         error = SCAN_FAILED.format(label=account.label, reason=reason)[:500]
         Family.objects.filter(pk__in=[f.pk for f in families]).update(scan_error=error)

@@ -24,7 +24,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 import outscale
-from accounts import keys, vault
+from accounts import keys
 from accounts.models import CloudAccount
 from audit import recorder
 from audit.recorder import record
@@ -58,7 +58,7 @@ def _refresh(account: CloudAccount, *, now) -> dict | None:
         with outscale.record_request_ids() as request_ids:
             images = outscale.read_tagged_images(creds=creds, account_id=account.account_id,
                                                  tag_keys=[RECIPIENT_TAG])
-    except vault.VaultError as exc:  # recorded as a failed credential.used already
+    except keys.KeysDoNotOpen as exc:  # recorded as a failed credential.used already
         _unreadable(account, str(exc), retry_soon=False, request_ids=())
         return None
     except outscale.CloudError as exc:

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.utils import timezone
 
 import outscale
-from accounts import keys, vault
+from accounts import keys
 from audit import recorder
 from audit.recorder import record
 from distribution.models import FAMILY_TAG, LATEST_TAG, InventoryEntry
@@ -81,7 +81,7 @@ def _move(pk: int) -> str:
     family, account = entry.family, entry.account
     try:
         creds = keys.credentials_for(account, purpose=PURPOSE)
-    except vault.VaultError as exc:  # a failed credential.used is recorded already
+    except keys.KeysDoNotOpen as exc:  # a failed credential.used is recorded already
         return _failed(entry, str(exc), ())
     with outscale.record_request_ids() as request_ids:
         try:
