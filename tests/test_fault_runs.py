@@ -28,7 +28,11 @@ from transfers.services import requests as share_requests
 
 pytestmark = [pytest.mark.fault_run, pytest.mark.django_db(transaction=True)]
 
-RUN_TIMEOUT = 150  # seconds for the whole batch to complete once approved
+# Seconds for the whole batch to complete once approved. A step whose job died inside its calls (the
+# worker killed, or PostgreSQL restarted under it) is retried when its lease runs out, never before:
+# polling.start_lease_until is about 200 s at these workers' timeouts, and a lost create's settle window
+# 120 s; the bound must outlast either, or the run fails on the very mechanism that keeps it exactly-once.
+RUN_TIMEOUT = 330
 SHARES = 54
 
 
