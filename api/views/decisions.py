@@ -114,29 +114,36 @@ class ShareReject(_Decide):
         return super().post(request, share_id)
 
 
-class ShareCancel(TeamAPIView):
+class _ShareAction(TeamAPIView):
+    """Cancel or export again: one service call on the team's share, answered with the share as it is now."""
+
     capability = Capability.REQUEST_SHARE
+    perform = None  # the service: (access, share) -> ...
+    message = ""  # the page's words, with {image}
+
+    @idempotent
+    @answered
+    def post(self, request, share_id):
+        share = selectors.share_get_for_source_team(access=self.access, public_id=share_id)
+        self.perform(access=self.access, share=share)
+        share = selectors.share_get_for_source_team(access=self.access, public_id=share_id)
+        return Response(share_out(access=self.access, share=share,
+                                  message=self.message.format(image=share.source_image_name)))
+
+
+class ShareCancel(_ShareAction):
+    perform = staticmethod(share_requests.share_cancel)
+    message = CANCELLED
 
     @_action_schema("shares_cancel")
-    @idempotent
-    @answered
     def post(self, request, share_id):
-        share = selectors.share_get_for_source_team(access=self.access, public_id=share_id)
-        share_requests.share_cancel(access=self.access, share=share)
-        share = selectors.share_get_for_source_team(access=self.access, public_id=share_id)
-        return Response(share_out(access=self.access, share=share,
-                                  message=CANCELLED.format(image=share.source_image_name)))
+        return super().post(request, share_id)
 
 
-class ShareReexport(TeamAPIView):
-    capability = Capability.REQUEST_SHARE
+class ShareReexport(_ShareAction):
+    perform = staticmethod(reconcile.share_reexport)
+    message = REEXPORTING
 
     @_action_schema("shares_reexport")
-    @idempotent
-    @answered
     def post(self, request, share_id):
-        share = selectors.share_get_for_source_team(access=self.access, public_id=share_id)
-        reconcile.share_reexport(access=self.access, share=share)
-        share = selectors.share_get_for_source_team(access=self.access, public_id=share_id)
-        return Response(share_out(access=self.access, share=share,
-                                  message=REEXPORTING.format(image=share.source_image_name)))
+        return super().post(request, share_id)
