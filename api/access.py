@@ -39,14 +39,6 @@ class TokenAccess(TeamAccess):
     def capabilities(self) -> frozenset:
         return (super().capabilities & self.ceiling) - self.withheld
 
-    @property
-    def can_manage(self) -> bool:
-        return self.can(Capability.MANAGE_TEAM)
-
-    @property
-    def can_approve(self) -> bool:
-        return self.can(Capability.APPROVE)
-
 
 def token_access(token: ApiToken, *, two_factor_checked: bool = False) -> TokenAccess:
     """Raises ``accounts.access.NotInTeam`` when the token's person is no longer in its team."""
