@@ -27,7 +27,8 @@ What this module fixes in `osc-sdk-python` 0.42.0, and why:
   SDK's rate limiter belongs to one Gateway, so it would pace each thread on
   its own: every Gateway of an account gets the process's shared
   `pace.AccountPace` instead (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND per account
-  and process). The cloud's own throttling is handled by the retry policy.
+  and process), where reads take the next slot before queued writes. The
+  cloud's own throttling is handled by the retry policy.
 """
 
 import contextlib
@@ -57,7 +58,7 @@ from urllib3.exceptions import NewConnectionError
 from outscale import config, errors, retries
 from outscale.credentials import Credentials
 from outscale.endpoints import endpoints_for, timeouts
-from outscale.pace import forget_paces, pace_for
+from outscale.pace import forget_paces, looking, pace_for
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +251,11 @@ def call(creds: Credentials, action: str, *, dry_run: bool = False, **params: An
     def request_id_of(body: Any) -> str | None:
         return (body.get("ResponseContext") or {}).get("RequestId") if isinstance(body, dict) else None
 
-    body, request_ids = retries.run(action=action, idempotent=dry_run or is_idempotent(action),
-                                    send=lambda: send(**params),
-                                    request_id_of=request_id_of, translate=_translate)
+    # A read takes the account's next slot before queued creates and tags (pace.py): a sweep's
+    # one look never waits behind a burst of writes.
+    kind = looking if action.startswith("Read") else contextlib.nullcontext
+    with kind():
+        body, request_ids = retries.run(action=action, idempotent=dry_run or is_idempotent(action),
+                                        send=lambda: send(**params),
+                                        request_id_of=request_id_of, translate=_translate)
     return OapiResponse(body=body if isinstance(body, dict) else {}, request_ids=request_ids)

@@ -1,47 +1,105 @@
-"""The client-side pace of OAPI calls: at most N per second per account, in each process.
+"""The client-side pace of OAPI calls: at most N per second per account, in each process, looks first.
 
 The SDK gives every Gateway its own RateLimiter, and Gateways are kept per thread (they are not
 thread-safe), so with the SDK's limiter a sweep's sixteen threads calling one account would get
 sixteen allowances. The portal's limit is per account and process instead: every thread of the
 process that calls the account takes its turn from the same `AccountPace`.
+
+Looks go first. A burst of creates and tags can reserve the account's slots for many seconds
+ahead; a look (a `Read*` call: the one call of a sweep, or a find-before-create) that arrives then
+takes the earliest slot a write holds in the future, and every write from there on moves one slot
+later (the last one to the next free slot). The set of slot times is then exactly the one an
+ordinary arrival would have made, so the total stays at N in any window: the look changes who
+goes, never how many. A write that wakes and finds its slot moved sleeps on to the new one.
+Looks are one per account and phase per sweep, so writes cannot starve behind them.
 """
 
 import collections
+import contextlib
 import os
 import threading
 import time
 
+LOOK, WRITE = "look", "write"
+_kind = threading.local()
+
+
+@contextlib.contextmanager
+def looking():
+    """Calls made in this block (this thread) are looks: they take the next slot before queued writes."""
+    previous = getattr(_kind, "value", WRITE)
+    _kind.value = LOOK
+    try:
+        yield
+    finally:
+        _kind.value = previous
+
+
+def current_kind() -> str:
+    return getattr(_kind, "value", WRITE)
+
+
+class _Slot:
+    __slots__ = ("at", "kind")
+
+    def __init__(self, at: float, kind: str) -> None:
+        self.at, self.kind = at, kind
+
 
 class AccountPace:
-    """At most ``per_second`` calls in any window of ``window`` seconds.
+    """At most ``per_second`` calls in any window of ``window`` seconds; looks before writes.
 
-    A caller reserves the next free slot under the lock and sleeps outside it, so callers
-    waiting on the same account go in order and never hold each other's lock while they wait.
-    Has the SDK limiter's one method, ``acquire()``.
+    A caller reserves a slot under the lock and sleeps outside it, so callers waiting on the same
+    account go in order (looks ahead of writes) and never hold each other's lock while they wait.
+    Has the SDK limiter's one method, ``acquire()``; the kind of call comes from ``looking()``.
     """
 
     def __init__(self, per_second: int, *, window: float = 1.0, clock=time.monotonic, sleep=time.sleep) -> None:
         self.per_second = max(1, int(per_second))
         self.window = window
         self._clock, self._sleep = clock, sleep
-        self._slots: collections.deque[float] = collections.deque()  # granted, including reserved ones
+        self._slots: collections.deque[_Slot] = collections.deque()  # granted and reserved, in time order
         self._lock = threading.Lock()
 
-    def acquire(self) -> float:
+    def _next_free(self, now: float) -> float:
+        # Slots are in time order, so the one per_second back is the one a new call must outlast.
+        if len(self._slots) < self.per_second:
+            return now
+        return max(now, self._slots[-self.per_second].at + self.window)
+
+    def _reserve(self, now: float, kind: str) -> _Slot:
+        while self._slots and self._slots[0].at <= now - self.window:
+            self._slots.popleft()
+        slot = _Slot(self._next_free(now), kind)
+        later_writes = [s for s in self._slots if s.kind == WRITE and s.at > now] if kind == LOOK else []
+        if later_writes:
+            # The look takes the first future write's time; each of those writes takes the next
+            # one's, the last the new free slot: the same times as an ordinary arrival, new owners.
+            times = sorted([s.at for s in later_writes] + [slot.at])
+            slot.at = times[0]
+            for write, at in zip(later_writes, times[1:], strict=True):
+                write.at = at
+            self._slots = collections.deque(sorted([*self._slots, slot], key=lambda s: s.at))
+        else:
+            self._slots.append(slot)
+        return slot
+
+    def acquire(self, kind: str | None = None) -> float:
         """Wait for this call's slot; returns how long it waited (seconds)."""
         with self._lock:
-            now = self._clock()
-            while self._slots and self._slots[0] <= now - self.window:
-                self._slots.popleft()
-            slot = now
-            if len(self._slots) >= self.per_second:
-                # Slots only grow, so the one per_second back is the one this call must outlast.
-                slot = max(now, self._slots[-self.per_second] + self.window)
-            self._slots.append(slot)
-        wait = slot - now
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+            arrived = self._clock()
+            slot = self._reserve(arrived, kind or current_kind())
+            target = slot.at
+        # Sleep until the slot; a look may have moved it later meanwhile: then sleep on.
+        reached = arrived
+        while True:
+            if target > reached:
+                self._sleep(target - reached)
+                reached = target
+            with self._lock:
+                if slot.at <= reached:
+                    return reached - arrived
+                target = slot.at
 
 
 _paces: dict[tuple, AccountPace] = {}

@@ -82,3 +82,40 @@ def test_threads_do_not_wait_on_each_others_sleep():
     release.set()
     waiter.join(5)
     assert not waiter.is_alive()
+
+
+def test_a_look_takes_the_next_slot_before_a_queued_burst_of_creates():
+    # Two calls a window: a burst of six creates fills this window and reserves the next two.
+    # A look that arrives then (another thread) is served right after the two that went at once.
+    pace = AccountPace(2, window=0.3)
+    served, lock = [], threading.Lock()
+
+    def call(name, kind):
+        pace.acquire(kind)
+        with lock:
+            served.append(name)
+
+    creates = [threading.Thread(target=call, args=(f"create-{k}", "write")) for k in range(6)]
+    for thread in creates:
+        thread.start()
+    while len(served) < 2:  # the first two went at once; the other four wait for their slots
+        threading.Event().wait(0.005)
+    look = threading.Thread(target=call, args=("look", "look"))
+    look.start()
+    for thread in [*creates, look]:
+        thread.join(5)
+    assert all(name.startswith("create") for name in served[:2])
+    assert served[2] == "look", served
+    assert len(served) == 7
+
+
+def test_a_look_keeps_the_total_within_the_allowance():
+    # The look takes a write's slot and the writes move one slot later: still two per window.
+    t = FakeTime()
+    pace = AccountPace(2, clock=t.clock, sleep=lambda s: None)
+    writes = [pace._reserve(t.now, "write") for _ in range(6)]
+    look = pace._reserve(t.now, "look")
+    times = sorted([*(w.at for w in writes), look.at])
+    assert times == [100, 100, 101, 101, 102, 102, 103]
+    assert look.at == 101 and [w.at for w in writes] == [100, 100, 101, 102, 102, 103]
+
