@@ -20,9 +20,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP) .env
 	OMIPORTAL_ENV_FILE=.env $(PY) -m omiportal.run_local
 
-## Run the whole test suite (SQLite + embedded Redis unless DATABASE_URL / REDIS_URL are set)
+## Run the whole test suite (SQLite + embedded Redis unless DATABASE_URL / REDIS_URL are set):
+## every test but the fault runs on TEST_PROCESSES xdist workers (a whole file per worker, each with
+## its own database, Redis db and state directory: tests/xdist_services.py), then the fault runs alone,
+## because they restart PostgreSQL under every connection. Exit 5 is "no test collected" (PYTEST_ARGS
+## naming files without a fault run).
+TEST_PROCESSES ?= $(shell nproc)
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not fault_run" $(PYTEST_ARGS)
+	$(PY) -m pytest -m fault_run $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## Lint: ruff, then the layers contract (pyproject.toml, [tool.importlinter])
 lint: $(STAMP)
