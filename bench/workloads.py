@@ -10,7 +10,10 @@ workload decides the path measured:
   OUTSCALE account id, and every image owned by the source, so every transfer is grant → copy →
   revoke (launch permission) and no export is made.
 
-Both run on bench.load.seed's four teams of two accounts over the sandbox's five accounts (alpha,
+- **export-distinct**: the export workload's routes, each transfer with an image of its own
+  (seeded straight into the sandbox's world), so no export is shared: the floor is three calls.
+
+All run on bench.load.seed's four teams of two accounts over the sandbox's five accounts (alpha,
 beta and gamma share eu-west-2).
 """
 
@@ -56,3 +59,40 @@ def same_region_routes(seeded, images: dict) -> list[tuple]:
 def plan_same_region(seeded, images: dict, i: int) -> tuple:
     routes = same_region_routes(seeded, images)
     return routes[i % len(routes)]
+
+
+# --- a distinct image per transfer ----------------------------------------------------------------
+
+# Not in WORKLOADS ("both" stays export + same-region): `--workload export-distinct` asks for it.
+DISTINCT = "export-distinct"
+_DISTINCT_BASE = 0xD0000000  # seeded ids ami-d0000000, ami-d0000001, ...: clear of the sandbox's own
+
+
+def seed_distinct_images(sandbox, seeded, images: dict, n: int) -> list[dict]:
+    """One owned image per transfer, written straight into the in-process sandbox's world (no
+    call: seeding 10,000 images takes a moment), each owned by the account ``plan_export`` makes
+    transfer ``i``'s source; returns them by transfer index."""
+    from sandbox.world import Image, Snapshot, utc_now  # the sandbox runs in the bench process
+
+    world, made = sandbox.world, []
+    accounts = {entry["name"]: entry for entry in sandbox.describe()["accounts"]}
+    with world.lock:
+        for i in range(n):
+            _, source, _, _ = plan_export(seeded, images, i)
+            owner = accounts[source.label]
+            image_id, name = f"ami-{_DISTINCT_BASE + i:08x}", f"bench-distinct-{i:05d}"
+            world.images[image_id] = Image(
+                image_id=image_id, account_id=owner["account_id"], region=owner["region"], name=name,
+                description="bench_transfers: one image per transfer", created=utc_now(),
+                snapshots=[Snapshot(f"snap-{_DISTINCT_BASE + i:08x}", "/dev/sda1", 10)])
+            made.append({"image_id": image_id, "name": name, "kind": "owned"})
+    return made
+
+
+def plan_distinct(distinct: list[dict]):
+    """The export workload's routes, each transfer with its own image (``seed_distinct_images``):
+    no export is shared, so a transfer's floor is its export, its import and its tag."""
+    def plan(seeded, images: dict, i: int) -> tuple:
+        team, source, _, target = plan_export(seeded, images, i)
+        return team, source, distinct[i], target
+    return plan

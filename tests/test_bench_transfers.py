@@ -1,7 +1,7 @@
 """bench_transfers, smoke-sized: five transfers on the export path the portal's way and the peers'
-way, and four same-Region ones (grant → copy → revoke), on real worker processes against the
-sandbox. Checks the report's shape, that every transfer completed and, in the same Region, that it
-took no export and one launch permission added and removed per share; the figures themselves
+way (and five more with an image each), and four same-Region ones (grant → copy → revoke), on
+real worker processes against the sandbox. Checks the report's shape, that every transfer
+completed, what each worker held and, in the same Region, that it took no export and one launch permission added and removed per share; the figures themselves
 are the benchmark's business, not a test's."""
 
 import pytest
@@ -20,7 +20,7 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
         setattr(settings, name, getattr(settings, name))  # restored after the test; the benchmark changes them
     options = bench.Options(sizes=[5], workers=1, latency=0.01, export_seconds=1.5, export_spread=1.0,
                             import_seconds=1.0, sweep_min=0.3, sweep_max=1.0, tuned=True, timeout=60, out_dir=tmp_path,
-                            chart=tmp_path / "chart.png", workloads=["export"])
+                            chart=tmp_path / "chart.png", workloads=["export", "export-distinct"])
 
     result = bench.run(options, log=lambda line: None)
 
@@ -38,6 +38,16 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
         assert report["worker_cpu_seconds_per_transfer"] > 0
         assert report["peak_calls_per_second_per_account"] > 0
     assert entry["goals"]["all_completed"]["met"]
+    # A distinct image per transfer: one export each (none shared), every one completed.
+    distinct = entry["portal_distinct"]
+    assert distinct["completed"] == 5 and distinct["exports_created"] == 5, distinct
+    assert distinct["oapi_calls_per_transfer_by_action"]["CreateImageExportTask"] == 1
+    assert entry["goals_distinct"]["calls_per_transfer"]["goal"] == "<= 3.05"
+    # What each worker held: memory, PostgreSQL connections (its threads' own), Redis.
+    held = entry["portal"]["resources"]
+    (worker,) = held["workers"].values()
+    assert worker["peak_rss_mb"] > 20 and worker["peak_pg_connections"] >= 1, held
+    assert held["redis_db_keys_bytes_peak_mb"] > 0 and held["redis_used_memory_peak_mb"] > 0
     assert result["options"]["export_spread"] == 1.0
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert "OAPI calls / transfer" in bench.table(result)

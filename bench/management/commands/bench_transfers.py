@@ -1,5 +1,5 @@
 """python manage.py bench_transfers [--transfers 1000] [--workers 2] [--latency 0.1] [--export-seconds 20]
-[--export-spread 0] [--import-seconds 10] [--workload both] [--tuned] [--no-peer]
+[--export-spread 0] [--import-seconds 10] [--workload both|export,export-distinct] [--tuned] [--no-peer]
 [--chart docs/performance/transfers.png]
 
 A benchmark on loopback (not a test): the sandbox, a Redis and N RQ workers run the transfers the
@@ -42,9 +42,11 @@ class Command(BaseCommand):
                                  "with a 300 s grace, 50 calls/s per account and process")
         parser.add_argument("--timeout", type=float, default=900, help="seconds each phase may take")
         parser.add_argument("--no-peer", action="store_true", help="skip the peer pattern")
-        parser.add_argument("--workload", choices=[*workloads.WORKLOADS, "both"], default="both",
+        parser.add_argument("--workload", default="both",
                             help="export: every target in another Region (export, bucket, import); same-region: "
-                                 "every target in the source's Region (grant, copy, revoke); both, one after the other")
+                                 "every target in the source's Region (grant, copy, revoke); both, one after the "
+                                 "other; export-distinct: the export path with an image of its own per transfer; "
+                                 "several joined by commas")
         parser.add_argument("--out", default=str(load.BASE_DIR / "bench-results"), help="results directory")
         parser.add_argument("--chart", default=None, help="write the PNG chart here")
         parser.add_argument("--chart-from", default=None, metavar="JSON",
@@ -65,12 +67,19 @@ class Command(BaseCommand):
                                        ("export-spread", opts["export_spread"], 0, 3600)):
             if not low <= value <= high:
                 raise CommandError(f"--{name} must be between {low} and {high}")
+        chosen = []
+        for name in str(opts["workload"]).split(","):
+            name = name.strip()
+            if name not in (*workloads.WORKLOADS, workloads.DISTINCT, "both"):
+                raise CommandError(f"--workload: {name!r} is not one of {', '.join(workloads.WORKLOADS)}, "
+                                   f"{workloads.DISTINCT} or both")
+            chosen += list(workloads.WORKLOADS) if name == "both" else [name]
         options = bench.Options(
             sizes=sizes, workers=opts["workers"], latency=opts["latency"], export_seconds=opts["export_seconds"],
             export_spread=opts["export_spread"], import_seconds=opts["import_seconds"],
             copy_seconds=opts["copy_seconds"], sweep_min=opts["sweep_min"], sweep_max=opts["sweep_max"],
             tuned=opts["tuned"], timeout=opts["timeout"], peer=not opts["no_peer"], out_dir=Path(opts["out"]),
-            workloads=list(workloads.WORKLOADS) if opts["workload"] == "both" else [opts["workload"]],
+            workloads=chosen,
             chart=Path(opts["chart"]) if opts["chart"] else None, yes=opts["yes"])
         try:
             result = bench.run(options, log=lambda line: self.stdout.write(line))
