@@ -63,7 +63,8 @@ def test_the_copy_gets_the_typed_description_and_only_the_allowlisted_tags(flow,
     tags = {t["Key"]: t["Value"] for t in image["Tags"]}
     assert tags["env"] == "prod" and tags["cost-centre"] == "42"
     assert "owner" not in tags
-    assert tags["omiportal:share"] == str(share.public_id)
+    assert "omiportal:share" not in tags  # the forged one was not carried (nor is a share id a tag)
+    assert tags["omiportal:source-image"] == share.source_image_id
     assert recipient.warnings == []
     completed = AuditEvent.objects.get(action="import.completed")
     assert completed.details["warnings"] == [] and completed.details["tags"]["env"] == "prod"

@@ -37,7 +37,12 @@ def test_a_cross_region_copy_completes_with_one_export_and_one_import_per_recipi
         assert image.account_id == r.target_account.account_id and image.state == "available"
         assert image.name == "web-copy"
         tags = {t["Key"]: t["Value"] for t in image.tags} if isinstance(image.tags, list) else image.tags
-        assert tags["omiportal:share"] == str(share.public_id)
+        # Provenance: the source, and the portal account it was made for (the same on every copy of
+        # the source there, so copies are tagged together); the share is the portal's to say.
+        assert tags["omiportal:source-image"] == share.source_image_id
+        assert tags["omiportal:source-account"] == share.source_account.account_id
+        assert tags["omiportal:recipient"] == str(r.target_account.public_id)
+        assert "omiportal:share" not in tags
     assert cloud.counters("111122223333").get("CreateImageExportTask") == 1
     assert cloud.counters("444455556666").get("CreateImage") == 1
     assert cloud.counters("333344445555").get("CreateImage") == 1

@@ -140,21 +140,17 @@ def _lose(pk: int, before: str, state: str, images, *, now) -> int:
 
 def _newcomers(account, unknown: dict, *, now) -> tuple[int, int]:
     """Images tagged by the portal that the inventory lacks: a completed import of this account is
-    taken in (its recipient's copy); anything else is an orphan."""
+    taken in (its recipient's copy, found by its image id: the tags are the same on every copy of
+    a source, and the account's owner can edit them); anything else is an orphan."""
     if not unknown:
         return 0, 0
     tags = {image_id: _tags(image) for image_id, image in unknown.items()}
-    wanted = {}
-    for image_id, image_tags in tags.items():
-        try:
-            wanted[image_id] = uuid.UUID(image_tags.get(RECIPIENT_TAG, ""))
-        except ValueError:
-            continue
-    recipients = {r.public_id: r for r in Recipient.objects.filter(public_id__in=set(wanted.values()))}
+    recipients = {r.image_id: r for r in Recipient.objects.filter(target_account=account,
+                                                                  image_id__in=list(unknown))}
     adopt, orphans = [], []
     for image_id in unknown:
-        recipient = recipients.get(wanted.get(image_id))
-        if recipient and recipient.target_account_id == account.pk and recipient.image_id == image_id:
+        recipient = recipients.get(image_id)
+        if recipient is not None:
             if recipient.state == Recipient.State.COMPLETED:
                 adopt.append(recipient.pk)
             continue  # still importing: its completion writes the row

@@ -1,5 +1,5 @@
 """A recipient's life, 4 of 4: the end. An import ends COMPLETED, once a look saw its OMI
-available (tagged with where it came from, then recorded, many together), or FAILED: the cloud
+available (tagged with where it came from, many in one call, then recorded, many together), or FAILED: the cloud
 said no, its step gave up (bounded.py), or the portal refused it before any cloud call
 (``import.refused``, binding.py). Each end is one conditional update and one audit event; the
 share's state follows and an email is queued.
@@ -8,6 +8,8 @@ Before: import_sweeps.py (the look that sees an import end) and import_starts.py
 cloud refused). A declined offer ends where it is answered, in import_offers.py. The words are defined
 in transfers/services/__init__.py.
 """
+
+from collections import defaultdict
 
 from django.utils import timezone
 
@@ -55,27 +57,64 @@ def imports_complete(tagged: list[tuple[Recipient, dict, list]], read_ids) -> No
         notifications.later("import_ended", [recipient.pk for recipient in done])
 
 
-def import_tag(recipient: Recipient, creds, tagged: list) -> None:
-    """Tag the new OMI with where it came from (and the source's tags on its team's allowlist,
-    which the provenance tags always override), and add it to ``tagged`` (unless the cloud asks
-    us to come back later)."""
-    tags = {"omiportal:recipient": str(recipient.public_id)}
+RECIPIENT_TAG = "omiportal:recipient"  # on every copy the portal makes (distribution's inventory lists by it)
+TAG_BATCH = 200  # image ids per CreateTags
+
+
+def provenance_tags(recipient: Recipient, account) -> dict[str, str]:
+    """The tags of a copy made in ``account`` (the recipient's target account): where it came from
+    (the source account and image, and the source's tags on its team's allowlist, which the
+    provenance tags always override), and the portal account it was made for.
+
+    Equal for every copy of one source into one account, so the copies a look sees available
+    together are tagged in one ``CreateTags`` (which gives all its ids the same tags). Which share
+    and recipient a copy belongs to is not a tag: the portal holds it (the recipient's image id)
+    and the copy's ``import.completed`` event records it with the image id and these tags."""
+    tags = {RECIPIENT_TAG: str(account.public_id)}
     if recipient.share_id:
         share = recipient.share
         tags = {**copy_facts.carried_tags(share), **tags}
-        tags.update({"omiportal:share": str(share.public_id),
-                     "omiportal:source-account": share.source_account.account_id,
+        tags.update({"omiportal:source-account": share.source_account.account_id,
                      "omiportal:source-image": share.source_image_id})
+    return tags
+
+
+def imports_tag(recipients: list[Recipient], account, creds, tagged: list) -> None:
+    """Tag these available copies (all in ``account``) with their provenance, one ``CreateTags``
+    per set of equal tags (up to TAG_BATCH ids), side by side, and add each to ``tagged`` with the
+    tags it got (unless the cloud asks us to come back later: those wait for the next look)."""
+    groups: dict[tuple, list[Recipient]] = defaultdict(list)
+    for recipient in recipients:
+        groups[tuple(sorted(provenance_tags(recipient, account).items()))].append(recipient)
+    batches = [(dict(key), rows[k:k + TAG_BATCH]) for key, rows in groups.items()
+               for k in range(0, len(rows), TAG_BATCH)]
+
+    from transfers.services import bounded  # bounded.py imports this module: not at the top
+
+    def tag(batch):
+        tags, rows = batch
+        with bounded.rows_errors(bounded.IMPORT_LOOK, rows):
+            _tag(rows, tags, creds, tagged)
+
+    polling.run_each(tag, batches, what="tag imports")
+
+
+def _tag(rows: list[Recipient], tags: dict, creds, tagged: list) -> None:
     with outscale.record_request_ids() as request_ids:
         try:
-            outscale.tag_resources(creds=creds, resource_ids=[recipient.image_id], tags=tags)
+            outscale.tag_resources(creds=creds, resource_ids=[r.image_id for r in rows], tags=tags)
         except outscale.CloudError as exc:
             if exc.retryable:
-                polling.postpone([recipient], exc.user_message)
+                polling.postpone(rows, exc.user_message)
+                return
+            if len(rows) > 1:  # one image the cloud refuses must not leave the others untagged
+                for row in rows:
+                    _tag([row], tags, creds, tagged)
                 return
             # The copy exists and works; a missing tag is worth a note, not a failure.
             tags = {"note": f"tagging failed: {exc.user_message}"}
-    tagged.append((recipient, tags, list(request_ids)))  # list.append is atomic: threads share it
+    for row in rows:
+        tagged.append((row, tags, list(request_ids)))  # list.append is atomic: threads share it
 
 
 def _complete(recipient: Recipient, tags: dict, request_ids: list) -> bool:

@@ -3,7 +3,7 @@ there with one ReadImages call: the rows due for a look are claimed, riders come
 same call, and each row either waits (its next look backs off), completes or fails.
 
 Before: import_starts.py, which noted the import's image and booked its first look. Next:
-import_ends.py, where an import completes (tagged, then recorded together) or fails. The words
+import_ends.py, where an import completes (tagged many in one call, then recorded together) or fails. The words
 are defined in transfers/services/__init__.py.
 """
 
@@ -20,7 +20,7 @@ from accounts.models import CloudAccount
 from transfers import scheduling
 from transfers.models import Recipient
 from transfers.services import bounded, copy_facts, copy_looks, polling
-from transfers.services.import_ends import import_failed, import_tag, imports_complete
+from transfers.services.import_ends import import_failed, imports_complete, imports_tag
 
 logger = logging.getLogger(__name__)
 
@@ -98,20 +98,17 @@ def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipien
             poll_interval=interval, next_poll_at=at, state_message="", updated_at=now)
     if not available:
         return
-    # Each completion tags its OMI (one call each), side by side like the starts; then one
-    # transaction records them all. A sweep that dies in between leaves them IMPORTING: the next
-    # one tags them again (the same tags) and completes them.
+    # The completions' OMIs are tagged with their provenance, one CreateTags for all the copies
+    # of one source (import_ends.provenance_tags); then one transaction records them all. A sweep
+    # that dies in between leaves them IMPORTING: the next one tags them again (the same tags:
+    # CreateTags sets them, a repeat changes nothing) and completes them, each once (_complete's
+    # conditional update).
     by_pk = Recipient.objects.select_related("share__source_account", "share__team", "team") \
         .in_bulk([r.pk for r in available])
     for recipient in by_pk.values():  # how each copy differs from its source, recorded with its completion
         recipient.warnings = copy_facts.copy_warnings(recipient.share, images.get(recipient.image_id))
     tagged: list[tuple[Recipient, dict, list]] = []
-
-    def tag(recipient):
-        with bounded.row_errors(bounded.IMPORT_LOOK, recipient):
-            import_tag(recipient, creds, tagged)
-
-    polling.run_each(tag, list(by_pk.values()), what="tag import")
+    imports_tag(list(by_pk.values()), account, creds, tagged)
     try:
         imports_complete(tagged, images.request_ids)
     except Exception as exc:  # noqa: BLE001 - the others must not wait on one bad row: see below
