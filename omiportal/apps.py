@@ -41,5 +41,9 @@ class PortalConfig(AppConfig):
         # In ready(), Django's idiom: checks register once the app registry is loaded.
         from omiportal import checks  # noqa: F401
 
+        if settings.OMIPORTAL_CLOCK_FROM_DATABASE:  # every host keeps PostgreSQL's time
+            from omiportal import clock
+
+            clock.install()
         configure_cloud()
         setting_changed.connect(_setting_changed, dispatch_uid="omiportal.configure_cloud")

@@ -6,6 +6,7 @@ without the secrets it needs instead of inventing them.
 """
 
 import re
+import socket
 from pathlib import Path
 
 import environ
@@ -353,6 +354,13 @@ OMIPORTAL_SWEEP_MAX_SECONDS = env.float("OMIPORTAL_SWEEP_MAX_SECONDS", default=6
 OMIPORTAL_RECONCILE_GRACE_SECONDS = env.float("OMIPORTAL_RECONCILE_GRACE_SECONDS", default=60.0)
 # Every worker enqueues the reconciler this often (its maintenance tick).
 OMIPORTAL_RECONCILE_EVERY_SECONDS = env.float("OMIPORTAL_RECONCILE_EVERY_SECONDS", default=30.0)
+# Hosts: every process keeps PostgreSQL's clock, so leases, next looks and deadlines that one
+# host writes and another compares hold through a few seconds of skew (omiportal/clock.py).
+OMIPORTAL_CLOCK_FROM_DATABASE = env.bool("OMIPORTAL_CLOCK_FROM_DATABASE", default=True)
+# What names this host to the others: a worker lets go of a dead scheduler's lock only when the
+# scheduler ran on the same host id and its pid is gone (omiportal/worker.py). Set it apart for
+# hosts that share a hostname (containers with the host's network, two "hosts" on one machine).
+OMIPORTAL_HOST_ID = env.str("OMIPORTAL_HOST_ID", default="") or socket.gethostname()
 # A sweep's per-row calls (the imports an export just made possible, the tags of imports that
 # just completed) run this many at a time: each waits mostly on OUTSCALE, and the account's
 # pace (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND, shared by the threads) still bounds the rate. A

@@ -12,12 +12,11 @@ import contextlib
 import importlib
 import logging
 import os
-import socket
-import time
 
 import django_rq
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils import timezone
 from rq import SimpleWorker
 from rq.exceptions import DuplicateJobError
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
@@ -37,12 +36,16 @@ def ensure_reconcile_enqueued() -> None:
     a failed job's record, and a unique enqueue with that id would be refused), so the safety
     net is back on the next tick.
     """
-    slot = int(time.time() // max(1.0, settings.OMIPORTAL_RECONCILE_EVERY_SECONDS))
+    # The database's time (omiportal/clock.py): workers on hosts whose clocks differ name the same slot.
+    slot = int(timezone.now().timestamp() // max(1.0, settings.OMIPORTAL_RECONCILE_EVERY_SECONDS))
     with contextlib.suppress(DuplicateJobError):
         django_rq.get_queue("poll").enqueue("transfers.jobs.reconcile_job", job_id=f"reconcile-{slot}", unique=True,
                                             result_ttl=0, failure_ttl=300)
 
 
+# Which host id each scheduler runs on (rq records the machine's name only).
+SCHEDULER_HOST_KEY = "omiportal:scheduler-host:%s"
+SCHEDULER_HOST_TTL = 7 * 24 * 3600  # noted again at every maintenance tick
 # Deletes a queue's scheduler lock only while it still names the dead scheduler.
 _RELEASE_IF_HELD_BY = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
@@ -53,24 +56,37 @@ def release_dead_scheduler_locks(connection, queue_names) -> list[str]:
     A scheduler holds each queue's lock for 61 s at a time (rq: its interval + 60 s), renewed every
     second. When its worker is killed (SIGKILL, the OOM killer), no other scheduler may move the
     queue's delayed jobs (every sweep, every retry) until the lock expires: a minute in which no
-    transfer is polled. A lock whose scheduler recorded this machine's name and a pid that no longer
-    exists is deleted at once, and this worker's own scheduler takes it at its maintenance tick. A
-    scheduler on another machine cannot be checked: its lock expires as before. (A live scheduler
-    wrongly taken for dead, in another PID namespace under the same host name, only hands its lock
-    over: one scheduler still moves each queue.)
+    transfer is polled. A lock whose scheduler ran on this host and has a pid that no longer
+    exists is deleted at once, and this worker's own scheduler takes it at its maintenance tick.
+
+    "This host" is OMIPORTAL_HOST_ID (the machine's name unless set): each worker notes its
+    scheduler's host id in Redis (`note_scheduler_host`); a scheduler with no note counts as on the
+    host rq recorded (the machine's name). A scheduler on another host cannot be checked: its lock
+    expires as before. Hosts that share a machine name but not a PID namespace (containers on the
+    host's network, two "hosts" of the multi-host fault run on one machine) must be given host ids
+    of their own, or a live scheduler of one could be taken for dead by the other. (Even then it
+    only hands its lock over: one scheduler still moves each queue.)
     """
-    host, released = socket.gethostname(), []
+    host, released = settings.OMIPORTAL_HOST_ID, []
     for name in queue_names:
         key = RQScheduler.get_locking_key(name)
         holder = connection.get(key)
         if holder is None:
             continue
         hostname, pid = connection.hmget(SCHEDULER_KEY_TEMPLATE % holder.decode(), "hostname", "pid")
-        if hostname is None or hostname.decode() != host or int(pid or 0) <= 0 or _alive(int(pid)):
+        noted = connection.get(SCHEDULER_HOST_KEY % holder.decode())
+        holder_host = noted if noted is not None else hostname
+        if holder_host is None or holder_host.decode() != host or int(pid or 0) <= 0 or _alive(int(pid)):
             continue
         if connection.eval(_RELEASE_IF_HELD_BY, 1, key, holder):
             released.append(name)
     return released
+
+
+def note_scheduler_host(connection, scheduler) -> None:
+    """Record which host id this worker's scheduler runs on (rq records the machine's name only)."""
+    if scheduler is not None:
+        connection.set(SCHEDULER_HOST_KEY % scheduler.name, settings.OMIPORTAL_HOST_ID, ex=SCHEDULER_HOST_TTL)
 
 
 def _alive(pid: int) -> bool:
@@ -123,9 +139,15 @@ class PortalWorker(SimpleWorker):
         # keeps running even when no job arrives (rq would otherwise block ~7 minutes).
         return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
 
+    def _start_scheduler(self, *args, **kwargs):
+        super()._start_scheduler(*args, **kwargs)
+        with contextlib.suppress(Exception):  # noted again at the next maintenance tick
+            note_scheduler_host(self.connection, self.scheduler)
+
     def run_maintenance_tasks(self):
         if self.scheduler is not None:  # --with-scheduler: rq's maintenance then takes the locks let go here
             try:
+                note_scheduler_host(self.connection, self.scheduler)
                 released = release_dead_scheduler_locks(self.connection, self.queue_names())
             except Exception:  # noqa: BLE001 - the locks then expire as rq intends; the next tick retries
                 logger.exception("Could not check the scheduler locks")
