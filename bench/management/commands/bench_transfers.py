@@ -97,7 +97,9 @@ class Command(BaseCommand):
             data = json.loads(Path(name).read_text())
             if merged is None:
                 merged = data
-            else:
-                sizes = {e["transfers"] for e in data["runs"]}
-                merged["runs"] = [e for e in merged["runs"] if e["transfers"] not in sizes] + data["runs"]
+            else:  # a size in both: its phases joined, the later file's winning
+                by_size = {e["transfers"]: e for e in merged["runs"]}
+                for entry in data["runs"]:
+                    by_size.setdefault(entry["transfers"], {}).update(entry)
+                merged["runs"] = sorted(by_size.values(), key=lambda e: e["transfers"])
         self.stdout.write(f"Chart: {chart.draw(merged, Path(opts['chart']))}")
