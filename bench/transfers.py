@@ -352,6 +352,8 @@ def run(o: Options, *, log=print) -> dict:
                 entry["same_region"] = same_region.run(o, sandbox, calls, procs, tag=f"{size_tag}-sr", n=n, log=log)
                 entry["same_region_goals"] = same_region.goals(entry["same_region"])
             result["runs"].append(entry)
+            # Written after each size too: a long run cut short keeps the sizes it finished.
+            (out_dir / f"transfers-{tag}.json").write_text(json.dumps(result, indent=2))
             log(f"--- {n} transfers done")
     finally:
         resume(django_rq.get_connection("default"))
