@@ -266,6 +266,30 @@ def goals(o: Options, portal: dict, *, distinct: bool = False) -> dict:
     }
 
 
+def scaling(runs: list[dict]) -> list[dict]:
+    """What a deployment plans by (README "Scaling out"), per size and portal phase: each worker's
+    peak memory and PostgreSQL connections, and the Redis memory of the run scaled to 10,000."""
+    rows = []
+    for entry in runs:
+        for key in ("portal", "portal_distinct"):
+            phase = entry.get(key)
+            if not phase or "resources" not in phase:
+                continue
+            held = phase["resources"]
+            rows.append({
+                "transfers": entry["transfers"], "phase": key,
+                "worker_peak_rss_mb": {name: w["peak_rss_mb"] for name, w in held["workers"].items()},
+                "worker_peak_pg_connections": {name: w["peak_pg_connections"] for name, w in held["workers"].items()},
+                "redis_db_keys_mb_peak": held["redis_db_keys_bytes_peak_mb"],
+                "redis_db_mb_per_10k_transfers": phase["redis_db_mb_per_10k_transfers"],
+                "redis_server_used_memory_growth_mb": held["redis_used_memory_growth_peak_mb"],
+                "worker_cpu_seconds_per_transfer": phase["worker_cpu_seconds_per_transfer"],
+                "oapi_calls_per_transfer": phase["oapi_calls_per_transfer"],
+                "wall_seconds_per_transfer": phase["wall_seconds_per_transfer"],
+            })
+    return rows
+
+
 def empty_queues() -> None:
     """Remove every queued and scheduled job of the portal's queues (the bench's Redis database is
     a throwaway one, like its database)."""
@@ -352,6 +376,7 @@ def run(o: Options, *, log=print) -> dict:
                 entry["same_region"] = same_region.run(o, sandbox, calls, procs, tag=f"{size_tag}-sr", n=n, log=log)
                 entry["same_region_goals"] = same_region.goals(entry["same_region"])
             result["runs"].append(entry)
+            result["scaling"] = scaling(result["runs"])
             # Written after each size too: a long run cut short keeps the sizes it finished.
             (out_dir / f"transfers-{tag}.json").write_text(json.dumps(result, indent=2))
             log(f"--- {n} transfers done")
