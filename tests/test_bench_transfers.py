@@ -1,8 +1,9 @@
 """bench_transfers, smoke-sized: five transfers on the export path the portal's way and the peers'
 way (and five more with an image each), and four same-Region ones (grant → copy → revoke), on
 real worker processes against the sandbox. Checks the report's shape, that every transfer
-completed, what each worker held and, in the same Region, that it took no export and one launch permission added and removed per share; the figures themselves
-are the benchmark's business, not a test's."""
+completed, what each worker held and, in the same Region, that it took no export and one
+launch permission added and removed per share; the figures themselves are the benchmark's
+business, not a test's."""
 
 import pytest
 
@@ -48,6 +49,8 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     (worker,) = held["workers"].values()
     assert worker["peak_rss_mb"] > 20 and worker["peak_pg_connections"] >= 1, held
     assert held["redis_db_keys_bytes_peak_mb"] > 0 and held["redis_used_memory_peak_mb"] > 0
+    assert [(row["transfers"], row["phase"]) for row in result["scaling"]] == [(5, "portal"), (5, "portal_distinct")]
+    assert result["scaling"][0]["redis_db_mb_per_10k_transfers"] > 0
     assert result["options"]["export_spread"] == 1.0
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert "OAPI calls / transfer" in bench.table(result)
