@@ -1,14 +1,17 @@
-"""`manage.py bench_load`: the whole portal under load, on loopback, for a bounded time.
+"""`manage.py bench_load`: the pages under load, on loopback, for a bounded time.
 
 1. Refuses a database holding anything but earlier benchmark data (unless told `yes`), migrates it.
-2. Starts the OUTSCALE sandbox in this process (fast exports and imports), N RQ worker processes
-   and the portal under gunicorn, all sharing this process's database and Redis.
+2. Starts the OUTSCALE sandbox in this process (fast exports and imports) and the portal under
+   gunicorn exactly as the README's "Production" recommends (``GUNICORN``; an override is printed).
 3. Seeds teams, people and cloud accounts (the sandbox's seeded accounts), then requests and
-   approves the transfers through the services, as people would.
-4. Runs U simulated people (threads, `requests` sessions) for the duration: they sign in, browse
-   and accept what reaches their inbox, while the workers export and import.
-5. Stops everything and reports requests, errors (any 5xx or connection error), page latency
-   percentiles per page kind and transfers completed; writes `bench-results/load-<timestamp>.json`.
+   approves the transfers through the services, as people would, with no worker running yet.
+4. Baseline: one person, nobody else on the machine, visits every page kind in turn (Locust,
+   `bench/locustfile.py`, in a process of its own).
+5. Load: N RQ worker processes start on the approved transfers and U people arrive, each signing
+   in and clicking what a person of its role does with a few seconds' thought between clicks.
+6. Stops everything and reports, per page kind, p50/p95/p99 alone and under load, the ratio of the
+   p95s (goal: at most 2×), errors (goal: none) and the transfers completed; writes
+   ``<out>/load.json`` and ``load.png`` (`bench/people.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -41,8 +43,8 @@ from accounts import services
 from accounts.models import CloudAccount, Membership, Role, Team
 from accounts.models import User as PortalUser
 from accounts.selectors import TeamAccess
-from bench import in_force
-from bench.users import Persona, Stats, User, percentiles
+from bench import in_force, people
+from bench.users import Persona
 from omiportal.apps import configure_cloud
 from sandbox.server import Sandbox
 from transfers.models import Recipient, Share
@@ -54,6 +56,11 @@ TEAM_PREFIX = "Bench "
 PASSWORD = "bench-load-password"  # noqa: S105 - throwaway people in a throwaway database
 SANDBOX_ACCOUNTS = ("alpha", "beta", "gamma", "delta", "epsilon")
 NEVER_EXPORT = {"alpha-legacy-broken"}  # its export always fails, by design of the sandbox
+# The web command the README recommends (section "Production"), flags after the bind address;
+# tests/test_bench_load.py holds the two equal. Two cores: one process per core (a Python process
+# runs one core's worth at a time), four threads each, so a request waiting on PostgreSQL or Redis
+# leaves the core to another; keep-alive for people who click again a few seconds later.
+GUNICORN = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
 
 # One pace for every process: the first "next look" of a step is set by whoever enqueues it.
 PACE = {"OMIPORTAL_SWEEP_MIN_SECONDS": 1.0, "OMIPORTAL_SWEEP_MAX_SECONDS": 5.0,
@@ -82,14 +89,20 @@ class Refused(Exception):
 
 @dataclass
 class Options:
-    users: int = 50
-    transfers: int = 500
-    duration: float = 60.0
+    users: int = 100
+    transfers: int = 1000
+    duration: float = 180.0  # seconds of load
+    think: tuple[float, float] = (2.0, 5.0)  # seconds between one person's clicks, under load
+    baseline_seconds: float = 60.0
+    baseline_think: tuple[float, float] = (0.2, 0.5)  # one person alone: short pauses, enough samples for a p95
+    spawn_rate: float = 5.0  # people arriving per second
     workers: int = 2
-    web_workers: int = 2
+    web_workers: int | None = None  # None: the README's (GUNICORN)
+    web_threads: int | None = None
     export_seconds: float = 5.0
     import_seconds: float = 5.0
     out_dir: Path = BASE_DIR / "bench-results"
+    name: str = "load.json"
     yes: bool = False
     quiet: bool = False
 
@@ -348,6 +361,19 @@ def transfer_counts(share_ids) -> dict:
     return {"shares": dict(shares), "recipients": dict(recipients)}
 
 
+def gunicorn_argv(options: Options, port: int) -> tuple[list[str], list[str]]:
+    """The web command: the README's (``GUNICORN``), bound to a loopback port, with what differs
+    said (an option given on the command line)."""
+    flags = list(GUNICORN)
+    differs = []
+    for flag, value in (("--workers", options.web_workers), ("--threads", options.web_threads)):
+        if value is not None and str(value) != flags[flags.index(flag) + 1]:
+            differs.append(f"{flag} {value} instead of {flags[flags.index(flag) + 1]} (given on the command line)")
+            flags[flags.index(flag) + 1] = str(value)
+    argv = [sys.executable, "-m", "gunicorn", "omiportal.wsgi", "--bind", f"127.0.0.1:{port}", *flags]
+    return argv, differs
+
+
 def run(options: Options, *, log=print) -> dict:
     check_throwaway_database(yes=options.yes)
     call_command("migrate", interactive=False, verbosity=0)
@@ -372,25 +398,21 @@ def run(options: Options, *, log=print) -> dict:
     procs = Processes(env, log_dir)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    stats, stop = Stats(), threading.Event()
-    users: list[User] = []
+    web_argv, web_differs = gunicorn_argv(options, port)
+    log("Web: " + " ".join(["gunicorn", *web_argv[3:]]) + (
+        "; differs from the README: " + "; ".join(web_differs) if web_differs else " (the README's command)"))
     wall_started = time.monotonic()
     result: dict = {}
     try:
         log(f"Sandbox on {sandbox.control_url}; database {connection.vendor} {connection.settings_dict['NAME']}; "
             f"Redis {settings.REDIS_URL}")
-        procs.start("web", [sys.executable, "-m", "gunicorn", "omiportal.wsgi", "-b", f"127.0.0.1:{port}",
-                            "-w", str(options.web_workers), "--timeout", "120", "--graceful-timeout", "5"])
-        for n in range(options.workers):
-            procs.start(f"worker-{n + 1}", [sys.executable, str(BASE_DIR / "manage.py"), "rqworker", "default",
-                                           "poll", "--with-scheduler"])
+        procs.start("web", web_argv)
         seeded = seed(sandbox, tag=tag, users=options.users)
         log(f"Seeded {len(seeded.teams)} teams, {options.users} simulated people (tag {tag})")
         wait_until_serving(base_url, procs)
-        log(f"Portal serving on {base_url} (gunicorn, {options.web_workers} workers); "
-            f"{options.workers} RQ workers")
 
-        load_started = time.monotonic()
+        setup_started = time.monotonic()
+        # Requested and approved with no worker running: their jobs wait in Redis until the load phase.
         shares = request_and_approve(sandbox, seeded, tag=tag, transfers=options.transfers, log=log)
         share_ids = [s.pk for s in shares]
         by_team: dict[int, list[str]] = {}
@@ -398,75 +420,102 @@ def run(options: Options, *, log=print) -> dict:
             by_team.setdefault(s.team_id, []).append(str(s.public_id))
         team_pk = {str(t.public_id): t.pk for t in seeded.teams}
         for persona in seeded.personas:
-            persona.share_ids = by_team.get(team_pk[persona.team_id], [])
-        setup_seconds = time.monotonic() - load_started
-        log(f"{len(shares)} transfers requested and approved in {setup_seconds:.1f}s; "
-            f"{options.users} people browsing for {options.duration:.0f}s")
+            persona.share_ids = by_team.get(team_pk[persona.team_id], [])[:50]
+        setup_seconds = time.monotonic() - setup_started
+        log(f"{len(shares)} transfers requested and approved in {setup_seconds:.1f}s (no worker running yet)")
 
-        users = [User(base_url, p, stats, stop, seed=n) for n, p in enumerate(seeded.personas)]
-        for user in users:
-            user.start()
+        # 1. One person, nobody else on the machine: no worker, no other visitor.
+        baseline = people.Phase("baseline", users=1, seconds=options.baseline_seconds,
+                                think=options.baseline_think, spawn_rate=1)
+        log(f"Baseline: one person, every page kind in turn, {baseline.think[0]:g}-{baseline.think[1]:g} s "
+            f"between clicks, for {baseline.seconds:.0f}s")
+        proc, path = people.start(baseline, base_url=base_url, people=seeded.personas, work_dir=log_dir)
+        _, baseline_samples = people.finish(proc, path, timeout=baseline.seconds + 60)
+
+        # 2. The workers start on the approved transfers, and the people arrive.
+        for n in range(options.workers):
+            procs.start(f"worker-{n + 1}", [sys.executable, str(BASE_DIR / "manage.py"), "rqworker", "poll",
+                                           "default", "--with-scheduler"])
+        load = people.Phase("load", users=options.users, seconds=options.duration, think=options.think,
+                            spawn_rate=options.spawn_rate)
+        log(f"Load: {load.users} people, {load.think[0]:g}-{load.think[1]:g} s between clicks, "
+            f"{options.workers} RQ workers on {len(shares)} transfers, for {load.seconds:.0f}s")
+        proc, path = people.start(load, base_url=base_url, people=seeded.personas, work_dir=log_dir)
         run_started = time.monotonic()
         all_done_at = None
-        next_report = run_started
-        while time.monotonic() - run_started < options.duration:
+        next_report = run_started + 10
+        while proc.poll() is None:
             time.sleep(0.5)
             if time.monotonic() >= next_report:
-                next_report += 5
+                next_report += 15
                 counts = transfer_counts(share_ids)
                 done = counts["shares"].get("completed", 0)
                 if all_done_at is None and done == len(shares):
                     all_done_at = time.monotonic() - run_started
-                log(f"  t={time.monotonic() - run_started:5.1f}s requests={stats.requests} "
-                    f"errors={len(stats.errors)} accepted={stats.accepted} shares={counts['shares']}")
+                log(f"  t={time.monotonic() - run_started:5.1f}s shares={counts['shares']}")
                 if procs.dead():
                     log(f"  !! stopped: {procs.dead()}")
-        stop.set()
-        for user in users:
-            user.join(timeout=70)
+            if time.monotonic() - run_started > load.seconds + 90:
+                break
+        arrival_samples, load_samples = people.finish(proc, path, timeout=60)
         run_seconds = time.monotonic() - run_started
         counts = transfer_counts(share_ids)
         completed = counts["shares"].get("completed", 0)
         if all_done_at is None and completed == len(shares):
             all_done_at = run_seconds
-        pages = {kind: percentiles(values) for kind, values in sorted(stats.latencies.items())}
-        statuses = {kind: {str(k): v for k, v in sorted(codes.items())} for kind, codes in stats.statuses.items()}
+        alone, under = people.summarize(baseline_samples), people.summarize(load_samples)
+        comparison = people.compare(alone, under)
+        pages = [r for r in comparison if r["page"]]
         result = {
-            "tag": tag, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()},
+            "tag": tag,
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()},
+            "gunicorn": web_argv[web_argv.index("omiportal.wsgi") + 3:], "gunicorn_differs": web_differs,
             "database": connection.vendor, "redis": "embedded" if settings.REDIS_URL.startswith("unix:") else "server",
-            "requests": stats.requests, "errors": len(stats.errors), "error_samples": stats.errors[:50],
-            "requests_per_second": round(stats.requests / run_seconds, 1) if run_seconds else 0,
-            "accepted_in_browser": stats.accepted, "pages": pages, "statuses": statuses,
+            "baseline": alone, "load": under, "comparison": comparison,
+            # While the people arrived (sign-ins all at once): not steady load, kept apart.
+            "arrival": people.summarize(arrival_samples),
+            "arrival_errors": sum(1 for sample in arrival_samples if sample[3]),
+            "requests": len(load_samples), "errors": sum(e["errors"] for e in under.values()),
+            "baseline_requests": len(baseline_samples),
+            "baseline_errors": sum(e["errors"] for e in alone.values()),
+            "requests_per_second": round(len(load_samples) / run_seconds, 1) if run_seconds else 0,
+            "accepted_in_browser": under.get("accept", {}).get("statuses", {}).get("302", 0),
+            "goals_met": {"p95 within 2x alone, every page kind": all(r["met"] for r in pages),
+                          "zero errors": not any(r["errors"] for r in comparison)
+                          and not any(sample[3] for sample in arrival_samples)},
             "transfers": len(shares), "transfers_completed": completed, "transfer_states": counts,
             "all_completed_after_seconds": round(all_done_at, 1) if all_done_at is not None else None,
             "setup_seconds": round(setup_seconds, 1), "run_seconds": round(run_seconds, 1),
             "processes_died": procs.dead(), "logs": str(log_dir), "settings": settings_rows,
         }
     finally:
-        stop.set()
         procs.stop()
         sandbox.stop()
         result["wall_seconds"] = round(time.monotonic() - wall_started, 1)
-    path = out_dir / f"load-{tag}.json"
+    path = out_dir / options.name
     path.write_text(json.dumps(result, indent=2))
     result["path"] = str(path)
+    if result.get("comparison"):
+        result["chart"] = str(people.draw(result, path.with_suffix(".png")))
     return result
 
 
 def table(result: dict) -> str:
-    lines = [f"{'page':<14} {'count':>7} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9}"]
-    for kind, p in result["pages"].items():
-        if p.get("count"):
-            lines.append(f"{kind:<14} {p['count']:>7} {p['p50_ms']:>9} {p['p95_ms']:>9} {p['p99_ms']:>9} "
-                         f"{p['max_ms']:>9}")
-    lines += [
+    lines = [
+        people.table(result["comparison"]),
         "",
-        f"requests {result['requests']} ({result['requests_per_second']}/s), errors {result['errors']} "
-        f"(5xx or connection), accepted in the browser {result['accepted_in_browser']}",
+        f"under load: {result['requests']} requests ({result['requests_per_second']}/s), errors {result['errors']}, "
+        f"accepted in the browser {result['accepted_in_browser']}; alone: {result['baseline_requests']} requests, "
+        f"errors {result['baseline_errors']}; while the people arrived (not counted above): "
+        f"{sum(e['count'] for e in result['arrival'].values())} requests, errors {result['arrival_errors']}",
+        "goals: " + "; ".join(f"{goal}: {'met' if met else 'NOT met'}" for goal, met in result["goals_met"].items()),
         f"transfers completed {result['transfers_completed']}/{result['transfers']}"
         + (f" (all after {result['all_completed_after_seconds']}s)" if result["all_completed_after_seconds"]
            is not None else f"; states {result['transfer_states']['shares']}"),
-        f"setup {result['setup_seconds']}s, run {result['run_seconds']}s, wall {result['wall_seconds']}s"
+        f"web: gunicorn {' '.join(result['gunicorn'])}"
+        + (f" (differs from the README: {'; '.join(result['gunicorn_differs'])})" if result["gunicorn_differs"]
+           else " (the README's)"),
+        f"setup {result['setup_seconds']}s, load {result['run_seconds']}s, wall {result['wall_seconds']}s"
         + (f"; processes that died: {result['processes_died']}" if result["processes_died"] else ""),
     ]
     return "\n".join(lines)

@@ -1,8 +1,9 @@
-"""python manage.py bench_load [--users 50] [--transfers 500] [--duration 60] [--workers 2]
+"""python manage.py bench_load [--users 100] [--transfers 1000] [--duration 180] [--think 2 5] [--workers 2]
 
-A load benchmark on loopback (not a test): the sandbox, N RQ workers and the portal under gunicorn,
-U simulated people browsing and accepting while the transfers run. Point DATABASE_URL at a
-throwaway database; see bench/load.py.
+A load benchmark on loopback (not a test): the sandbox, the portal under gunicorn as the README
+recommends, one person alone (the baseline), then N RQ workers on the transfers while U people who
+think between clicks (Locust) browse and accept. Point DATABASE_URL at a throwaway database; see
+bench/load.py.
 """
 
 from pathlib import Path
@@ -13,33 +14,47 @@ from bench import load
 
 
 class Command(BaseCommand):
-    help = "Load benchmark: simulated people browse the portal while a batch of transfers runs (loopback only)."
+    help = ("Load benchmark: one person alone, then simulated people who think browse the portal while a batch "
+            "of transfers runs (loopback only).")
 
     def add_arguments(self, parser):
-        parser.add_argument("--users", type=int, default=50, help="simulated people (threads)")
-        parser.add_argument("--transfers", type=int, default=500, help="transfers requested and approved")
-        parser.add_argument("--duration", type=float, default=60, help="seconds the people browse")
+        parser.add_argument("--users", type=int, default=100, help="simulated people under load (Locust users)")
+        parser.add_argument("--transfers", type=int, default=1000, help="transfers requested and approved")
+        parser.add_argument("--duration", type=float, default=180, help="seconds of load")
+        parser.add_argument("--think", type=float, nargs=2, default=(2.0, 5.0), metavar=("LOW", "HIGH"),
+                            help="seconds between one person's clicks under load")
+        parser.add_argument("--baseline", type=float, default=60, help="seconds of the one-person baseline")
+        parser.add_argument("--spawn-rate", type=float, default=5, help="people arriving per second")
         parser.add_argument("--workers", type=int, default=2, help="RQ worker processes")
-        parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
+        parser.add_argument("--web-workers", type=int, help="gunicorn processes (default: the README's)")
+        parser.add_argument("--web-threads", type=int, help="gunicorn threads per process (default: the README's)")
         parser.add_argument("--export-seconds", type=float, default=5, help="sandbox export duration")
         parser.add_argument("--import-seconds", type=float, default=5, help="sandbox import duration")
         parser.add_argument("--out", default=str(load.BASE_DIR / "bench-results"), help="results directory")
+        parser.add_argument("--name", default="load.json", help="results file name (the chart: same name, .png)")
         parser.add_argument("--yes", action="store_true",
                             help="run even though the database holds data the benchmark did not create")
 
     def handle(self, *args, **opts):
         for name, low, high in (("users", 1, 1000), ("transfers", 1, 20000), ("duration", 1, 3600),
-                                ("workers", 1, 32), ("web_workers", 1, 32)):
-            if not low <= opts[name] <= high:
+                                ("baseline", 1, 3600), ("workers", 1, 32), ("web_workers", 1, 32),
+                                ("web_threads", 1, 64), ("spawn_rate", 0.1, 1000)):
+            if opts[name] is not None and not low <= opts[name] <= high:
                 raise CommandError(f"--{name.replace('_', '-')} must be between {low} and {high}")
+        low, high = opts["think"]
+        if not 0 <= low <= high <= 60:
+            raise CommandError("--think LOW HIGH: 0 <= LOW <= HIGH <= 60 seconds")
         options = load.Options(users=opts["users"], transfers=opts["transfers"], duration=opts["duration"],
+                               think=(low, high), baseline_seconds=opts["baseline"], spawn_rate=opts["spawn_rate"],
                                workers=opts["workers"], web_workers=opts["web_workers"],
-                               export_seconds=opts["export_seconds"], import_seconds=opts["import_seconds"],
-                               out_dir=Path(opts["out"]), yes=opts["yes"])
+                               web_threads=opts["web_threads"], export_seconds=opts["export_seconds"],
+                               import_seconds=opts["import_seconds"], out_dir=Path(opts["out"]), name=opts["name"],
+                               yes=opts["yes"])
         try:
             result = load.run(options, log=lambda line: self.stdout.write(line))
         except load.Refused as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write("")
         self.stdout.write(load.table(result))
-        self.stdout.write(f"\nResults: {result['path']}")
+        chart = f", chart {result['chart']}" if result.get("chart") else ""
+        self.stdout.write(f"\nResults: {result['path']}{chart}")

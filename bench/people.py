@@ -1,0 +1,157 @@
+"""People who think, driven by Locust (`bench/locustfile.py`) in a process of its own, and what
+their samples say: percentiles per page kind, each kind's p95 under load against its p95 with
+nobody else on the machine (goal: at most 2×), errors (goal: none), and the chart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from bench.users import Persona, percentiles
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+RATIO_GOAL = 2.0  # p95 under load at most twice the p95 with nobody else on the machine
+# Sign-ins happen once per person, in the first seconds of the load phase (everyone arriving at
+# once): reported, but a page kind a person meets while working is what the goal is about.
+NOT_PAGES = ("login_form", "login")
+
+
+@dataclass
+class Phase:
+    name: str  # "baseline" or "load"
+    users: int
+    seconds: float
+    think: tuple[float, float]
+    spawn_rate: float = 10.0
+
+
+def plan_file(path: Path, people: list[Persona], *, mode: str, users: int, think: tuple[float, float],
+              out: Path) -> Path:
+    path.write_text(json.dumps({"people": [asdict(p) for p in people], "mode": mode, "users": users,
+                                "think": list(think), "out": str(out)}))
+    return path
+
+
+def start(phase: Phase, *, base_url: str, people: list[Persona], work_dir: Path, env: dict | None = None) -> tuple:
+    """Locust, headless, for the phase: (the process, the samples file it writes when it quits)."""
+    samples = work_dir / f"locust-{phase.name}-samples.json"
+    plan = plan_file(work_dir / f"locust-{phase.name}-plan.json", people,
+                     mode="baseline" if phase.name == "baseline" else "load", users=phase.users, think=phase.think,
+                     out=samples)
+    argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", base_url,
+            "--users", str(phase.users), "--spawn-rate", str(phase.spawn_rate),
+            "--run-time", f"{max(1, round(phase.seconds))}s", "--stop-timeout", "30", "--only-summary",
+            "--loglevel", "WARNING", "--exit-code-on-error", "0", "--skip-log-setup"]
+    log = open(work_dir / f"locust-{phase.name}.log", "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(argv, env={**(env or os.environ), "OMIPORTAL_LOCUST_PLAN": str(plan)},  # noqa: S603
+                            cwd=work_dir, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return proc, samples
+
+
+def finish(proc: subprocess.Popen, samples: Path, *, timeout: float) -> tuple[list, list]:
+    """Wait for Locust; its samples split at the moment the last person had signed in: (while
+    they arrived, signing in all at once; after, the steady load the goals are about)."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # Locust writes what it has on SIGTERM too (its quitting event)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while not samples.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not samples.exists():
+        raise RuntimeError(f"Locust wrote no samples (exit {proc.returncode}); see {samples.parent}/locust-*.log")
+    written = json.loads(samples.read_text())
+    arrived = written.get("everyone_arrived_at") or 0
+    rows = written["samples"]
+    return [r for r in rows if r[4] < arrived], [r for r in rows if r[4] >= arrived]
+
+
+def summarize(samples: list) -> dict:
+    """Per page kind: percentiles, statuses, errors (with a few examples)."""
+    by_kind: dict[str, dict] = {}
+    for kind, seconds, status, error, _ in samples:
+        entry = by_kind.setdefault(kind, {"times": [], "statuses": {}, "errors": 0, "error_samples": []})
+        entry["times"].append(seconds)
+        entry["statuses"][str(status)] = entry["statuses"].get(str(status), 0) + 1
+        if error:
+            entry["errors"] += 1
+            if len(entry["error_samples"]) < 5:
+                entry["error_samples"].append(error)
+    return {kind: {**percentiles(e["times"]), "statuses": e["statuses"], "errors": e["errors"],
+                   "error_samples": e["error_samples"]} for kind, e in sorted(by_kind.items())}
+
+
+def compare(baseline: dict, load: dict) -> list[dict]:
+    """One row per page kind seen under load: its p95 then and alone, the ratio and the goals."""
+    rows = []
+    for kind, under in load.items():
+        alone = baseline.get(kind, {})
+        ratio = (round(under["p95_ms"] / alone["p95_ms"], 2)
+                 if alone.get("count") and alone["p95_ms"] > 0 else None)
+        rows.append({
+            "kind": kind, "page": kind not in NOT_PAGES,
+            "baseline_count": alone.get("count", 0), "baseline_p50_ms": alone.get("p50_ms"),
+            "baseline_p95_ms": alone.get("p95_ms"),
+            "count": under["count"], "p50_ms": under["p50_ms"], "p95_ms": under["p95_ms"], "p99_ms": under["p99_ms"],
+            "errors": under["errors"] + alone.get("errors", 0), "ratio_p95": ratio,
+            "met": ratio is not None and ratio <= RATIO_GOAL and under["errors"] + alone.get("errors", 0) == 0,
+        })
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f"{'page kind':<14} {'alone n':>7} {'p50':>7} {'p95':>7} | {'load n':>7} {'p50':>7} {'p95':>7} "
+             f"{'p99':>7} {'err':>4} {'p95 ×':>6}  goal (≤{RATIO_GOAL:g}×, 0 errors)"]
+
+    def ms(value) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    for r in rows:
+        goal = ("met" if r["met"] else "NOT met") if r["page"] else "(sign-in, not a goal)"
+        if r["page"] and r["ratio_p95"] is None:
+            goal = "no baseline"
+        lines.append(f"{r['kind']:<14} {r['baseline_count']:>7} {ms(r['baseline_p50_ms']):>7} "
+                     f"{ms(r['baseline_p95_ms']):>7} | {r['count']:>7} {ms(r['p50_ms']):>7} {ms(r['p95_ms']):>7} "
+                     f"{ms(r['p99_ms']):>7} {r['errors']:>4} "
+                     f"{'-' if r['ratio_p95'] is None else format(r['ratio_p95'], '.2f'):>6}  {goal}")
+    return "\n".join(lines)
+
+
+def draw(result: dict, path: Path) -> Path:
+    """p95 per page kind, alone and under load, with the 2× line per kind."""
+    rows = [r for r in result["comparison"] if r["page"]]
+    fig = Figure(figsize=(10, 4.5), dpi=100)
+    ax = fig.subplots()
+    xs = range(len(rows))
+    width = 0.38
+    ax.bar([x - width / 2 for x in xs], [r["baseline_p95_ms"] or 0 for r in rows], width,
+           color="tab:gray", label="p95, one person (nobody else)")
+    ax.bar([x + width / 2 for x in xs], [r["p95_ms"] for r in rows], width,
+           color=["tab:blue" if r["met"] else "tab:red" for r in rows],
+           label=f"p95, {result['options']['users']} people + transfers running")
+    for x, r in zip(xs, rows, strict=True):
+        if r["baseline_p95_ms"]:
+            ax.hlines(RATIO_GOAL * r["baseline_p95_ms"], x - width, x + width, colors="black", linestyles=":")
+    ax.plot([], [], color="black", linestyle=":", label=f"goal: {RATIO_GOAL:g}× the p95 alone")
+    ax.set_xticks(list(xs), [r["kind"] for r in rows], rotation=20, fontsize=8)
+    ax.set_ylabel("milliseconds")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    o = result["options"]
+    fig.suptitle(f"bench_load: {o['users']} people thinking {o['think'][0]:g}-{o['think'][1]:g} s, "
+                 f"{o['transfers']} transfers, {o['workers']} RQ workers, gunicorn "
+                 f"{' '.join(result['gunicorn'])}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

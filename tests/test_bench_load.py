@@ -1,0 +1,67 @@
+"""The load benchmark's small form: Locust people against a live server, so the harness cannot rot.
+
+Not timings: that every page kind is visited and answered, sign-ins work, the samples are split
+and compared as the benchmark does, and the benchmark's web command is the README's.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from accounts.models import Role
+from bench import fill, load, people
+from bench.users import Persona
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+PASSWORD = "people-who-think"  # noqa: S105 - a test's throwaway people
+PAGE_KINDS = {"dashboard", "share_list", "share_detail", "progress_json", "inbox", "share_new", "audit_list"}
+
+
+def test_the_benchmark_serves_the_portal_with_the_readmes_command():
+    command = " ".join(["gunicorn omiportal.wsgi --bind 0.0.0.0:8000", *load.GUNICORN])
+    assert command in README.read_text()
+    argv, differs = load.gunicorn_argv(load.Options(), 8123)
+    assert argv[argv.index("omiportal.wsgi"):] == ["omiportal.wsgi", "--bind", "127.0.0.1:8123", *load.GUNICORN]
+    assert differs == []
+    _, differs = load.gunicorn_argv(load.Options(web_workers=5), 8123)
+    assert differs and "--workers 5" in differs[0]
+
+
+@pytest.fixture
+def personas(transactional_db, settings, tmp_path):
+    settings.OMIPORTAL_AUDIT_CHECKPOINT_DIR = str(tmp_path)
+    world = fill.ensure_world()
+    fill.fill_shares(world, 30, log=lambda line: None)
+    team = world.big
+    share_ids = [public_id for public_id, _ in world.share_targets[team.pk]][:10]
+    out = []
+    for role in (Role.MEMBER, Role.AUDITOR):
+        user = world.members[team.pk][role.value]
+        user.set_password(PASSWORD)
+        user.save(update_fields=["password"])
+        out.append(Persona(email=user.email, password=PASSWORD, team_id=str(team.public_id), role=role.value,
+                           share_ids=share_ids))
+    return out
+
+
+def test_three_people_who_think_visit_every_page_kind_without_an_error(live_server, personas, tmp_path):
+    baseline = people.Phase("baseline", users=1, seconds=3, think=(0.05, 0.1), spawn_rate=1)
+    proc, path = people.start(baseline, base_url=live_server.url, people=personas, work_dir=tmp_path, env=None)
+    _, alone = people.finish(proc, path, timeout=60)
+
+    load_phase = people.Phase("load", users=3, seconds=4, think=(0.1, 0.3), spawn_rate=3)
+    proc, path = people.start(load_phase, base_url=live_server.url, people=personas, work_dir=tmp_path, env=None)
+    arriving, under = people.finish(proc, path, timeout=60)
+
+    alone_kinds, under_kinds = people.summarize(alone), people.summarize(under)
+    assert set(alone_kinds) >= PAGE_KINDS  # one person visits every kind in turn
+    assert {"login_form", "login"} <= set(people.summarize(arriving + alone))
+    assert len(under_kinds) >= 3 and {"login", "login_form"}.isdisjoint(under_kinds)  # signed in while arriving
+    errors = [s for s in alone + arriving + under if s[3]]
+    assert errors == []
+    rows = people.compare(alone_kinds, under_kinds)
+    assert {r["kind"] for r in rows} == set(under_kinds)
+    for row in rows:
+        assert row["errors"] == 0 and (row["ratio_p95"] is not None or row["kind"] not in PAGE_KINDS), row
+    assert re.search(r"dashboard\s+\d+", people.table(rows))
