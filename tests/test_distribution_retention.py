@@ -551,7 +551,10 @@ def test_a_worker_killed_inside_delete_image_leaves_one_delete(w):
     try:
         w.wait_for(lambda: RetentionItem.objects.get(pk=item.pk).state, lambda state: state == State.GONE,
                    timeout=90, interval=0.2)
+        # The run closes in its own transaction after its last copy's end: wait for it too
+        # (asserting at once raced the job under load).
+        w.wait_for(lambda: RetentionRun.objects.get(pk=run.pk).state,
+                   lambda state: state == RetentionRun.State.DONE, timeout=30, interval=0.2)
     finally:
         workers.kill_tree(second)
     assert deletes(w) == 1 and not in_cloud(w, w.copies[0]) and in_cloud(w, w.copies[1])
-    assert RetentionRun.objects.get(pk=run.pk).state == RetentionRun.State.DONE
