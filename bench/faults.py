@@ -33,7 +33,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +49,8 @@ from accounts.models import CloudAccount, Membership, Role, Team
 from accounts.models import User as PortalUser
 from accounts.selectors import TeamAccess
 from audit.verify import verify_chain
-from bench import in_force, load, measure
+from bench import hosts as multi
+from bench import in_force, load, measure, resources
 from bench import transfers as xfer
 from omiportal.apps import configure_cloud
 from sandbox import seed
@@ -98,6 +99,15 @@ class Options:
     yes: bool = False
     small: bool = False
     seed: int = 14
+    # More than one host (bench/hosts.py): process groups with state directories and host ids of
+    # their own, every host after the first with its clock `skew` seconds off (ahead, behind, ...),
+    # sharing PostgreSQL, Redis and a checkpoint bucket; `workers` are spread over them.
+    hosts: int = 1
+    skew: float = 0.0
+    kill: bool = False  # SIGKILL a worker of the first host once imports are under way, start another
+    checkpoint_every: int = 60  # seconds between audit checkpoints with more than one host
+    tuned: dict = field(default_factory=dict)  # settings changed for workers and this process...
+    tuned_reason: str = ""  # ...and why
 
 
 # The CI form: sizes and the cloud's own durations; the portal's settings stay as shipped. A tenth
@@ -110,6 +120,28 @@ SMALL = {"main": 24, "others": 6, "held": 0.1, "export_seconds": 4.0, "import_se
 
 def small(**overrides) -> Options:
     return replace(Options(small=True, **SMALL), **overrides)
+
+
+# The multi-host CI form (tests/test_hosts.py, under a minute): two hosts, the second 5 s ahead, a
+# worker killed. A killed worker's rows come back when their leases run out, which at the shipped
+# settings takes minutes; so sweeps, grace and timeouts are short here, and the skew is larger
+# than the grace (1.5 s) and than a sweep's lease (2.5 s): a host reading its own clock would take
+# leases others hold. Held creates are left to the one-host run (they wait out the settle window).
+HOSTS_SMALL = {"main": 10, "others": 4, "distinct": 0.3, "workers": 2, "hosts": 2, "skew": 5.0, "kill": True,
+               "latency": 0.02, "held": 0.0, "export_seconds": 3.0, "import_seconds": 2.0, "copy_seconds": 1.0,
+               "timeout": 120.0, "checkpoint_every": 3,
+               "tuned": {"OMIPORTAL_SWEEP_MIN_SECONDS": 0.3, "OMIPORTAL_SWEEP_MAX_SECONDS": 1.0,
+                         "OMIPORTAL_RECONCILE_GRACE_SECONDS": 1.5, "OMIPORTAL_RECONCILE_EVERY_SECONDS": 1.0,
+                         "OMIPORTAL_SWEEP_CONCURRENCY": 4, "OMIPORTAL_SWEEP_BUDGET_SECONDS": 1.0,
+                         "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": 100, "OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT": 1.0,
+                         "OMIPORTAL_OUTSCALE_READ_TIMEOUT": 2.0, "OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS": 1,
+                         "OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY": 0.3, "OMIPORTAL_CREATE_SETTLE_SECONDS": 3.0},
+               "tuned_reason": "the multi-host CI form: a killed worker's leases run out in seconds, not minutes "
+                               "(the skew of 5 s stays larger than the grace and the sweep lease)"}
+
+
+def hosts_small(**overrides) -> Options:
+    return replace(Options(small=True, **HOSTS_SMALL), **overrides)
 
 
 # --- the world ------------------------------------------------------------------------------------
@@ -330,7 +362,9 @@ def check(sandbox, seeded: Seeded, share_ids: list[int], *, tag: str) -> dict:
         "export_states": dict(Counter(e.state for e in exports)), "exports": len(exports),
         "copy_first_exports": len(copies),
         "failures": sorted({f"{r.share.copy_name}: {r.state_message}" for r in recipients
-                            if r.state == Recipient.State.FAILED})[:20],
+                            if r.state == Recipient.State.FAILED}
+                           | {f"export {e.public_id}: {e.state_message}" for e in exports
+                              if e.state == Export.State.FAILED})[:20],
         "stuck": [f"{r.share.copy_name}: {r.state} {r.state_message!r} image={r.image_id!r}" for r in recipients
                   if r.state not in (Recipient.State.COMPLETED, Recipient.State.FAILED)][:20],
         "problems": problems[:50], "untracked_images": orphan_images[:50], "untracked_export_tasks": orphan_tasks[:50],
@@ -382,6 +416,8 @@ def _worker_env(endpoints: dict, log_dir: Path) -> dict:
 def run(o: Options, *, log=print) -> dict:
     load.check_throwaway_database(yes=o.yes)
     call_command("migrate", interactive=False, verbosity=0)
+    if o.hosts > 1:
+        multi.check_no_earlier_checkpoints()
     tag = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = Path(o.out_dir)
     log_dir = Path(o.logs_dir) / f"faults-{tag}-logs"
@@ -392,20 +428,35 @@ def run(o: Options, *, log=print) -> dict:
     holds = Holds(sandbox)
     endpoints = sandbox.endpoints()
     env = _worker_env(endpoints, log_dir)
+    shared = {}
+    if o.hosts > 1:  # one checkpoint store for every host, with a key of the run's own
+        shared = multi.checkpoint_settings(sandbox, tag=tag, key=multi.signing_key(), every=o.checkpoint_every)
+    env.update({**shared, **{name: str(value) for name, value in o.tuned.items()}})
+    offsets = multi.skews(o.hosts, o.skew)
+    envs = ([multi.host_env(env, log_dir, host=h, tag=tag, skew=offsets[h - 1]) for h in range(1, o.hosts + 1)]
+            if o.hosts > 1 else [env])
     mine = _ProcessSettings()
-    procs = load.Processes(env, log_dir)
+    procs = multi.HostProcesses(envs, log_dir)
+    per_host = multi.workers_per_host(o.workers, o.hosts)
+    worker_argv = [sys.executable, str(load.BASE_DIR / "manage.py"), "rqworker", "poll", "default", "--with-scheduler"]
     result: dict = {"benchmark": "bench_faults", "tag": tag, "database": connection.vendor,
-                    "cores": psutil.cpu_count(), "small": o.small}
+                    "cores": psutil.cpu_count(), "small": o.small, "hosts": o.hosts, "skews": offsets,
+                    "workers_per_host": per_host, "events": []}
     wall = time.monotonic()
     try:
-        mine.set(OMIPORTAL_OUTSCALE_ENDPOINTS=endpoints, EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend")
-        for k in range(o.workers):
-            procs.start(f"worker-{k + 1}", [sys.executable, str(load.BASE_DIR / "manage.py"), "rqworker",
-                                           "poll", "default", "--with-scheduler"])
+        mine.set(OMIPORTAL_OUTSCALE_ENDPOINTS=endpoints, EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
+                 **o.tuned, **{k: v for k, v in shared.items() if k != "OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS"})
+        for h in range(1, o.hosts + 1):
+            for k in range(per_host):
+                procs.start_on(h, f"host-{h}-worker-{k + 1}" if o.hosts > 1 else f"worker-{k + 1}", worker_argv)
         names = in_force.TRANSFER_SETTINGS
         defaults = in_force.shipped(names, env)
-        rows = in_force.compare(in_force.worker_values(names, env), defaults, REASONS, where="workers")
-        rows += in_force.compare(in_force.process_values(names), defaults, REASONS, where="bench process")
+        reasons = {**REASONS, **dict.fromkeys(o.tuned, o.tuned_reason)}
+        if shared:
+            reasons["OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS"] = (
+                "checkpoints written during the run, by whichever host's worker takes the job, to the shared bucket")
+        rows = in_force.compare(in_force.worker_values(names, env), defaults, reasons, where="workers")
+        rows += in_force.compare(in_force.process_values(names), defaults, reasons, where="bench process")
         rows.append({"setting": "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND", "where": "bench process, requests only",
                      "value": REQUEST_PACE, "default": defaults["OMIPORTAL_OUTSCALE_CALLS_PER_SECOND"],
                      "changed": True, "reason": REASONS["OMIPORTAL_OUTSCALE_CALLS_PER_SECOND"]})
@@ -422,7 +473,11 @@ def run(o: Options, *, log=print) -> dict:
         log(f"Faults once approved: {o.throttle:.0%} throttled, {o.lost:.0%} answers lost, {o.errors:.0%} server "
             f"errors, {o.held:.0%} of creates held {hold:g}s before they are applied (the grace is {grace:g}s)")
         xfer.empty_queues()  # a cut earlier run leaves its jobs queued
-        measure.wait_for_workers(o.workers, procs)
+        measure.wait_for_workers(per_host * o.hosts, procs)
+        if o.hosts > 1:
+            result["clock_offsets"] = [multi.clock_offset(e) for e in envs]
+            log(f"{o.hosts} hosts, {per_host} worker(s) each, clocks off by {offsets} s (libfaketime); each "
+                f"host's offset from the database's clock, as measured there: {result['clock_offsets']}")
 
         seeded = _seed(sandbox, tag=tag)
         transfers = plan(sandbox, o, tag=tag)
@@ -443,16 +498,36 @@ def run(o: Options, *, log=print) -> dict:
                                  latency=o.latency, lost_response_mode="mixed", hold_seconds=hold,
                                  hold_rate=o.held, hold_actions=set(HELD_ACTIONS))
         before, cpu0 = measure.counters(sandbox), measure.worker_cpu(procs)
+        # Per worker: peak RSS and PostgreSQL connections (pg_stat_activity); Redis memory.
+        sampler = resources.Sampler(procs, key_every=5.0 if o.small else 15.0).start() if o.hosts > 1 else None
         started = time.monotonic()
         _approve_all(seeded, shares, log)
         log(f"{len(shares)} transfers approved in {time.monotonic() - started:.1f}s; faults on")
 
         final = [*Recipient.FINAL_STATES]
         next_report = started + 10
+        killed = not o.kill
         while True:
             done = Recipient.objects.filter(share_id__in=share_ids, state__in=final).count()
             if done >= len(share_ids):
                 break
+            # Kill host 1's first worker in the middle of a step once some transfers have completed (or
+            # after 30 s, whatever it is doing), with its scheduler, and start another in its place.
+            victim = None if killed else next(p for name, p in procs.procs if name.startswith(("host-1-", "worker-")))
+            job = None
+            if victim and Recipient.objects.filter(share_id__in=share_ids, state=Recipient.State.COMPLETED).exists():
+                watch_until = time.monotonic() + 2
+                while job is None and time.monotonic() < watch_until:
+                    job = multi.current_job(victim)
+                    time.sleep(0 if job else 0.02)
+            if victim and (job or time.monotonic() - started > 30):
+                killed = True
+                procs.kill(victim)
+                procs.start_on(1, "host-1-worker-replacement", worker_argv)
+                event = (f"t={time.monotonic() - started:.1f}s SIGKILLed a worker of host 1 (pid {victim.pid}, "
+                         f"with its scheduler) while it ran {job or 'no job'}, and started another")
+                result["events"].append(event)
+                log(f"  {event}")
             if time.monotonic() - started > o.timeout:
                 log(f"  timed out after {o.timeout:.0f}s with {done}/{len(share_ids)} final")
                 break
@@ -469,6 +544,8 @@ def run(o: Options, *, log=print) -> dict:
         log(f"All final after {transfer_seconds:.0f}s")
         result["held_wait_seconds"] = round(holds.wait(log), 1)
         after, cpu1 = measure.counters(sandbox), measure.worker_cpu(procs)
+        if sampler is not None:
+            result["resources"] = sampler.stop()
         sandbox.faults.reset()
         procs.stop()  # nothing moves while the rows and the cloud are compared
         calls = measure.counters_diff(before, after)
@@ -488,6 +565,11 @@ def run(o: Options, *, log=print) -> dict:
             "processes_died": procs.dead(),
         })
         result.update(check(sandbox, seeded, share_ids, tag=tag))
+        if o.hosts > 1:
+            found = _check_hosts(envs, log)
+            result["checks"].update(found.pop("host_checks"))
+            result["ok"] = all(c["met"] for c in result["checks"].values())
+            result.update(found)
     finally:
         procs.stop()
         sandbox.stop()
@@ -504,6 +586,26 @@ def run(o: Options, *, log=print) -> dict:
 # --- the table ------------------------------------------------------------------------------------
 
 
+def _check_hosts(envs: list[dict], log) -> dict:
+    """The chain and the shared checkpoints verify as each host sees them; a host's own
+    directory in place of the shared store is caught."""
+    from audit import checkpoints
+
+    stored = len(checkpoints.load_all())
+    by_host = [multi.verify_as(e) for e in envs]
+    local = multi.verify_as(envs[0], OMIPORTAL_AUDIT_CHECKPOINT_BUCKET="")
+    log(f"  {stored} checkpoint(s) in the shared bucket; audit_verify exit per host {[v['exit'] for v in by_host]}; "
+        f"with host 1's own directory instead: exit {local['exit']}")
+    checks = {
+        "checkpoints_verify_from_every_host": {
+            "met": stored >= 1 and all(v["exit"] == 0 for v in by_host),
+            "value": {"checkpoints": stored, "exit_by_host": [v["exit"] for v in by_host]}},
+        "a_host_directory_is_caught": {"met": stored >= 1 and local["exit"] != 0, "value": local["output"]},
+    }
+    return {"checkpoints": stored, "verify_by_host": by_host, "verify_with_a_host_directory": local,
+            "host_checks": checks}
+
+
 def table(result: dict) -> str:
     lines = [f"{result['transfers']} transfers ({result['main']} into one account, {result['others']} over others; "
              f"{result['exports']} exports, {result['copy_first_exports']} copied first) on {result['database']}",
@@ -516,6 +618,10 @@ def table(result: dict) -> str:
              f"creates held {result['held_creates']}; creates the cloud refused (a taken name): "
              + ", ".join(f"{a} {v}" for a, v in result["creates_refused"].items()),
              f"worker CPU s per transfer {result['worker_cpu_seconds_per_transfer']:.3f}", ""]
+    if result.get("hosts", 1) > 1:
+        lines[-1:] = [f"{result['hosts']} hosts x {result['workers_per_host']} worker(s), clocks off by "
+                      f"{result['skews']} s, offsets measured {result.get('clock_offsets')}; "
+                      + ("; ".join(result["events"]) or "no worker killed"), ""]
     for name, c in result["checks"].items():
         lines.append(f"[{'ok' if c['met'] else 'FAILED'}] {name}: {c['value']}")
     for key in ("failures", "stuck", "problems", "untracked_images", "untracked_export_tasks"):

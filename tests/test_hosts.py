@@ -60,3 +60,33 @@ def test_a_worker_notes_its_schedulers_host_id(redis_connection, settings):
     note_scheduler_host(redis_connection, scheduler)
     assert redis_connection.get(SCHEDULER_HOST_KEY % scheduler.name) == b"host-7"
     assert 0 < redis_connection.ttl(SCHEDULER_HOST_KEY % scheduler.name) <= 7 * 24 * 3600
+
+
+# --- the multi-host fault run, small form ------------------------------------------------------
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_hosts_one_clock_five_seconds_ahead_run_the_fault_run_with_each_transfer_created_once(tmp_path):
+    from django.db import connection
+
+    from bench import faults
+
+    if connection.vendor != "postgresql":
+        pytest.skip("hosts share PostgreSQL, whose clock they keep; SQLite is one machine's (CI runs PostgreSQL)")
+    workers.flush()
+    try:
+        result = faults.run(faults.hosts_small(out_dir=tmp_path, logs_dir=tmp_path, yes=True), log=print)
+    finally:
+        workers.flush()
+    report = faults.table(result)
+    print(report)  # shown with -s, and with a failure's output
+
+    assert result["hosts"] == 2 and result["skews"] == [0.0, 5.0]
+    # The skew is real: the second host measured its clock 5 s ahead of the database's.
+    first, second = result["clock_offsets"]
+    assert abs(first) < 0.5 and abs(second + 5.0) < 0.5, result["clock_offsets"]
+    assert result["events"], f"no worker was killed\n{report}"
+    failed = [name for name, check in result["checks"].items() if not check["met"]]
+    assert not failed, f"checks failed: {failed}\n{report}"
+    assert {"checkpoints_verify_from_every_host", "a_host_directory_is_caught"} <= set(result["checks"])
