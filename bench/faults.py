@@ -124,17 +124,19 @@ def small(**overrides) -> Options:
 
 # The multi-host CI form (tests/test_hosts.py, under a minute): two hosts, the second 5 s ahead, a
 # worker killed. A killed worker's rows come back when their leases run out, which at the shipped
-# settings takes minutes; so sweeps, grace and timeouts are short here, and the skew is larger
-# than the grace (1.5 s) and than a sweep's lease (2.5 s): a host reading its own clock would take
-# leases others hold. Held creates are left to the one-host run (they wait out the settle window).
+# settings takes minutes; so sweeps, grace and timeouts are short here (a start's lease about 21 s),
+# and the skew is larger than the grace (1.5 s) and than a sweep's lease (2.5 s): a host reading its
+# own clock would take leases others hold. Three attempts per call, as shipped: with one, eight
+# put-offs in a row at 30 % throttling (about 1 in 200 starts) would fail a transfer now and then.
+# Held creates are left to the one-host run (they wait out the settle window).
 HOSTS_SMALL = {"main": 10, "others": 4, "distinct": 0.3, "workers": 2, "hosts": 2, "skew": 5.0, "kill": True,
                "latency": 0.02, "held": 0.0, "export_seconds": 3.0, "import_seconds": 2.0, "copy_seconds": 1.0,
                "timeout": 120.0, "checkpoint_every": 3,
                "tuned": {"OMIPORTAL_SWEEP_MIN_SECONDS": 0.3, "OMIPORTAL_SWEEP_MAX_SECONDS": 1.0,
                          "OMIPORTAL_RECONCILE_GRACE_SECONDS": 1.5, "OMIPORTAL_RECONCILE_EVERY_SECONDS": 1.0,
                          "OMIPORTAL_SWEEP_CONCURRENCY": 4, "OMIPORTAL_SWEEP_BUDGET_SECONDS": 1.0,
-                         "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": 100, "OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT": 1.0,
-                         "OMIPORTAL_OUTSCALE_READ_TIMEOUT": 2.0, "OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS": 1,
+                         "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": 100, "OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT": 0.5,
+                         "OMIPORTAL_OUTSCALE_READ_TIMEOUT": 1.5, "OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY": 0.05,
                          "OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY": 0.3, "OMIPORTAL_CREATE_SETTLE_SECONDS": 3.0},
                "tuned_reason": "the multi-host CI form: a killed worker's leases run out in seconds, not minutes "
                                "(the skew of 5 s stays larger than the grace and the sweep lease)"}

@@ -4,7 +4,8 @@ A "host" is a process group with a state directory of its own (OMIPORTAL_VAR_DIR
 its own (OMIPORTAL_HOST_ID: the machine's name is the same for all of them here, and a worker must
 not take another host's live scheduler for dead), and, for every host after the first, a clock
 skewed by libfaketime (LD_PRELOAD: the worker's time(), gettimeofday() and clock_gettime(REALTIME)
-read ``skew`` seconds off, alternately ahead and behind; monotonic clocks are left alone). All
+read ``skew`` seconds off, alternately ahead and behind; monotonic clocks move by the same constant,
+which changes no interval). All
 hosts share PostgreSQL, Redis and the audit checkpoint store: a bucket in the sandbox's OOS,
 written with a signing key generated for the run, every ``checkpoint_every`` seconds.
 
@@ -82,7 +83,10 @@ def host_env(env: dict, log_dir: Path, *, host: int, tag: str, skew: float) -> d
     out = {**env, "OMIPORTAL_VAR_DIR": str(var_dir), "OMIPORTAL_HOST_ID": f"faults-{tag}-host-{host}",
            "OMIPORTAL_AUDIT_CHECKPOINT_DIR": str(var_dir / "audit-checkpoints")}
     if skew:
-        out.update({"LD_PRELOAD": libfaketime(), "FAKETIME": f"{skew:+g}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+        # The monotonic clocks move by the same constant (intervals unchanged): left unfaked
+        # (FAKETIME_DONT_FAKE_MONOTONIC=1), libfaketime 0.9.10 makes every time.sleep() of Python 3.11
+        # fail with EINVAL (it sleeps with clock_nanosleep on an absolute monotonic time).
+        out.update({"LD_PRELOAD": libfaketime(), "FAKETIME": f"{skew:+g}s"})
     return out
 
 
