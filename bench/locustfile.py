@@ -67,6 +67,13 @@ def _everyone_arrived() -> float | None:
     return sorted(_signed_in)[wanted - 1] if len(_signed_in) >= wanted else None
 
 
+def _answer(response) -> str:
+    """The status, or for no answer at all the error (Locust gives status 0 and keeps the exception)."""
+    if response.status_code:
+        return f"HTTP {response.status_code}"
+    return f"no answer: {type(response.error).__name__}: {response.error}"
+
+
 def _csrf(session, html: str) -> str:
     match = CSRF_RE.search(html)
     return match.group(1) if match else session.cookies.get("csrftoken", "")
@@ -82,13 +89,13 @@ class Visitor:
     def get(self, kind: str, path: str):
         with self.s.get(path, name=kind, allow_redirects=False, timeout=TIMEOUT, catch_response=True) as response:
             if response.status_code != 200:
-                response.failure(f"{kind} {path}: HTTP {response.status_code}")
+                response.failure(f"{kind} {path}: {_answer(response)}")
             return response
 
     def sign_in(self) -> bool:
         with self.s.get("/login/", name="login_form", timeout=TIMEOUT, catch_response=True) as page:
             if page.status_code != 200:
-                page.failure(f"login form: HTTP {page.status_code}")
+                page.failure(f"login form: {_answer(page)}")
                 return False
         with self.s.post("/login/", name="login", allow_redirects=False, timeout=TIMEOUT, catch_response=True,
                          data={"csrfmiddlewaretoken": _csrf(self.s, page.text), "username": self.p["email"],
@@ -96,7 +103,7 @@ class Visitor:
                          headers={"Referer": self.s.base_url + "/login/"}) as response:
             ok = response.status_code == 302 and "/login/" not in response.headers.get("Location", "/login/")
             if not ok:
-                response.failure(f"{self.p['email']} could not sign in: HTTP {response.status_code}")
+                response.failure(f"{self.p['email']} could not sign in: {_answer(response)}")
             return ok
 
     def inbox(self, *, accept: bool) -> None:
@@ -112,7 +119,7 @@ class Visitor:
                              headers={"Referer": self.s.base_url + f"{self.team}/incoming/"}) as response:
                 # Another member of the team may have accepted it first: the page says so, with a redirect.
                 if response.status_code not in (302, 303):
-                    response.failure(f"accept {action}: HTTP {response.status_code}")
+                    response.failure(f"accept {action}: {_answer(response)}")
 
     def visit(self, kind: str) -> None:
         share = self.rng.choice(self.p["share_ids"]) if self.p["share_ids"] else None

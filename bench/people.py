@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
 from matplotlib.figure import Figure
 
 from bench.users import Persona, percentiles
@@ -31,6 +32,38 @@ class Phase:
     seconds: float
     think: tuple[float, float]
     spawn_rate: float = 10.0
+
+
+def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each group of processes (with their children), of
+    every PostgreSQL server process, and of the whole machine (busy time of every core)."""
+    out: dict[str, float] = {}
+
+    def used(proc: psutil.Process) -> float:
+        try:
+            times = proc.cpu_times()
+            return times.user + times.system
+        except psutil.Error:
+            return 0.0
+
+    for name, pids in groups.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                root = psutil.Process(pid)
+                total += used(root) + sum(used(child) for child in root.children(recursive=True))
+            except psutil.Error:
+                continue
+        out[name] = total
+    out["postgresql"] = sum(used(p) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres")
+    machine = psutil.cpu_times()
+    out["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+    return out
+
+
+def cpu_share(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores used on average between two ``cpu_seconds`` readings, per group."""
+    return {name: round((after[name] - before[name]) / seconds, 2) for name in after} if seconds > 0 else {}
 
 
 def plan_file(path: Path, people: list[Persona], *, mode: str, users: int, think: tuple[float, float],

@@ -1,4 +1,4 @@
-"""python manage.py bench_load [--users 100] [--transfers 1000] [--duration 180] [--think 2 5] [--workers 2]
+"""python manage.py bench_load [--users 100] [--transfers 1000] [--duration 240] [--think 2 5] [--workers 2]
 
 A load benchmark on loopback (not a test): the sandbox, the portal under gunicorn as the README
 recommends, one person alone (the baseline), then N RQ workers on the transfers while U people who
@@ -20,12 +20,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--users", type=int, default=100, help="simulated people under load (Locust users)")
         parser.add_argument("--transfers", type=int, default=1000, help="transfers requested and approved")
-        parser.add_argument("--duration", type=float, default=180, help="seconds of load")
+        parser.add_argument("--duration", type=float, default=240,
+                            help="seconds of load (the people's arrival included)")
         parser.add_argument("--think", type=float, nargs=2, default=(2.0, 5.0), metavar=("LOW", "HIGH"),
                             help="seconds between one person's clicks under load")
         parser.add_argument("--baseline", type=float, default=60, help="seconds of the one-person baseline")
-        parser.add_argument("--spawn-rate", type=float, default=5, help="people arriving per second")
+        parser.add_argument("--spawn-rate", type=float, default=2, help="people arriving per second")
         parser.add_argument("--workers", type=int, default=2, help="RQ worker processes")
+        parser.add_argument("--worker-nice", type=int, default=load.WORKER_NICE,
+                            help="niceness of the RQ workers (the README's: 10; 0 to run them beside the web tier)")
         parser.add_argument("--web-workers", type=int, help="gunicorn processes (default: the README's)")
         parser.add_argument("--web-threads", type=int, help="gunicorn threads per process (default: the README's)")
         parser.add_argument("--export-seconds", type=float, default=5, help="sandbox export duration")
@@ -38,7 +41,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         for name, low, high in (("users", 1, 1000), ("transfers", 1, 20000), ("duration", 1, 3600),
                                 ("baseline", 1, 3600), ("workers", 1, 32), ("web_workers", 1, 32),
-                                ("web_threads", 1, 64), ("spawn_rate", 0.1, 1000)):
+                                ("web_threads", 1, 64), ("spawn_rate", 0.1, 1000), ("worker_nice", 0, 19)):
             if opts[name] is not None and not low <= opts[name] <= high:
                 raise CommandError(f"--{name.replace('_', '-')} must be between {low} and {high}")
         low, high = opts["think"]
@@ -46,7 +49,8 @@ class Command(BaseCommand):
             raise CommandError("--think LOW HIGH: 0 <= LOW <= HIGH <= 60 seconds")
         options = load.Options(users=opts["users"], transfers=opts["transfers"], duration=opts["duration"],
                                think=(low, high), baseline_seconds=opts["baseline"], spawn_rate=opts["spawn_rate"],
-                               workers=opts["workers"], web_workers=opts["web_workers"],
+                               workers=opts["workers"], worker_nice=opts["worker_nice"],
+                               web_workers=opts["web_workers"],
                                web_threads=opts["web_threads"], export_seconds=opts["export_seconds"],
                                import_seconds=opts["import_seconds"], out_dir=Path(opts["out"]), name=opts["name"],
                                yes=opts["yes"])
