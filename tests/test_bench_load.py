@@ -4,7 +4,11 @@ Not timings: that every page kind is visited and answered, sign-ins work, the sa
 and compared as the benchmark does, and the benchmark's web command is the README's.
 """
 
+import http.client
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +31,31 @@ def test_the_benchmark_serves_the_portal_with_the_readmes_commands():
     assert differs == []
     _, differs = load.gunicorn_argv(load.Options(web_workers=5), 8123)
     assert differs and "--workers 5" in differs[0]
+
+
+def test_the_readmes_web_command_keeps_a_connection_through_a_persons_pause():
+    port = load.free_port()
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "tests.wsgi_hello:app", "--bind",  # noqa: S603
+                               f"127.0.0.1:{port}", *load.GUNICORN], cwd=README.parent,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/")
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        assert connection.getresponse().read() == b"ok"
+        time.sleep(3)  # a person reads the page; at gunicorn's default keep-alive (2 s) the socket is closed now
+        connection.request("GET", "/")
+        assert connection.getresponse().read() == b"ok"
+        connection.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @pytest.fixture
