@@ -36,14 +36,19 @@ class PortalConfig(AppConfig):
     name = "omiportal"
     verbose_name = "OMI Portal"
 
+    def __init__(self, app_name, app_module):
+        super().__init__(app_name, app_module)
+        # Every host keeps PostgreSQL's time (omiportal/clock.py). Installed here, before any app's
+        # models are imported, so fields with default=timezone.now take the database's clock too.
+        if settings.OMIPORTAL_CLOCK_FROM_DATABASE:
+            from omiportal import clock
+
+            clock.install()
+
     def ready(self):
         # Registers the production checks (production fails closed); they read settings only.
         # In ready(), Django's idiom: checks register once the app registry is loaded.
         from omiportal import checks  # noqa: F401
 
-        if settings.OMIPORTAL_CLOCK_FROM_DATABASE:  # every host keeps PostgreSQL's time
-            from omiportal import clock
-
-            clock.install()
         configure_cloud()
         setting_changed.connect(_setting_changed, dispatch_uid="omiportal.configure_cloud")
