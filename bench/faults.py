@@ -579,7 +579,8 @@ def run(o: Options, *, log=print) -> dict:
         result["total_seconds"] = round(time.monotonic() - wall, 1)
         result["logs"] = str(log_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / ("faults-small.json" if o.small else "faults.json")
+        stem = "faults-hosts" if o.hosts > 1 else "faults"  # the one-host figures are kept apart
+        path = out_dir / (f"{stem}-small.json" if o.small else f"{stem}.json")
         path.write_text(json.dumps(result, indent=1, default=str) + "\n")
         result["path"] = str(path)
     return result

@@ -10,7 +10,8 @@ exits non-zero when a check fails. With ``--hosts N`` the workers are spread ove
 directories and host ids of their own, every host after the first with its clock ``--skew`` seconds
 off through libfaketime, one checkpoint bucket), ``--kill`` kills a worker of the first host midway,
 and the run also checks that the chain and checkpoints verify from every host (bench/hosts.py);
-``--hosts-small`` is that run's CI form (tests/test_hosts.py). Point DATABASE_URL at a throwaway database; see
+``--hosts-small`` is that run's CI form (tests/test_hosts.py). It writes faults-hosts.json
+(faults-hosts-small.json). Point DATABASE_URL at a throwaway database; see
 bench/faults.py.
 """
 
