@@ -548,6 +548,7 @@ def run(o: Options, *, log=print) -> dict:
         after, cpu1 = measure.counters(sandbox), measure.worker_cpu(procs)
         if sampler is not None:
             result["resources"] = sampler.stop()
+            result["jobs_by_host"] = multi.jobs_by_host(procs)
         sandbox.faults.reset()
         procs.stop()  # nothing moves while the rows and the cloud are compared
         calls = measure.counters_diff(before, after)
@@ -623,8 +624,8 @@ def table(result: dict) -> str:
              f"worker CPU s per transfer {result['worker_cpu_seconds_per_transfer']:.3f}", ""]
     if result.get("hosts", 1) > 1:
         lines[-1:] = [f"{result['hosts']} hosts x {result['workers_per_host']} worker(s), clocks off by "
-                      f"{result['skews']} s, offsets measured {result.get('clock_offsets')}; "
-                      + ("; ".join(result["events"]) or "no worker killed"), ""]
+                      f"{result['skews']} s, offsets measured {result.get('clock_offsets')}; jobs done by host "
+                      f"{result.get('jobs_by_host')}; " + ("; ".join(result["events"]) or "no worker killed"), ""]
     for name, c in result["checks"].items():
         lines.append(f"[{'ok' if c['met'] else 'FAILED'}] {name}: {c['value']}")
     for key in ("failures", "stuck", "problems", "untracked_images", "untracked_export_tasks"):

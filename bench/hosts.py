@@ -151,6 +151,20 @@ def current_job(proc: subprocess.Popen) -> str | None:
     return None
 
 
+def jobs_by_host(procs: HostProcesses) -> dict:
+    """Jobs each host's live workers have run (rq's counts; a killed worker's are gone with it)."""
+    import django_rq
+    from rq import Worker
+
+    done: dict[str, int] = {}
+    with contextlib.suppress(Exception):
+        for worker in Worker.all(connection=django_rq.get_connection("default")):
+            host = procs.host_of.get(worker.pid)
+            if host is not None:
+                done[f"host-{host}"] = done.get(f"host-{host}", 0) + worker.successful_job_count
+    return dict(sorted(done.items()))
+
+
 def verify_as(env: dict, **changes) -> dict:
     """`manage.py audit_verify` in a process with a host's environment (and ``changes``; None
     removes a variable): its exit status and last lines."""

@@ -87,6 +87,7 @@ def test_two_hosts_one_clock_five_seconds_ahead_run_the_fault_run_with_each_tran
     first, second = result["clock_offsets"]
     assert abs(first) < 0.5 and abs(second + 5.0) < 0.5, result["clock_offsets"]
     assert result["events"], f"no worker was killed\n{report}"
+    assert all(result["jobs_by_host"].get(f"host-{h}") for h in (1, 2)), f"a host did no work\n{report}"
     failed = [name for name, check in result["checks"].items() if not check["met"]]
     assert not failed, f"checks failed: {failed}\n{report}"
     assert {"checkpoints_verify_from_every_host", "a_host_directory_is_caught"} <= set(result["checks"])
