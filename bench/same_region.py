@@ -119,7 +119,7 @@ def _figures(o, sandbox, calls: CallLog, shares, seeded_permissions, *, started,
     recipients = list(Recipient.objects.filter(share_id__in=share_ids).select_related("share"))
     grant_rows = {(g.share_id, g.grantee_account_id): g for g in LaunchGrant.objects.filter(share_id__in=share_ids)}
     completed = [r for r in recipients if r.state == Recipient.State.COMPLETED]
-    moments, copy_seconds, over_copy, totals = [], [], [], []
+    moments, copy_seconds, over_copy, totals, trace = [], [], [], [], []
     for r in recipients:
         grant = grant_rows.get((r.share_id, r.bound_account_id))
         created = calls.created.get(r.image_id)
@@ -131,6 +131,8 @@ def _figures(o, sandbox, calls: CallLog, shares, seeded_permissions, *, started,
              else None,
              "revoked": grant.revoked_at.timestamp() if grant and grant.revoked_at else None}
         moments.append(m)
+        trace.append({"source": r.share.source_image_id, "target": r.bound_account_id, "method": r.method,
+                      **{k: round(v - started, 3) if v is not None else None for k, v in m.items()}})
         if m["completed"] is not None and created and approved:
             copy = created[1] - created[0]
             copy_seconds.append(copy)
@@ -167,6 +169,10 @@ def _figures(o, sandbox, calls: CallLog, shares, seeded_permissions, *, started,
                    "removals_per_share": round(purposes.get("revoke", 0) / max(1, n), 3)},
         "permissions_left": {i: ids for i, ids in left.items() if ids},
         "seeded_permissions_removed": {i: ids for i, ids in taken.items() if ids},
+        # Each transfer's moments and each OAPI call, in seconds from the first approval: where the
+        # time went, transfer by transfer (the stages above are their quantiles).
+        "trace": {"transfers": sorted(trace, key=lambda t: t["approved"] or 0),
+                  "calls": [(round(c[0] - started, 3), c[1], c[2], c[3]) for c in window]},
         "preflight": dict(Counter(f"{check.get('name')}: {check.get('status')}" for r in recipients
                                   for check in (r.preflight or {}).get("checks", []))),
     })

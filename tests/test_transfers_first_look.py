@@ -12,6 +12,7 @@ scheduler, at a sweep_min (20 s) that the grid's first look could not hide behin
 alpha (the source) and gamma are in eu-west-2 (tests/transfer_world.py).
 """
 
+import contextlib
 import threading
 import time
 from datetime import timedelta
@@ -112,7 +113,9 @@ def test_the_first_look_goes_where_similar_copies_ended(flow, cloud, shipped_loo
     created = AuditEvent.objects.get(action="import.started").occurred_at
     assert abs((recipient.started_at - created).total_seconds()) < 1  # a copy's clock starts at its create
     assert _first_look_after_create(recipient) == pytest.approx(plan.first, abs=0.01)
-    assert recipient.poll_interval == pytest.approx(plan.first)  # what a copy seen then counts back to
+    # What a copy seen then counts back to: a step before that look, not its create (which would
+    # say it took no time, and pull the next first looks down to the floor).
+    assert recipient.poll_interval == pytest.approx(plan.step)
     # Its sweep is booked on a grid of whole seconds as fine as the step, at the start of the cell.
     sweeps = [job_id for job_id in _scheduled_sweeps() if job_id.endswith("-2s")]
     due = (recipient.next_poll_at.timestamp() // 2)
@@ -220,7 +223,8 @@ def test_a_burst_of_approvals_is_granted_and_copied_once_each_by_jobs_racing(flo
     assert set(copies.values_list("state", flat=True)) == {Recipient.State.IMPORTING}
     assert all(copies.values_list("image_id", flat=True))
     assert cloud.counters(GAMMA).get("CreateImage") == 4  # one per recipient
-    assert cloud.counters(ALPHA).get("UpdateImage") == 4  # one addition per share
+    # One addition per racing job, not per share: the shares of one image ride in one UpdateImage.
+    assert cloud.counters(ALPHA).get("UpdateImage") == 2
     assert AuditEvent.objects.filter(action="grant.added").count() == 4
     assert set(LaunchGrant.objects.filter(share__in=shares).values_list("attempts", flat=True)) == {1}
     assert _queued("import-start-") == []
@@ -236,18 +240,20 @@ def test_a_worker_dying_in_a_job_that_took_riders_is_put_back_by_the_reconciler(
         approve(flow, share)
     from transfers.services import import_starts
 
-    add = grants._add
+    added = grants._added
 
-    def dies_in_the_riders_grant(share, rows):
+    def dies_recording_the_riders_grant(share, rows, request_ids):
         if share.pk == shares[1].pk:
-            raise SystemExit("killed")  # claimed, never granted
-        return add(share, rows)
+            raise SystemExit("killed")  # claimed and granted in the cloud, never recorded
+        return added(share, rows, request_ids)
 
-    # The first share's job takes the second along; the worker dies after the first share's grant
-    # is recorded (before its copy starts) and before the second's UpdateImage.
-    monkeypatch.setattr(grants, "_add", dies_in_the_riders_grant)
+    # The first share's job takes the second along (the same image: one UpdateImage for both); the
+    # worker dies after the first share's grant is recorded (before its copy starts) and before the
+    # second's is.
+    monkeypatch.setattr(grants, "_added", dies_recording_the_riders_grant)
     monkeypatch.setattr(import_starts, "copies_start", lambda **_: None)
-    grants.grants_add(share_id=shares[0].public_id)
+    with pytest.raises(SystemExit):
+        grants.grants_add(share_id=shares[0].public_id)
     monkeypatch.undo()
     workers.flush()
     assert LaunchGrant.objects.get(share=shares[0]).state == LaunchGrant.State.GRANTED
@@ -255,7 +261,8 @@ def test_a_worker_dying_in_a_job_that_took_riders_is_put_back_by_the_reconciler(
     assert cloud.counters(GAMMA).get("CreateImage") is None and cloud.counters(ALPHA).get("UpdateImage") == 1
     reconcile.reconcile()  # the copy never started is put back at once (its grace is over)
     # The rider's grant is held by the lease the dead job claimed it with, as any start a killed
-    # worker was inside: once that has run out, the reconciler puts it back too.
+    # worker was inside: once that has run out, the reconciler puts it back too (its addition is
+    # made again: a set operation, the permission already there).
     LaunchGrant.objects.filter(share=shares[1]).update(next_poll_at=timezone.now() - timedelta(seconds=1))
     reconcile.reconcile()
     cloud.set_durations(copy_seconds=0.1)
@@ -267,6 +274,169 @@ def test_a_worker_dying_in_a_job_that_took_riders_is_put_back_by_the_reconciler(
     assert AuditEvent.objects.filter(action="grant.added").count() == 2
     assert oapi("alpha").ReadImages(Filters={"ImageIds": [shares[0].source_image_id]})["Images"][0][
         "PermissionsToLaunch"]["AccountIds"] == []
+
+
+# --- the job that made the copy looks at it itself (copy_watch.py) ---------------------------------
+
+
+def _noting_ends(cloud, monkeypatch) -> tuple[dict, dict]:
+    """(when the sandbox makes each copy available, when a ReadImages first showed it available),
+    in time.monotonic(), the sandbox's clock."""
+    seen: dict[str, float] = {}
+    ready: dict[str, float] = {}
+    call = cloud.oapi.call
+
+    def noting(account, action, params, *args, **kwargs):
+        body = call(account, action, params, *args, **kwargs)
+        if action == "CreateImage":
+            image_id = body["Image"]["ImageId"]
+            ready[image_id] = cloud.world.images[image_id].ready_at
+        elif action == "ReadImages":
+            for image in body.get("Images") or []:
+                if image.get("State") == "available":
+                    seen.setdefault(image["ImageId"], time.monotonic())
+        return body
+
+    monkeypatch.setattr(cloud.oapi, "call", noting)
+    return ready, seen
+
+
+def _watched_copy(flow, cloud, *, copy_seconds=2.0):
+    """A share whose copy should end ``copy_seconds`` after its create (as its similar copies did),
+    approved, its queued jobs dropped: the test runs the grant job itself."""
+    cloud.set_durations(copy_seconds=copy_seconds)
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    _past_copies(flow, cloud, [copy_seconds + 1.0] * 5, size=_size(share))  # seen a second after they ended
+    plan = copy_looks.plan_for(_size(share))
+    assert plan.first == pytest.approx(copy_seconds) and plan.first <= copy_looks.WATCH_AHEAD
+    approve(flow, share)
+    workers.flush()  # nobody waits for the worker
+    return share, plan
+
+
+@contextlib.contextmanager
+def _another_worker():
+    """A second worker, idle: it takes every job queued meanwhile (the share's emails), as a worker
+    process would, and none of the delayed ones (it has no scheduler)."""
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+    from rq.timeouts import TimerDeathPenalty
+
+    stop = threading.Event()
+
+    def work():
+        try:
+            qs = workers.queues()
+            worker = SimpleWorker(qs, connection=qs[0].connection, serializer=JSONSerializer)
+            # Only the main thread may handle signals: no stop signals, and job timeouts by a timer.
+            worker._install_signal_handlers = lambda: None
+            worker.death_penalty_class = TimerDeathPenalty
+            while not stop.is_set():
+                worker.work(burst=True, logging_level="WARNING")
+                time.sleep(0.02)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_the_job_that_made_the_copy_sees_it_end_itself(flow, cloud, shipped_looks, monkeypatch):
+    ready, seen = _noting_ends(cloud, monkeypatch)
+    share, plan = _watched_copy(flow, cloud)
+    with _another_worker():
+        grants.grants_add(share_id=share.public_id)  # grants, copies, and waits for the copy's end
+    recipient = Recipient.objects.get(share=share)
+    assert recipient.state == Recipient.State.COMPLETED  # without a worker, without rq's scheduler
+    lag = seen[recipient.image_id] - ready[recipient.image_id]
+    assert 0 <= lag < plan.fine + 0.4, lag  # a fine step, not rq's second
+    assert cloud.counters(GAMMA).get("CreateImage") == 1
+    assert AuditEvent.objects.filter(action="import.completed").count() == 1
+    # rq's sweep was booked at the end of the watch only: a fallback, which finds nothing to do.
+    sweeps = _scheduled_sweeps()
+    assert len(sweeps) == 1
+    due = int(sweeps[0].split("-")[-2]) * int(plan.step)
+    assert due >= (recipient.started_at.timestamp() + plan.first + copy_looks.WATCH_SPAN) // 1
+    reads = cloud.counters(GAMMA).get("ReadImages", 0)
+    workers.run_jobs()
+    assert cloud.counters(GAMMA).get("ReadImages", 0) == reads
+    assert AuditEvent.objects.filter(action="import.completed").count() == 1
+
+
+def test_a_watching_job_gives_its_worker_to_a_waiting_job(flow, cloud, shipped_looks):
+    share, plan = _watched_copy(flow, cloud)
+    # A job waits for a worker (every worker busy): the watch gives this one back at once.
+    workers.queues()[1].enqueue("transfers.jobs.reconcile_job", job_id="waiting-job")
+    started = time.monotonic()
+    grants.grants_add(share_id=share.public_id)
+    assert time.monotonic() - started < plan.first  # gone before the copy's end
+    recipient = Recipient.objects.get(share=share)
+    assert recipient.state == Recipient.State.IMPORTING and recipient.image_id
+    # Its look booked through rq as usual (not the fallback at the watch's end), the watch queued
+    # behind the waiting job.
+    sweeps = _scheduled_sweeps()
+    assert len(sweeps) == 2  # the look, and the fallback booked at the create
+    assert int(min(sweeps).split("-")[-2]) * int(plan.step) <= recipient.next_poll_at.timestamp()
+    assert _queued("copy-watch-")
+    workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == Recipient.State.COMPLETED)
+    assert cloud.counters(GAMMA).get("CreateImage") == 1
+    assert AuditEvent.objects.filter(action="import.completed").count() == 1
+
+
+def _start_worker(cloud, queues: list[str], log, **env):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, str(workers.ROOT / "manage.py"), "rqworker", *queues, "--with-scheduler"],
+                            env=workers.worker_env(cloud, **env), cwd=workers.ROOT, start_new_session=True,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_a_worker_killed_while_it_watches_its_copy_leaves_it_to_the_fallback_sweep(
+        flow, cloud, shipped_looks, tmp_path, wait_for):
+    """Two real workers: the one that grants and copies is killed (SIGKILL) while it waits for the
+    copy's end; the other one's scheduler moves the sweep booked at the end of the watch, and the copy
+    is seen then, created once and completed once."""
+    from rq import Worker
+
+    cloud.set_durations(copy_seconds=3.0)
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    _past_copies(flow, cloud, [4.0] * 5, size=_size(share))
+    env = {"OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS": 0, "OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS": 0,
+           "OMIPORTAL_RECONCILE_GRACE_SECONDS": 600}  # the reconciler would come far too late
+    log = open(tmp_path / "workers.log", "wb")  # noqa: SIM115 - closed below
+    # The survivor takes only sweeps (and holds the scheduler: it starts first); the other takes the grant.
+    survivor = _start_worker(cloud, ["poll"], log, OMIPORTAL_AUDIT_CHECKPOINT_DIR=tmp_path / "a", **env)
+    try:
+        connection = workers.queues()[0].connection
+        wait_for(lambda: len(Worker.all(connection=connection)), lambda n: n == 1, timeout=30)
+        watcher = _start_worker(cloud, ["default"], log, OMIPORTAL_AUDIT_CHECKPOINT_DIR=tmp_path / "b", **env)
+        wait_for(lambda: len(Worker.all(connection=connection)), lambda n: n == 2, timeout=30)
+        wait_for(lambda: workers.pending_jobs(), lambda n: n == 0, timeout=30)  # the pre-flight checks ran
+        approve(flow, share)
+        recipient = wait_for(lambda: Recipient.objects.get(share=share), lambda r: bool(r.image_id), timeout=30,
+                             interval=0.05)
+        # The copy has started; the job that started it is still running: it watches.
+        busy = [w for w in Worker.all(connection=connection) if w.pid == watcher.pid]
+        assert busy and (busy[0].get_current_job_id() or "").startswith("grant-add-")
+        workers.kill_tree(watcher)
+        done = wait_for(lambda: Recipient.objects.get(pk=recipient.pk),
+                        lambda r: r.state == Recipient.State.COMPLETED, timeout=20, interval=0.1)
+        # Seen by the fallback: after the watch would have ended, within a few seconds of it.
+        after = (done.completed_at - done.started_at).total_seconds()
+        assert 3.0 + copy_looks.WATCH_SPAN - 1 <= after < 3.0 + copy_looks.WATCH_SPAN + 3, after
+        assert cloud.counters(GAMMA).get("CreateImage") == 1
+        assert AuditEvent.objects.filter(action="import.completed").count() == 1
+    finally:
+        workers.kill_tree(survivor)
+        if "watcher" in locals():
+            workers.kill_tree(watcher)
+        log.close()
 
 
 # --- with a real worker and its scheduler -------------------------------------------------------

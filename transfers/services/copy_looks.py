@@ -13,10 +13,19 @@ available, so its row's started_at (set when its CreateImage was answered,
 import_starts._started) to completed_at, less the interval that look came after (its
 poll_interval, kept at completion: for a copy seen at its first look, the time from its create).
 Without that, a copy seen late (the grid's looks, or a first look placed too late) would set the
-next ones' first look late in turn. Each process reads the history once every HISTORY_SECONDS: a
-burst of starts makes one query.
+next ones' first look late in turn. A copy seen at its first look ended somewhere after its create:
+it counts back a step (the plan's) from that look, not to the create, or every copy seen at once
+would say it took no time and pull the next first looks down to the floor; a first look placed too
+late still moves a step earlier with each such history. Each process reads the history once every
+HISTORY_SECONDS: a burst of starts makes one query.
+
+The looks a job makes itself (copy_watch.py: the job that made a copy waits for its expected end)
+are not held to rq's second: they come every ``fine`` step (a twentieth of the expected time, at
+least WATCH_STEP_FLOOR) while that job watches (``watching``).
 """
 
+import contextlib
+import contextvars
 import math
 import threading
 import time
@@ -37,6 +46,12 @@ LOOK_FLOOR = scheduling.FINE_SLOT_SECONDS  # rq schedules to the second: a finer
 STEP_PART = 20  # a look every twentieth of the expected time, between LOOK_FLOOR and sweep_max
 WINDOW_LOOKS = 30  # at most this many looks across the window: a wide spread widens the step
 FIRST_LOOK_MAX = 6 * 3600.0  # seconds after the create: a history of stuck copies says nothing
+# The job that made a copy looks at it itself (copy_watch.py) when its first look is at most
+# WATCH_AHEAD seconds after the create, at the fine step, for WATCH_SPAN seconds after the first
+# look; rq's sweep is booked at the end of that span, a fallback for a job that died watching.
+WATCH_AHEAD = 5.0
+WATCH_SPAN = 3.0
+WATCH_STEP_FLOOR = 0.25  # seconds: each look is one ReadImages per account (and ~0.1 s on the wire)
 
 
 @dataclass(frozen=True)
@@ -47,10 +62,26 @@ class Plan:
     last: float
     expected: float  # the median of the similar copies (reported, not used to schedule)
     count: int  # how many similar copies it was drawn from
+    fine: float = 0.0  # the step between the looks a watching job makes (0: ``step``)
 
 
 _cache: dict = {}
 _lock = threading.Lock()
+_watching: contextvars.ContextVar[bool] = contextvars.ContextVar("copy_looks_watching", default=False)
+
+
+def watching() -> bool:
+    """Whether the sweep running now was made by a job watching its copies (copy_watch.py)."""
+    return _watching.get()
+
+
+@contextlib.contextmanager
+def watched():
+    token = _watching.set(True)
+    try:
+        yield
+    finally:
+        _watching.reset(token)
 
 
 def forget() -> None:
@@ -97,7 +128,9 @@ def plan_for(size_gib) -> Plan | None:
     # Each past end is a lower bound (see above): where the fastest tenth had ended, the copy most
     # likely has not, and a look then is the last one before it is seen.
     first = min(FIRST_LOOK_MAX, max(LOOK_FLOOR, low))
-    return Plan(first=first, step=step, last=max(first, high + step), expected=expected, count=len(similar))
+    fine = min(step, max(WATCH_STEP_FLOOR, expected / STEP_PART, (high - low) / WINDOW_LOOKS))
+    return Plan(first=first, step=step, last=max(first, high + step), expected=expected, count=len(similar),
+                fine=fine)
 
 
 def plan_for_recipient(recipient: Recipient) -> Plan | None:
@@ -114,9 +147,10 @@ def next_look(plan: Plan | None, *, elapsed: float, previous: float) -> tuple[fl
     first one; else None: the next look is ``interval`` from now)."""
     if plan is None:
         return scheduling.next_interval(previous), None
-    if elapsed < plan.first - plan.step:  # looked at early, riding with another row: keep its first look
-        return plan.step, plan.first
+    step = plan.fine if watching() and plan.fine else plan.step
+    if elapsed < plan.first - step:  # looked at early, riding with another row: keep its first look
+        return step, plan.first
     if elapsed < plan.last:
-        return plan.step, None
+        return step, None
     return scheduling.next_interval(max(previous, plan.step)), None
 

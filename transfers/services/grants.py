@@ -36,7 +36,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, events, notifications, rules
 from transfers.models import LaunchGrant, Recipient, Share
-from transfers.services import bounded, grant_state, import_offers, import_starts, locks, polling
+from transfers.services import bounded, copy_watch, grant_state, import_offers, import_starts, locks, polling
 from transfers.services.import_ends import import_failed
 from transfers.services.share_state import shares_refresh
 
@@ -128,62 +128,89 @@ def _grantees(rows) -> list[str]:
 def grants_add(*, share_id) -> None:
     """Grant every grantee of the share still waiting for its grant: one UpdateImage. Safe twice.
 
-    Other shares' grants never tried yet (a burst of approvals) ride along, side by side: each
-    share's own job, when its turn comes, finds its rows claimed and makes no call, instead of
-    waiting behind the others' calls in the queue. As many shares as the account pace lets one
-    process call at once (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND): more would wait on the pace in
-    this process while another worker's pace stood idle."""
+    Other shares' grants never tried yet (a burst of approvals) ride along: those of the same
+    source image, whatever their number, in the same UpdateImage (Additions is a set: one call
+    grants an image to every account that waits for it), and those of other images side by side,
+    a thread per image, as many images as the account pace lets one process call at once
+    (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND; more would wait on the pace in this process while another
+    worker's pace stood idle). Each share's own job, when its turn comes, finds its rows claimed and
+    makes no call, instead of waiting behind the others' calls in the queue. Once its copies are
+    started, the job looks at them itself around their expected end (copy_watch.py)."""
     share = Share.objects.filter(public_id=share_id).first()
     if share is None:
         return
     rows = _claim(LaunchGrant.objects.filter(share=share, state=S.GRANTING))
-    riders = list(LaunchGrant.objects.filter(state=S.GRANTING, attempts=0).exclude(share=share)
-                  .order_by("share_id").values_list("share_id", flat=True).distinct()
-                  [:max(0, int(settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND) - 1)])
-    if riders:
-        rows += _claim(LaunchGrant.objects.filter(share_id__in=riders, state=S.GRANTING, attempts=0))
-    by_share = defaultdict(list)
+    untried = LaunchGrant.objects.filter(state=S.GRANTING, attempts=0).exclude(share=share)
+    images = list(dict.fromkeys((g.account_id, g.image_id) for g in rows))
+    room = max(0, int(settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND) - max(1, len(images)))
+    for pair in untried.order_by("share_id").values_list("account_id", "image_id"):
+        if pair not in images:
+            if not room:
+                continue
+            room -= 1
+            images.append(pair)
+    if images:
+        same = Q()
+        for account_id, image_id in images:
+            same |= Q(account_id=account_id, image_id=image_id)
+        rows += _claim(untried.filter(same))
+    by_image = defaultdict(lambda: defaultdict(list))
     for grant in rows:
-        by_share[grant.share_id].append(grant)
-    shares = Share.objects.select_related("team", "source_account").in_bulk(list(by_share))
+        by_image[(grant.account_id, grant.image_id)][grant.share_id].append(grant)
+    shares = Share.objects.select_related("team", "source_account").in_bulk(
+        list({grant.share_id for grant in rows}))
+    started: list = []
     with opened_once():  # each account's keys opened (and recorded) once for the job, as in a sweep
-        # A thread per share: each waits on its UpdateImage, then on its copies' CreateImage.
-        polling.run_each(lambda share_id: _add_and_copy(shares[share_id], by_share[share_id]), sorted(by_share),
-                         what="grant launch permission", threads=len(by_share))
+        # A thread per image: each waits on its UpdateImage, then on its copies' CreateImage.
+        polling.run_each(lambda pair: started.extend(_add_and_copy(
+            [(shares[share_id], grants) for share_id, grants in sorted(by_image[pair].items())])),
+            [pair for pair in images if pair in by_image], what="grant launch permission", threads=len(by_image))
+    if started:
+        copy_watch.watch(recipient_ids=started)
 
 
-def _add_and_copy(share: Share, rows: list[LaunchGrant]) -> None:
+def _add_and_copy(group: list[tuple[Share, list[LaunchGrant]]]) -> list:
+    """Grant one image to the grantees of every share in ``group`` (one UpdateImage), then start the
+    copies that were waiting for it; returns them (public ids)."""
     copies = []
     # An error that is not OUTSCALE's answer counts against each row (bounded.py).
-    with bounded.rows_errors(GRANT_ADD, rows):
-        copies = _add(share, rows)
+    with bounded.rows_errors(GRANT_ADD, [g for _, rows in group for g in rows]):
+        copies = _add(group)
     if copies:
         # Straight on to the copies the grant was waiting for, in this job, once the grant is
         # recorded and its locks let go: no job between grant and copy. A job that dies here
         # leaves them IMPORTING and never tried, for the reconciler to start after its grace.
-        import_starts.copies_start(recipient_ids=copies)
+        import_starts.copies_start(recipient_ids=copies, watched=True)
+    return copies
 
 
-def _add(share: Share, rows: list[LaunchGrant]) -> list:
+def _add(group: list[tuple[Share, list[LaunchGrant]]]) -> list:
     # OUTSCALE keeps one permission per image and account, the portal one grant per share and account:
     # additions and removals for the same pair take turns (held until the outcome is recorded).
+    rows = [g for _, grants in group for g in grants]
     with locks.launch_permission_locks(rows[0].image_id, _grantees(rows)):
-        return _add_locked(share, rows)
+        return _add_locked(group)
 
 
-def _add_locked(share: Share, rows: list[LaunchGrant]) -> list:
-    """UpdateImage Additions for claimed rows; the copies to start now that they are granted."""
+def _add_locked(group: list[tuple[Share, list[LaunchGrant]]]) -> list:
+    """UpdateImage Additions for claimed rows of one image (one or more shares); the copies to start
+    now that they are granted. Each share records its own outcome, with the call's RequestIds."""
+    rows = [g for _, grants in group for g in grants]
     with outscale.record_request_ids() as request_ids:
         try:
-            creds = credentials_for(share.source_account, purpose="grant launch permission")
-            outscale.grant_launch(creds=creds, image_id=rows[0].image_id, account_ids=_grantees(rows))
+            creds = credentials_for(group[0][0].source_account, purpose="grant launch permission")
+            outscale.grant_launch(creds=creds, image_id=rows[0].image_id, account_ids=sorted(set(_grantees(rows))))
         except outscale.CloudError as exc:
-            if exc.retryable:
-                _put_off_add(share, rows, exc)
-            else:
-                _add_failed(share, rows, exc.user_message, exc.request_ids)
+            for share, grants in group:
+                if exc.retryable:
+                    _put_off_add(share, grants, exc)
+                else:
+                    _add_failed(share, grants, exc.user_message, exc.request_ids)
             return []
-    return _added(share, rows, list(request_ids))
+    copies = []
+    for share, grants in group:
+        copies += _added(share, grants, list(request_ids))
+    return copies
 
 
 def _put_off_add(share: Share, rows: list[LaunchGrant], exc) -> None:

@@ -52,18 +52,19 @@ IMPORT_START_CALLS = 3
 _STARTING = ("team", "target_account__team", "share__export__account__team")
 
 
-def import_start(*, recipient_id) -> None:
+def import_start(*, recipient_id, watched: bool = False) -> None:
     """CreateImage with FileLocation. Safe to run twice.
 
     Each attempt is counted before the cloud is called; every attempt after the first looks the
     deterministic image name up before creating (the answer to an earlier one may have been lost).
+    ``watched``: the caller looks at the copy itself once started (copy_watch.watch).
     """
     recipient = Recipient.objects.select_related(*_STARTING).filter(public_id=recipient_id).first()
     # A copy by launch permission waits for its grant (which queues this start once in place).
     started = recipient and not grant_state.copy_waits_for_grant(recipient) and _start(recipient)
     if started:
         with transaction.atomic():
-            _started(*started)
+            _started(*started, watched=watched)
 
 
 def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, str, list] | None:
@@ -117,14 +118,15 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
     return recipient, image.image_id, list(request_ids)
 
 
-def copies_start(*, recipient_ids) -> None:
+def copies_start(*, recipient_ids, watched: bool = False) -> None:
     """Start these copies by launch permission now, in the job that has just granted it (grants.py):
     each exactly as its start job would (``import_start`` under ``bounded.run_step``: claimed
     first, looked up when retried, an error counted against it), side by side. One that is not
     started here (a job that died first) is IMPORTING and never tried: the reconciler starts it."""
     def start(recipient_id):
         try:
-            bounded.run_step(bounded.IMPORT_START, recipient_id, lambda: import_start(recipient_id=recipient_id))
+            bounded.run_step(bounded.IMPORT_START, recipient_id,
+                             lambda: import_start(recipient_id=recipient_id, watched=watched))
         except bounded.StepError as exc:  # counted against its row; the reconciler puts the start back
             logger.warning("%s", exc)
 
@@ -190,22 +192,29 @@ def _unclaim(recipients: list[Recipient]) -> None:
             .update(start_tries=tries - 1, next_poll_at=back)
 
 
-def _started(recipient: Recipient, image_id: str, request_ids: list) -> None:
+def _started(recipient: Recipient, image_id: str, request_ids: list, *, watched: bool = False) -> None:
     """Note the import's image and book its first look (in the caller's transaction): a copy's
     where similar copies ended (copy_looks.py), from its create, which is when it started; an
-    import's (or a copy's without such a history) a sweep_min later."""
+    import's (or a copy's without such a history) a sweep_min later.
+
+    A ``watched`` copy whose first look is near (copy_looks.WATCH_AHEAD) is looked at by the job
+    that made it (copy_watch.py): rq's sweep is booked only at the end of the watch, as a fallback
+    for a job that dies watching, so that it never looks before the job does (rq moves a job up to
+    a second early)."""
     now = timezone.now()
-    grid = first = scheduling.sweep_min()
+    grid = first = interval = scheduling.sweep_min()
+    booked = 0.0
     changes = {}
     if recipient.method in Recipient.COPY_METHODS:
         changes["started_at"] = now  # what its duration counts from, for the next copies' looks
         plan = copy_looks.plan_for_recipient(recipient)
         if plan is not None:
-            grid, first = plan.step, plan.first
-    # The first look comes ``first`` after the create: a copy seen then had ended after its create
-    # only, which is what its history counts back to (copy_looks.py).
+            # A copy seen at its first look counts back a step from it (copy_looks.py).
+            grid, first, interval = plan.step, plan.first, min(plan.first, plan.step)
+            if watched and first <= copy_looks.WATCH_AHEAD:
+                booked = copy_looks.WATCH_SPAN
     if not Recipient.objects.filter(pk=recipient.pk, state=Recipient.State.IMPORTING, image_id="").update(
-            image_id=image_id, link_sealed="", poll_interval=first,
+            image_id=image_id, link_sealed="", poll_interval=interval,
             next_poll_at=now + timedelta(seconds=first), updated_at=now, **changes):
         return
     account = recipient.target_account
@@ -213,7 +222,7 @@ def _started(recipient: Recipient, image_id: str, request_ids: list) -> None:
            cloud_request_ids=request_ids,
            details={"recipient": str(recipient.public_id), "image_id": image_id,
                     "image_name": recipient.image_name, "account": account.label})
-    scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=first), interval=grid)
+    scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=first + booked), interval=grid)
 
 
 def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:

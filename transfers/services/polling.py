@@ -18,6 +18,7 @@ import outscale
 from accounts.models import CloudAccount
 from transfers import scheduling
 from transfers.models import Export
+from transfers.services import copy_looks
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ def claim_riders(model, riders: list, ended: set) -> list:
 
 
 def schedule_next(model, account: CloudAccount, kind: str, states, extra: Q) -> None:
+    if copy_looks.watching():
+        return  # a job watching its copies makes their looks, and books rq's when it stops (copy_watch.py)
     field = "account" if model is Export else "target_account"
     # The earliest look, on the grid its row's interval asks for (a copy near its end: finer).
     nxt = model.objects.filter(extra, state__in=states, next_poll_at__isnull=False, **{field: account}) \
