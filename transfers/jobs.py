@@ -65,7 +65,7 @@ def import_start_job(recipient_id: str) -> None:
 def copy_watch_job(recipient_ids: list[str]) -> None:
     # The rest of a watch that gave its worker to a waiting job (copy_watch.py).
     with job_context(job_id=_job_id("copy-watch", recipient_ids[0] if recipient_ids else "none")):
-        copy_watch.watch(recipient_ids=recipient_ids)
+        copy_watch.watch(recipient_ids=recipient_ids, resumed=True)
 
 
 def import_handoff_job(account_id: str) -> None:

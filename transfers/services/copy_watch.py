@@ -15,7 +15,8 @@ What it holds, and for how long:
 - Its worker only while nobody else needs it: between sleeps of CHECK_SECONDS it reads the
   queues' lengths, and as soon as a job has waited through one check (every worker is busy) it
   books the looks through rq as usual and puts the rest of the watch back on the queue, behind
-  that job (``copy_watch_job``), so a burst is never held up by more than CHECK_SECONDS per
+  that job (``copy_watch_job``, once: a resumed watch that must give its worker away again
+  leaves the looks to rq), so a burst is never held up by more than CHECK_SECONDS per watch and
   waiting worker, and the watch goes on once the queue is through.
 - At most WATCH_AHEAD + WATCH_SPAN seconds in all (8 s), far below rq's job timeout.
 
@@ -42,15 +43,16 @@ CHECK_SECONDS = 0.1  # how often a waiting job asks whether another job waits fo
 QUEUES = ("poll", "default")  # the queues the portal's workers take jobs from
 
 
-def watch(*, recipient_ids) -> None:
-    """Look at these copies (public ids; just started by this job) around their expected end."""
+def watch(*, recipient_ids, resumed: bool = False) -> None:
+    """Look at these copies (public ids; just started by this job) around their expected end.
+    ``resumed``: the rest of a watch that gave its worker away once; it does not queue itself again."""
     try:
-        _watch(list(recipient_ids))
+        _watch(list(recipient_ids), resumed)
     except Exception:  # noqa: BLE001 - the looks then come from rq's sweeps, booked as a fallback
         logger.exception("Could not watch %d copies; rq's sweep looks at them instead.", len(recipient_ids))
 
 
-def _watch(recipient_ids: list) -> None:
+def _watch(recipient_ids: list, resumed: bool) -> None:
     rows = list(Recipient.objects.filter(public_id__in=recipient_ids, state=Recipient.State.IMPORTING,
                                          image_id__gt="", method__in=Recipient.COPY_METHODS,
                                          next_poll_at__isnull=False, started_at__isnull=False)
@@ -76,9 +78,10 @@ def _watch(recipient_ids: list) -> None:
             left = _looks(due, until, first, account_of, plans)
     finally:
         _book(accounts)
-    if left:
+    if left and not resumed:
         # Every worker was busy: the looks are booked through rq (above), and the rest of the
-        # watch waits behind the jobs that were waiting.
+        # watch waits behind the jobs that were waiting, once (under a long queue it would come
+        # after its copies' looks anyway).
         scheduling.enqueue("transfers.jobs.copy_watch_job", [str(i) for i in left], queue="default",
                            job_id=f"copy-watch-{left[0]}-{time.time_ns()}", result_ttl=0)
 
