@@ -99,7 +99,7 @@ class Options:
     duration: float = 240.0  # seconds of load, the people's arrival included
     think: tuple[float, float] = (2.0, 5.0)  # seconds between one person's clicks, under load
     baseline_seconds: float = 60.0
-    baseline_think: tuple[float, float] = (0.2, 0.5)  # one person alone: short pauses, enough samples for a p95
+    baseline_think: tuple[float, float] = (0.1, 0.2)  # one person alone: short pauses, ~30 samples a kind for a p95
     spawn_rate: float = 2.0  # people arriving per second (each sign-in hashes a password: CPU-heavy)
     workers: int = 2
     worker_nice: int = WORKER_NICE
