@@ -310,6 +310,10 @@ def _clean_world(sandbox, calls: CallLog, o: Options) -> None:
     """A clean world per phase: ids restart, so the call log restarts too."""
     sandbox.reset()
     sandbox.faults.configure(latency=o.latency)
+    # No OMI quota: thousands of copies into one account pass any account's default (the sandbox's
+    # is 500, and refuses the rest as OUTSCALE would); a deployment asks OUTSCALE for more.
+    for account in sandbox.describe()["accounts"]:
+        sandbox.set_quota(account["account_id"], "image_limit", 0)
     calls.clear()
 
 
