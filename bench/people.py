@@ -177,7 +177,8 @@ def draw(result: dict, path: Path) -> Path:
             ax.hlines(RATIO_GOAL * r["baseline_p95_ms"], x - width, x + width, colors="black", linestyles=":")
     ax.plot([], [], color="black", linestyle=":", label=f"goal: {RATIO_GOAL:g}× the p95 alone")
     ax.set_xticks(list(xs), [r["kind"] for r in rows], rotation=20, fontsize=8)
-    ax.set_ylabel("milliseconds")
+    ax.set_ylabel("milliseconds (log scale)")
+    ax.set_yscale("log")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     o = result["options"]
