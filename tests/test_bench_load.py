@@ -76,11 +76,11 @@ def personas(transactional_db, settings, tmp_path):
 
 
 def test_three_people_who_think_visit_every_page_kind_without_an_error(live_server, personas, tmp_path):
-    baseline = people.Phase("baseline", users=1, seconds=3, think=(0.05, 0.1), spawn_rate=1)
+    baseline = people.Phase("baseline", users=1, seconds=2, think=(0.05, 0.1), spawn_rate=1)
     proc, path = people.start(baseline, base_url=live_server.url, people=personas, work_dir=tmp_path, env=None)
     _, alone = people.finish(proc, path, timeout=60)
 
-    load_phase = people.Phase("load", users=3, seconds=4, think=(0.1, 0.3), spawn_rate=3)
+    load_phase = people.Phase("load", users=3, seconds=3, think=(0.1, 0.3), spawn_rate=3)
     proc, path = people.start(load_phase, base_url=live_server.url, people=personas, work_dir=tmp_path, env=None)
     arriving, under = people.finish(proc, path, timeout=60)
 
