@@ -22,6 +22,8 @@ differs from the shipped default with its reason) against a cloud that misbehave
    chain verifies. Prints figures (wall time, OAPI calls per transfer) and writes JSON.
 
 `--small` is the same run at CI size (a couple of minutes on two cores), with the same settings.
+`--hosts 2 --skew 5 --kill` spreads the workers over two "hosts", the second with a skewed clock,
+and kills one mid-run (bench/hosts.py); `--hosts-small` is that run's CI form.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class Options:
     # sharing PostgreSQL, Redis and a checkpoint bucket; `workers` are spread over them.
     hosts: int = 1
     skew: float = 0.0
-    kill: bool = False  # SIGKILL a worker of the first host once imports are under way, start another
+    kill: bool = False  # SIGKILL a worker of host 1 mid-job once transfers complete (or at 30 s), start another
     checkpoint_every: int = 60  # seconds between audit checkpoints with more than one host
     tuned: dict = field(default_factory=dict)  # settings changed for workers and this process...
     tuned_reason: str = ""  # ...and why
