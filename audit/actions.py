@@ -160,7 +160,9 @@ _DECLARED = (
            "retried).", (SHARE, RECIPIENT)),
     # Launch permissions: the same-Region copy (granted, copied, removed) and "launch permission only".
     Action("grant.added", "The source account granted launch permission on the source image to the "
-           "same-Region recipients' OUTSCALE accounts (UpdateImage, one call per share).", (SHARE,)),
+           "same-Region recipients' OUTSCALE accounts (UpdateImage: one call per share, or one for several "
+           "shares of the same image granted together; each share records its own event with the call's "
+           "RequestIds).", (SHARE,)),
     Action("grant.failed", "OUTSCALE refused the launch permission: the copies waiting for it failed.", (SHARE,)),
     Action("grant.removed", "The launch permission was taken back (UpdateImage Removals): the copies it "
            "served ended, the share ended, or the source team revoked it.", (SHARE,)),
