@@ -15,10 +15,9 @@ What it holds, and for how long:
 - Its worker only while nobody else needs it: between sleeps of CHECK_SECONDS it reads the
   queues' lengths, and as soon as a job has waited through one check (every worker is busy) it
   books the looks through rq as usual and puts the rest of the watch back on the queue, behind
-  that job (``copy_watch_job``), so a burst is never held up by more than CHECK_SECONDS per watch
-  and waiting worker, and the watch goes on once the queue is through. A watch that comes back to
-  a queue still busy (a burst of hundreds) ends at once, leaving the looks to rq: it would otherwise
-  take turns with the burst's jobs until its span is over.
+  that job (``copy_watch_job``, once: a resumed watch that must give its worker away again
+  leaves the looks to rq), so a burst is never held up by more than CHECK_SECONDS per watch and
+  waiting worker, and the watch goes on once the queue is through.
 - At most WATCH_AHEAD + WATCH_SPAN seconds in all (8 s), far below rq's job timeout.
 
 A worker that dies while watching loses nothing: rq's sweep was booked at the end of the watch
@@ -46,7 +45,7 @@ QUEUES = ("poll", "default")  # the queues the portal's workers take jobs from
 
 def watch(*, recipient_ids, resumed: bool = False) -> None:
     """Look at these copies (public ids; just started by this job) around their expected end.
-    ``resumed``: the rest of a watch that gave its worker away; it ends at once if jobs still wait."""
+    ``resumed``: the rest of a watch that gave its worker away once; it does not queue itself again."""
     try:
         _watch(list(recipient_ids), resumed)
     except Exception:  # noqa: BLE001 - the looks then come from rq's sweeps, booked as a fallback
@@ -71,9 +70,6 @@ def _watch(recipient_ids: list, resumed: bool) -> None:
     if not until:
         return
     accounts = {account for pk, account, _, _ in rows if pk in until}
-    if resumed and _queued():
-        _book(accounts)  # the queue is still busy (a burst): rq's looks, as booked, and no more turns
-        return
     due = {pk: at for pk, _, _, at in rows if pk in until}
     first = {pk: started + timedelta(seconds=plans[pk].first) for pk, _, started, _ in rows if pk in until}
     account_of = {pk: account for pk, account, _, _ in rows}
@@ -82,10 +78,10 @@ def _watch(recipient_ids: list, resumed: bool) -> None:
             left = _looks(due, until, first, account_of, plans)
     finally:
         _book(accounts)
-    if left:
+    if left and not resumed:
         # Every worker was busy: the looks are booked through rq (above), and the rest of the
-        # watch waits behind the jobs that were waiting (under a long queue its span is over by
-        # then, and it ends at once).
+        # watch waits behind the jobs that were waiting, once (under a long queue it would come
+        # after its copies' looks anyway).
         scheduling.enqueue("transfers.jobs.copy_watch_job", [str(i) for i in left], queue="default",
                            job_id=f"copy-watch-{left[0]}-{time.time_ns()}", result_ttl=0)
 
@@ -126,21 +122,15 @@ def _wait_until(at) -> bool:
         left = (at - timezone.now()).total_seconds()
         if left <= 0:
             return True
-        queued = _queued()
-        if queued is None:
+        try:
+            queued = sum(scheduling.get_queue(name).count for name in QUEUES)
+        except RedisError:
             return False  # cannot tell: give the worker back
+
         if queued and waited:
             return False
         waited = bool(queued)
         time.sleep(min(CHECK_SECONDS, left))
-
-
-def _queued() -> int | None:
-    """Jobs waiting for a worker (None: Redis cannot say)."""
-    try:
-        return sum(scheduling.get_queue(name).count for name in QUEUES)
-    except RedisError:
-        return None
 
 
 def _book(account_pks) -> None:
