@@ -223,8 +223,9 @@ def test_a_burst_of_approvals_is_granted_and_copied_once_each_by_jobs_racing(flo
     assert set(copies.values_list("state", flat=True)) == {Recipient.State.IMPORTING}
     assert all(copies.values_list("image_id", flat=True))
     assert cloud.counters(GAMMA).get("CreateImage") == 4  # one per recipient
-    # One addition per racing job, not per share: the shares of one image ride in one UpdateImage.
-    assert cloud.counters(ALPHA).get("UpdateImage") == 2
+    # At most one addition per racing job, not per share: the shares of one image ride in one
+    # UpdateImage (one job may claim them all before the other claims its own).
+    assert cloud.counters(ALPHA).get("UpdateImage") in (1, 2)
     assert AuditEvent.objects.filter(action="grant.added").count() == 4
     assert set(LaunchGrant.objects.filter(share__in=shares).values_list("attempts", flat=True)) == {1}
     assert _queued("import-start-") == []
