@@ -101,7 +101,10 @@ def imports_begin(*, recipients: list[Recipient], actor, auto: bool = False, enq
                    details={"recipient": str(recipient.public_id), "account": recipient.target_account.label,
                             "image_name": recipient.image_name, "attempt": recipient.attempt})
             if enqueue:
-                scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
+                # A direct copy's start is one CreateImage whose end is near (copy_watch.py): on the
+                # queue workers take first, it no longer waits behind a burst of grant jobs.
+                queue = "poll" if recipient.method == Recipient.Method.DIRECT else "default"
+                scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id), queue=queue,
                                    job_id=f"import-start-{recipient.public_id}-{recipient.attempt}")
     return moved
 
