@@ -5,9 +5,11 @@ and compared as the benchmark does, and the benchmark's web command is the READM
 """
 
 import http.client
+import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +33,31 @@ def test_the_benchmark_serves_the_portal_with_the_readmes_commands():
     assert differs == []
     _, differs = load.gunicorn_argv(load.Options(web_workers=5), 8123)
     assert differs and "--workers 5" in differs[0]
+
+
+def test_sandbox_nice_renices_the_other_threads_and_the_threads_they_start_not_the_caller():
+    """``--sandbox-nice``: the sandbox's threads (and each request thread they start later) give
+    the CPU to the web tier; the bench's own thread, which starts Locust, keeps its nice."""
+    go, seen = threading.Event(), {}
+
+    def sandbox_like():
+        go.wait()
+        started = threading.Thread(target=lambda: seen.setdefault("started later", os.getpriority(
+            os.PRIO_PROCESS, threading.get_native_id())))
+        started.start()
+        started.join()
+        seen["running"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=sandbox_like)
+    thread.start()
+    try:
+        load.renice_other_threads(min(mine + 5, 19))
+    finally:
+        go.set()
+        thread.join()
+    assert seen == {"running": min(mine + 5, 19), "started later": min(mine + 5, 19)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
 
 
 def test_the_readmes_web_command_keeps_a_connection_through_a_persons_pause():
