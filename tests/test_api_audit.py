@@ -275,6 +275,7 @@ def test_a_filter_that_looks_like_a_secret_is_withheld_from_the_read_event(world
     ({"after": "99999999999999999999999"}, "after", "less than or equal to"),
     ({"page_size": "0"}, "page_size", "greater than or equal to 1"),
     ({"page_size": "101"}, "page_size", "less than or equal to 100"),
+    ({"page_size": ["5", "50"]}, "page_size", "Give page_size once."),  # found by tests/test_api_schema.py
 ])
 def test_bad_filters_are_a_400_with_the_pages_words_and_read_nothing(query, field, message, world, trail, api):
     client = api.client(world.auditor)

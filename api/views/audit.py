@@ -15,11 +15,12 @@ from datetime import date
 from django import forms
 from django.core.validators import MaxValueValidator, RegexValidator
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from accounts.roles import Capability
+from api.pagination import page_size_from
 from api.problems import CONTENT_TYPE, Problem
 from api.schema import ProblemSerializer
 from api.serializers.audit import AuditEventPageSerializer, AuditEventSerializer, AuditIntegritySerializer
@@ -137,16 +138,6 @@ def _form_problem(form) -> exceptions.APIException:
     return exceptions.ValidationError(errors)
 
 
-def _page_size(request) -> int:
-    raw = request.query_params.get("page_size")
-    if raw is None:
-        return selectors.PAGE_SIZE
-    try:
-        return serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE).run_validation(raw)
-    except exceptions.ValidationError as exc:
-        raise exceptions.ValidationError({"page_size": exc.detail}) from None
-
-
 def _links(request, page) -> tuple[str | None, str | None]:
     """The page's "Older" and "Newer" links, with every other parameter kept."""
     url = request.build_absolute_uri()
@@ -169,7 +160,7 @@ class AuditEventList(TeamAPIView):
         form = TrailFilterForm(request.query_params)
         if not form.is_valid():  # nothing read, nothing recorded: as the page
             raise _form_problem(form)
-        size = _page_size(request)
+        size = page_size_from(request, default=selectors.PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         filters = form.filters()
         cursor = {key: form.cleaned_data[key] for key in ("before", "after") if form.cleaned_data.get(key) is not None}
         team = self.access.team

@@ -83,7 +83,9 @@ class ShareList(TeamAPIView):
     def get(self, request):
         query = ShareListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        shares = selectors.share_list_for_team(team=self.access.team, state=query.validated_data.get("state", ""))
+        # The page's list joins only what the page shows; the API's item also names the team and the decider.
+        shares = selectors.share_list_for_team(team=self.access.team, state=query.validated_data.get("state", "")) \
+            .select_related("team", "decided_by")
         paginator = NewestShares()
         page = paginator.paginate_queryset(shares, request, view=self)
         return paginator.get_paginated_response(ShareListRecipientsOut(page, many=True).data)
