@@ -35,6 +35,17 @@ def _granted_and_offered(flow, cloud, copy_name):
     return share
 
 
+def _already_permitted_share(flow, cloud, oapi):
+    """A share to gamma of an image its owner already let gamma launch (outside the portal):
+    gamma copies it directly; gamma's team accepts in advance."""
+    source = image_id(cloud, "alpha", "alpha-web-2025.01")
+    oapi("alpha").UpdateImage(ImageId=source, PermissionsToLaunch={"Additions": {"AccountIds": [GAMMA]}})
+    flow.dest.auto_accept_incoming = True
+    flow.dest.save()
+    share = request_share(flow, cloud, accounts=[flow.gamma])
+    return source, share, Recipient.objects.get(share=share)
+
+
 def test_a_share_done_with_a_permission_another_share_still_needs_leaves_it_in_place(flow, cloud, oapi):
     first = _granted_and_offered(flow, cloud, "web-a")
     second = _granted_and_offered(flow, cloud, "web-b")
@@ -66,12 +77,7 @@ def test_a_share_done_with_a_permission_another_share_still_needs_leaves_it_in_p
 
 
 def test_a_permission_given_outside_the_portal_is_used_and_left_in_place(flow, cloud, oapi):
-    source = image_id(cloud, "alpha", "alpha-web-2025.01")
-    oapi("alpha").UpdateImage(ImageId=source, PermissionsToLaunch={"Additions": {"AccountIds": [GAMMA]}})
-    flow.dest.auto_accept_incoming = True
-    flow.dest.save()
-    share = request_share(flow, cloud, accounts=[flow.gamma])
-    recipient = Recipient.objects.get(share=share)
+    source, share, recipient = _already_permitted_share(flow, cloud, oapi)
     assert (recipient.method, recipient.method_reason) == (Recipient.Method.DIRECT, methods.REASON_ALREADY_GRANTED)
     approve(flow, share)
     workers.run_jobs(until=lambda: Share.objects.get(pk=share.pk).state == Share.State.COMPLETED)
@@ -89,12 +95,7 @@ def test_a_direct_copy_starts_from_the_queue_workers_take_first(flow, cloud, oap
     the grant jobs)."""
     import django_rq
 
-    source = image_id(cloud, "alpha", "alpha-web-2025.01")
-    oapi("alpha").UpdateImage(ImageId=source, PermissionsToLaunch={"Additions": {"AccountIds": [GAMMA]}})
-    flow.dest.auto_accept_incoming = True
-    flow.dest.save()
-    share = request_share(flow, cloud, accounts=[flow.gamma])
-    recipient = Recipient.objects.get(share=share)
+    _, share, recipient = _already_permitted_share(flow, cloud, oapi)
     approve(flow, share)
     start = f"import-start-{recipient.public_id}-1"
     # Accepted in advance: the approval's commit queues the start.
