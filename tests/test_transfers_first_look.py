@@ -468,22 +468,7 @@ def test_a_real_worker_sees_the_copy_within_a_second_or_two_of_its_end(
     cloud.set_durations(copy_seconds=3.0)
     share = request_share(flow, cloud, accounts=[flow.gamma])
     _past_copies(flow, cloud, [4.0] * 5, size=_size(share))  # ended 3 s after their creates
-    seen: dict[str, float] = {}
-    ready: dict[str, float] = {}  # when the sandbox makes each copy available (it forgets once it has)
-    call = cloud.oapi.call
-
-    def noting(account, action, params, *args, **kwargs):
-        body = call(account, action, params, *args, **kwargs)
-        if action == "CreateImage":
-            image_id = body["Image"]["ImageId"]
-            ready[image_id] = cloud.world.images[image_id].ready_at
-        elif action == "ReadImages":
-            for image in body.get("Images") or []:
-                if image.get("State") == "available":
-                    seen.setdefault(image["ImageId"], time.monotonic())
-        return body
-
-    monkeypatch.setattr(cloud.oapi, "call", noting)
+    ready, seen = _noting_ends(cloud, monkeypatch)
     wait_for(lambda: workers.pending_jobs(), lambda n: n == 0, timeout=30)  # the pre-flight checks ran
     approve(flow, share)
     recipient = wait_for(lambda: Recipient.objects.get(share=share),

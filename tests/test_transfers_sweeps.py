@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from audit.verify import verify_chain
 from tests import workers
-from tests.transfer_world import approve, request_share
+from tests.transfer_world import approve, imports_started, request_share
 from transfers import scheduling
 from transfers.models import Export, Recipient
 from transfers.services import exports, import_sweeps, polling
@@ -75,26 +75,13 @@ def test_an_exports_next_look_goes_where_its_progress_says_it_ends(flow, cloud, 
     assert abs((export.next_poll_at - timezone.now()).total_seconds() - next_look) < 10
 
 
-def _importing(flow, cloud, settings, n: int) -> list[Recipient]:
-    """n shares from alpha to delta, auto-accepted, their imports started (and slow)."""
-    flow.dest.auto_accept_incoming = True
-    flow.dest.save()
-    cloud.set_durations(export_seconds=0.2, import_seconds=1000)
-    shares = [request_share(flow, cloud, copy_name=f"web-copy-{k}") for k in range(n)]
-    for share in shares:
-        approve(flow, share)
-    workers.run_jobs(until=lambda: Recipient.objects.filter(share__in=shares).exclude(image_id="").count() == n)
-    workers.flush()
-    return list(Recipient.objects.filter(share__in=shares).order_by("pk"))
-
-
 def _finish_import(cloud, image_id: str) -> None:
     with cloud.world.lock:
         cloud.world.images[image_id].ready_at = time.monotonic()
 
 
 def test_an_import_that_ended_before_its_own_look_rides_along_in_its_accounts_call(flow, cloud, settings):
-    due, early, pending = _importing(flow, cloud, settings, 3)
+    due, early, pending = imports_started(flow, cloud, 3)
     settings.OMIPORTAL_SWEEP_MAX_SECONDS = 100  # a look a minute away is a scheduled one, not a lease
     later = timezone.now() + timedelta(seconds=60)
     Recipient.objects.filter(pk=due.pk).update(next_poll_at=timezone.now())
@@ -117,7 +104,7 @@ def test_an_import_that_ended_before_its_own_look_rides_along_in_its_accounts_ca
 
 
 def test_nothing_due_means_no_call_even_with_rows_in_flight(flow, cloud, settings):
-    rows = _importing(flow, cloud, settings, 2)
+    rows = imports_started(flow, cloud, 2)
     Recipient.objects.filter(pk__in=[r.pk for r in rows]).update(next_poll_at=timezone.now() + timedelta(seconds=60))
     _finish_import(cloud, rows[0].image_id)
     before = cloud.counters(DELTA).get("ReadImages", 0)
@@ -127,7 +114,7 @@ def test_nothing_due_means_no_call_even_with_rows_in_flight(flow, cloud, setting
 
 
 def test_a_rider_another_sweep_took_meanwhile_is_left_to_it(flow, cloud, settings):
-    due, taken = _importing(flow, cloud, settings, 2)
+    due, taken = imports_started(flow, cloud, 2)
     settings.OMIPORTAL_SWEEP_MAX_SECONDS = 100
     Recipient.objects.filter(pk=taken.pk).update(next_poll_at=timezone.now() + timedelta(seconds=60))
     riders = polling.riders(Recipient, account=flow.delta, states=import_sweeps.WATCHED, extra=import_sweeps.WATCHABLE,
@@ -151,7 +138,7 @@ def test_a_rider_another_sweep_took_meanwhile_is_left_to_it(flow, cloud, setting
 def test_rows_another_sweep_holds_do_not_ride_along(flow, cloud, settings):
     # Two sweeps of one account can overlap (a long one, and the next slot's on another worker):
     # the second must not take the first one's rows as riders, or both would tag the same OMIs.
-    first, second, waiting = _importing(flow, cloud, settings, 3)
+    first, second, waiting = imports_started(flow, cloud, 3)
     Recipient.objects.filter(pk__in=[first.pk, second.pk]).update(next_poll_at=timezone.now())
     Recipient.objects.filter(pk=waiting.pk).update(next_poll_at=timezone.now() + timedelta(seconds=30))
     held = polling.claim(Recipient, account=flow.delta, states=import_sweeps.WATCHED, extra=import_sweeps.WATCHABLE,

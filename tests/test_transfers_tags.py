@@ -13,27 +13,13 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.verify import verify_chain
-from tests import workers
-from tests.transfer_world import approve, request_share
+from tests.transfer_world import imports_started
 from transfers.models import Recipient
 from transfers.services import import_sweeps
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DELTA = "444455556666"
-
-
-def _importing(flow, cloud, n: int) -> list[Recipient]:
-    """n shares of one image from alpha to delta, auto-accepted, their imports started (and slow)."""
-    flow.dest.auto_accept_incoming = True
-    flow.dest.save()
-    cloud.set_durations(export_seconds=0.2, import_seconds=1000)
-    shares = [request_share(flow, cloud, copy_name=f"web-copy-{k}") for k in range(n)]
-    for share in shares:
-        approve(flow, share)
-    workers.run_jobs(until=lambda: Recipient.objects.filter(share__in=shares).exclude(image_id="").count() == n)
-    workers.flush()
-    return list(Recipient.objects.filter(share__in=shares).select_related("share", "target_account").order_by("pk"))
 
 
 def _all_available_and_due(cloud, rows) -> None:
@@ -53,7 +39,7 @@ def _completions() -> Counter:
 
 
 def test_copies_of_one_source_seen_together_are_tagged_in_one_call(flow, cloud):
-    rows = _importing(flow, cloud, 4)
+    rows = imports_started(flow, cloud, 4)
     _all_available_and_due(cloud, rows)
     before = cloud.counters(DELTA).get("CreateTags", 0)
 
@@ -79,7 +65,7 @@ def test_copies_of_one_source_seen_together_are_tagged_in_one_call(flow, cloud):
 @pytest.mark.parametrize("fault", [{"throttle_rate": 1.0}, {"lost_response_rate": 1.0, "lost_response_mode": "500"}])
 def test_a_failed_tag_call_leaves_the_copies_for_the_next_look_which_tags_and_completes_each_once(
         flow, cloud, fault):
-    rows = _importing(flow, cloud, 3)
+    rows = imports_started(flow, cloud, 3)
     _all_available_and_due(cloud, rows)
     cloud.faults.configure(actions={"CreateTags"}, **fault)
 
@@ -103,7 +89,7 @@ def test_a_failed_tag_call_leaves_the_copies_for_the_next_look_which_tags_and_co
 
 
 def test_two_workers_sweeping_the_account_at_once_tag_and_complete_each_copy_once(flow, cloud):
-    rows = _importing(flow, cloud, 6)
+    rows = imports_started(flow, cloud, 6)
     _all_available_and_due(cloud, rows)
     cloud.faults.configure(latency=0.2)  # both sweeps are inside their calls at the same time
     before = cloud.counters(DELTA).get("CreateTags", 0)

@@ -67,3 +67,20 @@ def request_share(w, cloud, *, image="alpha-web-2025.01", accounts=None, externa
 def approve(w, share, approver=None) -> Share:
     return share_requests.share_approve(access=access(approver or w.src_approver, w.source), share=share,
                                         digest=share.digest, comment="ok")
+
+
+def imports_started(w, cloud, n: int) -> list:
+    """n shares of one image from alpha to delta, auto-accepted, their imports started (and slow:
+    they stay importing), the queues emptied; the recipients in creation order."""
+    from tests import workers
+    from transfers.models import Recipient
+
+    w.dest.auto_accept_incoming = True
+    w.dest.save()
+    cloud.set_durations(export_seconds=0.2, import_seconds=1000)
+    shares = [request_share(w, cloud, copy_name=f"web-copy-{k}") for k in range(n)]
+    for share in shares:
+        approve(w, share)
+    workers.run_jobs(until=lambda: Recipient.objects.filter(share__in=shares).exclude(image_id="").count() == n)
+    workers.flush()
+    return list(Recipient.objects.filter(share__in=shares).select_related("share", "target_account").order_by("pk"))
