@@ -102,3 +102,35 @@ LONG_FILES = ("test_bench_faults.py", "test_bench_transfers.py", "test_transfers
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Drop the test database only once every other session on it has ended.
+
+    Worker processes started by tests (and their rq schedulers and work horses) disconnect as
+    they exit, but PostgreSQL ends a backend a moment after its client goes: a DROP DATABASE
+    right after the last test then met "being accessed by other users" and left the database
+    behind. Waits for them; one still there after the wait is named, so a leak is visible.
+    """
+    yield
+    import time
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        deadline, others = time.monotonic() + 20, []
+        while time.monotonic() < deadline:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pid, application_name, state, left(query, 120) FROM pg_stat_activity"
+                               " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                others = cursor.fetchall()
+            if not others:
+                break
+            time.sleep(0.2)
+        if others:
+            import warnings
+
+            warnings.warn(f"sessions still on the test database after 20 s: {others}", stacklevel=1)
