@@ -354,8 +354,8 @@ def test_every_action_and_job_records_what_it_changed(walk, cloud, monkeypatch, 
     assert not missing, f"the walk never exercised {sorted(missing)}: add them"
     all_jobs = {name for name, _ in inspect.getmembers(jobs, inspect.isfunction) if name.endswith("_job")}
     # reconcile_job is called directly above (the workers only enqueue it on their maintenance tick).
-    # copy_watch_job is the rest of a watch, queued only when a job waits for the watching worker;
-    # each of its looks is import_sweep's, walked above (its own tests: test_transfers_first_look.py).
+    # copy_watch_job is only queued by an earlier version (the rest of a watch): it hands the copies to
+    # the watcher, whose looks are import_sweep's, walked above (its tests: test_transfers_first_look.py).
     assert all_jobs - exercised_jobs <= {"reconcile_job", "copy_watch_job"}, \
         f"jobs never exercised: {all_jobs - exercised_jobs}"
     assert verify_chain().ok

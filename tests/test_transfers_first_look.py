@@ -12,7 +12,6 @@ scheduler, at a sweep_min (20 s) that the grid's first look could not hide behin
 alpha (the source) and gamma are in eu-west-2 (tests/transfer_world.py).
 """
 
-import contextlib
 import threading
 import time
 from datetime import timedelta
@@ -277,7 +276,7 @@ def test_a_worker_dying_in_a_job_that_took_riders_is_put_back_by_the_reconciler(
         "PermissionsToLaunch"]["AccountIds"] == []
 
 
-# --- the job that made the copy looks at it itself (copy_watch.py) ---------------------------------
+# --- a thread of the process that made the copy looks at it (copy_watch.py) -----------------------
 
 
 def _noting_ends(cloud, monkeypatch) -> tuple[dict, dict]:
@@ -311,58 +310,38 @@ def _watched_copy(flow, cloud, *, copy_seconds=2.0):
     plan = copy_looks.plan_for(_size(share))
     assert plan.first == pytest.approx(copy_seconds) and plan.first <= copy_looks.WATCH_AHEAD
     approve(flow, share)
-    workers.flush()  # nobody waits for the worker
+    workers.flush()
     return share, plan
 
 
-@contextlib.contextmanager
-def _another_worker():
-    """A second worker, idle: it takes every job queued meanwhile (the share's emails), as a worker
-    process would, and none of the delayed ones (it has no scheduler)."""
-    from rq import SimpleWorker
-    from rq.serializers import JSONSerializer
-    from rq.timeouts import TimerDeathPenalty
+@pytest.fixture
+def watcher():
+    """This process's watcher; its thread is over (and its connection closed) after the test."""
+    from transfers.services import copy_watch
 
-    stop = threading.Event()
-
-    def work():
-        try:
-            qs = workers.queues()
-            worker = SimpleWorker(qs, connection=qs[0].connection, serializer=JSONSerializer)
-            # Only the main thread may handle signals: no stop signals, and job timeouts by a timer.
-            worker._install_signal_handlers = lambda: None
-            worker.death_penalty_class = TimerDeathPenalty
-            while not stop.is_set():
-                worker.work(burst=True, logging_level="WARNING")
-                time.sleep(0.02)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    yield copy_watch.watcher()
+    assert copy_watch.watcher().wait_idle(30)
 
 
-def test_the_job_that_made_the_copy_sees_it_end_itself(flow, cloud, shipped_looks, monkeypatch):
+def test_the_job_hands_its_copy_to_a_thread_that_sees_it_end(flow, cloud, shipped_looks, watcher, monkeypatch):
     ready, seen = _noting_ends(cloud, monkeypatch)
     share, plan = _watched_copy(flow, cloud)
-    # The other worker (a thread here, with rq's registration around each burst) is given time to
-    # take the share's emails before the watch counts them as waiting for this worker (0.5 s was
-    # too short on a loaded CI machine: the watch rightly gave its worker away).
-    from transfers.services import copy_watch
-    monkeypatch.setattr(copy_watch, "CHECK_SECONDS", 1.5)
-    with _another_worker():
-        grants.grants_add(share_id=share.public_id)  # grants, copies, and waits for the copy's end
+    # A job waits in the queue all along: the watch takes no worker, so it never gives one away.
+    workers.queues()[1].enqueue("transfers.jobs.reconcile_job", job_id="waiting-job")
+    started = time.monotonic()
+    grants.grants_add(share_id=share.public_id)  # grants, copies, hands the copy over and returns
+    assert time.monotonic() - started < plan.first  # the job did not wait for the copy's end
     recipient = Recipient.objects.get(share=share)
+    assert recipient.state == Recipient.State.IMPORTING and recipient.image_id
+    assert watcher.copies() == {recipient.pk}
+    assert watcher.wait_idle(30)  # the thread ends once its copy has
+    recipient.refresh_from_db()
     assert recipient.state == Recipient.State.COMPLETED  # without a worker, without rq's scheduler
     lag = seen[recipient.image_id] - ready[recipient.image_id]
     assert 0 <= lag < plan.fine + 0.4, lag  # a fine step, not rq's second
     assert cloud.counters(GAMMA).get("CreateImage") == 1
     assert AuditEvent.objects.filter(action="import.completed").count() == 1
+    assert AuditEvent.objects.get(action="import.completed").request_id == f"copy-watch-{flow.gamma.public_id}"
     # rq's sweep was booked at the end of the watch only: a fallback, which finds nothing to do.
     sweeps = _scheduled_sweeps()
     assert len(sweeps) == 1
@@ -372,23 +351,43 @@ def test_the_job_that_made_the_copy_sees_it_end_itself(flow, cloud, shipped_look
     workers.run_jobs()
     assert cloud.counters(GAMMA).get("ReadImages", 0) == reads
     assert AuditEvent.objects.filter(action="import.completed").count() == 1
+    assert not _queued("copy-watch-")
 
 
-def test_a_watching_job_gives_its_worker_to_a_waiting_job(flow, cloud, shipped_looks):
+def test_copies_of_several_jobs_are_watched_by_one_thread_each_end_once(flow, cloud, shipped_looks, watcher):
+    shares = [_watched_copy(flow, cloud)[0]]
+    shares.append(request_share(flow, cloud, accounts=[flow.gamma], copy_name="second"))
+    approve(flow, shares[1])
+    workers.flush()
+    jobs = [threading.Thread(target=lambda s=s: (grants.grants_add(share_id=s.public_id), connections.close_all()))
+            for s in shares]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    threads = [t for t in threading.enumerate() if t.name == "copy-watch"]
+    assert len(threads) <= 1  # one per process (none left if both copies were seen already)
+    assert watcher.wait_idle(30)
+    copies = Recipient.objects.filter(share__in=shares)
+    assert set(copies.values_list("state", flat=True)) == {Recipient.State.COMPLETED}
+    assert cloud.counters(GAMMA).get("CreateImage") == 2
+    assert AuditEvent.objects.filter(action="import.completed").count() == 2
+
+
+def test_a_look_that_raises_leaves_the_copy_to_rqs_sweep(flow, cloud, shipped_looks, watcher, monkeypatch):
     share, plan = _watched_copy(flow, cloud)
-    # A job waits for a worker (every worker busy): the watch gives this one back at once.
-    workers.queues()[1].enqueue("transfers.jobs.reconcile_job", job_id="waiting-job")
-    started = time.monotonic()
+    from transfers.services import import_sweeps
+
+    def broken(**_):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(import_sweeps, "import_sweep", broken)
     grants.grants_add(share_id=share.public_id)
-    assert time.monotonic() - started < plan.first  # gone before the copy's end
+    assert watcher.wait_idle(30)  # the watch is over, the thread ended
     recipient = Recipient.objects.get(share=share)
-    assert recipient.state == Recipient.State.IMPORTING and recipient.image_id
-    # Its look booked through rq as usual (not the fallback at the watch's end), the watch queued
-    # behind the waiting job.
-    sweeps = _scheduled_sweeps()
-    assert len(sweeps) == 2  # the look, and the fallback booked at the create
-    assert int(min(sweeps).split("-")[-2]) * int(plan.step) <= recipient.next_poll_at.timestamp()
-    assert _queued("copy-watch-")
+    assert recipient.state == Recipient.State.IMPORTING
+    monkeypatch.undo()
+    # Its account's next look is booked through rq, as a sweep books it: rq's sweep sees the copy end.
     workers.run_jobs(until=lambda: Recipient.objects.get(pk=recipient.pk).state == Recipient.State.COMPLETED)
     assert cloud.counters(GAMMA).get("CreateImage") == 1
     assert AuditEvent.objects.filter(action="import.completed").count() == 1
@@ -403,11 +402,11 @@ def _start_worker(cloud, queues: list[str], log, **env):
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-def test_a_worker_killed_while_it_watches_its_copy_leaves_it_to_the_fallback_sweep(
+def test_a_worker_killed_while_its_thread_watches_its_copy_leaves_it_to_the_fallback_sweep(
         flow, cloud, shipped_looks, tmp_path, wait_for):
-    """Two real workers: the one that grants and copies is killed (SIGKILL) while it waits for the
-    copy's end; the other one's scheduler moves the sweep booked at the end of the watch, and the copy
-    is seen then, created once and completed once."""
+    """Two real workers: the one that grants and copies is killed (SIGKILL) once its job is done,
+    while its thread waits for the copy's end; the other one's scheduler moves the sweep booked at
+    the end of the watch, and the copy is seen then, created once and completed once."""
     from rq import Worker
 
     cloud.set_durations(copy_seconds=3.0)
@@ -427,9 +426,10 @@ def test_a_worker_killed_while_it_watches_its_copy_leaves_it_to_the_fallback_swe
         approve(flow, share)
         recipient = wait_for(lambda: Recipient.objects.get(share=share), lambda r: bool(r.image_id), timeout=30,
                              interval=0.05)
-        # The copy has started; the job that started it is still running: it watches.
-        busy = [w for w in Worker.all(connection=connection) if w.pid == watcher.pid]
-        assert busy and (busy[0].get_current_job_id() or "").startswith("grant-add-")
+        # The copy has started, and the job that started it is done: the worker's thread watches.
+        wait_for(lambda: [w.get_current_job_id() for w in Worker.all(connection=connection) if w.pid == watcher.pid],
+                 lambda current: current == [None], timeout=10, interval=0.05)
+        assert Recipient.objects.get(pk=recipient.pk).state == Recipient.State.IMPORTING
         workers.kill_tree(watcher)
         done = wait_for(lambda: Recipient.objects.get(pk=recipient.pk),
                         lambda r: r.state == Recipient.State.COMPLETED, timeout=20, interval=0.1)

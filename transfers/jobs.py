@@ -59,13 +59,13 @@ def import_start_job(recipient_id: str) -> None:
     with job_context(job_id=_job_id("import-start", recipient_id)):
         bounded.run_step(bounded.IMPORT_START, recipient_id,
                          lambda: import_starts.import_start(recipient_id=recipient_id, watched=True))
-        copy_watch.watch(recipient_ids=[recipient_id])  # a copy's expected end, if near (an import: nothing)
 
 
 def copy_watch_job(recipient_ids: list[str]) -> None:
-    # The rest of a watch that gave its worker to a waiting job (copy_watch.py).
+    # Queued by an earlier version (the rest of a watch that gave its worker away): this process's
+    # watcher takes the copies over (copy_watch.py).
     with job_context(job_id=_job_id("copy-watch", recipient_ids[0] if recipient_ids else "none")):
-        copy_watch.watch(recipient_ids=recipient_ids, resumed=True)
+        copy_watch.watch(recipient_ids=recipient_ids)
 
 
 def import_handoff_job(account_id: str) -> None:

@@ -19,9 +19,9 @@ would say it took no time and pull the next first looks down to the floor; a fir
 late still moves a step earlier with each such history. Each process reads the history once every
 HISTORY_SECONDS: a burst of starts makes one query.
 
-The looks a job makes itself (copy_watch.py: the job that made a copy waits for its expected end)
-are not held to rq's second: they come every ``fine`` step (a twentieth of the expected time, at
-least WATCH_STEP_FLOOR) while that job watches (``watching``).
+The looks the watcher makes (copy_watch.py: a thread of the process that made a copy looks at it
+around its expected end) are not held to rq's second: they come every ``fine`` step (a twentieth
+of the expected time, at least WATCH_STEP_FLOOR) while it watches (``watching``).
 """
 
 import contextlib
@@ -46,9 +46,9 @@ LOOK_FLOOR = scheduling.FINE_SLOT_SECONDS  # rq schedules to the second: a finer
 STEP_PART = 20  # a look every twentieth of the expected time, between LOOK_FLOOR and sweep_max
 WINDOW_LOOKS = 30  # at most this many looks across the window: a wide spread widens the step
 FIRST_LOOK_MAX = 6 * 3600.0  # seconds after the create: a history of stuck copies says nothing
-# The job that made a copy looks at it itself (copy_watch.py) when its first look is at most
-# WATCH_AHEAD seconds after the create, at the fine step, for WATCH_SPAN seconds after the first
-# look; rq's sweep is booked at the end of that span, a fallback for a job that died watching.
+# The watcher of the process that made a copy looks at it (copy_watch.py) when its first look is at
+# most WATCH_AHEAD seconds after the create, at the fine step, for WATCH_SPAN seconds after the first
+# look; rq's sweep is booked at the end of that span, a fallback for a process that died watching.
 WATCH_AHEAD = 5.0
 WATCH_SPAN = 3.0
 WATCH_STEP_FLOOR = 0.25  # seconds: each look is one ReadImages per account (and ~0.1 s on the wire)
@@ -71,7 +71,7 @@ _watching: contextvars.ContextVar[bool] = contextvars.ContextVar("copy_looks_wat
 
 
 def watching() -> bool:
-    """Whether the sweep running now was made by a job watching its copies (copy_watch.py)."""
+    """Whether the sweep running now was made by the watcher (copy_watch.py)."""
     return _watching.get()
 
 

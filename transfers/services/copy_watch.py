@@ -1,139 +1,215 @@
-"""A same-Region copy looked at by the job that made it, around its expected end.
+"""A same-Region copy looked at around its expected end by a thread of the process that made it.
 
 rq's scheduler moves a delayed job once a second, and keeps its time in whole seconds: a sweep
 booked for a copy's expected end runs up to a second before or after it, so a copy of a few
 seconds was seen up to a second after it ended. When a copy's first look (copy_looks.py) is at
 most WATCH_AHEAD seconds after its create, the job that created it (the grant job, or the start
-job of a direct copy) waits for that look itself and makes it: the account's ordinary sweep
-(import_sweeps.import_sweep: claimed, leased, each end once), at the planned time to the tenth of
-a second, then every ``fine`` step (at least WATCH_STEP_FLOOR) for WATCH_SPAN seconds.
+job of a direct copy) hands it to this process's watcher, a thread, and goes on: the watcher makes
+the account's ordinary sweep (import_sweeps.import_sweep: claimed, leased, each end once) at the
+planned time to the tenth of a second, then every ``fine`` step (at least WATCH_STEP_FLOOR) until
+WATCH_SPAN seconds after the first look.
 
-What it holds, and for how long:
+Why a thread and not the job: a job that waited for its copy kept one of the few workers from
+the queue, so it had to give its worker away whenever another job waited, and its looks then
+fell back to rq's second (at 19 transfers at once both workers were watching most of the time).
+The thread takes no worker: no job ever waits for it, and it never waits for a job.
 
-- No database transaction and no lock while it waits (plain sleeps between looks; each look is a
-  sweep with its own short transactions), and no row: the copies stay as _started booked them.
-- Its worker only while nobody else needs it: between sleeps of CHECK_SECONDS it reads the
-  queues' lengths, and as soon as a job has waited through one check (every worker is busy) it
-  books the looks through rq as usual and puts the rest of the watch back on the queue, behind
-  that job (``copy_watch_job``, once: a resumed watch that must give its worker away again
-  leaves the looks to rq), so a burst is never held up by more than CHECK_SECONDS per watch and
-  waiting worker, and the watch goes on once the queue is through.
-- At most WATCH_AHEAD + WATCH_SPAN seconds in all (8 s), far below rq's job timeout.
+What it holds: no transaction and no lock while it waits (each look is a sweep with its own short
+transactions), one database connection while it has copies to watch (closed when it has none,
+and the thread ends), and no row: the copies stay as import_starts._started booked them.
 
-A worker that dies while watching loses nothing: rq's sweep was booked at the end of the watch
-(import_starts._started), and the reconciler comes after that. A watch that stops (its span
-over, its copies ended, given up) books each account's next look through rq, as a sweep does.
+A process killed while its thread watches loses nothing: rq's sweep was booked at the end of the
+watch (import_starts._started), and the reconciler comes after that. A watch that stops (its span
+over, its copies ended) books its account's next look through rq, as a sweep does; so does a look
+that raised (logged), and the thread goes on with the other copies.
 """
 
 import logging
-import time
-from datetime import timedelta
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from django.db import close_old_connections, connections
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from accounts.models import CloudAccount
-from transfers import scheduling
+from audit.context import job_context
 from transfers.models import Recipient
 from transfers.services import copy_looks, import_sweeps, polling
 
 logger = logging.getLogger(__name__)
 
-CHECK_SECONDS = 0.1  # how often a waiting job asks whether another job waits for its worker
-QUEUES = ("poll", "default")  # the queues the portal's workers take jobs from
+TOGETHER = timedelta(seconds=0.05)  # looks due this close to each other are one sweep per account
 
 
-def watch(*, recipient_ids, resumed: bool = False) -> None:
-    """Look at these copies (public ids; just started by this job) around their expected end.
-    ``resumed``: the rest of a watch that gave its worker away once; it does not queue itself again."""
-    try:
-        _watch(list(recipient_ids), resumed)
-    except Exception:  # noqa: BLE001 - the looks then come from rq's sweeps, booked as a fallback
-        logger.exception("Could not watch %d copies; rq's sweep looks at them instead.", len(recipient_ids))
+@dataclass
+class _Watched:
+    """One copy the thread looks at: its account (pk), when its next look is due, its plan's first
+    look, and when its watch is over."""
+    account: int
+    due: datetime
+    first: datetime
+    until: datetime
+    step: timedelta
 
 
-def _watch(recipient_ids: list, resumed: bool) -> None:
-    rows = list(Recipient.objects.filter(public_id__in=recipient_ids, state=Recipient.State.IMPORTING,
-                                         image_id__gt="", method__in=Recipient.COPY_METHODS,
-                                         next_poll_at__isnull=False, started_at__isnull=False)
-                .values_list("pk", "target_account_id", "started_at", "next_poll_at"))
-    if not rows:
-        return
-    now = timezone.now()
-    plans = {pk: copy_looks.plan_for_recipient(r) for pk, r in Recipient.objects.select_related("share").in_bulk(
-        [row[0] for row in rows]).items()}
-    # Only copies whose first look is near and planned; each until its span after that look is over.
-    until = {pk: started + timedelta(seconds=plans[pk].first + copy_looks.WATCH_SPAN - 1)
-             for pk, _, started, at in rows
-             if plans.get(pk) and plans[pk].first <= copy_looks.WATCH_AHEAD
-             and at <= now + timedelta(seconds=copy_looks.WATCH_AHEAD)}
-    if not until:
-        return
-    accounts = {account for pk, account, _, _ in rows if pk in until}
-    due = {pk: at for pk, _, _, at in rows if pk in until}
-    first = {pk: started + timedelta(seconds=plans[pk].first) for pk, _, started, _ in rows if pk in until}
-    account_of = {pk: account for pk, account, _, _ in rows}
-    try:
-        with copy_looks.watched():
-            left = _looks(due, until, first, account_of, plans)
-    finally:
-        _book(accounts)
-    if left and not resumed:
-        # Every worker was busy: the looks are booked through rq (above), and the rest of the
-        # watch waits behind the jobs that were waiting, once (under a long queue it would come
-        # after its copies' looks anyway).
-        scheduling.enqueue("transfers.jobs.copy_watch_job", [str(i) for i in left], queue="default",
-                           job_id=f"copy-watch-{left[0]}-{time.time_ns()}", result_ttl=0)
+class Watcher:
+    """This process's watcher: copies handed over by ``add``, looked at by one thread, started
+    when it has copies to watch and ended when it has none."""
 
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._copies: dict[int, _Watched] = {}  # recipient pk -> its watch
+        self._thread: threading.Thread | None = None
 
-def _looks(due: dict, until: dict, first: dict, account_of: dict, plans: dict) -> list:
-    """Look at each copy when due, until it ends or its span is over; the copies still to watch
-    (public ids) if the worker is needed elsewhere first, else []."""
-    while due:
-        pk = min(due, key=due.get)
-        at = due[pk]
-        if at > until[pk]:
-            del due[pk]
-            continue
-        if not _wait_until(at):
-            return list(Recipient.objects.filter(pk__in=list(due)).values_list("public_id", flat=True))
-        for account in sorted({account_of[p] for p, when in due.items() if when <= at + timedelta(seconds=0.05)}):
-            import_sweeps.import_sweep(account_id=CloudAccount.objects.values_list("public_id", flat=True)
-                                       .get(pk=account))
+    def add(self, copies: dict[int, _Watched]) -> None:
+        with self._cond:
+            for pk, watched in copies.items():
+                mine = self._copies.get(pk)
+                # Handed over twice (a job run twice): the earlier look stands.
+                self._copies[pk] = watched if mine is None else mine
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="copy-watch", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def copies(self) -> set[int]:
+        """The copies (pks) being watched now."""
+        with self._cond:
+            return set(self._copies)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the thread has no copy left and has ended (tests); False on timeout."""
+        with self._cond:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        try:
+            while True:
+                with self._cond:
+                    if not self._copies:
+                        self._thread = None  # a copy handed over from now on starts a new thread
+                        return
+                    now = timezone.now()
+                    at = min(w.due for w in self._copies.values())
+                    if at > now:
+                        # Woken early by a copy handed over meanwhile: its look may be sooner.
+                        self._cond.wait((at - now).total_seconds())
+                        continue
+                    due = {pk: w for pk, w in self._copies.items() if w.due <= at + TOGETHER}
+                try:
+                    self._look(due)
+                except Exception:  # noqa: BLE001 - the database, say: rq's sweeps look at them instead
+                    logger.exception("Could not watch %d copies; rq's sweep looks at them instead.", len(due))
+                    self._drop(list(due))
+        finally:
+            connections.close_all()  # this thread's own connection
+            with self._cond:
+                if self._thread is me:  # ended by an error: the next copy handed over starts another
+                    self._thread = None
+
+    def _look(self, due: dict[int, _Watched]) -> None:
+        """One sweep per account with a copy due; then each copy's next look, or its watch over."""
+        accounts = CloudAccount.objects.in_bulk({w.account for w in due.values()})
+        for account in sorted(accounts.values(), key=lambda a: a.pk):
+            try:
+                with copy_looks.watched(), job_context(job_id=f"copy-watch-{account.public_id}"):
+                    import_sweeps.import_sweep(account_id=account.public_id)
+            except Exception:  # noqa: BLE001 - rq's sweep, booked below, looks at them instead
+                logger.exception("A watched look at %s raised; rq's sweep looks instead.", account.label)
+                self._drop([pk for pk, w in due.items() if w.account == account.pk])
         now = timezone.now()
         pending = dict(Recipient.objects.filter(pk__in=list(due), state=Recipient.State.IMPORTING)
                        .values_list("pk", "next_poll_at"))
-        for p in list(due):
-            if p not in pending or pending[p] is None:
-                del due[p]  # ended (seen by this look or another), or taken off its looks
-            elif due[p] <= at + timedelta(seconds=0.05):
+        done = []
+        with self._cond:
+            for pk, w in due.items():
+                if self._copies.get(pk) is not w:
+                    continue  # dropped above
+                nxt = pending.get(pk)
+                if nxt is None:
+                    done.append(pk)  # ended (seen by this look or another), or taken off its looks
+                    continue
                 # Its next look as the sweep booked it (the fine step, or its first look if this one
                 # came early), but never later than a fine step from now or its first look: another
                 # sweep may have booked it on rq's coarser step meanwhile.
-                step = timedelta(seconds=plans[p].fine or plans[p].step)
-                due[p] = min(pending[p], max(now + step, first[p]))
-    return []
+                w.due = min(nxt, max(now + w.step, w.first))
+                if w.due > w.until:
+                    done.append(pk)
+        self._drop(done)
+        close_old_connections()
+
+    def _drop(self, pks) -> None:
+        """These copies' watch is over: each account none of the others is watched in gets its
+        next look booked through rq, as a sweep books it (the earliest row's)."""
+        with self._cond:
+            gone = [self._copies.pop(pk) for pk in pks if pk in self._copies]
+            still = {w.account for w in self._copies.values()}
+        _book({w.account for w in gone} - still)
 
 
-def _wait_until(at) -> bool:
-    """Sleep until ``at``; False as soon as a job has waited in a queue through one check."""
-    waited = False
-    while True:
-        left = (at - timezone.now()).total_seconds()
-        if left <= 0:
-            return True
-        try:
-            queued = sum(scheduling.get_queue(name).count for name in QUEUES)
-        except RedisError:
-            return False  # cannot tell: give the worker back
+_watcher = Watcher()
 
-        if queued and waited:
-            return False
-        waited = bool(queued)
-        time.sleep(min(CHECK_SECONDS, left))
+
+def watcher() -> Watcher:
+    return _watcher
+
+
+def _reset_after_fork() -> None:
+    # A forked child (rq's fork-per-job worker) has none of the parent's threads: it starts its own.
+    global _watcher
+    _watcher = Watcher()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def watch(*, recipient_ids) -> None:
+    """Hand these copies (public ids; just started by this process) to the watcher, if their first
+    look is near; returns at once."""
+    try:
+        copies = _to_watch(list(recipient_ids))
+    except Exception:  # noqa: BLE001 - the looks then come from rq's sweeps, booked as a fallback
+        logger.exception("Could not watch %d copies; rq's sweep looks at them instead.", len(recipient_ids))
+        return
+    if copies:
+        _watcher.add(copies)
+
+
+def _to_watch(recipient_ids: list) -> dict[int, _Watched]:
+    rows = Recipient.objects.filter(public_id__in=recipient_ids, state=Recipient.State.IMPORTING, image_id__gt="",
+                                    method__in=Recipient.COPY_METHODS, next_poll_at__isnull=False,
+                                    started_at__isnull=False).select_related("share")
+    now = timezone.now()
+    copies = {}
+    for recipient in rows:
+        plan = copy_looks.plan_for_recipient(recipient)
+        if plan is None or plan.first > copy_looks.WATCH_AHEAD:
+            continue
+        if recipient.next_poll_at > now + timedelta(seconds=copy_looks.WATCH_AHEAD):
+            continue  # held by a lease or put off: not a look to make now
+        started = recipient.started_at
+        # Until a second before rq's fallback, which rq may run up to a second early.
+        copies[recipient.pk] = _Watched(
+            account=recipient.target_account_id, due=recipient.next_poll_at,
+            first=started + timedelta(seconds=plan.first),
+            until=started + timedelta(seconds=plan.first + copy_looks.WATCH_SPAN - 1),
+            step=timedelta(seconds=plan.fine or plan.step))
+    return copies
 
 
 def _book(account_pks) -> None:
     """Each account's next look through rq, as a sweep books it (the earliest row's)."""
-    for account in CloudAccount.objects.filter(pk__in=list(account_pks)):
-        polling.schedule_next(Recipient, account, "import", import_sweeps.WATCHED, import_sweeps.WATCHABLE)
+    if not account_pks:
+        return
+    try:
+        for account in CloudAccount.objects.filter(pk__in=list(account_pks)):
+            polling.schedule_next(Recipient, account, "import", import_sweeps.WATCHED, import_sweeps.WATCHABLE)
+    except Exception:  # noqa: BLE001 - the sweep booked at each create is still there, then the reconciler
+        logger.exception("Could not book the next look at %d accounts.", len(account_pks))

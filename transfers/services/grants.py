@@ -36,7 +36,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, events, notifications, rules
 from transfers.models import LaunchGrant, Recipient, Share
-from transfers.services import bounded, copy_watch, grant_state, import_offers, import_starts, locks, polling
+from transfers.services import bounded, grant_state, import_offers, import_starts, locks, polling
 from transfers.services.import_ends import import_failed
 from transfers.services.share_state import shares_refresh
 
@@ -135,7 +135,8 @@ def grants_add(*, share_id) -> None:
     (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND; more would wait on the pace in this process while another
     worker's pace stood idle). Each share's own job, when its turn comes, finds its rows claimed and
     makes no call, instead of waiting behind the others' calls in the queue. Once its copies are
-    started, the job looks at them itself around their expected end (copy_watch.py)."""
+    started, each is handed to this process's watcher, which looks at it around its expected end
+    (copy_watch.py)."""
     share = Share.objects.filter(public_id=share_id).first()
     if share is None:
         return
@@ -159,19 +160,16 @@ def grants_add(*, share_id) -> None:
         by_image[(grant.account_id, grant.image_id)][grant.share_id].append(grant)
     shares = Share.objects.select_related("team", "source_account").in_bulk(
         list({grant.share_id for grant in rows}))
-    started: list = []
     with opened_once():  # each account's keys opened (and recorded) once for the job, as in a sweep
         # A thread per image: each waits on its UpdateImage, then on its copies' CreateImage.
-        polling.run_each(lambda pair: started.extend(_add_and_copy(
-            [(shares[share_id], grants) for share_id, grants in sorted(by_image[pair].items())])),
+        polling.run_each(lambda pair: _add_and_copy(
+            [(shares[share_id], grants) for share_id, grants in sorted(by_image[pair].items())]),
             [pair for pair in images if pair in by_image], what="grant launch permission", threads=len(by_image))
-    if started:
-        copy_watch.watch(recipient_ids=started)
 
 
-def _add_and_copy(group: list[tuple[Share, list[LaunchGrant]]]) -> list:
+def _add_and_copy(group: list[tuple[Share, list[LaunchGrant]]]) -> None:
     """Grant one image to the grantees of every share in ``group`` (one UpdateImage), then start the
-    copies that were waiting for it; returns them (public ids)."""
+    copies that were waiting for it."""
     copies = []
     # An error that is not OUTSCALE's answer counts against each row (bounded.py).
     with bounded.rows_errors(GRANT_ADD, [g for _, rows in group for g in rows]):
@@ -181,7 +179,6 @@ def _add_and_copy(group: list[tuple[Share, list[LaunchGrant]]]) -> list:
         # recorded and its locks let go: no job between grant and copy. A job that dies here
         # leaves them IMPORTING and never tried, for the reconciler to start after its grace.
         import_starts.copies_start(recipient_ids=copies, watched=True)
-    return copies
 
 
 def _add(group: list[tuple[Share, list[LaunchGrant]]]) -> list:

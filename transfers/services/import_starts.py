@@ -27,7 +27,7 @@ from audit.recorder import record
 from transfers import errors, scheduling
 from transfers.link_checks import MSG_UNSIGNED_REFUSED
 from transfers.models import Recipient
-from transfers.services import binding, bounded, copy_facts, copy_looks, grant_state, polling
+from transfers.services import binding, bounded, copy_facts, copy_looks, copy_watch, grant_state, polling
 from transfers.services.import_ends import import_failed, share_target
 
 
@@ -57,7 +57,8 @@ def import_start(*, recipient_id, watched: bool = False) -> None:
 
     Each attempt is counted before the cloud is called; every attempt after the first looks the
     deterministic image name up before creating (the answer to an earlier one may have been lost).
-    ``watched``: the caller looks at the copy itself once started (copy_watch.watch).
+    ``watched``: a copy whose end is near is handed to this process's watcher once started
+    (copy_watch.py), which looks at it around that end.
     """
     recipient = Recipient.objects.select_related(*_STARTING).filter(public_id=recipient_id).first()
     # A copy by launch permission waits for its grant (which queues this start once in place).
@@ -65,6 +66,8 @@ def import_start(*, recipient_id, watched: bool = False) -> None:
     if started:
         with transaction.atomic():
             _started(*started, watched=watched)
+        if watched:
+            copy_watch.watch(recipient_ids=[recipient_id])  # an import, or a copy whose end is far: nothing
 
 
 def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, str, list] | None:
@@ -197,10 +200,10 @@ def _started(recipient: Recipient, image_id: str, request_ids: list, *, watched:
     where similar copies ended (copy_looks.py), from its create, which is when it started; an
     import's (or a copy's without such a history) a sweep_min later.
 
-    A ``watched`` copy whose first look is near (copy_looks.WATCH_AHEAD) is looked at by the job
-    that made it (copy_watch.py): rq's sweep is booked only at the end of the watch, as a fallback
-    for a job that dies watching, so that it never looks before the job does (rq moves a job up to
-    a second early)."""
+    A ``watched`` copy whose first look is near (copy_looks.WATCH_AHEAD) is looked at by the watcher
+    of the process that made it (copy_watch.py): rq's sweep is booked only at the end of the watch,
+    as a fallback for a process that dies meanwhile, so that it never looks before the watcher does
+    (rq moves a job up to a second early)."""
     now = timezone.now()
     grid = first = interval = scheduling.sweep_min()
     booked = 0.0
