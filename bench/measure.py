@@ -33,12 +33,15 @@ class CallLog:
         self.created: dict[str, tuple[float, float, str]] = {}  # image id -> (CreateImage at, ready at, name)
         self.task_created: dict[str, float] = {}
         self.refused: Counter = Counter()  # "Action code" -> how many calls the sandbox answered with an error
+        # Each look (a poll): (time, account id, action, ids asked, how many it saw ended first)
+        self.looks: list[tuple[float, str, str, int, int]] = []
         self._orig = sandbox.oapi.call
         sandbox.oapi.call = self._call
 
     def clear(self) -> None:
         with self.lock:
             self.calls, self.task_seen, self.image_seen, self.created, self.task_created = [], {}, {}, {}, {}
+            self.looks = []
             self.refused = Counter()
 
     @staticmethod
@@ -69,15 +72,22 @@ class CallLog:
             raise
         now = time.time()
         with self.lock:
-            self.calls.append((now, account.account_id, action, self.purpose(action, params)))
+            purpose = self.purpose(action, params)
+            self.calls.append((now, account.account_id, action, purpose))
+            seen = 0
             if action == "ReadImageExportTasks":
                 for task in body.get("ImageExportTasks") or []:
-                    if task.get("State") == "completed":
-                        self.task_seen.setdefault(task["TaskId"], now)
+                    if task.get("State") == "completed" and task["TaskId"] not in self.task_seen:
+                        self.task_seen[task["TaskId"]] = now
+                        seen += 1
             elif action == "ReadImages":
                 for image in body.get("Images") or []:
-                    if image.get("State") == "available":
-                        self.image_seen.setdefault(image["ImageId"], now)
+                    if image.get("State") == "available" and image["ImageId"] not in self.image_seen:
+                        self.image_seen[image["ImageId"]] = now
+                        seen += 1
+            if purpose == "poll":
+                ids = (params.get("Filters") or {}).get("TaskIds" if action == "ReadImageExportTasks" else "ImageIds")
+                self.looks.append((now, account.account_id, action, len(ids or ()), seen))
             elif action == "CreateImage":
                 image_id = (body.get("Image") or {}).get("ImageId")
                 img = self.sandbox.world.images.get(image_id)
@@ -100,6 +110,29 @@ class CallLog:
         """How long the sandbox made this export take (with a spread, every task has its own)."""
         task = self.sandbox.world.tasks.get(task_id)
         return None if task is None else task.duration
+
+    def looks_summary(self, start: float, end: float) -> dict:
+        """Per action: the looks made, those that saw nothing end first (wasted: another look
+        would have seen the same), the ids each asked about and the ends each saw first; and how
+        many seconds apart the looks at one account came (p50)."""
+        with self.lock:
+            looks = [look for look in self.looks if start <= look[0] <= end]
+        out = {}
+        for action in sorted({look[2] for look in looks}):
+            mine = [look for look in looks if look[2] == action]
+            gaps, last = [], {}
+            for t, account_id, _, _, _ in mine:
+                if account_id in last:
+                    gaps.append(t - last[account_id])
+                last[account_id] = t
+            out[action] = {
+                "looks": len(mine), "saw_nothing_new": sum(look[4] == 0 for look in mine),
+                "ids_per_look": round(sum(look[3] for look in mine) / len(mine), 1),
+                "new_ends_per_look": round(sum(look[4] for look in mine) / len(mine), 2),
+                "seconds_between_looks_at_an_account": stats(gaps),
+                "by_account": dict(Counter(look[1] for look in mine)),
+            }
+        return out
 
     def window(self, start: float, end: float) -> list[tuple[float, str, str, str]]:
         with self.lock:

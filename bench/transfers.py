@@ -187,6 +187,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
     result["redis_db_mb_per_10k_transfers"] = round(held["redis_db_keys_bytes_peak_mb"] * 10000 / max(1, n), 2)
     result["wall_seconds_per_transfer"] = round(result["wall_seconds"] / max(1, n), 4)
     result["distinct_images"] = distinct
+    result["looks"] = calls.looks_summary(started, ended + 1.5)
     return result, shares
 
 
@@ -425,6 +426,9 @@ def table_one(entry: dict) -> str:
     for k in PURPOSES:
         rows.append((f"  by purpose: {k}", lambda r, k=k: f"{r['oapi_calls_per_transfer_by_purpose'].get(k, 0):.2f}"))
     rows.append(("exports created", lambda r: str(r["exports_created"])))
+    for action in ("ReadImageExportTasks", "ReadImages"):
+        rows.append((f"looks {action[4:]}: made/empty", lambda r, a=action: (
+            f"{r['looks'][a]['looks']}/{r['looks'][a]['saw_nothing_new']}" if a in r.get("looks", {}) else "-")))
     for phase in ("copy", "export", "import"):
         for q in ("p50", "p95", "max"):
             rows.append((f"detection {phase} {q} s", lambda r, p=phase, q=q: _ms(r["detection_lag_seconds"][p], q)))

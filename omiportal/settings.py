@@ -350,6 +350,10 @@ LOGGING = {
 # minimum interval, then the interval grows by half while nothing changes, up to the maximum.
 OMIPORTAL_SWEEP_MIN_SECONDS = env.float("OMIPORTAL_SWEEP_MIN_SECONDS", default=5.0)
 OMIPORTAL_SWEEP_MAX_SECONDS = env.float("OMIPORTAL_SWEEP_MAX_SECONDS", default=60.0)
+# A look due at an account where more looks fall due soon waits up to this long to be made with
+# them, in one call (polling.gather_until; never beyond the maximum above, nor so long that the
+# reconciler takes the row back). 0: every look at its own time.
+OMIPORTAL_SWEEP_GATHER_SECONDS = env.float("OMIPORTAL_SWEEP_GATHER_SECONDS", default=45.0)
 # How late a step may be before the reconciler enqueues it again (lost job, flushed Redis).
 OMIPORTAL_RECONCILE_GRACE_SECONDS = env.float("OMIPORTAL_RECONCILE_GRACE_SECONDS", default=60.0)
 # Every worker enqueues the reconciler this often (its maintenance tick).

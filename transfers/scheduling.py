@@ -62,6 +62,16 @@ def next_interval(previous: float) -> float:
     return min(sweep_max(), previous * 1.5)
 
 
+def gather_seconds() -> float:
+    """How long a look due at an account may wait for the looks due after it there, to be made
+    with them in one call (polling.gather_until): OMIPORTAL_SWEEP_GATHER_SECONDS, but never more
+    than the back-off ceiling (no row waits longer for a look than a backed-off one would), and
+    short enough that a gathered row, its sweep a grid cell late and a cell of queue, is never
+    the reconciler's (it takes back rows a grace late)."""
+    grace = float(settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
+    return max(0.0, min(float(settings.OMIPORTAL_SWEEP_GATHER_SECONDS), sweep_max(), grace - 2 * slot_seconds()))
+
+
 def seconds_to_finish(before: int, after: int, elapsed: float) -> float | None:
     """How long a task reporting a percentage should still take, at the pace it kept between two
     looks ``elapsed`` seconds apart; None when that pace says nothing: no progress yet (a queued

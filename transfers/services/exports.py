@@ -200,6 +200,8 @@ def export_sweep(*, account_id) -> None:
     account = CloudAccount.objects.select_related("team").filter(public_id=account_id).first()
     if account is None:
         return
+    if polling.gathered(Export, account, "export", WATCHED, WATCHABLE):
+        return  # more looks fall due soon: one call later sees them all
     now = timezone.now()
     rows = polling.claim(Export, account=account, states=WATCHED, extra=WATCHABLE, now=now)
     handoff: list = []

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 WATCHED = (Recipient.State.IMPORTING,)
 WATCHABLE = Q(image_id__gt="")
+PROMPT = Q(method__in=Recipient.COPY_METHODS)
 
 
 def import_sweep(*, account_id) -> None:
@@ -34,6 +35,9 @@ def import_sweep(*, account_id) -> None:
     account = CloudAccount.objects.select_related("team").filter(public_id=account_id).first()
     if account is None:
         return
+    # Same-Region copies are looked at where their plan says (copy_looks.py): never put off.
+    if polling.gathered(Recipient, account, "import", WATCHED, WATCHABLE, prompt=PROMPT):
+        return  # more looks fall due soon: one call later sees them all
     rows = polling.claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
     if rows:
         riders = polling.riders(Recipient, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 import outscale
@@ -195,6 +195,59 @@ def claim_riders(model, riders: list, ended: set) -> list:
     for row in taken:
         row.next_poll_at = lease  # what the row holds now: a put-off is conditional on it
     return taken
+
+
+# A look is put off only when at least this many rows fall due after it within the window: the
+# calls it saves are worth their wait.
+GATHER_MIN_ROWS = 2
+
+
+def gather_until(model, *, account: CloudAccount, states, extra: Q, now, prompt: Q | None = None):
+    """When the account's look, due now, is better made: the latest look due within
+    ``scheduling.gather_seconds()`` of the earliest one due, when at least GATHER_MIN_ROWS rows
+    fall due after this grid cell and within that window; None: look now.
+
+    At a busy account (a stream of exports or imports started a few a second, each ending some
+    time later) a look falls due in every grid cell, each one a call that sees the few rows that
+    ended since the last. Gathered, one call sees them all: a row waits at most the window past
+    its own look, and every in-flight row rides in that call (``riders``), so none is seen later
+    than that. A lone row, or rows due together, are looked at when due.
+
+    Looks right away: when nothing is due (``claim`` finds nothing and makes no call), when the
+    earliest due row has waited the whole window, when a ``prompt`` row is due (same-Region
+    copies follow their own plan, copy_looks.py), or when a due row had no look for longer than
+    a back-off ceiling and the window (the reconciler put it back: its next_poll_at says now,
+    its updated_at how long it has really waited).
+    """
+    window = scheduling.gather_seconds()
+    if window <= 0:
+        return None
+    field = "account" if model is Export else "target_account"
+    rows = model.objects.filter(extra, state__in=states, **{field: account})
+    due_by = now + timedelta(seconds=scheduling.slot_seconds())
+    due = rows.filter(next_poll_at__lte=due_by).aggregate(
+        first=Min("next_poll_at"), last_look=Min("updated_at"),
+        **({"prompt": Count("pk", filter=prompt)} if prompt is not None else {}))
+    first = due["first"]
+    if first is None or first <= now - timedelta(seconds=window) or due.get("prompt") \
+            or due["last_look"] <= now - timedelta(seconds=scheduling.sweep_max() + window):
+        return None
+    later = rows.filter(next_poll_at__gt=due_by, next_poll_at__lte=first + timedelta(seconds=window)) \
+        .aggregate(n=Count("pk"), last=Max("next_poll_at"))
+    return later["last"] if later["n"] >= GATHER_MIN_ROWS else None
+
+
+def gathered(model, account: CloudAccount, kind: str, states, extra: Q, *, prompt: Q | None = None) -> bool:
+    """Put this sweep's look off to ``gather_until``'s time (its sweep booked there, nothing
+    claimed, no call); False: look now. A sweep made by a job watching its copies looks now."""
+    if copy_looks.watching():
+        return False
+    when = gather_until(model, account=account, states=states, extra=extra, now=timezone.now(), prompt=prompt)
+    if when is None:
+        return False
+    with transaction.atomic():
+        scheduling.schedule_sweep(kind, account.public_id, when)
+    return True
 
 
 def schedule_next(model, account: CloudAccount, kind: str, states, extra: Q) -> None:
