@@ -149,6 +149,8 @@ _DECLARED = (
     Action("import.declined", "A recipient team declined an offered copy.", (SHARE, RECIPIENT)),
     Action("import.started", "OUTSCALE accepted the import (or, same Region, the copy) into the recipient "
            "account.", (SHARE, RECIPIENT)),
+    Action("import.tagged", "A same-Region copy, still being made, was tagged with where it came from "
+           "(CreateTags), so that the look that sees it available completes it without a call.", (SHARE, RECIPIENT)),
     Action("import.completed", "The image is available in the recipient account.", (SHARE, RECIPIENT)),
     Action("import.failed", "The import did not succeed; the reason is in the details.", (SHARE, RECIPIENT)),
     Action("import.expired", "A copy offered in the source's Region that nobody accepted before the approval's "

@@ -354,6 +354,87 @@ def test_the_job_hands_its_copy_to_a_thread_that_sees_it_end(flow, cloud, shippe
     assert not _queued("copy-watch-")
 
 
+def test_a_watched_copy_is_tagged_while_it_is_made_and_completed_without_a_call(
+        flow, cloud, shipped_looks, watcher, monkeypatch):
+    ready, _ = _noting_ends(cloud, monkeypatch)
+    tagged_at = []
+    call = cloud.oapi.call
+
+    def noting_tags(account, action, params, *args, **kwargs):
+        if action == "CreateTags":
+            tagged_at.append(time.monotonic())
+        return call(account, action, params, *args, **kwargs)
+
+    monkeypatch.setattr(cloud.oapi, "call", noting_tags)
+    share, plan = _watched_copy(flow, cloud)
+    grants.grants_add(share_id=share.public_id)
+    assert watcher.wait_idle(30)
+    recipient = Recipient.objects.get(share=share)
+    assert recipient.state == Recipient.State.COMPLETED
+    # One CreateTags, made while the copy was still being made; the look that saw it available
+    # found its tags on the image and completed it without another.
+    assert len(tagged_at) == 1 and tagged_at[0] < ready[recipient.image_id]
+    assert cloud.counters(GAMMA).get("CreateTags") == 1
+    tagged = AuditEvent.objects.get(action="import.tagged")
+    completed = AuditEvent.objects.get(action="import.completed")
+    assert tagged.cloud_request_ids and tagged.details["image_id"] == recipient.image_id
+    assert completed.details["tags"] == tagged.details["tags"]
+    assert completed.details["tags"]["omiportal:source-image"] == share.source_image_id
+
+
+def test_a_copy_whose_tagging_ahead_failed_is_tagged_when_seen(flow, cloud, shipped_looks, watcher, oapi,
+                                                                 monkeypatch):
+    import outscale
+    from transfers.services import import_ends
+
+    share, plan = _watched_copy(flow, cloud)
+    tag = outscale.tag_resources
+    refused = []
+
+    def refused_once(**kwargs):
+        if not refused:
+            refused.append(kwargs["resource_ids"])
+            raise outscale.RetryLater("Too many requests.", kind=outscale.RetryLater.BUSY, may_have_run=False)
+        return tag(**kwargs)
+
+    monkeypatch.setattr(import_ends.outscale, "tag_resources", refused_once)
+    grants.grants_add(share_id=share.public_id)
+    assert watcher.wait_idle(30)
+    recipient = Recipient.objects.get(share=share)
+    assert refused == [[recipient.image_id]]  # the tag ahead, refused
+    assert recipient.state == Recipient.State.COMPLETED
+    assert not AuditEvent.objects.filter(action="import.tagged").exists()
+    assert AuditEvent.objects.filter(action="import.completed").count() == 1
+    image = oapi("gamma").ReadImages(Filters={"ImageIds": [recipient.image_id]})["Images"][0]
+    assert {"Key": "omiportal:source-image", "Value": share.source_image_id} in image["Tags"]
+
+
+def test_while_its_account_has_copies_to_create_the_watcher_looks_at_most_once_a_second(
+        flow, cloud, shipped_looks, watcher, monkeypatch):
+    from transfers.services import copy_watch
+
+    share, plan = _watched_copy(flow, cloud)
+    assert plan.fine < copy_watch.BUSY_STEP.total_seconds()
+    cloud.set_durations(copy_seconds=60)  # still being made when the watch is over
+    # Another share's copy into gamma waits for its create (a burst): gamma's calls are its creates'.
+    other = request_share(flow, cloud, accounts=[flow.gamma], copy_name="waiting")
+    Recipient.objects.filter(share=other).update(state=Recipient.State.IMPORTING)
+    looks = []
+    call = cloud.oapi.call
+
+    def noting_looks(account, action, params, *args, **kwargs):
+        if action == "ReadImages" and account.account_id == GAMMA:
+            looks.append(time.monotonic())
+        return call(account, action, params, *args, **kwargs)
+
+    monkeypatch.setattr(cloud.oapi, "call", noting_looks)
+    grants.grants_add(share_id=share.public_id)
+    assert watcher.wait_idle(30)
+    assert looks  # it did look, from its first look on
+    assert all(b - a >= copy_watch.BUSY_STEP.total_seconds() - 0.05 for a, b in zip(looks, looks[1:], strict=False)), \
+        looks
+
+
 def test_copies_of_several_jobs_are_watched_by_one_thread_each_end_once(flow, cloud, shipped_looks, watcher):
     shares = [_watched_copy(flow, cloud)[0]]
     shares.append(request_share(flow, cloud, accounts=[flow.gamma], copy_name="second"))

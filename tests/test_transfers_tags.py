@@ -81,7 +81,8 @@ def test_a_failed_tag_call_leaves_the_copies_for_the_next_look_which_tags_and_co
 
     import_sweeps.import_sweep(account_id=flow.delta.public_id)
 
-    assert cloud.counters(DELTA)["CreateTags"] == before + 1
+    # A lost answer's call did tag them: the look reads the tags on the images and needs no call.
+    assert cloud.counters(DELTA)["CreateTags"] == before + (0 if fault.get("lost_response_rate") else 1)
     assert set(Recipient.objects.filter(pk__in=[r.pk for r in rows]).values_list("state", flat=True)) == {"completed"}
     assert all(_tags(cloud, r.image_id)["omiportal:source-image"] == r.share.source_image_id for r in rows)
     assert _completions() == Counter({str(r.public_id): 1 for r in rows})

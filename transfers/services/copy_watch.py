@@ -33,14 +33,26 @@ from datetime import datetime, timedelta
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
+from accounts.keys import opened_once
 from accounts.models import CloudAccount
 from audit.context import job_context
-from transfers.models import Recipient
+from transfers.models import LaunchGrant, Recipient
 from transfers.services import copy_looks, import_sweeps, polling
+from transfers.services.import_ends import imports_tag_ahead
 
 logger = logging.getLogger(__name__)
 
 TOGETHER = timedelta(seconds=0.05)  # looks due this close to each other are one sweep per account
+# A watched copy is tagged with its provenance (import_ends.imports_tag_ahead) this far into the time
+# before its first look: the account's burst of creates is mostly over, the look still to come, and
+# the look that sees it available then completes it without a call. Copies of one account due to be
+# tagged within TAG_GATHER of each other are tagged together (one CreateTags per source).
+TAG_PART = 0.5
+TAG_GATHER = timedelta(seconds=1.0)
+# While an account still has copies to create or grants to add (a burst), its pace (calls a second
+# per account and process) is theirs: the watcher looks at it at most once a BUSY_STEP, as rq's
+# sweeps would, not every fine step (four looks a second would leave the creates one call in five).
+BUSY_STEP = timedelta(seconds=1.0)
 
 
 @dataclass
@@ -52,6 +64,7 @@ class _Watched:
     first: datetime
     until: datetime
     step: timedelta
+    tag_at: datetime | None = None  # None: tagged (or tried), or not to be tagged ahead
 
 
 class Watcher:
@@ -96,13 +109,14 @@ class Watcher:
                     if not self._copies:
                         self._thread = None  # a copy handed over from now on starts a new thread
                         return
-                    now = timezone.now()
-                    at = min(w.due for w in self._copies.values())
-                    if at > now:
+                    wait, tag, due = self._next(timezone.now())
+                    if wait > 0:
                         # Woken early by a copy handed over meanwhile: its look may be sooner.
-                        self._cond.wait((at - now).total_seconds())
+                        self._cond.wait(wait)
                         continue
-                    due = {pk: w for pk, w in self._copies.items() if w.due <= at + TOGETHER}
+                if tag:
+                    self._tag(*tag)
+                    continue
                 try:
                     self._look(due)
                 except Exception:  # noqa: BLE001 - the database, say: rq's sweeps look at them instead
@@ -113,6 +127,36 @@ class Watcher:
             with self._cond:
                 if self._thread is me:  # ended by an error: the next copy handed over starts another
                     self._thread = None
+
+    def _next(self, now: datetime) -> tuple[float, tuple | None, dict]:
+        """(seconds to wait first, or the copies of one account to tag now (account, pks), or the
+        copies due for a look now), under the lock. A tag comes before a look due at the same time."""
+        at = min(w.due for w in self._copies.values())
+        tag_at = min((w.tag_at for w in self._copies.values() if w.tag_at is not None), default=None)
+        if tag_at is not None and tag_at < at:
+            if tag_at > now:
+                return (tag_at - now).total_seconds(), None, {}
+            account = next(w.account for w in self._copies.values() if w.tag_at == tag_at)
+            pks = [pk for pk, w in self._copies.items()
+                   if w.account == account and w.tag_at is not None and w.tag_at <= tag_at + TAG_GATHER]
+            for pk in pks:
+                self._copies[pk].tag_at = None  # tried once: else tagged when seen available
+            return 0.0, (account, pks), {}
+        if at > now:
+            return (at - now).total_seconds(), None, {}
+        return 0.0, None, {pk: w for pk, w in self._copies.items() if w.due <= at + TOGETHER}
+
+    def _tag(self, account_pk: int, pks: list[int]) -> None:
+        """Tag these copies of one account ahead of their end (import_ends.imports_tag_ahead)."""
+        try:
+            account = CloudAccount.objects.select_related("team").get(pk=account_pk)
+            rows = list(Recipient.objects.filter(pk__in=pks, state=Recipient.State.IMPORTING, image_id__gt="")
+                        .select_related("share__source_account", "share__team", "team"))
+            with opened_once(), job_context(job_id=f"copy-watch-{account.public_id}"):
+                imports_tag_ahead(rows, account)
+        except Exception:  # noqa: BLE001 - they are tagged when seen available, as any import
+            logger.exception("Could not tag %d copies ahead; they are tagged when seen available.", len(pks))
+        close_old_connections()
 
     def _look(self, due: dict[int, _Watched]) -> None:
         """One sweep per account with a copy due; then each copy's next look, or its watch over."""
@@ -127,6 +171,7 @@ class Watcher:
         now = timezone.now()
         pending = dict(Recipient.objects.filter(pk__in=list(due), state=Recipient.State.IMPORTING)
                        .values_list("pk", "next_poll_at"))
+        busy = _busy(list(accounts))
         done = []
         with self._cond:
             for pk, w in due.items():
@@ -140,6 +185,8 @@ class Watcher:
                 # came early), but never later than a fine step from now or its first look: another
                 # sweep may have booked it on rq's coarser step meanwhile.
                 w.due = min(nxt, max(now + w.step, w.first))
+                if w.account in busy:
+                    w.due = max(w.due, now + BUSY_STEP)
                 if w.due > w.until:
                     done.append(pk)
         self._drop(done)
@@ -200,8 +247,18 @@ def _to_watch(recipient_ids: list) -> dict[int, _Watched]:
             account=recipient.target_account_id, due=recipient.next_poll_at,
             first=started + timedelta(seconds=plan.first),
             until=started + timedelta(seconds=plan.first + copy_looks.WATCH_SPAN - 1),
-            step=timedelta(seconds=plan.fine or plan.step))
+            step=timedelta(seconds=plan.fine or plan.step),
+            tag_at=started + timedelta(seconds=plan.first * TAG_PART))
     return copies
+
+
+def _busy(account_pks) -> set[int]:
+    """The accounts (pks) among these that still have copies to create or grants to add."""
+    creating = Recipient.objects.filter(target_account__in=account_pks, state=Recipient.State.IMPORTING, image_id="",
+                                        method__in=Recipient.COPY_METHODS).values_list("target_account", flat=True)
+    granting = LaunchGrant.objects.filter(account__in=account_pks, state=LaunchGrant.State.GRANTING) \
+        .values_list("account", flat=True)
+    return set(creating.distinct()) | set(granting.distinct())
 
 
 def _book(account_pks) -> None:

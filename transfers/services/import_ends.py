@@ -9,17 +9,21 @@ cloud refused). A declined offer ends where it is answered, in import_offers.py.
 in transfers/services/__init__.py.
 """
 
+import logging
 from collections import defaultdict
 
 from django.utils import timezone
 
 import outscale
+from accounts.keys import credentials_for
 from audit import recorder
 from audit.recorder import record
 from transfers import events, notifications
 from transfers.models import Recipient
 from transfers.services import copy_facts, polling
 from transfers.services.share_state import share_refresh, shares_refresh
+
+logger = logging.getLogger(__name__)
 
 
 def share_target(recipient: Recipient):
@@ -79,15 +83,31 @@ def provenance_tags(recipient: Recipient, account) -> dict[str, str]:
     return tags
 
 
-def imports_tag(recipients: list[Recipient], account, creds, tagged: list) -> None:
-    """Tag these available copies (all in ``account``) with their provenance, one ``CreateTags``
-    per set of equal tags (up to TAG_BATCH ids), side by side, and add each to ``tagged`` with the
-    tags it got (unless the cloud asks us to come back later: those wait for the next look)."""
+def _batches(recipients: list[Recipient], account) -> list[tuple[dict, list[Recipient]]]:
+    """The recipients by equal provenance tags, up to TAG_BATCH to a call."""
     groups: dict[tuple, list[Recipient]] = defaultdict(list)
     for recipient in recipients:
         groups[tuple(sorted(provenance_tags(recipient, account).items()))].append(recipient)
-    batches = [(dict(key), rows[k:k + TAG_BATCH]) for key, rows in groups.items()
-               for k in range(0, len(rows), TAG_BATCH)]
+    return [(dict(key), rows[k:k + TAG_BATCH]) for key, rows in groups.items()
+            for k in range(0, len(rows), TAG_BATCH)]
+
+
+def imports_tag(recipients: list[Recipient], account, creds, tagged: list, *, images=None) -> None:
+    """Tag these available copies (all in ``account``) with their provenance, one ``CreateTags``
+    per set of equal tags (up to TAG_BATCH ids), side by side, and add each to ``tagged`` with the
+    tags it got (unless the cloud asks us to come back later: those wait for the next look).
+
+    A copy whose image, as the look read it (``images``), carries its tags already (tagged while
+    it was being made, ``imports_tag_ahead``) is added without a call."""
+    untagged = []
+    for recipient in recipients:
+        image = (images or {}).get(recipient.image_id)
+        tags = provenance_tags(recipient, account)
+        if image is not None and tags.items() <= dict(image.facts.tags).items():
+            tagged.append((recipient, tags, []))
+        else:
+            untagged.append(recipient)
+    batches = _batches(untagged, account)
 
     from transfers.services import bounded  # bounded.py imports this module: not at the top
 
@@ -97,6 +117,30 @@ def imports_tag(recipients: list[Recipient], account, creds, tagged: list) -> No
             _tag(rows, tags, creds, tagged)
 
     polling.run_each(tag, batches, what="tag imports")
+
+
+def imports_tag_ahead(recipients: list[Recipient], account) -> None:
+    """Tag these copies (all in ``account``, still being made) with their provenance now, while
+    the account has calls to spare, so that the look that sees one available completes it at once
+    (``imports_tag`` finds its tags on the image): one ``CreateTags`` per set of equal tags, and
+    each copy's ``import.tagged`` with the call's RequestIds. CreateTags sets tags, so a repeat
+    changes nothing; a copy whose tagging fails here is tagged when it is seen available."""
+    if not recipients:
+        return
+    creds = credentials_for(account, purpose="tag imports")
+    for tags, rows in _batches(recipients, account):
+        with outscale.record_request_ids() as request_ids:
+            try:
+                outscale.tag_resources(creds=creds, resource_ids=[r.image_id for r in rows], tags=tags)
+            except outscale.CloudError as exc:
+                logger.info("Tagging %d copies ahead failed (%s); they are tagged when seen available.", len(rows),
+                            exc.user_message)
+                continue
+        with recorder.atomic():
+            for row in rows:
+                record(action="import.tagged", actor=None, team=row.team, target=share_target(row),
+                       cloud_request_ids=list(request_ids),
+                       details={"recipient": str(row.public_id), "image_id": row.image_id, "tags": tags})
 
 
 def _tag(rows: list[Recipient], tags: dict, creds, tagged: list) -> None:

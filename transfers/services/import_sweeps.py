@@ -112,7 +112,7 @@ def _observe(account: CloudAccount, rows: list[Recipient], riders: list[Recipien
     for recipient in by_pk.values():  # how each copy differs from its source, recorded with its completion
         recipient.warnings = copy_facts.copy_warnings(recipient.share, images.get(recipient.image_id))
     tagged: list[tuple[Recipient, dict, list]] = []
-    imports_tag(list(by_pk.values()), account, creds, tagged)
+    imports_tag(list(by_pk.values()), account, creds, tagged, images=images)
     try:
         imports_complete(tagged, images.request_ids)
     except Exception as exc:  # noqa: BLE001 - the others must not wait on one bad row: see below
