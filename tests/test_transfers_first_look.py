@@ -431,6 +431,7 @@ def test_while_its_account_has_copies_to_create_the_watcher_looks_at_most_once_a
     grants.grants_add(share_id=share.public_id)
     assert watcher.wait_idle(30)
     assert looks  # it did look, from its first look on
+    assert not AuditEvent.objects.filter(action="import.tagged").exists()  # nor tagged ahead while busy
     assert all(b - a >= copy_watch.BUSY_STEP.total_seconds() - 0.05 for a, b in zip(looks, looks[1:], strict=False)), \
         looks
 

@@ -51,7 +51,8 @@ TAG_PART = 0.5
 TAG_GATHER = timedelta(seconds=1.0)
 # While an account still has copies to create or grants to add (a burst), its pace (calls a second
 # per account and process) is theirs: the watcher looks at it at most once a BUSY_STEP, as rq's
-# sweeps would, not every fine step (four looks a second would leave the creates one call in five).
+# sweeps would, not every fine step (four looks a second would leave the creates one call in five),
+# and tags nothing ahead (a BUSY_STEP later, if still before the first look; else at the end).
 BUSY_STEP = timedelta(seconds=1.0)
 
 
@@ -147,8 +148,12 @@ class Watcher:
         return 0.0, None, {pk: w for pk, w in self._copies.items() if w.due <= at + TOGETHER}
 
     def _tag(self, account_pk: int, pks: list[int]) -> None:
-        """Tag these copies of one account ahead of their end (import_ends.imports_tag_ahead)."""
+        """Tag these copies of one account ahead of their end (import_ends.imports_tag_ahead); while
+        the account is busy, a BUSY_STEP later, if that is still before their first look."""
         try:
+            if _busy([account_pk]):
+                self._tag_later(pks)
+                return
             account = CloudAccount.objects.select_related("team").get(pk=account_pk)
             rows = list(Recipient.objects.filter(pk__in=pks, state=Recipient.State.IMPORTING, image_id__gt="")
                         .select_related("share__source_account", "share__team", "team"))
@@ -157,6 +162,15 @@ class Watcher:
         except Exception:  # noqa: BLE001 - they are tagged when seen available, as any import
             logger.exception("Could not tag %d copies ahead; they are tagged when seen available.", len(pks))
         close_old_connections()
+
+    def _tag_later(self, pks: list[int]) -> None:
+        # The account's creates and grants go first; a copy whose first look comes before is tagged
+        # when seen available.
+        later = timezone.now() + BUSY_STEP
+        with self._cond:
+            for pk in pks:
+                if pk in self._copies and later < self._copies[pk].first:
+                    self._copies[pk].tag_at = later
 
     def _look(self, due: dict[int, _Watched]) -> None:
         """One sweep per account with a copy due; then each copy's next look, or its watch over."""
