@@ -3,6 +3,9 @@
 ``ensure_audit_jobs_enqueued`` is called on every tick of every worker; a Redis key
 with the interval as its lifetime (``SET NX EX``) makes each job go out at most once
 per interval across all workers, and a fixed job id keeps a waiting one from doubling.
+``audit_chain_job`` chains the events a request left pending (recorder._park): the request
+asks for it when it commits, and every tick asks again while any are pending, so an enqueue lost
+with Redis only delays them by a tick.
 """
 
 import contextlib
@@ -12,14 +15,16 @@ import django_rq
 from django.conf import settings
 from rq.exceptions import DuplicateJobError
 
-from audit import checkpoints, integrity
+from audit import checkpoints, integrity, recorder
+from audit.models import AuditPendingEvent
 
 logger = logging.getLogger(__name__)
 
 QUEUE = "default"
 CHECKPOINT_JOB_ID = "audit-checkpoint"
 VERIFY_JOB_ID = "audit-verify"
-THROTTLE_KEY = "omiportal:audit:{job_id}:enqueued"
+CHAIN_JOB_ID = recorder.CHAIN_JOB_ID
+THROTTLE_KEY = recorder.THROTTLE_KEY
 
 
 def audit_checkpoint_job() -> str:
@@ -33,6 +38,13 @@ def audit_verify_job() -> bool:
     if not result.ok:
         logger.error("Audit trail verification failed: %s", result.describe())
     return result.ok
+
+
+def audit_chain_job() -> int:
+    chained = recorder.chain_pending()
+    if chained:
+        logger.info("Audit: %d pending event(s) chained", chained)
+    return chained
 
 
 def _jobs():
@@ -56,4 +68,6 @@ def ensure_audit_jobs_enqueued() -> list[str]:
             # it (for rq's failed registry) only half an interval.
             queue.enqueue(func, job_id=job_id, unique=True, result_ttl=0, failure_ttl=max(1, interval // 2))
             enqueued.append(job_id)
+    if AuditPendingEvent.objects.exists() and recorder.enqueue_chaining(queue):
+        enqueued.append(CHAIN_JOB_ID)
     return enqueued

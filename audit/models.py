@@ -122,6 +122,33 @@ class AuditChainHead(models.Model):
 
 
 
+class AuditPendingEvent(models.Model):
+    """An event recorded while the chain head was busy, waiting for its place in the chain.
+
+    A web request does not queue behind the chain head (``recorder._append``): when another
+    transaction holds it, the request's events are written here, in the request's own
+    transaction (so they commit or roll back with its change), and the next writer that holds the
+    head chains them, oldest first, before its own events (or ``audit_chain_job`` does, at the
+    latest a tick later). Chaining inserts the event and deletes this row in one transaction.
+    Triggers refuse changing a row and deleting one that is not in the chain yet, so a row leaves
+    this table only by being chained; verification fails on a row left here too long.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    public_id = models.UUIDField(unique=True, editable=False)
+    recorded_at = models.DateTimeField(editable=False)
+    # Every other field of the AuditEvent it becomes, but seq, occurred_at and the hashes (given
+    # when it is chained), as JSON: recorder._parked_fields says how.
+    fields = models.JSONField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"pending audit event {self.public_id} ({self.fields.get('action', '')})"
+
+
+
 # Operational data beside the chain: one row per verification run (audit.integrity).
 class AuditVerification(models.Model):
     ran_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -16,22 +16,37 @@ that locked the head and then waited on a share or an export another transaction
 held, while that one waited for the head, would deadlock. Inside ``atomic()`` the
 events are checked when recorded and appended when the block ends, so the head is
 the last lock its transaction takes, whatever the order of the service's calls.
+
+A web request never queues for the head (issue 19): jobs append all the time, and a page that
+waited behind each of them was several times slower under load than alone. When another
+transaction holds the head, the request's events are written to the pending table instead, in the
+request's own transaction, and the next writer that holds the head (or ``chain_pending``, run by
+``audit_chain_job``) chains them, oldest first, before its own events. Jobs and commands wait for
+the head as before.
 """
 
 import contextlib
+import functools
+import logging
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
+import django_rq
+import redis
+from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
+from rq.exceptions import DuplicateJobError
 
 from audit import actions, guard, hashing
 from audit.context import AuditContext, current
 from audit.errors import AuditError
-from audit.models import ACTION_INVALID, AuditChainHead, AuditEvent
+from audit.models import ACTION_INVALID, AuditChainHead, AuditEvent, AuditPendingEvent
+
+logger = logging.getLogger(__name__)
 
 ACTION_UNDECLARED = ("Audit action {action!r} is not declared: add it to audit/actions.py (what it means, its target, "
                      "whether it is a denial) before recording it.")
@@ -46,6 +61,16 @@ HEAD_MISSING = "The audit chain head is missing although events exist; refusing 
 HEAD_MOVED = "The audit chain head moved while this event was being appended; nothing was recorded."
 
 DETAILS_MAX_BYTES = 64 * 1024
+# Pending events chained by one append at most: a burst of them is chained over several appends,
+# and no holder of the head does an unbounded amount of work under it.
+PENDING_PER_APPEND = 500
+CHAIN_QUEUE = "default"
+CHAIN_JOB_ID = "audit-chain"
+THROTTLE_KEY = "omiportal:audit:{job_id}:enqueued"  # also audit.jobs' throttle for its jobs
+CHAIN_ASK_SECONDS = 1  # a burst of parked requests asks once a second at most
+# The fields of an event a pending row keeps (seq, occurred_at and the hashes come with chaining).
+PENDING_FIELDS = ("actor_id", "actor_name", "team_id", "team_name", "action", "outcome", "target_type", "target_id",
+                  "target_label", "details", "request_id", "ip", "user_agent", "cloud_request_ids")
 
 
 class AuditTarget(NamedTuple):
@@ -148,11 +173,24 @@ def _with_via(details: Mapping[str, Any] | None, context: AuditContext | None) -
     return {**(details or {}), "via": via}
 
 
-def _lock_head() -> AuditChainHead:
-    """Lock the chain head for this transaction, creating it on a fresh database."""
-    head = AuditChainHead.objects.select_for_update().filter(pk=AuditChainHead.SINGLETON_ID).first()
+def _lock_head(*, wait: bool = True) -> AuditChainHead | None:
+    """Lock the chain head for this transaction, creating it on a fresh database. With ``wait``
+    false: None at once if another transaction holds it (SQLite has no row locks: never None).
+
+    The head's ``waiting`` says whether events may wait to be chained. It is asked in the same
+    statement when the head was free (an append costs no more queries than before pending events
+    existed); after a wait that statement's snapshot is older than the lock, so it is left True
+    and ``_chain`` looks.
+    """
+    head = (AuditChainHead.objects.select_for_update(skip_locked=True)
+            .annotate(waiting=models.Exists(AuditPendingEvent.objects.all()))
+            .filter(pk=AuditChainHead.SINGLETON_ID).first())
     if head is not None:
         return head
+    if AuditChainHead.objects.filter(pk=AuditChainHead.SINGLETON_ID).exists():
+        if not wait:
+            return None  # skipped: it is there, and another transaction holds it
+        return AuditChainHead.objects.select_for_update().get(pk=AuditChainHead.SINGLETON_ID)
     if AuditEvent.objects.exists():
         raise AuditError(HEAD_MISSING)
     # Two first writers may race here: ignore_conflicts lets both insert-or-skip,
@@ -222,33 +260,125 @@ def record(
     return event
 
 
+def _may_park() -> bool:
+    """Whether the events being appended may wait in the pending table rather than for the head:
+    those of a web request (a person waits for the page). Jobs and commands wait for the head."""
+    context = current()
+    return context is not None and context.request is not None
+
+
 def _append(events: list[AuditEvent]) -> None:
-    """Chain ``events`` on, in order, under one lock of the head: one INSERT for all of them."""
+    """Chain ``events`` on, in order, under one lock of the head, after the pending events (or park
+    them, when the head is held and they come from a request)."""
     with transaction.atomic():
-        head = _lock_head()
-        seq, prev_hash = head.seq, head.hash
-        # Taken under the lock, so time never runs backwards along the chain
-        # (as far as this server's clock goes).
-        now = timezone.now()
-        for event in events:
-            seq += 1
-            event.seq, event.occurred_at, event.prev_hash = seq, now, prev_hash
-            event.hash = prev_hash = hashing.event_hash(
-                prev_hash=prev_hash, fields={name: getattr(event, name) for name in hashing.HASHED_FIELDS})
-        AuditEvent.objects.bulk_create(events)
-        if len(events) == 1:
-            moved = AuditChainHead.objects.filter(pk=head.pk, seq=head.seq).update(seq=seq, hash=prev_hash) == 1
+        head = _lock_head(wait=not _may_park())
+        if head is None:
+            _park(events)
         else:
-            # The head's trigger lets it move one step at a time: one UPDATE per event, sent together.
-            table, column = AuditChainHead._meta.db_table, AuditChainHead._meta.get_field
-            with connection.cursor() as cursor:
-                cursor.executemany(
-                    f'UPDATE "{table}" SET "{column("seq").column}" = %s, "{column("hash").column}" = %s '  # noqa: S608
-                    f'WHERE "{column("id").column}" = %s AND "{column("seq").column}" = %s',
-                    [(e.seq, e.hash, head.pk, e.seq - 1) for e in events])
-            moved = AuditChainHead.objects.filter(pk=head.pk, seq=seq, hash=prev_hash).exists()
-        if not moved:
-            raise AuditError(HEAD_MOVED)
+            _chain(head, events)
+
+
+def _chain(head: AuditChainHead, events: list[AuditEvent]) -> int:
+    """Chain the oldest pending events, then ``events``, on from the locked ``head``: one INSERT
+    for all of them. Returns how many pending events were chained."""
+    waiting = list(AuditPendingEvent.objects.order_by("id")[:PENDING_PER_APPEND]) \
+        if getattr(head, "waiting", True) else []
+    # Taken under the lock, so time never runs backwards along the chain (as far as this
+    # server's clock goes): a pending event keeps the time it was recorded at, unless an event
+    # chained before it is later (it waited; the chain's order is the order of chaining).
+    now = timezone.now()
+    if waiting:
+        last = AuditEvent.objects.filter(seq=head.seq).values_list("occurred_at", flat=True).first()
+        parked = []
+        for row in waiting:
+            event = AuditEvent(public_id=row.public_id, **row.fields)
+            event.occurred_at = last = row.recorded_at if last is None else max(row.recorded_at, last)
+            parked.append(event)
+        now = max(now, last)
+        for event in events:
+            event.occurred_at = now
+        events = [*parked, *events]
+    else:
+        for event in events:
+            event.occurred_at = now
+    seq, prev_hash = head.seq, head.hash
+    for event in events:
+        seq += 1
+        event.seq, event.prev_hash = seq, prev_hash
+        event.hash = prev_hash = hashing.event_hash(
+            prev_hash=prev_hash, fields={name: getattr(event, name) for name in hashing.HASHED_FIELDS})
+    AuditEvent.objects.bulk_create(events)
+    if len(events) == 1:
+        moved = AuditChainHead.objects.filter(pk=head.pk, seq=head.seq).update(seq=seq, hash=prev_hash) == 1
+    else:
+        # The head's trigger lets it move one step at a time: one UPDATE per event, sent together.
+        table, column = AuditChainHead._meta.db_table, AuditChainHead._meta.get_field
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f'UPDATE "{table}" SET "{column("seq").column}" = %s, "{column("hash").column}" = %s '  # noqa: S608
+                f'WHERE "{column("id").column}" = %s AND "{column("seq").column}" = %s',
+                [(e.seq, e.hash, head.pk, e.seq - 1) for e in events])
+        moved = AuditChainHead.objects.filter(pk=head.pk, seq=seq, hash=prev_hash).exists()
+    if not moved:
+        raise AuditError(HEAD_MOVED)
+    if waiting:
+        # Their events are in the chain now (the table's trigger checks it, row by row).
+        AuditPendingEvent.objects.filter(pk__in=[row.pk for row in waiting]).delete()
+    return len(waiting)
+
+
+def _park(events: list[AuditEvent]) -> None:
+    """Write ``events`` to the pending table, in the caller's transaction: they commit (or roll
+    back) with its change, and are chained by the next writer that holds the head."""
+    now = timezone.now()
+    rows = []
+    for event in events:
+        event.occurred_at = now  # until chained: seq and the hashes stay None
+        rows.append(AuditPendingEvent(public_id=event.public_id, recorded_at=now,
+                                      fields={name: getattr(event, name) for name in PENDING_FIELDS}))
+    AuditPendingEvent.objects.bulk_create(rows)
+    transaction.on_commit(_ask_for_chaining)
+
+
+def _ask_for_chaining() -> None:
+    # Usually the next writer chains them within moments; the job is for a quiet moment (and each
+    # worker's maintenance tick enqueues it too, so a lost enqueue only delays them).
+    try:
+        enqueue_chaining()
+    except Exception:  # noqa: BLE001 - the events are safe in the table; the tick will ask again
+        logger.warning("Could not enqueue the audit chaining job; the next tick will.", exc_info=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _queue():
+    # One client per process for the requests that ask (django_rq builds a new pool per get_queue).
+    return django_rq.get_queue(CHAIN_QUEUE, connection=redis.Redis.from_url(settings.RQ_QUEUES[CHAIN_QUEUE]["URL"]))
+
+
+def enqueue_chaining(queue=None) -> bool:
+    """Enqueue ``audit.jobs.audit_chain_job`` unless it was asked for within the last second or
+    one is waiting already (it chains whatever is pending when it runs)."""
+    queue = queue or _queue()
+    if not queue.connection.set(THROTTLE_KEY.format(job_id=CHAIN_JOB_ID), "1", nx=True, ex=CHAIN_ASK_SECONDS):
+        return False
+    with contextlib.suppress(DuplicateJobError):
+        queue.enqueue("audit.jobs.audit_chain_job", job_id=CHAIN_JOB_ID, unique=True, result_ttl=0, failure_ttl=60)
+        return True
+    return False
+
+
+def chain_pending() -> int:
+    """Chain every pending event (``audit_chain_job``), waiting for the head like any job."""
+    chained = 0
+    while True:
+        with transaction.atomic():
+            if not AuditPendingEvent.objects.exists():
+                return chained
+            head = _lock_head()
+            done = _chain(head, [])
+        if not done:
+            return chained
+        chained += done
 
 
 _batch = threading.local()
@@ -349,8 +479,10 @@ def keeping_denials() -> Iterator[None]:
 
 
 def _write_kept(kept: list[dict[str, Any]]) -> None:
-    present = set(AuditEvent.objects.filter(public_id__in=[f["public_id"] for f in kept])
-                  .values_list("public_id", flat=True))
+    ids = [f["public_id"] for f in kept]
+    # Pending first: an event chained between the two reads is then seen in one of them.
+    present = set(AuditPendingEvent.objects.filter(public_id__in=ids).values_list("public_id", flat=True))
+    present |= set(AuditEvent.objects.filter(public_id__in=ids).values_list("public_id", flat=True))
     lost = [AuditEvent(**fields) for fields in kept if fields["public_id"] not in present]
     if lost:
         _append(lost)

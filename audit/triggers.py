@@ -11,6 +11,9 @@ the test plugin that must lift them around Django's test flush.
   shortcut on tables that have triggers.
 - ``audit_auditchainhead``: DELETE (and TRUNCATE) refused; UPDATE only to move
   one step on (``seq = old seq + 1``).
+- ``audit_auditpendingevent`` (events waiting for their place in the chain): UPDATE and TRUNCATE
+  refused; DELETE only of a row whose event is in the chain (same ``public_id``), which is how
+  chaining ends, so a pending event cannot be dropped unchained.
 
 Both refuse with SQLSTATE 23000 / SQLite's constraint error, which Django maps to
 ``IntegrityError`` on both databases; the message starts with ``audit trail is
@@ -26,6 +29,7 @@ from audit.errors import AuditError
 
 EVENT_TABLE = "audit_auditevent"
 HEAD_TABLE = "audit_auditchainhead"
+PENDING_TABLE = "audit_auditpendingevent"
 MESSAGE = "audit trail is append-only"
 UNSUPPORTED = "The audit trail's triggers support SQLite and PostgreSQL, not {vendor}."
 
@@ -43,6 +47,13 @@ _SQLITE = {
         CREATE TRIGGER IF NOT EXISTS audit_head_forward_only BEFORE UPDATE ON {HEAD_TABLE}
         WHEN NEW.id IS NOT OLD.id OR NEW.seq IS NOT OLD.seq + 1
         BEGIN SELECT RAISE(ABORT, '{MESSAGE}: the chain head only moves one step forward'); END""",
+    "audit_pending_no_update": f"""
+        CREATE TRIGGER IF NOT EXISTS audit_pending_no_update BEFORE UPDATE ON {PENDING_TABLE}
+        BEGIN SELECT RAISE(ABORT, '{MESSAGE}: UPDATE on {PENDING_TABLE} refused'); END""",
+    "audit_pending_leaves_chained": f"""
+        CREATE TRIGGER IF NOT EXISTS audit_pending_leaves_chained BEFORE DELETE ON {PENDING_TABLE}
+        WHEN NOT EXISTS (SELECT 1 FROM {EVENT_TABLE} WHERE public_id = OLD.public_id)
+        BEGIN SELECT RAISE(ABORT, '{MESSAGE}: a pending event leaves only by being chained'); END""",  # noqa: S608 - constants
 }
 
 _PG_FUNCTIONS = [
@@ -59,6 +70,14 @@ _PG_FUNCTIONS = [
         END IF;
         RETURN NEW;
     END $$""",
+    f"""
+    CREATE OR REPLACE FUNCTION audit_pending_leaves_chained() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM {EVENT_TABLE} WHERE public_id = OLD.public_id) THEN
+            RAISE EXCEPTION '{MESSAGE}: a pending event leaves only by being chained' USING ERRCODE = '23000';
+        END IF;
+        RETURN OLD;
+    END $$""",  # noqa: S608 - constants, no input
 ]
 _PG_TRIGGERS = {
     "audit_event_no_update_delete": (
@@ -67,7 +86,14 @@ _PG_TRIGGERS = {
     "audit_head_no_delete": (HEAD_TABLE, "BEFORE DELETE", "FOR EACH ROW", "audit_refuse_change"),
     "audit_head_no_truncate": (HEAD_TABLE, "BEFORE TRUNCATE", "FOR EACH STATEMENT", "audit_refuse_change"),
     "audit_head_forward_only": (HEAD_TABLE, "BEFORE UPDATE", "FOR EACH ROW", "audit_head_forward_only"),
+    "audit_pending_no_update": (PENDING_TABLE, "BEFORE UPDATE", "FOR EACH ROW", "audit_refuse_change"),
+    "audit_pending_no_truncate": (PENDING_TABLE, "BEFORE TRUNCATE", "FOR EACH STATEMENT", "audit_refuse_change"),
+    "audit_pending_leaves_chained": (
+        PENDING_TABLE, "BEFORE DELETE", "FOR EACH ROW", "audit_pending_leaves_chained"),
 }
+_SQLITE_TABLES = {"audit_event_no_update": EVENT_TABLE, "audit_event_no_delete": EVENT_TABLE,
+                  "audit_head_no_delete": HEAD_TABLE, "audit_head_forward_only": HEAD_TABLE,
+                  "audit_pending_no_update": PENDING_TABLE, "audit_pending_leaves_chained": PENDING_TABLE}
 
 
 def names(connection: BaseDatabaseWrapper) -> set[str]:
@@ -79,6 +105,10 @@ def names(connection: BaseDatabaseWrapper) -> set[str]:
     raise AuditError(UNSUPPORTED.format(vendor=connection.vendor))
 
 
+def _table(connection: BaseDatabaseWrapper, name: str) -> str:
+    return _SQLITE_TABLES[name] if connection.vendor == "sqlite" else _PG_TRIGGERS[name][0]
+
+
 def installed(connection: BaseDatabaseWrapper) -> set[str]:
     """Which of our triggers exist right now."""
     wanted = names(connection)
@@ -86,16 +116,20 @@ def installed(connection: BaseDatabaseWrapper) -> set[str]:
         if connection.vendor == "sqlite":
             cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
         else:
+            # to_regclass: a table a later migration creates is simply not there yet.
             cursor.execute(
-                "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN (%s::regclass, %s::regclass)",
-                [EVENT_TABLE, HEAD_TABLE],
+                "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN "
+                "(SELECT to_regclass(name) FROM unnest(%s::text[]) AS name)",
+                [[EVENT_TABLE, HEAD_TABLE, PENDING_TABLE]],
             )
         return wanted & {row[0] for row in cursor.fetchall()}
 
 
 def install(connection: BaseDatabaseWrapper) -> None:
-    """Create whichever triggers are missing (safe to run again)."""
-    missing = names(connection) - installed(connection)
+    """Create whichever triggers are missing (safe to run again), on the tables that exist: the
+    pending table's come with its migration (0005), the others' with 0002."""
+    tables = set(connection.introspection.table_names())
+    missing = {name for name in names(connection) - installed(connection) if _table(connection, name) in tables}
     if not missing:
         return
     with connection.cursor() as cursor:

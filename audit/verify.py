@@ -22,8 +22,15 @@ after a checkpoint, the head row rewound with it, is caught here. Finally every
 ``audit.checkpointed`` event must name a checkpoint that is in the store with the
 same digest (``checkpoint_missing``).
 
-Checkpoints are read first, then the head, then the events, so checkpoints and
-events written meanwhile are fine. When ``OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ``
+Last, the events still waiting for their place in the chain (recorder._park): the chain
+covers them only once chained, so one waiting longer than
+``OMIPORTAL_AUDIT_PENDING_GRACE_SECONDS`` fails verification (``pending_stale``): the
+chaining job is not running, or something holds the chain head for ever. Fewer, younger ones
+are reported (``pending``) and do not fail it.
+
+Checkpoints are read first, then the head, then the events, then the pending events, so
+checkpoints and events written meanwhile are fine (an event chained during the walk is in
+neither, or in one of them). When ``OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ``
 is set, the chain starts after the signed checkpoint at that seq (README: retention).
 """
 
@@ -33,13 +40,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, models
+from django.utils import timezone
 
 from audit import checkpoints as checkpoints_module
 from audit import hashing
 from audit import stored as stored_module
 from audit.errors import AuditError
-from audit.models import AuditChainHead, AuditEvent
+from audit.models import AuditChainHead, AuditEvent, AuditPendingEvent
 
 GAP = "gap"
 BROKEN_LINK = "broken_link"
@@ -51,6 +59,7 @@ CHECKPOINT_BEYOND_CHAIN = "checkpoint_beyond_chain"
 CHECKPOINT_MISSING = "checkpoint_missing"
 CHECKPOINT_UNREADABLE = "checkpoint_unreadable"
 ARCHIVE_ANCHOR_MISSING = "archive_anchor_missing"
+PENDING_STALE = "pending_stale"
 # From checkpoints.check_chain:
 CHECKPOINT_BAD_SIGNATURE = checkpoints_module.BAD_SIGNATURE
 CHECKPOINT_UNKNOWN_KEY = checkpoints_module.UNKNOWN_KEY
@@ -69,6 +78,7 @@ class VerificationResult:
     checkpoint_seq: int | None = None  # the latest checkpoint's seq
     checkpoint_at: datetime.datetime | None = None
     checkpoints: int = 0  # checkpoints whose signature and link were checked
+    pending: int = 0  # events waiting to be chained when the walk ended
 
     def __bool__(self) -> bool:
         return self.ok
@@ -77,6 +87,8 @@ class VerificationResult:
         """One sentence for people: what is wrong and where, or what was checked."""
         if self.ok:
             return self.message
+        if self.reason == PENDING_STALE:
+            return f"Audit events not chained ({self.reason}): {self.message}. {self.count} event(s) verified."
         if self.first_bad_seq:
             where = f"at event #{self.first_bad_seq}"
         elif self.checkpoint_number:
@@ -250,8 +262,16 @@ def verify_chain(*, chunk_size: int = 2000, using: str = DEFAULT_DB_ALIAS,
             return _fail(count=count, last_seq=last_seq, seq=None, reason=CHECKPOINT_MISSING,
                          checkpoint_number=number, **cp_extra,
                          message=f"checkpoint #{number}, recorded by event #{seq}, {what} the checkpoint store")
+    pending = AuditPendingEvent.objects.using(using).aggregate(n=models.Count("id"), oldest=models.Min("recorded_at"))
+    grace = int(settings.OMIPORTAL_AUDIT_PENDING_GRACE_SECONDS)
+    if pending["n"] and pending["oldest"] < timezone.now() - datetime.timedelta(seconds=grace):
+        return _fail(count=count, last_seq=last_seq, seq=None, reason=PENDING_STALE, pending=pending["n"], **cp_extra,
+                     message=f"{pending['n']} event(s) wait to be chained, the oldest recorded at "
+                             f"{pending['oldest']:%Y-%m-%d %H:%M:%S} UTC, more than {grace} s ago: is a worker "
+                             f"running (audit_chain_job chains them)?")
     where = f", latest checkpoint #{latest.number} at #{latest.seq}" if latest else ", no checkpoint yet"
-    return VerificationResult(ok=True, count=count, last_seq=last_seq,
+    waiting = f", {pending['n']} waiting to be chained" if pending["n"] else ""
+    return VerificationResult(ok=True, count=count, last_seq=last_seq, pending=pending["n"],
                               checkpoint_number=latest.number if latest else None,
-                              message=f"audit chain intact: {count} event(s), head at #{head_seq}{where}",
+                              message=f"audit chain intact: {count} event(s), head at #{head_seq}{where}{waiting}",
                               **cp_extra)

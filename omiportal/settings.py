@@ -433,6 +433,9 @@ OMIPORTAL_AUDIT_CHECKPOINT_DIR_SHARED = env.bool("OMIPORTAL_AUDIT_CHECKPOINT_DIR
 OMIPORTAL_SINGLE_HOST = env.bool("OMIPORTAL_SINGLE_HOST", default=False)
 OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS = env.int("OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS", default=3600)
 OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS = env.int("OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS", default=21600)
+# An event a request left waiting for the chain head (audit.recorder._park) is chained within
+# moments, or by audit_chain_job at the next worker tick: verification fails on one older than this.
+OMIPORTAL_AUDIT_PENDING_GRACE_SECONDS = env.int("OMIPORTAL_AUDIT_PENDING_GRACE_SECONDS", default=300)
 # Events up to this seq were archived (exported, then removed by the documented maintenance
 # procedure); verification then starts from the signed checkpoint at exactly this seq. 0: none.
 OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ = env.int("OMIPORTAL_AUDIT_ARCHIVED_THROUGH_SEQ", default=0)

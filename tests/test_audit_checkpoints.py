@@ -457,7 +457,7 @@ def test_the_maintenance_tick_enqueues_the_audit_jobs_at_most_once_per_interval(
     assert default.job_ids == ["audit-checkpoint"]
 
 
-def test_no_checkpoint_job_without_a_key(queues, settings):
+def test_no_checkpoint_job_without_a_key(db, queues, settings):  # db: the tick looks for pending events
     settings.OMIPORTAL_AUDIT_SIGNING_KEY = ""
     assert jobs.ensure_audit_jobs_enqueued() == ["audit-verify"]
 

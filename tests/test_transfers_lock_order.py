@@ -27,7 +27,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from accounts.models import CloudAccount
-from audit.models import AuditChainHead, AuditEvent
+from audit.models import AuditChainHead, AuditEvent, AuditPendingEvent
 from audit.verify import verify_chain
 from tests import workers
 from tests.transfer_world import access, approve, image_id, request_share
@@ -276,7 +276,7 @@ def test_revealing_a_link_meets_the_sweep_that_completes_an_import_of_the_share(
 # --- The order itself, statement by statement (PostgreSQL and SQLite) -----------------------------
 
 _HEAD = AuditChainHead._meta.db_table
-_AUDIT = {_HEAD, AuditEvent._meta.db_table}
+_AUDIT = {_HEAD, AuditEvent._meta.db_table, AuditPendingEvent._meta.db_table}
 _TABLE = re.compile(r'^\s*(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+"([^"]+)"', re.IGNORECASE)
 _LOCKING_SELECT = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE)\b", re.IGNORECASE)
 _FROM = re.compile(r'\bFROM\s+"([^"]+)"', re.IGNORECASE)
