@@ -220,6 +220,12 @@ def suspend_workers(conn, n: int, procs: load.Processes, timeout: float = 60) ->
     two blocking reads of its queues, so a job enqueued right after `rq suspend` would still run;
     the transfers must not start before the clock does."""
     suspend(conn)
+    # An idle worker blocks on its queues until a job comes (the reconciler's every 30 s, which
+    # one worker may take twice in a row): one harmless job per worker wakes each to notice. Those
+    # a suspended worker leaves run when the workers resume.
+    queue = django_rq.get_queue("default", connection=conn)
+    for _ in range(n):
+        queue.enqueue("time.sleep", 0, result_ttl=0)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if sum(w.get_state() == "suspended" for w in Worker.all(connection=conn)) >= n:
