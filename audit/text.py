@@ -11,6 +11,7 @@ formula prefixes themselves.
 import unicodedata
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPED = ("Cc", "Cf", "Cs", "Zl", "Zp")
 
 
 def _escape(ch: str) -> str:
@@ -23,8 +24,11 @@ def _escape(ch: str) -> str:
 def safe_text(value: object, *, max_length: int | None = None) -> str:
     """``value`` as one printable line: control and invisible format characters escaped."""
     text = "" if value is None else str(value)
-    escaped = "".join(
-        _escape(ch) if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch for ch in text
+    # Nearly every value is printable, which str.isprintable checks in C: it is False for every
+    # character of the categories escaped below (all of C and Z but the space), so a printable
+    # text has nothing to escape. The trail's page shows a few thousand values (issue 19).
+    escaped = text if text.isprintable() else "".join(
+        _escape(ch) if unicodedata.category(ch) in _ESCAPED else ch for ch in text
     )
     if max_length is not None and len(escaped) > max_length:
         return escaped[: max(max_length - 1, 0)] + "…"

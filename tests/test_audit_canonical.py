@@ -208,6 +208,19 @@ def test_safe_text_makes_control_and_direction_characters_visible():
     assert safe_text("abcdef", max_length=4) == "abc…"
 
 
+def test_safe_text_skips_only_text_with_nothing_to_escape():
+    # Its fast path takes a printable text as it is: no printable character may be one it escapes.
+    import sys
+    import unicodedata
+
+    from audit import text
+
+    assert not [hex(code) for code in range(sys.maxunicode + 1)
+                if chr(code).isprintable() and unicodedata.category(chr(code)) in text._ESCAPED]
+    assert safe_text("plain, accentué, 日本, emoji \U0001f600") == "plain, accentué, 日本, emoji \U0001f600"
+    assert safe_text("a\u2028b\u00adc") == "a\\u2028b\\xadc"  # line separator, soft hyphen (Cf)
+
+
 def test_the_safe_text_filter_still_html_escapes():
     rendered = Template("{% load audit_text %}{{ value|safe_text }}").render(Context({"value": INJECTION}))
     assert "<script>" not in rendered
