@@ -225,6 +225,42 @@ def test_the_request_asks_for_the_chaining_job(postgres):
     assert AuditEvent.objects.get().action == "audit.read"
 
 
+@pytest.mark.needs_postgres
+def test_pages_and_jobs_recording_at_once_put_every_event_in_the_chain_once(postgres):
+    """Pages park whenever the head is busy, jobs queue for it and chain what is parked: in the
+    end every event is in the chain exactly once, gapless, and the chain verifies."""
+    threads, per_thread = 8, 6
+    barrier, errors = threading.Barrier(threads), []
+
+    def recorder_thread(worker):
+        def records():
+            for index in range(per_thread):
+                record(action="audit.read" if worker % 2 else "share.approved", actor=None,
+                       details={"worker": worker, "index": index})
+        try:
+            barrier.wait(timeout=WAIT)
+            (_as_request(records) if worker % 2 else records)()
+        except Exception as exc:  # reported below
+            errors.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    running = [threading.Thread(target=recorder_thread, args=(n,)) for n in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in running) and errors == []
+    recorder.chain_pending()  # what the last pages parked after the last job looked
+    total = threads * per_thread
+    assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, total + 1))
+    assert sorted(AuditEvent.objects.values_list("details__worker", "details__index")) == sorted(
+        (worker, index) for worker in range(threads) for index in range(per_thread))
+    assert not AuditPendingEvent.objects.exists()
+    assert _times_never_go_back()
+    assert verify_chain().ok
+
+
 # --- The table keeps what it holds (both databases) ---------------------------------------------
 
 
