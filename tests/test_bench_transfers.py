@@ -44,6 +44,10 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     assert distinct["completed"] == 5 and distinct["exports_created"] == 5, distinct
     assert distinct["oapi_calls_per_transfer_by_action"]["CreateImageExportTask"] == 1
     assert entry["goals_distinct"]["calls_per_transfer"]["goal"] == "<= 3.05"
+    # Each kind of look: how many, how many saw nothing end first, how far apart at one account.
+    looks = distinct["looks"]["ReadImageExportTasks"]
+    assert looks["looks"] >= 1 and 0 <= looks["saw_nothing_new"] < looks["looks"] and looks["new_ends_per_look"] > 0
+    assert "seconds_between_looks_at_an_account" in looks
     # What each worker held: memory, PostgreSQL connections (its threads' own), Redis.
     held = entry["portal"]["resources"]
     (worker,) = held["workers"].values()
