@@ -436,6 +436,30 @@ def test_while_its_account_has_copies_to_create_the_watcher_looks_at_most_once_a
         looks
 
 
+def test_the_watcher_makes_no_look_at_a_copy_another_look_has_just_seen_pending(
+        flow, cloud, shipped_looks, watcher, monkeypatch):
+    from transfers.services import import_sweeps
+
+    share, plan = _watched_copy(flow, cloud)
+    sweep, swept = import_sweeps.import_sweep, []
+
+    def counted(**kwargs):
+        swept.append(kwargs["account_id"])
+        return sweep(**kwargs)
+
+    monkeypatch.setattr(import_sweeps, "import_sweep", counted)
+    grants.grants_add(share_id=share.public_id)
+    # As if another process's watcher looked at it less than a step before each of this one's looks
+    # (a look notes when it was made in updated_at): this watcher leaves every look to it.
+    Recipient.objects.filter(share=share).update(updated_at=timezone.now() + timedelta(hours=1))
+    assert watcher.wait_idle(30)
+    assert swept == []
+    # Its watch over, rq's sweep comes as booked and sees the copy end.
+    monkeypatch.undo()
+    workers.run_jobs(until=lambda: Recipient.objects.get(share=share).state == Recipient.State.COMPLETED)
+    assert AuditEvent.objects.filter(action="import.completed").count() == 1
+
+
 def test_copies_of_several_jobs_are_watched_by_one_thread_each_end_once(flow, cloud, shipped_looks, watcher):
     shares = [_watched_copy(flow, cloud)[0]]
     shares.append(request_share(flow, cloud, accounts=[flow.gamma], copy_name="second"))

@@ -175,7 +175,16 @@ class Watcher:
     def _look(self, due: dict[int, _Watched]) -> None:
         """One sweep per account with a copy due; then each copy's next look, or its watch over."""
         accounts = CloudAccount.objects.in_bulk({w.account for w in due.values()})
+        now = timezone.now()
+        looked = dict(Recipient.objects.filter(pk__in=list(due), state=Recipient.State.IMPORTING)
+                      .values_list("pk", "updated_at"))
         for account in sorted(accounts.values(), key=lambda a: a.pk):
+            if all(looked[pk] > now - w.step for pk, w in due.items() if w.account == account.pk and pk in looked):
+                # Each was looked at less than a step ago (by the watcher of another process, whose
+                # copies share the account): this look would see what that one saw. The next is a
+                # step after it (its booking, below); both watchers then come together, and the
+                # second finds the rows claimed and makes no call.
+                continue
             try:
                 with copy_looks.watched(), job_context(job_id=f"copy-watch-{account.public_id}"):
                     import_sweeps.import_sweep(account_id=account.public_id)
@@ -197,8 +206,11 @@ class Watcher:
                     continue
                 # Its next look as the sweep booked it (the fine step, or its first look if this one
                 # came early), but never later than a fine step from now or its first look: another
-                # sweep may have booked it on rq's coarser step meanwhile.
-                w.due = min(nxt, max(now + w.step, w.first))
+                # sweep may have booked it on rq's coarser step meanwhile. A look left to another
+                # process's may find it not booked again yet: a step from now.
+                w.due = max(now + w.step, w.first)
+                if nxt > now:
+                    w.due = min(nxt, w.due)
                 if w.account in busy:
                     w.due = max(w.due, now + BUSY_STEP)
                 if w.due > w.until:
