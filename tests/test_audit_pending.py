@@ -14,7 +14,6 @@ import threading
 import uuid
 
 import django_rq
-import psycopg
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 from django.test import RequestFactory
@@ -26,6 +25,7 @@ from audit.models import AuditChainHead, AuditEvent, AuditPendingEvent
 from audit.recorder import record
 from audit.verify import verify_chain
 from tests import workers
+from tests.pg import own_connection
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -39,17 +39,11 @@ def postgres():
         pytest.skip("row locks (and SKIP LOCKED) are PostgreSQL's; SQLite has none to wait for")
 
 
-def _raw():
-    db = connection.settings_dict
-    return psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
-                           password=db["PASSWORD"] or None, dbname=db["NAME"], autocommit=True)
-
-
 class _HeadHeld:
     """Another transaction (a job in the middle of its commit) holding the chain head."""
 
     def __enter__(self):
-        self.conn = _raw()
+        self.conn = own_connection()
         self.conn.execute("BEGIN")
         self.conn.execute(f'SELECT 1 FROM "{AuditChainHead._meta.db_table}" FOR UPDATE')
         return self

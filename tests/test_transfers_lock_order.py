@@ -21,7 +21,6 @@ import re
 import threading
 import time
 
-import psycopg
 import pytest
 from django.db import connection, connections
 from django.utils import timezone
@@ -30,6 +29,7 @@ from accounts.models import CloudAccount
 from audit.models import AuditChainHead, AuditEvent, AuditPendingEvent
 from audit.verify import verify_chain
 from tests import workers
+from tests.pg import own_connection
 from tests.transfer_world import access, approve, image_id, request_share
 from transfers import errors
 from transfers.models import Export, Recipient, Share
@@ -49,13 +49,6 @@ WAIT = 10.0  # seconds any step may take before the test gives up (a regression 
 def postgres():
     if connection.vendor != "postgresql":
         pytest.skip("row locks and deadlock detection are PostgreSQL's; SQLite locks the whole database")
-
-
-def _raw():
-    """A connection of our own to the test database, outside Django: the gate and the monitor."""
-    db = connection.settings_dict
-    return psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
-                           password=db["PASSWORD"] or None, dbname=db["NAME"], autocommit=True)
 
 
 def _lock_waiters(monitor) -> int:
@@ -94,7 +87,7 @@ class _Run(threading.Thread):
 @contextlib.contextmanager
 def _gate(table_model, pk):
     """Hold ``pk``'s row lock from a third connection until the block ends."""
-    gate = _raw()
+    gate = own_connection()
     try:
         gate.execute("BEGIN")
         gate.execute(f'SELECT 1 FROM "{table_model._meta.db_table}" WHERE id = %s FOR UPDATE', [pk])
@@ -109,7 +102,7 @@ def _meet(gate_model, gate_pk, *, sweep, person):
     """``sweep`` runs first and queues on the gated row, having locked what it locks before it;
     then ``person`` runs until it queues too (on the gate, or on a row the sweep holds); then the
     gate opens. Returns the two runs, both finished."""
-    monitor = _raw()
+    monitor = own_connection()
     first, second = _Run("sweep", sweep), _Run("person", person)
     try:
         with _gate(gate_model, gate_pk):
