@@ -24,10 +24,12 @@ run: $(STAMP) .env
 ## every test but the fault runs on TEST_PROCESSES xdist workers (a whole file per worker, each with
 ## its own database, Redis db and state directory: tests/xdist_services.py), then the fault runs alone,
 ## because they restart PostgreSQL under every connection. Exit 5 is "no test collected" (PYTEST_ARGS
-## naming files without a fault run).
+## naming files without a fault run). --no-loadscope-reorder keeps the files in collection order
+## (tests/conftest.py puts the ones that take minutes first); xdist's default hands out the files
+## with the most tests first, which left the longest one-test files to the end.
 TEST_PROCESSES ?= $(shell nproc)
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not fault_run" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder -m "not fault_run" $(PYTEST_ARGS)
 	$(PY) -m pytest -m fault_run $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## Lint: ruff, then the layers contract (pyproject.toml, [tool.importlinter])

@@ -92,8 +92,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 # The files that take minutes, longest first. With `make test`'s xdist (a whole file per worker,
-# handed out in collection order), a long file collected last makes one worker finish minutes
-# after the other; collected first, the short files fill in beside it.
+# handed out in collection order with `--no-loadscope-reorder`, which the Makefile passes: xdist's
+# default hands out the files with the most tests first), a long file collected last makes one
+# worker finish minutes after the other; collected first, the short files fill in beside it.
 LONG_FILES = ("test_bench_faults.py", "test_bench_transfers.py", "test_transfers_killed_worker.py", "test_hosts.py",
               "test_transfers_first_look.py", "test_audit_review.py", "test_distribution_retention.py",
               "test_clock_skew.py", "test_ci_recipe.py")
