@@ -107,31 +107,35 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
-    """Drop the test database only once every other session on it has ended.
+    """Drop the test database only once no other session is on it.
 
-    Worker processes started by tests (and their rq schedulers and work horses) disconnect as
-    they exit, but PostgreSQL ends a backend a moment after its client goes: a DROP DATABASE
-    right after the last test then met "being accessed by other users" and left the database
-    behind. Waits for them; one still there after the wait is named, so a leak is visible.
+    Worker processes started by tests (and their rq schedulers) disconnect as they exit, but
+    PostgreSQL ends a backend a moment after its client goes, and a thread of this process may
+    still hold a connection of its own: a DROP DATABASE right after the last test then met "being
+    accessed by other users" and left the database behind. Waits a moment for them, then ends the
+    ones left (the database is this worker's alone, and about to go), naming them, so a leak
+    stays visible.
     """
     yield
     import time
+    import warnings
 
     from django.db import connection
 
     if connection.vendor != "postgresql":
         return
+    others_sql = ("SELECT pid, application_name, state, left(query, 120) FROM pg_stat_activity"
+                  " WHERE datname = current_database() AND pid <> pg_backend_pid()")
     with django_db_blocker.unblock():
-        deadline, others = time.monotonic() + 20, []
+        deadline, others = time.monotonic() + 3, []
         while time.monotonic() < deadline:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pid, application_name, state, left(query, 120) FROM pg_stat_activity"
-                               " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                cursor.execute(others_sql)
                 others = cursor.fetchall()
             if not others:
-                break
+                return
             time.sleep(0.2)
-        if others:
-            import warnings
-
-            warnings.warn(f"sessions still on the test database after 20 s: {others}", stacklevel=1)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                           " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        warnings.warn(f"sessions still on the test database after the last test, ended: {others}", stacklevel=1)
