@@ -147,13 +147,16 @@ def claim(model, *, account: CloudAccount, states, extra: Q, now) -> list:
     """
     lease = lease_until(now)
     due_by = now + timedelta(seconds=scheduling.slot_seconds())
-    due = model.objects.filter(extra, state__in=states, next_poll_at__lte=due_by)
-    field = "account" if model is Export else "target_account"
-    due = due.filter(**{field: account})
+    due = model.objects.filter(extra, state__in=states, next_poll_at__lte=due_by, **{_account_field(model): account})
     with transaction.atomic():
         ids = list(due.select_for_update(skip_locked=True).values_list("pk", flat=True))
         model.objects.filter(pk__in=ids).update(next_poll_at=lease)
     return list(model.objects.filter(pk__in=ids))
+
+
+def _account_field(model) -> str:
+    """The field naming a watched row's account: an export's own, an import's target."""
+    return "account" if model is Export else "target_account"
 
 
 def riders(model, *, account: CloudAccount, states, extra: Q, taken: list) -> list:
@@ -163,7 +166,7 @@ def riders(model, *, account: CloudAccount, states, extra: Q, taken: list) -> li
     here; `claim_riders` takes the ones that turn out to have ended. Rows another sweep holds
     (leased beyond any scheduled look) are not riders: two sweeps of one account can overlap,
     and both would tag the same import."""
-    field = "account" if model is Export else "target_account"
+    field = _account_field(model)
     room = outscale.PAGE_SIZE - len(taken)  # one read's ids
     if room <= 0:
         return []
@@ -222,7 +225,7 @@ def gather_until(model, *, account: CloudAccount, states, extra: Q, now, prompt:
     window = scheduling.gather_seconds()
     if window <= 0:
         return None
-    field = "account" if model is Export else "target_account"
+    field = _account_field(model)
     rows = model.objects.filter(extra, state__in=states, **{field: account})
     due_by = now + timedelta(seconds=scheduling.slot_seconds())
     due = rows.filter(next_poll_at__lte=due_by).aggregate(
@@ -239,7 +242,7 @@ def gather_until(model, *, account: CloudAccount, states, extra: Q, now, prompt:
 
 def gathered(model, account: CloudAccount, kind: str, states, extra: Q, *, prompt: Q | None = None) -> bool:
     """Put this sweep's look off to ``gather_until``'s time (its sweep booked there, nothing
-    claimed, no call); False: look now. A sweep made by a job watching its copies looks now."""
+    claimed, no call); False: look now. A sweep made by the copy watcher looks now."""
     if copy_looks.watching():
         return False
     when = gather_until(model, account=account, states=states, extra=extra, now=timezone.now(), prompt=prompt)
@@ -252,8 +255,8 @@ def gathered(model, account: CloudAccount, kind: str, states, extra: Q, *, promp
 
 def schedule_next(model, account: CloudAccount, kind: str, states, extra: Q) -> None:
     if copy_looks.watching():
-        return  # a job watching its copies makes their looks, and books rq's when it stops (copy_watch.py)
-    field = "account" if model is Export else "target_account"
+        return  # the copy watcher makes their looks, and books rq's when it stops (copy_watch.py)
+    field = _account_field(model)
     # The earliest look, on the grid its row's interval asks for (a copy near its end: finer).
     nxt = model.objects.filter(extra, state__in=states, next_poll_at__isnull=False, **{field: account}) \
         .order_by("next_poll_at").values_list("next_poll_at", "poll_interval").first()
