@@ -35,9 +35,12 @@ class Phase:
 
 
 def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds (user + system) so far of each group of processes (with their children), of
-    every PostgreSQL server process, and of the whole machine (busy time of every core)."""
+    """CPU seconds (user + system) so far of each group of processes (with their children, except
+    those of another group: the web and the workers are children of the bench process, which must
+    not count them again), of every PostgreSQL server process, and of the whole machine (busy
+    time of every core)."""
     out: dict[str, float] = {}
+    roots = {pid for pids in groups.values() for pid in pids}
 
     def used(proc: psutil.Process) -> float:
         try:
@@ -46,12 +49,18 @@ def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
         except psutil.Error:
             return 0.0
 
+    def tree(proc: psutil.Process) -> float:
+        try:
+            children = proc.children()
+        except psutil.Error:
+            children = []
+        return used(proc) + sum(tree(child) for child in children if child.pid not in roots)
+
     for name, pids in groups.items():
         total = 0.0
         for pid in pids:
             try:
-                root = psutil.Process(pid)
-                total += used(root) + sum(used(child) for child in root.children(recursive=True))
+                total += tree(psutil.Process(pid))
             except psutil.Error:
                 continue
         out[name] = total

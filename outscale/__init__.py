@@ -18,7 +18,7 @@ _EXPORTS = {
     "InvalidInput": "errors", "Conflict": "errors", "QuotaExceeded": "errors", "ManifestExpired": "errors",
     "identify_account": "images", "list_shareable_images": "images", "copy_image": "images",
     "import_image": "images", "read_images": "images", "find_image_by_name": "images",
-    "find_own_image": "images", "NameTaken": "images",
+    "find_own_image": "images", "NameTaken": "images", "source_of": "marks",
     "start_export": "images", "read_export_tasks": "images", "cancel_export": "images", "delete_image": "images",
     "find_export_task": "images", "PAGE_SIZE": "images",
     "tag_resources": "images", "untag_resources": "images", "read_tagged_images": "images",
@@ -35,7 +35,7 @@ _EXPORTS = {
     "remove_object_read": "storage", "object_grantee": "storage", "list_export_keys": "storage",
     "AccountIdentity": "results", "ImageSummary": "results", "ImageState": "results", "ExportTask": "results",
     "PresignedLink": "results", "CallResult": "results", "Relation": "results",
-    "record_request_ids": "retries",
+    "record_request_ids": "retries", "START_PATIENCE": "pace",
     "warm_up": "clients", "clear_clients": "clients",
     "Config": "config", "configure": "config",
 }

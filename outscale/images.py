@@ -35,7 +35,7 @@ IMAGE_NAME_RULE = "3 to 128 letters, digits, spaces or _ ( ) / . -"
 # The longest Description an OMI keeps (the EC2-compatible limit OUTSCALE's API shares), and what
 # of it is left for the text once the portal's mark is appended.
 DESCRIPTION_MAX = 255
-DESCRIPTION_ROOM = DESCRIPTION_MAX - marks.SPACE
+DESCRIPTION_ROOM = DESCRIPTION_MAX - marks.SPACE - marks.SOURCE_SPACE
 
 
 def validate_image_name(name: str) -> str:
@@ -153,31 +153,35 @@ def list_shareable_images(
     return images
 
 
-def _description(description: str, subject: str) -> str | None:
-    """The Description sent with a create: cut so that the portal's mark, appended last, always
-    fits within what OUTSCALE keeps (a mark cut off would leave the portal unable to adopt its own
-    image)."""
+def _description(description: str, subject: str, source: str = "") -> str | None:
+    """The Description sent with a create: cut so that the portal's mark (after the ``source``
+    image's id), appended last, always fits within what OUTSCALE keeps (a mark cut off would leave
+    the portal unable to adopt its own image)."""
     if not subject:
         return description[:DESCRIPTION_MAX] or None
-    return marks.marked(description[:DESCRIPTION_ROOM], subject=subject)
+    room = DESCRIPTION_MAX - len(marks.suffix(subject, source=source))
+    return marks.marked(description[:room], subject=subject, source=source)
 
 
 def copy_image(*, creds: Credentials, source_image_id: str, name: str, description: str = "",
-               subject: str = "") -> ImageState:
+               subject: str = "", source: str = "") -> ImageState:
     """Copy a shared or public OMI into the account, same Region. Look the name up before retrying
-    (`find_own_image`). With a ``subject``, the description carries the portal's mark for it."""
+    (`find_own_image`). With a ``subject``, the description carries the portal's mark for it,
+    after the id of the ``source`` image the copy stands for (`marks.source_of` reads it)."""
     response = oapi.call(creds, "CreateImage", SourceImageId=source_image_id, SourceRegionName=creds.region,
-                         ImageName=validate_image_name(name), Description=_description(description, subject))
+                         ImageName=validate_image_name(name),
+                         Description=_description(description, subject, source))
     return _image_state(response.body.get("Image") or {}, response.request_ids)
 
 
 @sensitive_variables("file_location")  # SEC-10: a bearer URL, never in an error report
 def import_image(*, creds: Credentials, file_location: str, name: str, description: str = "",
-                 subject: str = "") -> ImageState:
+                 subject: str = "", source: str = "") -> ImageState:
     """Register an OMI from a pre-signed manifest URL. Look the name up before retrying
-    (`find_own_image`). With a ``subject``, the description carries the portal's mark for it."""
+    (`find_own_image`). With a ``subject``, the description carries the portal's mark for it,
+    after the id of the ``source`` image the copy stands for (`marks.source_of` reads it)."""
     response = oapi.call(creds, "CreateImage", FileLocation=file_location, ImageName=validate_image_name(name),
-                         Description=_description(description, subject))
+                         Description=_description(description, subject, source))
     return _image_state(response.body.get("Image") or {}, response.request_ids)
 
 

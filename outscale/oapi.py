@@ -55,10 +55,10 @@ from osc_sdk_python.outscale_gateway import (
 )
 from urllib3.exceptions import NewConnectionError
 
-from outscale import config, errors, retries
+from outscale import config, errors, pace, retries
 from outscale.credentials import Credentials
 from outscale.endpoints import endpoints_for, timeouts
-from outscale.pace import forget_paces, looking, pace_for
+from outscale.pace import forget_paces, pace_for
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +236,16 @@ class OapiResponse:
 # SEC-10: a crash inside a call must not show its parameters (a pre-signed FileLocation) or the
 # SDK's signing locals in Django's error report: every local here and in the frames below is masked.
 @sensitive_variables()
+def pace_kind(action: str) -> str:
+    """Who goes first in the account's pace (pace.py): looks, then writes, then starts."""
+    if action.startswith("Read"):
+        return pace.LOOK
+    return pace.START if action in _STARTS else pace.WRITE
+
+
+_STARTS = frozenset({"CreateImageExportTask"})  # new work: an export a transfer begins with
+
+
 def call(creds: Credentials, action: str, *, dry_run: bool = False, **params: Any) -> OapiResponse:
     """Send one OAPI action under the retry policy; return its body and every attempt's RequestId.
     ``dry_run``: with DryRun: true, which the spec allows on every action but the SDK's checks drop
@@ -252,9 +262,9 @@ def call(creds: Credentials, action: str, *, dry_run: bool = False, **params: An
         return (body.get("ResponseContext") or {}).get("RequestId") if isinstance(body, dict) else None
 
     # A read takes the account's next slot before queued creates and tags (pace.py): a sweep's
-    # one look never waits behind a burst of writes.
-    kind = looking if action.startswith("Read") else contextlib.nullcontext
-    with kind():
+    # one look never waits behind a burst of writes; an export's start (new work) lets the
+    # writes of work in flight (a hand-off's creates, tags) go first, for a while.
+    with pace.calls_as(pace_kind(action)):
         body, request_ids = retries.run(action=action, idempotent=dry_run or is_idempotent(action),
                                         send=lambda: send(**params),
                                         request_id_of=request_id_of, translate=_translate)

@@ -1,4 +1,5 @@
-"""The client-side pace of OAPI calls: at most N per second per account, in each process, looks first.
+"""The client-side pace of OAPI calls: at most N per second per account, in each process; looks
+first, then the writes of work in flight, then the starts of new work.
 
 The SDK gives every Gateway its own RateLimiter, and Gateways are kept per thread (they are not
 thread-safe), so with the SDK's limiter a sweep's sixteen threads calling one account would get
@@ -12,6 +13,13 @@ later (the last one to the next free slot). The set of slot times is then exactl
 ordinary arrival would have made, so the total stays at N in any window: the look changes who
 goes, never how many. A write that wakes and finds its slot moved sleeps on to the new one.
 Looks are one per account and phase per sweep, so writes cannot starve behind them.
+
+Starts go last, for a while. A start (`CreateImageExportTask`: new work) that has waited less
+than START_PATIENCE seconds is passed in the same way by a write (an import's create, a tag: work
+in flight, whose transfer already waited on an export), so a hand-off's creates do not queue
+behind a burst of export starts in the same account. Past its patience a start is passed only by
+looks, as any write: its wait stays bounded (the leases count it, polling.start_call_seconds),
+so a start cannot outlive its lease in the queue and be made twice.
 """
 
 import collections
@@ -20,15 +28,17 @@ import os
 import threading
 import time
 
-LOOK, WRITE = "look", "write"
+LOOK, WRITE, START = "look", "write", "start"
+_RANK = {LOOK: 0, WRITE: 1, START: 2}  # who passes whom: a lower rank takes a higher one's slot
+START_PATIENCE = 5.0  # seconds a start lets writes pass it
 _kind = threading.local()
 
 
 @contextlib.contextmanager
-def looking():
-    """Calls made in this block (this thread) are looks: they take the next slot before queued writes."""
+def calls_as(kind: str):
+    """Calls made in this block (this thread) are of ``kind`` (LOOK, WRITE or START)."""
     previous = getattr(_kind, "value", WRITE)
-    _kind.value = LOOK
+    _kind.value = kind
     try:
         yield
     finally:
@@ -40,10 +50,15 @@ def current_kind() -> str:
 
 
 class _Slot:
-    __slots__ = ("at", "kind")
+    __slots__ = ("at", "kind", "arrived")
 
-    def __init__(self, at: float, kind: str) -> None:
-        self.at, self.kind = at, kind
+    def __init__(self, at: float, kind: str, arrived: float) -> None:
+        self.at, self.kind, self.arrived = at, kind, arrived
+
+    def rank(self, now: float) -> int:
+        if self.kind == START and now - self.arrived >= START_PATIENCE:
+            return _RANK[WRITE]  # waited long enough: only looks pass it now
+        return _RANK[self.kind]
 
 
 class AccountPace:
@@ -51,7 +66,7 @@ class AccountPace:
 
     A caller reserves a slot under the lock and sleeps outside it, so callers waiting on the same
     account go in order (looks ahead of writes) and never hold each other's lock while they wait.
-    Has the SDK limiter's one method, ``acquire()``; the kind of call comes from ``looking()``.
+    Has the SDK limiter's one method, ``acquire()``; the kind of call comes from ``calls_as()``.
     """
 
     def __init__(self, per_second: int, *, window: float = 1.0, clock=time.monotonic, sleep=time.sleep) -> None:
@@ -70,15 +85,16 @@ class AccountPace:
     def _reserve(self, now: float, kind: str) -> _Slot:
         while self._slots and self._slots[0].at <= now - self.window:
             self._slots.popleft()
-        slot = _Slot(self._next_free(now), kind)
-        later_writes = [s for s in self._slots if s.kind == WRITE and s.at > now] if kind == LOOK else []
-        if later_writes:
-            # The look takes the first future write's time; each of those writes takes the next
+        slot = _Slot(self._next_free(now), kind, now)
+        rank = _RANK[kind]
+        passed = [s for s in self._slots if s.at > now and s.rank(now) > rank]
+        if passed:
+            # The caller takes the first passed slot's time; each passed slot takes the next
             # one's, the last the new free slot: the same times as an ordinary arrival, new owners.
-            times = sorted([s.at for s in later_writes] + [slot.at])
+            times = sorted([s.at for s in passed] + [slot.at])
             slot.at = times[0]
-            for write, at in zip(later_writes, times[1:], strict=True):
-                write.at = at
+            for other, at in zip(passed, times[1:], strict=True):
+                other.at = at
             self._slots = collections.deque(sorted([*self._slots, slot], key=lambda s: s.at))
         else:
             self._slots.append(slot)

@@ -84,7 +84,7 @@ def plain_share(w, *, image_id="ami-00000001", name="golden-web", state=Share.St
         digest="0" * 64, decided_by=w.src_approver, decided_at=now, state=state)
 
 
-def cloud_copy(cloud, account, name: str, *, tags=None, state="available") -> str:
+def cloud_copy(cloud, account, name: str, *, tags=None, state="available", description=None) -> str:
     """An image in ``account`` (a CloudAccount) of the sandbox, as an import would leave it."""
     world = cloud.world
     with world.lock:
@@ -92,7 +92,8 @@ def cloud_copy(cloud, account, name: str, *, tags=None, state="available") -> st
         image = dataclasses.replace(base, image_id=world.new_id("ami"), account_id=account.account_id,
                                     region=account.region, name=name, state=state, permitted_accounts=[],
                                     tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
-                                    snapshots=list(base.snapshots))
+                                    snapshots=list(base.snapshots),
+                                    description=base.description if description is None else description)
         world.images[image.image_id] = image
     return image.image_id
 
@@ -109,7 +110,7 @@ def copy_completes(w, cloud, made: FamilyVersion | None, account, *, name=None) 
                                          target_account=account, state=Recipient.State.IMPORTING,
                                          image_name=name or f"copy-{uuid.uuid4().hex[:8]}")
     tags = {"omiportal:recipient": str(recipient.public_id), "omiportal:share": str(share.public_id),
-            "omiportal:source-account": w.alpha.account_id, "omiportal:source-image": share.source_image_id}
+            "omiportal:source-account": w.alpha.account_id}
     image_id = cloud_copy(cloud, account, recipient.image_name, tags=tags)
     Recipient.objects.filter(pk=recipient.pk).update(image_id=image_id)
     recipient.image_id = image_id

@@ -178,5 +178,5 @@ def test_one_share_copies_by_launch_permission_in_the_region_and_by_export_acros
         [copy] = oapi(name).ReadImages(Filters={"ImageIds": [recipient.image_id]})["Images"]
         assert (copy["AccountId"], copy["ImageName"], copy["State"]) == (recipient.bound_account_id, COPY_NAME,
                                                                          "available")
-        assert copy["Description"] == f"{TYPED} [{marks.mark(image_subject(recipient))}]"
+        assert copy["Description"] == f"{TYPED} [from {source} {marks.mark(image_subject(recipient))}]"
         assert cloud.created(recipient.bound_account_id)["CreateImage"] == {COPY_NAME: 1}

@@ -24,6 +24,7 @@ from audit.verify import verify_chain
 from distribution.models import Family, FamilyVersion, InventoryCheck, InventoryEntry
 from distribution.selectors import inventory as selectors
 from distribution.services import inventory, inventory_refresh
+from outscale import marks
 from tests import factories, workers
 from tests.inventory_world import cloud_copy, copy_completes, make_family, version
 from transfers.models import Recipient
@@ -122,6 +123,22 @@ def test_an_image_tagged_by_the_portal_but_unknown_to_it_is_an_orphan_found_once
     assert not InventoryEntry.objects.filter(image_id=untagged).exists()  # not the portal's: not its business
     inventory_refresh.inventory_refresh(account_id=flow.delta.public_id)
     assert [e.details["image_id"] for e in _events("inventory.orphan_found")] == [stray]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_orphan_names_its_source_from_its_description_or_an_older_copys_tag(flow, cloud):
+    """Copies name their source image beside the portal's mark (one CreateTags tags copies of many
+    sources); copies made before that carry it as a tag. An orphan takes it from either."""
+    recipient = str(uuid.uuid4())
+    described = cloud_copy(cloud, flow.delta, "described", tags={"omiportal:recipient": recipient},
+                           description=marks.marked("Web tier", subject="recipient:x:1", source="ami-0000abcd"))
+    tagged = cloud_copy(cloud, flow.delta, "tagged", tags={"omiportal:recipient": recipient,
+                                                           "omiportal:source-image": "ami-0000beef"})
+    unnamed = cloud_copy(cloud, flow.delta, "unnamed", tags={"omiportal:recipient": recipient},
+                         description="Web tier [from ami-0000abcd]")  # no mark: not the portal's writing
+    inventory_refresh.inventory_refresh(account_id=flow.delta.public_id)
+    sources = dict(InventoryEntry.objects.filter(orphan=True).values_list("image_id", "source_image_id"))
+    assert sources == {described: "ami-0000abcd", tagged: "ami-0000beef", unnamed: ""}
 
 
 @pytest.mark.django_db(transaction=True)

@@ -122,3 +122,49 @@ def test_a_look_keeps_the_total_within_the_allowance():
     assert times == [100, 100, 101, 101, 102, 102, 103]
     assert look.at == 101 and [w.at for w in writes] == [100, 100, 101, 102, 102, 103]
 
+
+
+def test_a_write_goes_before_queued_export_starts_and_the_total_stays_within_the_allowance():
+    # A burst of six export starts (new work) holds the next slots; an import's create (a
+    # hand-off: work in flight) that arrives then takes the first start's future slot, and the
+    # starts move one slot later each: still two per window.
+    t = FakeTime()
+    pace = AccountPace(2, clock=t.clock, sleep=lambda s: None)
+    starts = [pace._reserve(t.now, "start") for _ in range(6)]
+    t.now += 0.5
+    create = pace._reserve(t.now, "write")
+    assert create.at == 101
+    assert [s.at for s in starts] == [100, 100, 101, 102, 102, 103]
+    look = pace._reserve(t.now, "look")  # a look still goes before both
+    assert look.at == 101 and create.at == 102
+    assert sorted(s.at for s in [*starts, create, look]) == [100, 100, 101, 101, 102, 102, 103, 103]
+
+
+def test_a_start_lets_writes_pass_only_for_its_patience():
+    # Without a bound, a stream of creates into the account could hold a start back past its
+    # lease (polling.start_call_seconds counts the patience), and another run would make it again.
+    from outscale.pace import START_PATIENCE
+
+    t = FakeTime()
+    pace = AccountPace(1, clock=t.clock, sleep=lambda s: None)
+    pace._reserve(t.now, "write")  # the allowance of this second
+    start = pace._reserve(t.now, "start")
+    assert start.at == 101
+    writes = []
+    while t.now - 100 < START_PATIENCE:
+        writes.append(pace._reserve(t.now, "write"))  # each passes the start
+        t.now += 0.5
+    passed_until = start.at
+    assert passed_until > 101 + START_PATIENCE - 1
+    late = pace._reserve(t.now, "write")  # past its patience: the write queues behind it
+    assert late.at > start.at == passed_until
+    look = pace._reserve(t.now, "look")  # a look still goes first: every slot after it moves one later
+    assert look.at < passed_until and start.at == passed_until + 1
+
+
+def test_export_starts_are_starts_reads_are_looks_other_calls_writes():
+    from outscale.oapi import pace_kind
+
+    assert pace_kind("CreateImageExportTask") == "start"
+    assert [pace_kind(a) for a in ("ReadImages", "ReadImageExportTasks")] == ["look", "look"]
+    assert [pace_kind(a) for a in ("CreateImage", "CreateTags", "UpdateImage")] == ["write"] * 3

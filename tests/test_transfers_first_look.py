@@ -379,7 +379,7 @@ def test_a_watched_copy_is_tagged_while_it_is_made_and_completed_without_a_call(
     completed = AuditEvent.objects.get(action="import.completed")
     assert tagged.cloud_request_ids and tagged.details["image_id"] == recipient.image_id
     assert completed.details["tags"] == tagged.details["tags"]
-    assert completed.details["tags"]["omiportal:source-image"] == share.source_image_id
+    assert completed.details["tags"]["omiportal:source-account"] == share.source_account.account_id
 
 
 def test_a_copy_whose_tagging_ahead_failed_is_tagged_when_seen(flow, cloud, shipped_looks, watcher, oapi,
@@ -406,7 +406,7 @@ def test_a_copy_whose_tagging_ahead_failed_is_tagged_when_seen(flow, cloud, ship
     assert not AuditEvent.objects.filter(action="import.tagged").exists()
     assert AuditEvent.objects.filter(action="import.completed").count() == 1
     image = oapi("gamma").ReadImages(Filters={"ImageIds": [recipient.image_id]})["Images"][0]
-    assert {"Key": "omiportal:source-image", "Value": share.source_image_id} in image["Tags"]
+    assert {"Key": "omiportal:source-account", "Value": share.source_account.account_id} in image["Tags"]
 
 
 def test_while_its_account_has_copies_to_create_the_watcher_looks_at_most_once_a_second(

@@ -6,6 +6,7 @@ from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
 from audit.verify import verify_chain
+from outscale import marks
 from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import notifications
@@ -37,9 +38,11 @@ def test_a_cross_region_copy_completes_with_one_export_and_one_import_per_recipi
         assert image.account_id == r.target_account.account_id and image.state == "available"
         assert image.name == "web-copy"
         tags = {t["Key"]: t["Value"] for t in image.tags} if isinstance(image.tags, list) else image.tags
-        # Provenance: the source, and the portal account it was made for (the same on every copy of
-        # the source there, so copies are tagged together); the share is the portal's to say.
-        assert tags["omiportal:source-image"] == share.source_image_id
+        # Provenance: the source account, and the portal account it was made for (the same on every
+        # copy from that account there, so copies are tagged together); the source image is named
+        # beside the mark in the Description; the share is the portal's to say.
+        assert marks.source_of(image.description) == share.source_image_id
+        assert "omiportal:source-image" not in tags
         assert tags["omiportal:source-account"] == share.source_account.account_id
         assert tags["omiportal:recipient"] == str(r.target_account.public_id)
         assert "omiportal:share" not in tags

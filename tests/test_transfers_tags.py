@@ -1,5 +1,6 @@
-"""Provenance tags written many at once: the copies of one source that a look sees available
-together get one CreateTags; a tag call that fails or whose answer is lost leaves them importing
+"""Provenance tags written many at once: the copies from one source account that a look sees
+available together get one CreateTags, whatever image each came from (each names its own in its
+Description, beside the portal's mark); a tag call that fails or whose answer is lost leaves them importing
 for the next look, which tags and completes each exactly once; two sweeps of the account running
 at the same time (two workers) tag and complete each copy once. Real sandbox over HTTP."""
 
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.verify import verify_chain
+from outscale import marks
 from tests.transfer_world import imports_started
 from transfers.models import Recipient
 from transfers.services import import_sweeps
@@ -48,8 +50,7 @@ def test_copies_of_one_source_seen_together_are_tagged_in_one_call(flow, cloud):
     assert cloud.counters(DELTA)["CreateTags"] == before + 1
     assert set(Recipient.objects.filter(pk__in=[r.pk for r in rows]).values_list("state", flat=True)) == {"completed"}
     expected = {"omiportal:recipient": str(flow.delta.public_id),
-                "omiportal:source-account": rows[0].share.source_account.account_id,
-                "omiportal:source-image": rows[0].share.source_image_id}
+                "omiportal:source-account": rows[0].share.source_account.account_id}
     for recipient in rows:
         assert _tags(cloud, recipient.image_id) == expected
     # Which share and recipient each copy belongs to is in its own completion event.
@@ -59,6 +60,26 @@ def test_copies_of_one_source_seen_together_are_tagged_in_one_call(flow, cloud):
         event = events[str(recipient.public_id)]
         assert event.details["image_id"] == recipient.image_id and event.details["tags"] == expected
         assert event.target_id == str(recipient.share.public_id)
+    assert verify_chain().ok
+
+
+def test_copies_of_different_sources_seen_together_are_tagged_in_one_call_and_each_names_its_source(flow, cloud):
+    rows = imports_started(flow, cloud, 4, images=("alpha-web-2025.01", "alpha-db-base"))
+    assert len({r.share.source_image_id for r in rows}) == 2
+    _all_available_and_due(cloud, rows)
+    before = cloud.counters(DELTA).get("CreateTags", 0)
+
+    import_sweeps.import_sweep(account_id=flow.delta.public_id)
+
+    # One call for the four: the tags say the source account, not the image (a value per image
+    # would be a call per image); each copy's Description names its own source beside the mark.
+    assert cloud.counters(DELTA)["CreateTags"] == before + 1
+    assert set(Recipient.objects.filter(pk__in=[r.pk for r in rows]).values_list("state", flat=True)) == {"completed"}
+    for recipient in rows:
+        assert "omiportal:source-image" not in _tags(cloud, recipient.image_id)
+        with cloud.world.lock:
+            description = cloud.world.images[recipient.image_id].description
+        assert marks.source_of(description) == recipient.share.source_image_id
     assert verify_chain().ok
 
 
@@ -84,7 +105,9 @@ def test_a_failed_tag_call_leaves_the_copies_for_the_next_look_which_tags_and_co
     # A lost answer's call did tag them: the look reads the tags on the images and needs no call.
     assert cloud.counters(DELTA)["CreateTags"] == before + (0 if fault.get("lost_response_rate") else 1)
     assert set(Recipient.objects.filter(pk__in=[r.pk for r in rows]).values_list("state", flat=True)) == {"completed"}
-    assert all(_tags(cloud, r.image_id)["omiportal:source-image"] == r.share.source_image_id for r in rows)
+    expected = {"omiportal:recipient": str(flow.delta.public_id),
+                "omiportal:source-account": rows[0].share.source_account.account_id}
+    assert all(_tags(cloud, r.image_id) == expected for r in rows)
     assert _completions() == Counter({str(r.public_id): 1 for r in rows})
     assert verify_chain().ok
 

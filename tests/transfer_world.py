@@ -69,16 +69,16 @@ def approve(w, share, approver=None) -> Share:
                                         digest=share.digest, comment="ok")
 
 
-def imports_started(w, cloud, n: int) -> list:
-    """n shares of one image from alpha to delta, auto-accepted, their imports started (and slow:
-    they stay importing), the queues emptied; the recipients in creation order."""
+def imports_started(w, cloud, n: int, *, images=("alpha-web-2025.01",)) -> list:
+    """n shares from alpha to delta (of ``images`` in turn), auto-accepted, their imports started
+    (and slow: they stay importing), the queues emptied; the recipients in creation order."""
     from tests import workers
     from transfers.models import Recipient
 
     w.dest.auto_accept_incoming = True
     w.dest.save()
     cloud.set_durations(export_seconds=0.2, import_seconds=1000)
-    shares = [request_share(w, cloud, copy_name=f"web-copy-{k}") for k in range(n)]
+    shares = [request_share(w, cloud, image=images[k % len(images)], copy_name=f"web-copy-{k}") for k in range(n)]
     for share in shares:
         approve(w, share)
     workers.run_jobs(until=lambda: Recipient.objects.filter(share__in=shares).exclude(image_id="").count() == n)

@@ -91,6 +91,12 @@ def _tags(image) -> dict[str, str]:
     return dict(image.facts.tags)
 
 
+def _source(image, tags: dict[str, str]) -> str:
+    """The image a copy came from: beside the portal's mark in its Description, or (copies made
+    before 2026-12-06) its ``omiportal:source-image`` tag."""
+    return outscale.source_of(image.description) or tags.get("omiportal:source-image", "")
+
+
 def _apply(account, images, *, now) -> dict:
     known = {row["image_id"]: row for row in InventoryEntry.objects.filter(account=account).values(
         "pk", "image_id", "cloud_state", "pinned", "family_id", "family_tagged_at")}
@@ -163,18 +169,19 @@ def _orphans_record(account, images: dict, tags: dict, *, now) -> int:
     if not images:
         return 0
     # The version it came from, when its source image is a family version (a family of one team only).
-    sources = {tags[i].get("omiportal:source-image", "") for i in images} - {""}
+    source = {image_id: _source(image, tags[image_id]) for image_id, image in images.items()}
+    sources = set(source.values()) - {""}
     families: dict[str, list[tuple[int, int]]] = {}
     for image_id, pk, family_id in FamilyVersion.objects.filter(image_id__in=sources).values_list(
             "image_id", "pk", "family_id"):
         families.setdefault(image_id, []).append((pk, family_id))
     rows = []
     for image_id, image in images.items():
-        match = families.get(tags[image_id].get("omiportal:source-image", ""), [])
+        match = families.get(source[image_id], [])
         version_id, family_id = match[0] if len(match) == 1 else (None, None)
         rows.append(InventoryEntry(
             public_id=uuid.uuid4(), team_id=account.team_id, account=account, image_id=image_id,
-            image_name=image.name[:255], source_image_id=tags[image_id].get("omiportal:source-image", "")[:32],
+            image_name=image.name[:255], source_image_id=source[image_id][:32],
             family_id=family_id, version_id=version_id, orphan=True, pinned=PINNED_TAG in tags[image_id],
             cloud_state=CLOUD_STATES.get(image.state, State.UNKNOWN), first_seen_at=now, last_seen_at=now,
             checked_at=now, family_tagged_at=now))  # the portal does not tag what it did not make

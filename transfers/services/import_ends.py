@@ -67,19 +67,21 @@ TAG_BATCH = 200  # image ids per CreateTags
 
 def provenance_tags(recipient: Recipient, account) -> dict[str, str]:
     """The tags of a copy made in ``account`` (the recipient's target account): where it came from
-    (the source account and image, and the source's tags on its team's allowlist, which the
-    provenance tags always override), and the portal account it was made for.
+    (the source account, and the source's tags on its team's allowlist, which the provenance tags
+    always override), and the portal account it was made for.
 
-    Equal for every copy of one source into one account, so the copies a look sees available
-    together are tagged in one ``CreateTags`` (which gives all its ids the same tags). Which share
-    and recipient a copy belongs to is not a tag: the portal holds it (the recipient's image id)
-    and the copy's ``import.completed`` event records it with the image id and these tags."""
+    Equal for every copy from one source account into one account (when the sources carry equal
+    tags), so the copies a look sees available together are tagged in one ``CreateTags`` (which
+    gives all its ids the same tags), whatever image each came from. The source image is not a
+    tag: a value per image would cost a call per image. It is written beside the portal's mark in
+    the copy's Description, at the create (import_starts.py), and the portal holds it with which
+    share and recipient a copy belongs to (the recipient's image id); the copy's
+    ``import.completed`` event records the image id and these tags."""
     tags = {RECIPIENT_TAG: str(account.public_id)}
     if recipient.share_id:
         share = recipient.share
         tags = {**copy_facts.carried_tags(share), **tags}
-        tags.update({"omiportal:source-account": share.source_account.account_id,
-                     "omiportal:source-image": share.source_image_id})
+        tags["omiportal:source-account"] = share.source_account.account_id
     return tags
 
 

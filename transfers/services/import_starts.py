@@ -139,11 +139,14 @@ def copies_start(*, recipient_ids, watched: bool = False) -> None:
 def _create(creds, recipient: Recipient, *, description: str, subject: str):
     """The create itself: a same-Region copy of the source image (by launch permission, or of an
     image the account can already see: transfers/services/methods.py), or an import of the manifest."""
+    # The source image's id goes beside the mark: the copy names its source without a tag of its
+    # own (provenance tags stay equal across sources, so one CreateTags covers many copies).
+    source = recipient.share.source_image_id if recipient.share_id else ""
     if recipient.share_id and recipient.method in Recipient.COPY_METHODS:
-        return outscale.copy_image(creds=creds, source_image_id=recipient.share.source_image_id,
-                                   name=recipient.image_name, description=description, subject=subject)
+        return outscale.copy_image(creds=creds, source_image_id=source, name=recipient.image_name,
+                                   description=description, subject=subject, source=source)
     return outscale.import_image(creds=creds, file_location=_file_location(recipient), name=recipient.image_name,
-                                 description=description, subject=subject)
+                                 description=description, subject=subject, source=source)
 
 
 def image_subject(recipient: Recipient) -> str:
