@@ -119,10 +119,15 @@ def identify_account(*, creds: Credentials) -> AccountIdentity:
 
 
 def list_shareable_images(
-    *, creds: Credentials, account_id: str, include_public: bool = False, public_limit: int = 50
+    *, creds: Credentials, account_id: str, include_public: bool = False, public_limit: int = 50,
+    image_ids: Iterable[str] | None = None,
 ) -> ResultList:
-    """Available images the account can export (owned) or copy first (shared, public), owned first."""
-    available = {"States": ["available"]}
+    """Available images the account can export (owned) or copy first (shared, public), owned first.
+    ``image_ids`` narrows every call to those images (a request checks its one image: the answer
+    stays a few images long however many the account has)."""
+    available: dict = {"States": ["available"]}
+    if image_ids is not None:
+        available["ImageIds"] = sorted(set(image_ids))
     owned, ids_owned = _read_pages(creds, "ReadImages", "Images", Filters={"AccountIds": [account_id], **available})
     shared, ids_shared = _read_pages(creds, "ReadImages", "Images",
                                      Filters={"PermissionsToLaunchAccountIds": [account_id], **available})

@@ -50,7 +50,8 @@ def start_call_seconds(*, calls: int) -> float:
     Each call may wait for its turn in the account's pace behind every other thread of the
     process (OMIPORTAL_SWEEP_CONCURRENCY of them, OMIPORTAL_OUTSCALE_CALLS_PER_SECOND served a
     second), after letting writes pass for up to the pace's patience with a start
-    (outscale.START_PATIENCE: an export's start lets a hand-off's creates go first), then connect and wait up to the read timeout, up to OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS
+    (outscale.START_PATIENCE: an export's start lets a hand-off's creates go first), then
+    connect and wait up to the read timeout, up to OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS
     times with at most OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY between attempts (throttled answers
     are retried even for creates). A hand-off claims all its rows at once and begins the last of
     them up to OMIPORTAL_SWEEP_BUDGET_SECONDS later. At the shipped settings (32 threads, 5 calls

@@ -150,9 +150,11 @@ def share_request(
     except ValueError as exc:
         raise errors.ShareError(str(exc)) from None
     _check_recipients(access, source_account, accounts, externals)
-    # The live list, not what the form was rendered with: the image may be gone by now.
+    # The live answer, not what the form was rendered with: the image may be gone by now. Asked of
+    # this image only: an account with thousands of images would answer with all of them.
     images = outscale.list_shareable_images(creds=credentials_for(source_account, purpose="list images"),
-                                            account_id=source_account.account_id, include_public=True)
+                                            account_id=source_account.account_id, include_public=True,
+                                            image_ids=[image_id])
     image = next((i for i in images if i.image_id == image_id), None)
     if image is None:
         raise errors.ShareError(errors.IMAGE_GONE.format(image_id=image_id, label=source_account.label))
