@@ -18,7 +18,7 @@ Starts go last, for a while. A start (`CreateImageExportTask`: new work) that ha
 than START_PATIENCE seconds is passed in the same way by a write (an import's create, a tag: work
 in flight, whose transfer already waited on an export), so a hand-off's creates do not queue
 behind a burst of export starts in the same account. Past its patience a start is passed only by
-looks, as any write: its wait stays bounded (the leases count it, polling.start_call_seconds),
+looks, as any write: its wait stays bounded (its lease counts it, polling.start_call_seconds),
 so a start cannot outlive its lease in the queue and be made twice.
 """
 

@@ -190,7 +190,7 @@ def test_each_difference_from_the_source_is_one_sentence():
 
 def test_a_description_is_cut_only_past_what_a_copy_keeps():
     room = outscale.DESCRIPTION_ROOM
-    assert room == 255 - len(" [omiportal-mark:") - 32 - len("]")
+    assert room == 255 - len(" [from ami-00000000 omiportal-mark:") - 32 - len("]")
     assert copy_facts.fit_description("a" * room) == "a" * room
     assert copy_facts.fit_description("a" * (room + 1)) == "a" * (room - 3) + "..."
     assert copy_facts.copy_description(Share(description="", source_image_id="ami-1")).startswith(

@@ -106,7 +106,7 @@ def export_start(*, export_id) -> None:
     # A cancelled export (export_cancels.py, cleanup_claimed_at) starts nothing more.
     if not Export.objects.filter(polling.start_free(now, tried=tried), pk=export.pk, state=export.state,
                                  attempts=tried, cleanup_claimed_at__isnull=True).update(
-            attempts=tried + 1, next_poll_at=polling.start_lease_until(now, calls=EXPORT_START_CALLS)):
+            attempts=tried + 1, next_poll_at=polling.start_lease_until(now, calls=EXPORT_START_CALLS, starts=1)):
         return  # another run of this step got here first, or holds it
     export.attempts = tried + 1
     account = export.account

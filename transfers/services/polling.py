@@ -44,29 +44,30 @@ def start_deadline(delay: float):
 # When the calls return, the lease is replaced by the next look (or a put-off, or the end).
 
 
-def start_call_seconds(*, calls: int) -> float:
-    """The longest a start can stay inside ``calls`` cloud calls at these settings.
+def start_call_seconds(*, calls: int, starts: int = 0) -> float:
+    """The longest a start can stay inside ``calls`` cloud calls at these settings, ``starts`` of
+    them paced as starts (an export's ``CreateImageExportTask``, which lets writes pass it for up
+    to outscale.START_PATIENCE at each attempt, so that a hand-off's creates go first).
 
     Each call may wait for its turn in the account's pace behind every other thread of the
     process (OMIPORTAL_SWEEP_CONCURRENCY of them, OMIPORTAL_OUTSCALE_CALLS_PER_SECOND served a
-    second), after letting writes pass for up to the pace's patience with a start
-    (outscale.START_PATIENCE: an export's start lets a hand-off's creates go first), then
-    connect and wait up to the read timeout, up to OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS
+    second), then connect and wait up to the read timeout, up to OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS
     times with at most OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY between attempts (throttled answers
     are retried even for creates). A hand-off claims all its rows at once and begins the last of
     them up to OMIPORTAL_SWEEP_BUDGET_SECONDS later. At the shipped settings (32 threads, 5 calls
-    a second, 5 s of patience, 5 + 30 s timeouts, 3 attempts, 4 s, 5 s budget) an import start's
-    three calls (lookup, create, lookup after a duplicate-name answer) come to about 440 s.
+    a second, 5 + 30 s timeouts, 3 attempts, 4 s, 5 s budget) an import start's three calls
+    (lookup, create, lookup after a duplicate-name answer) come to about 400 s.
     (A read timeout bounds the wait for each byte, not the whole answer; OUTSCALE answers in
     one piece.)
     """
-    pace_wait = outscale.START_PATIENCE + max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY)) / max(
+    pace_wait = max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY)) / max(
         1, int(settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND))
     attempt = pace_wait + float(settings.OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT) + float(
         settings.OMIPORTAL_OUTSCALE_READ_TIMEOUT)
     attempts = max(1, int(settings.OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS))
     per_call = attempts * attempt + (attempts - 1) * float(settings.OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY)
-    return float(settings.OMIPORTAL_SWEEP_BUDGET_SECONDS) + calls * per_call
+    patience = starts * attempts * outscale.START_PATIENCE
+    return float(settings.OMIPORTAL_SWEEP_BUDGET_SECONDS) + calls * per_call + patience
 
 
 def _start_horizon() -> float:
@@ -75,12 +76,12 @@ def _start_horizon() -> float:
     return scheduling.sweep_max() + float(settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
 
 
-def start_lease_until(now, *, calls: int):
+def start_lease_until(now, *, calls: int, starts: int = 0):
     """The next_poll_at a claimed start is given. It lies beyond any time a start not held is
     scheduled for (`_start_horizon`) by the longest stay inside its calls, so a re-run can tell
     a held row from one put off until later, as `riders` tells a swept row from a scheduled one;
     the reconciler comes back a grace period after it."""
-    return now + timedelta(seconds=_start_horizon() + start_call_seconds(calls=calls))
+    return now + timedelta(seconds=_start_horizon() + start_call_seconds(calls=calls, starts=starts))
 
 
 def start_free(now, *, tried: int) -> Q:
