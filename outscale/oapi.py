@@ -233,9 +233,9 @@ class OapiResponse:
     request_ids: tuple[str, ...]
 
 
-# SEC-10: a crash inside a call must not show its parameters (a pre-signed FileLocation) or the
-# SDK's signing locals in Django's error report: every local here and in the frames below is masked.
-@sensitive_variables()
+_STARTS = frozenset({"CreateImageExportTask"})  # new work: an export a transfer begins with
+
+
 def pace_kind(action: str) -> str:
     """Who goes first in the account's pace (pace.py): looks, then writes, then starts."""
     if action.startswith("Read"):
@@ -243,9 +243,9 @@ def pace_kind(action: str) -> str:
     return pace.START if action in _STARTS else pace.WRITE
 
 
-_STARTS = frozenset({"CreateImageExportTask"})  # new work: an export a transfer begins with
-
-
+# SEC-10: a crash inside a call must not show its parameters (a pre-signed FileLocation) or the
+# SDK's signing locals in Django's error report: every local here and in the frames below is masked.
+@sensitive_variables()
 def call(creds: Credentials, action: str, *, dry_run: bool = False, **params: Any) -> OapiResponse:
     """Send one OAPI action under the retry policy; return its body and every attempt's RequestId.
     ``dry_run``: with DryRun: true, which the spec allows on every action but the SDK's checks drop

@@ -177,7 +177,8 @@ def export_start(*, export_id) -> None:
 
 # The cloud calls one export start can make (polling.start_call_seconds): the bucket check
 # (ListBuckets, HeadBucket), a lookup before a retried create, the create, a lookup after a
-# duplicate-name answer.
+# duplicate-name answer. One of them, the CreateImageExportTask, is paced as a start (its lease
+# counts the pace's patience: `starts=1` where the lease is written).
 EXPORT_START_CALLS = 5
 
 
