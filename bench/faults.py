@@ -371,6 +371,10 @@ def check(sandbox, seeded: Seeded, share_ids: list[int], *, tag: str) -> dict:
                               if e.state == Export.State.FAILED})[:20],
         "stuck": [f"{r.share.copy_name}: {r.state} {r.state_message!r} image={r.image_id!r}" for r in recipients
                   if r.state not in (Recipient.State.COMPLETED, Recipient.State.FAILED)][:20],
+        # Where an unfinished export stood: its attempts and its next look (a lease, a put-off).
+        "stuck_exports": [f"export {e.public_id}: {e.state} attempts={e.attempts} "
+                          f"next_poll_at={e.next_poll_at and e.next_poll_at.isoformat(timespec='seconds')} "
+                          f"{e.state_message!r}" for e in exports if e.state in Export.IN_FLIGHT][:20],
         "problems": problems[:50], "untracked_images": orphan_images[:50], "untracked_export_tasks": orphan_tasks[:50],
     }
 
@@ -630,7 +634,7 @@ def table(result: dict) -> str:
                       f"{result.get('jobs_by_host')}; " + ("; ".join(result["events"]) or "no worker killed"), ""]
     for name, c in result["checks"].items():
         lines.append(f"[{'ok' if c['met'] else 'FAILED'}] {name}: {c['value']}")
-    for key in ("failures", "stuck", "problems", "untracked_images", "untracked_export_tasks"):
+    for key in ("failures", "stuck", "stuck_exports", "problems", "untracked_images", "untracked_export_tasks"):
         if result.get(key):
             lines.append(f"{key} (first {len(result[key])}):")
             lines += [f"  {line}" for line in result[key][:10]]

@@ -147,6 +147,30 @@ def test_a_copy_first_held_inside_create_image_past_the_grace_is_not_started_aga
     assert not any(t["exports"] for t in ticks)
 
 
+def test_a_copy_first_put_off_in_both_phases_gets_its_retry_job_each_time(leases, cloud):
+    # A copy-first export counts its attempts again from 0 once the copy is made. Its copy's
+    # first put-off queued retry "-1"; rq keeps that finished job's id for JOB_RESULT_TTL, so the
+    # export task's first put-off, under the same id, was dropped as a duplicate and the export
+    # waited for the reconciler (minutes at the shipped settings: a CI fault run's stuck export).
+    share = request_share(leases, cloud, image="Ubuntu-24.04-2025.01.15-0", copy_name="ubuntu-copy")
+    cloud.faults.configure(throttle_rate=1.0, actions={"CreateImage"})
+    approve(leases, share)
+    export = Export.objects.get(shares=share)
+    workers.run_jobs(until=lambda: Export.objects.get(pk=export.pk).state_message.startswith(polling.WAITING_PREFIX))
+    cloud.faults.configure(throttle_rate=1.0, actions={"CreateImageExportTask"})  # the copy goes, the task not
+    workers.run_jobs(until=lambda: Export.objects.filter(
+        pk=export.pk, state=Export.State.STARTING, attempts=1, state_message__startswith=polling.WAITING_PREFIX,
+    ).exists())
+
+    assert workers.pending_jobs() and any(
+        job_id.startswith(f"export-start-{export.public_id}-")
+        for q in workers.queues() for job_id in (*q.job_ids, *q.scheduled_job_registry.get_job_ids()))
+    cloud.faults.reset()
+    workers.run_jobs(until=lambda: Share.objects.get(pk=share.pk).state in (Share.State.READY, Share.State.FAILED))
+    assert Share.objects.get(pk=share.pk).state == Share.State.READY
+    assert cloud.counters(ALPHA)["CreateImage"] == 1 and cloud.counters(ALPHA)["CreateImageExportTask"] == 1
+
+
 def test_a_start_whose_lease_ran_out_is_taken_over_and_looks_its_name_up_first(leases, cloud):
     # The run holding the lease died inside its call (here: it never came back to the row).
     share = _ready_share(leases, cloud)

@@ -157,7 +157,11 @@ def export_start(*, export_id) -> None:
                                                 **({"copy_image_id": ""} if export.state == Export.State.COPYING
                                                    else {"task_id": ""})),
                                       job="transfers.jobs.export_start_job",
-                                      job_id=f"export-start-{export.public_id}-{export.attempts}")
+                                      # The phase is in the id: a copy-first export counts its
+                                      # attempts again from 0 once the copy is made, and rq keeps
+                                      # a finished job's id a while (JOB_RESULT_TTL); the copy's
+                                      # retry "-1" would swallow the export task's retry "-1".
+                                      job_id=f"export-start-{export.public_id}-{export.state}-{export.attempts}")
             else:
                 export_failed(export, exc.user_message, exc.request_ids)
             return
