@@ -3,6 +3,7 @@ portal adopts only images it marked itself, and a late put-off never moves a row
 run advanced. Real sandbox over HTTP (its `hold_seconds` switch holds a create before applying
 it), real RQ jobs, two threads where a run must overlap another, real database commits."""
 
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -17,7 +18,7 @@ from audit.verify import verify_chain
 from outscale import marks
 from tests import workers
 from tests.transfer_world import access, approve, request_share
-from transfers import errors, jobs
+from transfers import errors, jobs, scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import exports, import_ends, import_offers, import_starts, import_sweeps, polling, reconcile
 
@@ -169,6 +170,19 @@ def test_a_copy_first_put_off_in_both_phases_gets_its_retry_job_each_time(leases
     workers.run_jobs(until=lambda: Share.objects.get(pk=share.pk).state in (Share.State.READY, Share.State.FAILED))
     assert Share.objects.get(pk=share.pk).state == Share.State.READY
     assert cloud.counters(ALPHA)["CreateImage"] == 1 and cloud.counters(ALPHA)["CreateImageExportTask"] == 1
+
+
+def test_an_id_reused_after_its_job_ran_is_said_in_the_log_and_a_waiting_one_is_not(caplog):
+    workers.flush()
+    with caplog.at_level(logging.WARNING, logger="transfers.scheduling"):
+        scheduling.enqueue("transfers.jobs.reconcile_job", job_id="twice-waiting")
+        scheduling.enqueue("transfers.jobs.reconcile_job", job_id="twice-waiting")  # still queued: once is enough
+        assert workers.pending_jobs() == 1 and not caplog.records
+        workers.run_jobs()
+        scheduling.enqueue("transfers.jobs.reconcile_job", job_id="twice-waiting")  # it ran: this one is lost
+    assert workers.pending_jobs() == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "Not enqueued: job id twice-waiting was already used by a job that is finished."]
 
 
 def test_a_start_whose_lease_ran_out_is_taken_over_and_looks_its_name_up_first(leases, cloud):

@@ -5,6 +5,7 @@ When Redis is unreachable or flushed, nothing is lost: the reconciler finds rows
 whose next look is overdue and enqueues their step again.
 """
 
+import contextlib
 import functools
 import logging
 import math
@@ -17,12 +18,13 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import get_current_job
-from rq.exceptions import DuplicateJobError
-from rq.job import Job
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
 JOB_RESULT_TTL = 60  # seconds; results are never read, only kept for the dashboard
+_WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def failure_ttl() -> int:
@@ -103,7 +105,14 @@ def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, resu
         else:
             q.enqueue(func, *args, **options)
     except DuplicateJobError:
-        pass  # the same step is already queued: running it twice would be harmless anyway
+        # The same step is already queued: running it twice would be harmless anyway. An id
+        # whose job has already run (rq keeps it JOB_RESULT_TTL) swallows the step instead: the
+        # reconciler brings it back, minutes later. Said in the log, since it is a naming mistake.
+        with contextlib.suppress(RedisError, NoSuchJobError):  # expired meanwhile: nothing to say
+            status = Job.fetch(job_id, connection=get_queue(queue).connection).get_status(refresh=False)
+            if status not in _WAITING:
+                logger.warning("Not enqueued: job id %s was already used by a job that is %s.",
+                               job_id, getattr(status, "value", status))
     except RedisError:
         logger.warning("Could not enqueue %s; the reconciler will retry it.", job_id)
 
