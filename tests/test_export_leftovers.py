@@ -18,7 +18,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors
 from transfers.models import Export, Recipient, Share
-from transfers.services import cleanup, exports, import_offers, reconcile
+from transfers.services import cleanup, export_completes, exports, import_offers, reconcile
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -180,13 +180,59 @@ def test_an_unreadable_manifest_deadline_falls_back_and_the_sweep_goes_on(flow, 
     bad.refresh_from_db()
     good.refresh_from_db()
     assert (bad.state, good.state) == ("completed", "completed")
-    assert bad.manifest_deadline == bad_before_look + timedelta(days=7) - exports.MANIFEST_DEADLINE_MARGIN
+    assert bad.manifest_deadline == bad_before_look + timedelta(days=7) - export_completes.MANIFEST_DEADLINE_MARGIN
     assert "could not be read" in bad.state_message
     assert good.state_message == "" and good.manifest_deadline > timezone.now() + timedelta(days=6)
     event = AuditEvent.objects.get(action="export.completed", target_id=str(bad.public_id))
     assert event.details["manifest_deadline_assumed"] is True and event.details["reason"]
     assert {_state(web), _state(db)} == {Share.State.READY}
     assert errors.MANIFEST_DEADLINE_ASSUMED.split("(")[0] in bad.state_message
+
+
+@pytest.mark.parametrize("trouble", ["missing", "throttled"])
+def test_a_look_reads_its_ended_exports_manifests_first_and_an_error_stays_with_its_export(
+        flow, cloud, settings, trouble):
+    # The manifests are read side by side before any export is completed (export_completes.py):
+    # an error there still belongs to its export alone, and the other is offered in the same look.
+    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 30  # nothing looks at the exports but the sweep below
+    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 60
+    web = request_share(flow, cloud)
+    db = request_share(flow, cloud, image="alpha-db-base", copy_name="db-copy")
+    approve(flow, web)
+    approve(flow, db)
+    workers.run_jobs(until=lambda: Export.objects.filter(account=flow.alpha, state="running").count() == 2)
+    workers.flush()
+    bad, good = Export.objects.get(shares=web), Export.objects.get(shares=db)
+    time.sleep(0.4)  # the sandbox's exports take 0.3 s
+    with cloud.world.lock:
+        cloud.world.tick()  # both tasks complete and their manifests are written
+        if trouble == "missing":
+            del cloud.world.bucket(flow.alpha.region, bad.bucket).objects[cloud.world.tasks[bad.task_id].manifest_key]
+    Export.objects.filter(pk__in=[bad.pk, good.pk]).update(next_poll_at=timezone.now())
+    reads, real_read = [], export_completes.read_manifest
+
+    def read(*, export, **kwargs):
+        reads.append(export.pk)
+        if trouble == "throttled" and export.pk == bad.pk:
+            return export_completes.Manifest(error=outscale.RetryLater(
+                "OUTSCALE is busy.", kind=outscale.RetryLater.THROTTLED, may_have_run=False))
+        return real_read(export=export, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_completes, "read_manifest", read)
+        exports.export_sweep(account_id=flow.alpha.public_id)  # one sweep of the account
+
+    assert sorted(reads) == sorted([bad.pk, good.pk])  # each read once: the completions used them
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert good.state == "completed" and _state(db) == Share.State.READY
+    if trouble == "missing":
+        assert bad.state == "failed" and "does not exist" in bad.state_message
+        assert _state(web) == Share.State.FAILED
+    else:
+        assert bad.state == "running" and bad.state_message.endswith("OUTSCALE is busy.")
+        assert bad.next_poll_at > timezone.now()  # looked at again later
+    assert verify_chain().ok
 
 
 # --- Copy-first images ------------------------------------------------------------------------------

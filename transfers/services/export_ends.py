@@ -1,6 +1,6 @@
 """An export's failed end: one conditional update, its audit event, the shares waiting on it failed
 and their recipients cancelled, an email queued. Below exports.py and bounded.py, which both end
-exports this way (a successful end is exports.export_complete, which offers the copy).
+exports this way (a successful end is export_completes.export_complete, which offers the copy).
 """
 
 from django.utils import timezone

@@ -11,20 +11,14 @@ from django.utils import timezone
 import outscale
 from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
-from audit import recorder
 from audit.recorder import record
-from transfers import errors, events, notifications, rules, scheduling
-from transfers.models import Export, Recipient, Share
-from transfers.services import binding, bounded, import_offers, import_starts, object_grants, polling
+from transfers import errors, scheduling
+from transfers.models import Export, Share
+from transfers.services import binding, bounded, import_starts, polling
+from transfers.services.export_completes import export_complete, read_manifests, shares_ready
 from transfers.services.export_ends import export_failed, export_target
 
 logger = logging.getLogger(__name__)
-
-# What a manifest's deadline is when it cannot be read from the manifest itself: its snapshot links
-# live 7 days (the SigV4 maximum) from the export's completion, less a margin for the clocks.
-MANIFEST_LIFETIME = timedelta(seconds=604_800)
-MANIFEST_DEADLINE_MARGIN = timedelta(minutes=5)
-
 
 def export_begin(*, share: Share) -> None:
     """Give an approved share an export: a reusable one, or a new one. Runs in the caller's transaction."""
@@ -249,6 +243,10 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
     ended |= {e.pk for e in ride_copies if polling.image_ended(images.get(e.copy_image_id))}
     for export in polling.claim_riders(Export, [*ride_tasks, *ride_copies], ended):
         (running if export.state == Export.State.RUNNING else copying).append(export)
+    # The manifests of the exports that ended, read side by side before any is completed: the
+    # last one's imports do not wait for every read before it (export_completes.py).
+    manifests = read_manifests(creds=creds, ended=[
+        (e, tasks[e.task_id]) for e in running if e.task_id in tasks and tasks[e.task_id].state == "completed"])
     for export in running:
         # An error on one row (a bug, a refused audit write) counts against that row alone, and
         # the account's other exports go on (bounded.py).
@@ -257,7 +255,8 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
             if task is None:
                 export_failed(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
             elif task.state == "completed":
-                export_complete(export=export, task=task, creds=creds, handoff=handoff)
+                export_complete(export=export, task=task, creds=creds, handoff=handoff,
+                                manifest=manifests.get(export.pk))
             elif task.state in ("failed", "cancelled"):
                 export_failed(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
             else:
@@ -299,81 +298,3 @@ def _progress(export: Export, *, progress: int, message: str) -> None:
     Export.objects.filter(pk=export.pk, state=export.state).update(
         progress=progress, state_message=message[:500], poll_interval=interval,
         next_poll_at=now + timedelta(seconds=delay), updated_at=now)
-
-
-def export_complete(*, export: Export, task, creds, handoff: list | None = None) -> None:
-    account = export.account
-    with outscale.record_request_ids() as request_ids:
-        try:
-            key = task.manifest_key or outscale.find_manifest_key(
-                creds=creds, bucket=export.bucket, prefix=task.prefix or export.prefix).key
-            if not key:
-                raise outscale.NotFound("The export finished but its manifest is missing from the bucket.")
-            unreadable = ""
-            try:
-                deadline = outscale.manifest_deadline(creds=creds, bucket=export.bucket, key=key).deadline
-            except outscale.InvalidInput as exc:  # not JSON, too large: the export itself is fine
-                deadline, unreadable = None, exc.user_message
-        except outscale.CloudError as exc:
-            if exc.retryable:
-                polling.postpone([export], exc.user_message)
-            else:
-                export_failed(export, exc.user_message, exc.request_ids)
-            return
-    now = timezone.now()
-    message, details = "", {}
-    if deadline is None:
-        # Never a reason to stall the account's sweep: assume the 7 days from the last look that
-        # saw the export still running (it completed after that look), and say so.
-        deadline = export.updated_at + MANIFEST_LIFETIME - MANIFEST_DEADLINE_MARGIN
-        reason = unreadable or "it holds no pre-signed link"
-        message = errors.MANIFEST_DEADLINE_ASSUMED.format(reason=reason.rstrip("."),
-                                                          when=f"{deadline:%Y-%m-%d %H:%M} UTC")
-        details = {"manifest_deadline_assumed": True, "reason": reason}
-        logger.warning("Export %s: %s", export.public_id, message)
-    # Hundreds of shares may wait on one export: their events are written together at the end.
-    with recorder.atomic():
-        if not Export.objects.filter(pk=export.pk, state=Export.State.RUNNING).update(
-                state=Export.State.COMPLETED, progress=100, manifest_key=key, completed_at=now,
-                manifest_deadline=deadline, next_poll_at=None, state_message=message[:500], updated_at=now):
-            return
-        export.refresh_from_db()
-        record(action="export.completed", actor=None, team=account.team, target=export_target(export),
-               cloud_request_ids=list(request_ids), details={"task_id": export.task_id,
-                                                            "manifest_deadline": deadline.isoformat(), **details})
-        shares = list(Share.objects.filter(export=export, state=Share.State.EXPORTING).select_related("team"))
-        shares_ready(shares=shares, export=export, handoff=handoff)
-        if export.copy_image_id:
-            # The files are in the bucket: the copy-first image has done its job (cleanup.py).
-            scheduling.enqueue("transfers.jobs.export_cleanup_job", str(export.public_id),
-                               job_id=f"export-copy-delete-{export.public_id}")
-
-
-def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = None) -> None:
-    """The manifest exists: offer it to every recipient of these shares (in the caller's transaction).
-
-    Auto-accepted imports get a start job each, or, when the caller passes ``handoff``, their ids
-    are added to it and the caller starts them itself once this transaction has committed.
-    """
-    if not shares:
-        return
-    now = timezone.now()
-    ids = [share.pk for share in shares]
-    Share.objects.filter(pk__in=ids).update(state=Share.State.READY, state_message="", updated_at=now)
-    # The recipients the export serves; a same-Region copy was offered when its grant was made (grants.py).
-    Recipient.objects.filter(share__in=ids, state=Recipient.State.WAITING, method__in=Recipient.EXPORT_METHODS) \
-        .update(state=Recipient.State.OFFERED, updated_at=now)
-    for share in shares:
-        share.state = Share.State.READY
-        record(action="share.offered", actor=None, team=share.team, target=share,
-               details={"export": str(export.public_id), "link_valid_until": export.manifest_deadline.isoformat()})
-    auto = Recipient.objects.filter(rules.STARTS_WITHOUT_ANSWER, share__in=ids, state=Recipient.State.OFFERED,
-                                    kind=Recipient.Kind.TEAM, method__in=Recipient.EXPORT_METHODS) \
-        .select_related("team", "target_account", "share")
-    begun = import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True,
-                                  enqueue=handoff is None)
-    if handoff is not None:
-        handoff.extend(recipient.public_id for recipient in begun)
-    object_grants.object_grants_begin(share_ids=ids)  # external accounts served by an object ACL
-    events.emit("share.ready", ids, occasion=str(export.public_id))
-    notifications.later("share_ready", ids)

@@ -76,7 +76,7 @@ def grants_begin(*, share: Share) -> None:
 
 def _ready_without_export(share: Share, now) -> None:
     # A share that waits for no export is ready now; one whose export runs stays exporting until
-    # the export ends (exports.shares_ready), its fast recipients going on meanwhile.
+    # the export ends (export_completes.shares_ready), its fast recipients going on meanwhile.
     Share.objects.filter(pk=share.pk, state=Share.State.APPROVED).update(state=Share.State.READY, state_message="",
                                                                          updated_at=now)
 

@@ -1,5 +1,5 @@
 """A recipient's life, 1 of 4: the beginning. A recipient is offered the copy when its share's
-export completes (exports.shares_ready, which accepts at once for teams that auto-accept), or is
+export completes (export_completes.shares_ready, which accepts at once for teams that auto-accept), or is
 created by a pasted link (external_links.link_import_create). Here a member of its team accepts
 or declines the offer, or retries a failed import: accepting or retrying moves it to IMPORTING
 and queues its start (or leaves it to the hand-off); declining ends it.
