@@ -153,10 +153,10 @@ def test_a_failed_cleanup_keeps_its_claim_and_finishes_later(flow, cloud):
 # --- A manifest whose deadline cannot be read ------------------------------------------------------
 
 
-@pytest.mark.parametrize("manifest", [b'{"Version": "1", "Snapshots": []}', b"this is not json"],
-                         ids=["no-links", "not-json"])
-def test_an_unreadable_manifest_deadline_falls_back_and_the_sweep_goes_on(flow, cloud, settings, manifest):
-    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 30  # nothing looks at the exports but the sweep below
+def _two_exports_ended(flow, cloud, settings, *, then):
+    """Two exports of alpha (web's, db's) ended in the sandbox and due for one look; ``then(bucket,
+    task)`` runs on web's, under the sandbox's lock, once its manifest is written."""
+    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 30  # nothing looks at the exports but the sweep the test runs
     settings.OMIPORTAL_SWEEP_MAX_SECONDS = 60
     web = request_share(flow, cloud)
     db = request_share(flow, cloud, image="alpha-db-base", copy_name="db-copy")
@@ -170,9 +170,18 @@ def test_an_unreadable_manifest_deadline_falls_back_and_the_sweep_goes_on(flow, 
         cloud.world.tick()  # both tasks complete and their manifests are written
         task = cloud.world.tasks[bad.task_id]
         assert task.state == "completed"
-        cloud.oos.put_object(cloud.world.bucket(flow.alpha.region, bad.bucket), task.manifest_key, manifest,
-                             "application/json")
+        then(cloud.world.bucket(flow.alpha.region, bad.bucket), task)
     Export.objects.filter(pk__in=[bad.pk, good.pk]).update(next_poll_at=timezone.now())
+    return web, db, bad, good
+
+
+@pytest.mark.parametrize("manifest", [b'{"Version": "1", "Snapshots": []}', b"this is not json"],
+                         ids=["no-links", "not-json"])
+def test_an_unreadable_manifest_deadline_falls_back_and_the_sweep_goes_on(flow, cloud, settings, manifest):
+    def rewrite(bucket, task):
+        cloud.oos.put_object(bucket, task.manifest_key, manifest, "application/json")
+
+    web, db, bad, good = _two_exports_ended(flow, cloud, settings, then=rewrite)
 
     exports.export_sweep(account_id=flow.alpha.public_id)  # one sweep of the account
 
@@ -194,21 +203,11 @@ def test_a_look_reads_its_ended_exports_manifests_first_and_an_error_stays_with_
         flow, cloud, settings, trouble):
     # The manifests are read side by side before any export is completed (export_completes.py):
     # an error there still belongs to its export alone, and the other is offered in the same look.
-    settings.OMIPORTAL_SWEEP_MIN_SECONDS = 30  # nothing looks at the exports but the sweep below
-    settings.OMIPORTAL_SWEEP_MAX_SECONDS = 60
-    web = request_share(flow, cloud)
-    db = request_share(flow, cloud, image="alpha-db-base", copy_name="db-copy")
-    approve(flow, web)
-    approve(flow, db)
-    workers.run_jobs(until=lambda: Export.objects.filter(account=flow.alpha, state="running").count() == 2)
-    workers.flush()
-    bad, good = Export.objects.get(shares=web), Export.objects.get(shares=db)
-    time.sleep(0.4)  # the sandbox's exports take 0.3 s
-    with cloud.world.lock:
-        cloud.world.tick()  # both tasks complete and their manifests are written
+    def remove(bucket, task):
         if trouble == "missing":
-            del cloud.world.bucket(flow.alpha.region, bad.bucket).objects[cloud.world.tasks[bad.task_id].manifest_key]
-    Export.objects.filter(pk__in=[bad.pk, good.pk]).update(next_poll_at=timezone.now())
+            del bucket.objects[task.manifest_key]
+
+    web, db, bad, good = _two_exports_ended(flow, cloud, settings, then=remove)
     reads, real_read = [], export_completes.read_manifest
 
     def read(*, export, **kwargs):
