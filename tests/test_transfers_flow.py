@@ -1,5 +1,7 @@
 """The whole copy, end to end: real sandbox over HTTP, real RQ jobs, real database commits."""
 
+import time
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -197,6 +199,47 @@ def test_a_flushed_redis_delays_transfers_but_loses_none(flow, cloud, settings):
     workers.run_jobs(until=lambda: _state(share) == Share.State.COMPLETED)
     assert cloud.counters("111122223333").get("CreateImageExportTask") == 1
     assert cloud.counters("444455556666").get("CreateImage") == 1
+
+
+def _export_start_jobs(export) -> list[str]:
+    return [job_id for q in workers.queues() for job_id in q.job_ids
+            if job_id.startswith(f"export-start-{export.public_id}-")]
+
+
+def test_a_start_still_queued_behind_a_backlog_is_not_enqueued_again_and_a_lost_one_is_once(
+        flow, cloud, settings):
+    # Ten thousand approvals queue their starts behind each other; every tick of the reconciler
+    # used to enqueue each late one again (a 10,000-transfer benchmark had 27,885 extra start jobs
+    # queued within minutes). A queued job is not lost: only one the queues have moved past is.
+    from transfers import scheduling
+    from transfers.services import reconcile
+
+    settings.OMIPORTAL_RECONCILE_GRACE_SECONDS = 0.3
+    workers.flush()
+    # The backlog's head: a start of an export that does not exist (it does nothing when it runs).
+    scheduling.enqueue("transfers.jobs.export_start_job", "00000000-0000-0000-0000-000000000000",
+                       job_id="backlog-head")
+    time.sleep(0.05)
+    share = request_share(flow, cloud)
+    approve(flow, share)
+    export = Export.objects.get(shares=share)
+    assert len(_export_start_jobs(export)) == 1
+    for _ in range(4):
+        time.sleep(0.4)  # each tick, the row's next look is more than a grace period late
+        reconcile.reconcile()
+    assert len(_export_start_jobs(export)) == 1  # still waiting behind the head: left alone
+
+    # The job is lost (here: taken out of the queue), and the queue moves on past it.
+    for q in workers.queues():
+        for job_id in _export_start_jobs(export):
+            q.remove(job_id)
+    workers.run_jobs()  # the head and the rest run: the queues are empty
+    time.sleep(0.4)
+    reconcile.reconcile()
+    reconcile.reconcile()
+    assert len(_export_start_jobs(export)) == 1  # enqueued again, once
+    workers.run_jobs(until=_ready(share))
+    assert cloud.counters("111122223333").get("CreateImageExportTask") == 1
 
 
 def test_a_team_with_auto_accept_imports_without_anyone_clicking(flow, cloud):

@@ -117,6 +117,26 @@ def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, resu
         logger.warning("Could not enqueue %s; the reconciler will retry it.", job_id)
 
 
+def waiting_since():
+    """When the oldest job still waiting in a queue was enqueued (None: every queue is empty, or
+    Redis cannot say). Queues are first in, first out, so a job enqueued after it may still be
+    waiting; one enqueued before it has been taken (or was lost with a flushed Redis)."""
+    oldest = None
+    for name in settings.RQ_QUEUES:
+        try:
+            q = get_queue(name)
+            # The head, or the first of the next few whose record still exists (a deleted job
+            # leaves its id in the list until a worker skips it).
+            for job_id in q.get_job_ids(0, 4):
+                job = q.fetch_job(job_id)
+                if job is not None and job.enqueued_at is not None:
+                    oldest = job.enqueued_at if oldest is None else min(oldest, job.enqueued_at)
+                    break
+        except RedisError:
+            return None  # nothing can be enqueued either: the reconciler's enqueues say so
+    return oldest
+
+
 def enqueue(func: str, *args, job_id: str, queue: str = "default", delay: float = 0,
             result_ttl: int = JOB_RESULT_TTL) -> None:
     """Enqueue ``func(*args)`` (ids only) once the current transaction commits."""

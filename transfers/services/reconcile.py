@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.access import require
@@ -27,36 +28,58 @@ logger = logging.getLogger(__name__)
 
 def reconcile(*, now=None) -> dict:
     now = now or timezone.now()
-    overdue = now - timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
+    grace = timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
+    overdue = now - grace
+    # Late is not lost while the queues are backed up. A queue is first in, first out: a job
+    # enqueued after the oldest one still waiting may be waiting too. A start's job is enqueued
+    # when its row's next look is set a grace period ahead (a fresh row, a put-off's deadline,
+    # this reconciler's own re-enqueue below), a look's job at its next look; so a step is taken
+    # for lost only when its job went in a grace period or more before the oldest waiting one
+    # (the margin covers the transaction between the row's write and the enqueue on commit).
+    # Before, ten thousand approvals queued behind each other came back from every tick as ten
+    # thousand more jobs. An empty queue (a flushed Redis) holds nothing back. A wrong guess costs
+    # a duplicate job (every step is safe twice) or a later re-enqueue, never a lost step.
+    since = scheduling.waiting_since()
+    lost_start = overdue if since is None else min(overdue, since)
+    lost_look = overdue if since is None else min(overdue, since - grace)
     counts = {"expired_requests": share_expire_stale(now=now), "expired_links": _expire_links(now),
               "object_grants": object_grants.object_grants_due(now=now),
               "object_revokes": object_revokes.object_revokes_due(now=now)}
 
     with transaction.atomic():
-        stalled = Export.objects.filter(state__in=Export.IN_FLIGHT, next_poll_at__lt=overdue).select_related("account")
+        starting = (Q(state=Export.State.STARTING) | Q(state=Export.State.COPYING, copy_image_id="")) \
+            & Q(cleanup_claimed_at__isnull=True)
+        stalled = Export.objects.filter(state__in=Export.IN_FLIGHT).filter(
+            (starting & Q(next_poll_at__lt=lost_start)) | (~starting & Q(next_poll_at__lt=lost_look))) \
+            .select_related("account")
         counts["exports"] = 0
         for export in stalled:
+            start = export.cleanup_claimed_at is None and (
+                export.state == Export.State.STARTING
+                or (export.state == Export.State.COPYING and not export.copy_image_id))
             # Only as read: a start that claimed the row meanwhile wrote its lease (starts are never
             # taken from a run still inside its cloud calls: their lease keeps them off this list).
+            # A start's next look goes a grace period after its job, as every start's does.
             if not Export.objects.filter(pk=export.pk, state=export.state, next_poll_at=export.next_poll_at) \
-                    .update(next_poll_at=now):
+                    .update(next_poll_at=now + grace if start else now):
                 continue
             counts["exports"] += 1
             if export.cleanup_claimed_at is not None and export.state != Export.State.RUNNING:
                 # Its last share was withdrawn: what is left is the cancellation (export_cancels.py).
                 scheduling.enqueue("transfers.jobs.export_cancel_job", str(export.public_id),
                                    job_id=f"export-cancel-{export.public_id}-r{int(now.timestamp())}")
-            elif export.state == Export.State.STARTING or (export.state == Export.State.COPYING
-                                                           and not export.copy_image_id):
+            elif start:
                 scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
                                    job_id=f"export-start-{export.public_id}-r{int(now.timestamp())}")
             else:
                 scheduling.schedule_sweep("export", export.account.public_id, now)
         counts["imports"] = 0
-        for recipient in Recipient.objects.filter(state=Recipient.State.IMPORTING, next_poll_at__lt=overdue) \
-                .select_related("target_account"):
+        for recipient in Recipient.objects.filter(
+                Q(image_id="", next_poll_at__lt=lost_start) | (~Q(image_id="") & Q(next_poll_at__lt=lost_look)),
+                state=Recipient.State.IMPORTING).select_related("target_account"):
             if not Recipient.objects.filter(pk=recipient.pk, state=recipient.state, image_id=recipient.image_id,
-                                            next_poll_at=recipient.next_poll_at).update(next_poll_at=now):
+                                            next_poll_at=recipient.next_poll_at).update(
+                    next_poll_at=now if recipient.image_id else now + grace):
                 continue  # moved on since it was read (a start's claim, a sweep)
             counts["imports"] += 1
             if not recipient.image_id:
