@@ -39,8 +39,11 @@ def reconcile(*, now=None) -> dict:
     # Before, ten thousand approvals queued behind each other came back from every tick as ten
     # thousand more jobs. An empty queue (a flushed Redis) holds nothing back. A wrong guess costs
     # a duplicate job (every step is safe twice) or a later re-enqueue, never a lost step.
+    # Starts go to either queue (an import's to `poll` when a hand-off leaves it to a job of its
+    # own); looks go to `poll` only, which a backlog of starts on `default` does not hold up.
     since = scheduling.waiting_since()
     lost_start = overdue if since is None else min(overdue, since)
+    since = scheduling.waiting_since(queues=["poll"])
     lost_look = overdue if since is None else min(overdue, since - grace)
     counts = {"expired_requests": share_expire_stale(now=now), "expired_links": _expire_links(now),
               "object_grants": object_grants.object_grants_due(now=now),
