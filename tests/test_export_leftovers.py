@@ -150,6 +150,41 @@ def test_a_failed_cleanup_keeps_its_claim_and_finishes_later(flow, cloud):
     assert not _objects(cloud, export)
 
 
+def test_the_reconcilers_clean_up_net_is_one_statement_however_many_exports_are_still_read(flow, cloud):
+    # At 10,000 transfers the net checked each completed export in turn at every tick (three
+    # queries and a transaction each) and took most of a worker's time; now SQL says which.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def ready(**kwargs):
+        share = request_share(flow, cloud, **kwargs)
+        approve(flow, share)
+        workers.run_jobs(until=lambda: _state(share) == Share.State.READY)
+        workers.run_jobs()
+        return share
+
+    def reconcile_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            reconcile.reconcile()
+        return len(queries)
+
+    web = ready()  # its import is offered, not taken: the export is still read
+    reconcile.reconcile()  # the first tick books what every tick finds booked after (the inventory's checks)
+    one = reconcile_queries()
+    ready(image="alpha-db-base", copy_name="db-copy")
+    reconcile.reconcile()
+    assert reconcile_queries() == one
+    assert not [j for q in workers.queues() for j in q.job_ids if j.startswith("export-cleanup-")]
+    for recipient in Recipient.objects.filter(share=web, state="offered"):
+        import_offers.recipient_decline(access=access(flow.dst_member, flow.dest), recipient=recipient,
+                                        reason="not needed")
+    Export.objects.filter(shares=web).update(manifest_deadline=timezone.now())  # no retry can come
+    reconcile.reconcile()
+    web_export = Export.objects.get(shares=web)
+    assert [j for q in workers.queues() for j in q.job_ids if j.startswith("export-cleanup-")] == [
+        f"export-cleanup-{web_export.public_id}"]
+
+
 # --- A manifest whose deadline cannot be read ------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ failed or was killed after its claim simply goes on later (the reconciler queues
 """
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 import outscale
@@ -20,16 +20,20 @@ from transfers.models import Export, Recipient, Share
 from transfers.services import object_revokes
 
 
+def still_needed(now) -> Q:
+    """Exports whose objects a share or an import may still read (a filter on Export): in one
+    query for any number of exports, so the reconciler's safety net stays one statement a tick."""
+    recipients = Recipient.objects.filter(share__export=OuterRef("pk"))
+    return (Q(Exists(Share.objects.filter(export=OuterRef("pk")).exclude(state__in=Share.FINAL_STATES)))
+            | Q(Exists(recipients.filter(state__in=Recipient.OPEN_STATES)))
+            # Until the manifest's deadline a failed import may be retried, and an external
+            # account may still be importing from the link it was given.
+            | (Q(manifest_deadline__gt=now)
+               & Q(Exists(recipients.filter(Q(state=Recipient.State.FAILED) | Q(kind=Recipient.Kind.EXTERNAL))))))
+
+
 def _still_needed(export: Export) -> bool:
-    """Whether a share or an import may still read the export's objects."""
-    if Share.objects.filter(export=export).exclude(state__in=Share.FINAL_STATES).exists():
-        return True
-    if Recipient.objects.filter(share__export=export, state__in=Recipient.OPEN_STATES).exists():
-        return True
-    # Until the manifest's deadline a failed import may be retried, and an external account may
-    # still be importing from the link it was given.
-    return export.manifest_deadline > timezone.now() and Recipient.objects.filter(share__export=export).filter(
-        Q(state=Recipient.State.FAILED) | Q(kind=Recipient.Kind.EXTERNAL)).exists()
+    return Export.objects.filter(still_needed(timezone.now()), pk=export.pk).exists()
 
 
 def export_cleanup_if_done(*, export_id) -> None:

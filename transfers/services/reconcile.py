@@ -20,7 +20,7 @@ from audit.recorder import record
 from transfers import errors, events, rules, scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import exports, grants, object_grants, object_revokes, share_state
-from transfers.services.cleanup import export_cleanup_if_done
+from transfers.services.cleanup import export_cleanup_if_done, still_needed
 from transfers.services.requests import share_expire_stale
 
 logger = logging.getLogger(__name__)
@@ -90,8 +90,12 @@ def reconcile(*, now=None) -> dict:
                                    job_id=f"import-start-{recipient.public_id}-r{int(now.timestamp())}")
             else:
                 scheduling.schedule_sweep("import", recipient.target_account.public_id, now)
-    for export_id in Export.objects.filter(state=Export.State.COMPLETED, cleaned_at__isnull=True,
-                                           account__team__cleanup_exports=True).values_list("pk", flat=True):
+    # Only those nothing still reads, or whose claimed clean-up has not finished, found in one
+    # statement: at 10,000 transfers, checking every completed export in turn took most of a
+    # worker's time at every tick while their imports ran.
+    for export_id in Export.objects.filter(
+            Q(cleanup_claimed_at__isnull=False) | ~still_needed(now), state=Export.State.COMPLETED,
+            cleaned_at__isnull=True, account__team__cleanup_exports=True).values_list("pk", flat=True):
         with transaction.atomic():
             export_cleanup_if_done(export_id=export_id)
     # Copy-first images whose deletion at completion was lost (a killed worker, a flushed Redis,
