@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.access import require
@@ -43,6 +43,9 @@ def reconcile(*, now=None) -> dict:
     # own); looks go to `poll` only, which a backlog of starts on `default` does not hold up.
     since = scheduling.waiting_since()
     lost_start = overdue if since is None else min(overdue, since)
+    # A clean-up is queued when the export's last share ends: one that ended a grace period or
+    # more before the oldest waiting job had its clean-up taken from the queue, if it was queued.
+    settled = overdue if since is None else min(overdue, since - grace)
     since = scheduling.waiting_since(queues=["poll"])
     lost_look = overdue if since is None else min(overdue, since - grace)
     counts = {"expired_requests": share_expire_stale(now=now), "expired_links": _expire_links(now),
@@ -93,8 +96,11 @@ def reconcile(*, now=None) -> dict:
     # Only those nothing still reads, or whose claimed clean-up has not finished, found in one
     # statement: at 10,000 transfers, checking every completed export in turn took most of a
     # worker's time at every tick while their imports ran.
+    # Unclaimed ones whose clean-up may still wait behind a backlog are left to it (`settled`); a
+    # claim is made by the clean-up's own run, so one left unfinished has no job waiting.
+    done = ~still_needed(now) & ~Q(Exists(Share.objects.filter(export=OuterRef("pk"), updated_at__gte=settled)))
     for export_id in Export.objects.filter(
-            Q(cleanup_claimed_at__isnull=False) | ~still_needed(now), state=Export.State.COMPLETED,
+            Q(cleanup_claimed_at__isnull=False) | done, state=Export.State.COMPLETED,
             cleaned_at__isnull=True, account__team__cleanup_exports=True).values_list("pk", flat=True):
         with transaction.atomic():
             export_cleanup_if_done(export_id=export_id)
