@@ -84,12 +84,44 @@ def test_threads_do_not_wait_on_each_others_sleep():
     assert not waiter.is_alive()
 
 
+class SteppedTime:
+    """A clock that moves only when the test says: sleepers wake when it reaches their time, so
+    threads waiting in the pace are served by the slots they hold, not by how fast the machine
+    starts a thread (a real-time form of the test below failed on a loaded CI machine)."""
+
+    def __init__(self):
+        self.now = 100.0
+        self.moved = threading.Condition()
+
+    def clock(self) -> float:
+        with self.moved:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.moved:
+            until = self.now + seconds
+            assert self.moved.wait_for(lambda: self.now >= until, timeout=10), "the test never got there"
+
+    def advance_to(self, when: float) -> None:
+        with self.moved:
+            self.now = when
+            self.moved.notify_all()
+
+
+def _until(predicate) -> None:
+    for _ in range(2000):
+        if predicate():
+            return
+        threading.Event().wait(0.005)
+    raise AssertionError("timed out")
+
+
 def test_a_look_takes_the_next_slot_before_a_queued_burst_of_creates():
-    # Two calls a window: a burst of six creates fills this window and reserves the next two.
-    # A look that arrives then (another thread) is served right after the two that went at once.
-    # The window is a whole second so that a loaded machine, slow to start the look's thread, still
-    # has it reserve before the third create's slot comes (0.3 s was missed once on CI).
-    pace = AccountPace(2, window=1.0)
+    # Two calls a window: a burst of six creates takes this window and reserves the next two.
+    # A look that arrives then (another thread) is served in the next window, with the one
+    # create that keeps its slot there; the three others move one slot later.
+    t = SteppedTime()
+    pace = AccountPace(2, window=1.0, clock=t.clock, sleep=t.sleep)
     served, lock = [], threading.Lock()
 
     def call(name, kind):
@@ -100,16 +132,22 @@ def test_a_look_takes_the_next_slot_before_a_queued_burst_of_creates():
     creates = [threading.Thread(target=call, args=(f"create-{k}", "write")) for k in range(6)]
     for thread in creates:
         thread.start()
-    # The first two went at once; the other four have reserved and wait for their slots.
-    while len(served) < 2 or len(pace._slots) < 6:
-        threading.Event().wait(0.005)
+    _until(lambda: len(served) == 2 and len(pace._slots) == 6)  # two went, four wait
     look = threading.Thread(target=call, args=("look", "look"))
     look.start()
+    _until(lambda: len(pace._slots) == 7)
+    t.advance_to(101.0)
+    _until(lambda: len(served) == 4)
+    assert all(name.startswith("create") for name in served[:2])
+    assert "look" in served[2:4], served
+    when = 101.0
+    while len(served) < 7 and when < 300:  # a create whose slot moved sleeps on from where it woke
+        when += 1
+        t.advance_to(when)
+        threading.Event().wait(0.01)
     for thread in [*creates, look]:
         thread.join(5)
-    assert all(name.startswith("create") for name in served[:2])
-    assert served[2] == "look", served
-    assert len(served) == 7
+    assert len(served) == 7 and "look" not in served[4:]
 
 
 def test_a_look_keeps_the_total_within_the_allowance():
