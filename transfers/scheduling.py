@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import get_current_job
-from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, resu
         # The same step is already queued: running it twice would be harmless anyway. An id
         # whose job has already run (rq keeps it JOB_RESULT_TTL) swallows the step instead: the
         # reconciler brings it back, minutes later. Said in the log, since it is a naming mistake.
-        with contextlib.suppress(RedisError, NoSuchJobError):  # expired meanwhile: nothing to say
-            status = Job.fetch(job_id, connection=get_queue(queue).connection).get_status(refresh=False)
-            if status not in _WAITING:
+        with contextlib.suppress(RedisError):
+            job = q.fetch_job(job_id)  # None: expired meanwhile, nothing to say
+            if job is not None and (status := job.get_status(refresh=False)) not in _WAITING:
                 logger.warning("Not enqueued: job id %s was already used by a job that is %s.",
                                job_id, getattr(status, "value", status))
     except RedisError:

@@ -44,8 +44,13 @@ def export_cleanup_if_done(*, export_id) -> None:
         return
     if export.cleanup_claimed_at is None and (not export.account.team.cleanup_exports or _still_needed(export)):
         return
-    scheduling.enqueue("transfers.jobs.export_cleanup_job", str(export.public_id),
-                       job_id=f"export-cleanup-{export.public_id}")
+    cleanup_later(export.public_id)
+
+
+def cleanup_later(export_public_id) -> None:
+    """Queue an export's clean-up; its run checks again, under the export's lock, that nothing uses it."""
+    scheduling.enqueue("transfers.jobs.export_cleanup_job", str(export_public_id),
+                       job_id=f"export-cleanup-{export_public_id}")
 
 
 def _claim(export: Export) -> bool:

@@ -10,7 +10,7 @@ imports would wait for every read before them, so a look reads them side by side
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -35,7 +35,7 @@ class Manifest:
     """What the cloud said about a completed export's manifest (cloud calls only, no database)."""
 
     key: str = ""
-    deadline: object = None  # datetime, or None when the manifest holds no pre-signed link
+    deadline: datetime | None = None  # None when the manifest holds no pre-signed link
     unreadable: str = ""  # why the deadline could not be read, when it could not
     error: outscale.CloudError | None = None
     request_ids: list = field(default_factory=list)

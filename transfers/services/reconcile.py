@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q
 from django.utils import timezone
 
 from accounts.access import require
@@ -20,7 +20,7 @@ from audit.recorder import record
 from transfers import errors, events, rules, scheduling
 from transfers.models import Export, Recipient, Share
 from transfers.services import exports, grants, object_grants, object_revokes, share_state
-from transfers.services.cleanup import export_cleanup_if_done, still_needed
+from transfers.services.cleanup import cleanup_later, still_needed
 from transfers.services.requests import share_expire_stale
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ def reconcile(*, now=None) -> dict:
     # A clean-up is queued when the export's last share ends: one that ended a grace period or
     # more before the oldest waiting job had its clean-up taken from the queue, if it was queued.
     settled = overdue if since is None else min(overdue, since - grace)
-    since = scheduling.waiting_since(queues=["poll"])
-    lost_look = overdue if since is None else min(overdue, since - grace)
+    since_poll = scheduling.waiting_since(queues=["poll"])
+    lost_look = overdue if since_poll is None else min(overdue, since_poll - grace)
     counts = {"expired_requests": share_expire_stale(now=now), "expired_links": _expire_links(now),
               "object_grants": object_grants.object_grants_due(now=now),
               "object_revokes": object_revokes.object_revokes_due(now=now)}
@@ -57,12 +57,10 @@ def reconcile(*, now=None) -> dict:
             & Q(cleanup_claimed_at__isnull=True)
         stalled = Export.objects.filter(state__in=Export.IN_FLIGHT).filter(
             (starting & Q(next_poll_at__lt=lost_start)) | (~starting & Q(next_poll_at__lt=lost_look))) \
-            .select_related("account")
+            .annotate(start=ExpressionWrapper(starting, output_field=BooleanField())).select_related("account")
         counts["exports"] = 0
         for export in stalled:
-            start = export.cleanup_claimed_at is None and (
-                export.state == Export.State.STARTING
-                or (export.state == Export.State.COPYING and not export.copy_image_id))
+            start = export.start
             # Only as read: a start that claimed the row meanwhile wrote its lease (starts are never
             # taken from a run still inside its cloud calls: their lease keeps them off this list).
             # A start's next look goes a grace period after its job, as every start's does.
@@ -98,12 +96,12 @@ def reconcile(*, now=None) -> dict:
     # worker's time at every tick while their imports ran.
     # Unclaimed ones whose clean-up may still wait behind a backlog are left to it (`settled`); a
     # claim is made by the clean-up's own run, so one left unfinished has no job waiting.
+    # The clean-up's own run checks again, under the export's lock (cleanup._claim).
     done = ~still_needed(now) & ~Q(Exists(Share.objects.filter(export=OuterRef("pk"), updated_at__gte=settled)))
-    for export_id in Export.objects.filter(
+    for public_id in Export.objects.filter(
             Q(cleanup_claimed_at__isnull=False) | done, state=Export.State.COMPLETED,
-            cleaned_at__isnull=True, account__team__cleanup_exports=True).values_list("pk", flat=True):
-        with transaction.atomic():
-            export_cleanup_if_done(export_id=export_id)
+            cleaned_at__isnull=True, account__team__cleanup_exports=True).values_list("public_id", flat=True):
+        cleanup_later(public_id)
     # Copy-first images whose deletion at completion was lost (a killed worker, a flushed Redis,
     # a throttled DeleteImage), and those of failed exports.
     for public_id in Export.objects.filter(state__in=[Export.State.COMPLETED, Export.State.FAILED],
