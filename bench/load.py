@@ -64,8 +64,9 @@ NEVER_EXPORT = {"alpha-legacy-broken"}  # its export always fails, by design of 
 # leaves the core to another; a connection kept 10 s, past a person's pause between clicks (at
 # gunicorn's default 2 s the server closes it just as the next click reuses it: an error).
 GUNICORN = ("--worker-class", "gthread", "--workers", "2", "--threads", "4", "--keep-alive", "10")
-# The README's worker command on a host shared with the web tier: transfers wait minutes on the
-# cloud anyway, people wait on the page, so the workers yield the cores (``nice``).
+# The README's worker setting on a host shared with the web tier: transfers wait minutes on the
+# cloud anyway, people wait on the page, so the workers yield the cores (OMIPORTAL_WORKER_NICE:
+# their nice and, in a session of their own as here, their session's autogroup).
 WORKER_NICE = 10
 
 # One pace for every process: the first "next look" of a step is set by whoever enqueues it.
@@ -177,9 +178,9 @@ class Processes:
     def __init__(self, env: dict, log_dir: Path):
         self.env, self.log_dir, self.procs = env, log_dir, []
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(argv, env=self.env, cwd=BASE_DIR, start_new_session=True,  # noqa: S603
+        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=BASE_DIR, start_new_session=True,  # noqa: S603
                                 stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs.append((name, proc))
@@ -460,9 +461,9 @@ def run(options: Options, *, log=print) -> dict:
         if options.sandbox_nice:
             renice_other_threads(options.sandbox_nice)
         for n in range(options.workers):
-            procs.start(f"worker-{n + 1}", ["nice", "-n", str(options.worker_nice), sys.executable,
-                                           str(BASE_DIR / "manage.py"), "rqworker", "poll", "default",
-                                           "--with-scheduler"])
+            procs.start(f"worker-{n + 1}", [sys.executable, str(BASE_DIR / "manage.py"), "rqworker", "poll",
+                                           "default", "--with-scheduler"],
+                        env={"OMIPORTAL_WORKER_NICE": str(options.worker_nice)})
         load = people.Phase("load", users=options.users, seconds=options.duration, think=options.think,
                             spawn_rate=options.spawn_rate)
         log(f"Load: {load.users} people, {load.think[0]:g}-{load.think[1]:g} s between clicks, "
@@ -548,11 +549,18 @@ def table(result: dict) -> str:
         "cores used on average (of " + str(result["cores"]) + "), alone: "
         + ", ".join(f"{k} {v}" for k, v in result["cpu_baseline"].items()) + "; under load: "
         + ", ".join(f"{k} {v}" for k, v in result["cpu_load"].items()),
-        f"web: gunicorn {' '.join(result['gunicorn'])}; workers at nice {result['worker_nice']}"
+        f"web: gunicorn {' '.join(result['gunicorn'])}; workers at OMIPORTAL_WORKER_NICE={result['worker_nice']}"
         f", sandbox at nice {result.get('sandbox_nice', 0)}"
-        + (f" (differs from the README: {'; '.join(result['gunicorn_differs'])})" if result["gunicorn_differs"]
+        + (f" (differs from the README: {'; '.join(differs)})" if (differs := _differs_from_readme(result))
            else " (the README's)"),
         f"setup {result['setup_seconds']}s, load {result['run_seconds']}s, wall {result['wall_seconds']}s"
         + (f"; processes that died: {result['processes_died']}" if result["processes_died"] else ""),
     ]
     return "\n".join(lines)
+
+
+def _differs_from_readme(result: dict) -> list[str]:
+    differs = list(result["gunicorn_differs"])
+    if result["worker_nice"] != WORKER_NICE:
+        differs.append(f"OMIPORTAL_WORKER_NICE={result['worker_nice']}, the README's is {WORKER_NICE}")
+    return differs

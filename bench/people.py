@@ -49,6 +49,17 @@ def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
         except psutil.Error:
             return 0.0
 
+    def postgres(proc: psutil.Process) -> float:
+        # A backend that has ended is counted in its postmaster's children's times (it reaps them):
+        # a worker's sweep threads open connections that last one sweep.
+        try:
+            if psutil.Process(proc.info["ppid"]).name() == "postgres":
+                return used(proc)
+            times = proc.cpu_times()
+            return used(proc) + times.children_user + times.children_system
+        except psutil.Error:
+            return 0.0
+
     def tree(proc: psutil.Process) -> float:
         try:
             children = proc.children()
@@ -64,7 +75,7 @@ def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
             except psutil.Error:
                 continue
         out[name] = total
-    out["postgresql"] = sum(used(p) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres")
+    out["postgresql"] = sum(postgres(p) for p in psutil.process_iter(["name", "ppid"]) if p.info["name"] == "postgres")
     machine = psutil.cpu_times()
     out["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
     return out

@@ -365,6 +365,11 @@ OMIPORTAL_CLOCK_FROM_DATABASE = env.bool("OMIPORTAL_CLOCK_FROM_DATABASE", defaul
 # scheduler ran on the same host id and its pid is gone (omiportal/worker.py). Set it apart for
 # hosts that share a hostname (containers with the host's network, two "hosts" on one machine).
 OMIPORTAL_HOST_ID = env.str("OMIPORTAL_HOST_ID", default="") or socket.gethostname()
+# On a host that also serves the pages, workers take the CPU the web tier leaves: a transfer waits
+# minutes on the cloud, a person waits on the page. Each worker lowers its nice to this, and its
+# session's autogroup when it leads its own session (omiportal/priority.py: nice alone does not
+# weigh sessions against each other). 0 (as shipped): unchanged; 10 on a shared host.
+OMIPORTAL_WORKER_NICE = env.int("OMIPORTAL_WORKER_NICE", default=0)
 # A sweep's per-row calls (the imports an export just made possible, the tags of imports that
 # just completed) run this many at a time: each waits mostly on OUTSCALE, and the account's
 # pace (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND, shared by the threads) still bounds the rate. A

@@ -25,6 +25,7 @@ from rq.serializers import JSONSerializer
 import outscale
 from audit.jobs import ensure_audit_jobs_enqueued
 from audit.recorder import keeping_denials
+from omiportal.priority import yield_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class PortalWorker(SimpleWorker):
         # a pickled payload placed in Redis asks for.
         kwargs["serializer"] = JSONSerializer
         super().__init__(*args, **kwargs)
+        # Before any thread or the scheduler's child is started: they inherit it.
+        if lowered := yield_cpu(settings.OMIPORTAL_WORKER_NICE):
+            logger.info("Worker CPU priority: %s.", "; ".join(lowered))
         outscale.warm_up()  # the OAPI spec (seconds to parse) and the cloud layer, once
         for module in JOB_MODULES:
             importlib.import_module(module)

@@ -27,7 +27,7 @@ PAGE_KINDS = {"dashboard", "share_list", "share_detail", "progress_json", "inbox
 def test_the_benchmark_serves_the_portal_with_the_readmes_commands():
     readme = " ".join(README.read_text().split())  # the README wraps its lines
     assert " ".join(["gunicorn omiportal.wsgi --bind 0.0.0.0:8000", *load.GUNICORN]) in readme
-    assert f"nice -n {load.WORKER_NICE} python manage.py rqworker poll default --with-scheduler" in readme
+    assert f"OMIPORTAL_WORKER_NICE={load.WORKER_NICE} python manage.py rqworker poll default --with-scheduler" in readme
     argv, differs = load.gunicorn_argv(load.Options(), 8123)
     assert argv[argv.index("omiportal.wsgi"):] == ["omiportal.wsgi", "--bind", "127.0.0.1:8123", *load.GUNICORN]
     assert differs == []

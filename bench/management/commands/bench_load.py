@@ -28,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--spawn-rate", type=float, default=2, help="people arriving per second")
         parser.add_argument("--workers", type=int, default=2, help="RQ worker processes")
         parser.add_argument("--worker-nice", type=int, default=load.WORKER_NICE,
-                            help="niceness of the RQ workers (the README's: 10; 0 to run them beside the web tier)")
+                            help="OMIPORTAL_WORKER_NICE of the RQ workers (the README's: 10; 0: beside the web tier)")
         parser.add_argument("--sandbox-nice", type=int, default=0,
                             help="nice of the sandbox's threads during the load (it stands in for a remote cloud)")
         parser.add_argument("--web-workers", type=int, help="gunicorn processes (default: the README's)")
