@@ -365,6 +365,10 @@ OMIPORTAL_CLOCK_FROM_DATABASE = env.bool("OMIPORTAL_CLOCK_FROM_DATABASE", defaul
 # scheduler ran on the same host id and its pid is gone (omiportal/worker.py). Set it apart for
 # hosts that share a hostname (containers with the host's network, two "hosts" on one machine).
 OMIPORTAL_HOST_ID = env.str("OMIPORTAL_HOST_ID", default="") or socket.gethostname()
+# Workers take jobs from their queues in the order listed (poll first), except that a later
+# queue whose oldest job has waited this long gets the next job (then the listed order again):
+# a busy poll queue never starves export starts, grants and mail (omiportal/worker.py).
+OMIPORTAL_QUEUE_PATIENCE_SECONDS = env.float("OMIPORTAL_QUEUE_PATIENCE_SECONDS", default=10.0)
 # On a host that also serves the pages, workers take the CPU the web tier leaves: a transfer waits
 # minutes on the cloud, a person waits on the page. Each worker lowers its nice to this, and its
 # session's autogroup when it leads its own session (omiportal/priority.py: nice alone does not

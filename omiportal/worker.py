@@ -17,14 +17,18 @@ import django_rq
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
+from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.exceptions import DuplicateJobError
+from rq.job import Job
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.serializers import JSONSerializer
+from rq.utils import utcparse
 
 import outscale
 from audit.jobs import ensure_audit_jobs_enqueued
 from audit.recorder import keeping_denials
+from omiportal import clock
 from omiportal.priority import yield_cpu
 
 logger = logging.getLogger(__name__)
@@ -100,6 +104,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def overdue_queue(queues, connection, *, patience: float, now: float):
+    """The later queue (not the first) whose head has waited longest past ``patience`` seconds,
+    or None. A deleted job's id left at a head, or a head without a time, is not overdue."""
+    later = list(queues[1:])
+    if not later:
+        return None
+    with connection.pipeline(transaction=False) as pipe:
+        for queue in later:
+            pipe.lindex(queue.key, 0)
+        heads = pipe.execute()
+    with connection.pipeline(transaction=False) as pipe:
+        for head in heads:
+            pipe.hget(Job.key_for((head or b"").decode()), "enqueued_at")
+        stamps = pipe.execute()
+    waited = []
+    for queue, head, stamp in zip(later, heads, stamps, strict=True):
+        if head is not None and stamp is not None:
+            with contextlib.suppress(ValueError):
+                waited.append((now - utcparse(stamp.decode()).timestamp(), queue))
+    late = [(wait, queue) for wait, queue in waited if wait > patience]
+    return max(late, key=lambda pair: pair[0])[1] if late else None
+
+
 JOB_MODULES = ("transfers.jobs", "transfers.notifications", "audit.jobs")
 
 
@@ -110,6 +137,7 @@ class PortalWorker(SimpleWorker):
         # a pickled payload placed in Redis asks for.
         kwargs["serializer"] = JSONSerializer
         super().__init__(*args, **kwargs)
+        self._took_first = True
         # Before any thread or the scheduler's child is started: they inherit it.
         if lowered := yield_cpu(settings.OMIPORTAL_WORKER_NICE):
             logger.info("Worker CPU priority: %s.", "; ".join(lowered))
@@ -136,6 +164,29 @@ class PortalWorker(SimpleWorker):
         asked = job.failure_ttl
         job.failure_ttl = cap if asked is None or asked < 0 else min(asked, cap)  # -1 would be for ever
         return super().handle_job_failure(job, queue, *args, **kwargs)
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        # The queues are listed in the order they matter (poll first: a look is one short call, and
+        # must not wait behind a burst of starts), but rq takes from the first non-empty queue
+        # for as long as it has jobs: a poll queue kept busy (a thousand direct copies' starts,
+        # each seconds of paced, throttled calls) starved every export start, grant and mail in
+        # `default` for minutes in the two-host fault run. So a later queue whose head has waited
+        # past OMIPORTAL_QUEUE_PATIENCE_SECONDS goes first, for one job; the next dequeue is back
+        # to the listed order. A late queue gets every other job at least, and a look waits behind
+        # one job of another queue at most.
+        self._ordered_queues = list(self.queues)
+        if self._took_first:
+            try:
+                late = overdue_queue(self.queues, self.connection, patience=settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS,
+                                     now=clock.now_timestamp())
+            except RedisError:
+                late = None  # the dequeue itself meets the same error and waits for Redis as rq does
+            if late is not None:
+                self._ordered_queues = [late, *(q for q in self.queues if q is not late)]
+        result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        # Only a job taken from the first queue lets the next one be taken out of order.
+        self._took_first = result is None or result[1].name == self.queues[0].name
+        return result
 
     @property
     def dequeue_timeout(self) -> int:

@@ -85,3 +85,53 @@ def test_a_scheduler_lock_left_by_a_worker_killed_on_this_machine_is_let_go(queu
     assert release_dead_scheduler_locks(connection, ["default", "poll"]) == []
     for queue in ("default", "poll"):
         connection.delete(RQScheduler.get_locking_key(queue), SCHEDULER_KEY_TEMPLATE % f"scheduler-{queue}")
+
+
+# --- Turns between queues: poll first, but a later queue never starves -----------------------------
+
+RAN: list[str] = []
+
+
+def note(name: str) -> None:  # a job: what ran, in order (the worker runs jobs in this process)
+    RAN.append(name)
+
+
+def _enqueue(queue, name: str, *, waited: float = 0.0) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from rq.utils import utcformat
+
+    job = queue.enqueue("tests.test_worker.note", name, job_id=name)
+    if waited:  # as if it had been waiting that long at the head of its queue
+        at = datetime.now(UTC) - timedelta(seconds=waited)
+        queue.connection.hset(job.key, "enqueued_at", utcformat(at))
+
+
+def _run(queues) -> list[str]:
+    RAN.clear()
+    worker = PortalWorker(queues, connection=queues[0].connection)
+    worker.work(burst=True, logging_level="WARNING")
+    return list(RAN)
+
+
+def test_a_busy_poll_queue_goes_first_but_a_job_past_its_patience_in_default_takes_every_other_turn(queues, settings):
+    """rq alone takes from the first non-empty queue for as long as it has jobs: with poll kept
+    busy, `default` (export starts, grants, mail) starved (the two-host fault run: 131 export
+    starts untouched for minutes). A later queue whose head waited past the patience now gets
+    every other job, and a look on poll waits behind one such job at most."""
+    settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS = 10
+    default, poll = queues
+    for n in range(3):
+        _enqueue(poll, f"look-{n}")
+    _enqueue(default, "start-0", waited=60)
+    _enqueue(default, "start-1", waited=59)
+    assert _run([poll, default]) == ["start-0", "look-0", "start-1", "look-1", "look-2"]
+
+
+def test_a_job_in_default_within_its_patience_waits_for_the_poll_queue_as_listed(queues, settings):
+    settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS = 10
+    default, poll = queues
+    _enqueue(default, "start-0", waited=5)
+    for n in range(2):
+        _enqueue(poll, f"look-{n}")
+    assert _run([poll, default]) == ["look-0", "look-1", "start-0"]
