@@ -433,6 +433,11 @@ def run(o: Options, *, log=print) -> dict:
     sandbox = Sandbox(host="127.0.0.1", base_port=0, export_seconds=o.export_seconds,
                       import_seconds=o.import_seconds, copy_seconds=o.copy_seconds, lockout_after=0).start()
     sandbox.faults.configure(latency=o.latency)
+    # No OMI quota: a thousand copies into one account pass the sandbox's default of 500, which it
+    # refuses as OUTSCALE would (a deployment asks OUTSCALE for more); the run checks that nothing
+    # fails, and a full quota is a failure the portal reports, not a fault it recovers from.
+    for account in sandbox.describe()["accounts"]:
+        sandbox.set_quota(account["account_id"], "image_limit", 0)
     holds = Holds(sandbox)
     endpoints = sandbox.endpoints()
     env = _worker_env(endpoints, log_dir)

@@ -154,7 +154,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis and background jobs -------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="") or embedded_redis_url(VAR_DIR / "redis.db")
 _QUEUE = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900, "SERIALIZER": "rq.serializers.JSONSerializer"}
-RQ_QUEUES = {"default": dict(_QUEUE), "poll": dict(_QUEUE)}
+# Workers take them in this order: `poll` (looks, direct copies' starts), `default` (a transfer's
+# other steps), `background` (mail and pre-flight checks: what no transfer waits on), a queue
+# whose oldest job has waited OMIPORTAL_QUEUE_PATIENCE_SECONDS taking the next turn (omiportal/worker.py).
+RQ_QUEUES = {"default": dict(_QUEUE), "poll": dict(_QUEUE), "background": dict(_QUEUE)}
 # Jobs reach Redis only once the transaction that asked for them commits.
 RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "omiportal.worker.PortalWorker"}
 # The cache lives in the same Redis, so every web process and host shares it: a per-person rate

@@ -17,7 +17,6 @@ import django_rq
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
-from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
@@ -30,6 +29,7 @@ from audit.jobs import ensure_audit_jobs_enqueued
 from audit.recorder import keeping_denials
 from omiportal import clock
 from omiportal.priority import yield_cpu
+from transfers.scheduling import BACKGROUND
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,11 @@ class PortalWorker(SimpleWorker):
         # a pickled payload placed in Redis asks for.
         kwargs["serializer"] = JSONSerializer
         super().__init__(*args, **kwargs)
+        # `background` (mail, pre-flight checks) used to be part of `default`: a worker that takes
+        # `default` takes it too, after the others, so `rqworker poll default` needs no change.
+        if "default" in self.queue_names() and BACKGROUND not in self.queue_names():
+            self.queues.append(django_rq.get_queue(BACKGROUND, connection=self.connection))
+            self._ordered_queues = list(self.queues)
         self._took_first = True
         # Before any thread or the scheduler's child is started: they inherit it.
         if lowered := yield_cpu(settings.OMIPORTAL_WORKER_NICE):
@@ -179,8 +184,9 @@ class PortalWorker(SimpleWorker):
             try:
                 late = overdue_queue(self.queues, self.connection, patience=settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS,
                                      now=clock.now_timestamp())
-            except RedisError:
-                late = None  # the dequeue itself meets the same error and waits for Redis as rq does
+            except Exception:  # noqa: BLE001 - Redis or the clock failing: the listed order, as rq would
+                logger.exception("Could not compare the queues' waits")
+                late = None
             if late is not None:
                 self._ordered_queues = [late, *(q for q in self.queues if q is not late)]
         result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)

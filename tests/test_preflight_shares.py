@@ -136,3 +136,18 @@ def test_a_decided_share_keeps_the_checks_it_was_decided_on(flow, cloud):
     workers.run_jobs()
     assert Share.objects.get(pk=share.pk).preflight == {} and _recipient(share).preflight == {}
     assert not cloud.counters(DELTA)
+
+
+def test_a_requests_checks_and_mail_wait_in_the_background_queue_not_before_the_transfers_steps(flow, cloud):
+    """A burst of requests queues their checks and mail: in `default` they were ahead of every
+    export start and grant in first-in first-out order (4,970 of them in the two-host fault run)."""
+    import django_rq
+
+    workers.flush()
+    share = request_share(flow, cloud)
+    background = django_rq.get_queue("background").job_ids
+    assert any(job_id.startswith(f"share-preflight-{share.public_id}-") for job_id in background)
+    assert any(job_id.startswith(f"recipient-preflight-{_recipient(share).public_id}-") for job_id in background)
+    assert any(job_id.startswith("notify-approval_needed-") for job_id in background)
+    assert not [job_id for name in ("default", "poll") for job_id in django_rq.get_queue(name).job_ids
+                if job_id.startswith(("share-preflight-", "recipient-preflight-", "notify-"))]

@@ -89,11 +89,11 @@ def test_a_scheduler_lock_left_by_a_worker_killed_on_this_machine_is_let_go(queu
 
 # --- Turns between queues: poll first, but a later queue never starves -----------------------------
 
-RAN: list[str] = []
+RAN = "test-worker:ran"
 
 
-def note(name: str) -> None:  # a job: what ran, in order (the worker runs jobs in this process)
-    RAN.append(name)
+def note(name: str) -> None:  # a job: what ran, in order
+    django_rq.get_connection("default").rpush(RAN, name)
 
 
 def _enqueue(queue, name: str, *, waited: float = 0.0) -> None:
@@ -108,12 +108,13 @@ def _enqueue(queue, name: str, *, waited: float = 0.0) -> None:
 
 
 def _run(queues) -> list[str]:
-    RAN.clear()
-    worker = PortalWorker(queues, connection=queues[0].connection)
-    worker.work(burst=True, logging_level="WARNING")
-    return list(RAN)
+    connection = queues[0].connection
+    connection.delete(RAN)
+    PortalWorker(queues, connection=connection).work(burst=True, logging_level="WARNING")
+    return [name.decode() for name in connection.lrange(RAN, 0, -1)]
 
 
+@pytest.mark.django_db(transaction=True)  # the worker reads the database clock; enqueues are not held for a commit
 def test_a_busy_poll_queue_goes_first_but_a_job_past_its_patience_in_default_takes_every_other_turn(queues, settings):
     """rq alone takes from the first non-empty queue for as long as it has jobs: with poll kept
     busy, `default` (export starts, grants, mail) starved (the two-host fault run: 131 export
@@ -128,6 +129,7 @@ def test_a_busy_poll_queue_goes_first_but_a_job_past_its_patience_in_default_tak
     assert _run([poll, default]) == ["start-0", "look-0", "start-1", "look-1", "look-2"]
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_job_in_default_within_its_patience_waits_for_the_poll_queue_as_listed(queues, settings):
     settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS = 10
     default, poll = queues
@@ -135,3 +137,23 @@ def test_a_job_in_default_within_its_patience_waits_for_the_poll_queue_as_listed
     for n in range(2):
         _enqueue(poll, f"look-{n}")
     assert _run([poll, default]) == ["look-0", "look-1", "start-0"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_takes_default_takes_background_too_after_the_others_unless_it_waited_past_its_patience(
+        queues, settings):
+    """`rqworker poll default`, the command deployments run, also sends the mail and runs the
+    checks that moved to `background`; they come last, and get their turn once they waited."""
+    settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS = 10
+    default, poll = queues
+    background = django_rq.get_queue("background")
+    _enqueue(background, "mail-0")
+    _enqueue(default, "start-0")
+    _enqueue(poll, "look-0")
+    assert _run([poll, default]) == ["look-0", "start-0", "mail-0"]
+    _enqueue(background, "mail-1", waited=30)
+    _enqueue(default, "start-1", waited=20)
+    _enqueue(poll, "look-1")
+    _enqueue(poll, "look-2")
+    assert _run([poll, default]) == ["mail-1", "look-1", "start-1", "look-2"]
+    assert "background" not in PortalWorker([poll], connection=poll.connection).queue_names()

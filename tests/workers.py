@@ -19,7 +19,7 @@ import psutil
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-QUEUES = ("poll", "default")
+QUEUES = ("poll", "default", "background")
 
 
 def queues():

@@ -23,7 +23,8 @@ def later(kind: str, object_ids: Iterable[int]) -> None:
         raise ValueError(f"unknown notification {kind!r}")
     ids = sorted({int(pk) for pk in object_ids})
     if ids:
-        scheduling.enqueue("transfers.jobs.notify_job", kind, ids, job_id=f"notify-{kind}-{uuid.uuid4().hex}")
+        scheduling.enqueue("transfers.jobs.notify_job", kind, ids, job_id=f"notify-{kind}-{uuid.uuid4().hex}",
+                           queue=scheduling.BACKGROUND)
 
 
 def send(kind: str, object_ids: Iterable[int]) -> None:

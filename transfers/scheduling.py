@@ -90,6 +90,13 @@ def _connection(url: str):
     return redis.Redis.from_url(url)
 
 
+# Mail and pre-flight checks: no transfer waits on them, so a burst of requests does not put them
+# ahead of the transfers' steps (a worker listening to `default` takes them too: omiportal/worker.py).
+BACKGROUND = "background"
+# Where a transfer's steps go: the reconciler judges a step lost against these queues' backlog.
+STEP_QUEUES = ("poll", "default")
+
+
 def get_queue(name: str):
     return django_rq.get_queue(name, connection=_connection(settings.RQ_QUEUES[name]["URL"]))
 

@@ -58,11 +58,11 @@ def preflight_begin(*, share: Share) -> None:
     the source's, and one job per recipient account of a team in the portal."""
     stamp = int(timezone.now().timestamp() // PREFLIGHT_FRESH_SECONDS)
     scheduling.enqueue("transfers.jobs.share_preflight_job", str(share.public_id),
-                       job_id=f"share-preflight-{share.public_id}-{stamp}")
+                       job_id=f"share-preflight-{share.public_id}-{stamp}", queue=scheduling.BACKGROUND)
     for public_id in Recipient.objects.filter(share=share, kind=Recipient.Kind.TEAM).values_list("public_id",
                                                                                                 flat=True):
         scheduling.enqueue("transfers.jobs.recipient_preflight_job", str(public_id),
-                           job_id=f"recipient-preflight-{public_id}-{stamp}")
+                           job_id=f"recipient-preflight-{public_id}-{stamp}", queue=scheduling.BACKGROUND)
 
 
 def preflight_stale(share: Share, now=None) -> bool:

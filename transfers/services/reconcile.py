@@ -41,7 +41,7 @@ def reconcile(*, now=None) -> dict:
     # a duplicate job (every step is safe twice) or a later re-enqueue, never a lost step.
     # Starts go to either queue (an import's to `poll` when a hand-off leaves it to a job of its
     # own); looks go to `poll` only, which a backlog of starts on `default` does not hold up.
-    since = scheduling.waiting_since()
+    since = scheduling.waiting_since(queues=scheduling.STEP_QUEUES)
     lost_start = overdue if since is None else min(overdue, since)
     # A clean-up is queued when the export's last share ends: one that ended a grace period or
     # more before the oldest waiting job had its clean-up taken from the queue, if it was queued.
