@@ -104,12 +104,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def overdue_queue(queues, connection, *, patience: float, now: float):
-    """The later queue (not the first) whose head has waited longest past ``patience`` seconds,
-    or None. A deleted job's id left at a head, or a head without a time, is not overdue."""
+def late_queues(queues, connection, *, patience: float, now: float) -> list:
+    """The later queues (not the first) whose head has waited more than ``patience`` seconds, in
+    the listed order. A deleted job's id left at a head, or a head without a time, is not late."""
     later = list(queues[1:])
     if not later:
-        return None
+        return []
     with connection.pipeline(transaction=False) as pipe:
         for queue in later:
             pipe.lindex(queue.key, 0)
@@ -118,13 +118,13 @@ def overdue_queue(queues, connection, *, patience: float, now: float):
         for head in heads:
             pipe.hget(Job.key_for((head or b"").decode()), "enqueued_at")
         stamps = pipe.execute()
-    waited = []
+    late = []
     for queue, head, stamp in zip(later, heads, stamps, strict=True):
         if head is not None and stamp is not None:
             with contextlib.suppress(ValueError):
-                waited.append((now - utcparse(stamp.decode()).timestamp(), queue))
-    late = [(wait, queue) for wait, queue in waited if wait > patience]
-    return max(late, key=lambda pair: pair[0])[1] if late else None
+                if now - utcparse(stamp.decode()).timestamp() > patience:
+                    late.append(queue)
+    return late
 
 
 JOB_MODULES = ("transfers.jobs", "transfers.notifications", "audit.jobs")
@@ -142,7 +142,7 @@ class PortalWorker(SimpleWorker):
         if "default" in self.queue_names() and BACKGROUND not in self.queue_names():
             self.queues.append(django_rq.get_queue(BACKGROUND, connection=self.connection))
             self._ordered_queues = list(self.queues)
-        self._took_first = True
+        self._forced_last, self._next_late = False, 1
         # Before any thread or the scheduler's child is started: they inherit it.
         if lowered := yield_cpu(settings.OMIPORTAL_WORKER_NICE):
             logger.info("Worker CPU priority: %s.", "; ".join(lowered))
@@ -174,24 +174,31 @@ class PortalWorker(SimpleWorker):
         # The queues are listed in the order they matter (poll first: a look is one short call, and
         # must not wait behind a burst of starts), but rq takes from the first non-empty queue
         # for as long as it has jobs: a poll queue kept busy (a thousand direct copies' starts,
-        # each seconds of paced, throttled calls) starved every export start, grant and mail in
-        # `default` for minutes in the two-host fault run. So a later queue whose head has waited
-        # past OMIPORTAL_QUEUE_PATIENCE_SECONDS goes first, for one job; the next dequeue is back
-        # to the listed order. A late queue gets every other job at least, and a look waits behind
-        # one job of another queue at most.
+        # each seconds of paced, throttled calls) starved every export start and grant in
+        # `default` for minutes in the two-host fault run. So after each job taken in the listed
+        # order, a later queue whose head has waited past OMIPORTAL_QUEUE_PATIENCE_SECONDS gets the
+        # next one, the late queues taking these turns in rotation (the queue whose head waited
+        # longest would keep them all: a burst of mail in `background` starved `default` again).
+        # A look waits behind one such job at most; a late queue gets a turn in every
+        # 2 x (number of late queues) at least.
         self._ordered_queues = list(self.queues)
-        if self._took_first:
+        forced = None
+        if not self._forced_last:
             try:
-                late = overdue_queue(self.queues, self.connection, patience=settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS,
-                                     now=clock.now_timestamp())
+                late = late_queues(self.queues, self.connection, patience=settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS,
+                                   now=clock.now_timestamp())
             except Exception:  # noqa: BLE001 - Redis or the clock failing: the listed order, as rq would
                 logger.exception("Could not compare the queues' waits")
-                late = None
-            if late is not None:
-                self._ordered_queues = [late, *(q for q in self.queues if q is not late)]
+                late = []
+            if late:
+                names = [q.name for q in self.queues]
+                # The first late queue at or after the one after the last forced turn, cyclically.
+                forced = min(late, key=lambda q: (names.index(q.name) - self._next_late) % len(names))
+                self._ordered_queues = [forced, *(q for q in self.queues if q is not forced)]
         result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        # Only a job taken from the first queue lets the next one be taken out of order.
-        self._took_first = result is None or result[1].name == self.queues[0].name
+        self._forced_last = forced is not None and result is not None and result[1].name == forced.name
+        if self._forced_last:
+            self._next_late = [q.name for q in self.queues].index(forced.name) + 1
         return result
 
     @property

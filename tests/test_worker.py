@@ -155,5 +155,22 @@ def test_a_worker_that_takes_default_takes_background_too_after_the_others_unles
     _enqueue(default, "start-1", waited=20)
     _enqueue(poll, "look-1")
     _enqueue(poll, "look-2")
-    assert _run([poll, default]) == ["mail-1", "look-1", "start-1", "look-2"]
+    assert _run([poll, default]) == ["start-1", "look-1", "mail-1", "look-2"]
     assert "background" not in PortalWorker([poll], connection=poll.connection).queue_names()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_late_queues_take_the_turns_poll_leaves_in_rotation_not_the_eldest_head_every_time(queues, settings):
+    """With poll busy, a backlog of mail older than the export starts took every turn meant for a
+    late queue (the eldest head first), and `default` starved again behind `background`."""
+    settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS = 10
+    default, poll = queues
+    background = django_rq.get_queue("background")
+    for n in range(2):
+        _enqueue(background, f"mail-{n}", waited=120 - n)
+    for n in range(2):
+        _enqueue(default, f"start-{n}", waited=60 - n)
+    for n in range(4):
+        _enqueue(poll, f"look-{n}")
+    assert _run([poll, default]) == ["start-0", "look-0", "mail-0", "look-1", "start-1", "look-2", "mail-1",
+                                     "look-3"]
