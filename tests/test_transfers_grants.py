@@ -156,6 +156,45 @@ def test_a_crash_after_the_copy_leaves_the_grant_to_the_reconciler(flow, cloud, 
     assert reconcile.reconcile()["grants"] == 0  # nothing left to do
 
 
+def _release_jobs(share) -> list[str]:
+    return [job_id for q in workers.queues() for job_id in q.job_ids
+            if job_id.startswith(f"grant-release-{share.public_id}-")]
+
+
+def test_a_release_still_queued_behind_a_backlog_is_not_queued_again_and_a_lost_one_is_once(
+        flow, cloud, oapi, settings, wait_for):
+    """A grant's release had no time of its own: every tick of the reconciler queued it again while
+    the first job waited in a backed-up queue (4,203 release jobs for 327 shares in the two-host
+    fault run). It now notes when its job should have run, and is judged as a start is."""
+    import time
+
+    from transfers import scheduling
+    from transfers.services import grant_state
+
+    settings.OMIPORTAL_RECONCILE_GRACE_SECONDS = 0.3
+    share = _copied_not_revoked(flow, cloud, oapi, wait_for)  # its release job lost with the worker
+    scheduling.enqueue("transfers.jobs.export_start_job", "00000000-0000-0000-0000-000000000000",
+                       job_id="backlog-head")  # does nothing when it runs
+    time.sleep(0.05)
+    grant_state.release_later(share.public_id)  # queued again (a retry), behind the head
+    for _ in range(4):
+        time.sleep(0.4)  # each tick, more than a grace period after the job went in
+        reconcile.reconcile()
+    assert len(_release_jobs(share)) == 1  # still waiting behind the head: left alone
+
+    for q in workers.queues():  # this one is lost too, and the queue moves on past it
+        for job_id in _release_jobs(share):
+            q.remove(job_id)
+    workers.run_jobs()
+    time.sleep(0.4)
+    reconcile.reconcile()
+    reconcile.reconcile()
+    assert len(_release_jobs(share)) == 1  # queued again, once
+    workers.run_jobs()
+    assert LaunchGrant.objects.get(share=share).state == LaunchGrant.State.REVOKED
+    assert cloud.counters(ALPHA).get("UpdateImage") == 2  # the grant and its one removal
+
+
 def test_two_workers_racing_the_revoke_make_one_call(flow, cloud, oapi, wait_for):
     share = _copied_not_revoked(flow, cloud, oapi, wait_for)
     # The first removal is held in the cloud while the second worker tries: the first one's claim holds.

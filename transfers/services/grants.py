@@ -475,19 +475,24 @@ def offers_expire(*, now) -> int:
     return expired
 
 
-def grants_reconcile(*, now, overdue) -> int:
+def grants_reconcile(*, now, overdue, lost=None) -> int:
     """What a killed worker or a flushed Redis left: an add or a removal whose run died (its lease a
     grace period late) or whose job was lost, a grant left open after its recipients ended (a crash
     between the grant and the copy, or after the copy), a retried copy whose grant is gone; and the
-    same-Region offers nobody accepted in time (offers_expire)."""
+    same-Region offers nobody accepted in time (offers_expire). An add or a release whose job may
+    still wait in a backed-up queue is taken for lost only before ``lost`` (reconcile.py)."""
     expired = offers_expire(now=now)
-    adds = set(LaunchGrant.objects.filter(state=S.GRANTING, next_poll_at__lt=overdue)
+    lost = overdue if lost is None else min(overdue, lost)
+    adds = set(LaunchGrant.objects.filter(state=S.GRANTING, next_poll_at__lt=lost)
                .values_list("share__public_id", flat=True))
     removals = set(LaunchGrant.objects.filter(state=S.REVOKING, next_poll_at__lt=overdue)
                    .values_list("share__public_id", flat=True))
-    removals |= set(grant_state.releasable().filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lt=overdue))
+    removals |= set(grant_state.releasable().filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lt=lost))
                     .values_list("share__public_id", flat=True))
     with transaction.atomic():
+        # As a start's re-enqueue: its next look a grace ahead, so the next ticks leave it to its job.
+        LaunchGrant.objects.filter(state=S.GRANTING, next_poll_at__lt=lost, share__public_id__in=adds) \
+            .update(next_poll_at=now + timedelta(seconds=settings.OMIPORTAL_RECONCILE_GRACE_SECONDS))
         for share_id in sorted(adds, key=str):
             grant_state.add_later(share_id, tag=f"r{int(now.timestamp())}")
         for share_id in sorted(removals, key=str):
