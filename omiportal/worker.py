@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import logging
 import os
+import time
 
 import django_rq
 from django.conf import settings
@@ -127,6 +128,9 @@ def late_queues(queues, connection, *, patience: float, now: float) -> list:
     return late
 
 
+# How long a late queue's turn lasts: as many of its jobs as start within it.
+LATE_TURN_SECONDS = 1.0
+
 JOB_MODULES = ("transfers.jobs", "transfers.notifications", "audit.jobs")
 
 
@@ -142,7 +146,7 @@ class PortalWorker(SimpleWorker):
         if "default" in self.queue_names() and BACKGROUND not in self.queue_names():
             self.queues.append(django_rq.get_queue(BACKGROUND, connection=self.connection))
             self._ordered_queues = list(self.queues)
-        self._forced_last, self._next_late = False, 1
+        self._turn, self._next_late = None, 1  # (queue, started) while a late queue has its turn
         # Before any thread or the scheduler's child is started: they inherit it.
         if lowered := yield_cpu(settings.OMIPORTAL_WORKER_NICE):
             logger.info("Worker CPU priority: %s.", "; ".join(lowered))
@@ -176,14 +180,18 @@ class PortalWorker(SimpleWorker):
         # for as long as it has jobs: a poll queue kept busy (a thousand direct copies' starts,
         # each seconds of paced, throttled calls) starved every export start and grant in
         # `default` for minutes in the two-host fault run. So after each job taken in the listed
-        # order, a later queue whose head has waited past OMIPORTAL_QUEUE_PATIENCE_SECONDS gets the
-        # next one, the late queues taking these turns in rotation (the queue whose head waited
-        # longest would keep them all: a burst of mail in `background` starved `default` again).
-        # A look waits behind one such job at most; a late queue gets a turn in every
-        # 2 x (number of late queues) at least.
+        # order, a later queue whose head has waited past OMIPORTAL_QUEUE_PATIENCE_SECONDS gets a
+        # turn: its jobs for up to LATE_TURN_SECONDS (a second of mail is a hundred mails, of
+        # grants one grant; counting jobs instead left 4,600 mails behind three slow steps each),
+        # late queues taking turns in rotation (the eldest head every time let a burst of mail in
+        # `background` starve `default` again). A look waits a turn and the job in progress at most.
         self._ordered_queues = list(self.queues)
         forced = None
-        if not self._forced_last:
+        if self._turn is not None and time.monotonic() - self._turn[1] < LATE_TURN_SECONDS:
+            forced = self._turn[0]
+        elif self._turn is not None:
+            self._turn = None  # over: this job in the listed order
+        else:
             try:
                 late = late_queues(self.queues, self.connection, patience=settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS,
                                    now=clock.now_timestamp())
@@ -192,13 +200,14 @@ class PortalWorker(SimpleWorker):
                 late = []
             if late:
                 names = [q.name for q in self.queues]
-                # The first late queue at or after the one after the last forced turn, cyclically.
+                # The first late queue at or after the one after the last turn, cyclically.
                 forced = min(late, key=lambda q: (names.index(q.name) - self._next_late) % len(names))
-                self._ordered_queues = [forced, *(q for q in self.queues if q is not forced)]
+                self._turn, self._next_late = (forced, time.monotonic()), names.index(forced.name) + 1
+        if forced is not None:
+            self._ordered_queues = [forced, *(q for q in self.queues if q is not forced)]
         result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        self._forced_last = forced is not None and result is not None and result[1].name == forced.name
-        if self._forced_last:
-            self._next_late = [q.name for q in self.queues].index(forced.name) + 1
+        if forced is not None and (result is None or result[1].name != forced.name):
+            self._turn = None  # it ran dry (the job came from the listed order)
         return result
 
     @property

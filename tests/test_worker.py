@@ -96,12 +96,19 @@ def note(name: str) -> None:  # a job: what ran, in order
     django_rq.get_connection("default").rpush(RAN, name)
 
 
-def _enqueue(queue, name: str, *, waited: float = 0.0) -> None:
+def slow_note(name: str) -> None:  # a job that takes a while (a paced, throttled step)
+    import time
+
+    time.sleep(1.2)
+    note(name)
+
+
+def _enqueue(queue, name: str, *, waited: float = 0.0, job: str = "note") -> None:
     from datetime import UTC, datetime, timedelta
 
     from rq.utils import utcformat
 
-    job = queue.enqueue("tests.test_worker.note", name, job_id=name)
+    job = queue.enqueue(f"tests.test_worker.{job}", name, job_id=name)
     if waited:  # as if it had been waiting that long at the head of its queue
         at = datetime.now(UTC) - timedelta(seconds=waited)
         queue.connection.hset(job.key, "enqueued_at", utcformat(at))
@@ -115,18 +122,18 @@ def _run(queues) -> list[str]:
 
 
 @pytest.mark.django_db(transaction=True)  # the worker reads the database clock; enqueues are not held for a commit
-def test_a_busy_poll_queue_goes_first_but_a_job_past_its_patience_in_default_takes_every_other_turn(queues, settings):
+def test_a_busy_poll_queue_goes_first_but_a_job_past_its_patience_in_default_gets_a_turn(queues, settings):
     """rq alone takes from the first non-empty queue for as long as it has jobs: with poll kept
     busy, `default` (export starts, grants, mail) starved (the two-host fault run: 131 export
-    starts untouched for minutes). A later queue whose head waited past the patience now gets
-    every other job, and a look on poll waits behind one such job at most."""
+    starts untouched for minutes). A later queue whose head waited past the patience now gets a
+    turn (its jobs for up to a second) between jobs taken in the listed order."""
     settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS = 10
     default, poll = queues
     for n in range(3):
         _enqueue(poll, f"look-{n}")
     _enqueue(default, "start-0", waited=60)
     _enqueue(default, "start-1", waited=59)
-    assert _run([poll, default]) == ["start-0", "look-0", "start-1", "look-1", "look-2"]
+    assert _run([poll, default]) == ["start-0", "start-1", "look-0", "look-1", "look-2"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -172,5 +179,23 @@ def test_late_queues_take_the_turns_poll_leaves_in_rotation_not_the_eldest_head_
         _enqueue(default, f"start-{n}", waited=60 - n)
     for n in range(4):
         _enqueue(poll, f"look-{n}")
-    assert _run([poll, default]) == ["start-0", "look-0", "mail-0", "look-1", "start-1", "look-2", "mail-1",
+    assert _run([poll, default]) == ["start-0", "start-1", "look-0", "mail-0", "mail-1", "look-1", "look-2",
                                      "look-3"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_queues_turn_is_a_second_of_its_jobs_so_slow_steps_give_poll_its_turn_and_mail_drains_fast(
+        queues, settings, monkeypatch):
+    """Counting jobs, a turn of mail (10 ms each) was worth a turn of grants (seconds each): 4,600
+    mails waited behind the steps. A turn is now time: many quick jobs, or one or two slow ones."""
+    from omiportal import worker
+
+    settings.OMIPORTAL_QUEUE_PATIENCE_SECONDS = 10
+    monkeypatch.setattr(worker, "LATE_TURN_SECONDS", 2.0)  # wide margins for a loaded machine
+    default, poll = queues
+    for n in range(3):
+        _enqueue(default, f"slow-{n}", waited=60, job="slow_note")
+    for n in range(2):
+        _enqueue(poll, f"look-{n}")
+    # slow-1 starts 1.2 s into the 2 s turn, slow-2 would start at 2.4 s: past it, a look first.
+    assert _run([poll, default]) == ["slow-0", "slow-1", "look-0", "slow-2", "look-1"]
