@@ -145,7 +145,6 @@ class PortalWorker(SimpleWorker):
         # `default` takes it too, after the others, so `rqworker poll default` needs no change.
         if "default" in self.queue_names() and BACKGROUND not in self.queue_names():
             self.queues.append(django_rq.get_queue(BACKGROUND, connection=self.connection))
-            self._ordered_queues = list(self.queues)
         self._turn, self._next_late = None, 1  # (queue, started) while a late queue has its turn
         # Before any thread or the scheduler's child is started: they inherit it.
         if lowered := yield_cpu(settings.OMIPORTAL_WORKER_NICE):

@@ -124,12 +124,12 @@ def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, resu
         logger.warning("Could not enqueue %s; the reconciler will retry it.", job_id)
 
 
-def waiting_since(queues=None):
-    """When the oldest job still waiting in ``queues`` (default: every queue) was enqueued (None:
+def waiting_since(queues):
+    """When the oldest job still waiting in ``queues`` was enqueued (None:
     they are empty, or Redis cannot say). Queues are first in, first out, so a job enqueued after
     it may still be waiting; one enqueued before it has been taken (or was lost with a flushed Redis)."""
     oldest = None
-    for name in queues or settings.RQ_QUEUES:
+    for name in queues:
         try:
             q = get_queue(name)
             # The head, or the first of the next few whose record still exists (a deleted job

@@ -475,14 +475,14 @@ def offers_expire(*, now) -> int:
     return expired
 
 
-def grants_reconcile(*, now, overdue, lost=None) -> int:
+def grants_reconcile(*, now, overdue, lost) -> int:
     """What a killed worker or a flushed Redis left: an add or a removal whose run died (its lease a
     grace period late) or whose job was lost, a grant left open after its recipients ended (a crash
     between the grant and the copy, or after the copy), a retried copy whose grant is gone; and the
     same-Region offers nobody accepted in time (offers_expire). An add or a release whose job may
-    still wait in a backed-up queue is taken for lost only before ``lost`` (reconcile.py)."""
+    still wait in a backed-up queue is taken for lost only before ``lost`` (at most ``overdue``:
+    reconcile.py)."""
     expired = offers_expire(now=now)
-    lost = overdue if lost is None else min(overdue, lost)
     adds = set(LaunchGrant.objects.filter(state=S.GRANTING, next_poll_at__lt=lost)
                .values_list("share__public_id", flat=True))
     removals = set(LaunchGrant.objects.filter(state=S.REVOKING, next_poll_at__lt=overdue)
