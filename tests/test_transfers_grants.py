@@ -14,7 +14,7 @@ from outscale import marks
 from tests import workers
 from tests.transfer_world import access, approve, image_id, request_share
 from transfers.models import Export, LaunchGrant, Recipient, Share
-from transfers.services import grants, import_offers, import_starts, import_sweeps, methods, reconcile
+from transfers.services import grant_releases, grants, import_offers, import_starts, import_sweeps, methods, reconcile
 from transfers.services import requests as share_requests
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -204,7 +204,7 @@ def test_two_workers_racing_the_revoke_make_one_call(flow, cloud, oapi, wait_for
     def release():
         try:
             start.wait()
-            grants.grants_release(share_id=share.public_id)
+            grant_releases.grants_release(share_id=share.public_id)
         finally:
             connections.close_all()
 
@@ -224,7 +224,7 @@ def test_removing_a_grant_that_is_already_gone_is_a_success(flow, cloud, oapi, w
     share = _copied_not_revoked(flow, cloud, oapi, wait_for)
     oapi("alpha").UpdateImage(ImageId=share.source_image_id,
                               PermissionsToLaunch={"Removals": {"AccountIds": [GAMMA]}})  # by hand, meanwhile
-    grants.grants_release(share_id=share.public_id)
+    grant_releases.grants_release(share_id=share.public_id)
     assert LaunchGrant.objects.get(share=share).state == LaunchGrant.State.REVOKED
     assert _actions("grant.removed").get().outcome == "success"
     assert _permitted(oapi, share.source_image_id) == []
@@ -299,7 +299,7 @@ def test_launch_permission_only_grants_and_copies_nothing_until_the_source_team_
     reconcile.reconcile()
     workers.run_jobs()
     assert LaunchGrant.objects.get(pk=grant.pk).state == LaunchGrant.State.GRANTED  # kept
-    grants.grant_revoke(access=access(flow.src_member, flow.source), grant=grant)
+    grant_releases.grant_revoke(access=access(flow.src_member, flow.source), grant=grant)
     grant.refresh_from_db()
     assert grant.state == LaunchGrant.State.REVOKED and grant.revoked_by == flow.src_member
     assert _permitted(oapi, share.source_image_id) == []

@@ -12,7 +12,7 @@ from audit.models import AuditEvent
 from tests import workers
 from tests.transfer_world import access, approve, image_id, request_share
 from transfers.models import LaunchGrant, Recipient, Share
-from transfers.services import grants, import_offers, methods
+from transfers.services import grant_releases, import_offers, methods
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,7 +59,7 @@ def test_a_share_done_with_a_permission_another_share_still_needs_leaves_it_in_p
     workers.run_jobs(until=lambda: _grant(first).state == LaunchGrant.State.REVOKED)
     source = first.source_image_id
     assert _permitted(oapi, source) == [GAMMA]
-    assert _grant(first).state_message == grants.KEPT_FOR_OTHERS
+    assert _grant(first).state_message == grant_releases.KEPT_FOR_OTHERS
     assert cloud.counters("111122223333").get("UpdateImage") == 2  # no removal sent
     released = AuditEvent.objects.get(action="grant.released")
     assert released.target_id == str(first.public_id) and released.details["grantee_account_ids"] == [GAMMA]

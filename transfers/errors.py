@@ -57,7 +57,7 @@ NOT_REEXPORTABLE = "Only an expired or failed share can be exported again (it is
 LINK_EXPIRED = "The link expired on {when}. Ask the source team to export the image again."
 LINK_SOURCE_ONLY = "Only the source team can reveal the link of an external recipient."
 LINK_NOT_YET = "The link exists once the export has completed."
-# Launch permissions (transfers/services/grants.py).
+# Launch permissions (transfers/services/grant_releases.py).
 GRANT_SOURCE_ONLY = "Only the team that shared the image can take its launch permission back."
 GRANT_NOT_OPEN = "This launch permission is not in place any more (it is {state})."
 GRANT_IN_USE = "A copy by this launch permission is under way: it is removed as soon as the copy ends."

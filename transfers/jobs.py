@@ -18,7 +18,8 @@ from transfers.services import (
     preflight,
     reconcile,
 )
-from transfers.services.grants import grants_add, grants_release
+from transfers.services.grant_releases import grants_release
+from transfers.services.grants import grants_add
 from transfers.services.object_grants import OBJECT_GRANT, object_grant
 from transfers.services.object_revokes import object_grant_remove
 

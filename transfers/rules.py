@@ -204,7 +204,7 @@ def may_reveal(*, access: TeamAccess, share: Share, recipient: Recipient, now: d
                                                                       now=now)
 
 
-# --- Revoking a launch permission (grants.grant_revoke, the team's open grants page) ------------------
+# --- Revoking a launch permission (grant_releases.grant_revoke, the team's open grants page) ------------------
 
 
 def grant_revoke_refusal(*, access: TeamAccess, grant) -> str:

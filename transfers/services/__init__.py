@@ -12,9 +12,9 @@ looks; copy_looks.py places a copy's first look where similar copies ended), imp
 (completed or failed). Around them: polling.py (claims, leases, put-offs),
 bounded.py (bounded attempts), binding.py (what an approval binds), reconcile.py (the reconciler).
 A recipient in the source's Region skips the export: methods.py (which method each recipient
-gets), grants.py (the launch permission granted before its copy and removed after it; its copy is
-an import start whose create is CreateImage{SourceImageId}), grant_state.py (which grants are
-still needed).
+gets), grants.py (the launch permission granted before its copy; its copy is an import start whose
+create is CreateImage{SourceImageId}), grant_releases.py (removed after it, revoked by the source
+team, put back by the reconciler), grant_state.py (which grants are still needed).
 An external account: external_links.py (a link revealed, or a pasted one imported), object_grants.py
 and object_revokes.py (read on the export granted to it by an object ACL, and taken back).
 

@@ -1,6 +1,6 @@
 """Which launch grants are still needed, and the next step queued on them: below the services that
 end recipients (share_state, import_offers) and start copies (import_starts), which call here; the
-cloud calls are in grants.py.
+cloud calls are in grants.py and grant_releases.py.
 
 A grant serves the recipients of its share whose bound OUTSCALE account is its grantee and whose
 method needs one (Recipient.GRANT_METHODS). It is needed while any of them is open (waiting,

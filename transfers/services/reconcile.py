@@ -19,7 +19,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import errors, events, rules, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, grants, object_grants, object_revokes, share_state
+from transfers.services import exports, grant_releases, object_grants, object_revokes, share_state
 from transfers.services.cleanup import cleanup_later, still_needed
 from transfers.services.requests import share_expire_stale
 
@@ -111,7 +111,7 @@ def reconcile(*, now=None) -> dict:
             scheduling.enqueue("transfers.jobs.export_cleanup_job", str(public_id),
                                job_id=f"export-copy-delete-{public_id}-r{int(now.timestamp())}")
     # Launch grants: an add or a removal whose run died, a grant left open after its copies ended.
-    counts["grants"] = grants.grants_reconcile(now=now, overdue=overdue, lost=lost_start)
+    counts["grants"] = grant_releases.grants_reconcile(now=now, overdue=overdue, lost=lost_start)
     counts["registered_sweeps"] = events.sweep(now=now)  # the apps above (webhooks: links expiring, lost deliveries)
     if any(counts.values()):
         logger.info("Reconciled: %s", counts)

@@ -20,7 +20,7 @@ def share_refresh(*, share_id) -> None:
 def shares_refresh(*, share_ids) -> None:
     """``share_refresh`` for many shares: the same few queries for one or hundreds (a sweep that
     completes hundreds of imports), one UPDATE per new state, one cleanup check per export."""
-    # A launch grant whose copies just ended is removed now, whatever the share's state (grants.py).
+    # A launch grant whose copies just ended is removed now, whatever the share's state (grant_releases.py).
     grant_state.grants_release_later(share_ids=share_ids)
     shares = list(Share.objects.select_for_update(of=("self",)).select_related("team")
                   .filter(pk__in=share_ids, state__in=[Share.State.READY, Share.State.IMPORTING]).order_by("pk"))

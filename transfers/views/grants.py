@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.decorators import team_view
 from accounts.roles import Capability
 from transfers import rules, selectors
-from transfers.services import grants
+from transfers.services import grant_releases
 
 GRANTS_PER_PAGE = 50
 REVOKED = "Launch permission on {image} taken back from account {account}."
@@ -33,7 +33,7 @@ def grant_list(request, access):
 def grant_revoke(request, access, grant_id):
     grant = selectors.launch_grant_get_for_source_team(access=access, public_id=grant_id)
     try:
-        grant = grants.grant_revoke(access=access, grant=grant)
+        grant = grant_releases.grant_revoke(access=access, grant=grant)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
