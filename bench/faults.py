@@ -71,8 +71,8 @@ HELD_ACTIONS = ("CreateImage", "CreateImageExportTask")
 COPY_PREFIX = "omiportal-copy-"
 EXPORT_PREFIX = "omiportal/"
 # Setting up the requests is not what is measured: this process lists the source account's
-# images for each one, which at the shipped pace (5 calls a second) takes minutes for 1,200.
-REQUEST_PACE = 50
+# images for each one, which at the shipped pace (5 calls a second) takes minutes for 1,200
+# (load.REQUEST_PACE).
 REASONS = {
     "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": (
         "this process only, while it requests the transfers (each lists the source's OMIs); set back "
@@ -415,7 +415,7 @@ class _ProcessSettings:
 
 
 def _worker_env(endpoints: dict, log_dir: Path) -> dict:
-    env = load.child_env(endpoints, tuned=False)
+    env = load.child_env(endpoints)
     # A directory of the run's own: a checkpoint an earlier run left would describe another chain.
     env["OMIPORTAL_AUDIT_CHECKPOINT_DIR"] = str(log_dir / "audit-checkpoints")
     return env
@@ -471,7 +471,7 @@ def run(o: Options, *, log=print) -> dict:
         rows = in_force.compare(in_force.worker_values(names, env), defaults, reasons, where="workers")
         rows += in_force.compare(in_force.process_values(names), defaults, reasons, where="bench process")
         rows.append({"setting": "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND", "where": "bench process, requests only",
-                     "value": REQUEST_PACE, "default": defaults["OMIPORTAL_OUTSCALE_CALLS_PER_SECOND"],
+                     "value": load.REQUEST_PACE, "default": defaults["OMIPORTAL_OUTSCALE_CALLS_PER_SECOND"],
                      "changed": True, "reason": REASONS["OMIPORTAL_OUTSCALE_CALLS_PER_SECOND"]})
         result["settings"] = rows
         grace = float(next(r["value"] for r in rows if r["where"] == "workers"
@@ -498,7 +498,7 @@ def run(o: Options, *, log=print) -> dict:
             f"{sum('image_name' in t for t in transfers)} of an OMI of their own, the others over "
             f"{len(SHARED_IMAGES)} shared OMIs (two copied first); {o.workers} workers")
         began = time.monotonic()
-        mine.set(OMIPORTAL_OUTSCALE_CALLS_PER_SECOND=REQUEST_PACE)
+        mine.set(OMIPORTAL_OUTSCALE_CALLS_PER_SECOND=load.REQUEST_PACE)
         try:
             shares = _request_all(seeded, transfers, log)
         finally:

@@ -27,7 +27,7 @@ NOT_PAGES = ("login_form", "login")
 
 @dataclass
 class Phase:
-    name: str  # "baseline" or "load"
+    name: str  # "load", or "baseline" and "after": a person alone (both roles, every page kind in turn)
     users: int
     seconds: float
     think: tuple[float, float]
@@ -97,7 +97,7 @@ def start(phase: Phase, *, base_url: str, people: list[Persona], work_dir: Path,
     """Locust, headless, for the phase: (the process, the samples file it writes when it quits)."""
     samples = work_dir / f"locust-{phase.name}-samples.json"
     plan = plan_file(work_dir / f"locust-{phase.name}-plan.json", people,
-                     mode="baseline" if phase.name == "baseline" else "load", users=phase.users, think=phase.think,
+                     mode="load" if phase.name == "load" else "baseline", users=phase.users, think=phase.think,
                      out=samples)
     argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", base_url,
             "--users", str(phase.users), "--spawn-rate", str(phase.spawn_rate),
@@ -144,13 +144,21 @@ def summarize(samples: list) -> dict:
                    "error_samples": e["error_samples"]} for kind, e in sorted(by_kind.items())}
 
 
-def compare(baseline: dict, load: dict) -> list[dict]:
-    """One row per page kind seen under load: its p95 then and alone, the ratio and the goals."""
+def _ratio(under: dict, alone: dict) -> float | None:
+    return round(under["p95_ms"] / alone["p95_ms"], 2) if alone.get("count") and alone["p95_ms"] > 0 else None
+
+
+def compare(baseline: dict, load: dict, after: dict | None = None) -> list[dict]:
+    """One row per page kind seen under load: its p95 then and alone, the ratio and the goals; with
+    ``after`` (one person alone again once the transfers and the people are done, on the data the
+    run left), its p95 then and the ratio to it too."""
     rows = []
     for kind, under in load.items():
         alone = baseline.get(kind, {})
-        ratio = (round(under["p95_ms"] / alone["p95_ms"], 2)
-                 if alone.get("count") and alone["p95_ms"] > 0 else None)
+        ratio = _ratio(under, alone)
+        extra = {} if after is None else {"after_count": after.get(kind, {}).get("count", 0),
+                                          "after_p95_ms": after.get(kind, {}).get("p95_ms"),
+                                          "ratio_p95_after": _ratio(under, after.get(kind, {}))}
         rows.append({
             "kind": kind, "page": kind not in NOT_PAGES,
             "baseline_count": alone.get("count", 0), "baseline_p50_ms": alone.get("p50_ms"),
@@ -158,13 +166,16 @@ def compare(baseline: dict, load: dict) -> list[dict]:
             "count": under["count"], "p50_ms": under["p50_ms"], "p95_ms": under["p95_ms"], "p99_ms": under["p99_ms"],
             "errors": under["errors"] + alone.get("errors", 0), "ratio_p95": ratio,
             "met": ratio is not None and ratio <= RATIO_GOAL and under["errors"] + alone.get("errors", 0) == 0,
+            **extra,
         })
     return rows
 
 
 def table(rows: list[dict]) -> str:
+    after = any("ratio_p95_after" in r for r in rows)
     lines = [f"{'page kind':<14} {'alone n':>7} {'p50':>7} {'p95':>7} | {'load n':>7} {'p50':>7} {'p95':>7} "
-             f"{'p99':>7} {'err':>4} {'p95 ×':>6}  goal (≤{RATIO_GOAL:g}×, 0 errors)"]
+             f"{'p99':>7} {'err':>4} {'p95 ×':>6}" + (f" | {'after p95':>9} {'×':>5}" if after else "")
+             + f"  goal (≤{RATIO_GOAL:g}×, 0 errors)"]
 
     def ms(value) -> str:
         return "-" if value is None else f"{value:.0f}"
@@ -176,7 +187,10 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{r['kind']:<14} {r['baseline_count']:>7} {ms(r['baseline_p50_ms']):>7} "
                      f"{ms(r['baseline_p95_ms']):>7} | {r['count']:>7} {ms(r['p50_ms']):>7} {ms(r['p95_ms']):>7} "
                      f"{ms(r['p99_ms']):>7} {r['errors']:>4} "
-                     f"{'-' if r['ratio_p95'] is None else format(r['ratio_p95'], '.2f'):>6}  {goal}")
+                     f"{'-' if r['ratio_p95'] is None else format(r['ratio_p95'], '.2f'):>6}"
+                     + (f" | {ms(r.get('after_p95_ms')):>9} "
+                        f"{'-' if r.get('ratio_p95_after') is None else format(r['ratio_p95_after'], '.2f'):>5}"
+                        if after else "") + f"  {goal}")
     return "\n".join(lines)
 
 

@@ -79,14 +79,6 @@ REASONS = {
     "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": "--tuned: the sandbox on loopback is not OUTSCALE's API; 50 a "
                                            "second per account and process measures the portal, not its pace",
 }
-REQUEST_PACE = 50
-BENCH_PROCESS_REASONS = {
-    "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": "the bench process only requests and approves the transfers (each "
-                                           "request reads its source) before the clock starts; the workers, "
-                                           "which are measured, keep their own pace"}
-# Off in both forms: a checkpoint or a verification of the whole (growing) bench trail inside a
-# worker is not part of a transfer, and would land in the middle of the figures.
-QUIET_AUDIT = {"OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS": 0, "OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS": 0}
 GOALS = {"calls_per_transfer_max": 2.2, "calls_per_transfer_max_distinct": 3.05, "handoff_p95_max_seconds": 1.0}
 TEAMS_USERS = 20  # bench_load's seed(): five people per team -> four teams, two accounts each
 
@@ -339,13 +331,13 @@ def run(o: Options, *, log=print) -> dict:
     endpoints = sandbox.endpoints()
     # The bench process only requests and approves the transfers, before the clock starts: at the
     # shipped pace 10,000 requests (each reads its source) would take longer than the transfers.
-    load.use_sandbox(endpoints, {"OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": REQUEST_PACE, **pace})
+    load.use_sandbox(endpoints, {"OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": load.REQUEST_PACE, **pace})
 
-    env = {**load.child_env(endpoints, tuned=False), **{k: str(v) for k, v in {**pace, **QUIET_AUDIT}.items()}}
+    env = {**load.child_env(endpoints), **{k: str(v) for k, v in {**pace, **load.QUIET_AUDIT}.items()}}
     names = in_force.TRANSFER_SETTINGS
     defaults = in_force.shipped(names, env)
     rows = in_force.compare(in_force.worker_values(names, env), defaults, REASONS, where="workers")
-    rows += in_force.compare(in_force.process_values(names), defaults, {**REASONS, **BENCH_PROCESS_REASONS},
+    rows += in_force.compare(in_force.process_values(names), defaults, {**REASONS, **load.BENCH_PROCESS_REASONS},
                              where="bench process")
     in_use = {r["setting"]: r["value"] for r in rows if r["where"] == "workers"}
     o = replace(o, sweep_min=in_use["OMIPORTAL_SWEEP_MIN_SECONDS"], sweep_max=in_use["OMIPORTAL_SWEEP_MAX_SECONDS"])

@@ -111,17 +111,26 @@ def test_three_people_who_think_visit_every_page_kind_without_an_error(live_serv
     proc, path = people.start(load_phase, base_url=live_server.url, people=personas, work_dir=tmp_path, env=None)
     arriving, under = people.finish(proc, path, timeout=60)
 
+    # Alone again after the load (bench_load: on the data the run left), as the baseline visits.
+    proc, path = people.start(people.Phase("after", users=1, seconds=2, think=(0.05, 0.1), spawn_rate=1),
+                              base_url=live_server.url, people=personas, work_dir=tmp_path, env=None)
+    _, alone_after = people.finish(proc, path, timeout=60)
+
     alone_kinds, under_kinds = people.summarize(alone), people.summarize(under)
     assert set(alone_kinds) >= PAGE_KINDS  # one person visits every kind in turn
+    assert set(people.summarize(alone_after)) >= PAGE_KINDS
     assert {"login_form", "login"} <= set(people.summarize(arriving + alone))
     assert len(under_kinds) >= 3 and {"login", "login_form"}.isdisjoint(under_kinds)  # signed in while arriving
-    errors = [s for s in alone + arriving + under if s[3]]
+    errors = [s for s in alone + arriving + under + alone_after if s[3]]
     assert errors == []
-    rows = people.compare(alone_kinds, under_kinds)
+    rows = people.compare(alone_kinds, under_kinds, people.summarize(alone_after))
     assert {r["kind"] for r in rows} == set(under_kinds)
     for row in rows:
         assert row["errors"] == 0 and (row["ratio_p95"] is not None or row["kind"] not in PAGE_KINDS), row
+        assert row["ratio_p95_after"] is not None or row["kind"] not in PAGE_KINDS, row
     assert re.search(r"dashboard\s+\d+", people.table(rows))
+    assert "after p95" in people.table(rows)
+    assert "after p95" not in people.table(people.compare(alone_kinds, under_kinds))
 
 
 def test_a_groups_cpu_leaves_out_the_children_counted_in_another_group():
