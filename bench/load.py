@@ -70,9 +70,6 @@ GUNICORN = ("--worker-class", "gthread", "--workers", "2", "--threads", "4", "--
 # cloud anyway, people wait on the page, so the workers yield the cores (OMIPORTAL_WORKER_NICE:
 # their nice and, in a session of their own as here, their session's autogroup).
 WORKER_NICE = 10
-# And on that host the workers wait, before each job, while a page is being served, up to this
-# long (OMIPORTAL_PAGES_FIRST_MS, set for the web processes and the workers: omiportal/foreground.py).
-PAGES_FIRST_MS = 100
 
 # The tuned set (`--tuned`, what the load benchmark ran with until 2026-12-06), one pace for every
 # process: the first "next look" of a step is set by whoever enqueues it. By default it runs at the
@@ -122,7 +119,6 @@ class Options:
     spawn_rate: float = 2.0  # people arriving per second (each sign-in hashes a password: CPU-heavy)
     workers: int = 2
     worker_nice: int = WORKER_NICE
-    pages_first_ms: float = PAGES_FIRST_MS
     # The sandbox stands in for OUTSCALE, which is not on the portal's host in production: with a
     # nice above 0 its threads take only the CPU the web tier and the workers leave.
     sandbox_nice: int = 0
@@ -441,7 +437,7 @@ def run(options: Options, *, log=print) -> dict:
     settings_rows += in_force.compare(in_force.process_values(names), defaults, {**REASONS, **BENCH_PROCESS_REASONS},
                                       where="bench process")
     log(in_force.block(settings_rows))
-    procs = Processes({**env, "OMIPORTAL_PAGES_FIRST_MS": str(options.pages_first_ms)}, log_dir)
+    procs = Processes(env, log_dir)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     web_argv, web_differs = gunicorn_argv(options, port)
@@ -550,7 +546,6 @@ def run(options: Options, *, log=print) -> dict:
             "cores": psutil.cpu_count(), "cpu_baseline": cpu_baseline, "cpu_load": cpu_load,
             "cpu_after": cpu_after,
             "worker_nice": options.worker_nice, "sandbox_nice": options.sandbox_nice,
-            "pages_first_ms": options.pages_first_ms,
         }
     finally:
         procs.stop()
@@ -597,7 +592,6 @@ def table(result: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in result["cpu_load"].items()) + "; alone after: "
         + ", ".join(f"{k} {v}" for k, v in result["cpu_after"].items()),
         f"web: gunicorn {' '.join(result['gunicorn'])}; workers at OMIPORTAL_WORKER_NICE={result['worker_nice']}"
-        f", OMIPORTAL_PAGES_FIRST_MS={result.get('pages_first_ms', 0):g}"
         f", sandbox at nice {result.get('sandbox_nice', 0)}"
         + (f" (differs from the README: {'; '.join(differs)})" if (differs := _differs_from_readme(result))
            else " (the README's)"),
@@ -609,8 +603,6 @@ def table(result: dict) -> str:
 
 def _differs_from_readme(result: dict) -> list[str]:
     differs = list(result["gunicorn_differs"])
-    if (pages_first := result.get("pages_first_ms", 0)) != PAGES_FIRST_MS:
-        differs.append(f"OMIPORTAL_PAGES_FIRST_MS={pages_first:g}, the README's is {PAGES_FIRST_MS}")
     if result["worker_nice"] != WORKER_NICE:
         differs.append(f"OMIPORTAL_WORKER_NICE={result['worker_nice']}, the README's is {WORKER_NICE}")
     return differs

@@ -91,7 +91,6 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "omiportal.foreground.PagesInFlightMiddleware",  # first: the whole request counts (OMIPORTAL_PAGES_FIRST_MS)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "audit.middleware.RequestContextMiddleware",
@@ -378,12 +377,6 @@ OMIPORTAL_QUEUE_PATIENCE_SECONDS = env.float("OMIPORTAL_QUEUE_PATIENCE_SECONDS",
 # session's autogroup when it leads its own session (omiportal/priority.py: nice alone does not
 # weigh sessions against each other). 0 (as shipped): unchanged; 10 on a shared host.
 OMIPORTAL_WORKER_NICE = env.int("OMIPORTAL_WORKER_NICE", default=0)
-# On such a host, a worker also waits before its next job while a web process of the host
-# (OMIPORTAL_HOST_ID) serves a request, up to this many milliseconds: its PostgreSQL work, which
-# no nice reaches, then leaves the cores to the page too (omiportal/foreground.py). Set it for the
-# web processes and the workers alike. 0 (as shipped): off, no Redis call per request; 100 on a
-# shared host.
-OMIPORTAL_PAGES_FIRST_MS = env.float("OMIPORTAL_PAGES_FIRST_MS", default=0.0)
 # A sweep's per-row calls (the imports an export just made possible, the tags of imports that
 # just completed) run this many at a time: each waits mostly on OUTSCALE, and the account's
 # pace (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND, shared by the threads) still bounds the rate. A

@@ -29,10 +29,8 @@ import outscale
 from audit.jobs import ensure_audit_jobs_enqueued
 from audit.recorder import keeping_denials
 from omiportal import clock
-from omiportal.foreground import wait_for_pages
 from omiportal.priority import yield_cpu
 from transfers.scheduling import BACKGROUND
-from transfers.services import polling
 
 logger = logging.getLogger(__name__)
 
@@ -151,13 +149,11 @@ class PortalWorker(SimpleWorker):
         # Before any thread or the scheduler's child is started: they inherit it.
         if lowered := yield_cpu(settings.OMIPORTAL_WORKER_NICE):
             logger.info("Worker CPU priority: %s.", "; ".join(lowered))
-        polling.before_each_item = wait_for_pages  # a sweep's threads too, before each row
         outscale.warm_up()  # the OAPI spec (seconds to parse) and the cloud layer, once
         for module in JOB_MODULES:
             importlib.import_module(module)
 
     def execute_job(self, job, queue):
-        wait_for_pages(self.connection)  # OMIPORTAL_PAGES_FIRST_MS: a page being served on this host goes first
         # As Django does around a request: a connection left broken (a database restart) or
         # past CONN_MAX_AGE is not handed to the next job.
         close_old_connections()

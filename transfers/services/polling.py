@@ -23,10 +23,6 @@ from transfers.services import copy_looks
 logger = logging.getLogger(__name__)
 
 MAX_START_ATTEMPTS = 8
-# Called by a sweep's threads before each item. The worker installs omiportal.foreground's
-# wait_for_pages (OMIPORTAL_PAGES_FIRST_MS: a page being served on this host goes first); a
-# sweep run anywhere else (a command, a test) waits for nothing.
-before_each_item = None
 WAITING_PREFIX = "Waiting for OUTSCALE: "
 
 
@@ -312,8 +308,6 @@ def run_each(func, items, *, what: str, budget: float | None = None, threads: in
                     with left_lock:
                         left.append(item)
                     continue
-                if before_each_item is not None:
-                    before_each_item()
                 _logged(func, item, what)
                 done += 1
         finally:

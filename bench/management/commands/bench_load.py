@@ -29,8 +29,6 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="RQ worker processes")
         parser.add_argument("--worker-nice", type=int, default=load.WORKER_NICE,
                             help="OMIPORTAL_WORKER_NICE of the RQ workers (the README's: 10; 0: beside the web tier)")
-        parser.add_argument("--pages-first-ms", type=float, default=load.PAGES_FIRST_MS,
-                            help="OMIPORTAL_PAGES_FIRST_MS of the web and the workers (the README's: 100; 0: off)")
         parser.add_argument("--sandbox-nice", type=int, default=0,
                             help="nice of the sandbox's threads during the load (it stands in for a remote cloud)")
         parser.add_argument("--web-workers", type=int, help="gunicorn processes (default: the README's)")
@@ -49,7 +47,6 @@ class Command(BaseCommand):
         for name, low, high in (("users", 1, 1000), ("transfers", 1, 20000), ("duration", 1, 3600),
                                 ("baseline", 1, 3600), ("workers", 1, 32), ("web_workers", 1, 32),
                                 ("web_threads", 1, 64), ("spawn_rate", 0.1, 1000), ("worker_nice", 0, 19),
-                                ("pages_first_ms", 0, 10000),
                                 ("sandbox_nice", 0, 19)):
             if opts[name] is not None and not low <= opts[name] <= high:
                 raise CommandError(f"--{name.replace('_', '-')} must be between {low} and {high}")
@@ -59,7 +56,6 @@ class Command(BaseCommand):
         options = load.Options(users=opts["users"], transfers=opts["transfers"], duration=opts["duration"],
                                think=(low, high), baseline_seconds=opts["baseline"], spawn_rate=opts["spawn_rate"],
                                workers=opts["workers"], worker_nice=opts["worker_nice"],
-                               pages_first_ms=opts["pages_first_ms"],
                                sandbox_nice=opts["sandbox_nice"],
                                web_workers=opts["web_workers"],
                                web_threads=opts["web_threads"], export_seconds=opts["export_seconds"],
