@@ -156,9 +156,9 @@ def compare(baseline: dict, load: dict, after: dict | None = None) -> list[dict]
     for kind, under in load.items():
         alone = baseline.get(kind, {})
         ratio = _ratio(under, alone)
-        extra = {} if after is None else {"after_count": after.get(kind, {}).get("count", 0),
-                                          "after_p95_ms": after.get(kind, {}).get("p95_ms"),
-                                          "ratio_p95_after": _ratio(under, after.get(kind, {}))}
+        again = None if after is None else after.get(kind, {})
+        extra = {} if again is None else {"after_count": again.get("count", 0), "after_p95_ms": again.get("p95_ms"),
+                                          "ratio_p95_after": _ratio(under, again)}
         rows.append({
             "kind": kind, "page": kind not in NOT_PAGES,
             "baseline_count": alone.get("count", 0), "baseline_p50_ms": alone.get("p50_ms"),
@@ -180,6 +180,9 @@ def table(rows: list[dict]) -> str:
     def ms(value) -> str:
         return "-" if value is None else f"{value:.0f}"
 
+    def times(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     for r in rows:
         goal = ("met" if r["met"] else "NOT met") if r["page"] else "(sign-in, not a goal)"
         if r["page"] and r["ratio_p95"] is None:
@@ -187,10 +190,9 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{r['kind']:<14} {r['baseline_count']:>7} {ms(r['baseline_p50_ms']):>7} "
                      f"{ms(r['baseline_p95_ms']):>7} | {r['count']:>7} {ms(r['p50_ms']):>7} {ms(r['p95_ms']):>7} "
                      f"{ms(r['p99_ms']):>7} {r['errors']:>4} "
-                     f"{'-' if r['ratio_p95'] is None else format(r['ratio_p95'], '.2f'):>6}"
-                     + (f" | {ms(r.get('after_p95_ms')):>9} "
-                        f"{'-' if r.get('ratio_p95_after') is None else format(r['ratio_p95_after'], '.2f'):>5}"
-                        if after else "") + f"  {goal}")
+                     f"{times(r['ratio_p95']):>6}"
+                     + (f" | {ms(r.get('after_p95_ms')):>9} {times(r.get('ratio_p95_after')):>5}" if after else "")
+                     + f"  {goal}")
     return "\n".join(lines)
 
 
