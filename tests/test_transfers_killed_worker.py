@@ -23,13 +23,7 @@ def _start_worker(cloud):
         OMIPORTAL_SWEEP_BUDGET_SECONDS=0.5))
 
 
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
+_wait = workers.wait_for
 
 _kill = workers.kill_tree
 

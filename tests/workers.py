@@ -92,6 +92,15 @@ def start_worker(env: dict, *, stdout=subprocess.DEVNULL) -> subprocess.Popen:
                             stdout=stdout, stderr=subprocess.STDOUT)
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Until ``predicate()`` holds, for real workers to get somewhere; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL a worker and its scheduler (a forked child that moves due jobs to their queues)."""
     try:
