@@ -55,6 +55,23 @@ def test_with_no_other_worker_free_the_sweep_starts_the_whole_burst_itself(flow,
     assert set(Recipient.objects.filter(share__in=shares).values_list("start_tries", flat=True)) == {1}
 
 
+def test_past_its_budget_the_sweep_leaves_the_other_half_to_the_job(flow, cloud, settings):
+    """With the budget spent on its own starts, the sweep does not claim the other half back from
+    the job it queued (only to give most of it back unstarted): the job starts all of them."""
+    settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND = 2
+    settings.OMIPORTAL_SWEEP_BUDGET_SECONDS = 0
+    shares = _shares_to_delta(flow, cloud, 5)
+    workers.run_jobs(until=lambda: all(Share.objects.get(pk=s.pk).state == Share.State.COMPLETED for s in shares),
+                     timeout=60)
+    recipients = list(Recipient.objects.filter(share__in=shares).order_by("pk"))
+    job_half = {str(r.public_id) for r in recipients[1::2]}
+    by_sweep = set(AuditEvent.objects.filter(action="import.started", request_id__startswith="export-sweep-")
+                   .values_list("details__recipient", flat=True))
+    assert by_sweep and not by_sweep & job_half, (by_sweep, job_half)
+    assert cloud.counters("444455556666").get("CreateImage") == 5
+    assert {r.start_tries for r in recipients} == {1}
+
+
 def test_two_worker_processes_share_a_burst_and_start_each_import_once(cloud):
     """Two real worker processes at one call a second per account each: the sweep that sees the
     export end starts every other import into delta, the other worker's hand-off job the rest, at

@@ -247,8 +247,8 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, shared: bo
     process (issue 19: the last of ten creates waited two seconds here). This run claims every
     other start of such an account, then queues an `import_handoff` job, which another worker
     takes at once if it is free, and claims the rest with its own allowance; whatever that job has
-    not claimed when this run is done with its own, this run starts too. Each start is claimed
-    once (``_claim``'s conditional update), whoever gets there first.
+    not claimed when this run is done with its own (within the budget), this run starts too. Each
+    start is claimed once (``_claim``'s conditional update), whoever gets there first.
     """
     rows = list(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids).order_by("pk"))
     mine, others = share_out(rows, per_second=settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND) if shared else (rows, [])
@@ -257,8 +257,8 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, shared: bo
     if others:
         _handoff_later(source_account)  # claimed ours first: the job finds only the others
     _start_claimed(claimed, source_account, deadline)
-    if others:
-        _start_claimed(_claim(others), source_account, deadline)  # those its job did not take
+    if others and time.monotonic() < deadline:  # past the budget, the job queued above has them
+        _start_claimed(_claim(others), source_account, deadline)  # those it did not take
 
 
 def share_out(rows: list[Recipient], *, per_second: int) -> tuple[list[Recipient], list[Recipient]]:
