@@ -11,9 +11,8 @@ import pytest
 from django.utils import timezone
 
 from audit.verify import verify_chain
-from sandbox.world import Image, Snapshot, utc_now
 from tests import workers
-from tests.transfer_world import approve, imports_started, request_share
+from tests.transfer_world import approve, imports_started, request_share, seed_images
 from transfers import scheduling
 from transfers.models import Export, Recipient
 from transfers.services import exports, import_sweeps, polling
@@ -153,19 +152,9 @@ def test_the_window_stays_within_a_backed_off_look_and_the_reconcilers_grace(set
     assert scheduling.gather_seconds() == 30  # a gathered sweep a cell late and a cell of queue: within 40 s
 
 
-def _seed_alpha_image(cloud, name: str) -> None:
-    """One more image of alpha's own in the sandbox (it seeds two that export)."""
-    account = cloud.account("alpha")
-    image_id = "ami-ae000003"
-    with cloud.world.lock:
-        cloud.world.images[image_id] = Image(
-            image_id=image_id, account_id=account["account_id"], region=account["region"], name=name,
-            description="gather test", created=utc_now(), snapshots=[Snapshot(f"snap-{image_id[4:]}", "/dev/sda1", 10)])
-
-
 def test_exports_are_gathered_too(flow, cloud, shipped):
     cloud.set_durations(export_seconds=1000, import_seconds=1000)
-    _seed_alpha_image(cloud, "alpha-gather-3")
+    seed_images(cloud, "alpha", ["alpha-gather-3"])
     for image in ("alpha-web-2025.01", "alpha-db-base", "alpha-gather-3"):
         approve(flow, request_share(flow, cloud, image=image, copy_name=f"copy-{image}"))
     workers.run_jobs(until=lambda: Export.objects.filter(state=Export.State.RUNNING).exclude(task_id="").count() == 3)

@@ -20,7 +20,15 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors, jobs, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, import_ends, import_offers, import_starts, import_sweeps, polling, reconcile
+from transfers.services import (
+    export_starts,
+    import_ends,
+    import_offers,
+    import_starts,
+    import_sweeps,
+    polling,
+    reconcile,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -212,8 +220,8 @@ def test_the_lease_covers_the_worst_create_at_the_shipped_settings(settings):
     assert polling.start_call_seconds(calls=1) == pytest.approx(5 + one_call)
     assert polling.start_call_seconds(calls=import_starts.IMPORT_START_CALLS) == pytest.approx(5 + 3 * one_call)
     # An export's start lets writes pass it for up to the pace's patience, at each attempt.
-    assert polling.start_call_seconds(calls=exports.EXPORT_START_CALLS, starts=1) == pytest.approx(
-        5 + exports.EXPORT_START_CALLS * one_call + 3 * outscale.START_PATIENCE)
+    assert polling.start_call_seconds(calls=export_starts.EXPORT_START_CALLS, starts=1) == pytest.approx(
+        5 + export_starts.EXPORT_START_CALLS * one_call + 3 * outscale.START_PATIENCE)
 
 
 # --- 2. adopt only our own images ------------------------------------------------------------
@@ -283,7 +291,7 @@ def test_a_copy_first_name_taken_by_hand_fails_the_export_and_touches_nothing(le
     public = next(i["image_id"] for i in cloud.account("outscale-eu-west-2")["images"])
     by_hand = oapi("alpha").CreateImage(SourceImageId=public, SourceRegionName="eu-west-2",
                                         ImageName=name)["Image"]["ImageId"]
-    exports.export_start(export_id=export.public_id)
+    export_starts.export_start(export_id=export.public_id)
     export.refresh_from_db()
     assert export.state == Export.State.FAILED and not export.copy_image_id
     assert export.state_message == errors.NAME_NOT_OURS.format(name=name)
