@@ -32,7 +32,7 @@ def _job_id(kind: str, object_id: str) -> str:
 
 def export_start_job(export_id: str) -> None:
     with job_context(job_id=_job_id("export-start", export_id)):
-        export_starts.export_start_with_waiting(export_id=export_id)
+        bounded.run_step(bounded.EXPORT_START, export_id, lambda: export_starts.export_start(export_id=export_id))
 
 
 def export_cancel_job(export_id: str) -> None:

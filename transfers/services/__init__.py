@@ -5,7 +5,7 @@ its audit event in the same transaction and enqueues the next step on commit.
 
 A share, in reading order: requests.py (request, approve, reject, cancel), preflight.py (the
 checks before approval, each account with its own keys), exports.py (the export, its sweep, the
-offer), export_starts.py (its start, with the account's other waiting starts beside it),
+offer), export_starts.py (its start),
 export_cancels.py (the export of a withdrawn share cancelled), cleanup.py (its files
 deleted). A recipient, in reading order:
 import_offers.py (accept, decline, retry), import_starts.py (the start), import_sweeps.py (the

@@ -1,14 +1,12 @@
-"""The source side's start: the copy (for a shared or public OMI) or the export task, each
-claimed before any cloud call; and the account's other waiting starts, side by side.
+"""The source side's start: the copy (for a shared or public OMI) or the export task, claimed
+before any cloud call.
 
 Before: exports.export_begin, where an approved share gets a new export (and its start job).
 Next: exports.export_sweep, the looks that follow the task until its manifest is written.
 """
 
-import logging
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -19,50 +17,9 @@ from accounts.models import CloudAccount
 from audit.recorder import record
 from transfers import errors, scheduling
 from transfers.models import Export
-from transfers.services import binding, bounded, polling
+from transfers.services import binding, polling
 from transfers.services.export_ends import export_failed, export_target
 from transfers.services.exports import export_disk_format
-
-logger = logging.getLogger(__name__)
-
-# The account's exports waiting for their first start that a start job begins beside its own.
-START_COMPANIONS = 15
-
-
-def export_start_with_waiting(*, export_id) -> None:
-    """``export_start`` for this export and, side by side, for up to START_COMPANIONS of its
-    account's other exports that wait for their first start (a burst of requests queues a start
-    job each, and they run one after the other).
-
-    At 10,000 transfers with an image each, the start jobs took 145 ms each, most of it waiting
-    on the cloud, and kept the two workers busy for 870 s of the run's first 1,150 (issue 19).
-    Side by side, the waits overlap, within the account's pace. Each start is still
-    ``export_start`` under ``bounded.run_step``: claimed by a conditional update before any call
-    (so the job queued for a companion finds it claimed and returns), looked up when retried, an
-    error counted against its own row. Only never-tried starts go along: a retried one keeps the
-    time its put-off gave it. A companion this job does not get to in its budget keeps its own job.
-    """
-    own = Export.objects.filter(public_id=export_id).values_list("account_id", flat=True).first()
-    ids = [export_id]
-    if own is not None:
-        ids += list(Export.objects.filter(bounded.EXPORT_START.current, account_id=own, attempts=0,
-                                          cleanup_claimed_at__isnull=True)
-                    .exclude(public_id=export_id).order_by("pk")
-                    .values_list("public_id", flat=True)[:START_COMPANIONS])
-    failed: list[bounded.StepError] = []
-
-    def start(public_id):
-        try:
-            bounded.run_step(bounded.EXPORT_START, public_id, lambda: export_start(export_id=public_id))
-        except bounded.StepError as exc:
-            if str(public_id) == str(export_id):
-                failed.append(exc)  # this job's own: it fails, as it did alone
-            else:  # counted against its row; its own job, or the reconciler, comes back to it
-                logger.warning("%s", exc)
-
-    polling.run_each(start, ids, what="start export", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
-    if failed:
-        raise failed[0]
 
 
 class _BucketRefused(Exception):
