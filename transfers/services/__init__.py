@@ -41,7 +41,7 @@ Glossary: the words these modules use for themselves.
   call for free, and if it has ended it is claimed and handled in that sweep.
 - hand-off: the export sweep that sees an export complete offers it, accepts for auto-accepting
   teams and starts those imports itself, within OMIPORTAL_SWEEP_BUDGET_SECONDS; the rest go to
-  import_handoff jobs (half of a burst into one account too big for one process's pace, at once).
+  import_handoff jobs.
 - put off, postpone: a throttled start is tried again later, up to polling.MAX_START_ATTEMPTS;
   a throttled look comes back later. Both only while the row is as the run claimed it.
 - settle window: a create that got no answer (a read timeout, a dropped connection) holds its row

@@ -231,7 +231,7 @@ def _started(recipient: Recipient, image_id: str, request_ids: list, *, watched:
     scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=first + booked), interval=grid)
 
 
-def import_start_many(*, recipient_ids, source_account: CloudAccount, shared: bool = True) -> None:
+def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
     """The hand-off: start the imports an export of ``source_account`` just made possible, now.
 
     One queued job per import would leave a burst of hundreds waiting on a couple of workers
@@ -241,48 +241,14 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, shared: bo
     OMIPORTAL_SWEEP_BUDGET_SECONDS and leaves the rest to `import_handoff` jobs, so other sweeps
     are not held up. A start that dies before its image is noted is put back by the reconciler:
     its row is IMPORTING without an image, counted as tried, so it looks the name up first.
-
-    ``shared``: a burst into one account larger than this process's pace lets through in a second
-    (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND per account and process) is shared with another worker
-    process (issue 19: the last of ten creates waited two seconds here). This run claims every
-    other start of such an account, then queues an `import_handoff` job, which another worker
-    takes at once if it is free, and claims the rest with its own allowance; whatever that job has
-    not claimed when this run is done with its own (within the budget), this run starts too. Each
-    start is claimed once (``_claim``'s conditional update), whoever gets there first.
     """
-    rows = list(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids).order_by("pk"))
-    mine, others = share_out(rows, per_second=settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND) if shared else (rows, [])
-    deadline = time.monotonic() + settings.OMIPORTAL_SWEEP_BUDGET_SECONDS
-    claimed = _claim(mine)
-    if others:
-        _handoff_later(source_account)  # claimed ours first: the job finds only the others
-    _start_claimed(claimed, source_account, deadline)
-    if others and time.monotonic() < deadline:  # past the budget, the job queued above has them
-        _start_claimed(_claim(others), source_account, deadline)  # those it did not take
-
-
-def share_out(rows: list[Recipient], *, per_second: int) -> tuple[list[Recipient], list[Recipient]]:
-    """(this run's starts, another process's): every other start of an account that gets more
-    than ``per_second`` of them, so both processes' allowances go to it at once."""
-    by_account: dict[int, list[Recipient]] = defaultdict(list)
-    for row in rows:
-        by_account[row.target_account_id].append(row)
-    mine, others = [], []
-    for group in by_account.values():
-        if len(group) > per_second:
-            mine += group[0::2]
-            others += group[1::2]
-        else:
-            mine += group
-    return sorted(mine, key=lambda r: r.pk), sorted(others, key=lambda r: r.pk)
-
-
-def _start_claimed(recipients: list[Recipient], source_account: CloudAccount, deadline: float) -> None:
+    recipients = _claim(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids)
+                        .order_by("pk"))
     # Accounts changed since the approval are refused here, in one query, before the threads start.
     recipients = binding.imports_allowed(recipients, states=[Recipient.State.IMPORTING])
     started: list[tuple[Recipient, str, list]] = []
     left = polling.run_each(lambda recipient: started.append(_start(recipient, claimed=True)), recipients,
-                            what="start import", budget=max(0.0, deadline - time.monotonic()))
+                            what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
     with recorder.atomic():
         for result in started:
             if result:
@@ -312,4 +278,4 @@ def import_handoff(*, account_id) -> None:
     ids = list(waiting)
     if ids:
         with opened_once():
-            import_start_many(recipient_ids=ids, source_account=account, shared=False)
+            import_start_many(recipient_ids=ids, source_account=account)
