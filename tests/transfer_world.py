@@ -38,15 +38,15 @@ def confirm_own(w, account, *, approval_off=True):
     return account
 
 
-def seed_images(cloud, account_name: str, names, *, first: int = 0xAE000003) -> None:
-    """More images of the account's own in the sandbox (it seeds two of alpha's that export),
-    written straight into its world: ids ami-ae000003, ami-ae000004, ... by default."""
+def seed_images(cloud, account_name: str, names) -> None:
+    """More images of the account's own in the sandbox, written straight into its world (ids
+    ami-ae000003, ami-ae000004, ...: clear of the sandbox's own)."""
     from sandbox.world import Image, Snapshot, utc_now  # the sandbox runs in the test process
 
     account = cloud.account(account_name)
     with cloud.world.lock:
         for k, name in enumerate(names):
-            ident = f"{first + k:08x}"
+            ident = f"{0xAE000003 + k:08x}"
             cloud.world.images[f"ami-{ident}"] = Image(
                 image_id=f"ami-{ident}", account_id=account["account_id"], region=account["region"], name=name,
                 description="seeded by a test", created=utc_now(),

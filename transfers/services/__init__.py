@@ -5,9 +5,8 @@ its audit event in the same transaction and enqueues the next step on commit.
 
 A share, in reading order: requests.py (request, approve, reject, cancel), preflight.py (the
 checks before approval, each account with its own keys), exports.py (the export, its sweep, the
-offer), export_starts.py (its start),
-export_cancels.py (the export of a withdrawn share cancelled), cleanup.py (its files
-deleted). A recipient, in reading order:
+offer), export_starts.py (its start), export_cancels.py (the export of a withdrawn share
+cancelled), cleanup.py (its files deleted). A recipient, in reading order:
 import_offers.py (accept, decline, retry), import_starts.py (the start), import_sweeps.py (the
 looks; copy_looks.py places a copy's first look where similar copies ended), import_ends.py
 (completed or failed). Around them: polling.py (claims, leases, put-offs),
