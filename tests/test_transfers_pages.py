@@ -218,7 +218,7 @@ def test_an_approver_cannot_act_on_a_share_through_a_recipient_team(w, cloud, cl
 
 
 def test_the_share_page_is_hidden_from_unrelated_teams_and_shown_to_recipients(w, cloud, client):
-    share = request_share(w, cloud)
+    share = request_share(w, cloud, accounts=[w.delta, w.gamma])  # two recipient rows of one team
     stranger = factories.make_team("Stranger")
     outsider = factories.add_member(stranger, factories.make_user("x@stranger.test"), Role.ADMIN).user
     client.force_login(outsider)

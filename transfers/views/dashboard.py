@@ -12,7 +12,7 @@ from transfers.selectors import copies_per_week, dashboard_for_team
 @team_view()
 @require_GET
 def dashboard(request, access):
-    accounts = list(account_selectors.cloud_account_list_for_team(team=access.team))
+    accounts = list(account_selectors.cloud_account_summaries_for_team(team=access.team))
     return render(request, "transfers/dashboard.html", {
         "accounts": accounts,
         "valid_accounts": [a for a in accounts if a.is_valid],

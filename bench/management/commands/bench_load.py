@@ -31,6 +31,8 @@ class Command(BaseCommand):
                             help="OMIPORTAL_WORKER_NICE of the RQ workers (the README's: 10; 0: beside the web tier)")
         parser.add_argument("--sandbox-nice", type=int, default=0,
                             help="nice of the sandbox's threads during the load (it stands in for a remote cloud)")
+        parser.add_argument("--web-class", choices=("sync", "gthread"),
+                            help="gunicorn worker class (default: the README's)")
         parser.add_argument("--web-workers", type=int, help="gunicorn processes (default: the README's)")
         parser.add_argument("--web-threads", type=int, help="gunicorn threads per process (default: the README's)")
         parser.add_argument("--export-seconds", type=float, default=5, help="sandbox export duration")
@@ -57,7 +59,7 @@ class Command(BaseCommand):
                                think=(low, high), baseline_seconds=opts["baseline"], spawn_rate=opts["spawn_rate"],
                                workers=opts["workers"], worker_nice=opts["worker_nice"],
                                sandbox_nice=opts["sandbox_nice"],
-                               web_workers=opts["web_workers"],
+                               web_class=opts["web_class"], web_workers=opts["web_workers"],
                                web_threads=opts["web_threads"], export_seconds=opts["export_seconds"],
                                import_seconds=opts["import_seconds"], tuned=opts["tuned"],
                                out_dir=Path(opts["out"]), name=opts["name"],
