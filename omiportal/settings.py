@@ -149,6 +149,16 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # reuse, so a restarted database costs one failed job at most.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A statement a connection runs a fifth time is prepared (psycopg's threshold; Django turns it
+    # off unless asked), so PostgreSQL stops planning it anew: planning took more of its time than
+    # running the queries under load (README "Pages under load"). Parameters must then travel
+    # apart from the SQL (server-side binding). 0 turns it off, e.g. behind a PgBouncer older
+    # than 1.21 in transaction mode.
+    _prepare_after = env.int("DATABASE_PREPARE_THRESHOLD", default=5)
+    if _prepare_after > 0:
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            server_side_binding=True, prepare_threshold=_prepare_after)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and background jobs -------------------------------------------------

@@ -90,3 +90,33 @@ def test_ci_runs_on_postgresql_and_a_redis_server():
     import django_rq
 
     assert django_rq.get_connection("default").ping()
+
+
+@pytest.mark.django_db
+def test_a_statement_a_connection_runs_again_and_again_is_prepared_once():
+    """PostgreSQL plans a prepared statement once per connection (and may keep a generic plan),
+    not on every run: under load, planning took more of its time than running the queries."""
+    from accounts.models import Team
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    marker = "prepared-statement-probe"
+    for _ in range(settings.DATABASES["default"]["OPTIONS"]["prepare_threshold"] + 1):
+        list(Team.objects.filter(name=marker))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                       ['%"accounts_team"."name" = $1%'])
+        assert cursor.fetchone()[0] == 1
+
+
+_PREPARE = ("from django.conf import settings as s; o = s.DATABASES['default'].get('OPTIONS', {}); "
+            "print(o.get('server_side_binding'), o.get('prepare_threshold'))")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, ["True", "5"]), ("2", ["True", "2"]), ("0", ["None", "None"])])
+def test_the_prepare_threshold_is_a_setting_and_zero_turns_it_off(value, expected):
+    overrides = {**PRODUCTION} if value is None else {**PRODUCTION, "DATABASE_PREPARE_THRESHOLD": value}
+    result = _manage("shell", "--no-imports", "-c", _PREPARE, env_overrides=overrides,
+                     drop=() if value is not None else ("DATABASE_PREPARE_THRESHOLD",))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == expected
