@@ -35,6 +35,7 @@ TRANSFER_SETTINGS = (
     "OMIPORTAL_STEP_MAX_ATTEMPTS",
     "OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS",
     "OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS",
+    "DATABASE_PREPARE_THRESHOLD",
 )
 # The variable each setting is read from, where it is not the setting's own name.
 VARIABLE = {"DEBUG": "DJANGO_DEBUG"}

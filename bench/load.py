@@ -126,6 +126,7 @@ class Options:
     web_class: str | None = None  # None: the README's (GUNICORN)
     web_workers: int | None = None
     web_threads: int | None = None
+    web_keep_alive: int | None = None
     export_seconds: float = 5.0
     import_seconds: float = 5.0
     tuned: bool = False  # PACE and TUNED instead of the shipped settings
@@ -398,7 +399,7 @@ def gunicorn_argv(options: Options, port: int) -> tuple[list[str], list[str]]:
     flags = list(GUNICORN)
     differs = []
     for flag, value in (("--worker-class", options.web_class), ("--workers", options.web_workers),
-                        ("--threads", options.web_threads)):
+                        ("--threads", options.web_threads), ("--keep-alive", options.web_keep_alive)):
         if value is None:
             continue
         if flag not in flags:

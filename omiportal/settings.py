@@ -155,10 +155,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # running the queries under load (README "Pages under load"). Parameters must then travel
     # apart from the SQL (server-side binding). 0 turns it off, e.g. behind a PgBouncer older
     # than 1.21 in transaction mode.
-    _prepare_after = env.int("DATABASE_PREPARE_THRESHOLD", default=5)
-    if _prepare_after > 0:
+    DATABASE_PREPARE_THRESHOLD = env.int("DATABASE_PREPARE_THRESHOLD", default=5)
+    if DATABASE_PREPARE_THRESHOLD > 0:
         DATABASES["default"].setdefault("OPTIONS", {}).update(
-            server_side_binding=True, prepare_threshold=_prepare_after)
+            server_side_binding=True, prepare_threshold=DATABASE_PREPARE_THRESHOLD)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and background jobs -------------------------------------------------

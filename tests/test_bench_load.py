@@ -33,8 +33,8 @@ def test_the_benchmark_serves_the_portal_with_the_readmes_commands():
     assert differs == []
     argv, differs = load.gunicorn_argv(load.Options(web_workers=3), 8123)
     assert differs and "--workers 3" in differs[0] and argv[argv.index("--workers") + 1] == "3"
-    argv, differs = load.gunicorn_argv(load.Options(web_class="gthread", web_threads=4), 8123)
-    assert len(differs) == 2 and argv[-2:] == ["--threads", "4"]
+    argv, differs = load.gunicorn_argv(load.Options(web_class="gthread", web_threads=4, web_keep_alive=10), 8123)
+    assert len(differs) == 3 and argv[-4:] == ["--threads", "4", "--keep-alive", "10"]
     assert argv[argv.index("--worker-class") + 1] == "gthread"
 
 

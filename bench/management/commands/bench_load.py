@@ -35,6 +35,8 @@ class Command(BaseCommand):
                             help="gunicorn worker class (default: the README's)")
         parser.add_argument("--web-workers", type=int, help="gunicorn processes (default: the README's)")
         parser.add_argument("--web-threads", type=int, help="gunicorn threads per process (default: the README's)")
+        parser.add_argument("--web-keep-alive", type=int,
+                            help="gunicorn keep-alive seconds (gthread; sync workers close after each answer)")
         parser.add_argument("--export-seconds", type=float, default=5, help="sandbox export duration")
         parser.add_argument("--import-seconds", type=float, default=5, help="sandbox import duration")
         parser.add_argument("--tuned", action="store_true",
@@ -48,8 +50,8 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         for name, low, high in (("users", 1, 1000), ("transfers", 1, 20000), ("duration", 1, 3600),
                                 ("baseline", 1, 3600), ("workers", 1, 32), ("web_workers", 1, 32),
-                                ("web_threads", 1, 64), ("spawn_rate", 0.1, 1000), ("worker_nice", 0, 19),
-                                ("sandbox_nice", 0, 19)):
+                                ("web_threads", 1, 64), ("web_keep_alive", 0, 3600), ("spawn_rate", 0.1, 1000),
+                                ("worker_nice", 0, 19), ("sandbox_nice", 0, 19)):
             if opts[name] is not None and not low <= opts[name] <= high:
                 raise CommandError(f"--{name.replace('_', '-')} must be between {low} and {high}")
         low, high = opts["think"]
@@ -60,7 +62,8 @@ class Command(BaseCommand):
                                workers=opts["workers"], worker_nice=opts["worker_nice"],
                                sandbox_nice=opts["sandbox_nice"],
                                web_class=opts["web_class"], web_workers=opts["web_workers"],
-                               web_threads=opts["web_threads"], export_seconds=opts["export_seconds"],
+                               web_threads=opts["web_threads"], web_keep_alive=opts["web_keep_alive"],
+                               export_seconds=opts["export_seconds"],
                                import_seconds=opts["import_seconds"], tuned=opts["tuned"],
                                out_dir=Path(opts["out"]), name=opts["name"],
                                yes=opts["yes"])
