@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from accounts.access import NotInTeam
@@ -30,7 +30,8 @@ from accounts.models import Team, User
 from accounts.selectors import TeamAccess
 from audit.models import AuditChainHead, AuditEvent
 from audit.recorder import AuditTarget
-from transfers.models import Recipient, Share
+from transfers import selectors as transfer_selectors
+from transfers.models import Share
 
 PAGE_SIZE = 50
 SCAN_WINDOW = 200_000
@@ -254,8 +255,7 @@ def related_shares(*, event: AuditEvent, team: Team | None) -> list:
             about |= Q(**{lookup: _uuid_or_none(value)})
     qs = Share.objects.filter(about).select_related("team", "export")
     if team is not None:
-        # EXISTS rather than a join and DISTINCT over every column (slow to plan: transfers.selectors).
-        qs = qs.filter(Q(team=team) | Exists(Recipient.objects.filter(share=OuterRef("pk"), team=team)))
+        qs = qs.filter(transfer_selectors.seen_by(team))
     return list(qs.order_by("-requested_at")[:RELATED_SHARES_LIMIT])
 
 

@@ -50,12 +50,17 @@ def _not_found(access: TeamAccess, public_id, kind: str) -> NotInTeam:
                      target=AuditTarget(kind, str(public_id), ""))
 
 
+def seen_by(team) -> Q:
+    """The shares ``team`` sees: its own and those it receives a copy of.
+
+    EXISTS, not a join to recipients and DISTINCT: sorting every selected column to drop the
+    duplicates took PostgreSQL 5 ms to plan on each share page and progress poll (0.2 ms to run)."""
+    return Q(team=team) | Exists(Recipient.objects.filter(share=OuterRef("pk"), team=team))
+
+
 def share_get_for_user(*, access: TeamAccess, public_id) -> Share:
     """The source team or a recipient team sees the share; everyone else gets a 404."""
-    # EXISTS, not a join to recipients and DISTINCT: sorting every selected column to drop
-    # duplicates took PostgreSQL 5 ms to plan on each share page and progress poll (0.2 ms to run).
-    share = _shares().filter(public_id=public_id).filter(
-        Q(team=access.team) | Exists(Recipient.objects.filter(share=OuterRef("pk"), team=access.team))).first()
+    share = _shares().filter(public_id=public_id).filter(seen_by(access.team)).first()
     if share is None:
         raise _not_found(access, public_id, "transfers.share")
     return share
