@@ -248,6 +248,20 @@ def spread(calls) -> dict:
     return {"peak_calls_per_second_per_account": max(peaks.values(), default=0), "by_account": peaks}
 
 
+def handoff_parts(handoffs: list[tuple[float, float, str]]) -> dict:
+    """Where a hand-off's time goes. Each (export seen completed, its import's create, the
+    recipient account) is split at the first create its look led to: before it, the portal's own
+    work (manifests read, the database); after it, the wait in line (the account's pace serves
+    the creates of one look in turn). Ends seen by one look share its answer's time."""
+    first: dict[float, float] = {}
+    for seen, created, _ in handoffs:
+        first[seen] = min(first.get(seen, created), created)
+    per_account = Counter((seen, account) for seen, _, account in handoffs)
+    return {"to_first_create": stats(first[seen] - seen for seen, _, _ in handoffs),
+            "in_line": stats(created - first[seen] for seen, created, _ in handoffs),
+            "creates_per_look_and_account": stats(per_account.values())}
+
+
 def summary(*, kind, n, completed, failed, calls: Counter, cpu, bench_seconds, started, ended, window, detection,
              handoff, overhead, totals, exports, log_calls) -> dict:
     per_action = {a: round(c / max(1, completed), 3) for a, c in sorted(calls.items())}

@@ -50,6 +50,7 @@ from bench.measure import (
     bench_cpu,
     counters,
     counters_diff,
+    handoff_parts,
     lag,
     spread,
     stats,
@@ -157,11 +158,12 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
         "import": stats(lag(calls.image_seen.get(r.image_id), (calls.created.get(r.image_id) or (0, None))[1])
                         for r in recipients if r.image_id),
     }
-    handoff, overhead, totals = [], [], []
+    handoff, overhead, totals, parts = [], [], [], []
     for r in recipients:
         export = r.share.export
         if r.image_id and export is not None and export.task_id in calls.task_seen and r.image_id in calls.created:
             handoff.append(calls.created[r.image_id][0] - calls.task_seen[export.task_id])
+            parts.append((calls.task_seen[export.task_id], calls.created[r.image_id][0], r.target_account_id))
         if r.state == Recipient.State.COMPLETED and r.completed_at:
             total = r.completed_at.timestamp() - started
             totals.append(total)
@@ -174,6 +176,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
                       overhead=overhead, totals=totals, exports=Export.objects.filter(
                           pk__in=[e.pk for e in exports]).exclude(task_id="").count(),
                       log_calls=calls.window(started, ended + 1.5))
+    result["handoff_parts_seconds"] = handoff_parts(parts)
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))
     result["resources"] = held
     result["redis_db_mb_per_10k_transfers"] = round(held["redis_db_keys_bytes_peak_mb"] * 10000 / max(1, n), 2)

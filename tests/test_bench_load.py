@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ import pytest
 from accounts.models import Role
 from bench import fill, load, people
 from bench.users import Persona
+from tests.workers import database_url
+from transfers import scheduling
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PASSWORD = "people-who-think"  # noqa: S105 - a test's throwaway people
@@ -167,3 +170,28 @@ def test_a_groups_cpu_leaves_out_the_children_counted_in_another_group():
         parent.communicate(b"", timeout=10)
     assert after["child"] - before["child"] >= 0.8
     assert after["bench"] - before["bench"] < 0.5  # the parent sleeping, not its child's second
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_requests_background_jobs_run_before_the_baseline_and_the_transfers_steps_wait(settings, tmp_path):
+    """The pre-flight checks and mails of the requests run in a burst worker of their own before
+    the baseline (a deployment has run them by the time a request is approved); the transfers'
+    steps stay queued for the load phase."""
+
+    for name in (scheduling.BACKGROUND, "default"):
+        scheduling.get_queue(name).empty()
+    scheduling.enqueue("transfers.jobs.share_preflight_job", str(uuid.uuid4()), job_id=f"bg-{uuid.uuid4()}",
+                       queue=scheduling.BACKGROUND)
+    scheduling.enqueue("transfers.jobs.notify_job", "share_ready", [], job_id=f"bg-{uuid.uuid4()}",
+                       queue=scheduling.BACKGROUND)
+    step = f"step-{uuid.uuid4()}"
+    scheduling.enqueue("transfers.jobs.export_start_job", str(uuid.uuid4()), job_id=step)
+    env = {**os.environ, "OMIPORTAL_ENV_FILE": "", "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL}
+    said = []
+    processes = load.Processes(env, tmp_path)
+    drained = load.drain_background(processes, load.Options(worker_nice=0), log=said.append)
+    assert drained["jobs"] == 2 and drained["left"] == 0, (drained, (tmp_path / "background-first.log").read_text())
+    assert scheduling.get_queue(scheduling.BACKGROUND).count == 0
+    assert step in scheduling.get_queue("default").get_job_ids()  # the export's start waits for the load phase
+    assert "2 in" in said[0] and processes.dead() == []
+    scheduling.get_queue("default").empty()
