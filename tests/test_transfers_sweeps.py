@@ -232,22 +232,3 @@ def test_a_look_that_sees_two_exports_end_starts_the_first_ones_import_while_it_
     assert cloud.counters(DELTA)["CreateImage"] == creates + 2
     assert all(Recipient.objects.filter(share__in=[first_share, second_share]).values_list("image_id", flat=True))
     assert verify_chain().ok
-
-
-def test_items_fed_one_at_a_time_each_get_a_thread_and_never_wait_for_the_one_before(settings):
-    """A hand-off puts its imports on the feed export after export: the second must not wait for
-    a thread still busy with the first (waiting on the cloud), as it did with a thread for every
-    two items put. Each item here waits until both have begun: with one thread for two items,
-    the second never begins and the first gives up."""
-    settings.OMIPORTAL_SWEEP_CONCURRENCY = 32
-    begun, both = [], threading.Barrier(2, timeout=5)
-
-    def work(item):
-        begun.append(item)
-        both.wait()
-
-    feed = polling.Feed(work, what="test")
-    feed.put(["first"])
-    feed.put(["second"])
-    assert feed.close() == []
-    assert sorted(begun) == ["first", "second"] and not both.broken
