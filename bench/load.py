@@ -207,6 +207,14 @@ class Processes:
         self.procs.append((name, proc))
         return proc
 
+    def run_to_end(self, name: str, argv: list[str], env: dict | None = None) -> int:
+        """Start a process that ends by itself (a burst worker), wait for it: its exit code. It is
+        not counted among the processes that died."""
+        proc = self.start(name, argv, env)
+        proc.wait()
+        self.stopped.add(proc.pid)
+        return proc.returncode
+
     def dead(self) -> list[str]:
         return [f"{name} (exit {proc.returncode})" for name, proc in self.procs
                 if proc.pid not in self.stopped and proc.poll() is not None]
@@ -400,10 +408,8 @@ def drain_background(procs: Processes, options: Options, *, log) -> dict:
     own steps (`poll`, `default`) stay queued for the load phase."""
     queued = get_queue(BACKGROUND).count
     started = time.monotonic()
-    proc = procs.start("background-first", [sys.executable, str(BASE_DIR / "manage.py"), "rqworker", BACKGROUND,
-                                            "--burst"], env={"OMIPORTAL_WORKER_NICE": str(options.worker_nice)})
-    proc.wait()
-    procs.stopped.add(proc.pid)  # it ended as asked: not a process that died
+    procs.run_to_end("background-first", [sys.executable, str(BASE_DIR / "manage.py"), "rqworker", BACKGROUND,
+                                          "--burst"], env={"OMIPORTAL_WORKER_NICE": str(options.worker_nice)})
     drained = {"jobs": queued, "seconds": round(time.monotonic() - started, 1), "left": get_queue(BACKGROUND).count}
     log(f"Background jobs of the requests and approvals run before the baseline: {drained['jobs']} in "
         f"{drained['seconds']}s ({drained['left']} left)")

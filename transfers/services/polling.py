@@ -292,13 +292,11 @@ def run_each(func, items, *, what: str, budget: float | None = None, threads: in
     """
     items = list(items)
     # A thread costs a database connection: a few rows are done faster in line.
-    if min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), threads or len(items) // 2) <= 1:
-        feed = Feed(func, what=what, budget=budget, threads=0)
-        feed.put(items)
-        feed.drain(own_thread=False)
-        return feed.close()
-    feed = Feed(func, what=what, budget=budget, threads=threads)
+    in_line = min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), threads or len(items) // 2) <= 1
+    feed = Feed(func, what=what, budget=budget, threads=0 if in_line else threads)
     feed.put(items)
+    if in_line:
+        feed.drain(own_thread=False)
     return feed.close()
 
 
