@@ -556,6 +556,8 @@ def run(o: Options, *, log=print) -> dict:
         transfer_seconds = time.monotonic() - started
         log(f"All final after {transfer_seconds:.0f}s")
         result["held_wait_seconds"] = round(holds.wait(log), 1)
+        if o.hosts > 1:  # the workers are still running: one of them writes it
+            result["checkpoint_wait_seconds"] = multi.wait_for_checkpoint(every=o.checkpoint_every, log=log)
         after, cpu1 = measure.counters(sandbox), measure.worker_cpu(procs)
         if sampler is not None:
             result["resources"] = sampler.stop()

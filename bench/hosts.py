@@ -137,6 +137,33 @@ def check_no_earlier_checkpoints() -> None:
         raise load.Refused(EARLIER_CHECKPOINTS.format(name=connection.settings_dict.get("NAME"), count=count))
 
 
+def wait_for_checkpoint(*, every: int, log) -> float:
+    """Wait until the shared store holds a checkpoint of the chain as it stands now; returns the wait.
+
+    The checkpoint job goes out on the default queue once per ``every`` seconds; under load it can
+    wait there behind the transfers' own jobs until after the last transfer ended. Checking the
+    checkpoints before one exists would test the queue's timing, not the store (an empty store
+    fails the check): so the run waits for the event, bounded so a job that never runs fails."""
+    import time
+
+    from audit import checkpoints
+    from audit.models import AuditChainHead
+
+    head = AuditChainHead.objects.filter(pk=AuditChainHead.SINGLETON_ID).values_list("seq", flat=True).first() or 0
+    began = time.monotonic()
+    deadline = began + max(120.0, 20.0 * every)
+    while True:
+        stored = checkpoints.load_all()
+        if stored and stored[-1].seq >= head:
+            waited = time.monotonic() - began
+            log(f"  checkpoint #{stored[-1].number} covers the trail through event {head} (waited {waited:.1f}s)")
+            return round(waited, 1)
+        if time.monotonic() > deadline:
+            log(f"  !! no checkpoint covered event {head} within {deadline - began:.0f}s")
+            return round(time.monotonic() - began, 1)
+        time.sleep(0.5)
+
+
 def current_job(proc: subprocess.Popen) -> str | None:
     """The job a worker process is running (rq's own record), unless it is the reconciler."""
     import django_rq
