@@ -248,18 +248,42 @@ def spread(calls) -> dict:
     return {"peak_calls_per_second_per_account": max(peaks.values(), default=0), "by_account": peaks}
 
 
-def handoff_parts(handoffs: list[tuple[float, float, str]]) -> dict:
+def handoff_parts(handoffs: list[tuple[float, float, str]], *, per_second: int, processes: int) -> dict:
     """Where a hand-off's time goes. Each (export seen completed, its import's create, the
     recipient account) is split at the first create its look led to: before it, the portal's own
     work (manifests read, the database); after it, the wait in line (the account's pace serves
-    the creates of one look in turn). Ends seen by one look share its answer's time."""
+    the creates of one look in turn). Ends seen by one look share its answer's time.
+
+    ``floor_*``: the hand-off no scheduler could beat once the ends were seen when they were, with
+    only the creates paying the pace (no look, tag or export start sharing it, no work of the
+    portal's own): one process's allowance per account, and every process's at once."""
     first: dict[float, float] = {}
     for seen, created, _ in handoffs:
         first[seen] = min(first.get(seen, created), created)
     per_account = Counter((seen, account) for seen, _, account in handoffs)
+    ends = [(seen, account) for seen, _, account in handoffs]
     return {"to_first_create": stats(first[seen] - seen for seen, _, _ in handoffs),
             "in_line": stats(created - first[seen] for seen, created, _ in handoffs),
-            "creates_per_look_and_account": stats(per_account.values())}
+            "creates_per_look_and_account": stats(per_account.values()),
+            "floor_one_process": stats(pace_floor(ends, per_second)),
+            f"floor_{processes}_processes": stats(pace_floor(ends, per_second * processes)),
+            "per_second": per_second, "processes": processes}
+
+
+def pace_floor(ends: list[tuple[float, str]], per_second: int, window: float = 1.0) -> list[float]:
+    """The least wait of each (seen, account) at ``per_second`` calls per ``window`` per account,
+    served in the order seen as soon as the window allows (outscale.pace's rule, nothing else)."""
+    waits = []
+    by_account = defaultdict(list)
+    for seen, account in ends:
+        by_account[account].append(seen)
+    for times in by_account.values():
+        slots: list[float] = []
+        for seen in sorted(times):
+            at = seen if len(slots) < per_second else max(seen, slots[-per_second] + window)
+            slots.append(at)
+            waits.append(at - seen)
+    return waits
 
 
 def summary(*, kind, n, completed, failed, calls: Counter, cpu, bench_seconds, started, ended, window, detection,

@@ -95,6 +95,7 @@ class Options:
     copy_seconds: float | None = None  # default: a third of the import
     sweep_min: float | None = None  # None: the tuned set's 1 s with `tuned`, else the setting in force
     sweep_max: float | None = None  # None: 5 s with `tuned`, else the setting in force
+    calls_per_second: float = 5.0  # the workers' OMIPORTAL_OUTSCALE_CALLS_PER_SECOND (set from the one in force)
     tuned: bool = False  # PACE and load.TUNED instead of the shipped settings
     timeout: float = 900.0  # per phase
     peer: bool = True
@@ -176,7 +177,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
                       overhead=overhead, totals=totals, exports=Export.objects.filter(
                           pk__in=[e.pk for e in exports]).exclude(task_id="").count(),
                       log_calls=calls.window(started, ended + 1.5))
-    result["handoff_parts_seconds"] = handoff_parts(parts)
+    result["handoff_parts_seconds"] = handoff_parts(parts, per_second=int(o.calls_per_second), processes=o.workers)
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))
     result["resources"] = held
     result["redis_db_mb_per_10k_transfers"] = round(held["redis_db_keys_bytes_peak_mb"] * 10000 / max(1, n), 2)
@@ -343,7 +344,8 @@ def run(o: Options, *, log=print) -> dict:
     rows += in_force.compare(in_force.process_values(names), defaults, {**REASONS, **load.BENCH_PROCESS_REASONS},
                              where="bench process")
     in_use = {r["setting"]: r["value"] for r in rows if r["where"] == "workers"}
-    o = replace(o, sweep_min=in_use["OMIPORTAL_SWEEP_MIN_SECONDS"], sweep_max=in_use["OMIPORTAL_SWEEP_MAX_SECONDS"])
+    o = replace(o, sweep_min=in_use["OMIPORTAL_SWEEP_MIN_SECONDS"], sweep_max=in_use["OMIPORTAL_SWEEP_MAX_SECONDS"],
+                calls_per_second=in_use["OMIPORTAL_OUTSCALE_CALLS_PER_SECOND"])
     log(in_force.block(rows))
     procs = load.Processes(env, log_dir)
     result = {"tag": tag, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()},

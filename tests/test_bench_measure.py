@@ -1,0 +1,22 @@
+"""The benchmarks' own arithmetic: the hand-off's pace floor (bench.measure.pace_floor)."""
+
+from bench.measure import handoff_parts, pace_floor
+
+
+def test_the_pace_floor_serves_each_accounts_ends_in_the_order_seen_at_its_pace():
+    # Twelve ends of one account seen by one look, at 5 calls a second: five go at once, five a
+    # second later, the last two a second after that.
+    waits = pace_floor([(10.0, "r1")] * 12, per_second=5)
+    assert sorted(waits) == [0.0] * 5 + [1.0] * 5 + [2.0] * 2
+    # Another account's ends do not wait for these; an end seen after the window waits for nothing.
+    assert pace_floor([(10.0, "r1")] * 6 + [(10.0, "r2")], per_second=5).count(0.0) == 6
+    assert pace_floor([(10.0, "r1")] * 5 + [(11.5, "r1")], per_second=5) == [0.0] * 6
+
+
+def test_the_hand_off_parts_report_both_floors_beside_the_waits_measured():
+    # One look saw three ends of r1 at t=0; their creates went at 0.2, 0.4 and 0.6.
+    parts = handoff_parts([(0.0, 0.2, "r1"), (0.0, 0.4, "r1"), (0.0, 0.6, "r1")], per_second=2, processes=2)
+    assert parts["to_first_create"]["max"] == 0.2 and parts["in_line"]["max"] == 0.4
+    assert parts["creates_per_look_and_account"]["max"] == 3
+    assert parts["floor_one_process"]["max"] == 1.0  # the third waits a window at 2 a second
+    assert parts["floor_2_processes"]["max"] == 0.0  # four a second take all three at once
