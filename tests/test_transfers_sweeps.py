@@ -2,17 +2,14 @@
 the account's other in-flight rows riding along in a call made anyway. Real sandbox over HTTP,
 real jobs to get there, then one sweep called directly so its effect can be read exactly."""
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connections
 from django.utils import timezone
 
 from audit.verify import verify_chain
 from tests import workers
-from tests.pg import own_connection
 from tests.transfer_world import approve, imports_started, request_share
 from transfers import scheduling
 from transfers.models import Export, Recipient
@@ -181,54 +178,3 @@ def test_an_export_that_ended_early_rides_along_and_hands_off(flow, cloud, setti
     assert Recipient.objects.get(share=second_share).image_id
     assert verify_chain().ok
 
-
-def test_a_look_that_sees_two_exports_end_starts_the_first_ones_import_while_it_completes_the_second(
-        flow, cloud, settings):
-    """The hand-off follows the look: an export's imports start as soon as its own completion has
-    committed, not once the look has completed every export it saw end. Here the second export's
-    completion is held (its share's row lock, from another connection) and the first one's import
-    reaches the cloud meanwhile; handed off at the end of the look, it would wait for the second."""
-    settings.OMIPORTAL_SWEEP_MIN_SECONDS, settings.OMIPORTAL_SWEEP_MAX_SECONDS = 1, 1000
-    flow.dest.auto_accept_incoming = True
-    flow.dest.save()
-    first, (first_share,) = _running_export(flow, cloud, settings)
-    second_share = request_share(flow, cloud, image="alpha-db-base", copy_name="db-copy")
-    approve(flow, second_share)
-    workers.run_jobs(until=lambda: Export.objects.filter(state=Export.State.RUNNING).exclude(task_id="").count() == 2)
-    second = Export.objects.exclude(pk=first.pk).get()
-    assert first.pk < second.pk  # a look completes its exports in the order they were made
-    Export.objects.update(next_poll_at=timezone.now())
-    for export in (first, second):
-        _move_task(cloud, export.task_id, fraction=1.0)
-    workers.flush()
-    creates = cloud.counters(DELTA).get("CreateImage", 0)
-    failed = []
-
-    def sweep():
-        try:
-            exports.export_sweep(account_id=flow.alpha.public_id)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            failed.append(exc)
-        finally:
-            connections.close_all()
-
-    gate = own_connection()
-    gate.execute("BEGIN")
-    gate.execute('SELECT 1 FROM "transfers_share" WHERE id = %s FOR UPDATE', [second_share.pk])
-    thread = threading.Thread(target=sweep, daemon=True)
-    try:
-        thread.start()
-        deadline = time.monotonic() + 20
-        while cloud.counters(DELTA).get("CreateImage", 0) == creates:
-            assert time.monotonic() < deadline, "the first export's import waited for the second's completion"
-            time.sleep(0.05)
-        assert Export.objects.get(pk=second.pk).state == Export.State.RUNNING  # still held
-    finally:
-        gate.execute("ROLLBACK")
-        gate.close()
-        thread.join(timeout=60)
-    assert not thread.is_alive() and failed == []
-    assert Export.objects.filter(state=Export.State.COMPLETED).count() == 2
-    assert cloud.counters(DELTA)["CreateImage"] == creates + 2
-    assert all(Recipient.objects.filter(share__in=[first_share, second_share]).values_list("image_id", flat=True))
-    assert verify_chain().ok

@@ -70,7 +70,7 @@ def read_manifests(*, creds, ended: list[tuple[Export, object]]) -> dict[int, Ma
     return read
 
 
-def export_complete(*, export: Export, task, creds, handoff=None,
+def export_complete(*, export: Export, task, creds, handoff: list | None = None,
                     manifest: Manifest | None = None) -> None:
     """Complete an export the cloud says is done (``manifest``: read already, by `read_manifests`)."""
     account = export.account
@@ -111,11 +111,11 @@ def export_complete(*, export: Export, task, creds, handoff=None,
                                job_id=f"export-copy-delete-{export.public_id}")
 
 
-def shares_ready(*, shares: list[Share], export: Export, handoff=None) -> None:
+def shares_ready(*, shares: list[Share], export: Export, handoff: list | None = None) -> None:
     """The manifest exists: offer it to every recipient of these shares (in the caller's transaction).
 
-    Auto-accepted imports get a start job each, or, when the caller passes ``handoff``
-    (import_starts.HandOff), it starts them once this transaction has committed.
+    Auto-accepted imports get a start job each, or, when the caller passes ``handoff``, their ids
+    are added to it and the caller starts them itself once this transaction has committed.
     """
     if not shares:
         return
@@ -135,7 +135,7 @@ def shares_ready(*, shares: list[Share], export: Export, handoff=None) -> None:
     begun = import_offers.imports_begin(recipients=list(auto.order_by("pk")), actor=None, auto=True,
                                   enqueue=handoff is None)
     if handoff is not None:
-        handoff.start_after_commit(recipient.public_id for recipient in begun)
+        handoff.extend(recipient.public_id for recipient in begun)
     object_grants.object_grants_begin(share_ids=ids)  # external accounts served by an object ACL
     events.emit("share.ready", ids, occasion=str(export.public_id))
     notifications.later("share_ready", ids)

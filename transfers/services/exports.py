@@ -90,27 +90,25 @@ def export_sweep(*, account_id) -> None:
         return  # more looks fall due soon: one call later sees them all
     now = timezone.now()
     rows = polling.claim(Export, account=account, states=WATCHED, extra=WATCHABLE, now=now)
+    handoff: list = []
     with opened_once():
-        handoff = import_starts.HandOff(account)
-        try:
-            if rows:
-                riders = polling.riders(Export, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
-                # An error before any row could be looked at (the keys, the read) counts against each.
-                with bounded.rows_errors(bounded.EXPORT_LOOK, rows):
-                    _observe(account, rows, riders, handoff)
-            polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
-        finally:
-            handoff.finish()
+        if rows:
+            riders = polling.riders(Export, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
+            # An error before any row could be looked at (the keys, the read) counts against each.
+            with bounded.rows_errors(bounded.EXPORT_LOOK, rows):
+                _observe(account, rows, riders, handoff)
+        polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
+        if handoff:
+            import_starts.import_start_many(recipient_ids=handoff, source_account=account)
 
 
 def _task_ended(task) -> bool:
     return task is None or task.state in ("completed", "failed", "cancelled")
 
 
-def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], handoff) -> None:
+def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], handoff: list) -> None:
     """Look once (the due rows, and the riders that fit in the same calls), act on each due row
-    and each rider that ended; ``handoff`` (import_starts.HandOff) starts each completed
-    export's imports once its completion has committed."""
+    and each rider that ended; ``handoff`` collects the imports to start after commit."""
     running = [e for e in rows if e.state == Export.State.RUNNING]
     copying = [e for e in rows if e.state == Export.State.COPYING]
     # A rider only rides a call that is made anyway: never a second call for riders alone.

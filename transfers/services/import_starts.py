@@ -232,62 +232,30 @@ def _started(recipient: Recipient, image_id: str, request_ids: list, *, watched:
 
 
 def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
-    """Start these imports of ``source_account``'s exports now (`HandOff`), all at once."""
-    handoff = HandOff(source_account)
-    try:
-        handoff.start(recipient_ids)
-    finally:
-        handoff.finish()
-
-
-class HandOff:
     """The hand-off: start the imports an export of ``source_account`` just made possible, now.
 
     One queued job per import would leave a burst of hundreds waiting on a couple of workers
     while the manifest link ages. Each start is still ``_start`` (counted first, looked up when
-    retried, safe twice), side by side (`polling.Feed`); the rows of each batch are read in one
-    query, and what the cloud answered is written in one transaction at the end (``finish``).
-    A look that sees several exports end hands each one's imports over as soon as that export's
-    completion has committed (``start_after_commit``), so the first export's imports are on their
-    way while the look completes the next export, instead of waiting for all of them.
-    The hand-off starts what it can within OMIPORTAL_SWEEP_BUDGET_SECONDS (from its beginning) and
-    leaves the rest to `import_handoff` jobs, so other sweeps are not held up. A start that dies
-    before its image is noted is put back by the reconciler: its row is IMPORTING without an
-    image, counted as tried, so it looks the name up first.
+    retried, safe twice), side by side; the rows are read in one query, and what the cloud
+    answered is written in one transaction at the end. The sweep starts what it can within
+    OMIPORTAL_SWEEP_BUDGET_SECONDS and leaves the rest to `import_handoff` jobs, so other sweeps
+    are not held up. A start that dies before its image is noted is put back by the reconciler:
+    its row is IMPORTING without an image, counted as tried, so it looks the name up first.
     """
-
-    def __init__(self, source_account: CloudAccount) -> None:
-        self.source_account = source_account
-        self.started: list[tuple[Recipient, str, list] | None] = []
-        self.feed = polling.Feed(lambda recipient: self.started.append(_start(recipient, claimed=True)),
-                                 what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
-
-    def start(self, recipient_ids) -> None:
-        """Claim these recipients and put them on their way (outside any transaction)."""
-        recipients = _claim(Recipient.objects.select_related(*_STARTING).filter(public_id__in=list(recipient_ids))
-                            .order_by("pk"))
-        # Accounts changed since the approval are refused here, in one query, before the threads start.
-        self.feed.put(binding.imports_allowed(recipients, states=[Recipient.State.IMPORTING]))
-
-    def start_after_commit(self, recipient_ids) -> None:
-        """``start`` once the caller's transaction has committed (the recipients are IMPORTING
-        then); nothing if it rolls back. An error there is logged and leaves the rows to the
-        reconciler, never to the transaction that already committed."""
-        ids = list(recipient_ids)
-        if ids:
-            transaction.on_commit(lambda: self.start(ids), robust=True)
-
-    def finish(self) -> None:
-        """Wait for the starts begun, write what the cloud answered, hand the rest to a job."""
-        left = self.feed.close()
-        if any(self.started):
-            with recorder.atomic():
-                for result in self.started:
-                    if result:
-                        _started(*result)
-        if left:
-            _unclaim(left)
-            _handoff_later(self.source_account)
+    recipients = _claim(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids)
+                        .order_by("pk"))
+    # Accounts changed since the approval are refused here, in one query, before the threads start.
+    recipients = binding.imports_allowed(recipients, states=[Recipient.State.IMPORTING])
+    started: list[tuple[Recipient, str, list]] = []
+    left = polling.run_each(lambda recipient: started.append(_start(recipient, claimed=True)), recipients,
+                            what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
+    with recorder.atomic():
+        for result in started:
+            if result:
+                _started(*result)
+    if left:
+        _unclaim(left)
+        _handoff_later(source_account)
 
 
 def _handoff_later(source_account: CloudAccount) -> None:

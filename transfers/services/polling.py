@@ -154,7 +154,7 @@ def claim(model, *, account: CloudAccount, states, extra: Q, now) -> list:
     with transaction.atomic():
         ids = list(due.select_for_update(skip_locked=True).values_list("pk", flat=True))
         model.objects.filter(pk__in=ids).update(next_poll_at=lease)
-    return list(model.objects.filter(pk__in=ids).order_by("pk"))  # in the order they were made
+    return list(model.objects.filter(pk__in=ids))
 
 
 def _account_field(model) -> str:
@@ -290,90 +290,43 @@ def run_each(func, items, *, what: str, budget: float | None = None, threads: in
     ``threads`` asks for that many threads (still at most the concurrency), where each item waits
     on several calls in turn.
     """
-    items = list(items)
-    # A thread costs a database connection: a few rows are done faster in line.
-    in_line = min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), threads or len(items) // 2) <= 1
-    feed = Feed(func, what=what, budget=budget, threads=0 if in_line else threads)
-    feed.put(items)
-    if in_line:
-        feed.drain(own_thread=False)
-    return feed.close()
+    deadline = None if budget is None else time.monotonic() + budget
+    pending, left, left_lock = queue.SimpleQueue(), [], threading.Lock()
+    for item in items:
+        pending.put(item)
 
-
-class Feed:
-    """`run_each` for items that arrive while the caller goes on: ``put(items)`` hands them to
-    threads started as they are needed (one for every two items put, or ``threads`` at once, at
-    most OMIPORTAL_SWEEP_CONCURRENCY), ``close()`` waits for every item and returns those the
-    budget left undone. The items are taken in the order they were put. ``threads=0`` starts none:
-    the caller ``drain``s in line.
-
-    Not a thread for each item: every item begun waits its turn in the account's pace, so a
-    thread each would begin them all at once and the budget would never leave one for a job
-    (the sweep would hold its worker as long as the pace takes); with one for every two, a
-    thread's second item is begun only within the budget. (A thread each was measured too: the
-    hand-off was no faster, README "Where the hand-off's time goes".)
-    """
-
-    _CLOSE = object()
-
-    def __init__(self, func, *, what: str, budget: float | None = None, threads: int | None = None) -> None:
-        self.func, self.what = func, what
-        self.deadline = None if budget is None else time.monotonic() + budget
-        self.limit = max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY))
-        self.asked = threads
-        self.pending: queue.SimpleQueue = queue.SimpleQueue()
-        self.left: list = []
-        self.put_count = 0
-        self.threads: list[threading.Thread] = []
-        self.lock = threading.Lock()
-
-    def put(self, items) -> None:
-        with self.lock:
-            for item in items:
-                self.pending.put(item)
-                self.put_count += 1
-            if self.asked == 0:
-                return
-            wanted = min(self.limit, self.asked or max(1, self.put_count // 2))
-            while len(self.threads) < wanted:
-                # Each thread runs in a copy of this context, so the audit context (the job) and
-                # the keys opened for this sweep follow the work.
-                thread = threading.Thread(target=contextvars.copy_context().run, args=(self.drain, True), daemon=True)
-                thread.start()
-                self.threads.append(thread)
-
-    def drain(self, own_thread: bool) -> None:
+    def drain(own_thread: bool):
         done = 0
         try:
             while True:
-                if own_thread:
-                    item = self.pending.get()
-                    if item is self._CLOSE:
-                        return
-                else:
-                    try:
-                        item = self.pending.get_nowait()
-                    except queue.Empty:
-                        return
+                try:
+                    item = pending.get_nowait()
+                except queue.Empty:
+                    return
                 # Each thread does at least one item, so even a spent budget makes progress.
-                if done and self.deadline is not None and time.monotonic() > self.deadline:
-                    with self.lock:
-                        self.left.append(item)
+                if done and deadline is not None and time.monotonic() > deadline:
+                    with left_lock:
+                        left.append(item)
                     continue
-                _logged(self.func, item, self.what)
+                _logged(func, item, what)
                 done += 1
         finally:
             if own_thread:
                 connections.close_all()  # this thread's own connections
 
-    def close(self) -> list:
-        with self.lock:
-            threads = list(self.threads)
-        for _ in threads:
-            self.pending.put(self._CLOSE)
-        for thread in threads:
-            thread.join()
-        return self.left
+    # A thread costs a database connection: a few rows are done faster in line.
+    concurrency = max(1, min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), threads or pending.qsize() // 2))
+    if concurrency == 1:
+        drain(own_thread=False)
+        return left
+    # Each thread runs in a copy of this context, so the audit context (the job) follows the work.
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(drain, True), daemon=True)
+               for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return left
 
 
 def _logged(func, item, what: str) -> None:
