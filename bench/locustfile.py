@@ -5,7 +5,8 @@ when imported, which the Django process must not have). It imports nothing of th
 needs comes in a JSON file named by ``OMIPORTAL_LOCUST_PLAN``:
 
     {"people": [{"email", "password", "team_id", "role", "share_ids"}...],
-     "mode": "load" | "baseline", "users": N, "think": [low, high], "out": "<path of the samples file>"}
+     "mode": "load" | "baseline", "users": N, "think": [low, high], "out": "<path of the samples file>",
+     "clicks": N or null}
 
 In ``load`` mode each Locust user is one person (the plan's people in turn): it signs in, then
 clicks at random among what a person of its role does (dashboard, share list, a share's page and
@@ -14,6 +15,10 @@ auditors), waiting ``between(low, high)`` seconds between clicks. In ``baseline`
 one user, nobody else on the machine: it signs in as a member and as an auditor (two sessions,
 one request at a time) and visits every page kind in turn, so each kind has enough samples for a
 p95.
+
+With ``clicks``, each person stops after that many clicks made once everyone has signed in, and
+Locust quits when the last one has: a phase of a known size whatever the machine's speed (the
+tests' form; the benchmark runs for a time).
 
 Every request is named by its page kind. When Locust quits, every sample (kind, seconds, status,
 error, when) and the moment the last person had signed in are written to the plan's ``out`` file, so
@@ -34,6 +39,7 @@ import time
 
 from locust import HttpUser, between, events, task
 from locust.clients import HttpSession
+from locust.exception import StopUser
 
 PLAN = json.loads(open(os.environ["OMIPORTAL_LOCUST_PLAN"]).read())  # noqa: SIM115 - read once at start
 ACCEPT_RE = re.compile(r'action="(/t/[0-9a-f-]+/incoming/[0-9a-f-]+/accept/)"')
@@ -46,6 +52,7 @@ _people = itertools.cycle(PLAN["people"])
 _people_lock = threading.Lock()
 _samples: list[tuple[str, float, int, str, float]] = []
 _signed_in: list[float] = []
+_done: list[str] = []  # the people who made their ``clicks``
 
 
 @events.request.add_listener
@@ -173,6 +180,21 @@ class Person(HttpUser):
         if not self.signed_in:
             self.signed_in = all(v.sign_in() for v in self.visitors)
             return
+        if PLAN.get("clicks") and _everyone_arrived() is not None:
+            self.clicks = getattr(self, "clicks", 0) + 1
+            if self.clicks > PLAN["clicks"]:
+                self._stop()
+        self._visit()
+
+    def _stop(self):
+        with _people_lock:
+            _done.append(self.visitors[0].p["email"])
+            last = len(_done) >= (PLAN.get("users") or 1)
+        if last:
+            self.environment.runner.quit()  # writes the samples (the quitting event)
+        raise StopUser
+
+    def _visit(self):
         if PLAN["mode"] == "baseline":
             kind = next(self.order)
             visitor = self.visitors[1] if kind == "audit_list" else self.visitors[0]

@@ -32,6 +32,7 @@ class Phase:
     seconds: float
     think: tuple[float, float]
     spawn_rate: float = 10.0
+    clicks: int | None = None  # each person's clicks once everyone has signed in, then quit (seconds: a cap)
 
 
 def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
@@ -87,9 +88,9 @@ def cpu_share(before: dict[str, float], after: dict[str, float], seconds: float)
 
 
 def plan_file(path: Path, people: list[Persona], *, mode: str, users: int, think: tuple[float, float],
-              out: Path) -> Path:
+              out: Path, clicks: int | None = None) -> Path:
     path.write_text(json.dumps({"people": [asdict(p) for p in people], "mode": mode, "users": users,
-                                "think": list(think), "out": str(out)}))
+                                "think": list(think), "out": str(out), "clicks": clicks}))
     return path
 
 
@@ -98,7 +99,7 @@ def start(phase: Phase, *, base_url: str, people: list[Persona], work_dir: Path,
     samples = work_dir / f"locust-{phase.name}-samples.json"
     plan = plan_file(work_dir / f"locust-{phase.name}-plan.json", people,
                      mode="load" if phase.name == "load" else "baseline", users=phase.users, think=phase.think,
-                     out=samples)
+                     out=samples, clicks=phase.clicks)
     argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", base_url,
             "--users", str(phase.users), "--spawn-rate", str(phase.spawn_rate),
             "--run-time", f"{max(1, round(phase.seconds))}s", "--stop-timeout", "30", "--only-summary",

@@ -412,6 +412,14 @@ def _ms(d: dict, key: str) -> str:
     return f"{d[key]:.2f}" if d.get("count") else "-"
 
 
+def _floor(r: dict, *, every: bool) -> str:
+    """The pace floor's p95 (measure.handoff_parts): at one process's allowance, or at every one's."""
+    parts = r.get("handoff_parts_seconds")
+    if not parts or "processes" not in parts:
+        return "-"
+    return _ms(parts[f"floor_{parts['processes']}_processes" if every else "floor_one_process"], "p95")
+
+
 def table_one(entry: dict) -> str:
     cols = [(name, entry[key]) for key, name in (("portal", "portal"), ("peer", "peer"),
                                                  ("portal_distinct", "distinct")) if key in entry]
@@ -431,6 +439,8 @@ def table_one(entry: dict) -> str:
             rows.append((f"detection {phase} {q} s", lambda r, p=phase, q=q: _ms(r["detection_lag_seconds"][p], q)))
     for q in ("p50", "p95", "max"):
         rows.append((f"hand-off {q} s", lambda r, q=q: _ms(r["handoff_lag_seconds"], q)))
+    rows += [("hand-off floor p95 s, 1 proc", lambda r: _floor(r, every=False)),
+             ("hand-off floor p95 s, all", lambda r: _floor(r, every=True))]
     for q in ("p50", "p95", "max"):
         rows.append((f"overhead {q} s", lambda r, q=q: _ms(r["overhead_seconds"], q)))
     rows += [("worker CPU s / transfer", lambda r: f"{r['worker_cpu_seconds_per_transfer']:.3f}"),
