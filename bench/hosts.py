@@ -32,6 +32,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -144,8 +145,6 @@ def wait_for_checkpoint(*, every: int, log) -> float:
     wait there behind the transfers' own jobs until after the last transfer ended. Checking the
     checkpoints before one exists would test the queue's timing, not the store (an empty store
     fails the check): so the run waits for the event, bounded so a job that never runs fails."""
-    import time
-
     from audit import checkpoints
     from audit.models import AuditChainHead
 

@@ -172,6 +172,7 @@ class Person(HttpUser):
             second = HttpSession(base_url=self.host, request_event=self.environment.events.request, user=self)
             self.visitors.append(Visitor(second, auditor, self.rng))
             self.order = itertools.cycle(BASELINE_ORDER)
+        self.clicks = 0  # made once everyone had signed in (PLAN["clicks"])
         self.signed_in = all(v.sign_in() for v in self.visitors)
         _signed_in.append(time.time())
 
@@ -181,7 +182,7 @@ class Person(HttpUser):
             self.signed_in = all(v.sign_in() for v in self.visitors)
             return
         if PLAN.get("clicks") and _everyone_arrived() is not None:
-            self.clicks = getattr(self, "clicks", 0) + 1
+            self.clicks += 1
             if self.clicks > PLAN["clicks"]:
                 self._stop()
         self._visit()

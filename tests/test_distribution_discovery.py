@@ -19,7 +19,7 @@ from audit.models import AuditEvent
 from audit.verify import verify_chain
 from distribution.models import Family, FamilyVersion
 from distribution.services import discovery, families
-from tests import factories, workers
+from tests import factories, rates, workers
 from tests.fixtures_sandbox import read_image
 from tests.transfer_world import access, image_id, sandbox_account
 from transfers import scheduling
@@ -215,9 +215,7 @@ def test_a_scan_that_fails_says_why_on_the_family_page_until_one_works(flow, clo
 
 
 def test_scan_now_looks_at_once_and_is_rate_limited_like_the_image_list(flow, cloud, client, settings):
-    # A day: django-ratelimit counts in fixed windows, and a window ending between two
-    # requests would start the count again (a minute's did, once, on a busy CI machine).
-    settings.OMIPORTAL_IMAGE_LIST_RATE = "1/d"
+    settings.OMIPORTAL_IMAGE_LIST_RATE = rates.limit(1)
     family = _declare(flow, "alpha-web")
     workers.flush()
     client.force_login(flow.src_member)

@@ -18,7 +18,7 @@ from accounts.models import Role
 from audit.context import job_context
 from audit.models import AuditEvent
 from audit.recorder import keeping_denials, record
-from tests import factories
+from tests import factories, rates
 from tests.transfer_world import access
 from transfers.models import Recipient, Share
 from transfers.services import import_offers
@@ -259,15 +259,13 @@ def _rate_denials():
 def test_it_limits_link_reveals_per_person_with_a_429_and_one_denied_event(world, client, settings):
     import redis
 
-    # A day: django-ratelimit counts in fixed windows, and a window ending between two
-    # requests would start the count again (a minute's did, once, on a busy CI machine).
-    settings.OMIPORTAL_LINK_REVEAL_RATE = "2/d"
+    settings.OMIPORTAL_LINK_REVEAL_RATE = rates.limit(2)
     share, recipient = _share(world)
     client.force_login(world.member)
     assert [_reveal(client, share, recipient).status_code for _ in range(2)] == [302, 302]
     refused = _reveal(client, share, recipient)
     assert refused.status_code == 429
-    assert "Too many link reveals in a short time (the limit is 2/d)" in refused.content.decode()
+    assert f"Too many link reveals in a short time (the limit is {rates.limit(2)})" in refused.content.decode()
     assert 0 < int(refused["Retry-After"]) <= 24 * 3600  # the window's end
     assert _reveal(client, share, recipient).status_code == 429
     (event,) = _rate_denials()  # one per window: a script refused a thousand times writes one event
@@ -285,9 +283,7 @@ def test_it_limits_link_reveals_per_person_with_a_429_and_one_denied_event(world
 def test_it_limits_the_share_forms_image_list_per_person(cloud, client, settings):
     from tests.transfer_world import make_transfer_world
 
-    # A day: django-ratelimit counts in fixed windows, and a window ending between two
-    # requests would start the count again (a minute's did, once, on a busy CI machine).
-    settings.OMIPORTAL_IMAGE_LIST_RATE = "2/d"
+    settings.OMIPORTAL_IMAGE_LIST_RATE = rates.limit(2)
     w = make_transfer_world(cloud)
     client.force_login(w.src_member)
     url = reverse("transfers:share-new", args=[w.source.public_id])
