@@ -63,7 +63,7 @@ def draw(result: dict, path: Path) -> Path:
     spread = f" + up to {o['export_spread']}s" if o.get("export_spread") else ""
     rate = next((r["value"] for r in result.get("settings", []) if r.get("where") == "workers"
                  and r.get("setting") == "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND"), None)
-    pace = f", {rate} calls/s per account and process, sweeps {o['sweep_min']}-{o['sweep_max']} s" if rate else ""
+    pace = f", {rate} calls/s per account, sweeps {o['sweep_min']}-{o['sweep_max']} s" if rate else ""
     fig.suptitle(f"bench_transfers: {o['workers']} workers, {float(o['latency']) * 1000:.0f} ms latency, "
                  f"export {o['export_seconds']}s{spread}, import {o['import_seconds']}s{pace}", fontsize=9)
     fig.tight_layout()

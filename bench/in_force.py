@@ -18,6 +18,7 @@ from django.conf import settings
 # The settings that decide how transfers run: pace, sweeps, the reconciler, the cloud client.
 TRANSFER_SETTINGS = (
     "OMIPORTAL_OUTSCALE_CALLS_PER_SECOND",
+    "OMIPORTAL_OUTSCALE_PACE_SHARED",
     "OMIPORTAL_SWEEP_MIN_SECONDS",
     "OMIPORTAL_SWEEP_MAX_SECONDS",
     "OMIPORTAL_SWEEP_GATHER_SECONDS",

@@ -248,15 +248,18 @@ def spread(calls) -> dict:
     return {"peak_calls_per_second_per_account": max(peaks.values(), default=0), "by_account": peaks}
 
 
-def handoff_parts(handoffs: list[tuple[float, float, str]], *, per_second: int, processes: int) -> dict:
+def handoff_parts(handoffs: list[tuple[float, float, str]], *, per_second: int, processes: int,
+                  shared: bool = True) -> dict:
     """Where a hand-off's time goes. Each (export seen completed, its import's create, the
     recipient account) is split at the first create its look led to: before it, the portal's own
     work (manifests read, the database); after it, the wait in line (the account's pace serves
     the creates of one look in turn). Ends seen by one look share its answer's time.
 
-    ``floor_*``: the hand-off no scheduler could beat once the ends were seen when they were, with
+    ``floor``: the hand-off no scheduler could beat once the ends were seen when they were, with
     only the creates paying the pace (no look, tag or export start sharing it, no work of the
-    portal's own): one process's allowance per account, and every process's at once."""
+    portal's own), at the account's allowance: the shared pace's, or one process's when each
+    process paces itself (a burst is started by the process whose look saw it). Then also
+    ``floor_<N>_processes``: with every process's allowance at once, what sharing would allow."""
     first: dict[float, float] = {}
     for seen, created, _ in handoffs:
         first[seen] = min(first.get(seen, created), created)
@@ -265,9 +268,9 @@ def handoff_parts(handoffs: list[tuple[float, float, str]], *, per_second: int, 
     return {"to_first_create": stats(first[seen] - seen for seen, _, _ in handoffs),
             "in_line": stats(created - first[seen] for seen, created, _ in handoffs),
             "creates_per_look_and_account": stats(per_account.values()),
-            "floor_one_process": stats(pace_floor(ends, per_second)),
-            f"floor_{processes}_processes": stats(pace_floor(ends, per_second * processes)),
-            "per_second": per_second, "processes": processes}
+            "floor": stats(pace_floor(ends, per_second)),
+            **({} if shared else {f"floor_{processes}_processes": stats(pace_floor(ends, per_second * processes))}),
+            "per_second": per_second, "processes": processes, "pace_shared": shared}
 
 
 def pace_floor(ends: list[tuple[float, str]], per_second: int, window: float = 1.0) -> list[float]:

@@ -5,7 +5,7 @@ from django.core.signals import setting_changed
 import outscale
 
 # The settings the cloud layer is built from (it reads none itself).
-CLOUD_SETTINGS = {"SECRET_KEY", "SECRET_KEY_FALLBACKS"}
+CLOUD_SETTINGS = {"SECRET_KEY", "SECRET_KEY_FALLBACKS", "REDIS_URL"}
 CLOUD_PREFIX = "OMIPORTAL_OUTSCALE_"
 
 
@@ -16,6 +16,7 @@ def configure_cloud() -> None:
         connect_timeout=settings.OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT,
         read_timeout=settings.OMIPORTAL_OUTSCALE_READ_TIMEOUT,
         calls_per_second=settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND,
+        pace_url=settings.REDIS_URL if settings.OMIPORTAL_OUTSCALE_PACE_SHARED else "",
         retry_attempts=settings.OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS,
         retry_base_delay=settings.OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY,
         retry_max_delay=settings.OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY,

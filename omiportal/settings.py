@@ -340,8 +340,12 @@ OMIPORTAL_OUTSCALE_READ_TIMEOUT = env.float("OMIPORTAL_OUTSCALE_READ_TIMEOUT", d
 OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS = env.int("OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS", default=3)
 OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY = env.float("OMIPORTAL_OUTSCALE_RETRY_BASE_DELAY", default=0.5)
 OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY = env.float("OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY", default=4.0)
-# Client-side pace per account and process (the SDK's own limiter).
-OMIPORTAL_OUTSCALE_CALLS_PER_SECOND = env.int("OMIPORTAL_OUTSCALE_CALLS_PER_SECOND", default=5)
+# Client-side pace per account: at most this many OAPI calls in any second, shared by every web and
+# worker process on every host through Redis (outscale/shared_pace.py), since OUTSCALE throttles per
+# account. 10: what the recommended two workers made with 5 each when the pace was per process.
+OMIPORTAL_OUTSCALE_CALLS_PER_SECOND = env.int("OMIPORTAL_OUTSCALE_CALLS_PER_SECOND", default=10)
+# False: each process paces its own calls (N processes may then call an account N times the pace).
+OMIPORTAL_OUTSCALE_PACE_SHARED = env.bool("OMIPORTAL_OUTSCALE_PACE_SHARED", default=True)
 
 # --- Logging ----------------------------------------------------------------------
 LOGGING = {

@@ -17,8 +17,10 @@ class Config:
     endpoints: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
-    # OAPI calls per second per account and process (the SDK's limiter; see pace.py).
+    # OAPI calls per second per account: shared by every process through the Redis at pace_url
+    # (shared_pace.py); without one, per account and process (pace.py).
     calls_per_second: int = 5
+    pace_url: str = ""
     # Throttled or never-sent calls are retried in-process this many times, with jittered backoff.
     retry_attempts: int = 3
     retry_base_delay: float = 0.5

@@ -25,10 +25,11 @@ What this module fixes in `osc-sdk-python` 0.42.0, and why:
 * Thread safety. A Gateway (its requests Session) is not thread-safe, so
   clients are cached per thread, keyed by account, Region and endpoint. The
   SDK's rate limiter belongs to one Gateway, so it would pace each thread on
-  its own: every Gateway of an account gets the process's shared
-  `pace.AccountPace` instead (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND per account
-  and process), where reads take the next slot before queued writes. The
-  cloud's own throttling is handled by the retry policy.
+  its own: every Gateway of an account gets the account's pace instead, shared
+  by every process through Redis (`shared_pace.SharedPace`;
+  OMIPORTAL_OUTSCALE_CALLS_PER_SECOND per account), or by the process's threads
+  without one (`pace.AccountPace`); reads take the next slot before queued
+  writes. The cloud's own throttling is handled by the retry policy.
 """
 
 import contextlib
@@ -55,7 +56,7 @@ from osc_sdk_python.outscale_gateway import (
 )
 from urllib3.exceptions import NewConnectionError
 
-from outscale import config, errors, pace, retries
+from outscale import config, errors, pace, retries, shared_pace
 from outscale.credentials import Credentials
 from outscale.endpoints import endpoints_for, timeouts
 from outscale.pace import forget_paces, pace_for
@@ -131,7 +132,9 @@ class PortalGateway(BaseAPI):
         self.log = Logger()
         # The in-process brake stops a tight loop, or a burst of threads, from burning the
         # account's quota; shared by every thread's Gateway for the account (see pace.py).
-        self.limiter = pace_for(credentials.access_key, credentials.region, calls_per_second)
+        url = config.current().pace_url
+        self.limiter = (shared_pace.pace_for(url, credentials.access_key, credentials.region, calls_per_second)
+                        if url else pace_for(credentials.access_key, credentials.region, calls_per_second))
         profile = Profile(
             access_key=credentials.access_key,
             secret_key=credentials.secret_key,
@@ -185,6 +188,7 @@ def clear_clients() -> None:
     global _generation
     _generation += 1
     forget_paces()
+    shared_pace.forget_paces()
     _thread_cache()
 
 
@@ -192,7 +196,8 @@ def gateway_for(creds: Credentials) -> PortalGateway:
     api = endpoints_for(creds.region).api
     timeout = timeouts().as_tuple()
     rate = int(config.current().calls_per_second or DEFAULT_LIMITER_MAX_REQUESTS)
-    key = (creds.access_key, secret_fingerprint(creds.secret_key), creds.region, api, timeout, rate)
+    key = (creds.access_key, secret_fingerprint(creds.secret_key), creds.region, api, timeout, rate,
+           config.current().pace_url)  # a new pace (rate, shared or not) gets a new Gateway
     cache = _thread_cache()
     gateway = cache.get(key)
     if gateway is None:

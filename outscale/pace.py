@@ -118,30 +118,37 @@ class AccountPace:
                 target = slot.at
 
 
-_paces: dict[tuple, AccountPace] = {}
-_paces_lock = threading.Lock()
+class PerProcess:
+    """Handles kept per process, made on first use: a forked child starts with none (the parent's
+    may hold sockets, and a lock held by another thread at fork time would stay held forever)."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict = {}
+
+    def get(self, key, make):
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                item = self._items[key] = make()
+            return item
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_paces = PerProcess()
 
 
 def forget_paces() -> None:
-    with _paces_lock:
-        _paces.clear()
-
-
-def _reset_after_fork() -> None:
-    # A lock held by another thread at fork time would stay held forever in the child.
-    global _paces_lock
-    _paces_lock = threading.Lock()
     _paces.clear()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def pace_for(access_key: str, region: str, per_second: int) -> AccountPace:
     """This process's pace for one account in one Region (OUTSCALE throttles per account)."""
-    key = (access_key, region, int(per_second))
-    with _paces_lock:
-        pace = _paces.get(key)
-        if pace is None:
-            pace = _paces[key] = AccountPace(per_second)
-        return pace
+    return _paces.get((access_key, region, int(per_second)), lambda: AccountPace(per_second))

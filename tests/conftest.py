@@ -1,11 +1,16 @@
+import contextlib
+import functools
 import os
 import uuid
 from types import SimpleNamespace
 
 import pytest
+import redis
+from django.conf import settings as django_settings
 
 import outscale
 from accounts.models import Role
+from outscale import shared_pace
 from outscale.regions import REGIONS
 from tests import factories
 
@@ -39,6 +44,23 @@ def _no_real_cloud(settings):
     so a forgotten fixture fails fast instead of calling the real OUTSCALE."""
     closed = "http://127.0.0.1:9"
     settings.OMIPORTAL_OUTSCALE_ENDPOINTS = {r: {"api": f"{closed}/api/v1", "oos": closed} for r in REGIONS}
+
+
+@functools.cache
+def _redis(url: str):
+    return redis.Redis.from_url(url, socket_connect_timeout=1.0)
+
+
+@pytest.fixture(autouse=True)
+def _full_allowances():
+    """Every test starts with each account's whole OAPI allowance. The shared pace keeps its slots
+    in Redis (outscale/shared_pace.py), where a test's calls would hold the next test's back; the
+    per-process pace started afresh with each configuration."""
+    with contextlib.suppress(redis.RedisError):
+        client = _redis(django_settings.REDIS_URL)
+        keys = list(client.scan_iter(f"{shared_pace.KEY_PREFIX}*"))
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.fixture

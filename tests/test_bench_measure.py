@@ -13,10 +13,15 @@ def test_the_pace_floor_serves_each_accounts_ends_in_the_order_seen_at_its_pace(
     assert pace_floor([(10.0, "r1")] * 5 + [(11.5, "r1")], per_second=5) == [0.0] * 6
 
 
-def test_the_hand_off_parts_report_both_floors_beside_the_waits_measured():
+def test_the_hand_off_parts_report_the_floor_beside_the_waits_measured():
     # One look saw three ends of r1 at t=0; their creates went at 0.2, 0.4 and 0.6.
-    parts = handoff_parts([(0.0, 0.2, "r1"), (0.0, 0.4, "r1"), (0.0, 0.6, "r1")], per_second=2, processes=2)
+    ends = [(0.0, 0.2, "r1"), (0.0, 0.4, "r1"), (0.0, 0.6, "r1")]
+    parts = handoff_parts(ends, per_second=2, processes=2)
     assert parts["to_first_create"]["max"] == 0.2 and parts["in_line"]["max"] == 0.4
     assert parts["creates_per_look_and_account"]["max"] == 3
-    assert parts["floor_one_process"]["max"] == 1.0  # the third waits a window at 2 a second
-    assert parts["floor_2_processes"]["max"] == 0.0  # four a second take all three at once
+    assert parts["floor"]["max"] == 1.0  # the third waits a window at the account's 2 a second
+    assert parts["pace_shared"] and "floor_2_processes" not in parts  # shared: no other allowance to borrow
+    # Each process pacing itself: the floor is still one process's, and every process's is shown.
+    per_process = handoff_parts(ends, per_second=2, processes=2, shared=False)
+    assert per_process["floor"]["max"] == 1.0
+    assert per_process["floor_2_processes"]["max"] == 0.0  # four a second take all three at once

@@ -58,10 +58,10 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     assert result["options"]["export_spread"] == 1.0
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert "OAPI calls / transfer" in bench.table(result)
-    # The hand-off's pace floor, at one worker's allowance (the run has one worker: both the same).
+    # The hand-off's pace floor, at the account's shared allowance.
     parts = distinct["handoff_parts_seconds"]
-    assert parts["floor_one_process"]["count"] == 5 and parts["floor_1_processes"] == parts["floor_one_process"]
-    assert "hand-off floor p95 s, 1 proc" in bench.table(result)
+    assert parts["floor"]["count"] == 5 and parts["pace_shared"]
+    assert "hand-off floor p95 s" in bench.table(result)
     # Each setting that differs from the shipped one is reported with its reason.
     changed = {r["setting"]: r for r in result["settings"] if r["where"] == "workers" and r["changed"]}
     assert changed["OMIPORTAL_SWEEP_MIN_SECONDS"]["value"] == 0.3

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from django.db import connections
 from django.utils import timezone
+from rq.worker import Worker
 
 import outscale
 from audit.models import AuditEvent
@@ -212,11 +213,29 @@ def test_a_start_whose_lease_ran_out_is_taken_over_and_looks_its_name_up_first(l
 
 
 def test_the_lease_covers_the_worst_create_at_the_shipped_settings(settings):
-    settings.OMIPORTAL_SWEEP_CONCURRENCY, settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND = 32, 5
+    settings.OMIPORTAL_SWEEP_CONCURRENCY, settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND = 32, 10
     settings.OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT, settings.OMIPORTAL_OUTSCALE_READ_TIMEOUT = 5, 30
     settings.OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS, settings.OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY = 3, 4
     settings.OMIPORTAL_SWEEP_BUDGET_SECONDS = 5
-    one_call = 3 * (32 / 5 + 5 + 30) + 2 * 4
+    # The pace is shared by every worker: a call may wait behind both workers' 32 threads.
+    connection = scheduling._connection(settings.RQ_QUEUES["default"]["URL"])
+    registered = [Worker([f"lease-{n}"], name=f"lease-test-{n}", connection=connection) for n in range(2)]
+    for worker in registered:
+        worker.register_birth()
+    scheduling._workers_seen["at"] = float("-inf")
+    try:
+        assert scheduling.workers_running() == 2
+        one_call = 3 * (2 * 32 / 10 + 5 + 30) + 2 * 4
+        _assert_lease_seconds(one_call)
+    finally:
+        for worker in registered:
+            worker.register_death()
+        scheduling._workers_seen["at"] = float("-inf")
+    settings.OMIPORTAL_OUTSCALE_PACE_SHARED = False  # each process's own pace: its own threads only
+    _assert_lease_seconds(3 * (32 / 10 + 5 + 30) + 2 * 4)
+
+
+def _assert_lease_seconds(one_call):
     assert polling.start_call_seconds(calls=1) == pytest.approx(5 + one_call)
     assert polling.start_call_seconds(calls=import_starts.IMPORT_START_CALLS) == pytest.approx(5 + 3 * one_call)
     # An export's start lets writes pass it for up to the pace's patience, at each attempt.

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import logging
 import math
+import time
 from datetime import timedelta
 
 import django_rq
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
+from rq.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,24 @@ STEP_QUEUES = ("poll", "default")
 
 def get_queue(name: str):
     return django_rq.get_queue(name, connection=_connection(settings.RQ_QUEUES[name]["URL"]))
+
+
+_workers_seen = {"count": 1, "at": -math.inf}
+WORKERS_SEEN_FOR = 30.0  # seconds a count of the workers is reused (leases read it on every claim)
+
+
+def workers_running() -> int:
+    """How many rq workers are registered now (at least one: whoever asks is about to call).
+
+    The account's pace is shared by every process (outscale/shared_pace.py), so a call may wait
+    behind every worker's threads, not only its own process's: leases count them
+    (polling.start_call_seconds). Redis out of reach: the last count."""
+    now = time.monotonic()
+    if now - _workers_seen["at"] >= WORKERS_SEEN_FOR:
+        with contextlib.suppress(RedisError):
+            _workers_seen["count"] = max(1, Worker.count(connection=_connection(settings.RQ_QUEUES["default"]["URL"])))
+            _workers_seen["at"] = now
+    return _workers_seen["count"]
 
 
 def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, result_ttl: int) -> None:

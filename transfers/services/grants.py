@@ -122,9 +122,9 @@ def grants_add(*, share_id) -> None:
     Other shares' grants never tried yet (a burst of approvals) ride along: those of the same
     source image, whatever their number, in the same UpdateImage (Additions is a set: one call
     grants an image to every account that waits for it), and those of other images side by side,
-    a thread per image, as many images as the account pace lets one process call at once
-    (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND; more would wait on the pace in this process while another
-    worker's pace stood idle). Each share's own job, when its turn comes, finds its rows claimed and
+    a thread per image, as many images as the account's pace serves in a second
+    (OMIPORTAL_OUTSCALE_CALLS_PER_SECOND; more would hold this job on the pace while another
+    worker could take them). Each share's own job, when its turn comes, finds its rows claimed and
     makes no call, instead of waiting behind the others' calls in the queue. Once its copies are
     started, each is handed to this process's watcher, which looks at it around its expected end
     (copy_watch.py)."""

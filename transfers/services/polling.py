@@ -49,18 +49,21 @@ def start_call_seconds(*, calls: int, starts: int = 0) -> float:
     them paced as starts (an export's ``CreateImageExportTask``, which lets writes pass it for up
     to outscale.START_PATIENCE at each attempt, so that a hand-off's creates go first).
 
-    Each call may wait for its turn in the account's pace behind every other thread of the
-    process (OMIPORTAL_SWEEP_CONCURRENCY of them, OMIPORTAL_OUTSCALE_CALLS_PER_SECOND served a
-    second), then connect and wait up to the read timeout, up to OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS
-    times with at most OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY between attempts (throttled answers
-    are retried even for creates). A hand-off claims all its rows at once and begins the last of
-    them up to OMIPORTAL_SWEEP_BUDGET_SECONDS later. At the shipped settings (32 threads, 5 calls
-    a second, 5 + 30 s timeouts, 3 attempts, 4 s, 5 s budget) an import start's three calls
+    Each call may wait for its turn in the account's pace behind every other thread calling the
+    account: OMIPORTAL_SWEEP_CONCURRENCY of them in each process whose pace is shared (every rq
+    worker running, scheduling.workers_running; this process alone when the pace is not shared),
+    OMIPORTAL_OUTSCALE_CALLS_PER_SECOND served a second. Then it may connect and wait up to the
+    read timeout, up to OMIPORTAL_OUTSCALE_RETRY_ATTEMPTS times with at most
+    OMIPORTAL_OUTSCALE_RETRY_MAX_DELAY between attempts (throttled answers are retried even for
+    creates). A hand-off claims all its rows at once and begins the last of them up to
+    OMIPORTAL_SWEEP_BUDGET_SECONDS later. At the shipped settings (two workers of 32 threads, 10
+    calls a second, 5 + 30 s timeouts, 3 attempts, 4 s, 5 s budget) an import start's three calls
     (lookup, create, lookup after a duplicate-name answer) come to about 400 s.
     (A read timeout bounds the wait for each byte, not the whole answer; OUTSCALE answers in
     one piece.)
     """
-    pace_wait = max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY)) / max(
+    callers = scheduling.workers_running() if settings.OMIPORTAL_OUTSCALE_PACE_SHARED else 1
+    pace_wait = callers * max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY)) / max(
         1, int(settings.OMIPORTAL_OUTSCALE_CALLS_PER_SECOND))
     attempt = pace_wait + float(settings.OMIPORTAL_OUTSCALE_CONNECT_TIMEOUT) + float(
         settings.OMIPORTAL_OUTSCALE_READ_TIMEOUT)
