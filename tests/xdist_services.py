@@ -11,8 +11,9 @@ pytest-django imports the settings. pytest-django already gives each worker its 
 
 Worker processes, live servers and the sandbox that tests start inherit this environment, and
 their ports are ephemeral, so nothing else is shared between xdist workers except the one
-PostgreSQL server: the tests that restart it are marked ``serial`` and run in a second pass
-(Makefile, ``make test``).
+PostgreSQL server. The tests that restart a server are marked ``fault_run`` and run outside
+xdist: on a server of their own beside the rest (FAULT_DATABASE_URL), or after it (Makefile,
+``make test``).
 """
 
 import os

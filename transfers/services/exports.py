@@ -91,24 +91,35 @@ def export_sweep(*, account_id) -> None:
     now = timezone.now()
     rows = polling.claim(Export, account=account, states=WATCHED, extra=WATCHABLE, now=now)
     handoff: list = []
+    progress: list[tuple[Export, int, str]] = []
     with opened_once():
-        if rows:
-            riders = polling.riders(Export, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
-            # An error before any row could be looked at (the keys, the read) counts against each.
-            with bounded.rows_errors(bounded.EXPORT_LOOK, rows):
-                _observe(account, rows, riders, handoff)
-        polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
-        if handoff:
-            import_starts.import_start_many(recipient_ids=handoff, source_account=account)
+        try:
+            if rows:
+                riders = polling.riders(Export, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
+                # An error before any row could be looked at (the keys, the read) counts against each.
+                with bounded.rows_errors(bounded.EXPORT_LOOK, rows):
+                    _observe(account, rows, riders, handoff, progress)
+            if handoff:
+                import_starts.import_start_many(recipient_ids=handoff, source_account=account)
+        finally:
+            # The exports still running are written after the hand-off: a look that saw a few
+            # ends among hundreds of running exports starts their imports without waiting for a
+            # progress write each (their leases from the claim hold them until then).
+            for export, percent, message in progress:
+                with bounded.row_errors(bounded.EXPORT_LOOK, export):
+                    _progress(export, progress=percent, message=message, now=now)
+            polling.schedule_next(Export, account, "export", WATCHED, WATCHABLE)
 
 
 def _task_ended(task) -> bool:
     return task is None or task.state in ("completed", "failed", "cancelled")
 
 
-def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], handoff: list) -> None:
+def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], handoff: list,
+             progress: list) -> None:
     """Look once (the due rows, and the riders that fit in the same calls), act on each due row
-    and each rider that ended; ``handoff`` collects the imports to start after commit."""
+    and each rider that ended; ``handoff`` collects the imports to start after commit,
+    ``progress`` the running exports' news to write after them."""
     running = [e for e in rows if e.state == Export.State.RUNNING]
     copying = [e for e in rows if e.state == Export.State.COPYING]
     # A rider only rides a call that is made anyway: never a second call for riders alone.
@@ -147,7 +158,7 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
             elif task.state in ("failed", "cancelled"):
                 export_failed(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
             else:
-                _progress(export, progress=task.progress, message=task.comment)
+                progress.append((export, task.progress, task.comment))
     for export in copying:
         with bounded.row_errors(bounded.EXPORT_LOOK, export):
             image = images.get(export.copy_image_id)
@@ -167,16 +178,16 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
                           or "OUTSCALE could not copy the image into the account.")
                 export_failed(export, reason, images.request_ids)
             else:
-                _progress(export, progress=0, message="")
+                progress.append((export, 0, ""))
 
 
-def _progress(export: Export, *, progress: int, message: str) -> None:
+def _progress(export: Export, *, progress: int, message: str, now) -> None:
     # Progress moves on every look at a long export; only its end needs noticing promptly, so
     # the pace keeps backing off (a look per sweep_max at most) whatever the percentage does.
     # But when the pace the export kept since the last look (updated_at is when that look
     # wrote) says it ends before the next one, the next look goes where it should end: the
-    # end is noticed within a sweep_min instead of a sweep_max, for no more calls.
-    now = timezone.now()
+    # end is noticed within a sweep_min instead of a sweep_max, for no more calls. ``now``: when
+    # the look was made.
     interval = scheduling.next_interval(export.poll_interval)
     delay = interval
     left = scheduling.seconds_to_finish(export.progress, progress, (now - export.updated_at).total_seconds())
