@@ -6,6 +6,8 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.verify import verify_chain
@@ -169,12 +171,20 @@ def test_an_export_that_ended_early_rides_along_and_hands_off(flow, cloud, setti
     _move_task(cloud, second.task_id, fraction=1.0)
     before = cloud.counters(ALPHA).get("ReadImageExportTasks", 0)
 
-    _sweep_exports(flow)
+    with CaptureQueriesContext(connection) as queries:
+        _sweep_exports(flow)
 
     assert cloud.counters(ALPHA)["ReadImageExportTasks"] == before + 1
     assert Export.objects.get(pk=first.pk).state == Export.State.RUNNING
     assert Export.objects.get(pk=second.pk).state == Export.State.COMPLETED
-    # Its share's import was started by the same sweep.
+    # Its share's import was started by the same sweep, before the running export's progress was
+    # written: an end seen among hundreds of running exports does not wait for a write each.
     assert Recipient.objects.get(share=second_share).image_id
+    sql = [q["sql"] for q in queries.captured_queries]
+    started = next(i for i, q in enumerate(sql) if q.startswith('UPDATE "transfers_recipient"') and '"image_id"' in q)
+    progress = next(i for i, q in enumerate(sql) if q.startswith('UPDATE "transfers_export"') and '"progress"' in q
+                    and f'"id" = {first.pk}' in q)
+    assert started < progress
+    assert Export.objects.get(pk=first.pk).updated_at > first.updated_at  # written all the same
     assert verify_chain().ok
 
