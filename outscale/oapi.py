@@ -59,7 +59,7 @@ from urllib3.exceptions import NewConnectionError
 from outscale import config, errors, pace, retries, shared_pace
 from outscale.credentials import Credentials
 from outscale.endpoints import endpoints_for, timeouts
-from outscale.pace import forget_paces, pace_for
+from outscale.pace import forget_paces
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +130,11 @@ class PortalGateway(BaseAPI):
         self.gateway_errors = {}
         # LOG_NONE: the SDK logger would print payloads, and FileLocation is a bearer URL.
         self.log = Logger()
-        # The in-process brake stops a tight loop, or a burst of threads, from burning the
-        # account's quota; shared by every thread's Gateway for the account (see pace.py).
-        url = config.current().pace_url
-        self.limiter = (shared_pace.pace_for(url, credentials.access_key, credentials.region, calls_per_second)
-                        if url else pace_for(credentials.access_key, credentials.region, calls_per_second))
+        # The client-side brake stops a tight loop, or a burst of threads, from burning the
+        # account's quota; shared by every Gateway for the account, in every process through
+        # Redis when configured (shared_pace.py), else in this one (pace.py).
+        self.limiter = shared_pace.pace_for(config.current().pace_url, credentials.access_key, credentials.region,
+                                            calls_per_second)
         profile = Profile(
             access_key=credentials.access_key,
             secret_key=credentials.secret_key,

@@ -93,7 +93,7 @@ class SharedPace:
 
     def __init__(self, client: redis.Redis, key: str, per_second: int, *, window: float = 1.0,
                  fallback: local.AccountPace | None = None, sleep=time.sleep) -> None:
-        self.client, self.key = client, key
+        self.key = key
         self.per_second, self.window = max(1, int(per_second)), window
         self.fallback = fallback or local.AccountPace(per_second, window=window)
         self._reserve = client.register_script(_RESERVE)
@@ -158,8 +158,11 @@ def _client(url: str) -> redis.Redis:
     return _clients.get(url, lambda: redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0))
 
 
-def pace_for(url: str, access_key: str, region: str, per_second: int) -> SharedPace:
-    """The pace of one account in one Region shared through the Redis at ``url``."""
+def pace_for(url: str, access_key: str, region: str, per_second: int) -> SharedPace | local.AccountPace:
+    """The pace of one account in one Region: shared through the Redis at ``url``, or this
+    process's own without one."""
+    if not url:
+        return local.pace_for(access_key, region, per_second)
     return _paces.get((url, access_key, region, int(per_second)), lambda: SharedPace(
         _client(url), account_key(access_key, region, per_second), per_second,
         fallback=local.pace_for(access_key, region, per_second)))
