@@ -2,7 +2,8 @@
 
 ``ensure_audit_jobs_enqueued`` is called on every tick of every worker; a Redis key
 with the interval as its lifetime (``SET NX EX``) makes each job go out at most once
-per interval across all workers, and a fixed job id keeps a waiting one from doubling.
+per interval across all workers, and a job id naming the interval's slot keeps a waiting one from
+doubling while a killed one blocks only its slot (recorder.slot_job_id).
 ``audit_chain_job`` chains the events a request left pending (recorder._park): the request
 asks for it when it commits, and every tick asks again while any are pending, so an enqueue lost
 with Redis only delays them by a tick.
@@ -55,7 +56,7 @@ def _jobs():
 
 
 def ensure_audit_jobs_enqueued() -> list[str]:
-    """Enqueue whichever audit job's interval has passed; returns the ids enqueued."""
+    """Enqueue whichever audit job's interval has passed; returns the names of those enqueued."""
     queue = django_rq.get_queue(QUEUE)
     enqueued = []
     for job_id, func, interval in _jobs():
@@ -66,7 +67,8 @@ def ensure_audit_jobs_enqueued() -> list[str]:
         with contextlib.suppress(DuplicateJobError):
             # A failed job keeps its id for failure_ttl, which would block the next enqueue: keep
             # it (for rq's failed registry) only half an interval.
-            queue.enqueue(func, job_id=job_id, unique=True, result_ttl=0, failure_ttl=max(1, interval // 2))
+            queue.enqueue(func, job_id=recorder.slot_job_id(job_id, interval), unique=True, result_ttl=0,
+                          failure_ttl=max(1, interval // 2))
             enqueued.append(job_id)
     if AuditPendingEvent.objects.exists() and recorder.enqueue_chaining(queue):
         enqueued.append(CHAIN_JOB_ID)

@@ -68,6 +68,9 @@ CHAIN_QUEUE = "default"
 CHAIN_JOB_ID = "audit-chain"
 THROTTLE_KEY = "omiportal:audit:{job_id}:enqueued"  # also audit.jobs' throttle for its jobs
 CHAIN_ASK_SECONDS = 1  # a burst of parked requests asks once a second at most
+# A chaining job waiting in the queue keeps others of its slot from doubling it; a killed one
+# (its record stays "started" for the job timeout plus a minute) blocks only its slot.
+CHAIN_SLOT_SECONDS = 10
 # The fields of an event a pending row keeps (seq, occurred_at and the hashes come with chaining).
 PENDING_FIELDS = ("actor_id", "actor_name", "team_id", "team_name", "action", "outcome", "target_type", "target_id",
                   "target_label", "details", "request_id", "ip", "user_agent", "cloud_request_ids")
@@ -355,6 +358,18 @@ def _queue():
     return django_rq.get_queue(CHAIN_QUEUE, connection=redis.Redis.from_url(settings.RQ_QUEUES[CHAIN_QUEUE]["URL"]))
 
 
+def slot_job_id(name: str, seconds: int) -> str:
+    """The id of ``name``'s job in the current slot of ``seconds`` (as the reconciler's).
+
+    These jobs go out with ``unique=True`` so one waiting is not doubled. A run killed with its
+    worker leaves its record "started" until rq declares it abandoned, which a worker running jobs
+    in-process does only after the job's timeout plus a minute (16 minutes on the default queue):
+    with one fixed id every enqueue meanwhile was refused. Named by its slot, a killed run blocks
+    its own slot only. The slot is the database's time (omiportal/clock.py), the same on every host.
+    """
+    return f"{name}-{int(timezone.now().timestamp() // max(1, seconds))}"
+
+
 def enqueue_chaining(queue=None) -> bool:
     """Enqueue ``audit.jobs.audit_chain_job`` unless it was asked for within the last second or
     one is waiting already (it chains whatever is pending when it runs)."""
@@ -362,7 +377,8 @@ def enqueue_chaining(queue=None) -> bool:
     if not queue.connection.set(THROTTLE_KEY.format(job_id=CHAIN_JOB_ID), "1", nx=True, ex=CHAIN_ASK_SECONDS):
         return False
     with contextlib.suppress(DuplicateJobError):
-        queue.enqueue("audit.jobs.audit_chain_job", job_id=CHAIN_JOB_ID, unique=True, result_ttl=0, failure_ttl=60)
+        queue.enqueue("audit.jobs.audit_chain_job", job_id=slot_job_id(CHAIN_JOB_ID, CHAIN_SLOT_SECONDS),
+                      unique=True, result_ttl=0, failure_ttl=60)
         return True
     return False
 

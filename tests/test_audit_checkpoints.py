@@ -5,11 +5,12 @@ import base64
 import dataclasses
 import json
 import os
+import time
 
 import django_rq
 import pytest
 from django.core.management import CommandError, call_command
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from audit import checkpoints, hashing, integrity, jobs, signing, verify
@@ -442,8 +443,9 @@ def test_the_maintenance_tick_enqueues_the_audit_jobs_at_most_once_per_interval(
     worker.run_maintenance_tasks()
     worker.run_maintenance_tasks()
     default = django_rq.get_queue("default")
-    assert sorted(default.job_ids) == ["audit-checkpoint", "audit-verify"]
-    job = Job.fetch("audit-checkpoint", connection=default.connection, serializer=JSONSerializer)
+    assert sorted(_names(default.job_ids)) == ["audit-checkpoint", "audit-verify"]
+    (checkpoint_id,) = (i for i in default.job_ids if i.startswith("audit-checkpoint-"))
+    job = Job.fetch(checkpoint_id, connection=default.connection, serializer=JSONSerializer)
     assert job.func_name == "audit.jobs.audit_checkpoint_job"
     for job_id in list(default.job_ids):  # the jobs ran (result_ttl=0); the interval has not passed yet
         default.fetch_job(job_id).delete()
@@ -454,7 +456,28 @@ def test_the_maintenance_tick_enqueues_the_audit_jobs_at_most_once_per_interval(
     assert 3500 < ttl <= 3600
     connection.delete(jobs.THROTTLE_KEY.format(job_id="audit-checkpoint"))  # the interval passes
     worker.run_maintenance_tasks()
-    assert default.job_ids == ["audit-checkpoint"]
+    assert _names(default.job_ids) == ["audit-checkpoint"]
+
+
+def _names(job_ids):
+    """The jobs' names: their ids without the slot (recorder.slot_job_id)."""
+    return [job_id.rsplit("-", 1)[0] for job_id in job_ids]
+
+
+@pytest.mark.django_db(transaction=True)  # jobs go out when the transaction commits (COMMIT_MODE)
+def test_a_checkpoint_killed_mid_run_does_not_block_the_next_interval(queues, store, settings):
+    """rq declares a job run in-process abandoned only after its timeout plus a minute (16 minutes on
+    the default queue); with one fixed id, every checkpoint until then was refused as a duplicate."""
+    settings.OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS = 1
+    settings.OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS = 0
+    _record(2)
+    assert jobs.ensure_audit_jobs_enqueued() == ["audit-checkpoint"]
+    killed = workers.killed_mid_run()
+    time.sleep(1.1)  # the next interval: its throttle key has expired, and its slot is another
+    assert jobs.ensure_audit_jobs_enqueued() == ["audit-checkpoint"]
+    assert killed.get_status() == JobStatus.STARTED  # still rq's record of the killed run
+    workers.run_jobs()
+    assert [c.seq for c in checkpoints.load_all()] == [2]
 
 
 def test_no_checkpoint_job_without_a_key(db, queues, settings):  # db: the tick looks for pending events

@@ -11,6 +11,7 @@ is bounded by ``lock_timeout``: a request that queued for the head fails the tes
 
 import datetime
 import threading
+import time
 import uuid
 
 import django_rq
@@ -18,6 +19,7 @@ import pytest
 from django.db import IntegrityError, connection, connections, transaction
 from django.test import RequestFactory
 from django.utils import timezone
+from rq.job import JobStatus
 
 from audit import jobs, recorder, verify
 from audit.context import job_context, request_context
@@ -213,8 +215,9 @@ def test_the_request_asks_for_the_chaining_job(postgres):
     workers.flush()
     with _HeadHeld():
         _in_thread(_as_request(_page_reads(1)))
-    job = django_rq.get_queue("default").fetch_job(jobs.CHAIN_JOB_ID)
-    assert job is not None and job.func_name == "audit.jobs.audit_chain_job"
+    queue = django_rq.get_queue("default")
+    (job,) = (queue.fetch_job(i) for i in queue.job_ids if i.startswith(f"{jobs.CHAIN_JOB_ID}-"))
+    assert job.func_name == "audit.jobs.audit_chain_job"
     assert jobs.audit_chain_job() == 1
     assert AuditEvent.objects.get().action == "audit.read"
 
@@ -307,3 +310,21 @@ def test_the_tick_enqueues_the_chaining_job_while_events_wait(settings):
     _pending_row()
     assert jobs.ensure_audit_jobs_enqueued() == [jobs.CHAIN_JOB_ID]
     assert jobs.ensure_audit_jobs_enqueued() == []  # asked already (and queued): once
+
+
+def test_a_chaining_job_killed_mid_run_blocks_chaining_for_its_slot_only(settings, monkeypatch):
+    """A killed run's record stays "started" for the job's timeout plus a minute (16 minutes on the
+    default queue): with one fixed id, the events waited that long to be chained."""
+    settings.OMIPORTAL_AUDIT_CHECKPOINT_EVERY_SECONDS = 0
+    settings.OMIPORTAL_AUDIT_VERIFY_EVERY_SECONDS = 0
+    monkeypatch.setattr(recorder, "CHAIN_SLOT_SECONDS", 1)
+    workers.flush()
+    _pending_row()
+    assert jobs.ensure_audit_jobs_enqueued() == [jobs.CHAIN_JOB_ID]
+    killed = workers.killed_mid_run()
+    time.sleep(1.1)  # the ask's throttle (a second) and the slot have both passed
+    assert jobs.ensure_audit_jobs_enqueued() == [jobs.CHAIN_JOB_ID]
+    assert killed.get_status() == JobStatus.STARTED
+    workers.run_jobs()
+    assert not AuditPendingEvent.objects.exists()
+    assert verify_chain().ok

@@ -44,6 +44,17 @@ def release_scheduled() -> None:
                 q.enqueue_job(job)
 
 
+def killed_mid_run(queue_name: str = "default"):
+    """Take the next job as a worker does and never finish it: what a SIGKILL leaves in rq (the
+    job "started", in the started registry, until rq declares it abandoned)."""
+    queue = django_rq.get_queue(queue_name)
+    worker = SimpleWorker([queue], connection=queue.connection, serializer=JSONSerializer)
+    job, _queue = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    worker.prepare_execution(job)  # as SimpleWorker.execute_job, then perform_job up to the call
+    worker.prepare_job_execution(job)
+    return job
+
+
 def run_jobs(until=None, *, timeout: float = 30.0, pause: float = 0.05) -> None:
     """Work the queues (in this process) until ``until()`` holds, or until nothing is left."""
     qs = queues()
