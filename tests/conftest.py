@@ -81,6 +81,10 @@ def cloud(sandbox_world, settings):
 
 @pytest.fixture
 def world(db):
+    return make_world()
+
+
+def make_world():
     """Two teams and a person in every role, plus an outsider and a compliance officer.
 
     alpha: admin, approver, member, auditor; beta: admin (the "other team").

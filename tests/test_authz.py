@@ -6,12 +6,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.test import Client
+from django.db import transaction
+from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts.access import NotInTeam
-from accounts.models import CloudAccount, Membership
+from accounts.models import CloudAccount, Membership, User
 from accounts.selectors import team_access_for_user
 from api.models import ApiToken
 from audit.models import AuditEvent
@@ -27,6 +28,7 @@ from distribution.models import (
     Subscription,
 )
 from tests import factories
+from tests.conftest import make_world
 from tests.fixtures_api import make_token
 from transfers import selectors as transfer_selectors
 from transfers.models import LaunchGrant, Recipient, Share
@@ -75,8 +77,40 @@ def _share(team, account, user):
     return share
 
 
-@pytest.fixture
-def targets(world):
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def module_data(django_db_setup, django_db_blocker):
+    """The world and the targets, made once for the module's thousand cases, as Django's
+    TestCase.setUpTestData does: each test runs in a savepoint inside this transaction, rolled
+    back after it, so no test sees another's writes. Made for each test, they were half the
+    module's time. Tests read these objects' ids; one that changes an object reads it afresh."""
+    with django_db_blocker.unblock():
+        module = transaction.atomic()
+        module.__enter__()
+        with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+            world = make_world()
+            data = world, _targets(world)
+    try:
+        yield data
+    finally:
+        with django_db_blocker.unblock():
+            transaction.set_rollback(True)
+            module.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def world(module_data):
+    return module_data[0]
+
+
+@pytest.fixture(scope="module")
+def targets(module_data):
+    return module_data[1]
+
+
+def _targets(world):
     alpha_account = factories.make_cloud_account(world.alpha, label="alpha-prod")
     beta_account = factories.make_cloud_account(world.beta, label="beta-prod")
     alpha_membership = Membership.objects.get(team=world.alpha, user=world.member)
@@ -372,7 +406,7 @@ def admin_objects(world):
     seen = {"username": "x", "ip_address": "198.51.100.9", "user_agent": "t", "http_accept": "*/*", "path_info": "/"}
     objects = {
         "accounts_user": world.approver.pk, "accounts_team": world.alpha.pk,
-        "accounts_cloudaccount": factories.make_cloud_account(world.alpha, label="alpha-prod").pk,
+        "accounts_cloudaccount": factories.make_cloud_account(world.alpha, label="alpha-admin").pk,
         "auth_group": Group.objects.create(name="ops").pk,
         "axes_accessattempt": AccessAttempt.objects.create(failures_since_start=1, **seen).pk,
         "axes_accesslog": AccessLog.objects.create(**seen).pk,
@@ -410,7 +444,8 @@ def _staff_client(world, kind):
     from django_otp import DEVICE_ID_SESSION_KEY
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    user = world.compliance if kind == "compliance" else factories.make_user(f"{kind}@ops.test")
+    # The module's compliance officer is shared by every test: changed here on a copy of its own.
+    user = User.objects.get(pk=world.compliance.pk) if kind == "compliance" else factories.make_user(f"{kind}@ops.test")
     user.is_staff, user.is_superuser = True, kind == "superuser"
     user.save()
     user.user_permissions.set(Permission.objects.all())
@@ -426,7 +461,7 @@ def _admin_snapshot():
     from django.contrib.auth.models import Group
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    from accounts.models import Team, User
+    from accounts.models import Team
 
     return tuple(list(model.objects.order_by("pk").values()) for model in
                  (User, Team, Membership, CloudAccount, Group, TOTPDevice))
