@@ -65,8 +65,8 @@ def ensure_audit_jobs_enqueued() -> list[str]:
         if not queue.connection.set(THROTTLE_KEY.format(job_id=job_id), "1", nx=True, ex=interval):
             continue
         with contextlib.suppress(DuplicateJobError):
-            # A failed job keeps its id for failure_ttl, which would block the next enqueue: keep
-            # it (for rq's failed registry) only half an interval.
+            # A failed job's record stays failure_ttl in rq's failed registry: half an interval,
+            # so the records of failed runs do not pile up (the next run has its slot's own id).
             queue.enqueue(func, job_id=recorder.slot_job_id(job_id, interval), unique=True, result_ttl=0,
                           failure_ttl=max(1, interval // 2))
             enqueued.append(job_id)

@@ -273,6 +273,22 @@ def handoff_parts(handoffs: list[tuple[float, float, str]], *, per_second: int, 
             "per_second": per_second, "processes": processes, "pace_shared": shared}
 
 
+def handoff_laps(log_dir, started: float, ended: float) -> dict:
+    """Where the hand-offs' time went inside the sweeps that made them, as the workers logged it
+    (transfers/services/laps.py), for the sweeps between ``started`` and ``ended``: each part's
+    figures over the sweeps, and ``first_start_done`` (from the sweep's start to its first
+    import started) over the sweeps that started one."""
+    from transfers.services import laps
+
+    found = []
+    for path in sorted(log_dir.glob("worker-*.log")):
+        with open(path, errors="replace") as lines:
+            found += [entry for entry in map(laps.parse, lines) if entry and started <= entry["at"] <= ended]
+    parts = sorted({name for entry in found for name in entry} - {"at", "imports"})
+    return {"sweeps": len(found), "imports": sum(entry["imports"] for entry in found),
+            **{name: stats(entry[name] for entry in found if name in entry) for name in parts}}
+
+
 def pace_floor(ends: list[tuple[float, str]], per_second: int, window: float = 1.0) -> list[float]:
     """The least wait of each (seen, account) at ``per_second`` calls per ``window`` per account,
     served in the order seen as soon as the window allows (outscale.pace's rule, nothing else)."""

@@ -50,6 +50,7 @@ from bench.measure import (
     bench_cpu,
     counters,
     counters_diff,
+    handoff_laps,
     handoff_parts,
     lag,
     spread,
@@ -63,6 +64,7 @@ from bench.measure import (
 from sandbox.server import Sandbox
 from transfers.models import Export, Recipient, Share
 from transfers.scheduling import get_queue
+from transfers.services import laps
 
 # The tuned set (`--tuned`), one pace for every process. By default the benchmark runs at the
 # settings that ship and prints them; either way each setting that differs is printed with its reason.
@@ -180,6 +182,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
                       log_calls=calls.window(started, ended + 1.5))
     result["handoff_parts_seconds"] = handoff_parts(parts, per_second=int(o.calls_per_second), processes=o.workers,
                                                     shared=o.pace_shared)
+    result["handoff_laps_seconds"] = handoff_laps(procs.log_dir, started, ended + 1.5)
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))
     result["resources"] = held
     result["redis_db_mb_per_10k_transfers"] = round(held["redis_db_keys_bytes_peak_mb"] * 10000 / max(1, n), 2)
@@ -340,6 +343,9 @@ def run(o: Options, *, log=print) -> dict:
     load.use_sandbox(endpoints, {"OMIPORTAL_OUTSCALE_CALLS_PER_SECOND": load.REQUEST_PACE, **pace})
 
     env = {**load.child_env(endpoints), **{k: str(v) for k, v in {**pace, **load.QUIET_AUDIT}.items()}}
+    # The workers log at WARNING (rq's line per job would be a million lines), but the sweeps'
+    # hand-off laps at INFO: the run reads them back (measure.handoff_laps).
+    env["OMIPORTAL_LOG_LEVELS"] = f"{laps.__name__}=INFO"
     names = in_force.TRANSFER_SETTINGS
     defaults = in_force.shipped(names, env)
     rows = in_force.compare(in_force.worker_values(names, env), defaults, REASONS, where="workers")
@@ -427,6 +433,10 @@ def _floor(r: dict, *, every: bool) -> str:
     return _ms(floor, "p95") if floor else "-"
 
 
+# The parts of a sweep that hands off (transfers/services/laps.py), in their order.
+LAP_PARTS = ("claim", "look", "manifests", "completions", "import_claim", "first_start_done", "starts", "written")
+
+
 def table_one(entry: dict) -> str:
     cols = [(name, entry[key]) for key, name in (("portal", "portal"), ("peer", "peer"),
                                                  ("portal_distinct", "distinct")) if key in entry]
@@ -446,6 +456,9 @@ def table_one(entry: dict) -> str:
             rows.append((f"detection {phase} {q} s", lambda r, p=phase, q=q: _ms(r["detection_lag_seconds"][p], q)))
     for q in ("p50", "p95", "max"):
         rows.append((f"hand-off {q} s", lambda r, q=q: _ms(r["handoff_lag_seconds"], q)))
+    for part in LAP_PARTS:
+        rows.append((f"  in the sweep: {part} p95 s", lambda r, part=part: _ms(
+            r.get("handoff_laps_seconds", {}).get(part, {}), "p95")))
     rows += [("hand-off floor p95 s", lambda r: _floor(r, every=False)),
              ("hand-off floor p95 s, paced per process, all", lambda r: _floor(r, every=True))]
     for q in ("p50", "p95", "max"):

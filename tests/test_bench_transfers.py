@@ -62,6 +62,12 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     parts = distinct["handoff_parts_seconds"]
     assert parts["floor"]["count"] == 5 and parts["pace_shared"]
     assert "hand-off floor p95 s" in bench.table(result)
+    # Inside the sweeps that handed off, as the workers logged each part (transfers/services/laps.py).
+    laps = distinct["handoff_laps_seconds"]
+    assert laps["sweeps"] >= 1 and laps["imports"] == 5, laps
+    assert {"look", "manifests", "completions", "starts", "written"} <= set(laps), laps
+    assert 0 < laps["first_start_done"]["max"] < 30, laps
+    assert "in the sweep: manifests p95 s" in bench.table(result)
     # Each setting that differs from the shipped one is reported with its reason.
     changed = {r["setting"]: r for r in result["settings"] if r["where"] == "workers" and r["changed"]}
     assert changed["OMIPORTAL_SWEEP_MIN_SECONDS"]["value"] == 0.3

@@ -2,6 +2,7 @@
 the account's other in-flight rows riding along in a call made anyway. Real sandbox over HTTP,
 real jobs to get there, then one sweep called directly so its effect can be read exactly."""
 
+import logging
 import time
 from datetime import timedelta
 
@@ -15,7 +16,7 @@ from tests import workers
 from tests.transfer_world import approve, imports_started, request_share
 from transfers import scheduling
 from transfers.models import Export, Recipient
-from transfers.services import exports, import_sweeps, polling
+from transfers.services import exports, import_sweeps, laps, polling
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -156,7 +157,7 @@ def test_rows_another_sweep_holds_do_not_ride_along(flow, cloud, settings):
     assert states == {first.pk: "importing", second.pk: "importing", waiting.pk: "completed"}
 
 
-def test_an_export_that_ended_early_rides_along_and_hands_off(flow, cloud, settings):
+def test_an_export_that_ended_early_rides_along_and_hands_off(flow, cloud, settings, caplog):
     settings.OMIPORTAL_SWEEP_MIN_SECONDS, settings.OMIPORTAL_SWEEP_MAX_SECONDS = 1, 1000
     flow.dest.auto_accept_incoming = True
     flow.dest.save()
@@ -171,10 +172,16 @@ def test_an_export_that_ended_early_rides_along_and_hands_off(flow, cloud, setti
     _move_task(cloud, second.task_id, fraction=1.0)
     before = cloud.counters(ALPHA).get("ReadImageExportTasks", 0)
 
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as queries, caplog.at_level(logging.INFO, logger=laps.__name__):
         _sweep_exports(flow)
 
     assert cloud.counters(ALPHA)["ReadImageExportTasks"] == before + 1
+    # The sweep logged where its hand-off's time went, part by part (bench_transfers reads it back).
+    (timed,) = [laps.parse(r.getMessage()) for r in caplog.records if r.name == laps.__name__]
+    assert timed["imports"] == 1
+    assert [p for p in timed if p not in ("imports", "at")] == [
+        "claim", "look", "manifests", "completions", "import_claim", "first_start_done", "starts", "written"]
+    assert timed["manifests"] > 0 and timed["first_start_done"] >= timed["claim"] + timed["look"]
     assert Export.objects.get(pk=first.pk).state == Export.State.RUNNING
     assert Export.objects.get(pk=second.pk).state == Export.State.COMPLETED
     # Its share's import was started by the same sweep, before the running export's progress was

@@ -12,12 +12,14 @@ from django.utils import timezone
 import outscale
 from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
+from audit import recorder
 from audit.recorder import record
 from transfers import scheduling
 from transfers.models import Export, Share
 from transfers.services import bounded, import_starts, polling
 from transfers.services.export_completes import export_complete, read_manifests, shares_ready
 from transfers.services.export_ends import export_failed, export_target
+from transfers.services.laps import Laps
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ def export_sweep(*, account_id) -> None:
     if polling.gathered(Export, account, "export", WATCHED, WATCHABLE):
         return  # more looks fall due soon: one call later sees them all
     now = timezone.now()
+    laps = Laps()
     rows = polling.claim(Export, account=account, states=WATCHED, extra=WATCHABLE, now=now)
     handoff: list = []
     progress: list[tuple[Export, int, str]] = []
@@ -96,11 +99,13 @@ def export_sweep(*, account_id) -> None:
         try:
             if rows:
                 riders = polling.riders(Export, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
+                laps.lap("claim")
                 # An error before any row could be looked at (the keys, the read) counts against each.
                 with bounded.rows_errors(bounded.EXPORT_LOOK, rows):
-                    _observe(account, rows, riders, handoff, progress)
+                    _observe(account, rows, riders, handoff, progress, laps)
             if handoff:
-                import_starts.import_start_many(recipient_ids=handoff, source_account=account)
+                import_starts.import_start_many(recipient_ids=handoff, source_account=account, laps=laps)
+                laps.log(account_label=account.label, imports=len(handoff))
         finally:
             # The exports still running are written after the hand-off: a look that saw a few
             # ends among hundreds of running exports starts their imports without waiting for a
@@ -116,10 +121,10 @@ def _task_ended(task) -> bool:
 
 
 def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], handoff: list,
-             progress: list) -> None:
+             progress: list, laps: Laps) -> None:
     """Look once (the due rows, and the riders that fit in the same calls), act on each due row
     and each rider that ended; ``handoff`` collects the imports to start after commit,
-    ``progress`` the running exports' news to write after them."""
+    ``progress`` the running exports' news to write after them, ``laps`` the time of each part."""
     running = [e for e in rows if e.state == Export.State.RUNNING]
     copying = [e for e in rows if e.state == Export.State.COPYING]
     # A rider only rides a call that is made anyway: never a second call for riders alone.
@@ -137,6 +142,7 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
             return
         polling.postpone(rows, exc.user_message)
         return
+    laps.lap("look")
     ended = {e.pk for e in ride_tasks if _task_ended(tasks.get(e.task_id))}
     ended |= {e.pk for e in ride_copies if polling.image_ended(images.get(e.copy_image_id))}
     for export in polling.claim_riders(Export, [*ride_tasks, *ride_copies], ended):
@@ -145,20 +151,25 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
     # last one's imports do not wait for every read before it (export_completes.py).
     manifests = read_manifests(creds=creds, ended=[
         (e, tasks[e.task_id]) for e in running if e.task_id in tasks and tasks[e.task_id].state == "completed"])
-    for export in running:
-        # An error on one row (a bug, a refused audit write) counts against that row alone, and
-        # the account's other exports go on (bounded.py).
-        with bounded.row_errors(bounded.EXPORT_LOOK, export):
-            task = tasks.get(export.task_id)
-            if task is None:
-                export_failed(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
-            elif task.state == "completed":
-                export_complete(export=export, task=task, creds=creds, handoff=handoff,
-                                manifest=manifests.get(export.pk))
-            elif task.state in ("failed", "cancelled"):
-                export_failed(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
-            else:
-                progress.append((export, task.progress, task.comment))
+    laps.lap("manifests")
+    # What one look saw end is written in one transaction: one commit and one append to the audit
+    # trail for every export it completed, where each paid its own (about 23 ms an export, 0.21 s
+    # at p50 for a look's nine, in bench_transfers at 1,000). The imports start after it commits.
+    with recorder.atomic():
+        for export in running:
+            # An error on one row (a bug, a refused audit write) counts against that row alone,
+            # its writes undone with its savepoint, and the account's other exports go on (bounded.py).
+            with bounded.row_errors(bounded.EXPORT_LOOK, export), transaction.atomic():
+                task = tasks.get(export.task_id)
+                if task is None:
+                    export_failed(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
+                elif task.state == "completed":
+                    export_complete(export=export, task=task, creds=creds, handoff=handoff,
+                                    manifest=manifests.get(export.pk))
+                elif task.state in ("failed", "cancelled"):
+                    export_failed(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
+                else:
+                    progress.append((export, task.progress, task.comment))
     for export in copying:
         with bounded.row_errors(bounded.EXPORT_LOOK, export):
             image = images.get(export.copy_image_id)
@@ -179,6 +190,7 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
                 export_failed(export, reason, images.request_ids)
             else:
                 progress.append((export, 0, ""))
+    laps.lap("completions")
 
 
 def _progress(export: Export, *, progress: int, message: str, now) -> None:

@@ -29,6 +29,7 @@ from transfers.link_checks import MSG_UNSIGNED_REFUSED
 from transfers.models import Recipient
 from transfers.services import binding, bounded, copy_facts, copy_looks, copy_watch, grant_state, polling
 from transfers.services.import_ends import import_failed, share_target
+from transfers.services.laps import Laps
 
 
 def _file_location(recipient: Recipient) -> str:
@@ -231,7 +232,7 @@ def _started(recipient: Recipient, image_id: str, request_ids: list, *, watched:
     scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=first + booked), interval=grid)
 
 
-def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
+def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps | None = None) -> None:
     """The hand-off: start the imports an export of ``source_account`` just made possible, now.
 
     One queued job per import would leave a burst of hundreds waiting on a couple of workers
@@ -241,18 +242,27 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount) -> None:
     OMIPORTAL_SWEEP_BUDGET_SECONDS and leaves the rest to `import_handoff` jobs, so other sweeps
     are not held up. A start that dies before its image is noted is put back by the reconciler:
     its row is IMPORTING without an image, counted as tried, so it looks the name up first.
+    ``laps``: the sweep's timing of its parts (laps.py).
     """
+    laps = laps or Laps()
     recipients = _claim(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids)
                         .order_by("pk"))
     # Accounts changed since the approval are refused here, in one query, before the threads start.
     recipients = binding.imports_allowed(recipients, states=[Recipient.State.IMPORTING])
+    laps.lap("import_claim")
     started: list[tuple[Recipient, str, list]] = []
-    left = polling.run_each(lambda recipient: started.append(_start(recipient, claimed=True)), recipients,
-                            what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
+
+    def start(recipient):
+        started.append(_start(recipient, claimed=True))
+        laps.first("first_start_done")
+
+    left = polling.run_each(start, recipients, what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
+    laps.lap("starts")
     with recorder.atomic():
         for result in started:
             if result:
                 _started(*result)
+    laps.lap("written")
     if left:
         _unclaim(left)
         _handoff_later(source_account)
