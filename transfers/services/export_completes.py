@@ -95,11 +95,13 @@ def export_complete(*, export: Export, task, creds, handoff: list | None = None,
         logger.warning("Export %s: %s", export.public_id, message)
     # Hundreds of shares may wait on one export: their events are written together at the end.
     with recorder.atomic():
-        if not Export.objects.filter(pk=export.pk, state=Export.State.RUNNING).update(
-                state=Export.State.COMPLETED, progress=100, manifest_key=key, completed_at=now,
-                manifest_deadline=deadline, next_poll_at=None, state_message=message[:500], updated_at=now):
+        changes = {"state": Export.State.COMPLETED, "progress": 100, "manifest_key": key, "completed_at": now,
+                   "manifest_deadline": deadline, "next_poll_at": None, "state_message": message[:500],
+                   "updated_at": now}
+        if not Export.objects.filter(pk=export.pk, state=Export.State.RUNNING).update(**changes):
             return
-        export.refresh_from_db()
+        for name, value in changes.items():  # what was written, without reading the row again
+            setattr(export, name, value)
         record(action="export.completed", actor=None, team=account.team, target=export_target(export),
                cloud_request_ids=list(manifest.request_ids),
                details={"task_id": export.task_id, "manifest_deadline": deadline.isoformat(), **details})

@@ -125,6 +125,8 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
     """Look once (the due rows, and the riders that fit in the same calls), act on each due row
     and each rider that ended; ``handoff`` collects the imports to start after commit,
     ``progress`` the running exports' news to write after them, ``laps`` the time of each part."""
+    for export in (*rows, *riders):
+        export.account = account  # theirs (the claim's filter), its team read already: no query each
     running = [e for e in rows if e.state == Export.State.RUNNING]
     copying = [e for e in rows if e.state == Export.State.COPYING]
     # A rider only rides a call that is made anyway: never a second call for riders alone.
