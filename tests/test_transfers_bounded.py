@@ -22,7 +22,7 @@ from tests import workers
 from tests.transfer_world import access, approve, request_share
 from transfers import errors, scheduling
 from transfers.models import Export, Recipient, Share
-from transfers.services import exports, external_links, import_offers, reconcile
+from transfers.services import export_completes, exports, external_links, import_offers, reconcile
 from transfers.services.requests import ExternalRecipient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -219,6 +219,46 @@ def test_a_bug_on_one_export_in_a_sweep_counts_against_it_and_the_accounts_other
     looks = _calls(cloud, ALPHA, "ReadImageExportTasks")
     _idle_ticks()
     assert _calls(cloud, ALPHA, "ReadImageExportTasks") == looks
+    assert verify_chain().ok
+
+
+def test_a_manifest_read_that_raises_counts_against_its_export_and_is_not_read_again_in_the_transaction(
+        bounded_flow, cloud, settings, monkeypatch):
+    """The completions of one look share a transaction, which makes no cloud call: a manifest
+    whose read raised (a bug) is not read again inside it, but counted against its export."""
+    flow = bounded_flow
+    cloud.set_durations(export_seconds=0.3)
+    read = export_completes.read_manifest
+    reads = []
+
+    def buggy(*, export, **kwargs):
+        reads.append((export.pk, connection.in_atomic_block))
+        if export.source_image_id == bad_image:
+            raise KeyError("a bug in the read of one manifest")
+        return read(export=export, **kwargs)
+
+    monkeypatch.setattr(export_completes, "read_manifest", buggy)
+    bad = request_share(flow, cloud, copy_name="web-copy")
+    good = request_share(flow, cloud, copy_name="db-copy", image="alpha-db-base")
+    bad_image = bad.source_image_id
+    approve(flow, bad)
+    approve(flow, good)
+    bad_export = Export.objects.get(shares=bad)
+
+    def settled():
+        reconcile.reconcile()
+        return Export.objects.get(pk=bad_export.pk).state == Export.State.FAILED and \
+            Share.objects.get(pk=good.pk).state == Share.State.READY
+
+    workers.run_jobs(until=settled, timeout=30)
+
+    bad_export.refresh_from_db()
+    assert (bad_export.state, bad_export.step_errors) == (Export.State.FAILED, LIMIT)
+    assert bad_export.state_message == _gave_up("ManifestNotRead")
+    assert Export.objects.get(shares=good).state == Export.State.COMPLETED
+    # Read once per look, on the sweep's threads, never inside the look's transaction.
+    assert [pk for pk, _ in reads].count(bad_export.pk) == LIMIT
+    assert not any(in_transaction for _, in_transaction in reads)
     assert verify_chain().ok
 
 

@@ -70,11 +70,18 @@ def read_manifests(*, creds, ended: list[tuple[Export, object]]) -> dict[int, Ma
     return read
 
 
-def export_complete(*, export: Export, task, creds, handoff: list | None = None,
-                    manifest: Manifest | None = None) -> None:
-    """Complete an export the cloud says is done (``manifest``: read already, by `read_manifests`)."""
+class ManifestNotRead(Exception):
+    """The read of an export's manifest raised (a bug; `polling.run_each` logged it)."""
+
+
+def export_complete(*, export: Export, manifest: Manifest | None, handoff: list | None = None) -> None:
+    """Complete an export the cloud says is done, with its manifest as `read_manifests` read it.
+
+    It runs inside the look's transaction, so it makes no cloud call: a manifest whose read raised
+    (None) is counted against its export, whose next look reads it again."""
+    if manifest is None:
+        raise ManifestNotRead(f"The manifest of export {export.public_id} could not be read.")
     account = export.account
-    manifest = manifest or read_manifest(creds=creds, export=export, task=task)
     if manifest.error is not None:
         if manifest.error.retryable:
             polling.postpone([export], manifest.error.user_message)

@@ -166,8 +166,7 @@ def _observe(account: CloudAccount, rows: list[Export], riders: list[Export], ha
                 if task is None:
                     export_failed(export, "OUTSCALE no longer knows this export task.", tasks.request_ids)
                 elif task.state == "completed":
-                    export_complete(export=export, task=task, creds=creds, handoff=handoff,
-                                    manifest=manifests.get(export.pk))
+                    export_complete(export=export, manifest=manifests.get(export.pk), handoff=handoff)
                 elif task.state in ("failed", "cancelled"):
                     export_failed(export, task.comment or f"The export was {task.state}.", tasks.request_ids)
                 else:
