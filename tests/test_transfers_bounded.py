@@ -179,21 +179,23 @@ def test_an_export_start_whose_event_is_refused_fails_after_the_bound_and_create
 
 # --- a sweep: a bug on one row ---------------------------------------------------------------------
 
-def test_a_bug_on_one_export_in_a_sweep_counts_against_it_and_the_accounts_other_exports_go_on(
-        bounded_flow, cloud, settings, monkeypatch):
-    flow = bounded_flow
+def _a_bug_on_one_export(flow, cloud, monkeypatch, module, name, *, seen=lambda export: None):
+    """Two exports of one account, with a bug in ``module.name`` for the first one only (``seen`` is
+    told of every call); run until that export failed and the other's share is ready. Returns the
+    failed export (as stored), its share and the other share."""
     cloud.set_durations(export_seconds=0.3)
-    complete = exports.export_complete
+    real, bad_images = getattr(module, name), []
 
     def buggy(*, export, **kwargs):
-        if export.source_image_id == bad_image:
-            raise KeyError("a bug in the completion of one export")
-        return complete(export=export, **kwargs)
+        seen(export)
+        if export.source_image_id in bad_images:
+            raise KeyError(f"a bug in {name} for one export")
+        return real(export=export, **kwargs)
 
-    monkeypatch.setattr(exports, "export_complete", buggy)
+    monkeypatch.setattr(module, name, buggy)
     bad = request_share(flow, cloud, copy_name="web-copy")
     good = request_share(flow, cloud, copy_name="db-copy", image="alpha-db-base")
-    bad_image = bad.source_image_id
+    bad_images.append(bad.source_image_id)
     approve(flow, bad)
     approve(flow, good)
     bad_export = Export.objects.get(shares=bad)
@@ -206,8 +208,14 @@ def test_a_bug_on_one_export_in_a_sweep_counts_against_it_and_the_accounts_other
             Share.objects.get(pk=good.pk).state == Share.State.READY
 
     workers.run_jobs(until=settled, timeout=30)
-
     bad_export.refresh_from_db()
+    return bad_export, bad, good
+
+
+def test_a_bug_on_one_export_in_a_sweep_counts_against_it_and_the_accounts_other_exports_go_on(
+        bounded_flow, cloud, settings, monkeypatch):
+    bad_export, bad, good = _a_bug_on_one_export(bounded_flow, cloud, monkeypatch, exports, "export_complete")
+
     assert (bad_export.state, bad_export.step_errors) == (Export.State.FAILED, LIMIT)
     assert bad_export.state_message == _gave_up("KeyError")
     (ended,) = _events("export.failed", bad_export.public_id)
@@ -226,33 +234,11 @@ def test_a_manifest_read_that_raises_counts_against_its_export_and_is_not_read_a
         bounded_flow, cloud, settings, monkeypatch):
     """The completions of one look share a transaction, which makes no cloud call: a manifest
     whose read raised (a bug) is not read again inside it, but counted against its export."""
-    flow = bounded_flow
-    cloud.set_durations(export_seconds=0.3)
-    read = export_completes.read_manifest
     reads = []
+    bad_export, _, good = _a_bug_on_one_export(
+        bounded_flow, cloud, monkeypatch, export_completes, "read_manifest",
+        seen=lambda export: reads.append((export.pk, connection.in_atomic_block)))
 
-    def buggy(*, export, **kwargs):
-        reads.append((export.pk, connection.in_atomic_block))
-        if export.source_image_id == bad_image:
-            raise KeyError("a bug in the read of one manifest")
-        return read(export=export, **kwargs)
-
-    monkeypatch.setattr(export_completes, "read_manifest", buggy)
-    bad = request_share(flow, cloud, copy_name="web-copy")
-    good = request_share(flow, cloud, copy_name="db-copy", image="alpha-db-base")
-    bad_image = bad.source_image_id
-    approve(flow, bad)
-    approve(flow, good)
-    bad_export = Export.objects.get(shares=bad)
-
-    def settled():
-        reconcile.reconcile()
-        return Export.objects.get(pk=bad_export.pk).state == Export.State.FAILED and \
-            Share.objects.get(pk=good.pk).state == Share.State.READY
-
-    workers.run_jobs(until=settled, timeout=30)
-
-    bad_export.refresh_from_db()
     assert (bad_export.state, bad_export.step_errors) == (Export.State.FAILED, LIMIT)
     assert bad_export.state_message == _gave_up("ManifestNotRead")
     assert Export.objects.get(shares=good).state == Export.State.COMPLETED
