@@ -358,7 +358,7 @@ def _queue():
     return django_rq.get_queue(CHAIN_QUEUE, connection=redis.Redis.from_url(settings.RQ_QUEUES[CHAIN_QUEUE]["URL"]))
 
 
-def slot_job_id(name: str, seconds: int) -> str:
+def slot_job_id(name: str, seconds: float) -> str:
     """The id of ``name``'s job in the current slot of ``seconds`` (as the reconciler's).
 
     These jobs go out with ``unique=True`` so one waiting is not doubled. A run killed with its
@@ -367,7 +367,7 @@ def slot_job_id(name: str, seconds: int) -> str:
     with one fixed id every enqueue meanwhile was refused. Named by its slot, a killed run blocks
     its own slot only. The slot is the database's time (omiportal/clock.py), the same on every host.
     """
-    return f"{name}-{int(timezone.now().timestamp() // max(1, seconds))}"
+    return f"{name}-{int(timezone.now().timestamp() // max(1.0, seconds))}"
 
 
 def enqueue_chaining(queue=None) -> bool:

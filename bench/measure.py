@@ -16,6 +16,7 @@ from rq import Worker
 from rq.suspension import suspend
 
 from bench import load
+from transfers.services import laps
 
 # --- what the cloud saw ---------------------------------------------------------------------------
 
@@ -278,8 +279,6 @@ def handoff_laps(log_dir, started: float, ended: float) -> dict:
     (transfers/services/laps.py), for the sweeps between ``started`` and ``ended``: each part's
     figures over the sweeps, and ``first_start_done`` (from the sweep's start to its first
     import started) over the sweeps that started one."""
-    from transfers.services import laps
-
     found = []
     for path in sorted(log_dir.glob("worker-*.log")):
         with open(path, errors="replace") as lines:

@@ -433,10 +433,6 @@ def _floor(r: dict, *, every: bool) -> str:
     return _ms(floor, "p95") if floor else "-"
 
 
-# The parts of a sweep that hands off (transfers/services/laps.py), in their order.
-LAP_PARTS = ("claim", "look", "manifests", "completions", "import_claim", "first_start_done", "starts", "written")
-
-
 def table_one(entry: dict) -> str:
     cols = [(name, entry[key]) for key, name in (("portal", "portal"), ("peer", "peer"),
                                                  ("portal_distinct", "distinct")) if key in entry]
@@ -456,7 +452,7 @@ def table_one(entry: dict) -> str:
             rows.append((f"detection {phase} {q} s", lambda r, p=phase, q=q: _ms(r["detection_lag_seconds"][p], q)))
     for q in ("p50", "p95", "max"):
         rows.append((f"hand-off {q} s", lambda r, q=q: _ms(r["handoff_lag_seconds"], q)))
-    for part in LAP_PARTS:
+    for part in laps.PARTS:
         rows.append((f"  in the sweep: {part} p95 s", lambda r, part=part: _ms(
             r.get("handoff_laps_seconds", {}).get(part, {}), "p95")))
     rows += [("hand-off floor p95 s", lambda r: _floor(r, every=False)),

@@ -17,7 +17,6 @@ import time
 import django_rq
 from django.conf import settings
 from django.db import close_old_connections
-from django.utils import timezone
 from rq import SimpleWorker
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
@@ -27,7 +26,7 @@ from rq.utils import utcparse
 
 import outscale
 from audit.jobs import ensure_audit_jobs_enqueued
-from audit.recorder import keeping_denials
+from audit.recorder import keeping_denials, slot_job_id
 from omiportal import clock
 from omiportal.priority import yield_cpu
 from transfers.scheduling import BACKGROUND
@@ -38,14 +37,14 @@ logger = logging.getLogger(__name__)
 def ensure_reconcile_enqueued() -> None:
     """Enqueue the reconciler for this tick unless another worker already did.
 
-    The job id names the tick slot: a failed or killed run only blocks its own slot (rq keeps
-    a failed job's record, and a unique enqueue with that id would be refused), so the safety
-    net is back on the next tick.
+    The job id names the tick slot (recorder.slot_job_id, on the database's clock, so workers
+    on hosts whose clocks differ name the same slot): a failed or killed run only blocks its own
+    slot (rq keeps a failed job's record, and a unique enqueue with that id would be refused), so
+    the safety net is back on the next tick.
     """
-    # The database's time (omiportal/clock.py): workers on hosts whose clocks differ name the same slot.
-    slot = int(timezone.now().timestamp() // max(1.0, settings.OMIPORTAL_RECONCILE_EVERY_SECONDS))
+    job_id = slot_job_id("reconcile", settings.OMIPORTAL_RECONCILE_EVERY_SECONDS)
     with contextlib.suppress(DuplicateJobError):
-        django_rq.get_queue("poll").enqueue("transfers.jobs.reconcile_job", job_id=f"reconcile-{slot}", unique=True,
+        django_rq.get_queue("poll").enqueue("transfers.jobs.reconcile_job", job_id=job_id, unique=True,
                                             result_ttl=0, failure_ttl=300)
 
 

@@ -28,7 +28,7 @@ from distribution.models import (
     Subscription,
 )
 from tests import factories
-from tests.conftest import make_world
+from tests.conftest import FAST_HASHERS, make_world
 from tests.fixtures_api import make_token
 from transfers import selectors as transfer_selectors
 from transfers.models import LaunchGrant, Recipient, Share
@@ -89,7 +89,7 @@ def module_data(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         module = transaction.atomic()
         module.__enter__()
-        with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        with override_settings(PASSWORD_HASHERS=FAST_HASHERS):
             world = make_world()
             data = world, _targets(world)
     try:

@@ -17,6 +17,8 @@ import time
 logger = logging.getLogger(__name__)
 
 MARK = "hand-off laps "  # what bench_transfers looks for in the workers' logs
+# The parts a sweep that hands off times, in their order (first_start_done overlaps the starts).
+PARTS = ("claim", "look", "manifests", "completions", "import_claim", "first_start_done", "starts", "written")
 
 
 class Laps:
