@@ -288,6 +288,31 @@ def handoff_laps(log_dir, started: float, ended: float) -> dict:
             **{name: stats(entry[name] for entry in found if name in entry) for name in parts}}
 
 
+def waited_behind(handoffs: list[tuple[float, float, str]], calls, *, least: float = 0.5,
+                  window: float = 1.0) -> dict:
+    """What the creates that waited in line waited behind. For each create made ``least`` seconds
+    or more after its look's first (``handoffs`` as handoff_parts takes them, with the sandbox's
+    account ids), the calls its account received (``calls``: (time, account, action, purpose))
+    in the ``window`` before it, by action: on average per such create, and how many creates
+    that was. Other creates there mean the account's allowance went to creates (the burst, or
+    other looks' bursts into the same account); looks, tags or export starts there would mean
+    they held the creates back."""
+    first: dict[float, float] = {}
+    for seen, created, _ in handoffs:
+        first[seen] = min(first.get(seen, created), created)
+    by_account = defaultdict(list)
+    for t, account, action, _ in calls:
+        by_account[account].append((t, action))
+    behind, late = Counter(), 0
+    for seen, created, account in handoffs:
+        if created - first[seen] < least:
+            continue
+        late += 1
+        behind.update(action for t, action in by_account[account] if created - window <= t < created)
+    return {"creates": late, "least_seconds": least,
+            "calls_in_the_second_before": {a: round(c / late, 2) for a, c in behind.most_common()} if late else {}}
+
+
 def pace_floor(ends: list[tuple[float, str]], per_second: int, window: float = 1.0) -> list[float]:
     """The least wait of each (seen, account) at ``per_second`` calls per ``window`` per account,
     served in the order seen as soon as the window allows (outscale.pace's rule, nothing else)."""

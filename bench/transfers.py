@@ -59,6 +59,7 @@ from bench.measure import (
     suspend_workers,
     wait_final,
     wait_for_workers,
+    waited_behind,
     worker_cpu,
 )
 from sandbox.server import Sandbox
@@ -151,7 +152,8 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
     after, cpu1, bench1 = counters(sandbox), worker_cpu(procs), bench_cpu()
     held = sampler.stop()
 
-    recipients = list(Recipient.objects.filter(share_id__in=share_ids).select_related("share__export"))
+    recipients = list(Recipient.objects.filter(share_id__in=share_ids)
+                      .select_related("share__export", "target_account"))
     completed = sum(r.state == Recipient.State.COMPLETED for r in recipients)
     exports = {r.share.export for r in recipients if r.share.export_id}
     detection = {
@@ -167,7 +169,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
         export = r.share.export
         if r.image_id and export is not None and export.task_id in calls.task_seen and r.image_id in calls.created:
             handoff.append(calls.created[r.image_id][0] - calls.task_seen[export.task_id])
-            parts.append((calls.task_seen[export.task_id], calls.created[r.image_id][0], r.target_account_id))
+            parts.append((calls.task_seen[export.task_id], calls.created[r.image_id][0], r.target_account.account_id))
         if r.state == Recipient.State.COMPLETED and r.completed_at:
             total = r.completed_at.timestamp() - started
             totals.append(total)
@@ -182,6 +184,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
                       log_calls=calls.window(started, ended + 1.5))
     result["handoff_parts_seconds"] = handoff_parts(parts, per_second=int(o.calls_per_second), processes=o.workers,
                                                     shared=o.pace_shared)
+    result["handoff_waited_behind"] = waited_behind(parts, calls.window(started, ended + 1.5))
     result["handoff_laps_seconds"] = handoff_laps(procs.log_dir, started, ended + 1.5)
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))
     result["resources"] = held
@@ -433,6 +436,17 @@ def _floor(r: dict, *, every: bool) -> str:
     return _ms(floor, "p95") if floor else "-"
 
 
+def _behind(r: dict) -> str:
+    """The calls the account received in the second before each create that waited in line
+    (measure.waited_behind), on average: creates, then the rest."""
+    behind = r.get("handoff_waited_behind")
+    if not behind or not behind["creates"]:
+        return "-"
+    calls = behind["calls_in_the_second_before"]
+    creates = calls.get("CreateImage", 0)
+    return f"{creates:.1f} creates + {sum(calls.values()) - creates:.1f} other"
+
+
 def table_one(entry: dict) -> str:
     cols = [(name, entry[key]) for key, name in (("portal", "portal"), ("peer", "peer"),
                                                  ("portal_distinct", "distinct")) if key in entry]
@@ -455,6 +469,7 @@ def table_one(entry: dict) -> str:
     for part in laps.PARTS:
         rows.append((f"  in the sweep: {part} p95 s", lambda r, part=part: _ms(
             r.get("handoff_laps_seconds", {}).get(part, {}), "p95")))
+    rows.append(("  late creates waited behind", _behind))
     rows += [("hand-off floor p95 s", lambda r: _floor(r, every=False)),
              ("hand-off floor p95 s, paced per process, all", lambda r: _floor(r, every=True))]
     for q in ("p50", "p95", "max"):

@@ -1,6 +1,6 @@
 """The benchmarks' own arithmetic: the hand-off's pace floor (bench.measure.pace_floor)."""
 
-from bench.measure import handoff_parts, pace_floor
+from bench.measure import handoff_parts, pace_floor, waited_behind
 
 
 def test_the_pace_floor_serves_each_accounts_ends_in_the_order_seen_at_its_pace():
@@ -25,3 +25,16 @@ def test_the_hand_off_parts_report_the_floor_beside_the_waits_measured():
     per_process = handoff_parts(ends, per_second=2, processes=2, shared=False)
     assert per_process["floor"]["max"] == 1.0
     assert per_process["floor_2_processes"]["max"] == 0.0  # four a second take all three at once
+
+
+def test_the_creates_that_waited_in_line_report_what_their_account_received_before_them():
+    # One look saw two ends into r1 at t=0: the first create went at 0.2, the second at 1.2,
+    # after a tag and the first create in r1, and a create into r2 that is not r1's.
+    ends = [(0.0, 0.2, "r1"), (0.0, 1.2, "r1")]
+    calls = [(0.2, "r1", "CreateImage", "create"), (0.9, "r1", "CreateTags", "tag"),
+             (1.0, "r2", "CreateImage", "create"), (1.2, "r1", "CreateImage", "create")]
+    behind = waited_behind(ends, calls)
+    assert behind["creates"] == 1  # only the second waited half a second or more
+    # Its own call at 1.2 is not before it; the create at 0.2 and the tag are.
+    assert behind["calls_in_the_second_before"] == {"CreateImage": 1.0, "CreateTags": 1.0}
+    assert waited_behind(ends[:1], calls) == {"creates": 0, "least_seconds": 0.5, "calls_in_the_second_before": {}}
