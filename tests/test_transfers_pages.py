@@ -1,16 +1,19 @@
 """The transfer pages: sharing, approving, the inbox, share details with live progress, links."""
 
+import re
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.html import escape
 
 from accounts.models import Role
 from audit.models import AuditEvent
 from tests import factories, workers
-from tests.transfer_world import approve, image_id, make_transfer_world, request_share, sandbox_account
-from transfers import errors, link_checks
+from tests.transfer_world import access, approve, image_id, make_transfer_world, request_share, sandbox_account
+from transfers import errors, link_checks, selectors
 from transfers.forms import RECIPIENT_NOT_LISTED
 from transfers.models import Recipient, Share
 from transfers.services.requests import ExternalRecipient
@@ -245,6 +248,23 @@ def test_the_share_page_shows_the_timeline_and_polls_for_progress(w, cloud, clie
     assert data["state"] == "exporting" and data["export"]["progress"] == 0 and not data["final"]
     assert [r["state"] for r in data["recipients"]] == ["waiting"]
 
+
+def test_the_progress_poll_reads_the_share_its_export_and_the_recipients_seen_with_nothing_joined(w, cloud, client):
+    # The poll is the most frequent request: its two queries join only what the JSON shows.
+    share = approve(w, request_share(w, cloud, accounts=[w.delta, w.gamma]))
+    Recipient.objects.filter(share=share, target_account=w.gamma).update(team=factories.make_team("Other"))
+    tables = re.compile(r'(?:FROM|JOIN) "(\w+)"')
+    for team, seen in ((w.source, 2), (w.dest, 1)):  # a recipient team sees its own rows only
+        acting = access(w.src_member if team == w.source else w.dst_member, team)
+        with CaptureQueriesContext(connection) as queries:
+            got, recipients = selectors.share_progress_for_user(access=acting, public_id=share.public_id)
+        assert got == share and got.export is not None and len(recipients) == seen
+        read = [set(tables.findall(q["sql"])) for q in queries.captured_queries]
+        assert read == [{"transfers_share", "transfers_export", "transfers_recipient"}, {"transfers_recipient"}]
+    client.force_login(w.dst_member)
+    data = client.get(_share_url("share-progress", share, team=w.dest)).json()
+    assert [r["id"] for r in data["recipients"]] == [
+        str(r.public_id) for r in Recipient.objects.filter(share=share, team=w.dest)]
 
 def test_the_outgoing_list_filters_by_state(w, cloud, client):
     kept = request_share(w, cloud)

@@ -6,10 +6,8 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 import outscale
-from accounts.selectors import TeamAccess
 from transfers import selectors
 from transfers.models import Recipient, Share
-from transfers.selectors import share_recipients_for_user
 from transfers.services import copy_facts
 
 
@@ -41,8 +39,9 @@ def export_eta_seconds(export, now: datetime) -> int | None:
     return max(0, int(elapsed * (100 - export.progress) / export.progress))
 
 
-def share_progress(*, access: TeamAccess, share: Share) -> dict:
-    """States, progress and messages only: never a link, a key or a bucket path."""
+def share_progress(*, share: Share, recipients: list[Recipient]) -> dict:
+    """States, progress and messages only: never a link, a key or a bucket path. ``recipients``:
+    those the acting team sees (selectors.share_recipients_for_user, share_progress_for_user)."""
     now = timezone.now()
     export = share.export
     deadline = export.manifest_deadline if export else None
@@ -73,7 +72,7 @@ def share_progress(*, access: TeamAccess, share: Share) -> dict:
                 "elapsed_text": duration_text(_seconds((r.completed_at or now) - r.started_at))
                 if r.started_at else "",
             }
-            for r in share_recipients_for_user(access=access, share=share)
+            for r in recipients
         ],
     }
 

@@ -60,10 +60,22 @@ def seen_by(team) -> Q:
 
 def share_get_for_user(*, access: TeamAccess, public_id) -> Share:
     """The source team or a recipient team sees the share; everyone else gets a 404."""
-    share = _shares().filter(public_id=public_id).filter(seen_by(access.team)).first()
+    share = Share.objects.select_related("export").filter(public_id=public_id).filter(seen_by(access.team)).first()
     if share is None:
         raise _not_found(access, public_id, "transfers.share")
     return share
+
+
+def share_progress_for_user(*, access: TeamAccess, public_id) -> tuple[Share, list[Recipient]]:
+    """What the live panel polls (presentation.share_progress), seen as share_get_for_user sees
+    it: the share with its export, and the recipients the team sees, with nothing joined to them.
+    The poll is the most frequent request there is (every few seconds on each open share page),
+    and Django compiles each query anew: the requester, decider, team and accounts the share page
+    joins would be hundreds of columns compiled per poll for nothing."""
+    share = Share.objects.select_related("export").filter(public_id=public_id).filter(seen_by(access.team)).first()
+    if share is None:
+        raise _not_found(access, public_id, "transfers.share")
+    return share, _visible_recipients(access, share, share.recipients.order_by("created_at"))
 
 
 def share_get_for_source_team(*, access: TeamAccess, public_id) -> Share:
@@ -76,7 +88,11 @@ def share_get_for_source_team(*, access: TeamAccess, public_id) -> Share:
 
 def share_recipients_for_user(*, access: TeamAccess, share: Share) -> list[Recipient]:
     """The source team sees every recipient; a recipient team only its own rows."""
-    qs = share.recipients.select_related("team", "target_account").order_by("created_at")
+    return _visible_recipients(access, share, share.recipients.select_related("team", "target_account")
+                               .order_by("created_at"))
+
+
+def _visible_recipients(access: TeamAccess, share: Share, qs: QuerySet) -> list[Recipient]:
     if share.team_id != access.team.pk:
         qs = qs.filter(team=access.team)
     return list(qs)

@@ -155,7 +155,7 @@ class ShareActionOut(ShareOut):
 def share_out(*, access, share: Share, message: str | None = None, warnings=()) -> dict:
     """The share as the acting team may see it; with ``message``, the answer to an action."""
     share.api_recipients = selectors.share_recipients_for_user(access=access, share=share)
-    share.api_progress = presentation.share_progress(access=access, share=share)
+    share.api_progress = presentation.share_progress(share=share, recipients=share.api_recipients)
     if message is None:
         return ShareOut(share).data
     share.api_message, share.api_warnings = message, list(warnings)

@@ -106,7 +106,8 @@ def _detail_context(access, share) -> dict:
     is_requester = share.requested_by_id == access.user.pk
     waiting = share.state == Share.State.REQUESTED
     now = timezone.now()
-    progress = presentation.share_progress(access=access, share=share)
+    recipients = selectors.share_recipients_for_user(access=access, share=share)
+    progress = presentation.share_progress(share=share, recipients=recipients)
     live = {row["id"]: row for row in progress["recipients"]}
     rows = [{
         "recipient": r,
@@ -114,7 +115,7 @@ def _detail_context(access, share) -> dict:
         "can_answer": rules.may_answer(access=access, recipient=r),
         "can_retry": rules.may_retry(access=access, recipient=r, now=now),
         "can_reveal": rules.may_reveal(access=access, share=share, recipient=r, now=now),
-    } for r in selectors.share_recipients_for_user(access=access, share=share)]
+    } for r in recipients]
     can_decide = rules.may_decide(access=access, share=share, now=now)
     cannot_decide = ""  # why an approver who could decide cannot decide this one
     if is_source and waiting and access.can_approve and not is_requester:
@@ -155,5 +156,5 @@ def share_detail(request, access, share_id):
 @team_view()
 @require_GET
 def share_progress(request, access, share_id):
-    share = selectors.share_get_for_user(access=access, public_id=share_id)
-    return JsonResponse(presentation.share_progress(access=access, share=share))
+    share, recipients = selectors.share_progress_for_user(access=access, public_id=share_id)
+    return JsonResponse(presentation.share_progress(share=share, recipients=recipients))
