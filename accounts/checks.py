@@ -51,7 +51,3 @@ def rows_by_key_id() -> dict[str, list[str]]:
                     kid = UNREADABLE
                 rows[kid].append(sealed.row_label(model, public_id))
     return rows
-
-
-def stored_key_ids() -> set[str]:
-    return set(rows_by_key_id())

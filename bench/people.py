@@ -172,6 +172,14 @@ def compare(baseline: dict, load: dict, after: dict | None = None) -> list[dict]
     return rows
 
 
+def within_after(rows: list[dict]) -> tuple[bool, list[str]]:
+    """Whether every page kind's p95 under load was within the goal's ratio of its p95 alone
+    after the run, and the kinds with no request after it to compare (accept: no offer left)."""
+    measured = [r for r in rows if r.get("ratio_p95_after") is not None]
+    return (all(r["ratio_p95_after"] <= RATIO_GOAL for r in measured),
+            [r["kind"] for r in rows if r.get("ratio_p95_after") is None])
+
+
 def table(rows: list[dict]) -> str:
     after = any("ratio_p95_after" in r for r in rows)
     lines = [f"{'page kind':<14} {'alone n':>7} {'p50':>7} {'p95':>7} | {'load n':>7} {'p50':>7} {'p95':>7} "

@@ -204,3 +204,18 @@ def test_the_requests_background_jobs_run_before_the_baseline_and_the_transfers_
     assert step in scheduling.get_queue("default").get_job_ids()  # the export's start waits for the load phase
     assert "2 in" in said[0] and processes.dead() == []
     scheduling.get_queue("default").empty()
+
+
+def test_the_verdict_after_the_run_names_the_kinds_it_could_not_measure():
+    # accept has no request after the run (no offer is left): named, not counted as a miss.
+    rows = people.compare(
+        baseline={"inbox": _timing(20), "accept": _timing(20)},
+        load={"inbox": _timing(38), "accept": _timing(30)},
+        after={"inbox": _timing(20)})
+    assert people.within_after(rows) == (True, ["accept"])
+    rows = people.compare(baseline={"inbox": _timing(20)}, load={"inbox": _timing(41)}, after={"inbox": _timing(20)})
+    assert people.within_after(rows) == (False, [])
+
+
+def _timing(p95_ms: float) -> dict:
+    return {"count": 50, "p50_ms": p95_ms / 2, "p95_ms": p95_ms, "p99_ms": p95_ms, "errors": 0}

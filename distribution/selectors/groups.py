@@ -80,10 +80,6 @@ def memberships_for_account_team(*, team) -> QuerySet:
         "group__team", "account", "invited_by", "answered_by").order_by("-invited_at", "-pk")
 
 
-def invitations_for_team(*, team) -> QuerySet:
-    return memberships_for_account_team(team=team).filter(state=GroupMember.State.INVITED)
-
-
 def membership_get_for_account_team(*, access: TeamAccess, public_id) -> GroupMember:
     member = GroupMember.objects.select_related("group__team", "account__team").filter(
         account__team=access.team, public_id=public_id).first()
