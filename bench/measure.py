@@ -288,6 +288,17 @@ def handoff_laps(log_dir, started: float, ended: float) -> dict:
             **{name: stats(entry[name] for entry in found if name in entry) for name in parts}}
 
 
+def handoff_by_account(handoffs: list[tuple[float, float, str]]) -> dict:
+    """The hand-off's figures for each recipient OUTSCALE account (``handoffs`` as handoff_parts
+    takes them), the accounts that received the most first: a workload that sends many imports
+    into one account saturates that account's pace, and its figures say how much of the p95 that
+    account alone makes."""
+    by = defaultdict(list)
+    for seen, created, account in handoffs:
+        by[account].append(created - seen)
+    return {account: stats(lags) for account, lags in sorted(by.items(), key=lambda kv: -len(kv[1]))}
+
+
 def waited_behind(handoffs: list[tuple[float, float, str]], calls, *, least: float = 0.5,
                   window: float = 1.0) -> dict:
     """What the creates that waited in line waited behind. For each create made ``least`` seconds

@@ -50,6 +50,7 @@ from bench.measure import (
     bench_cpu,
     counters,
     counters_diff,
+    handoff_by_account,
     handoff_laps,
     handoff_parts,
     lag,
@@ -185,6 +186,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
     result["handoff_parts_seconds"] = handoff_parts(parts, per_second=int(o.calls_per_second), processes=o.workers,
                                                     shared=o.pace_shared)
     result["handoff_waited_behind"] = waited_behind(parts, calls.window(started, ended + 1.5))
+    result["handoff_by_account"] = handoff_by_account(parts)
     result["handoff_laps_seconds"] = handoff_laps(procs.log_dir, started, ended + 1.5)
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))
     result["resources"] = held
@@ -447,6 +449,16 @@ def _behind(r: dict) -> str:
     return f"{creates:.1f} creates + {sum(calls.values()) - creates:.1f} other"
 
 
+def _busiest(r: dict) -> str:
+    """The hand-off p95 into the account that received the most imports, and the others' largest
+    (measure.handoff_by_account)."""
+    by = list(r.get("handoff_by_account", {}).values())
+    if not by:
+        return "-"
+    others = max((s["p95"] for s in by[1:] if s.get("count")), default=None)
+    return f"{by[0]['p95']:.2f} ({by[0]['count']})" + (f", others {others:.2f}" if others is not None else "")
+
+
 def table_one(entry: dict) -> str:
     cols = [(name, entry[key]) for key, name in (("portal", "portal"), ("peer", "peer"),
                                                  ("portal_distinct", "distinct")) if key in entry]
@@ -470,6 +482,7 @@ def table_one(entry: dict) -> str:
         rows.append((f"  in the sweep: {part} p95 s", lambda r, part=part: _ms(
             r.get("handoff_laps_seconds", {}).get(part, {}), "p95")))
     rows.append(("  late creates waited behind", _behind))
+    rows.append(("  p95 s, busiest account", _busiest))
     rows += [("hand-off floor p95 s", lambda r: _floor(r, every=False)),
              ("hand-off floor p95 s, paced per process, all", lambda r: _floor(r, every=True))]
     for q in ("p50", "p95", "max"):

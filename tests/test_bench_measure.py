@@ -1,6 +1,6 @@
 """The benchmarks' own arithmetic: the hand-off's pace floor (bench.measure.pace_floor)."""
 
-from bench.measure import handoff_parts, pace_floor, waited_behind
+from bench.measure import handoff_by_account, handoff_parts, pace_floor, waited_behind
 
 
 def test_the_pace_floor_serves_each_accounts_ends_in_the_order_seen_at_its_pace():
@@ -38,3 +38,10 @@ def test_the_creates_that_waited_in_line_report_what_their_account_received_befo
     # Its own call at 1.2 is not before it; the create at 0.2 and the tag are.
     assert behind["calls_in_the_second_before"] == {"CreateImage": 1.0, "CreateTags": 1.0}
     assert waited_behind(ends[:1], calls) == {"creates": 0, "least_seconds": 0.5, "calls_in_the_second_before": {}}
+
+
+def test_the_hand_off_is_reported_per_recipient_account_the_busiest_first():
+    ends = [(0.0, 0.2, "r2"), (0.0, 0.3, "r1"), (0.0, 1.4, "r1"), (1.0, 1.5, "r1")]
+    by = handoff_by_account(ends)
+    assert list(by) == ["r1", "r2"]  # three imports into r1, one into r2
+    assert by["r1"]["count"] == 3 and by["r1"]["max"] == 1.4 and by["r2"]["max"] == 0.2
