@@ -266,6 +266,16 @@ def test_the_progress_poll_reads_the_share_its_export_and_the_recipients_seen_wi
     assert [r["id"] for r in data["recipients"]] == [
         str(r.public_id) for r in Recipient.objects.filter(share=share, team=w.dest)]
 
+def test_the_share_page_reads_its_share_and_what_it_shows_of_it_in_one_query(w, cloud):
+    # Unlike the poll, the page shows the team, the source account, the requester, the decider and
+    # the export: read with the share, not one query each.
+    share = approve(w, request_share(w, cloud))
+    acting = access(w.src_member, w.source)
+    with CaptureQueriesContext(connection) as queries:
+        got = selectors.share_get_for_user(access=acting, public_id=share.public_id)
+        shown = (got.team.name, got.source_account.label, got.requested_by.email, got.decided_by.email, got.export)
+    assert all(shown) and len(queries) == 1
+
 def test_the_outgoing_list_filters_by_state(w, cloud, client):
     kept = request_share(w, cloud)
     gone = request_share(w, cloud, copy_name="other-copy")

@@ -60,7 +60,7 @@ def seen_by(team) -> Q:
 
 def share_get_for_user(*, access: TeamAccess, public_id) -> Share:
     """The source team or a recipient team sees the share; everyone else gets a 404."""
-    share = Share.objects.select_related("export").filter(public_id=public_id).filter(seen_by(access.team)).first()
+    share = _shares().filter(public_id=public_id).filter(seen_by(access.team)).first()
     if share is None:
         raise _not_found(access, public_id, "transfers.share")
     return share
