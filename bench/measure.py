@@ -249,6 +249,14 @@ def spread(calls) -> dict:
     return {"peak_calls_per_second_per_account": max(peaks.values(), default=0), "by_account": peaks}
 
 
+def _first_creates(handoffs: list[tuple[float, float, str]]) -> dict[float, float]:
+    """When each look's first create went: ends seen by one look share its answer's time."""
+    first: dict[float, float] = {}
+    for seen, created, _ in handoffs:
+        first[seen] = min(first.get(seen, created), created)
+    return first
+
+
 def handoff_parts(handoffs: list[tuple[float, float, str]], *, per_second: int, processes: int,
                   shared: bool = True) -> dict:
     """Where a hand-off's time goes. Each (export seen completed, its import's create, the
@@ -261,9 +269,7 @@ def handoff_parts(handoffs: list[tuple[float, float, str]], *, per_second: int, 
     portal's own), at the account's allowance: the shared pace's, or one process's when each
     process paces itself (a burst is started by the process whose look saw it). Then also
     ``floor_<N>_processes``: with every process's allowance at once, what sharing would allow."""
-    first: dict[float, float] = {}
-    for seen, created, _ in handoffs:
-        first[seen] = min(first.get(seen, created), created)
+    first = _first_creates(handoffs)
     per_account = Counter((seen, account) for seen, _, account in handoffs)
     ends = [(seen, account) for seen, _, account in handoffs]
     return {"to_first_create": stats(first[seen] - seen for seen, _, _ in handoffs),
@@ -308,9 +314,7 @@ def waited_behind(handoffs: list[tuple[float, float, str]], calls, *, least: flo
     that was. Other creates there mean the account's allowance went to creates (the burst, or
     other looks' bursts into the same account); looks, tags or export starts there would mean
     they held the creates back."""
-    first: dict[float, float] = {}
-    for seen, created, _ in handoffs:
-        first[seen] = min(first.get(seen, created), created)
+    first = _first_creates(handoffs)
     by_account = defaultdict(list)
     for t, account, action, _ in calls:
         by_account[account].append((t, action))

@@ -176,16 +176,17 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
             totals.append(total)
             overhead.append(total - _cloud_time(o, bool(export and export.copy_image_id),
                                                 calls.task_duration(export.task_id) if export else None))
+    made = calls.window(started, ended + 1.5)  # the calls of this phase
     result = summary(kind="portal", n=n, completed=completed, failed=len(recipients) - completed,
                       calls=counters_diff(before, after), cpu=cpu1 - cpu0,
                       bench_seconds=bench1 - bench0, started=started, ended=ended,
-                      window=spread(calls.window(started, ended + 1.5)), detection=detection, handoff=handoff,
+                      window=spread(made), detection=detection, handoff=handoff,
                       overhead=overhead, totals=totals, exports=Export.objects.filter(
                           pk__in=[e.pk for e in exports]).exclude(task_id="").count(),
-                      log_calls=calls.window(started, ended + 1.5))
+                      log_calls=made)
     result["handoff_parts_seconds"] = handoff_parts(parts, per_second=int(o.calls_per_second), processes=o.workers,
                                                     shared=o.pace_shared)
-    result["handoff_waited_behind"] = waited_behind(parts, calls.window(started, ended + 1.5))
+    result["handoff_waited_behind"] = waited_behind(parts, made)
     result["handoff_by_account"] = handoff_by_account(parts)
     result["handoff_laps_seconds"] = handoff_laps(procs.log_dir, started, ended + 1.5)
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))

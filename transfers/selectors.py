@@ -60,7 +60,11 @@ def seen_by(team) -> Q:
 
 def share_get_for_user(*, access: TeamAccess, public_id) -> Share:
     """The source team or a recipient team sees the share; everyone else gets a 404."""
-    share = _shares().filter(public_id=public_id).filter(seen_by(access.team)).first()
+    return _share_seen(access, public_id, _shares())
+
+
+def _share_seen(access: TeamAccess, public_id, qs: QuerySet) -> Share:
+    share = qs.filter(public_id=public_id).filter(seen_by(access.team)).first()
     if share is None:
         raise _not_found(access, public_id, "transfers.share")
     return share
@@ -72,9 +76,7 @@ def share_progress_for_user(*, access: TeamAccess, public_id) -> tuple[Share, li
     The poll is the most frequent request there is (every few seconds on each open share page),
     and Django compiles each query anew: the requester, decider, team and accounts the share page
     joins would be hundreds of columns compiled per poll for nothing."""
-    share = Share.objects.select_related("export").filter(public_id=public_id).filter(seen_by(access.team)).first()
-    if share is None:
-        raise _not_found(access, public_id, "transfers.share")
+    share = _share_seen(access, public_id, Share.objects.select_related("export"))
     return share, _visible_recipients(access, share, share.recipients.order_by("created_at"))
 
 
