@@ -1,8 +1,8 @@
 """The PNG of `bench_transfers`: how the cost of a transfer grows with the number of transfers.
 Four panels against the number of concurrent transfers: OAPI calls, worker CPU seconds and wall
 seconds per transfer, and the worst detection lag p95; for the portal with shared source images,
-the portal with a distinct image per transfer, and the peer pattern (each transfer polled on its
-own) where it ran."""
+with a distinct image per transfer and with a release to many accounts, and the peer pattern
+(each transfer polled on its own) where it ran."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 PATTERNS = {"portal": ("tab:blue", "o", "portal, shared images"),
             "portal_distinct": ("tab:green", "^", "portal, an image per transfer"),
+            "portal_fleet": ("tab:purple", "D", "portal, a release to many accounts"),
             "peer": ("tab:red", "s", "peer pattern (one waiter per transfer)")}
 
 

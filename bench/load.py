@@ -293,18 +293,7 @@ def seed(sandbox, *, tag: str, users: int) -> Seeded:
         staff[team.pk] = who
         accounts[team.pk] = []
         for name in (SANDBOX_ACCOUNTS[k % 5], SANDBOX_ACCOUNTS[(k + 2) % 5]):
-            entry = sandbox.account(name)
-            admin = Membership.objects.get(team=team, user=who["admin"])
-            # Through the service, as an admin would: keys are sealed there and the step is audited.
-            account = services.cloud_account_create(
-                access=TeamAccess(user=who["admin"], team=team, membership=admin), label=name,
-                region=entry["region"], access_key=entry["access_key"], secret_key=entry["secret_key"],
-                export_bucket=entry["bucket"], accepts_incoming_shares=True)
-            # The sandbox's keys are known good: skip one ReadAccounts per seeded account.
-            CloudAccount.objects.filter(pk=account.pk).update(validation_status="valid",
-                                                              account_id=entry["account_id"])
-            account.refresh_from_db()
-            accounts[team.pk].append(account)
+            accounts[team.pk].append(add_account(team, who["admin"], name, sandbox.account(name)))
     for j in range(users):
         team = teams[j % n_teams]
         role = Role.AUDITOR if j % 5 == 4 else Role.MEMBER
@@ -312,6 +301,19 @@ def seed(sandbox, *, tag: str, users: int) -> Seeded:
         Membership.objects.create(team=team, user=person(email), role=role)
         personas.append(Persona(email=email, password=PASSWORD, team_id=str(team.public_id), role=role.value))
     return Seeded(teams=teams, staff=staff, accounts=accounts, personas=personas)
+
+
+def add_account(team: Team, admin: PortalUser, label: str, entry: dict) -> CloudAccount:
+    """The sandbox account ``entry`` (as ``Sandbox.account`` gives it) added to ``team`` by its
+    admin through the service, as an admin would: its keys are sealed there and the step is audited."""
+    access = TeamAccess(user=admin, team=team, membership=Membership.objects.get(team=team, user=admin))
+    account = services.cloud_account_create(
+        access=access, label=label, region=entry["region"], access_key=entry["access_key"],
+        secret_key=entry["secret_key"], export_bucket=entry["bucket"], accepts_incoming_shares=True)
+    # The sandbox's keys are known good: skip one ReadAccounts per seeded account.
+    CloudAccount.objects.filter(pk=account.pk).update(validation_status="valid", account_id=entry["account_id"])
+    account.refresh_from_db()
+    return account
 
 
 def source_images(sandbox) -> dict[str, list[dict]]:

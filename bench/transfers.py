@@ -85,6 +85,7 @@ REASONS = {
                                            "second per account measures the portal, not its pace",
 }
 GOALS = {"calls_per_transfer_max": 2.2, "calls_per_transfer_max_distinct": 3.05, "handoff_p95_max_seconds": 1.0}
+PORTAL_PHASES = ("portal", "portal_distinct", "portal_fleet")  # a size's results, one per export workload
 TEAMS_USERS = 20  # bench_load's seed(): five people per team -> four teams, two accounts each
 
 
@@ -105,6 +106,7 @@ class Options:
     timeout: float = 900.0  # per phase
     peer: bool = True
     workloads: list[str] = field(default_factory=lambda: list(workloads.WORKLOADS))  # export, same-region
+    fleet_accounts: int = 200  # the export-fleet workload's recipient accounts
     out_dir: Path = load.BASE_DIR / "bench-results"
     chart: Path | None = None
     yes: bool = False
@@ -122,16 +124,21 @@ def _cloud_time(o: Options, copy: bool, export_seconds: float | None) -> float:
 
 
 def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, tag: str, n: int, log,
-               distinct: bool = False) -> tuple:
-    """The export path the portal's way; ``distinct``: each transfer with an image of its own."""
+               workload: str = "export") -> tuple:
+    """The export path the portal's way, as ``workload`` routes it (export, export-distinct: each
+    transfer with an image of its own, export-fleet: a release to many accounts)."""
     conn = django_rq.get_connection("default")
     seeded = load.seed(sandbox, tag=tag, users=TEAMS_USERS)
-    Team.objects.filter(pk__in=[t.pk for t in seeded.teams]).update(auto_accept_incoming=True)
     plan = workloads.plan_export
-    if distinct:
+    if workload == workloads.DISTINCT:
         made = workloads.seed_distinct_images(sandbox, seeded, load.source_images(sandbox), n)
         plan = workloads.plan_distinct(made)
         log(f"  {len(made)} distinct source images seeded in the sandbox")
+    elif workload == workloads.FLEET:
+        fleet = workloads.seed_fleet(sandbox, seeded, accounts=o.fleet_accounts, transfers=n)
+        plan = workloads.plan_fleet(fleet)
+        log(f"  {len(fleet.targets)} recipient accounts and {len(fleet.images)} release images seeded")
+    Team.objects.filter(pk__in=[t.pk for t in seeded.teams]).update(auto_accept_incoming=True)
     suspend_workers(conn, o.workers, procs)
     try:
         shares = load.request_and_approve(sandbox, seeded, tag=tag, transfers=n, log=log, plan=plan)
@@ -193,7 +200,10 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
     result["resources"] = held
     result["redis_db_mb_per_10k_transfers"] = round(held["redis_db_keys_bytes_peak_mb"] * 10000 / max(1, n), 2)
     result["wall_seconds_per_transfer"] = round(result["wall_seconds"] / max(1, n), 4)
-    result["distinct_images"] = distinct
+    result["distinct_images"] = workload == workloads.DISTINCT
+    result["workload"] = workload
+    if workload == workloads.FLEET:
+        result["fleet_accounts"] = o.fleet_accounts
     result["looks"] = calls.looks_summary(started, ended + 1.5)
     return result, shares
 
@@ -284,7 +294,7 @@ def scaling(runs: list[dict]) -> list[dict]:
     peak memory and PostgreSQL connections, and the Redis memory of the run scaled to 10,000."""
     rows = []
     for entry in runs:
-        for key in ("portal", "portal_distinct"):
+        for key in PORTAL_PHASES:
             phase = entry.get(key)
             if not phase or "resources" not in phase:
                 continue
@@ -393,8 +403,15 @@ def run(o: Options, *, log=print) -> dict:
             if workloads.DISTINCT in o.workloads:
                 _clean_world(sandbox, calls, o)
                 log(f"--- {n} transfers: export path, a distinct image per transfer, portal")
-                distinct, _ = run_portal(o, sandbox, calls, procs, tag=f"{size_tag}-d", n=n, log=log, distinct=True)
+                distinct, _ = run_portal(o, sandbox, calls, procs, tag=f"{size_tag}-d", n=n, log=log,
+                                         workload=workloads.DISTINCT)
                 entry.update({"portal_distinct": distinct, "goals_distinct": goals(o, distinct, distinct=True)})
+            if workloads.FLEET in o.workloads:
+                _clean_world(sandbox, calls, o)
+                log(f"--- {n} transfers: export path, a release to {o.fleet_accounts} accounts, portal")
+                fleet, _ = run_portal(o, sandbox, calls, procs, tag=f"{size_tag}-f", n=n, log=log,
+                                      workload=workloads.FLEET)
+                entry.update({"portal_fleet": fleet, "goals_fleet": goals(o, fleet)})
             if "same-region" in o.workloads:
                 _clean_world(sandbox, calls, o)
                 log(f"--- {n} transfers: same Region (grant → copy → revoke)")
@@ -462,7 +479,8 @@ def _busiest(r: dict) -> str:
 
 def table_one(entry: dict) -> str:
     cols = [(name, entry[key]) for key, name in (("portal", "portal"), ("peer", "peer"),
-                                                 ("portal_distinct", "distinct")) if key in entry]
+                                                 ("portal_distinct", "distinct"), ("portal_fleet", "fleet"))
+            if key in entry]
     rows = [("completed", lambda r: f"{r['completed']}/{r['transfers']}"),
             ("OAPI calls / transfer", lambda r: f"{r['oapi_calls_per_transfer']:.2f}")]
     actions = sorted({a for _, r in cols for a in r["oapi_calls_per_transfer_by_action"]})
@@ -503,7 +521,7 @@ def table_one(entry: dict) -> str:
     lines = [f"{entry['transfers']} transfers", f"{'':<28}" + "".join(f"{name:>12}" for name, _ in cols)]
     for label, fn in rows:
         lines.append(f"{label:<28}" + "".join(f"{fn(r):>12}" for _, r in cols))
-    for key, name in (("goals", "portal"), ("goals_distinct", "distinct")):
+    for key, name in (("goals", "portal"), ("goals_distinct", "distinct"), ("goals_fleet", "fleet")):
         if key in entry:
             lines.append(f"goals ({name}): " + "; ".join(f"{k} {'met' if g['met'] else 'NOT met'} ({g['value']})"
                                                         for k, g in entry[key].items()))
@@ -513,7 +531,7 @@ def table_one(entry: dict) -> str:
 def table(result: dict) -> str:
     parts = []
     for entry in result["runs"]:
-        if "portal" in entry or "portal_distinct" in entry:
+        if any(key in entry for key in PORTAL_PHASES):
             parts.append(table_one(entry))
         if "same_region" in entry:
             parts.append(same_region.table(entry))

@@ -1,9 +1,9 @@
 """bench_transfers, smoke-sized: five transfers on the export path the portal's way and the peers'
-way (and five more with an image each), and four same-Region ones (grant → copy → revoke), on
-real worker processes against the sandbox. Checks the report's shape, that every transfer
-completed, what each worker held and, in the same Region, that it took no export and one
-launch permission added and removed per share; the figures themselves are the benchmark's
-business, not a test's."""
+way (five more with an image each, and five as a release of two images to three accounts), and
+four same-Region ones (grant → copy → revoke), on real worker processes against the sandbox.
+Checks the report's shape, that every transfer completed, what each worker held and, in the same
+Region, that it took no export and one launch permission added and removed per share; the
+figures themselves are the benchmark's business, not a test's."""
 
 import pytest
 
@@ -21,7 +21,8 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
         setattr(settings, name, getattr(settings, name))  # restored after the test; the benchmark changes them
     options = bench.Options(sizes=[5], workers=1, latency=0.01, export_seconds=1.5, export_spread=1.0,
                             import_seconds=1.0, sweep_min=0.3, sweep_max=1.0, tuned=True, timeout=60, out_dir=tmp_path,
-                            chart=tmp_path / "chart.png", workloads=["export", "export-distinct"])
+                            chart=tmp_path / "chart.png", workloads=["export", "export-distinct", "export-fleet"],
+                            fleet_accounts=3)
 
     result = bench.run(options, log=lambda line: None)
 
@@ -44,6 +45,12 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     assert distinct["completed"] == 5 and distinct["exports_created"] == 5, distinct
     assert distinct["oapi_calls_per_transfer_by_action"]["CreateImageExportTask"] == 1
     assert entry["goals_distinct"]["calls_per_transfer"]["goal"] == "<= 3.05"
+    # A release to many accounts: each of its two images exported once, each account receiving
+    # one import per image (3 accounts: the first two get both images, the third the first).
+    fleet = entry["portal_fleet"]
+    assert fleet["completed"] == 5 and fleet["exports_created"] == 2, fleet
+    assert sorted(s["count"] for s in fleet["handoff_by_account"].values()) == [1, 2, 2]
+    assert entry["goals_fleet"]["calls_per_transfer"]["goal"] == "<= 2.2"
     # Each kind of look: how many, how many saw nothing end first, how far apart at one account.
     looks = distinct["looks"]["ReadImageExportTasks"]
     assert looks["looks"] >= 1 and 0 <= looks["saw_nothing_new"] < looks["looks"] and looks["new_ends_per_look"] > 0
@@ -53,7 +60,8 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     (worker,) = held["workers"].values()
     assert worker["peak_rss_mb"] > 20 and worker["peak_pg_connections"] >= 1, held
     assert held["redis_db_keys_bytes_peak_mb"] > 0 and held["redis_used_memory_peak_mb"] > 0
-    assert [(row["transfers"], row["phase"]) for row in result["scaling"]] == [(5, "portal"), (5, "portal_distinct")]
+    assert [(row["transfers"], row["phase"]) for row in result["scaling"]] == [
+        (5, "portal"), (5, "portal_distinct"), (5, "portal_fleet")]
     assert result["scaling"][0]["redis_db_mb_per_10k_transfers"] > 0
     assert result["options"]["export_spread"] == 1.0
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")

@@ -22,7 +22,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from accounts.models import CloudAccount
@@ -156,6 +156,49 @@ def test_approving_a_share_that_reuses_an_export_meets_the_sweep_that_completes_
     assert (sweep.error, person.error) == (None, None)
     assert dict(Share.objects.values_list("pk", "state")) == {first.pk: "ready", second.pk: "ready"}
     assert Share.objects.get(pk=second.pk).export_id == export.pk
+    assert verify_chain().ok
+
+
+@pytest.mark.needs_postgres
+def test_two_approvals_of_one_image_at_once_make_one_export_that_both_use(flow, cloud, postgres):
+    # Two shares of one image wait for approval and no export of it exists. The first approval is
+    # held after making its export, its transaction open; the second runs meanwhile. Its look for
+    # an export to reuse locks nothing (there is none yet): without the export lock it made a
+    # second export of the same image, committed once the first let go.
+    cloud.set_durations(export_seconds=1000, import_seconds=1000)
+    first = request_share(flow, cloud, copy_name="web-copy-1")
+    second = request_share(flow, cloud, copy_name="web-copy-2")
+    workers.flush()
+    made, release = threading.Event(), threading.Event()
+
+    def first_approval():
+        with transaction.atomic():
+            approve(flow, first)
+            made.set()
+            release.wait(WAIT)
+
+    monitor = own_connection()
+    one, two = _Run("first", first_approval), _Run("second", lambda: approve(flow, second))
+    try:
+        one.start()
+        assert made.wait(WAIT), one.error
+        two.start()
+        _wait_for_waiters(monitor, 1, "the second approval")
+        release.set()
+        for run in (one, two):
+            run.join(timeout=WAIT + 5)
+        assert not one.is_alive() and not two.is_alive()
+    finally:
+        release.set()
+        monitor.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+        monitor.close()
+
+    assert (one.error, two.error) == (None, None)
+    (export,) = Export.objects.all()
+    assert set(Share.objects.values_list("export_id", flat=True)) == {export.pk}
+    assert sorted(AuditEvent.objects.filter(action__startswith="export.").values_list("action", flat=True)) == [
+        "export.requested", "export.reused"]
     assert verify_chain().ok
 
 

@@ -16,7 +16,7 @@ from audit import recorder
 from audit.recorder import record
 from transfers import scheduling
 from transfers.models import Export, Share
-from transfers.services import bounded, import_starts, polling
+from transfers.services import bounded, import_starts, locks, polling
 from transfers.services.export_completes import export_complete, read_manifests, shares_ready
 from transfers.services.export_ends import export_failed, export_target
 from transfers.services.laps import Laps
@@ -32,7 +32,9 @@ def export_begin(*, share: Share) -> None:
     # Never one a clean-up or a cancellation has claimed (its objects may be going, its task being
     # cancelled). The row lock held until the caller commits orders this against those claims
     # (cleanup._claim, export_cancels.claim_for_cancel), which lock the row too. Only one written in
-    # the disk format this share asked for.
+    # the disk format this share asked for. Two approvals of one image at once would each find no
+    # export to lock and make one each: the lock below makes the second wait for the first's.
+    locks.export_reuse_lock(share.source_account_id, share.source_image_id, bucket)
     export = (
         Export.objects.select_for_update()
         .filter(account=share.source_account, source_image_id=share.source_image_id, bucket=bucket,

@@ -1,5 +1,6 @@
 """python manage.py bench_transfers [--transfers 1000] [--workers 2] [--latency 0.1] [--export-seconds 20]
-[--export-spread 0] [--import-seconds 10] [--workload both|export,export-distinct] [--tuned] [--no-peer]
+[--export-spread 0] [--import-seconds 10] [--workload both|export,export-distinct,export-fleet]
+[--fleet-accounts 200] [--tuned] [--no-peer]
 [--chart docs/performance/transfers.png]
 
 A benchmark on loopback (not a test): the sandbox, a Redis and N RQ workers run the transfers the
@@ -46,7 +47,10 @@ class Command(BaseCommand):
                             help="export: every target in another Region (export, bucket, import); same-region: "
                                  "every target in the source's Region (grant, copy, revoke); both, one after the "
                                  "other; export-distinct: the export path with an image of its own per transfer; "
+                                 "export-fleet: a release of a few images to many accounts (--fleet-accounts); "
                                  "several joined by commas")
+        parser.add_argument("--fleet-accounts", type=int, default=200,
+                            help="recipient accounts of the export-fleet workload")
         parser.add_argument("--out", default=str(load.BASE_DIR / "bench-results"), help="results directory")
         parser.add_argument("--chart", default=None, help="write the PNG chart here")
         parser.add_argument("--chart-from", default=None, metavar="JSON",
@@ -64,22 +68,23 @@ class Command(BaseCommand):
         for name, value, low, high in (("transfers", min(sizes, default=0), 1, 20000),
                                        ("transfers", max(sizes, default=0), 1, 20000),
                                        ("workers", opts["workers"], 1, 32), ("latency", opts["latency"], 0, 10),
-                                       ("export-spread", opts["export_spread"], 0, 3600)):
+                                       ("export-spread", opts["export_spread"], 0, 3600),
+                                       ("fleet-accounts", opts["fleet_accounts"], 1, 5000)):
             if not low <= value <= high:
                 raise CommandError(f"--{name} must be between {low} and {high}")
         chosen = []
         for name in str(opts["workload"]).split(","):
             name = name.strip()
-            if name not in (*workloads.WORKLOADS, workloads.DISTINCT, "both"):
+            if name not in (*workloads.WORKLOADS, workloads.DISTINCT, workloads.FLEET, "both"):
                 raise CommandError(f"--workload: {name!r} is not one of {', '.join(workloads.WORKLOADS)}, "
-                                   f"{workloads.DISTINCT} or both")
+                                   f"{workloads.DISTINCT}, {workloads.FLEET} or both")
             chosen += list(workloads.WORKLOADS) if name == "both" else [name]
         options = bench.Options(
             sizes=sizes, workers=opts["workers"], latency=opts["latency"], export_seconds=opts["export_seconds"],
             export_spread=opts["export_spread"], import_seconds=opts["import_seconds"],
             copy_seconds=opts["copy_seconds"], sweep_min=opts["sweep_min"], sweep_max=opts["sweep_max"],
             tuned=opts["tuned"], timeout=opts["timeout"], peer=not opts["no_peer"], out_dir=Path(opts["out"]),
-            workloads=chosen,
+            workloads=chosen, fleet_accounts=opts["fleet_accounts"],
             chart=Path(opts["chart"]) if opts["chart"] else None, yes=opts["yes"])
         try:
             result = bench.run(options, log=lambda line: self.stdout.write(line))
