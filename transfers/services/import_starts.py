@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 import outscale
+from accounts import keys
 from accounts.keys import credentials_for, open_pasted_link, opened_once
 from accounts.models import CloudAccount
 from audit import recorder
@@ -31,13 +32,16 @@ from transfers.services import binding, bounded, copy_facts, copy_looks, copy_wa
 from transfers.services.import_ends import import_failed, share_target
 from transfers.services.laps import Laps
 
+# What the keys are opened for, as credential.used events say.
+SIGN_PURPOSE, START_PURPOSE = "sign manifest link", "start import"
+
 
 def _file_location(recipient: Recipient) -> str:
     """The manifest URL for this import, made now: pre-signed with the source account's keys
     (never past the manifest's own deadline), or the pasted link opened from the vault."""
     if recipient.share_id:
         export = recipient.share.export
-        creds = credentials_for(export.account, purpose="sign manifest link")
+        creds = credentials_for(export.account, purpose=SIGN_PURPOSE)
         link = outscale.presign_manifest(creds=creds, bucket=export.bucket, key=export.manifest_key,
                                          not_after=export.manifest_deadline)
         return link.url
@@ -86,7 +90,7 @@ def _start(recipient: Recipient, *, claimed: bool = False) -> tuple[Recipient, s
     subject = image_subject(recipient)
     with outscale.record_request_ids() as request_ids:
         try:
-            creds = credentials_for(account, purpose="start import")
+            creds = credentials_for(account, purpose=START_PURPOSE)
 
             def own_image():
                 return outscale.find_own_image(creds=creds, account_id=account.account_id,
@@ -249,6 +253,9 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps
                         .order_by("pk"))
     # Accounts changed since the approval are refused here, in one query, before the threads start.
     recipients = binding.imports_allowed(recipients, states=[Recipient.State.IMPORTING])
+    # Every account's keys opened before the threads start, their uses recorded in one append:
+    # a release to hundreds of accounts otherwise queued its threads on the audit chain's lock.
+    keys.open_ahead([(source_account, SIGN_PURPOSE)] + [(r.target_account, START_PURPOSE) for r in recipients])
     laps.lap("import_claim")
     started: list[tuple[Recipient, str, list]] = []
 
