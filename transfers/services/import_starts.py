@@ -236,19 +236,48 @@ def _started(recipient: Recipient, image_id: str, request_ids: list, *, watched:
     scheduling.schedule_sweep("import", account.public_id, now + timedelta(seconds=first + booked), interval=grid)
 
 
-def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps | None = None) -> None:
+def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps | None = None,
+                      share: bool = True) -> None:
     """The hand-off: start the imports an export of ``source_account`` just made possible, now.
 
     One queued job per import would leave a burst of hundreds waiting on a couple of workers
     while the manifest link ages. Each start is still ``_start`` (counted first, looked up when
-    retried, safe twice), side by side; the rows are read in one query, and what the cloud
-    answered is written in one transaction at the end. The sweep starts what it can within
-    OMIPORTAL_SWEEP_BUDGET_SECONDS and leaves the rest to `import_handoff` jobs, so other sweeps
-    are not held up. A start that dies before its image is noted is put back by the reconciler:
-    its row is IMPORTING without an image, counted as tried, so it looks the name up first.
-    ``laps``: the sweep's timing of its parts (laps.py).
+    retried, safe twice), side by side, in chunks (``handoff_chunk``): each chunk's rows are
+    read and claimed in one query each, and what the cloud answered is written in one
+    transaction. The sweep starts what it can within OMIPORTAL_SWEEP_BUDGET_SECONDS and leaves
+    the rest to `import_handoff` jobs, so other sweeps are not held up. A start that dies before
+    its image is noted is put back by the reconciler: its row is IMPORTING without an image,
+    counted as tried, so it looks the name up first.
+
+    With ``share`` (a sweep's hand-off), a burst of more than one chunk also queues an
+    `import_handoff` job at once: another worker takes chunks from the other end of the same
+    waiting rows meanwhile (the claims keep each start to one of them). A release to hundreds
+    of accounts is bounded by how many creates one process has in flight, not by any account's
+    pace, and the other workers were idle. ``laps``: the sweep's timing of its parts (laps.py).
     """
     laps = laps or Laps()
+    ids, chunk = list(recipient_ids), handoff_chunk()
+    deadline = time.monotonic() + settings.OMIPORTAL_SWEEP_BUDGET_SECONDS
+    if share and len(ids) > chunk:
+        _handoff_later(source_account)
+    while ids:
+        batch, ids = ids[:chunk], ids[chunk:]
+        left = _start_chunk(batch, source_account, laps, budget=max(0.0, deadline - time.monotonic()))
+        if left or (ids and time.monotonic() >= deadline):
+            # The budget is spent: the rest (never claimed, or given back) goes to a job of its own.
+            _handoff_later(source_account)
+            return
+
+
+def handoff_chunk() -> int:
+    """How many starts a hand-off claims at a time: two per thread, so every thread stays busy
+    and a second worker finds rows of its own to take."""
+    return 2 * max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY))
+
+
+def _start_chunk(recipient_ids, source_account: CloudAccount, laps: Laps, *, budget: float) -> list:
+    """Claim and start these imports (``import_start_many``); the claimed ones the budget left
+    undone are given back and returned."""
     recipients = _claim(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids)
                         .order_by("pk"))
     # Accounts changed since the approval are refused here, in one query, before the threads start.
@@ -263,7 +292,7 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps
         started.append(_start(recipient, claimed=True))
         laps.first("first_start_done")
 
-    left = polling.run_each(start, recipients, what="start import", budget=settings.OMIPORTAL_SWEEP_BUDGET_SECONDS)
+    left = polling.run_each(start, recipients, what="start import", budget=budget)
     laps.lap("starts")
     with recorder.atomic():
         for result in started:
@@ -272,7 +301,7 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps
     laps.lap("written")
     if left:
         _unclaim(left)
-        _handoff_later(source_account)
+    return left
 
 
 def _handoff_later(source_account: CloudAccount) -> None:
@@ -289,10 +318,11 @@ def import_handoff(*, account_id) -> None:
     account = CloudAccount.objects.filter(public_id=account_id).first()
     if account is None:
         return
+    # From the other end than the sweep's hand-off, which may still be taking its chunks.
     waiting = Recipient.objects.filter(share__export__account=account, state=Recipient.State.IMPORTING,
                                        method__in=Recipient.EXPORT_METHODS, image_id="", start_tries=0) \
-        .order_by("pk").values_list("public_id", flat=True)
+        .order_by("-pk").values_list("public_id", flat=True)
     ids = list(waiting)
     if ids:
         with opened_once():
-            import_start_many(recipient_ids=ids, source_account=account)
+            import_start_many(recipient_ids=ids, source_account=account, share=False)

@@ -1,0 +1,113 @@
+"""A hand-off larger than one chunk is shared (transfers/services/import_starts.py).
+
+A release to hundreds of accounts ends with hundreds of creates, each into another account: no
+account's pace bounds them, only how many creates one process has in flight, and the workers
+other than the one whose sweep saw the export end sat idle (bench_transfers --workload
+export-fleet). The sweep now queues an `import_handoff` job as soon as its burst is more than one
+chunk, and the job takes chunks from the other end of the same waiting rows while the sweep
+goes on. The claims (a conditional count of the attempt) keep each import to one create.
+"""
+
+import threading
+import time
+
+import pytest
+from django.db import connections
+
+from audit.context import job_context
+from audit.models import AuditEvent
+from audit.verify import verify_chain
+from tests import workers
+from tests.transfer_world import approve, request_share, sandbox_account
+from transfers.models import Export, Recipient
+from transfers.services import exports, import_starts
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DELTA, EPSILON = "444455556666", "555566667777"
+SHARES = 5  # each to delta and epsilon: ten imports, in chunks of four (two threads)
+
+
+def _export_ended(flow, cloud, settings):
+    """Five shares of one image to delta and epsilon, auto-accepted, one export that has just
+    ended in the cloud; the queues empty."""
+    settings.OMIPORTAL_SWEEP_CONCURRENCY = 2
+    flow.dest.auto_accept_incoming = True
+    flow.dest.save()
+    epsilon = sandbox_account(cloud, flow.dest, "epsilon")
+    cloud.set_durations(export_seconds=1000, import_seconds=1000)
+    shares = [request_share(flow, cloud, accounts=[flow.delta, epsilon], copy_name=f"web-copy-{k}")
+              for k in range(SHARES)]
+    for share in shares:
+        approve(flow, share)
+    workers.run_jobs(until=lambda: Export.objects.filter(state=Export.State.RUNNING).exclude(task_id="").exists())
+    export = Export.objects.get()
+    with cloud.world.lock:
+        task = cloud.world.tasks[export.task_id]
+        task.started = time.monotonic() - task.duration
+    Export.objects.filter(pk=export.pk).update(next_poll_at=export.created_at)
+    workers.flush()
+    return shares
+
+
+def _creates(cloud):
+    return sum(cloud.counters(account).get("CreateImage", 0) for account in (DELTA, EPSILON))
+
+
+def _handoff_jobs():
+    return [job for queue in workers.queues() for job in queue.get_jobs() if job.id.startswith("import-handoff-")]
+
+
+def test_a_burst_of_more_than_one_chunk_queues_a_hand_off_job_at_once(flow, cloud, settings):
+    shares = _export_ended(flow, cloud, settings)
+    assert import_starts.handoff_chunk() == 4
+
+    exports.export_sweep(account_id=flow.alpha.public_id)
+
+    # Alone (nobody took the job meanwhile), the sweep started all ten within its budget, and the
+    # job it queued for another worker finds nothing left: each import created once.
+    assert len(_handoff_jobs()) == 1
+    recipients = Recipient.objects.filter(share__in=shares)
+    assert recipients.count() == 10 and all(recipients.values_list("image_id", flat=True))
+    import_starts.import_handoff(account_id=flow.alpha.public_id)  # the job, run by the other worker
+    assert _creates(cloud) == 10
+    assert set(recipients.values_list("start_tries", flat=True)) == {1}
+    assert verify_chain().ok
+
+
+def test_a_second_worker_takes_chunks_from_the_other_end_and_each_import_is_created_once(flow, cloud, settings):
+    shares = _export_ended(flow, cloud, settings)
+    # Creates take half a second: the sweep's first chunk of four, two at a time, is still
+    # going when the job arrives.
+    cloud.faults.configure(hold_seconds=0.5, hold_actions={"CreateImage"})
+    errors = []
+
+    def sweep():
+        try:
+            with job_context(job_id="export-sweep-test"):
+                exports.export_sweep(account_id=flow.alpha.public_id)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=sweep, name="sweep")
+    first.start()
+    deadline = time.monotonic() + 10
+    while not _handoff_jobs():
+        assert time.monotonic() < deadline, "the sweep queued no hand-off job for its burst of ten"
+        time.sleep(0.02)
+    with job_context(job_id="import-handoff-test"):  # the other worker, meanwhile
+        import_starts.import_handoff(account_id=flow.alpha.public_id)
+    first.join(timeout=30)
+    assert not first.is_alive() and not errors, errors
+
+    recipients = Recipient.objects.filter(share__in=shares)
+    assert all(recipients.values_list("image_id", flat=True))
+    assert _creates(cloud) == 10  # one create each, whichever took it
+    assert set(recipients.values_list("start_tries", flat=True)) == {1}  # claimed once each
+    started = AuditEvent.objects.filter(action="import.started").values_list("request_id", flat=True)
+    by = {request_id: list(started).count(request_id) for request_id in set(started)}
+    assert sum(by.values()) == 10 and set(by) == {"export-sweep-test", "import-handoff-test"}, by
+    cloud.faults.configure(hold_seconds=0)
+    assert verify_chain().ok
