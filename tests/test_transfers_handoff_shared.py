@@ -1,11 +1,11 @@
-"""A hand-off larger than one chunk is shared (transfers/services/import_starts.py).
+"""A large hand-off is shared with another worker (transfers/services/import_starts.py).
 
 A release to hundreds of accounts ends with hundreds of creates, each into another account: no
 account's pace bounds them, only how many creates one process has in flight, and the workers
 other than the one whose sweep saw the export end sat idle (bench_transfers --workload
-export-fleet). The sweep now queues an `import_handoff` job as soon as its burst is more than one
-chunk, and the job takes chunks from the other end of the same waiting rows while the sweep
-goes on. The claims (a conditional count of the attempt) keep each import to one create.
+export-fleet). The sweep now claims half of a large burst, queues an `import_handoff` job for
+the other half at once, and comes back for whatever of it the job has not claimed. The claims (a
+conditional count of the attempt) keep each import to one create.
 """
 
 import threading
@@ -25,7 +25,7 @@ from transfers.services import exports, import_starts
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DELTA, EPSILON = "444455556666", "555566667777"
-SHARES = 5  # each to delta and epsilon: ten imports, in chunks of four (two threads)
+SHARES = 5  # each to delta and epsilon: ten imports, shared past four (two threads)
 
 
 def _export_ended(flow, cloud, settings):
@@ -58,9 +58,10 @@ def _handoff_jobs():
     return [job for queue in workers.queues() for job in queue.get_jobs() if job.id.startswith("import-handoff-")]
 
 
-def test_a_burst_of_more_than_one_chunk_queues_a_hand_off_job_at_once(flow, cloud, settings):
+def test_a_large_burst_queues_a_hand_off_job_at_once_and_the_sweep_alone_still_starts_it_all(flow, cloud,
+                                                                                              settings):
     shares = _export_ended(flow, cloud, settings)
-    assert import_starts.handoff_chunk() == 4
+    assert import_starts.SHARE_FROM * settings.OMIPORTAL_SWEEP_CONCURRENCY == 4  # ten is more: shared
 
     exports.export_sweep(account_id=flow.alpha.public_id)
 
@@ -75,10 +76,10 @@ def test_a_burst_of_more_than_one_chunk_queues_a_hand_off_job_at_once(flow, clou
     assert verify_chain().ok
 
 
-def test_a_second_worker_takes_chunks_from_the_other_end_and_each_import_is_created_once(flow, cloud, settings):
+def test_a_second_worker_takes_the_other_half_meanwhile_and_each_import_is_created_once(flow, cloud, settings):
     shares = _export_ended(flow, cloud, settings)
-    # Creates take half a second: the sweep's first chunk of four, two at a time, is still
-    # going when the job arrives.
+    # Creates take half a second: the sweep's half (five, two at a time) is still going when the
+    # job arrives.
     cloud.faults.configure(hold_seconds=0.5, hold_actions={"CreateImage"})
     errors = []
 

@@ -242,50 +242,58 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps
 
     One queued job per import would leave a burst of hundreds waiting on a couple of workers
     while the manifest link ages. Each start is still ``_start`` (counted first, looked up when
-    retried, safe twice), side by side, in chunks (``handoff_chunk``): each chunk's rows are
-    read and claimed in one query each, and what the cloud answered is written in one
-    transaction. The sweep starts what it can within OMIPORTAL_SWEEP_BUDGET_SECONDS and leaves
-    the rest to `import_handoff` jobs, so other sweeps are not held up. A start that dies before
-    its image is noted is put back by the reconciler: its row is IMPORTING without an image,
-    counted as tried, so it looks the name up first.
+    retried, safe twice), side by side; the rows are read and claimed in one query each, and
+    what the cloud answered is written in one transaction at the end. The sweep starts what it
+    can within OMIPORTAL_SWEEP_BUDGET_SECONDS and leaves the rest to `import_handoff` jobs, so
+    other sweeps are not held up. A start that dies before its image is noted is put back by the
+    reconciler: its row is IMPORTING without an image, counted as tried, so it looks the name up
+    first.
 
-    With ``share`` (a sweep's hand-off), a burst of more than one chunk also queues an
-    `import_handoff` job at once: another worker takes chunks from the other end of the same
-    waiting rows meanwhile (the claims keep each start to one of them). A release to hundreds
-    of accounts is bounded by how many creates one process has in flight, not by any account's
-    pace, and the other workers were idle. ``laps``: the sweep's timing of its parts (laps.py).
+    With ``share`` (a sweep's hand-off), a burst of more than ``SHARE_FROM`` threads' worth is
+    halved: the sweep claims the first half, queues an `import_handoff` job for the rest (another
+    worker starts it meanwhile), starts its half, then claims whatever of the rest the job has not
+    claimed yet, so a busy second worker never delays it. A release to hundreds of accounts is
+    bounded by how many creates one process has in flight, not by any account's pace, and the
+    other workers sat idle. ``laps``: the sweep's timing of its parts (laps.py).
     """
     laps = laps or Laps()
-    ids, chunk = list(recipient_ids), handoff_chunk()
+    ids = list(recipient_ids)
     deadline = time.monotonic() + settings.OMIPORTAL_SWEEP_BUDGET_SECONDS
-    if share and len(ids) > chunk:
-        _handoff_later(source_account)
-    while ids:
-        batch, ids = ids[:chunk], ids[chunk:]
-        left = _start_chunk(batch, source_account, laps, budget=max(0.0, deadline - time.monotonic()))
-        if left or (ids and time.monotonic() >= deadline):
-            # The budget is spent: the rest (never claimed, or given back) goes to a job of its own.
+    halves = [ids]
+    if share and len(ids) > SHARE_FROM * max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY)):
+        halves = [ids[:(len(ids) + 1) // 2], ids[(len(ids) + 1) // 2:]]
+    for n, half in enumerate(halves):
+        recipients = _claim_for_start(half)
+        if n == 0 and len(halves) > 1:
+            _handoff_later(source_account)  # the other half, for another worker, from now
+        laps.lap("import_claim")
+        left = _start_claimed(recipients, source_account, laps,
+                              budget=max(0.0, deadline - time.monotonic()))
+        if left or (n + 1 < len(halves) and time.monotonic() >= deadline):
+            # The budget is spent: the rest (given back, or never claimed) goes to a job of its own.
             _handoff_later(source_account)
             return
 
 
-def handoff_chunk() -> int:
-    """How many starts a hand-off claims at a time: two per thread, so every thread stays busy
-    and a second worker finds rows of its own to take."""
-    return 2 * max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY))
+# A burst is shared once it has more than this many starts per thread of the sweep.
+SHARE_FROM = 2
 
 
-def _start_chunk(recipient_ids, source_account: CloudAccount, laps: Laps, *, budget: float) -> list:
-    """Claim and start these imports (``import_start_many``); the claimed ones the budget left
-    undone are given back and returned."""
+def _claim_for_start(recipient_ids) -> list[Recipient]:
+    """Read and claim these imports; the ones whose accounts changed since the approval are
+    refused here, in one query, before any thread starts."""
     recipients = _claim(Recipient.objects.select_related(*_STARTING).filter(public_id__in=recipient_ids)
                         .order_by("pk"))
-    # Accounts changed since the approval are refused here, in one query, before the threads start.
-    recipients = binding.imports_allowed(recipients, states=[Recipient.State.IMPORTING])
+    return binding.imports_allowed(recipients, states=[Recipient.State.IMPORTING])
+
+
+def _start_claimed(recipients: list[Recipient], source_account: CloudAccount, laps: Laps, *,
+                   budget: float) -> list:
+    """Start these claimed imports side by side within ``budget``; write what the cloud answered;
+    give back and return the ones the budget left undone."""
     # Every account's keys opened before the threads start, their uses recorded in one append:
     # a release to hundreds of accounts otherwise queued its threads on the audit chain's lock.
     keys.open_ahead([(source_account, SIGN_PURPOSE)] + [(r.target_account, START_PURPOSE) for r in recipients])
-    laps.lap("import_claim")
     started: list[tuple[Recipient, str, list]] = []
 
     def start(recipient):
@@ -318,7 +326,7 @@ def import_handoff(*, account_id) -> None:
     account = CloudAccount.objects.filter(public_id=account_id).first()
     if account is None:
         return
-    # From the other end than the sweep's hand-off, which may still be taking its chunks.
+    # From the other end than the sweep's hand-off, which may come back for what is left of its half.
     waiting = Recipient.objects.filter(share__export__account=account, state=Recipient.State.IMPORTING,
                                        method__in=Recipient.EXPORT_METHODS, image_id="", start_tries=0) \
         .order_by("-pk").values_list("public_id", flat=True)
