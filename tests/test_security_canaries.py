@@ -156,6 +156,12 @@ def _share_url(name, share, **extra):
     return reverse(name, kwargs={"team_id": share.team.public_id, "share_id": share.public_id, **extra})
 
 
+def _failure_of(job) -> str | None:
+    """The traceback rq kept for a failed job (its latest result's; ``job.exc_info`` is deprecated)."""
+    result = job.latest_result()
+    return result.exc_string if result is not None else None
+
+
 def _redis_dump() -> list[str]:
     conn = django_rq.get_connection("default")
     out = []
@@ -448,7 +454,7 @@ def test_no_secret_or_link_reaches_any_sink(flow, cloud, logs, presigned, error_
         "job error report": job_report,
         "database": "\n".join(_database_rows()),
         "job payloads": "\n".join(f"{j.id} {j.args!r} {j.kwargs!r} {j.description} {j.return_value()!r} "
-                                  f"{j.exc_info!r} {j.meta!r}" for j in all_jobs),
+                                  f"{_failure_of(j)!r} {j.meta!r}" for j in all_jobs),
         "emails": "\n".join(f"{m.subject}\n{m.to}\n{m.body}\n{getattr(m, 'alternatives', '')}" for m in mailoutbox),
         **{f"page {name}": text for name, text in pages.items()},
     }
