@@ -185,6 +185,30 @@ def test_the_reconcilers_clean_up_net_is_one_statement_however_many_exports_are_
         f"export-cleanup-{web_export.public_id}"]
 
 
+def test_a_sweeps_clean_up_check_is_one_statement_however_many_exports_ended(flow, cloud):
+    # A sweep that completes imports of many exports (a release to hundreds of accounts: each
+    # account's sweep ends shares of five exports) checked each export with two queries.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    web = _completed_share(flow, cloud)
+    db = _completed_share(flow, cloud, image="alpha-db-base", copy_name="db-copy")
+    read = request_share(flow, cloud, image="alpha-legacy-broken", copy_name="broken-copy")
+    ended = [Export.objects.get(shares=share).pk for share in (web, db)]
+    still_read = Export.objects.create(account=flow.alpha, source_image_id=read.source_image_id,
+                                       bucket=flow.alpha.export_bucket, state=Export.State.COMPLETED,
+                                       manifest_deadline=timezone.now() + timedelta(days=7), prefix="omiportal/x/")
+    Share.objects.filter(pk=read.pk).update(export=still_read, state=Share.State.READY)
+    workers.flush()
+
+    with CaptureQueriesContext(connection) as queries:
+        cleanup.exports_cleanup_if_done(export_ids=[*ended, still_read.pk])
+
+    assert len(queries) == 1, [q["sql"] for q in queries.captured_queries]
+    queued = sorted(j for q in workers.queues() for j in q.job_ids if j.startswith("export-cleanup-"))
+    assert queued == sorted(f"export-cleanup-{e.public_id}" for e in Export.objects.filter(pk__in=ended))
+
+
 # --- A manifest whose deadline cannot be read ------------------------------------------------------
 
 

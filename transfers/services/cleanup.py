@@ -36,15 +36,17 @@ def _still_needed(export: Export) -> bool:
     return Export.objects.filter(still_needed(timezone.now()), pk=export.pk).exists()
 
 
-def export_cleanup_if_done(*, export_id) -> None:
-    """Queue the cleanup when every share of a completed export has ended (team setting), or
-    when a claimed cleanup has not finished yet."""
-    export = Export.objects.select_related("account__team").get(pk=export_id)
-    if export.state != Export.State.COMPLETED or export.cleaned_at:
-        return
-    if export.cleanup_claimed_at is None and (not export.account.team.cleanup_exports or _still_needed(export)):
-        return
-    cleanup_later(export.public_id)
+def exports_cleanup_if_done(*, export_ids) -> None:
+    """Queue the clean-up of each of these exports that is completed and not cleaned, when every
+    share of it has ended (team setting), or when a claimed clean-up has not finished yet. One
+    query for any number of exports: a sweep that completes imports of many exports (a release
+    to hundreds of accounts) asked two per export."""
+    needed = Export.objects.filter(still_needed(timezone.now()), pk=OuterRef("pk"))
+    due = (Export.objects.filter(pk__in=list(export_ids), state=Export.State.COMPLETED, cleaned_at__isnull=True)
+           .filter(Q(cleanup_claimed_at__isnull=False) | (Q(account__team__cleanup_exports=True) & ~Exists(needed)))
+           .order_by("pk").values_list("public_id", flat=True))
+    for public_id in due:
+        cleanup_later(public_id)
 
 
 def cleanup_later(export_public_id) -> None:

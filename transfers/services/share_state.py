@@ -8,7 +8,7 @@ from django.utils import timezone
 from audit.recorder import record
 from transfers.models import Recipient, Share
 from transfers.services import grant_state
-from transfers.services.cleanup import export_cleanup_if_done
+from transfers.services.cleanup import exports_cleanup_if_done
 
 
 def share_refresh(*, share_id) -> None:
@@ -43,8 +43,8 @@ def shares_refresh(*, share_ids) -> None:
     now = timezone.now()
     for (new, message), pks in moves.items():
         Share.objects.filter(pk__in=pks).update(state=new, state_message=message, updated_at=now)
-    for export_id in sorted(ended_exports):
-        export_cleanup_if_done(export_id=export_id)
+    if ended_exports:
+        exports_cleanup_if_done(export_ids=ended_exports)
 
 
 def _derived_state(states: set[str]) -> tuple[str, str]:
