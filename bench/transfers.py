@@ -85,7 +85,9 @@ REASONS = {
                                            "second per account measures the portal, not its pace",
 }
 GOALS = {"calls_per_transfer_max": 2.2, "calls_per_transfer_max_distinct": 3.05, "handoff_p95_max_seconds": 1.0}
-PORTAL_PHASES = ("portal", "portal_distinct", "portal_fleet")  # a size's results, one per export workload
+# A size's results of the portal, one per export workload: result key -> (table column, goals key).
+PORTAL_PHASES = {"portal": ("portal", "goals"), "portal_distinct": ("distinct", "goals_distinct"),
+                 "portal_fleet": ("fleet", "goals_fleet")}
 TEAMS_USERS = 20  # bench_load's seed(): five people per team -> four teams, two accounts each
 
 
@@ -400,18 +402,17 @@ def run(o: Options, *, log=print) -> dict:
                     log(f"--- {n} transfers: export path, peer pattern (each transfer polled on its own)")
                     entry["peer"] = run_peer(o, sandbox, calls, procs, shares, tag=size_tag, log=log)
                     empty_queues()  # a cut peer phase keeps polling: not into the next size's figures
-            if workloads.DISTINCT in o.workloads:
+            for workload, key, suffix, what in (
+                    (workloads.DISTINCT, "portal_distinct", "d", "a distinct image per transfer"),
+                    (workloads.FLEET, "portal_fleet", "f", f"a release to {o.fleet_accounts} accounts")):
+                if workload not in o.workloads:
+                    continue
                 _clean_world(sandbox, calls, o)
-                log(f"--- {n} transfers: export path, a distinct image per transfer, portal")
-                distinct, _ = run_portal(o, sandbox, calls, procs, tag=f"{size_tag}-d", n=n, log=log,
-                                         workload=workloads.DISTINCT)
-                entry.update({"portal_distinct": distinct, "goals_distinct": goals(o, distinct, distinct=True)})
-            if workloads.FLEET in o.workloads:
-                _clean_world(sandbox, calls, o)
-                log(f"--- {n} transfers: export path, a release to {o.fleet_accounts} accounts, portal")
-                fleet, _ = run_portal(o, sandbox, calls, procs, tag=f"{size_tag}-f", n=n, log=log,
-                                      workload=workloads.FLEET)
-                entry.update({"portal_fleet": fleet, "goals_fleet": goals(o, fleet)})
+                log(f"--- {n} transfers: export path, {what}, portal")
+                phase, _ = run_portal(o, sandbox, calls, procs, tag=f"{size_tag}-{suffix}", n=n, log=log,
+                                      workload=workload)
+                entry.update({key: phase, PORTAL_PHASES[key][1]: goals(o, phase,
+                                                                       distinct=workload == workloads.DISTINCT)})
             if "same-region" in o.workloads:
                 _clean_world(sandbox, calls, o)
                 log(f"--- {n} transfers: same Region (grant → copy → revoke)")
@@ -478,9 +479,9 @@ def _busiest(r: dict) -> str:
 
 
 def table_one(entry: dict) -> str:
-    cols = [(name, entry[key]) for key, name in (("portal", "portal"), ("peer", "peer"),
-                                                 ("portal_distinct", "distinct"), ("portal_fleet", "fleet"))
-            if key in entry]
+    columns = [("portal", "portal"), ("peer", "peer")] + [(key, name) for key, (name, _) in PORTAL_PHASES.items()
+                                                          if key != "portal"]
+    cols = [(name, entry[key]) for key, name in columns if key in entry]
     rows = [("completed", lambda r: f"{r['completed']}/{r['transfers']}"),
             ("OAPI calls / transfer", lambda r: f"{r['oapi_calls_per_transfer']:.2f}")]
     actions = sorted({a for _, r in cols for a in r["oapi_calls_per_transfer_by_action"]})
@@ -521,7 +522,7 @@ def table_one(entry: dict) -> str:
     lines = [f"{entry['transfers']} transfers", f"{'':<28}" + "".join(f"{name:>12}" for name, _ in cols)]
     for label, fn in rows:
         lines.append(f"{label:<28}" + "".join(f"{fn(r):>12}" for _, r in cols))
-    for key, name in (("goals", "portal"), ("goals_distinct", "distinct"), ("goals_fleet", "fleet")):
+    for name, key in PORTAL_PHASES.values():
         if key in entry:
             lines.append(f"goals ({name}): " + "; ".join(f"{k} {'met' if g['met'] else 'NOT met'} ({g['value']})"
                                                         for k, g in entry[key].items()))

@@ -237,7 +237,7 @@ def _started(recipient: Recipient, image_id: str, request_ids: list, *, watched:
 
 
 def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps | None = None,
-                      share: bool = True) -> None:
+                      halve: bool = True) -> None:
     """The hand-off: start the imports an export of ``source_account`` just made possible, now.
 
     One queued job per import would leave a burst of hundreds waiting on a couple of workers
@@ -249,7 +249,7 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps
     reconciler: its row is IMPORTING without an image, counted as tried, so it looks the name up
     first.
 
-    With ``share`` (a sweep's hand-off), a burst of more than ``SHARE_FROM`` threads' worth is
+    With ``halve`` (a sweep's hand-off), a burst of more than ``SHARE_FROM`` threads' worth is
     halved: the sweep claims the first half, queues an `import_handoff` job for the rest (another
     worker starts it meanwhile), starts its half, then claims whatever of the rest the job has not
     claimed yet, so a busy second worker never delays it. A release to hundreds of accounts is
@@ -260,7 +260,7 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps
     ids = list(recipient_ids)
     deadline = time.monotonic() + settings.OMIPORTAL_SWEEP_BUDGET_SECONDS
     halves = [ids]
-    if share and len(ids) > SHARE_FROM * max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY)):
+    if halve and len(ids) > SHARE_FROM * max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY)):
         halves = [ids[:(len(ids) + 1) // 2], ids[(len(ids) + 1) // 2:]]
     for n, half in enumerate(halves):
         recipients = _claim_for_start(half)
@@ -333,4 +333,4 @@ def import_handoff(*, account_id) -> None:
     ids = list(waiting)
     if ids:
         with opened_once():
-            import_start_many(recipient_ids=ids, source_account=account, share=False)
+            import_start_many(recipient_ids=ids, source_account=account, halve=False)

@@ -16,7 +16,7 @@ On SQLite (one process, `make run` and local tests) they are no-ops.
 import contextlib
 import hashlib
 
-from django.db import connection, transaction
+from django.db import connection
 
 
 def _key(name: str) -> int:
@@ -52,7 +52,7 @@ def transaction_lock(name: str) -> None:
     """Wait for, then hold until the current transaction ends, the lock named ``name``."""
     if connection.vendor != "postgresql":
         return
-    if not transaction.get_connection().in_atomic_block:
+    if not connection.in_atomic_block:
         raise RuntimeError("transaction_lock outside a transaction would be released at once")
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_key(name)])
