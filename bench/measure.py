@@ -257,6 +257,17 @@ def _first_creates(handoffs: list[tuple[float, float, str]]) -> dict[float, floa
     return first
 
 
+def handoff_windows(handoffs: list[tuple[float, float, str]], *, creates_only: bool = False,
+                    ) -> list[tuple[float, float]]:
+    """Each look's hand-off as a span of time: from its answer (or, ``creates_only``, from the
+    first create it led to) to the last."""
+    last: dict[float, float] = {}
+    for seen, created, _ in handoffs:
+        last[seen] = max(last.get(seen, created), created)
+    first = _first_creates(handoffs) if creates_only else {seen: seen for seen in last}
+    return sorted((first[seen], end) for seen, end in last.items())
+
+
 def handoff_parts(handoffs: list[tuple[float, float, str]], *, per_second: int, processes: int,
                   shared: bool = True) -> dict:
     """Where a hand-off's time goes. Each (export seen completed, its import's create, the

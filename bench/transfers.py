@@ -43,7 +43,7 @@ from django.db import connection
 from rq.suspension import resume
 
 from accounts.models import Team
-from bench import chart, in_force, load, peer, resources, same_region, workloads
+from bench import chart, cores, in_force, load, peer, resources, same_region, workloads
 from bench.measure import (
     PURPOSES,
     CallLog,
@@ -53,6 +53,7 @@ from bench.measure import (
     handoff_by_account,
     handoff_laps,
     handoff_parts,
+    handoff_windows,
     lag,
     spread,
     stats,
@@ -148,7 +149,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
         resume(conn)
         raise
     share_ids = [s.pk for s in shares]
-    sampler = resources.Sampler(procs).start()
+    sampler, cpu_sampler = resources.Sampler(procs).start(), cores.CpuSampler(procs).start()
     before, cpu0, bench0 = counters(sandbox), worker_cpu(procs), bench_cpu()
     started = time.time()
     resume(conn)
@@ -160,7 +161,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
     ended = wait_final(done_count, n, o.timeout, procs, "portal", log)
     time.sleep(1.5)  # let the workers settle (the last sweep schedules nothing; the reconciler ticks)
     after, cpu1, bench1 = counters(sandbox), worker_cpu(procs), bench_cpu()
-    held = sampler.stop()
+    held, cpu_samples = sampler.stop(), cpu_sampler.stop().samples
 
     recipients = list(Recipient.objects.filter(share_id__in=share_ids)
                       .select_related("share__export", "target_account"))
@@ -197,6 +198,9 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
                                                     shared=o.pace_shared)
     result["handoff_waited_behind"] = waited_behind(parts, made)
     result["handoff_by_account"] = handoff_by_account(parts)
+    result["handoff_cpu"] = cores.in_windows(cpu_samples, handoff_windows(parts), cores=psutil.cpu_count())
+    result["handoff_cpu_creates"] = cores.in_windows(cpu_samples, handoff_windows(parts, creates_only=True),
+                                                     cores=psutil.cpu_count())
     result["handoff_laps_seconds"] = handoff_laps(procs.log_dir, started, ended + 1.5)
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))
     result["resources"] = held
@@ -457,6 +461,13 @@ def _floor(r: dict, *, every: bool) -> str:
     return _ms(floor, "p95") if floor else "-"
 
 
+def _busy(r: dict, group: str, key: str = "handoff_cpu") -> str:
+    """Cores a group kept busy during the hand-offs (``group``: machine, or one of cores.GROUPS;
+    ``key``: handoff_cpu from each look's answer, handoff_cpu_creates from its first create)."""
+    busy = r.get(key, {}).get(f"{group}_cores")
+    return "-" if busy is None else f"{busy:.2f}"
+
+
 def _behind(r: dict) -> str:
     """The calls the account received in the second before each create that waited in line
     (measure.waited_behind), on average: creates, then the rest."""
@@ -501,6 +512,12 @@ def table_one(entry: dict) -> str:
     for part in laps.PARTS:
         rows.append((f"  in the sweep: {part} p95 s", lambda r, part=part: _ms(
             r.get("handoff_laps_seconds", {}).get(part, {}), "p95")))
+    rows.append(("  machine cores busy", lambda r: _busy(r, "machine")))
+    rows.append(("  of which workers/sandbox", lambda r: f"{_busy(r, 'workers')}/{_busy(r, 'sandbox_and_bench')}"))
+    rows.append(("  each worker", lambda r: "/".join(_busy(r, name) for name in sorted(r.get("resources", {})
+                                                                                    .get("workers", {})))))
+    rows.append(("  creates: machine/sandbox", lambda r: f"{_busy(r, 'machine', 'handoff_cpu_creates')}/"
+                                                      f"{_busy(r, 'sandbox_and_bench', 'handoff_cpu_creates')}"))
     rows.append(("  late creates waited behind", _behind))
     rows.append(("  p95 s, busiest account", _busiest))
     rows += [("hand-off floor p95 s", lambda r: _floor(r, every=False)),

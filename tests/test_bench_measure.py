@@ -1,6 +1,8 @@
-"""The benchmarks' own arithmetic: the hand-off's pace floor (bench.measure.pace_floor)."""
+"""The benchmarks' own arithmetic: the hand-off's pace floor (bench.measure.pace_floor), its
+parts, and the cores busy while it ran (bench.cores)."""
 
-from bench.measure import handoff_by_account, handoff_parts, pace_floor, waited_behind
+from bench import cores
+from bench.measure import handoff_by_account, handoff_parts, handoff_windows, pace_floor, waited_behind
 
 
 def test_the_pace_floor_serves_each_accounts_ends_in_the_order_seen_at_its_pace():
@@ -45,3 +47,25 @@ def test_the_hand_off_is_reported_per_recipient_account_the_busiest_first():
     by = handoff_by_account(ends)
     assert list(by) == ["r1", "r2"]  # three imports into r1, one into r2
     assert by["r1"]["count"] == 3 and by["r1"]["max"] == 1.4 and by["r2"]["max"] == 0.2
+
+
+def test_the_cores_busy_during_hand_offs_count_only_their_windows():
+    # Two looks: one at t=0 whose creates went until 1.5, one at 1.0 until 2.0 (one span, 0-2),
+    # and one at 10 until 10.5. Samples of cumulative CPU seconds every half second.
+    windows = handoff_windows([(0.0, 0.5, "r1"), (0.0, 1.5, "r2"), (1.0, 2.0, "r1"), (10.0, 10.5, "r1")])
+    assert windows == [(0.0, 1.5), (1.0, 2.0), (10.0, 10.5)]
+    assert cores.merge(windows) == [(0.0, 2.0), (10.0, 10.5)]
+    creates = handoff_windows([(0.0, 0.5, "r1"), (0.0, 1.5, "r2"), (1.0, 2.0, "r1")], creates_only=True)
+    assert creates == [(0.5, 1.5), (2.0, 2.0)]  # from each look's first create to its last
+
+    def at(t, machine, workers):
+        return (t, machine, {"workers": workers, "sandbox_and_bench": machine - workers, "postgresql": 0.0,
+                             "redis": 0.0})
+    # The machine busy 2 cores in both windows and idle in between; the workers 0.5 of them.
+    samples = [at(0.0, 0, 0), at(1.0, 2, 0.5), at(2.0, 4, 1.0), at(6.0, 4, 1.0), at(10.0, 4, 1.0),
+               at(10.5, 5, 1.25)]
+    busy = cores.in_windows(samples, windows, cores=2)
+    assert busy["seconds"] == 2.5 and busy["machine_cores"] == 2.0
+    assert busy["workers_cores"] == 0.5 and busy["sandbox_and_bench_cores"] == 1.5
+    # A window the samples do not enclose is left out; none at all gives nothing.
+    assert cores.in_windows(samples, [(11.0, 12.0)], cores=2) == {}
