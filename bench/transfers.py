@@ -43,7 +43,7 @@ from django.db import connection
 from rq.suspension import resume
 
 from accounts.models import Team
-from bench import chart, cores, in_force, load, peer, resources, same_region, workloads
+from bench import chart, cores, creates_floor, in_force, load, peer, resources, same_region, workloads
 from bench.measure import (
     PURPOSES,
     CallLog,
@@ -417,6 +417,12 @@ def run(o: Options, *, log=print) -> dict:
                                       workload=workload)
                 entry.update({key: phase, PORTAL_PHASES[key][1]: goals(o, phase,
                                                                        distinct=workload == workloads.DISTINCT)})
+                if workload == workloads.FLEET:
+                    _clean_world(sandbox, calls, o)
+                    log(f"--- {n} transfers: the release's creates alone, without the portal")
+                    entry["creates_floor"] = creates_floor.run(
+                        sandbox, env, processes=o.workers, threads=int(in_use["OMIPORTAL_SWEEP_CONCURRENCY"]),
+                        accounts=o.fleet_accounts, creates=n, log=log)
             if "same-region" in o.workloads:
                 _clean_world(sandbox, calls, o)
                 log(f"--- {n} transfers: same Region (grant → copy → revoke)")
@@ -539,6 +545,12 @@ def table_one(entry: dict) -> str:
     lines = [f"{entry['transfers']} transfers", f"{'':<28}" + "".join(f"{name:>12}" for name, _ in cols)]
     for label, fn in rows:
         lines.append(f"{label:<28}" + "".join(f"{fn(r):>12}" for _, r in cols))
+    if "creates_floor" in entry:
+        floor = entry["creates_floor"]
+        lines.append(f"the release's creates alone, no portal work ({floor['processes']} processes × "
+                     f"{floor['threads']} threads): p50/p95/max {_ms(floor['answered_seconds'], 'p50')}/"
+                     f"{_ms(floor['answered_seconds'], 'p95')}/{_ms(floor['answered_seconds'], 'max')} s, "
+                     f"{floor['per_second']} a second")
     for name, key in PORTAL_PHASES.values():
         if key in entry:
             lines.append(f"goals ({name}): " + "; ".join(f"{k} {'met' if g['met'] else 'NOT met'} ({g['value']})"

@@ -133,26 +133,12 @@ def seed_fleet(sandbox, seeded, *, accounts: int, transfers: int) -> Fleet:
     straight into the in-process sandbox's world (no call), and the accounts added to the teams
     other than the first (through the service, as their admins would)."""
     from bench import load
-    from sandbox import seed
-    from sandbox.world import Account, Bucket, utc_now
 
     team, world = seeded.teams[0], sandbox.world
     source = seeded.accounts[team.pk][0]
     owner = sandbox.account(source.label)
-    entries = []
+    entries = seed_world_accounts(world, count=accounts, prefix="fleet", base=_FLEET_ACCOUNT_BASE)
     with world.lock:
-        for k in range(accounts):
-            name = f"fleet-{k + 1:04d}"
-            entry = {"name": name, "account_id": str(_FLEET_ACCOUNT_BASE + k),
-                     "region": FLEET_REGIONS[k % len(FLEET_REGIONS)], "access_key": seed.access_key_for(name),
-                     "secret_key": seed.secret_key_for(name), "bucket": f"{name}-exports"}
-            world.accounts[entry["account_id"]] = Account(
-                name=name, account_id=entry["account_id"], region=entry["region"], email=f"{name}@sandbox.example",
-                access_key=entry["access_key"], secret_key=entry["secret_key"], bucket=entry["bucket"],
-                canonical_id=seed.canonical_id_for(name))
-            world.buckets[(entry["region"], entry["bucket"])] = Bucket(entry["bucket"], entry["region"],
-                                                                       entry["account_id"], utc_now())
-            entries.append(entry)
         images = [_seed_image(world, owner, _FLEET_IMAGE_BASE + j, f"bench-release-{j + 1:03d}",
                               "bench_transfers: a release image shared with the fleet")
                   for j in range(math.ceil(transfers / accounts))]
@@ -162,6 +148,29 @@ def seed_fleet(sandbox, seeded, *, accounts: int, transfers: int) -> Fleet:
         other = others[k % len(others)]
         targets.append(load.add_account(other, seeded.staff[other.pk]["admin"], entry["name"], entry))
     return Fleet(team=team, source=source, images=images, targets=targets)
+
+
+def seed_world_accounts(world, *, count: int, prefix: str, base: int) -> list[dict]:
+    """``count`` accounts written straight into the sandbox's world, each with its keys and an
+    export bucket, in the Regions outside the publisher's in turn: their describe()-like entries."""
+    from sandbox import seed
+    from sandbox.world import Account, Bucket, utc_now
+
+    entries = []
+    with world.lock:
+        for k in range(count):
+            name = f"{prefix}-{k + 1:04d}"
+            entry = {"name": name, "account_id": str(base + k), "region": FLEET_REGIONS[k % len(FLEET_REGIONS)],
+                     "access_key": seed.access_key_for(name), "secret_key": seed.secret_key_for(name),
+                     "bucket": f"{name}-exports"}
+            world.accounts[entry["account_id"]] = Account(
+                name=name, account_id=entry["account_id"], region=entry["region"], email=f"{name}@sandbox.example",
+                access_key=entry["access_key"], secret_key=entry["secret_key"], bucket=entry["bucket"],
+                canonical_id=seed.canonical_id_for(name))
+            world.buckets[(entry["region"], entry["bucket"])] = Bucket(entry["bucket"], entry["region"],
+                                                                       entry["account_id"], utc_now())
+            entries.append(entry)
+    return entries
 
 
 def plan_fleet(fleet: Fleet):

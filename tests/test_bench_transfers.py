@@ -51,6 +51,10 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     assert fleet["completed"] == 5 and fleet["exports_created"] == 2, fleet
     assert sorted(s["count"] for s in fleet["handoff_by_account"].values()) == [1, 2, 2]
     assert entry["goals_fleet"]["calls_per_transfer"]["goal"] == "<= 2.2"
+    # The release's creates alone, from as many processes and threads, without the portal's work.
+    floor = entry["creates_floor"]
+    assert floor["creates"] == 5 and floor["errors"] == 0 and floor["answered_seconds"]["p95"] > 0, floor
+    assert "the release's creates alone" in bench.table(result)
     # The cores kept busy while the hand-offs ran (a tick's rounding aside, within the machine's).
     busy = fleet["handoff_cpu"]
     assert busy["seconds"] > 0 and busy["workers_cores"] > 0 and busy["machine_cores"] <= busy["cores"] + 0.1, busy
