@@ -62,7 +62,7 @@ def run(sandbox, env: dict, *, processes: int, threads: int, accounts: int, crea
     spec = {**_export(sandbox), "threads": threads,
             "creates": [[t["access_key"], t["secret_key"], t["region"], f"bench-floor-{i:06d}"]
                         for i, t in ((i, targets[i % accounts]) for i in range(creates))]}
-    children = []
+    children, opened = [], sandbox.connections()["oapi"]
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(processes):
             path = os.path.join(tmp, f"part-{k}.json")
@@ -86,6 +86,7 @@ def run(sandbox, env: dict, *, processes: int, threads: int, accounts: int, crea
     errors = sum(answer["errors"] for answer in answers)
     result = {"creates": len(done), "errors": errors, "processes": processes, "threads": threads,
               "accounts": accounts, "answered_seconds": stats(done),
+              "oapi_connections": sandbox.connections()["oapi"] - opened,
               "per_second": round(len(done) / done[-1], 1) if done and done[-1] > 0 else 0.0}
     answered = result["answered_seconds"]
     log(f"  the creates alone: {len(done)} answered ({errors} refused), p50/p95/max "

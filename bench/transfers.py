@@ -150,7 +150,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
         raise
     share_ids = [s.pk for s in shares]
     sampler, cpu_sampler = resources.Sampler(procs).start(), cores.CpuSampler(procs).start()
-    before, cpu0, bench0 = counters(sandbox), worker_cpu(procs), bench_cpu()
+    before, cpu0, bench0, conns0 = counters(sandbox), worker_cpu(procs), bench_cpu(), sandbox.connections()
     started = time.time()
     resume(conn)
     final = [Recipient.State.COMPLETED, Recipient.State.FAILED, Recipient.State.CANCELLED, Recipient.State.EXPIRED]
@@ -160,7 +160,7 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
 
     ended = wait_final(done_count, n, o.timeout, procs, "portal", log)
     time.sleep(1.5)  # let the workers settle (the last sweep schedules nothing; the reconciler ticks)
-    after, cpu1, bench1 = counters(sandbox), worker_cpu(procs), bench_cpu()
+    after, cpu1, bench1, conns1 = counters(sandbox), worker_cpu(procs), bench_cpu(), sandbox.connections()
     held, cpu_samples = sampler.stop(), cpu_sampler.stop().samples
 
     recipients = list(Recipient.objects.filter(share_id__in=share_ids)
@@ -202,6 +202,8 @@ def run_portal(o: Options, sandbox, calls: CallLog, procs: load.Processes, *, ta
     result["handoff_cpu_creates"] = cores.in_windows(cpu_samples, handoff_windows(parts, creates_only=True),
                                                      cores=psutil.cpu_count())
     result["handoff_laps_seconds"] = handoff_laps(procs.log_dir, started, ended + 1.5)
+    # New TCP connections the OAPI endpoints accepted (each a TLS handshake against OUTSCALE).
+    result["oapi_connections"] = conns1["oapi"] - conns0["oapi"]
     result["share_states"] = dict(Counter(Share.objects.filter(pk__in=share_ids).values_list("state", flat=True)))
     result["resources"] = held
     result["redis_db_mb_per_10k_transfers"] = round(held["redis_db_keys_bytes_peak_mb"] * 10000 / max(1, n), 2)
@@ -507,6 +509,7 @@ def table_one(entry: dict) -> str:
     for k in PURPOSES:
         rows.append((f"  by purpose: {k}", lambda r, k=k: f"{r['oapi_calls_per_transfer_by_purpose'].get(k, 0):.2f}"))
     rows.append(("exports created", lambda r: str(r["exports_created"])))
+    rows.append(("OAPI connections opened", lambda r: str(r.get("oapi_connections", "-"))))
     for action in ("ReadImageExportTasks", "ReadImages"):
         rows.append((f"looks {action[4:]}: made/empty", lambda r, a=action: (
             f"{r['looks'][a]['looks']}/{r['looks'][a]['saw_nothing_new']}" if a in r.get("looks", {}) else "-")))

@@ -23,7 +23,12 @@ What this module fixes in `osc-sdk-python` 0.42.0, and why:
   side; credential errors never. Whatever is left surfaces as RetryLater for
   the job's own backoff.
 * Thread safety. A Gateway (its requests Session) is not thread-safe, so
-  clients are cached per thread, keyed by account, Region and endpoint. The
+  clients are cached per thread, keyed by account, Region and endpoint.
+* Connections. Each SDK Call opens its own requests Session, so every account
+  a thread called opened its own connection: a hand-off creating into hundreds
+  of accounts paid a TCP (and, against OUTSCALE, a TLS) handshake per create.
+  A thread's gateways share one Session per endpoint instead, which keeps no
+  cookies: nothing one account's answer set rides on another account's call. The
   SDK's rate limiter belongs to one Gateway, so it would pace each thread on
   its own: every Gateway of an account gets the account's pace instead, shared
   by every process through Redis (`shared_pace.SharedPace`;
@@ -35,6 +40,7 @@ What this module fixes in `osc-sdk-python` 0.42.0, and why:
 import contextlib
 import functools
 import hashlib
+import http.cookiejar
 import logging
 import os
 import threading
@@ -144,12 +150,11 @@ class PortalGateway(BaseAPI):
         )
         self.call = _ExplicitCall(profile=profile, timeout=timeout, logger=self.log, limiter=self.limiter,
                                   version=self.endpoint_api_version)
+        self.call.session.close()  # the SDK's own, unused: this thread's for the endpoint instead
+        self.call.session = _thread_session(api_endpoint)
 
     def __repr__(self) -> str:
         return f"<PortalGateway {self.call.profile.endpoints.api} {self.call.profile.region}>"
-
-    def close(self) -> None:
-        self.call.close()
 
 
 # --- One client per account, per thread -----------------------------------------------
@@ -174,12 +179,27 @@ def secret_fingerprint(secret: str) -> str:
 
 def _thread_cache() -> dict:
     if getattr(_local, "generation", None) != _generation:
-        for client in getattr(_local, "clients", {}).values():
+        # The gateways hold nothing of their own to close: their sessions are the thread's.
+        for session in getattr(_local, "sessions", {}).values():
             with contextlib.suppress(Exception):
-                client.close()
-        _local.clients = {}
+                session.close()
+        _local.clients, _local.sessions = {}, {}
         _local.generation = _generation
     return _local.clients
+
+
+_NO_COOKIES = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+
+
+def _thread_session(endpoint: str) -> requests.Session:
+    """This thread's HTTP session for an OAPI endpoint, shared by its gateways (every account it
+    calls in that Region): its connections are reused from one account's call to the next."""
+    _thread_cache()
+    session = _local.sessions.get(endpoint)
+    if session is None:
+        session = _local.sessions[endpoint] = requests.Session()
+        session.cookies.set_policy(_NO_COOKIES)
+    return session
 
 
 def clear_clients() -> None:

@@ -41,6 +41,11 @@ class _Server(ThreadingHTTPServer):
     # threads each open one) overflowed it, and each dropped SYN cost its caller a one-second
     # retransmission, a delay OUTSCALE's front end does not add.
     request_queue_size = 1024
+    accepted = 0  # connections accepted (each a new TCP connection from a client): Sandbox.connections()
+
+    def process_request(self, request, client_address):
+        self.accepted += 1  # on the one thread that accepts
+        super().process_request(request, client_address)
 
     def handle_error(self, request, client_address):
         # Clients that gave up (read timeouts against a hung request, dropped connections) are
@@ -187,6 +192,17 @@ class Sandbox:
         raise KeyError(name)
 
     # --- observation and control ---------------------------------------------------------------
+
+    def connections(self) -> dict[str, int]:
+        """TCP connections each kind of endpoint has accepted since the start ("oapi", "oos",
+        "fcu", "control"): what a client's reuse of its connections saves shows here."""
+        kinds = {"OapiHandler": "oapi", "OosHandler": "oos", "FcuHandler": "fcu", "ControlHandler": "control"}
+        counted = dict.fromkeys(kinds.values(), 0)
+        for server in self._servers:
+            kind = kinds.get(server.RequestHandlerClass.__name__)
+            if kind:
+                counted[kind] += server.accepted
+        return counted
 
     def counters(self, account_id: str, service: str = "oapi") -> dict[str, int]:
         """Calls per action that reached the account's actions (authenticated and not rejected by
