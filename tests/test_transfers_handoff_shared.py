@@ -112,3 +112,35 @@ def test_a_second_worker_takes_the_other_half_meanwhile_and_each_import_is_creat
     assert sum(by.values()) == 10 and set(by) == {"export-sweep-test", "import-handoff-test"}, by
     cloud.faults.configure(hold_seconds=0)
     assert verify_chain().ok
+
+
+def test_a_backlog_is_claimed_a_chunk_at_a_time_by_jobs_that_queue_the_next_and_each_import_is_created_once(
+        flow, cloud, settings, monkeypatch):
+    # A release of 10,000 imports left each `import_handoff` job claiming, opening the keys of and
+    # giving back the whole backlog to start the few hundred its budget allowed. Now a run claims
+    # at most TAKE_PER_THREAD starts per thread at a time (here 1 × 2 threads), and queues a job
+    # for what it has not claimed before starting its own.
+    shares = _export_ended(flow, cloud, settings)
+    monkeypatch.setattr(import_starts, "TAKE_PER_THREAD", 1)
+    settings.OMIPORTAL_SWEEP_BUDGET_SECONDS = 0  # one chunk per run: every thread starts one import
+    claimed = []
+    claim = import_starts._claim
+
+    def counted(recipients):
+        recipients = list(recipients)
+        claimed.append(len(recipients))
+        return claim(recipients)
+
+    monkeypatch.setattr(import_starts, "_claim", counted)
+
+    exports.export_sweep(account_id=flow.alpha.public_id)
+    recipients = Recipient.objects.filter(share__in=shares)
+    assert 1 <= recipients.exclude(image_id="").count() <= 2  # of its one chunk, what its budget allowed
+    assert _handoff_jobs()  # the rest queued for another worker at once
+
+    workers.run_jobs(until=lambda: not recipients.filter(image_id="").exists() and not _handoff_jobs())
+
+    assert max(claimed) <= 2 and sum(claimed) >= 10, claimed  # never the whole backlog at once
+    assert _creates(cloud) == 10 and not recipients.filter(image_id="").exists()
+    assert set(recipients.values_list("start_tries", flat=True)) == {1}  # each claimed and created once
+    assert verify_chain().ok

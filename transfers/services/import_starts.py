@@ -254,22 +254,28 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps
     worker starts it meanwhile), starts its half, then claims whatever of the rest the job has not
     claimed yet, so a busy second worker never delays it. A release to hundreds of accounts is
     bounded by how many creates one process has in flight, not by any account's pace, and the
-    other workers sat idle. ``laps``: the sweep's timing of its parts (laps.py).
+    other workers sat idle. Either way a run claims at most ``TAKE_PER_THREAD`` starts per thread
+    at a time, and one that leaves some unclaimed queues a job for them before it starts its own,
+    so a backlog of thousands is taken by every worker a chunk at a time. ``laps``: the sweep's
+    timing of its parts (laps.py).
     """
     laps = laps or Laps()
-    ids = list(recipient_ids)
+    rest = list(recipient_ids)
     deadline = time.monotonic() + settings.OMIPORTAL_SWEEP_BUDGET_SECONDS
-    halves = [ids]
-    if halve and len(ids) > SHARE_FROM * max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY)):
-        halves = [ids[:(len(ids) + 1) // 2], ids[(len(ids) + 1) // 2:]]
-    for n, half in enumerate(halves):
-        recipients = _claim_for_start(half)
-        if n == 0 and len(halves) > 1:
-            _handoff_later(source_account)  # the other half, for another worker, from now
+    threads = max(1, int(settings.OMIPORTAL_SWEEP_CONCURRENCY))
+    take = TAKE_PER_THREAD * threads
+    size = min(take, (len(rest) + 1) // 2) if halve and len(rest) > SHARE_FROM * threads else take
+    queued = False
+    while rest:
+        chunk, rest = rest[:size], rest[size:]
+        size = take
+        recipients = _claim_for_start(chunk)
+        if rest and not queued:
+            _handoff_later(source_account)  # the rest, for another worker, from now (and from the other end)
+            queued = True
         laps.lap("import_claim")
-        left = _start_claimed(recipients, source_account, laps,
-                              budget=max(0.0, deadline - time.monotonic()))
-        if left or (n + 1 < len(halves) and time.monotonic() >= deadline):
+        left = _start_claimed(recipients, source_account, laps, budget=max(0.0, deadline - time.monotonic()))
+        if left or (rest and time.monotonic() >= deadline):
             # The budget is spent: the rest (given back, or never claimed) goes to a job of its own.
             _handoff_later(source_account)
             return
@@ -277,6 +283,12 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps
 
 # A burst is shared once it has more than this many starts per thread of the sweep.
 SHARE_FROM = 2
+
+# The most one claim takes, per thread of the sweep: a claim, its keys opened ahead and the give-back
+# of what the budget leaves cost what was taken, so a backlog of 10,000 imports is taken a few
+# hundred at a time (each `import_handoff` job claimed, opened the keys of and gave back the whole
+# backlog to start the few hundred its budget allowed).
+TAKE_PER_THREAD = 16
 
 
 def _claim_for_start(recipient_ids) -> list[Recipient]:
