@@ -144,3 +144,23 @@ def test_a_backlog_is_claimed_a_chunk_at_a_time_by_jobs_that_queue_the_next_and_
     assert _creates(cloud) == 10 and not recipients.filter(image_id="").exists()
     assert set(recipients.values_list("start_tries", flat=True)) == {1}  # each claimed and created once
     assert verify_chain().ok
+
+
+def test_a_hand_off_job_goes_ahead_of_the_sweeps_waiting_in_its_queue(flow, cloud, settings):
+    # A release to 1,000 accounts left thousands of their sweeps waiting on the poll queue, and
+    # each hand-off job behind them all. Sweeps come back at their own time; a hand-off's creates
+    # are what people wait for.
+    from django.db import transaction
+
+    from transfers import scheduling
+
+    with transaction.atomic():
+        for k in range(3):
+            scheduling.enqueue("transfers.jobs.import_sweep_job", str(flow.delta.public_id), queue="poll",
+                               job_id=f"import-sweep-test-{k}")
+        import_starts._handoff_later(flow.alpha)
+        scheduling.enqueue("transfers.jobs.import_sweep_job", str(flow.delta.public_id), queue="poll",
+                           job_id="import-sweep-test-3")
+    (poll,) = [queue for queue in workers.queues() if queue.name == "poll"]
+    ids = poll.get_job_ids()
+    assert ids[0].startswith("import-handoff-") and ids[1:] == [f"import-sweep-test-{k}" for k in (0, 1, 2, 3)], ids

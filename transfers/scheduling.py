@@ -121,7 +121,8 @@ def workers_running() -> int:
     return _workers_seen["count"]
 
 
-def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, result_ttl: int) -> None:
+def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, result_ttl: int,
+          at_front: bool = False) -> None:
     try:
         q = get_queue(queue)
         # A failed job is kept to be looked at, for a week by default, not for rq's year.
@@ -130,7 +131,7 @@ def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, resu
         if delay > 0:
             q.enqueue_in(timedelta(seconds=delay), func, *args, **options)
         else:
-            q.enqueue(func, *args, **options)
+            q.enqueue(func, *args, at_front=at_front, **options)
     except DuplicateJobError:
         # The same step is already queued: running it twice would be harmless anyway. An id
         # whose job has already run (rq keeps it JOB_RESULT_TTL) swallows the step instead: the
@@ -165,9 +166,11 @@ def waiting_since(queues):
 
 
 def enqueue(func: str, *args, job_id: str, queue: str = "default", delay: float = 0,
-            result_ttl: int = JOB_RESULT_TTL) -> None:
-    """Enqueue ``func(*args)`` (ids only) once the current transaction commits."""
-    transaction.on_commit(lambda: _send(func, args, job_id=job_id, queue=queue, delay=delay, result_ttl=result_ttl))
+            result_ttl: int = JOB_RESULT_TTL, at_front: bool = False) -> None:
+    """Enqueue ``func(*args)`` (ids only) once the current transaction commits; ``at_front``: before
+    every job already waiting in the queue (a job whose delay costs more than theirs)."""
+    transaction.on_commit(lambda: _send(func, args, job_id=job_id, queue=queue, delay=delay, result_ttl=result_ttl,
+                                        at_front=at_front))
 
 
 def schedule_sweep(kind: str, account_public_id, when, *, interval: float = 0) -> None:
