@@ -47,6 +47,9 @@ def test_an_admin_makes_copies_uses_and_revokes_a_service_token(page, live_serve
     expect(page.get_by_text("it will not be shown again")).to_be_visible()
     raw = page.locator("#api-token").input_value()
     assert re.fullmatch(r"omi_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", raw)
+    # The button's handler comes with a deferred script: under load the page can show the token
+    # before it runs, and a click then does nothing (CI saw it once).
+    page.wait_for_load_state("load")
     page.get_by_role("button", name="Copy").click()
     expect(page.locator("[data-copy-status]")).to_have_text("Copied.")
     assert page.evaluate("navigator.clipboard.readText()") == raw
