@@ -50,7 +50,8 @@ def test_a_small_benchmark_completes_every_transfer_both_ways_and_reports_each_f
     fleet = entry["portal_fleet"]
     assert fleet["completed"] == 5 and fleet["exports_created"] == 2, fleet
     assert sorted(s["count"] for s in fleet["handoff_by_account"].values()) == [1, 2, 2]
-    assert 0 < fleet["oapi_connections"] < fleet["oapi_calls_total"]  # connections are reused
+    # Connections are reused (across phases too: a worker keeps its own, so a phase may open none).
+    assert 0 <= fleet["oapi_connections"] < fleet["oapi_calls_total"]
     assert entry["goals_fleet"]["calls_per_transfer"]["goal"] == "<= 2.2"
     # The release's creates alone, from as many processes and threads, without the portal's work.
     floor = entry["creates_floor"]
