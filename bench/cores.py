@@ -27,7 +27,7 @@ def _cpu(proc: psutil.Process, *, reaped: bool = False) -> float:
     return 0.0
 
 
-def _tree_cpu(pid: int) -> float:
+def tree_cpu(pid: int) -> float:
     """A process's CPU seconds with its live children's and the children it has reaped."""
     try:
         proc = psutil.Process(pid)
@@ -66,11 +66,11 @@ class CpuSampler:
         self._servers = {"postgresql": _named("postgres"), "redis": _named("redis-server")}
 
     def sample(self) -> None:
-        each = {name: _tree_cpu(proc.pid) for name, proc in self.procs.procs}
+        each = {name: tree_cpu(proc.pid) for name, proc in self.procs.procs}
         groups = {
             "workers": sum(each.values()), **each,
             "sandbox_and_bench": _cpu(psutil.Process()),
-            **{group: sum(_tree_cpu(pid) for pid in pids) for group, pids in self._servers.items()},
+            **{group: sum(tree_cpu(pid) for pid in pids) for group, pids in self._servers.items()},
         }
         self.samples.append((time.time(), _machine_busy(), groups))
 

@@ -15,7 +15,7 @@ import psutil
 from rq import Worker
 from rq.suspension import suspend
 
-from bench import load
+from bench import cores, load
 from transfers.services import laps
 
 # --- what the cloud saw ---------------------------------------------------------------------------
@@ -179,21 +179,7 @@ def lag(seen: float | None, finished: float | None) -> float | None:
 def worker_cpu(procs: load.Processes) -> float:
     """CPU seconds of the worker processes, their finished children (reaped: counted in the
     parent's children times) and their live ones (the scheduler)."""
-    total = 0.0
-    for _, proc in procs.procs:
-        try:
-            p = psutil.Process(proc.pid)
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-            for child in p.children(recursive=True):
-                try:
-                    c = child.cpu_times()
-                    total += c.user + c.system
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    return sum(cores.tree_cpu(proc.pid) for _, proc in procs.procs)
 
 
 def bench_cpu() -> float:
