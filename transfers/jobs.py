@@ -6,7 +6,7 @@ OMIPORTAL_STEP_MAX_ATTEMPTS instead of coming back for ever."""
 from rq import get_current_job
 
 from audit.context import job_context
-from transfers import notifications
+from transfers import notifications, scheduling
 from transfers.services import (
     bounded,
     cleanup,
@@ -54,6 +54,7 @@ def recipient_preflight_job(recipient_id: str) -> None:
 
 def export_sweep_job(account_id: str) -> None:
     with job_context(job_id=_job_id("export-sweep", account_id)):
+        scheduling.sweep_begins("export", account_id)
         exports.export_sweep(account_id=account_id)
 
 
@@ -77,6 +78,7 @@ def import_handoff_job(account_id: str) -> None:
 
 def import_sweep_job(account_id: str) -> None:
     with job_context(job_id=_job_id("import-sweep", account_id)):
+        scheduling.sweep_begins("import", account_id)
         import_sweeps.import_sweep(account_id=account_id)
 
 

@@ -23,6 +23,8 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.worker import Worker
 
+from transfers import sweep_bookings
+
 logger = logging.getLogger(__name__)
 
 JOB_RESULT_TTL = 60  # seconds; results are never read, only kept for the dashboard
@@ -122,7 +124,8 @@ def workers_running() -> int:
 
 
 def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, result_ttl: int,
-          at_front: bool = False) -> None:
+          at_front: bool = False) -> bool:
+    """Whether a job ``job_id`` waits in the queue now (this one, or one enqueued before)."""
     try:
         q = get_queue(queue)
         # A failed job is kept to be looked at, for a week by default, not for rq's year.
@@ -132,6 +135,7 @@ def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, resu
             q.enqueue_in(timedelta(seconds=delay), func, *args, **options)
         else:
             q.enqueue(func, *args, at_front=at_front, **options)
+        return True
     except DuplicateJobError:
         # The same step is already queued: running it twice would be harmless anyway. An id
         # whose job has already run (rq keeps it JOB_RESULT_TTL) swallows the step instead: the
@@ -141,8 +145,11 @@ def _send(func: str, args: tuple, *, job_id: str, queue: str, delay: float, resu
             if job is not None and (status := job.get_status(refresh=False)) not in _WAITING:
                 logger.warning("Not enqueued: job id %s was already used by a job that is %s.",
                                job_id, getattr(status, "value", status))
+            else:
+                return job is not None
     except RedisError:
         logger.warning("Could not enqueue %s; the reconciler will retry it.", job_id)
+    return False
 
 
 def waiting_since(queues):
@@ -173,12 +180,15 @@ def enqueue(func: str, *args, job_id: str, queue: str = "default", delay: float 
                                         at_front=at_front))
 
 
-def schedule_sweep(kind: str, account_public_id, when, *, interval: float = 0) -> None:
+def schedule_sweep(kind: str, account_public_id, when, *, interval: float = 0, replace: bool = False) -> None:
     """Schedule the ``kind`` ("export" or "import") sweep of one account at ``when``, or just after.
 
     The job id names the grid cell (``slot_seconds``, finer for a row looked at every ``interval``
     seconds when that is shorter than the grid's) it is due at the end of, so several rows asking
     for looks within one cell share one job, and no row is looked at before it is due.
+    No job is added while a sweep of the account due no later waits (sweep_bookings.py: that one
+    books the next from the database); ``replace``: add it anyway (the reconciler's, for looks
+    found lost).
     """
     width = slot_seconds(interval)
     # A finer grid's cells are named apart: its slot numbers count other seconds.
@@ -208,12 +218,27 @@ def schedule_sweep(kind: str, account_public_id, when, *, interval: float = 0) -
         # answers most of them, where building and enqueueing a job costs several round trips.
         # Finished sweeps leave no trace (result_ttl=0), so a slot whose sweep already ran (the
         # scheduler may release it a little early) is enqueued again, as it must be.
+        connection = get_queue("poll").connection
         try:
-            if get_queue("poll").connection.exists(Job.key_for(job_id)):
+            if connection.exists(Job.key_for(job_id)):
                 return
         except RedisError:
             pass  # _send logs it
-        _send(f"transfers.jobs.{kind}_sweep_job", (str(account_public_id),), job_id=job_id, queue="poll",
-              delay=delay, result_ttl=0)
+        if not sweep_bookings.book(connection, kind, account_public_id, at=slot * width, job_id=job_id,
+                                   delay=delay, replace=replace):
+            return  # an earlier sweep of the account waits: it reads this row (committed), and books its look
+        if not _send(f"transfers.jobs.{kind}_sweep_job", (str(account_public_id),), job_id=job_id, queue="poll",
+                     delay=delay, result_ttl=0):
+            sweep_bookings.clear(connection, kind, account_public_id, job_id=job_id)  # no job waits: say so
 
     transaction.on_commit(send)
+
+
+def sweep_begins(kind: str, account_public_id) -> None:
+    """The running job, a sweep of the account, begins (before it reads anything): looks asked for
+    from now on book a sweep again, this one's next included (sweep_bookings.py). It covers a
+    sweep booked up to a grid cell ahead (its claim takes the rows due by then)."""
+    job = get_current_job()
+    if job is not None:
+        sweep_bookings.clear(get_queue("poll").connection, kind, account_public_id, job_id=job.id,
+                             due_by=timezone.now().timestamp() + slot_seconds())

@@ -38,13 +38,17 @@ def import_sweep(*, account_id) -> None:
     # Same-Region copies are looked at where their plan says (copy_looks.py): never put off.
     if polling.gathered(Recipient, account, "import", WATCHED, WATCHABLE, prompt=PROMPT):
         return  # more looks fall due soon: one call later sees them all
-    rows = polling.claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
-    if rows:
-        riders = polling.riders(Recipient, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
-        # An error before any row could be looked at (the keys, the read) counts against each.
-        with opened_once(), bounded.rows_errors(bounded.IMPORT_LOOK, rows):
-            _observe(account, rows, riders)
-    polling.schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
+    try:
+        rows = polling.claim(Recipient, account=account, states=WATCHED, extra=WATCHABLE, now=timezone.now())
+        if rows:
+            riders = polling.riders(Recipient, account=account, states=WATCHED, extra=WATCHABLE, taken=rows)
+            # An error before any row could be looked at (the keys, the read) counts against each.
+            with opened_once(), bounded.rows_errors(bounded.IMPORT_LOOK, rows):
+                _observe(account, rows, riders)
+    finally:
+        # Whatever happened here, the account's next look is booked: looks asked for while this
+        # sweep waited booked none of their own (sweep_bookings.py).
+        polling.schedule_next(Recipient, account, "import", WATCHED, WATCHABLE)
 
 
 def _copy_sizes(rows: list[Recipient]) -> dict:

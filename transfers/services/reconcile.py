@@ -76,7 +76,7 @@ def reconcile(*, now=None) -> dict:
                 scheduling.enqueue("transfers.jobs.export_start_job", str(export.public_id),
                                    job_id=f"export-start-{export.public_id}-r{int(now.timestamp())}")
             else:
-                scheduling.schedule_sweep("export", export.account.public_id, now)
+                scheduling.schedule_sweep("export", export.account.public_id, now, replace=True)
         counts["imports"] = 0
         for recipient in Recipient.objects.filter(
                 Q(image_id="", next_poll_at__lt=lost_start) | (~Q(image_id="") & Q(next_poll_at__lt=lost_look)),
@@ -90,7 +90,7 @@ def reconcile(*, now=None) -> dict:
                 scheduling.enqueue("transfers.jobs.import_start_job", str(recipient.public_id),
                                    job_id=f"import-start-{recipient.public_id}-r{int(now.timestamp())}")
             else:
-                scheduling.schedule_sweep("import", recipient.target_account.public_id, now)
+                scheduling.schedule_sweep("import", recipient.target_account.public_id, now, replace=True)
     # Only those nothing still reads, or whose claimed clean-up has not finished, found in one
     # statement: at 10,000 transfers, checking every completed export in turn took most of a
     # worker's time at every tick while their imports ran.
