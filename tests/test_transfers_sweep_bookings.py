@@ -156,3 +156,123 @@ def test_a_sweep_that_could_not_be_enqueued_leaves_no_key(flow, shipped, monkeyp
     assert sweep_bookings.booked(scheduling.get_queue("poll").connection, "import", flow.delta.public_id) is None
     _ask(flow.delta, 12)
     assert len(_booked(flow.delta)) == 1
+
+
+# --- Due sweeps of many accounts run side by side (scheduling.take_waiting_sweeps) ----------------
+
+def _imports_in_two_accounts(flow, cloud) -> list:
+    """One share from alpha to delta (an import) and gamma (a same-Region copy), both started and
+    still pending; queues empty."""
+    from tests.transfer_world import approve, request_share
+
+    flow.dest.auto_accept_incoming = True
+    flow.dest.save()
+    cloud.set_durations(export_seconds=0.2, import_seconds=1000, copy_seconds=1000)
+    share = request_share(flow, cloud, accounts=[flow.delta, flow.gamma])
+    approve(flow, share)
+    workers.run_jobs(until=lambda: not Recipient.objects.filter(share=share, image_id="").exists())
+    workers.flush()
+    return list(Recipient.objects.filter(share=share).select_related("target_account").order_by("pk"))
+
+
+def test_a_worker_taking_one_due_sweep_runs_the_others_waiting_beside_it(flow, cloud, shipped):
+    """A release into 1,000 accounts queued a due sweep per account; one after another (a look, a
+    tag and the completions each) they were taken 1.5 a second by two workers, and imports ended
+    minutes before anyone saw them."""
+    rows = _imports_in_two_accounts(flow, cloud)
+    shipped()
+    now = timezone.now()
+    for row in rows:
+        Recipient.objects.filter(pk=row.pk).update(next_poll_at=now, poll_interval=5.0)
+        with cloud.world.lock:
+            cloud.world.images[row.image_id].ready_at = time.monotonic()
+        _ask(row.target_account, 0, now=now)
+    workers.release_scheduled()  # their time has come
+    poll = scheduling.get_queue("poll")
+    assert poll.count == 2
+
+    qs = workers.queues()
+    SimpleWorker(qs, connection=qs[0].connection, serializer=JSONSerializer).work(
+        burst=True, max_jobs=1, logging_level="WARNING")  # the worker takes one job
+
+    assert poll.count == 0  # the other was taken off the queue with it...
+    assert [r.state for r in Recipient.objects.order_by("pk")] == ["completed", "completed"]  # ...and run
+    for row in rows:  # each key let go as its sweep began: nothing waits, nothing is left to look at
+        assert sweep_bookings.booked(poll.connection, "import", row.target_account.public_id) is None
+
+
+def test_a_sweep_left_pending_by_a_sweep_run_beside_another_books_its_next_look(flow, cloud, shipped):
+    """A sweep run in another job's thread stands for its own job: as it begins it lets go of the
+    key that names that job, so its next look is booked (rq's current job, in that thread, is the
+    job that took it)."""
+    delta, gamma = _imports_in_two_accounts(flow, cloud)
+    shipped()
+    now = timezone.now()
+    Recipient.objects.filter(pk=delta.pk).update(next_poll_at=now, poll_interval=5.0)
+    # gamma's row is due, but its sweep was booked for later (here released early, as rq's
+    # scheduler may by a second); once looked at, its next look comes after that time.
+    Recipient.objects.filter(pk=gamma.pk).update(next_poll_at=now, poll_interval=60.0)
+    _ask(delta.target_account, 0, now=now)
+    _ask(gamma.target_account, 30, now=now)
+    first = {row.pk: _booked(row.target_account) for row in (delta, gamma)}
+    workers.release_scheduled()
+    assert scheduling.get_queue("poll").get_job_ids() == [*first[delta.pk], *first[gamma.pk]]
+    qs = workers.queues()
+    SimpleWorker(qs, connection=qs[0].connection, serializer=JSONSerializer).work(
+        burst=True, max_jobs=1, logging_level="WARNING")  # delta's job, which takes gamma's
+    assert scheduling.get_queue("poll").count == 0
+    for row in Recipient.objects.order_by("pk"):
+        assert row.state == "importing" and row.next_poll_at > now + timedelta(seconds=5)  # looked at, pending
+        booked = _booked(row.target_account)
+        assert len(booked) == 1 and booked != first[row.pk], row.target_account  # its next look
+
+
+def test_two_workers_never_take_the_same_waiting_sweep_and_leave_other_jobs_in_place(flow):
+    """LREM gives each queued id to one caller: run side by side by two workers at once, every
+    sweep is taken exactly once, and the hand-offs among them stay queued, in their order."""
+    import threading
+    import uuid
+
+    poll = scheduling.get_queue("poll")
+    sweeps = [f"import-sweep-{uuid.uuid4()}-{k}" for k in range(120)]
+    others = [f"import-handoff-{uuid.uuid4()}-{k}" for k in range(6)]
+    for k, job_id in enumerate(sweeps):
+        if k % 20 == 0:
+            other = others[k // 20]
+            poll.enqueue("transfers.jobs.import_handoff_job", other, job_id=other)
+        poll.enqueue("transfers.jobs.import_sweep_job", job_id[len("import-sweep-"):-len(f"-{k}")], job_id=job_id)
+    taken: list[list] = [[], []]
+    start = threading.Barrier(2)
+
+    def take(into: list) -> None:
+        start.wait()
+        while batch := scheduling.take_waiting_sweeps("import", limit=7):
+            into.extend(batch)
+
+    threads = [threading.Thread(target=take, args=(into,)) for into in taken]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [job_id for batch in taken for job_id, _ in batch]
+    assert sorted(ids) == sorted(sweeps)  # each once: none twice, none left
+    assert taken[0] and taken[1]  # both took part
+    assert all(account == job_id[len("import-sweep-"):len("import-sweep-") + 36] for batch in taken
+               for job_id, account in batch)
+    assert poll.get_job_ids() == others  # the other jobs untouched, in order
+    assert not any(poll.connection.exists(f"rq:job:{job_id}") for job_id in sweeps)  # ids free again
+
+
+def test_inside_side_by_side_work_run_each_opens_no_thread(flow):
+    import threading
+
+    from transfers.services import polling
+
+    seen = []
+    with polling.in_line():
+        polling.run_each(lambda item: seen.append(threading.get_ident()), list(range(40)), what="count",
+                         threads=40)
+    assert set(seen) == {threading.get_ident()}
+    seen.clear()
+    polling.run_each(lambda item: seen.append(threading.get_ident()), list(range(40)), what="count", threads=40)
+    assert threading.get_ident() not in seen

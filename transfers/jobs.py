@@ -77,9 +77,8 @@ def import_handoff_job(account_id: str) -> None:
 
 
 def import_sweep_job(account_id: str) -> None:
-    with job_context(job_id=_job_id("import-sweep", account_id)):
-        scheduling.sweep_begins("import", account_id)
-        import_sweeps.import_sweep(account_id=account_id)
+    # Each sweep it runs opens its own audit context (the sweeps taken beside it stand for their jobs).
+    import_sweeps.import_sweeps_due(job_id=_job_id("import-sweep", account_id), account_id=account_id)
 
 
 def export_cleanup_job(export_id: str) -> None:

@@ -6,6 +6,7 @@ whose next look is overdue and enqueues their step again.
 """
 
 import contextlib
+import contextvars
 import functools
 import logging
 import math
@@ -197,16 +198,16 @@ def schedule_sweep(kind: str, account_public_id, when, *, interval: float = 0, r
     # a second after its time, so every look a second apart would come two seconds apart. Up to a
     # cell early is on time: the sweep takes the rows due within the grid's next cell.
     at = when.timestamp()
-    current = get_current_job()
+    current = running_job_id()
     prefix = f"{kind}-sweep-{account_public_id}-"
-    if grid and current is not None and current.id.startswith(prefix) and current.id.endswith(grid):
+    if grid and current is not None and current.startswith(prefix) and current.endswith(grid):
         # A sweep on this grid keeps its rhythm: its rows' next look a step after this one was
         # due, not after it ran (the scheduler and the queue let it run up to a cell late).
-        running = int(current.id[len(prefix):-len(grid)]) * width
+        running = int(current[len(prefix):-len(grid)]) * width
         at -= min(width, max(0.0, timezone.now().timestamp() - running))
     slot = (math.floor if grid else math.ceil)(at / width)
     job_id = f"{kind}-sweep-{account_public_id}-{slot}{grid}"
-    if current is not None and current.id == job_id:
+    if current == job_id:
         # A sweep that ran early (the scheduler works to the second) asks for its own slot
         # again: take the next one, or the running job's id would swallow the request.
         slot += 1
@@ -238,7 +239,64 @@ def sweep_begins(kind: str, account_public_id) -> None:
     """The running job, a sweep of the account, begins (before it reads anything): looks asked for
     from now on book a sweep again, this one's next included (sweep_bookings.py). It covers a
     sweep booked up to a grid cell ahead (its claim takes the rows due by then)."""
-    job = get_current_job()
-    if job is not None:
-        sweep_bookings.clear(get_queue("poll").connection, kind, account_public_id, job_id=job.id,
+    job_id = running_job_id()
+    if job_id is not None:
+        sweep_bookings.clear(get_queue("poll").connection, kind, account_public_id, job_id=job_id,
                              due_by=timezone.now().timestamp() + slot_seconds())
+
+
+# The job a sweep run in another job's thread stands for (take_waiting_sweeps): rq knows the
+# job it runs in its own thread only.
+_standing_for: contextvars.ContextVar[str | None] = contextvars.ContextVar("sweep_job", default=None)
+
+
+def running_job_id() -> str | None:
+    """The id of the job whose work runs here: the one a sweep taken off the queue stands for, or
+    rq's current job."""
+    if (job_id := _standing_for.get()) is not None:
+        return job_id
+    job = get_current_job()
+    return job.id if job is not None else None
+
+
+@contextlib.contextmanager
+def standing_for(job_id: str):
+    token = _standing_for.set(job_id)
+    try:
+        yield
+    finally:
+        _standing_for.reset(token)
+
+
+PEEK_PER_TAKE = 4  # queued ids looked at per sweep taken (hand-offs and others sit among them)
+
+
+def take_waiting_sweeps(kind: str, *, limit: int) -> list[tuple[str, str]]:
+    """Take up to ``limit`` ``kind`` sweeps off the head of the poll queue, for the running sweep
+    to run beside its own: (job id, account id) each.
+
+    A queued sweep is due (rq's scheduler moves it there at its time). One after another, each
+    one a look and a tag of ~0.1 s each and its completions, a release into 1,000 accounts had its
+    accounts looked at 1.5 a second on two workers. A worker that takes one now runs the due
+    sweeps behind it side by side, as a hand-off runs its creates.
+
+    LREM removes an id for one caller only, so no sweep is taken twice (nor also run by the worker
+    that dequeues it); the job's record goes with it, its id free for a booking again. A process
+    that dies holding sweeps loses them as it loses its own job: the reconciler books their looks.
+    """
+    if limit <= 0:
+        return []
+    q, prefix, taken = get_queue("poll"), f"{kind}-sweep-", []
+    try:
+        for job_id in q.get_job_ids(0, PEEK_PER_TAKE * limit - 1):
+            if len(taken) >= limit:
+                break
+            if not job_id.startswith(prefix) or not q.remove(job_id):
+                continue  # another kind of job, or another worker took it first
+            job = q.fetch_job(job_id)
+            if job is not None:
+                taken.append((job_id, str(job.args[0])))
+                job.delete()
+    except RedisError:
+        logger.warning("Could not take the waiting %s sweeps; they run as their own jobs.", kind)
+    return taken

@@ -11,12 +11,14 @@ import logging
 from collections import defaultdict
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
 import outscale
 from accounts.keys import credentials_for, opened_once
 from accounts.models import CloudAccount
+from audit.context import job_context
 from transfers import scheduling
 from transfers.models import Recipient
 from transfers.services import bounded, copy_facts, copy_looks, polling
@@ -28,6 +30,22 @@ logger = logging.getLogger(__name__)
 WATCHED = (Recipient.State.IMPORTING,)
 WATCHABLE = Q(image_id__gt="")
 PROMPT = Q(method__in=Recipient.COPY_METHODS)
+
+
+def import_sweeps_due(*, job_id: str, account_id) -> None:
+    """The sweep of job ``job_id`` and, beside it, the import sweeps of other accounts waiting in
+    the poll queue behind it, up to OMIPORTAL_SWEEP_CONCURRENCY in all
+    (scheduling.take_waiting_sweeps): each in a thread, as its own job would run it."""
+    others = scheduling.take_waiting_sweeps("import", limit=int(settings.OMIPORTAL_SWEEP_CONCURRENCY) - 1)
+    sweeps = [(job_id, account_id), *others]
+
+    def one(sweep):
+        sweep_job_id, sweep_account_id = sweep
+        with job_context(job_id=sweep_job_id), scheduling.standing_for(sweep_job_id), polling.in_line():
+            scheduling.sweep_begins("import", sweep_account_id)
+            import_sweep(account_id=sweep_account_id)
+
+    polling.run_each(one, sweeps, what="sweep imports", threads=len(sweeps))
 
 
 def import_sweep(*, account_id) -> None:

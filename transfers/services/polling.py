@@ -2,6 +2,7 @@
 postponing after a throttled call, spacing the retries of a create, and running the per-row
 calls of one sweep side by side."""
 
+import contextlib
 import contextvars
 import logging
 import queue
@@ -282,6 +283,21 @@ def postpone(rows, message: str) -> None:
             state_message=f"{WAITING_PREFIX}{message}"[:500])
 
 
+_in_line: contextvars.ContextVar[bool] = contextvars.ContextVar("run_each_in_line", default=False)
+
+
+@contextlib.contextmanager
+def in_line():
+    """Inside, run_each runs its items one after another: work already run side by side with
+    others (sweeps taken off the queue) opens no threads of its own, so a process holds at most
+    OMIPORTAL_SWEEP_CONCURRENCY threads, and database connections, for it."""
+    token = _in_line.set(True)
+    try:
+        yield
+    finally:
+        _in_line.reset(token)
+
+
 def run_each(func, items, *, what: str, budget: float | None = None, threads: int | None = None) -> list:
     """``func(item)`` for every item, ``OMIPORTAL_SWEEP_CONCURRENCY`` at a time: each call waits
     mostly on OUTSCALE. One item failing does not stop the others; its row stays in flight and the
@@ -319,6 +335,8 @@ def run_each(func, items, *, what: str, budget: float | None = None, threads: in
 
     # A thread costs a database connection: a few rows are done faster in line.
     concurrency = max(1, min(int(settings.OMIPORTAL_SWEEP_CONCURRENCY), threads or pending.qsize() // 2))
+    if _in_line.get():
+        concurrency = 1  # already one of a process's side-by-side sweeps (in_line)
     if concurrency == 1:
         drain(own_thread=False)
         return left
