@@ -29,6 +29,9 @@ class AuditContext:
     request: HttpRequest | None = None
     # For jobs and commands: who the work is done for (None: the system).
     actor: Any = None
+    # A job's events may wait in the pending table when another transaction holds the chain head,
+    # as a request's always may (audit/recorder.py): for work run side by side in many threads.
+    park: bool = False
 
 
 _current: ContextVar[AuditContext | None] = ContextVar("omiportal_audit_context", default=None)
@@ -105,14 +108,15 @@ def request_context(*, request: HttpRequest) -> Iterator[AuditContext]:
 
 
 @contextlib.contextmanager
-def job_context(*, job_id: str | None = None, actor: Any = None) -> Iterator[AuditContext]:
+def job_context(*, job_id: str | None = None, actor: Any = None, park: bool = False) -> Iterator[AuditContext]:
     """Attribute events recorded inside to a background job or a management command.
 
     ``request_id`` becomes the job id (RQ's, e.g. ``share-export-<uuid>``) or
     ``cmd-<hex>`` for a command, so one run's events can be found together.
-    ``actor`` is the user the work is done for; None means the system.
+    ``actor`` is the user the work is done for; None means the system. ``park``: events wait to
+    be chained rather than for the head when another transaction holds it (AuditContext.park).
     """
-    context = AuditContext(request_id=job_id or f"cmd-{uuid.uuid4().hex}", actor=actor)
+    context = AuditContext(request_id=job_id or f"cmd-{uuid.uuid4().hex}", actor=actor, park=park)
     token = _current.set(context)
     try:
         with _keeping_denials():

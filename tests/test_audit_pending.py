@@ -138,6 +138,23 @@ def test_a_job_still_waits_for_the_head(postgres):
 
 
 @pytest.mark.needs_postgres
+def test_a_job_run_side_by_side_parks_its_events_while_another_transaction_holds_the_head(postgres):
+    def sweep_event():
+        with job_context(job_id="import-sweep-x-1", park=True), recorder.atomic():
+            return record(action="share.approved", actor=None, details={"n": 1})
+
+    record(action="share.approved", actor=None, details={"n": 0})
+    with _HeadHeld():
+        event = _in_thread(sweep_event)  # without park it queues, and lock_timeout fails it
+        assert event.seq is None
+        assert list(AuditPendingEvent.objects.values_list("fields__request_id", flat=True)) == ["import-sweep-x-1"]
+    _in_thread(lambda: record(action="share.approved", actor=None, details={"n": 2}))
+    assert _chain_actions() == [("share.approved", {"n": k}) for k in range(3)]
+    assert not AuditPendingEvent.objects.exists()
+    assert verify_chain().ok
+
+
+@pytest.mark.needs_postgres
 def test_a_pending_event_committed_after_a_writer_looked_is_chained_by_the_next(postgres):
     """The dangerous moment: a request has parked its event but not committed it, and a writer
     that holds the head chains meanwhile. The writer neither waits for that row nor sees it; the

@@ -41,7 +41,10 @@ def import_sweeps_due(*, job_id: str, account_id) -> None:
 
     def one(sweep):
         sweep_job_id, sweep_account_id = sweep
-        with job_context(job_id=sweep_job_id), scheduling.standing_for(sweep_job_id), polling.in_line():
+        # Their events wait to be chained rather than for the audit chain head: each sweep's
+        # transactions would queue behind the others' on that one row (audit/recorder.py).
+        with job_context(job_id=sweep_job_id, park=True), scheduling.standing_for(sweep_job_id), \
+                polling.in_line():
             scheduling.sweep_begins("import", sweep_account_id)
             import_sweep(account_id=sweep_account_id)
 
