@@ -175,10 +175,8 @@ def _imports_in_two_accounts(flow, cloud) -> list:
     return list(Recipient.objects.filter(share=share).select_related("target_account").order_by("pk"))
 
 
-def test_a_worker_taking_one_due_sweep_runs_the_others_waiting_beside_it(flow, cloud, shipped):
-    """A release into 1,000 accounts queued a due sweep per account; one after another (a look, a
-    tag and the completions each) they were taken 1.5 a second by two workers, and imports ended
-    minutes before anyone saw them."""
+def _ended_and_due(flow, cloud, shipped) -> list:
+    """Both imports ended in the cloud, their looks due and their sweeps queued, at the shipped grid."""
     rows = _imports_in_two_accounts(flow, cloud)
     shipped()
     now = timezone.now()
@@ -188,6 +186,14 @@ def test_a_worker_taking_one_due_sweep_runs_the_others_waiting_beside_it(flow, c
             cloud.world.images[row.image_id].ready_at = time.monotonic()
         _ask(row.target_account, 0, now=now)
     workers.release_scheduled()  # their time has come
+    return rows
+
+
+def test_a_worker_taking_one_due_sweep_runs_the_others_waiting_beside_it(flow, cloud, shipped):
+    """A release into 1,000 accounts queued a due sweep per account; one after another (a look, a
+    tag and the completions each) they were taken 1.5 a second by two workers, and imports ended
+    minutes before anyone saw them."""
+    rows = _ended_and_due(flow, cloud, shipped)
     poll = scheduling.get_queue("poll")
     assert poll.count == 2
 
@@ -289,15 +295,7 @@ def test_sweeps_run_side_by_side_do_not_queue_on_the_audit_chain_head(flow, clou
     from audit.verify import verify_chain
     from tests.pg import own_connection
 
-    rows = _imports_in_two_accounts(flow, cloud)
-    shipped()
-    now = timezone.now()
-    for row in rows:
-        Recipient.objects.filter(pk=row.pk).update(next_poll_at=now, poll_interval=5.0)
-        with cloud.world.lock:
-            cloud.world.images[row.image_id].ready_at = time.monotonic()
-        _ask(row.target_account, 0, now=now)
-    workers.release_scheduled()
+    _ended_and_due(flow, cloud, shipped)
     holder = own_connection()  # another transaction, holding the head for 20 s at most
     holder.execute("BEGIN")
     holder.execute(f'SELECT 1 FROM "{AuditChainHead._meta.db_table}" FOR UPDATE')
