@@ -225,8 +225,11 @@ def schedule_sweep(kind: str, account_public_id, when, *, interval: float = 0, r
                 return
         except RedisError:
             pass  # _send logs it
+        # The key outlives the sweep's time by a grace period and a back-off ceiling: the longest it
+        # may wait in the queue before the reconciler would book its looks again anyway.
+        ttl = max(1, math.ceil(delay + float(settings.OMIPORTAL_RECONCILE_GRACE_SECONDS) + sweep_max()))
         if not sweep_bookings.book(connection, kind, account_public_id, at=slot * width, job_id=job_id,
-                                   delay=delay, replace=replace):
+                                   ttl=ttl, replace=replace):
             return  # an earlier sweep of the account waits: it reads this row (committed), and books its look
         if not _send(f"transfers.jobs.{kind}_sweep_job", (str(account_public_id),), job_id=job_id, queue="poll",
                      delay=delay, result_ttl=0):

@@ -26,9 +26,8 @@ replaces the key rather than defer to it. A flushed Redis loses the keys with th
 """
 
 import contextlib
-import math
+import functools
 
-from django.conf import settings
 from redis.exceptions import RedisError
 
 KEY = "omiportal:sweep-booked:{kind}:{account}"
@@ -61,18 +60,20 @@ def _key(kind: str, account_public_id) -> str:
     return KEY.format(kind=kind, account=account_public_id)
 
 
-def book(connection, kind: str, account_public_id, *, at: float, job_id: str, delay: float,
+@functools.lru_cache(maxsize=8)
+def _scripts(connection):
+    # EVALSHA after the first call, as outscale/shared_pace.py does (one client per URL and process).
+    return connection.register_script(_BOOK), connection.register_script(_CLEAR)
+
+
+def book(connection, kind: str, account_public_id, *, at: float, job_id: str, ttl: int,
          replace: bool = False) -> bool:
     """Whether the sweep ``job_id`` due at ``at`` (a timestamp) should be enqueued: False when
-    an earlier or equal one is waiting; ``replace``: book it whatever waits. The key outlives
-    the time by a grace period and a back-off ceiling (the longest a waiting sweep may queue
-    before the reconciler would book it again anyway). Redis out of reach: True (the enqueue
-    will say so)."""
-    ttl = max(1, math.ceil(delay + float(settings.OMIPORTAL_RECONCILE_GRACE_SECONDS)
-                           + float(settings.OMIPORTAL_SWEEP_MAX_SECONDS)))
+    an earlier or equal one is waiting; ``replace``: book it whatever waits. The key lives ``ttl``
+    seconds. Redis out of reach: True (the enqueue will say so)."""
     try:
-        return bool(connection.eval(_BOOK, 1, _key(kind, account_public_id), repr(at), job_id, ttl,
-                                    "1" if replace else "0"))
+        return bool(_scripts(connection)[0](keys=[_key(kind, account_public_id)],
+                                            args=[repr(at), job_id, ttl, "1" if replace else "0"]))
     except RedisError:
         return True
 
@@ -81,7 +82,7 @@ def clear(connection, kind: str, account_public_id, *, job_id: str, due_by: floa
     """Let looks book again: the sweep ``job_id`` begins (or was not enqueued after all), which
     covers any sweep booked up to ``due_by``."""
     with contextlib.suppress(RedisError):  # the key expires by itself
-        connection.eval(_CLEAR, 1, _key(kind, account_public_id), job_id, repr(due_by))
+        _scripts(connection)[1](keys=[_key(kind, account_public_id)], args=[job_id, repr(due_by)])
 
 
 def booked(connection, kind: str, account_public_id) -> tuple[float, str] | None:
