@@ -146,6 +146,64 @@ def test_a_backlog_is_claimed_a_chunk_at_a_time_by_jobs_that_queue_the_next_and_
     assert verify_chain().ok
 
 
+def test_a_look_that_saw_many_exports_end_hands_the_first_ones_imports_to_another_worker_meanwhile(
+        flow, cloud, settings, monkeypatch):
+    """A release of 10,000 imports from ten exports that ended in one look waited 14 s, the ten
+    completions written in one transaction, before its first create. The sweep now commits once
+    it has offered HANDOFF_EARLY imports and queues a job for them: another worker starts them
+    while it completes the rest."""
+    from transfers.services import export_completes
+
+    settings.OMIPORTAL_SWEEP_CONCURRENCY = 2
+    flow.dest.auto_accept_incoming = True
+    flow.dest.save()
+    epsilon = sandbox_account(cloud, flow.dest, "epsilon")
+    cloud.set_durations(export_seconds=1000, import_seconds=1000)
+    shares = [request_share(flow, cloud, image=image, accounts=[flow.delta, epsilon], copy_name=f"copy-{k}")
+              for k, image in enumerate(("alpha-web-2025.01", "alpha-db-base"))]
+    for share in shares:
+        approve(flow, share)
+    workers.run_jobs(until=lambda: Export.objects.filter(state=Export.State.RUNNING).exclude(task_id="").count() == 2)
+    with cloud.world.lock:
+        for export in Export.objects.all():
+            task = cloud.world.tasks[export.task_id]
+            task.started = time.monotonic() - task.duration
+    Export.objects.update(next_poll_at=Export.objects.order_by("created_at").first().created_at)
+    workers.flush()
+    monkeypatch.setattr(import_starts, "HANDOFF_EARLY", 2)  # one export's two imports
+    seen, completed = {}, []
+
+    def complete(**kwargs):
+        if completed:  # the second export: another worker takes the hand-off job meanwhile
+            def other_worker():
+                try:
+                    seen["completed"] = Export.objects.filter(state=Export.State.COMPLETED).count()
+                    seen["jobs"] = len(_handoff_jobs())
+                    with job_context(job_id="import-handoff-test"):
+                        import_starts.import_handoff(account_id=flow.alpha.public_id)
+                    seen["created"] = _creates(cloud)
+                finally:
+                    connections.close_all()
+
+            thread = threading.Thread(target=other_worker)
+            thread.start()
+            thread.join(timeout=30)
+        completed.append(kwargs["export"].pk)
+        export_completes.export_complete(**kwargs)
+
+    monkeypatch.setattr(exports, "export_complete", complete)
+    exports.export_sweep(account_id=flow.alpha.public_id)
+
+    # The first export was committed, and its job queued, before the second was completed; the
+    # other worker created its two imports meanwhile.
+    assert seen == {"completed": 1, "jobs": 1, "created": 2}, seen
+    recipients = Recipient.objects.filter(share__in=shares)
+    assert recipients.count() == 4 and all(recipients.values_list("image_id", flat=True))
+    assert _creates(cloud) == 4  # the sweep started the other two, and none twice
+    assert set(recipients.values_list("start_tries", flat=True)) == {1}
+    assert verify_chain().ok
+
+
 def test_a_hand_off_job_goes_ahead_of_the_sweeps_waiting_in_its_queue(flow, cloud, settings):
     # A release to 1,000 accounts left thousands of their sweeps waiting on the poll queue, and
     # each hand-off job behind them all. Sweeps come back at their own time; a hand-off's creates
@@ -158,7 +216,7 @@ def test_a_hand_off_job_goes_ahead_of_the_sweeps_waiting_in_its_queue(flow, clou
         for k in range(3):
             scheduling.enqueue("transfers.jobs.import_sweep_job", str(flow.delta.public_id), queue="poll",
                                job_id=f"import-sweep-test-{k}")
-        import_starts._handoff_later(flow.alpha)
+        import_starts.handoff_later(flow.alpha)
         scheduling.enqueue("transfers.jobs.import_sweep_job", str(flow.delta.public_id), queue="poll",
                            job_id="import-sweep-test-3")
     (poll,) = [queue for queue in workers.queues() if queue.name == "poll"]

@@ -271,13 +271,13 @@ def import_start_many(*, recipient_ids, source_account: CloudAccount, laps: Laps
         size = take
         recipients = _claim_for_start(chunk)
         if rest and not queued:
-            _handoff_later(source_account)  # the rest, for another worker, from now (and from the other end)
+            handoff_later(source_account)  # the rest, for another worker, from now (and from the other end)
             queued = True
         laps.lap("import_claim")
         left = _start_claimed(recipients, source_account, laps, budget=max(0.0, deadline - time.monotonic()))
         if left or (rest and time.monotonic() >= deadline):
             # The budget is spent: the rest (given back, or never claimed) goes to a job of its own.
-            _handoff_later(source_account)
+            handoff_later(source_account)
             return
 
 
@@ -289,6 +289,10 @@ SHARE_FROM = 2
 # hundred at a time (each `import_handoff` job claimed, opened the keys of and gave back the whole
 # backlog to start the few hundred its budget allowed).
 TAKE_PER_THREAD = 16
+
+# An export sweep completing many exports hands the imports offered so far to another worker
+# (`handoff_later`) once they are this many, and goes on with the others (exports._observe).
+HANDOFF_EARLY = 512
 
 
 def _claim_for_start(recipient_ids) -> list[Recipient]:
@@ -324,7 +328,7 @@ def _start_claimed(recipients: list[Recipient], source_account: CloudAccount, la
     return left
 
 
-def _handoff_later(source_account: CloudAccount) -> None:
+def handoff_later(source_account: CloudAccount) -> None:
     # The job's id names the moment, so a hand-off that is running can queue its own successor.
     # On the sweeps' queue, and ahead of them: a release to 1,000 accounts has thousands of their
     # sweeps waiting there (each comes back at its own time anyway), and its creates waited behind

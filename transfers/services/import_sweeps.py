@@ -37,7 +37,22 @@ def import_sweeps_due(*, job_id: str, account_id) -> None:
     the poll queue behind it, up to OMIPORTAL_SWEEP_CONCURRENCY in all
     (scheduling.take_waiting_sweeps): each in a thread, as its own job would run it."""
     others = scheduling.take_waiting_sweeps("import", limit=int(settings.OMIPORTAL_SWEEP_CONCURRENCY) - 1)
-    sweeps = [(job_id, account_id), *others]
+    _side_by_side([(job_id, account_id), *others])
+
+
+def looks_first() -> None:
+    """The import sweeps due now, taken off the poll queue and run side by side, before the
+    caller's own work: a hand-off job runs them before its creates. A release's hand-off queues
+    its next job ahead of everything (import_starts.handoff_later), so the sweeps due meanwhile
+    waited for all its creates: a release of 10,000 imports into 1,000 accounts kept both workers
+    45 s, and the imports made first were seen last."""
+    _side_by_side(scheduling.take_waiting_sweeps("import", limit=int(settings.OMIPORTAL_SWEEP_CONCURRENCY)))
+
+
+def _side_by_side(sweeps: list[tuple[str, str]]) -> None:
+    """Run these sweeps ((job id, account id) each), each in a thread, as its own job would."""
+    if not sweeps:
+        return
 
     def one(sweep):
         sweep_job_id, sweep_account_id = sweep
