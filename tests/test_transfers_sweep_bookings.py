@@ -163,12 +163,16 @@ def test_a_sweep_that_could_not_be_enqueued_leaves_no_key(flow, shipped, monkeyp
 def _imports_in_two_accounts(flow, cloud) -> list:
     """One share from alpha to delta (an import) and gamma (a same-Region copy), both started and
     still pending; queues empty."""
+    return _imports_in_accounts(flow, cloud, [flow.delta, flow.gamma])
+
+
+def _imports_in_accounts(flow, cloud, accounts) -> list:
     from tests.transfer_world import approve, request_share
 
     flow.dest.auto_accept_incoming = True
     flow.dest.save()
     cloud.set_durations(export_seconds=0.2, import_seconds=1000, copy_seconds=1000)
-    share = request_share(flow, cloud, accounts=[flow.delta, flow.gamma])
+    share = request_share(flow, cloud, accounts=accounts)
     approve(flow, share)
     workers.run_jobs(until=lambda: not Recipient.objects.filter(share=share, image_id="").exists())
     workers.flush()
@@ -207,25 +211,47 @@ def test_a_worker_taking_one_due_sweep_runs_the_others_waiting_beside_it(flow, c
         assert sweep_bookings.booked(poll.connection, "import", row.target_account.public_id) is None
 
 
-def test_a_hand_off_job_runs_the_looks_due_before_its_creates(flow, cloud, shipped):
-    """A release's hand-off queues its next job ahead of everything (import_starts.handoff_later):
-    the sweeps due meanwhile waited for all its creates, both workers' 45 s in a release of
-    10,000 imports into 1,000 accounts, and the imports made first were seen last. Each hand-off
-    job now takes the due sweeps off the queue and runs them first."""
-    from transfers.services import import_starts
+def test_a_thread_done_with_its_sweep_takes_the_next_ones_waiting_within_the_budget(flow, cloud, shipped, settings):
+    """Taken 32 at a time, a worker's sweeps waited for the slowest of each 32, then gave the late
+    queues a turn: a third of its time in a release into 1,000 accounts. A thread that is done now
+    takes the next sweeps waiting, for the sweep budget."""
+    from tests.transfer_world import sandbox_account
 
-    _ended_and_due(flow, cloud, shipped)
-    with transaction.atomic():
-        import_starts.handoff_later(flow.alpha)  # at the front, nothing left to start
+    epsilon = sandbox_account(cloud, flow.dest, "epsilon")
+    rows = _imports_in_accounts(flow, cloud, [flow.delta, flow.gamma, epsilon])
+    shipped()
+    settings.OMIPORTAL_SWEEP_CONCURRENCY = 2  # the job's sweep and one beside it: the third is taken after
+    now = timezone.now()
+    for row in rows:
+        Recipient.objects.filter(pk=row.pk).update(next_poll_at=now, poll_interval=5.0)
+        with cloud.world.lock:
+            cloud.world.images[row.image_id].ready_at = time.monotonic()
+        _ask(row.target_account, 0, now=now)
+    workers.release_scheduled()
     poll = scheduling.get_queue("poll")
-    assert poll.get_job_ids()[0].startswith("import-handoff-") and poll.count == 3
+    assert poll.count == 3
 
     qs = workers.queues()
     SimpleWorker(qs, connection=qs[0].connection, serializer=JSONSerializer).work(
-        burst=True, max_jobs=1, logging_level="WARNING")  # the worker takes the hand-off job
+        burst=True, max_jobs=1, logging_level="WARNING")
 
-    assert poll.count == 0  # the two sweeps were taken with it...
-    assert [r.state for r in Recipient.objects.order_by("pk")] == ["completed", "completed"]  # ...and run
+    assert poll.count == 0
+    assert [r.state for r in Recipient.objects.order_by("pk")] == ["completed"] * 3
+
+
+def test_run_each_asks_for_more_items_only_within_its_time_and_runs_every_item_it_got(flow):
+    from transfers.services import polling
+
+    batches, done = [[2, 3], [4], []], []
+
+    def more():
+        return batches.pop(0) if batches else []
+
+    polling.run_each(done.append, [1], what="count", threads=2, more=more, more_for=30.0)
+    assert sorted(done) == [1, 2, 3, 4] and not batches  # asked until it got none
+    batches[:], done[:] = [[2]], []
+    polling.run_each(done.append, [1], what="count", threads=2, more=more, more_for=0.0)
+    assert done == [1] and batches == [[2]]  # its time was up: not asked
 
 
 def test_a_sweep_left_pending_by_a_sweep_run_beside_another_books_its_next_look(flow, cloud, shipped):

@@ -72,7 +72,6 @@ def copy_watch_job(recipient_ids: list[str]) -> None:
 
 
 def import_handoff_job(account_id: str) -> None:
-    import_sweeps.looks_first()  # each sweep in its own audit context, standing for its job
     with job_context(job_id=_job_id("import-handoff", account_id)):
         import_starts.import_handoff(account_id=account_id)
 

@@ -32,27 +32,19 @@ WATCHABLE = Q(image_id__gt="")
 PROMPT = Q(method__in=Recipient.COPY_METHODS)
 
 
+# Sweeps a thread with none left takes off the queue at a time (a few round trips to Redis each).
+TAKE_AT_ONCE = 4
+
+
 def import_sweeps_due(*, job_id: str, account_id) -> None:
     """The sweep of job ``job_id`` and, beside it, the import sweeps of other accounts waiting in
-    the poll queue behind it, up to OMIPORTAL_SWEEP_CONCURRENCY in all
-    (scheduling.take_waiting_sweeps): each in a thread, as its own job would run it."""
+    the poll queue behind it, up to OMIPORTAL_SWEEP_CONCURRENCY at a time
+    (scheduling.take_waiting_sweeps): each in a thread, as its own job would run it. A thread that
+    is done takes the next ones waiting, for OMIPORTAL_SWEEP_BUDGET_SECONDS: taken 32 at a time,
+    a worker's sweeps waited for the slowest of each 32, then gave the late queues a turn
+    (omiportal/worker.py), a third of its time in a release into 1,000 accounts."""
     others = scheduling.take_waiting_sweeps("import", limit=int(settings.OMIPORTAL_SWEEP_CONCURRENCY) - 1)
-    _side_by_side([(job_id, account_id), *others])
-
-
-def looks_first() -> None:
-    """The import sweeps due now, taken off the poll queue and run side by side, before the
-    caller's own work: a hand-off job runs them before its creates. A release's hand-off queues
-    its next job ahead of everything (import_starts.handoff_later), so the sweeps due meanwhile
-    waited for all its creates: a release of 10,000 imports into 1,000 accounts kept both workers
-    45 s, and the imports made first were seen last."""
-    _side_by_side(scheduling.take_waiting_sweeps("import", limit=int(settings.OMIPORTAL_SWEEP_CONCURRENCY)))
-
-
-def _side_by_side(sweeps: list[tuple[str, str]]) -> None:
-    """Run these sweeps ((job id, account id) each), each in a thread, as its own job would."""
-    if not sweeps:
-        return
+    sweeps = [(job_id, account_id), *others]
 
     def one(sweep):
         sweep_job_id, sweep_account_id = sweep
@@ -63,7 +55,9 @@ def _side_by_side(sweeps: list[tuple[str, str]]) -> None:
             scheduling.sweep_begins("import", sweep_account_id)
             import_sweep(account_id=sweep_account_id)
 
-    polling.run_each(one, sweeps, what="sweep imports", threads=len(sweeps))
+    polling.run_each(one, sweeps, what="sweep imports", threads=len(sweeps),
+                     more=lambda: scheduling.take_waiting_sweeps("import", limit=TAKE_AT_ONCE),
+                     more_for=float(settings.OMIPORTAL_SWEEP_BUDGET_SECONDS))
 
 
 def import_sweep(*, account_id) -> None:

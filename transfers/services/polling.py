@@ -298,7 +298,8 @@ def in_line():
         _in_line.reset(token)
 
 
-def run_each(func, items, *, what: str, budget: float | None = None, threads: int | None = None) -> list:
+def run_each(func, items, *, what: str, budget: float | None = None, threads: int | None = None,
+             more=None, more_for: float = 0.0) -> list:
     """``func(item)`` for every item, ``OMIPORTAL_SWEEP_CONCURRENCY`` at a time: each call waits
     mostly on OUTSCALE. One item failing does not stop the others; its row stays in flight and the
     reconciler comes back to it after the grace period.
@@ -307,12 +308,25 @@ def run_each(func, items, *, what: str, budget: float | None = None, threads: in
     for the caller to hand to a job of their own. A sweep then keeps its worker for about the
     budget, and the sweeps waiting behind it (other accounts' finished exports) get their turn.
     ``threads`` asks for that many threads (still at most the concurrency), where each item waits
-    on several calls in turn.
+    on several calls in turn. ``more()``: asked, by a thread that found no item left within
+    ``more_for`` seconds, for more items (an empty list: there are none).
     """
     deadline = None if budget is None else time.monotonic() + budget
+    more_until = time.monotonic() + more_for
     pending, left, left_lock = queue.SimpleQueue(), [], threading.Lock()
     for item in items:
         pending.put(item)
+
+    def refill() -> bool:
+        if more is None or time.monotonic() > more_until:
+            return False
+        with left_lock:  # one thread asks at a time; the others then find what it got
+            if not pending.empty():
+                return True
+            got = more()
+            for item in got:
+                pending.put(item)
+            return bool(got)
 
     def drain(own_thread: bool):
         done = 0
@@ -321,6 +335,8 @@ def run_each(func, items, *, what: str, budget: float | None = None, threads: in
                 try:
                     item = pending.get_nowait()
                 except queue.Empty:
+                    if refill():
+                        continue
                     return
                 # Each thread does at least one item, so even a spent budget makes progress.
                 if done and deadline is not None and time.monotonic() > deadline:
