@@ -166,17 +166,19 @@ def test_the_first_refresh_backfills_copies_completed_before_the_inventory(flow,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_account_whose_copies_are_still_to_come_gets_no_refresh_until_its_first_copy(flow, cloud):
+def test_an_account_whose_copies_are_still_to_come_is_first_refreshed_an_interval_later(flow, cloud):
     """A release into 1,000 new accounts gave each a refresh the moment it was requested: 1,000
     jobs of a second each, finding nothing, while the release's imports waited to be looked at."""
     from tests.transfer_world import imports_started
 
     (importing,) = imports_started(flow, cloud, 1)
     InventoryCheck.objects.all().delete()
-    assert inventory.inventory_sweep(now=timezone.now()) == 0  # nothing to take in: no schedule, no job
-    assert not InventoryCheck.objects.exists()
+    now = timezone.now()
+    assert inventory.inventory_sweep(now=now) == 1  # its schedule, and no job: nothing to take in yet
+    assert InventoryCheck.objects.get(account=flow.delta).due_at == now + inventory.refresh_interval()
+    InventoryCheck.objects.all().delete()
     Recipient.objects.filter(pk=importing.pk).update(state=Recipient.State.COMPLETED)  # a copy it holds now
-    assert inventory.inventory_sweep(now=timezone.now()) == 2  # its schedule, due at once, and its job
+    assert inventory.inventory_sweep(now=now) == 2  # its schedule, due at once, and its job
 
 
 @pytest.mark.django_db(transaction=True)

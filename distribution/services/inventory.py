@@ -91,19 +91,21 @@ def backfill(*, account: CloudAccount, now=None) -> int:
 
 
 def checks_ensure(*, now) -> int:
-    """A refresh schedule for every account that holds a copy and has none yet (accounts whose
-    copies predate the inventory): due at once, so the first refresh backfills them.
+    """A refresh schedule for every account that was ever a recipient and has none yet: due at
+    once where it holds copies (they predate the inventory: the first refresh backfills them),
+    an interval away where its copies are all still to come (its first copy would have made one).
 
-    An account whose copies are all still to come gets its schedule with its first copy
-    (``entries_record``): a release into 1,000 new accounts gave each a refresh the moment it was
-    requested, 1,000 jobs of a second each that found nothing and took a third of the workers'
-    time while the release's imports waited to be looked at."""
-    copies = Recipient.objects.filter(target_account=OuterRef("pk"), state=Recipient.State.COMPLETED) \
-        .exclude(image_id="")
-    missing = CloudAccount.objects.filter(retired_at__isnull=True, inventory_check__isnull=True) \
-        .filter(Exists(copies)).values_list("pk", flat=True)[:BATCH]
-    made = InventoryCheck.objects.bulk_create([InventoryCheck(account_id=pk, due_at=now) for pk in missing],
-                                              ignore_conflicts=True)
+    Due at once for all of them, a release into 1,000 new accounts gave each a refresh the moment
+    it was requested: 1,000 jobs of a second each that found nothing, a third of the workers' time
+    while the release's imports waited to be looked at."""
+    missing = dict(CloudAccount.objects.filter(retired_at__isnull=True, inventory_check__isnull=True)
+                   .filter(Exists(Recipient.objects.filter(target_account=OuterRef("pk"))))
+                   .annotate(holds_copies=Exists(Recipient.objects.filter(
+                       target_account=OuterRef("pk"), state=Recipient.State.COMPLETED).exclude(image_id="")))
+                   .values_list("pk", "holds_copies")[:BATCH])
+    made = InventoryCheck.objects.bulk_create(
+        [InventoryCheck(account_id=pk, due_at=now if holds else now + refresh_interval())
+         for pk, holds in missing.items()], ignore_conflicts=True)
     return len(made)
 
 
