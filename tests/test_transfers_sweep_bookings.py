@@ -160,14 +160,12 @@ def test_a_sweep_that_could_not_be_enqueued_leaves_no_key(flow, shipped, monkeyp
 
 # --- Due sweeps of many accounts run side by side (scheduling.take_waiting_sweeps) ----------------
 
-def _imports_in_two_accounts(flow, cloud) -> list:
-    """One share from alpha to delta (an import) and gamma (a same-Region copy), both started and
-    still pending; queues empty."""
-    return _imports_in_accounts(flow, cloud, [flow.delta, flow.gamma])
-
-
-def _imports_in_accounts(flow, cloud, accounts) -> list:
+def _imports_in_accounts(flow, cloud, accounts=None) -> list:
+    """One share from alpha to ``accounts`` (by default delta, an import, and gamma, a same-Region
+    copy), every one started and still pending; queues empty."""
     from tests.transfer_world import approve, request_share
+
+    accounts = accounts or [flow.delta, flow.gamma]
 
     flow.dest.auto_accept_incoming = True
     flow.dest.save()
@@ -179,9 +177,10 @@ def _imports_in_accounts(flow, cloud, accounts) -> list:
     return list(Recipient.objects.filter(share=share).select_related("target_account").order_by("pk"))
 
 
-def _ended_and_due(flow, cloud, shipped) -> list:
-    """Both imports ended in the cloud, their looks due and their sweeps queued, at the shipped grid."""
-    rows = _imports_in_two_accounts(flow, cloud)
+def _ended_and_due(flow, cloud, shipped, accounts=None) -> list:
+    """Every import (``_imports_in_accounts``) ended in the cloud, its look due and its sweep
+    queued, at the shipped grid."""
+    rows = _imports_in_accounts(flow, cloud, accounts)
     shipped()
     now = timezone.now()
     for row in rows:
@@ -218,16 +217,8 @@ def test_a_thread_done_with_its_sweep_takes_the_next_ones_waiting_within_the_bud
     from tests.transfer_world import sandbox_account
 
     epsilon = sandbox_account(cloud, flow.dest, "epsilon")
-    rows = _imports_in_accounts(flow, cloud, [flow.delta, flow.gamma, epsilon])
-    shipped()
+    _ended_and_due(flow, cloud, shipped, [flow.delta, flow.gamma, epsilon])
     settings.OMIPORTAL_SWEEP_CONCURRENCY = 2  # the job's sweep and one beside it: the third is taken after
-    now = timezone.now()
-    for row in rows:
-        Recipient.objects.filter(pk=row.pk).update(next_poll_at=now, poll_interval=5.0)
-        with cloud.world.lock:
-            cloud.world.images[row.image_id].ready_at = time.monotonic()
-        _ask(row.target_account, 0, now=now)
-    workers.release_scheduled()
     poll = scheduling.get_queue("poll")
     assert poll.count == 3
 
@@ -258,7 +249,7 @@ def test_a_sweep_left_pending_by_a_sweep_run_beside_another_books_its_next_look(
     """A sweep run in another job's thread stands for its own job: as it begins it lets go of the
     key that names that job, so its next look is booked (rq's current job, in that thread, is the
     job that took it)."""
-    delta, gamma = _imports_in_two_accounts(flow, cloud)
+    delta, gamma = _imports_in_accounts(flow, cloud)
     shipped()
     now = timezone.now()
     Recipient.objects.filter(pk=delta.pk).update(next_poll_at=now, poll_interval=5.0)
