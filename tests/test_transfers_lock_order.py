@@ -22,14 +22,14 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import CloudAccount
 from audit.models import AuditChainHead, AuditEvent, AuditPendingEvent
 from audit.verify import verify_chain
 from tests import workers
-from tests.pg import own_connection
+from tests.pg import WAIT, Run, gate, own_connection, wait_for_waiters
 from tests.transfer_world import access, approve, image_id, request_share
 from transfers import errors
 from transfers.models import Export, Recipient, Share
@@ -40,7 +40,6 @@ from transfers.services.requests import ExternalRecipient
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EXTERNAL = ExternalRecipient(account_id="999988887777", region="us-west-1")
-WAIT = 10.0  # seconds any step may take before the test gives up (a regression fails, never hangs)
 
 
 # --- Two connections at the dangerous point (PostgreSQL) ------------------------------------------
@@ -51,65 +50,18 @@ def postgres():
         pytest.skip("row locks and deadlock detection are PostgreSQL's; SQLite locks the whole database")
 
 
-def _lock_waiters(monitor) -> int:
-    return monitor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND wait_event_type = 'Lock'").fetchone()[0]
-
-
-def _wait_for_waiters(monitor, n: int, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while _lock_waiters(monitor) < n:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} never queued on the gate's lock")
-        time.sleep(0.02)
-
-
-class _Run(threading.Thread):
-    """A service on its own connection. Deadlocks are reported within a fraction of a second,
-    and no lock is waited for longer than WAIT: a regression is an error, never a hang."""
-
-    def __init__(self, name, func):
-        super().__init__(name=name, daemon=True)
-        self.func, self.error = func, None
-
-    def run(self):
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET lock_timeout = '{int(WAIT * 1000)}ms'")
-                cursor.execute("SET deadlock_timeout = '200ms'")
-            self.func()
-        except Exception as exc:  # reported by the test
-            self.error = exc
-        finally:
-            connections.close_all()
-
-
-@contextlib.contextmanager
-def _gate(table_model, pk):
-    """Hold ``pk``'s row lock from a third connection until the block ends."""
-    gate = own_connection()
-    try:
-        gate.execute("BEGIN")
-        gate.execute(f'SELECT 1 FROM "{table_model._meta.db_table}" WHERE id = %s FOR UPDATE', [pk])
-        yield gate
-    finally:
-        with contextlib.suppress(Exception):
-            gate.execute("ROLLBACK")
-        gate.close()
-
-
 def _meet(gate_model, gate_pk, *, sweep, person):
     """``sweep`` runs first and queues on the gated row, having locked what it locks before it;
     then ``person`` runs until it queues too (on the gate, or on a row the sweep holds); then the
     gate opens. Returns the two runs, both finished."""
     monitor = own_connection()
-    first, second = _Run("sweep", sweep), _Run("person", person)
+    first, second = Run("sweep", sweep), Run("person", person)
     try:
-        with _gate(gate_model, gate_pk):
+        with gate(gate_model, gate_pk):
             first.start()
-            _wait_for_waiters(monitor, 1, "the sweep")
+            wait_for_waiters(monitor, 1, "the sweep")
             second.start()
-            _wait_for_waiters(monitor, 2, "the person's service")
+            wait_for_waiters(monitor, 2, "the person's service")
         for run in (first, second):
             run.join(timeout=WAIT + 5)
         stuck = [run.name for run in (first, second) if run.is_alive()]
@@ -178,12 +130,12 @@ def test_two_approvals_of_one_image_at_once_make_one_export_that_both_use(flow, 
             release.wait(WAIT)
 
     monitor = own_connection()
-    one, two = _Run("first", first_approval), _Run("second", lambda: approve(flow, second))
+    one, two = Run("first", first_approval), Run("second", lambda: approve(flow, second))
     try:
         one.start()
         assert made.wait(WAIT), one.error
         two.start()
-        _wait_for_waiters(monitor, 1, "the second approval")
+        wait_for_waiters(monitor, 1, "the second approval")
         release.set()
         for run in (one, two):
             run.join(timeout=WAIT + 5)
@@ -236,30 +188,6 @@ def test_declining_meets_the_sweep_that_completes_another_import_of_the_share(fl
     assert (sweep.error, person.error) == (None, None)
     assert dict(Recipient.objects.filter(share=share).values_list("pk", "state")) == {
         running.pk: "completed", offered.pk: "declined"}
-    assert Share.objects.get(pk=share.pk).state == Share.State.COMPLETED
-    assert verify_chain().ok
-
-
-@pytest.mark.needs_postgres
-def test_an_import_failing_in_one_sweep_meets_another_sweep_completing_the_same_share(flow, cloud, postgres):
-    share, running = _offered(flow, cloud)
-    failing = Recipient.objects.get(share=share, target_account=flow.delta)
-    import_offers.recipient_accept(access=access(flow.dst_member, flow.dest), recipient=failing)
-    workers.run_jobs(until=lambda: Recipient.objects.get(pk=failing.pk).image_id)
-    workers.flush()
-    failing.refresh_from_db()
-    _completing(cloud, running)
-    _end_import(cloud, failing.image_id, fail="corrupt manifest")
-    Recipient.objects.filter(pk=failing.pk).update(next_poll_at=timezone.now())
-
-    # Two workers, two accounts of one share: delta's import failed, gamma's completed.
-    sweep, person = _meet(Share, share.pk,
-                          sweep=lambda: import_sweeps.import_sweep(account_id=flow.gamma.public_id),
-                          person=lambda: import_sweeps.import_sweep(account_id=flow.delta.public_id))
-
-    assert (sweep.error, person.error) == (None, None)
-    assert dict(Recipient.objects.filter(share=share).values_list("pk", "state")) == {
-        running.pk: "completed", failing.pk: "failed"}
     assert Share.objects.get(pk=share.pk).state == Share.State.COMPLETED
     assert verify_chain().ok
 

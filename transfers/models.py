@@ -246,6 +246,8 @@ class Recipient(models.Model):
         ordering = ["created_at"]
         indexes = [models.Index(fields=["team", "state"]), models.Index(fields=["state", "next_poll_at"]),
                    models.Index(fields=["target_account", "state"]),
+                   # A share's importing recipient whose look is furthest off (share_state._still_importing).
+                   models.Index(fields=["share", "state", "next_poll_at"], name="recipient_share_state_poll"),
                    # The inbox's past copies and the dashboard's weekly chart: last updated first.
                    models.Index(fields=["team", "-updated_at"], name="recipient_team_updated"),
                    # The API's incoming list (cursor pages, newest first).

@@ -3,6 +3,7 @@ importing while any imports, then completed or failed; an ended share may free i
 
 from collections import defaultdict
 
+from django.db.models import F
 from django.utils import timezone
 
 from audit.recorder import record
@@ -19,15 +20,24 @@ def share_refresh(*, share_id) -> None:
 
 def shares_refresh(*, share_ids) -> None:
     """``share_refresh`` for many shares: the same few queries for one or hundreds (a sweep that
-    completes hundreds of imports), one UPDATE per new state, one cleanup check per export."""
+    completes hundreds of imports), one UPDATE per new state, one cleanup check per export.
+
+    A share that stays importing is not locked (``_still_importing``): a release's thousand
+    sweeps all end imports of the same few shares, and each locking them queued every
+    completion in the fleet behind one another."""
     # A launch grant whose copies just ended is removed now, whatever the share's state (grant_releases.py).
     grant_state.grants_release_later(share_ids=share_ids)
+    ids = set(share_ids) - _still_importing(share_ids)
+    if not ids:
+        return
+    # Locked, the share's state is derived from what committed before: two transactions that end
+    # its last imports take turns here, and the second sees the first's ends.
     shares = list(Share.objects.select_for_update(of=("self",)).select_related("team")
-                  .filter(pk__in=share_ids, state__in=[Share.State.READY, Share.State.IMPORTING]).order_by("pk"))
+                  .filter(pk__in=ids, state__in=[Share.State.READY, Share.State.IMPORTING]).order_by("pk"))
     if not shares:
         return
     states: dict[int, set[str]] = defaultdict(set)
-    for share_id, state in Recipient.objects.filter(share__in=shares).values_list("share_id", "state"):
+    for share_id, state in Recipient.objects.filter(share__in=shares).values_list("share_id", "state").distinct():
         states[share_id].add(state)
     moves: dict[tuple[str, str], list[int]] = defaultdict(list)
     ended_exports = set()
@@ -45,6 +55,20 @@ def shares_refresh(*, share_ids) -> None:
         Share.objects.filter(pk__in=pks).update(state=new, state_message=message, updated_at=now)
     if ended_exports:
         exports_cleanup_if_done(export_ids=ended_exports)
+
+
+def _still_importing(share_ids) -> set[int]:
+    """The importing shares among these that stay importing, whatever commits meanwhile: each has
+    a recipient still importing that this transaction now locks (``SKIP LOCKED``: never one that
+    another transaction holds, which may be ending it) until it commits. Whoever ends that
+    recipient waits for this commit at its conditional update, then refreshes the share and sees
+    what this transaction ended. The witness is the one looked at last, whose look is furthest
+    off: a look's claim skips a locked row, and that row waits for the account's next look."""
+    importing = Share.objects.filter(pk__in=share_ids, state=Share.State.IMPORTING).values_list("pk", flat=True)
+    return {share_id for share_id in importing
+            if Recipient.objects.select_for_update(skip_locked=True)
+            .filter(share_id=share_id, state=Recipient.State.IMPORTING)
+            .order_by(F("next_poll_at").desc(nulls_first=True)).values_list("pk", flat=True)[:1]}
 
 
 def _derived_state(states: set[str]) -> tuple[str, str]:
