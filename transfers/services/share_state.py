@@ -2,11 +2,13 @@
 importing while any imports, then completed or failed; an ended share may free its export."""
 
 from collections import defaultdict
+from datetime import timedelta
 
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.recorder import record
+from transfers import scheduling
 from transfers.models import Recipient, Share
 from transfers.services import grant_state
 from transfers.services.cleanup import exports_cleanup_if_done
@@ -62,12 +64,17 @@ def _still_importing(share_ids) -> set[int]:
     a recipient still importing that this transaction now locks (``SKIP LOCKED``: never one that
     another transaction holds, which may be ending it) until it commits. Whoever ends that
     recipient waits for this commit at its conditional update, then refreshes the share and sees
-    what this transaction ended. The witness is the one looked at last, whose look is furthest
-    off: a look's claim skips a locked row, and that row waits for the account's next look."""
+    what this transaction ended.
+
+    The witness is never due for a look within the grid cell: a look's claim skips a locked row,
+    which would wait for the account's next look. It is the one whose look is furthest off (or
+    whose create is still on its way)."""
+    due_by = timezone.now() + timedelta(seconds=scheduling.slot_seconds())
+    not_due = Q(next_poll_at__isnull=True) | Q(next_poll_at__gt=due_by)
     importing = Share.objects.filter(pk__in=share_ids, state=Share.State.IMPORTING).values_list("pk", flat=True)
     return {share_id for share_id in importing
             if Recipient.objects.select_for_update(skip_locked=True)
-            .filter(share_id=share_id, state=Recipient.State.IMPORTING)
+            .filter(not_due, share_id=share_id, state=Recipient.State.IMPORTING)
             .order_by(F("next_poll_at").desc(nulls_first=True)).values_list("pk", flat=True)[:1]}
 
 
