@@ -24,9 +24,9 @@ def shares_refresh(*, share_ids) -> None:
     """``share_refresh`` for many shares: the same few queries for one or hundreds (a sweep that
     completes hundreds of imports), one UPDATE per new state, one cleanup check per export.
 
-    A share that stays importing is not locked (``_still_importing``): a release's thousand
-    sweeps all end imports of the same few shares, and each locking them queued every
-    completion in the fleet behind one another."""
+    A share that stays importing is neither locked nor read (``_still_importing``): a release's
+    thousand sweeps all end imports of the same ten shares, and each locked them and read the
+    states of all their 10,000 recipients."""
     # A launch grant whose copies just ended is removed now, whatever the share's state (grant_releases.py).
     grant_state.grants_release_later(share_ids=share_ids)
     ids = set(share_ids) - _still_importing(share_ids)
