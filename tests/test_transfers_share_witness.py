@@ -2,7 +2,7 @@
 still imports, ending another does not lock the share. The transaction locks a recipient that
 still imports instead (its witness, ``SKIP LOCKED``), so whoever ends that one waits for this
 commit and then sees it. A release's thousand sweeps ended imports of the same ten shares, and
-each locked them: every completion in the fleet queued behind the others.
+each locked them and read the states of all their 10,000 recipients.
 
 On PostgreSQL, with services on connections of their own (tests/pg.py): the two transactions
 that end a share's last imports at once, and what the share's lock is still taken for.
@@ -117,11 +117,10 @@ def test_ending_an_import_while_another_of_its_share_imports_leaves_the_share_un
 def test_a_witness_another_transaction_holds_is_skipped_and_the_share_is_locked_instead(flow, cloud):
     share, gamma, delta = _importing(flow, cloud)
     monitor = own_connection()
-    # A third transaction holds delta (it may be ending it) and the share: the completion of gamma
+    # Other transactions hold delta (one may be ending it) and the share: the completion of gamma
     # may not take delta as its witness, nor wait for it; it waits for the share, the old way.
     try:
-        with gate(Recipient, delta.pk) as holder:
-            holder.execute(f'SELECT 1 FROM "{Share._meta.db_table}" WHERE id = %s FOR UPDATE', [share.pk])
+        with gate(Recipient, delta.pk), gate(Share, share.pk):
             run = Run("completion", _complete(gamma))
             run.start()
             wait_for_waiters(monitor, 1, "the completion")
